@@ -1,0 +1,140 @@
+"""Plain frozen records handed from one stage to the next."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# Canonical units (what validate turns every spelling of SPEC into).
+Unit = Literal["days", "business_days", "weeks", "months"]
+# Canonical order statuses.
+Status = Literal["active", "paused", "cancelled", "done"]
+
+
+def norm_key(value: str) -> str:
+    """How plan names, units and statuses compare: trimmed, case-insensitive."""
+    return " ".join(str(value).split()).casefold()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One message of a plan (one row of the Plans sheet)."""
+
+    plan: str  # the plan's display name, as first written in Plans
+    number: int  # 1..10
+    delay: float  # >= 0; whole for days / business days
+    unit: Unit
+    subject: str  # Jinja2 source
+    body: str  # Jinja2 source
+    from_column: str = "start_date"  # normalised Orders column the delay counts from
+    attachments: tuple[str, ...] = ()  # file names inside attachments/
+    active: bool = True
+    required: bool = False
+    row: int = 0  # Excel row in Plans
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str  # display name
+    steps: tuple[Step, ...]  # sorted by number
+
+    @property
+    def key(self) -> str:
+        return norm_key(self.name)
+
+
+@dataclass(frozen=True)
+class Customer:
+    customer_id: str
+    name: str
+    emails: tuple[str, ...]  # trimmed, lower-cased, validated
+    opt_out: bool = False
+    fields: dict[str, Any] = field(default_factory=dict)  # every column, normalised names
+    row: int = 0
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+    customer_id: str
+    plan: str  # plan key (norm_key of the plan name)
+    status: Status = "active"
+    # Every date column the plans count from, parsed; None when the cell is empty.
+    dates: dict[str, dt.date | None] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)  # every column, normalised names
+    hold_steps: frozenset[int] = frozenset()
+    row: int = 0
+
+
+@dataclass(frozen=True)
+class Model:
+    """The validated workbook: only rows without problems are here."""
+
+    plans: dict[str, Plan]  # by plan key
+    customers: dict[str, Customer]  # by customer_id
+    orders: tuple[Order, ...]
+    constants: dict[str, str]  # Variables sheet: name -> value
+
+
+# Ledger states of one (order, plan, step).
+LedgerState = Literal[
+    "sending",  # written just before the send; found at start of a run, it becomes uncertain
+    "sent",
+    "failed",  # temporary failure: retried while within catch-up
+    "failed_permanent",  # not retried unless the customer's address changes
+    "skipped",  # missed or superseded: never sent
+    "uncertain",  # a crash between "sending" and the outcome: never resent automatically
+    "waiting",  # held back by daily_limit: not counted as missed while it waits
+]
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """What the ledger knows of one message (order, plan, step)."""
+
+    order_id: str
+    plan: str  # plan key
+    step: int
+    state: LedgerState
+    due_date: dt.date | None = None
+    emails: str = ""  # the addresses of the last attempt, "a@x;b@y"
+    detail: str = ""
+    updated: dt.datetime | None = None
+
+
+Action = Literal["send", "skip", "wait"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a run on one day does with one message."""
+
+    order_id: str
+    customer_id: str
+    plan: str  # plan key
+    plan_name: str  # display name
+    step: int
+    due_date: dt.date
+    action: Action
+    reason: str = ""  # "due", "retry", "missed", "superseded by step 4", "daily limit"…
+
+
+OutcomeStatus = Literal["sent", "failed", "skipped", "uncertain"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt or decision, as a SentLog row shows it."""
+
+    date: dt.datetime
+    order_id: str
+    customer_id: str
+    email: str
+    plan: str
+    step: int
+    due_date: dt.date | None
+    status: OutcomeStatus
+    subject: str = ""
+    detail: str = ""
+    archive_file: str = ""

@@ -30,6 +30,10 @@ class WorkbookProblem:
     column: str | None
     message: str
     cell: str | None = None  # e.g. "D7" when the column letter is known
+    # A problem of one message rather than of the row (a missing attachment file, a template
+    # that cannot render for one order): reported, but the step stays scheduled and its
+    # message is recorded `failed` (temporary) until fixed.
+    message_level: bool = False
 
     def __str__(self) -> str:
         place = self.sheet
@@ -51,3 +55,11 @@ class SendFailure(CommplanError):
         # True when the connection itself failed (server down, dropped, login refused):
         # the run counts these to stop trying after a few in a row.
         self.connection = connection
+
+
+class SendUncertain(SendFailure):
+    """The connection failed while the message was being handed over: the server may have
+    it. The ledger records `uncertain` and never sends it again automatically."""
+
+    def __init__(self, message: str, *, temporary: bool = False, connection: bool = True) -> None:
+        super().__init__(message, temporary=temporary, connection=connection)

@@ -101,6 +101,8 @@ class LedgerEntry:
     emails: str = ""  # the addresses of the last attempt, "a@x;b@y"
     detail: str = ""
     updated: dt.datetime | None = None
+    attempts: int = 0  # send attempts so far (begin() calls)
+    first_waiting: dt.date | None = None  # the day it first waited for daily_limit
 
 
 Action = Literal["send", "skip", "wait"]

@@ -37,6 +37,23 @@ class Handler:
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before accepting DATA (a slow server)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # MAIL commands (counted from 1 over all connections) at which the server drops the
+    # connection instead of answering, e.g. {4}: a server that hangs up mid-batch.
+    drop_at_mail: set[int] = field(default_factory=set)
+    mail_count: int = 0
+    connections: int = 0  # SMTP connections opened by clients since start()
+    logins: list[str] = field(default_factory=list)  # users who logged in successfully
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        with self.lock:
+            self.mail_count += 1
+            drop = self.mail_count in self.drop_at_mail
+        if drop:
+            server.transport.close()
+            return "421 4.4.2 closing connection"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         reply = self.rcpt_replies.get(address.lower())
@@ -57,22 +74,68 @@ class Handler:
         return "250 Message accepted for delivery"
 
 
-class SMTPServer:
-    """Start with `with SMTPServer() as srv:`; `srv.port`, `srv.received`."""
+class _CountingController(Controller):
+    """A Controller that counts the SMTP connections it serves in `handler.connections`."""
 
-    def __init__(self, *, port: int | None = None, **handler_kw) -> None:
+    def factory(self):
+        with self.handler.lock:
+            self.handler.connections += 1
+        return super().factory()
+
+
+def _authenticator(credentials: dict[str, str], logins: list[str]):
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    def check(server, session, envelope, mechanism, auth_data) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user = auth_data.login.decode()
+        ok = credentials.get(user) == auth_data.password.decode()
+        if ok:
+            logins.append(user)
+        return AuthResult(success=ok, handled=False)
+
+    return check
+
+
+class SMTPServer:
+    """Start with `with SMTPServer() as srv:`; `srv.port`, `srv.received`.
+
+    `credentials={"user": "password"}` makes the server offer AUTH over plain TCP and check
+    it; successful logins are listed in `srv.handler.logins`. (AUTH is offered, not
+    required: requiring it without TLS makes aiosmtpd warn on every connection.)
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        credentials: dict[str, str] | None = None,
+        **handler_kw,
+    ) -> None:
         self.handler = Handler(**handler_kw)
         self.port = port or free_port()
-        self.controller = Controller(
-            self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=10
+        auth_kw: dict = {}
+        if credentials is not None:
+            auth_kw = dict(
+                authenticator=_authenticator(credentials, self.handler.logins),
+                auth_require_tls=False,
+            )
+        self.controller = _CountingController(
+            self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=10, **auth_kw
         )
 
     @property
     def received(self) -> list[Received]:
         return self.handler.received
 
+    @property
+    def connections(self) -> int:
+        return self.handler.connections
+
     def start(self) -> SMTPServer:
         self.controller.start()
+        self.handler.connections = 0  # forget the Controller's own readiness probe
         return self
 
     def stop(self) -> None:
@@ -88,3 +151,39 @@ class SMTPServer:
         end = time.monotonic() + timeout
         while len(self.received) < count and time.monotonic() < end:
             time.sleep(0.02)
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never says a word (a hung mail server).
+
+    `with SilentServer() as srv:` then connect to `srv.port`.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.clients: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.clients.append(conn)  # kept open, never written to
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        for conn in self.clients:
+            conn.close()
+        self.sock.close()

@@ -1,0 +1,262 @@
+"""Benchmarks: `commplan due` on 50,000 orders and `commplan run` sending 1,000 mails.
+
+Prints medians of several runs, each as a ratio to its floor measured in the same run:
+
+- due:  the whole `commplan due` process on a 50,000-order / 20,000-customer workbook,
+        against a process that only reads the same sheets with python-calamine;
+- run:  the whole `commplan run` process sending 1,000 mails with a 50 KB attachment each to a
+        local aiosmtpd server (archive, ledger and SentLog included), against one smtplib
+        connection sending 1,000 pre-built messages of the same size to the same server;
+- peak memory (max RSS) of each process.
+
+    python bench/bench.py [--repeat 5] [--orders 50000] [--mails 1000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PEAK = HERE / "_peak.py"
+TODAY = dt.date(2026, 11, 27)
+FIRST = ["Éloïse", "François", "Zoé", "Mathéo", "Inès", "Noël", "Anaïs", "Jérôme", "Léa", "Gaël"]
+LAST = ["Lefèvre", "Nguyễn", "Dupré", "Bénard", "Garçon", "Moreau", "Roux", "Faure", "Brun"]
+STORES = ["Lyon Part-Dieu", "Paris Nation", "Nantes Centre", "Lille Grand Place", "Metz"]
+UNITS = ["days", "business days", "weeks", "months"]
+
+
+def plans_rows() -> list[list]:
+    rows = [["plan", "step", "delay", "unit", "subject", "body", "from", "attachments",
+             "active", "required"]]
+    for p, name in enumerate(["Baie vitrée", "Porte d'entrée", "Volets roulants"]):
+        for step in range(1, 11):
+            unit = UNITS[(p + step) % 4]
+            delay = {"days": 5 * step, "business days": 4 * step, "weeks": step,
+                     "months": step * 0.5}[unit]
+            rows.append([
+                name, step, delay, unit,
+                f"{{{{ customer.name }}}}, votre commande {{{{ order.order_id }}}} — étape {step}",
+                "Bonjour {{ customer.name }},\n\nvotre commande {{ order.product }} avance : "
+                f"étape {step} prévue le {{{{ step.due_date|date }}}}.\n"
+                "Votre magasin {{ order.store }} reste à votre écoute au {{ company_phone }}.\n"
+                "\n{{ sender.name }}",
+                "date_de_livraison" if step >= 9 else "", "", "oui", "non",
+            ])
+    return rows
+
+
+def write_big_workbook(path: Path, *, orders: int, customers: int, due_mails: int = 0,
+                       attachment: str = "") -> None:
+    """A workbook like a 40-shop chain's: 3 plans x 10 steps, realistic columns."""
+    from openpyxl import Workbook
+
+    rnd = random.Random(42)
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("Settings")
+    for row in (["key", "value"], ["sender_email", "service@example.com"],
+                ["sender_name", "Menuiseries Dupont"], ["smtp_host", "127.0.0.1"],
+                ["smtp_port", 2525], ["holidays", "FR"], ["catch_up_days", 7]):
+        ws.append(row)
+    ws = wb.create_sheet("Plans")
+    plan_rows = plans_rows()
+    if due_mails:
+        # one plan, one step due today for every order: exactly `due_mails` mails
+        plan_rows = [plan_rows[0], ["Envoi", 1, 0, "days", plan_rows[1][4], plan_rows[1][5],
+                                    "", attachment, "oui", "non"]]
+    for row in plan_rows:
+        ws.append(row)
+    ws = wb.create_sheet("Customers")
+    ws.append(["customer_id", "name", "email", "opt_out", "telephone", "ville"])
+    for i in range(customers):
+        ws.append([f"C{i:06d}", f"{rnd.choice(FIRST)} {rnd.choice(LAST)}",
+                   f"client{i}@example.com", "non" if i % 50 else "oui",
+                   f"06 {rnd.randint(10, 99)} {rnd.randint(10, 99)} {rnd.randint(10, 99)} 00",
+                   rnd.choice(STORES).split()[0]])
+    ws = wb.create_sheet("Orders")
+    ws.append(["order_id", "customer_id", "plan", "start_date", "status", "product", "store",
+               "amount", "date_de_livraison", "vendeur"])
+    names = ["Baie vitrée", "Porte d'entrée", "Volets roulants"]
+    for i in range(orders):
+        if due_mails:
+            start, plan, status = TODAY, "Envoi", "active"
+            cust = f"C{i % customers:06d}"
+        else:
+            start = TODAY - dt.timedelta(days=rnd.randint(0, 120))
+            plan = rnd.choice(names)
+            status = rnd.choice(["active"] * 8 + ["paused", "done"])
+            cust = f"C{rnd.randrange(customers):06d}"
+        delivery = start + dt.timedelta(days=56) if rnd.random() < 0.5 else None
+        ws.append([f"CMD-{i:07d}", cust, plan, start, status, "Baie coulissante alu",
+                   rnd.choice(STORES), round(rnd.uniform(500, 9000), 2), delivery,
+                   rnd.choice(FIRST)])
+    ws = wb.create_sheet("Variables")
+    ws.append(["variable", "value", "description"])
+    ws.append(["company_phone", "01 23 45 67 89", "standard"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb.save(path)
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
+    """Wall time of a process and its peak RSS in KiB (printed by _peak.py)."""
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, str(PEAK), *cmd], capture_output=True, text=True,
+                       env=env)
+    elapsed = time.perf_counter() - t0
+    if r.returncode not in (0, 1):
+        raise SystemExit(f"{cmd} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    peak = json.loads(r.stderr.strip().splitlines()[-1])["maxrss_kib"]
+    return elapsed, peak
+
+
+def median_of(fn, repeat: int) -> tuple[float, int]:
+    times, peaks = [], []
+    for _ in range(repeat):
+        t, p = fn()
+        times.append(t)
+        peaks.append(p)
+    return statistics.median(times), max(peaks)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int) -> subprocess.Popen:
+    """A local aiosmtpd in its own process that accepts and drops every message."""
+    code = (
+        "import time,sys\n"
+        "from aiosmtpd.controller import Controller\n"
+        "class H:\n"
+        "    async def handle_DATA(self, server, session, envelope):\n"
+        "        return '250 OK'\n"
+        f"c=Controller(H(), hostname='127.0.0.1', port={port}, data_size_limit=0)\n"
+        "c.start(); print('ready', flush=True)\n"
+        "sys.stdin.read()\n"
+        "c.stop()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def bench_due(work: Path, orders: int, repeat: int) -> None:
+    home = work / "due-home"
+    wb = home / "workbooks" / "commplan.xlsx"
+    if not wb.exists():
+        print(f"generating {orders} orders / {orders * 2 // 5} customers …", flush=True)
+        write_big_workbook(wb, orders=orders, customers=orders * 2 // 5)
+    (home / "attachments").mkdir(exist_ok=True)
+    size = wb.stat().st_size / 1e6
+    floor_cmd = ["-c", (
+        "import sys; from python_calamine import CalamineWorkbook as W\n"
+        "w = W.from_path(sys.argv[1])\n"
+        "for n in ('Settings','Plans','Customers','Orders','Variables'):\n"
+        "    w.get_sheet_by_name(n).to_python()\n"), str(wb)]
+    due_cmd = ["-m", "commplan_xl", "due", "--home", str(home), "--today", TODAY.isoformat(),
+               "--csv"]
+    timed(due_cmd)  # warm the file cache and any first-run work
+    floor_t, floor_m = median_of(lambda: timed(floor_cmd), repeat)
+    due_t, due_m = median_of(lambda: timed(due_cmd), repeat)
+    print(f"\ndue on {orders} orders ({size:.1f} MB workbook), median of {repeat}:")
+    print(f"  floor (calamine read only): {floor_t:6.2f} s   peak {floor_m / 1024:6.0f} MiB")
+    print(f"  commplan due:               {due_t:6.2f} s   peak {due_m / 1024:6.0f} MiB")
+    print(f"  ratio: {due_t / floor_t:.2f}x (target <= 2.0x); memory {due_m / floor_m:.2f}x")
+
+
+def bench_run(work: Path, mails: int, repeat: int) -> None:
+    from email.message import EmailMessage
+
+    port = free_port()
+    server = start_server(port)
+    try:
+        base = work / "run-home"
+        wb = base / "workbooks" / "commplan.xlsx"
+        (base / "attachments").mkdir(parents=True, exist_ok=True)
+        attachment = os.urandom(50_000)
+        (base / "attachments" / "fiche.pdf").write_bytes(attachment)
+        write_big_workbook(wb, orders=mails, customers=mails, due_mails=mails,
+                           attachment="fiche.pdf")
+        env = {**os.environ, "COMMPLAN_SMTP_PORT": str(port), "COMMPLAN_SMTP_HOST": "127.0.0.1"}
+        env.pop("COMMPLAN_SMTP_USER", None)
+
+        def one_run() -> tuple[float, int]:
+            home = work / "run-copy"
+            shutil.rmtree(home, ignore_errors=True)
+            shutil.copytree(base, home)
+            return timed(["-m", "commplan_xl", "run", "--home", str(home), "--today",
+                          TODAY.isoformat()], env=env)
+
+        msgs = []
+        for i in range(mails):
+            m = EmailMessage()
+            m["From"] = "Menuiseries Dupont <service@example.com>"
+            m["To"] = f"client{i}@example.com"
+            m["Subject"] = f"Client {i}, votre commande CMD-{i:07d} — étape 1"
+            m.set_content("Bonjour,\n\nvotre commande avance.\n" * 3)
+            m.add_alternative("<p>Bonjour,</p><p>votre commande avance.</p>", subtype="html")
+            m.add_attachment(attachment, maintype="application", subtype="pdf",
+                             filename="fiche.pdf")
+            msgs.append(m.as_bytes())
+        blob = work / "prebuilt.bin"
+        import pickle
+
+        blob.write_bytes(pickle.dumps(msgs))
+        floor_cmd = ["-c", (
+            "import pickle, smtplib, sys\n"
+            "msgs = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+            f"s = smtplib.SMTP('127.0.0.1', {port}, timeout=30)\n"
+            "for i, m in enumerate(msgs):\n"
+            "    s.sendmail('service@example.com', [f'client{i}@example.com'], m)\n"
+            "s.quit()\n"), str(blob)]
+        timed(floor_cmd)
+        one_run()
+        floor_t, floor_m = median_of(lambda: timed(floor_cmd), repeat)
+        run_t, run_m = median_of(one_run, repeat)
+        print(f"\nrun sending {mails} mails with a 50 KB attachment, median of {repeat}:")
+        print(f"  floor (one smtplib connection, pre-built): {floor_t:6.2f} s   "
+              f"peak {floor_m / 1024:6.0f} MiB")
+        print(f"  commplan run (archive, ledger, SentLog):  {run_t:6.2f} s   "
+              f"peak {run_m / 1024:6.0f} MiB")
+        print(f"  ratio: {run_t / floor_t:.2f}x (target <= 1.25x); memory {run_m / floor_m:.2f}x")
+    finally:
+        server.stdin.close()
+        server.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--orders", type=int, default=50_000)
+    parser.add_argument("--mails", type=int, default=1_000)
+    parser.add_argument("--only", choices=["due", "run"])
+    parser.add_argument("--keep", type=Path, help="work folder to keep (and reuse)")
+    args = parser.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="commplan-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.only in (None, "due"):
+            bench_due(work, args.orders, args.repeat)
+        if args.only in (None, "run"):
+            bench_run(work, args.mails, args.repeat)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,593 @@
+"""The batch: read → validate → schedule → render → send → record → SentLog.
+
+This is the library behind the command line: each public function here is one command.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from commplan_xl.errors import CommplanError, SendFailure, WorkbookLocked, WorkbookProblem
+from commplan_xl.model import Customer, Decision, Model, Order, Plan, Step, norm_key
+from commplan_xl.settings import Settings
+
+log = logging.getLogger("commplan")
+
+LEDGER_NAME = "commplan-ledger.sqlite3"
+SENTLOG_HEADER = (
+    "date", "order_id", "customer_id", "email", "plan", "step", "due_date", "status",
+    "subject", "detail", "archive_file",
+)
+# After this many connection failures in a row the run stops trying (the server is down):
+# the rest stay due for the next run instead of filling the log with failures.
+MAX_CONNECTION_FAILURES = 3
+
+
+@dataclass(frozen=True)
+class Site:
+    """A home folder with its workbook read and validated."""
+
+    home: Path
+    workbook: Path
+    settings: Settings
+    model: Model
+    problems: tuple[WorkbookProblem, ...]
+    stat: tuple[int, int] | None = None  # (size, mtime_ns) of the workbook when read
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.home / LEDGER_NAME
+
+
+@dataclass
+class RunReport:
+    """What a run did, for the closing summary and the exit status."""
+
+    today: dt.date
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    uncertain: int = 0
+    waiting: int = 0
+    not_tried: int = 0
+    dry_run: bool = False
+    problems: tuple[WorkbookProblem, ...] = ()
+    notes: list[str] = field(default_factory=list)  # sentences for people
+    log_written: bool = True
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def needs_attention(self) -> bool:
+        return bool(
+            self.failed or self.uncertain or self.problems or not self.log_written
+            or self.not_tried
+        )
+
+
+# ---------------------------------------------------------------- loading
+
+def resolve_paths(home: Path | str | None, workbook: Path | str | None) -> tuple[Path, Path]:
+    """The home folder (--home, COMMPLAN_HOME, or the current folder) and the workbook path."""
+    home_path = Path(home or os.environ.get("COMMPLAN_HOME") or ".").expanduser().absolute()
+    if workbook:
+        wb = Path(workbook).expanduser()
+        wb = wb if wb.is_absolute() else (Path.cwd() / wb)
+    else:
+        wb = home_path / "workbooks" / "commplan.xlsx"
+    return home_path, wb.absolute()
+
+
+def load_site(
+    home: Path | str | None = None,
+    workbook: Path | str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Site:
+    """Read and validate the workbook of a home folder."""
+    from commplan_xl.validate import validate
+    from commplan_xl.workbook import read_tables
+
+    home_path, wb = resolve_paths(home, workbook)
+    if not wb.exists():
+        raise CommplanError(
+            f"There is no workbook at {wb}. Run `commplan init` to create one, or give its "
+            "place with --workbook."
+        )
+    st = wb.stat()
+    tables = read_tables(wb)
+    model, settings, problems = validate(tables, home=home_path, environ=environ)
+    return Site(home_path, wb, settings, model, tuple(problems), (st.st_size, st.st_mtime_ns))
+
+
+def today_in(settings: Settings) -> dt.date:
+    """Today's date in the site's time zone."""
+    return dt.datetime.now(ZoneInfo(settings.timezone)).date()
+
+
+def now_in(settings: Settings) -> dt.datetime:
+    """The current local time in the site's time zone, without tzinfo, to the second."""
+    return dt.datetime.now(ZoneInfo(settings.timezone)).replace(tzinfo=None, microsecond=0)
+
+
+def calendar_for(settings: Settings):
+    from commplan_xl.offsets import business_calendar
+
+    return business_calendar(settings.holiday_country, settings.holiday_subdiv)
+
+
+# ---------------------------------------------------------------- deciding
+
+def decide(site: Site, ledger_state: Mapping, *, today: dt.date, sent_today: int = 0
+           ) -> list[Decision]:
+    from commplan_xl.schedule import decide as schedule_decide
+
+    return schedule_decide(
+        site.model, ledger_state, today=today, settings=site.settings,
+        sent_today=sent_today, calendar=calendar_for(site.settings),
+    )
+
+
+def due(site: Site, *, today: dt.date | None = None) -> list[Decision]:
+    """What a run on `today` would send and skip; changes nothing (the ledger is only read)."""
+    from commplan_xl.ledger import Ledger
+
+    day = today or today_in(site.settings)
+    if site.ledger_path.exists():
+        with Ledger(site.ledger_path) as ledger:
+            state = ledger.state()
+            sent_today = ledger.sent_on(day)
+    else:
+        state, sent_today = {}, 0
+    return decide(site, state, today=day, sent_today=sent_today)
+
+
+# ---------------------------------------------------------------- rendering one message
+
+@dataclass(frozen=True)
+class Prepared:
+    """One message ready to send: its exact bytes and where it goes."""
+
+    order: Order
+    customer: Customer
+    plan: Plan
+    step: Step
+    due_date: dt.date
+    subject: str
+    to: tuple[str, ...]
+    message: object  # email.message.EmailMessage
+    data: bytes
+
+
+def find_step(site: Site, order_id: str, step_number: int) -> tuple[Order, Customer, Plan, Step]:
+    """The order, its customer, plan and step, or a sentence saying what is missing."""
+    order = next((o for o in site.model.orders if o.order_id == order_id.strip()), None)
+    if order is None:
+        bad = [p for p in site.problems if p.sheet == "Orders"]
+        hint = " (the Orders sheet has problems: run `commplan check`)" if bad else ""
+        raise CommplanError(f'There is no order "{order_id}" in the Orders sheet{hint}.')
+    plan = site.model.plans.get(order.plan)
+    if plan is None:
+        raise CommplanError(f'Order {order.order_id} uses plan "{order.plan}", which is not in Plans.')
+    step = next((s for s in plan.steps if s.number == step_number), None)
+    if step is None:
+        numbers = ", ".join(str(s.number) for s in plan.steps)
+        raise CommplanError(
+            f'Plan "{plan.name}" has no step {step_number} (its steps are {numbers}).'
+        )
+    customer = site.model.customers.get(order.customer_id)
+    if customer is None:
+        raise CommplanError(
+            f"Order {order.order_id}'s customer {order.customer_id} is not in Customers."
+        )
+    return order, customer, plan, step
+
+
+def prepare(
+    site: Site,
+    order: Order,
+    customer: Customer,
+    plan: Plan,
+    step: Step,
+    *,
+    due_date: dt.date,
+    today: dt.date,
+    to: tuple[str, ...] | None = None,
+    attachment_cache: dict | None = None,
+) -> Prepared:
+    """Render and build one message; raises CommplanError with a sentence if it cannot."""
+    from commplan_xl.mailer import build_message, message_bytes
+    from commplan_xl.paths import resolve_attachment
+    from commplan_xl.render import build_context, render_message
+
+    s = site.settings
+    context = build_context(
+        order=order, customer=customer, plan_name=plan.name, step_number=step.number,
+        due_date=due_date, today=today, sender_name=s.sender_name, sender_email=s.sender_email,
+        constants=site.model.constants,
+    )
+    rendered = render_message(step, context, locale=s.locale)
+    paths = []
+    for name in step.attachments:
+        try:
+            path = resolve_attachment(s.attachments_dir, name)
+        except ValueError as exc:
+            raise CommplanError(f"Plans row {step.row} (attachments): {exc}") from None
+        if not path.is_file():
+            raise CommplanError(
+                f'the attachment "{name}" (Plans row {step.row}) is not in {s.attachments_dir}: '
+                "put the file there or correct its name"
+            )
+        paths.append(path)
+    recipients = to if to is not None else customer.emails
+    msg = build_message(
+        rendered=rendered, sender_email=s.sender_email, sender_name=s.sender_name,
+        reply_to=s.reply_to, to=list(recipients), attachments=paths,
+        **({"cache": attachment_cache} if attachment_cache is not None else {}),
+    )
+    return Prepared(order, customer, plan, step, due_date, rendered.subject, tuple(recipients),
+                    msg, message_bytes(msg))
+
+
+# ---------------------------------------------------------------- the run
+
+def run(
+    site: Site,
+    *,
+    today: dt.date | None = None,
+    dry_run: bool = False,
+    limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    mailer_factory: Callable[[Settings], object] | None = None,
+) -> RunReport:
+    """Send what is due, archive each mail, record every outcome, then rebuild the SentLog."""
+    from commplan_xl.ledger import Ledger
+    from commplan_xl.runlock import run_lock
+
+    day = today or today_in(site.settings)
+    report = RunReport(today=day, dry_run=dry_run, problems=site.problems)
+    if not site.settings.sender_email:
+        raise CommplanError(
+            "No sender address: fill `sender_email` in the Settings sheet (or set "
+            "COMMPLAN_SENDER_EMAIL), then run again."
+        )
+    with run_lock(site.home):
+        if dry_run:
+            return _dry_run(site, day, report, limit)
+        with Ledger(site.ledger_path) as ledger:
+            for entry in ledger.recover(now_in(site.settings)):
+                report.uncertain += 1
+                report.notes.append(
+                    f"Order {entry.order_id} step {entry.step} is uncertain: the last run stopped "
+                    "while sending it. Check with the customer, then use "
+                    f"`commplan resend {entry.order_id} {entry.step}` if it did not arrive."
+                )
+            _send_all(site, ledger, day, report, limit, progress, mailer_factory)
+            write_sentlog(site, ledger, report)
+    return report
+
+
+def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> RunReport:
+    decisions = due(site, today=day)
+    cache: dict = {}
+    sends = 0
+    for d in decisions:
+        if d.action == "skip":
+            report.skipped += 1
+        elif d.action == "wait" or (limit is not None and sends >= limit):
+            report.waiting += 1
+        else:
+            order, customer, plan, step = find_step(site, d.order_id, d.step)
+            try:
+                prepare(site, order, customer, plan, step, due_date=d.due_date, today=day,
+                        attachment_cache=cache)
+                sends += 1
+                report.sent += 1
+            except CommplanError as exc:
+                report.failed += 1
+                report.failures.append(f"Order {d.order_id} step {d.step}: {exc}")
+    return report
+
+
+def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> None:
+    from commplan_xl.mailer import Mailer
+
+    s = site.settings
+    decisions = decide(site, ledger.state(), today=day, sent_today=ledger.sent_on(day))
+    to_send = [d for d in decisions if d.action == "send"]
+    total = len(to_send) if limit is None else min(len(to_send), limit)
+    cache: dict = {}
+    orders = {o.order_id: o for o in site.model.orders}
+    connection_failures = 0
+    stopped = False
+    done = 0
+    factory = mailer_factory or Mailer
+    with factory(s) as mailer:
+        for d in decisions:
+            order = orders[d.order_id]
+            customer = site.model.customers[order.customer_id]
+            emails = ";".join(customer.emails)
+            now = now_in(s)
+            common = dict(order_id=d.order_id, customer_id=customer.customer_id,
+                          plan=d.plan_name, plan_key=d.plan, step=d.step, due_date=d.due_date,
+                          emails=emails)
+            if d.action == "skip":
+                ledger.record_skip(**common, reason=d.reason, now=now)
+                report.skipped += 1
+                continue
+            if d.action == "wait" or stopped or (limit is not None and done >= limit):
+                if stopped:
+                    report.not_tried += 1
+                else:
+                    ledger.record_waiting(**common, now=now)
+                    report.waiting += 1
+                continue
+            plan = site.model.plans[d.plan]
+            step = next(st for st in plan.steps if st.number == d.step)
+            try:
+                prepared = prepare(site, order, customer, plan, step, due_date=d.due_date,
+                                   today=day, attachment_cache=cache)
+            except CommplanError as exc:
+                detail = f"{exc}; will be retried once fixed"
+                ledger.record_failure_before_send(**common, detail=detail, now=now)
+                report.failed += 1
+                report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
+                log.warning("order %s step %s not sent: %s", d.order_id, d.step, exc)
+                continue
+            token = ledger.begin(**common, subject=prepared.subject, now=now)
+            try:
+                mailer.send(prepared.message, from_addr=s.sender_email,
+                            to_addrs=list(prepared.to))
+            except SendFailure as exc:
+                status = "failed" if exc.temporary else "failed_permanent"
+                detail = str(exc) + ("; will be retried by the next run" if exc.temporary
+                                     else "; not retried: correct the address")
+                ledger.finish(token, status=status, detail=detail, archive_file="",
+                              now=now_in(s))
+                report.failed += 1
+                report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
+                log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
+                connection_failures = connection_failures + 1 if exc.connection else 0
+                if connection_failures >= MAX_CONNECTION_FAILURES:
+                    stopped = True
+                    report.notes.append(
+                        f"The mail server failed {connection_failures} times in a row, so this "
+                        "run stopped trying; the other mails stay due and the next run sends "
+                        "them."
+                    )
+                continue
+            connection_failures = 0
+            archive_file = _archive(site, customer, d, prepared, day)
+            ledger.finish(token, status="sent", detail="", archive_file=archive_file,
+                          now=now_in(s))
+            report.sent += 1
+            done += 1
+            if progress:
+                progress(done, total)
+    log.info("run %s: %d sent, %d skipped, %d failed, %d waiting", day, report.sent,
+             report.skipped, report.failed, report.waiting)
+
+
+def _archive(site: Site, customer: Customer, d: Decision, prepared: Prepared, day: dt.date
+             ) -> str:
+    from commplan_xl.archive import customer_folder, relative, write_message
+
+    folder = customer_folder(site.settings.archive_dir, customer.customer_id, customer.name)
+    path = write_message(folder, stem=f"{day.isoformat()}_{d.order_id}_step-{d.step}",
+                         data=prepared.data)
+    return relative(path, site.home)
+
+
+# ---------------------------------------------------------------- SentLog
+
+def sentlog_rows(ledger) -> list[tuple]:
+    rows = []
+    for o in ledger.events():
+        rows.append((
+            o.date.strftime("%Y-%m-%d %H:%M:%S") if isinstance(o.date, dt.datetime) else o.date,
+            o.order_id, o.customer_id, o.email, o.plan, o.step,
+            o.due_date.isoformat() if o.due_date else "", o.status, o.subject, o.detail,
+            o.archive_file,
+        ))
+    return rows
+
+
+def write_sentlog(site: Site, ledger, report: RunReport | None = None) -> bool:
+    """Rebuild the SentLog sheet from the ledger; False (with a note) when the file is open."""
+    from commplan_xl.xlsxgraft import ToolSheet, write_tool_sheets
+
+    sheet = ToolSheet(
+        name="SentLog", header=SENTLOG_HEADER, rows=sentlog_rows(ledger),
+        widths={"A": 20, "B": 16, "C": 12, "D": 28, "E": 18, "F": 6, "G": 12, "H": 10,
+                "I": 50, "J": 60, "K": 50},
+    )
+    try:
+        write_tool_sheets(site.workbook, [sheet], expected_stat=site.stat,
+                          backup_dir=site.home / "workbooks" / "backups")
+    except WorkbookLocked as exc:
+        log.warning("SentLog not written: %s", exc)
+        if report is not None:
+            report.log_written = False
+            report.notes.append(str(exc))
+        return False
+    return True
+
+
+def write_sheets(site: Site, sheets: list) -> None:
+    from commplan_xl.xlsxgraft import write_tool_sheets
+
+    write_tool_sheets(site.workbook, sheets, expected_stat=site.stat,
+                      backup_dir=site.home / "workbooks" / "backups")
+
+
+# ---------------------------------------------------------------- one message on purpose
+
+def preview(site: Site, order_id: str, step_number: int, *, to: str | None = None,
+            today: dt.date | None = None, mailer_factory=None) -> list[Path]:
+    """Render one message to files to look at, or send it to a test address (nothing recorded)."""
+    from commplan_xl.archive import safe_name
+    from commplan_xl.offsets import due_date as compute_due
+
+    day = today or today_in(site.settings)
+    order, customer, plan, step = find_step(site, order_id, step_number)
+    due_on = compute_due(step, order, calendar_for(site.settings)) or day
+    recipients = None
+    if to:
+        recipients = tuple(a.strip().lower() for a in to.replace(",", ";").split(";")
+                           if a.strip())
+    prepared = prepare(site, order, customer, plan, step, due_date=due_on, today=day,
+                       to=recipients)
+    if to:
+        from commplan_xl.mailer import Mailer
+
+        with (mailer_factory or Mailer)(site.settings) as mailer:
+            mailer.send(prepared.message, from_addr=site.settings.sender_email,
+                        to_addrs=list(prepared.to))
+        return []
+    folder = site.home / "previews"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = safe_name(f"{order.order_id}_step-{step.number}", max_len=100)
+    eml = folder / f"{stem}.eml"
+    eml.write_bytes(prepared.data)
+    html_part = prepared.message.get_body(preferencelist=("html",))  # type: ignore[attr-defined]
+    html_path = folder / f"{stem}.html"
+    html_path.write_text(html_part.get_content() if html_part else "", encoding="utf-8")
+    return [eml, html_path]
+
+
+def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None = None,
+           mailer_factory=None) -> RunReport:
+    """Send one message again on purpose; the ledger records it as a resend."""
+    from commplan_xl.ledger import Ledger
+    from commplan_xl.mailer import Mailer
+    from commplan_xl.offsets import due_date as compute_due
+    from commplan_xl.runlock import run_lock
+
+    day = today or today_in(site.settings)
+    report = RunReport(today=day)
+    order, customer, plan, step = find_step(site, order_id, step_number)
+    if customer.opt_out:
+        raise CommplanError(f"Customer {customer.customer_id} has opted out: nothing was sent.")
+    due_on = compute_due(step, order, calendar_for(site.settings)) or day
+    prepared = prepare(site, order, customer, plan, step, due_date=due_on, today=day)
+    s = site.settings
+    with run_lock(site.home), Ledger(site.ledger_path) as ledger:
+        token = ledger.begin(order_id=order.order_id, customer_id=customer.customer_id,
+                             plan=plan.name, plan_key=plan.key, step=step.number,
+                             due_date=due_on, emails=";".join(customer.emails),
+                             subject=prepared.subject, now=now_in(s), resend=True)
+        with (mailer_factory or Mailer)(s) as mailer:
+            try:
+                mailer.send(prepared.message, from_addr=s.sender_email,
+                            to_addrs=list(prepared.to))
+            except SendFailure as exc:
+                ledger.finish(token, status="failed" if exc.temporary else "failed_permanent",
+                              detail=f"resend failed: {exc}", archive_file="", now=now_in(s))
+                report.failed += 1
+                report.failures.append(str(exc))
+                write_sentlog(site, ledger, report)
+                return report
+        d = Decision(order.order_id, customer.customer_id, plan.key, plan.name, step.number,
+                     due_on, "send", "resend")
+        archive_file = _archive(site, customer, d, prepared, day)
+        ledger.finish(token, status="sent", detail="resent on request",
+                      archive_file=archive_file, now=now_in(s))
+        report.sent += 1
+        write_sentlog(site, ledger, report)
+    return report
+
+
+# ---------------------------------------------------------------- check
+
+def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: int = 3
+                   ) -> list[WorkbookProblem]:
+    """Render every active plan step against each of its orders; report template errors
+    at the Plans row that holds them, and missing attachment files."""
+    from commplan_xl.paths import resolve_attachment
+    from commplan_xl.render import RenderError, build_context, render_message
+
+    day = today or today_in(site.settings)
+    s = site.settings
+    problems: list[WorkbookProblem] = []
+    by_plan: dict[str, list[Order]] = {}
+    for o in site.model.orders:
+        by_plan.setdefault(o.plan, []).append(o)
+    for plan in site.model.plans.values():
+        for step in plan.steps:
+            if not step.active:
+                continue
+            for name in step.attachments:
+                try:
+                    path = resolve_attachment(s.attachments_dir, name)
+                except ValueError:
+                    continue  # validate reports it
+                if not path.is_file() and not any(
+                        p.sheet == "Plans" and p.row == step.row and p.column == "attachments"
+                        for p in site.problems):
+                    problems.append(WorkbookProblem(
+                        "Plans", step.row, "attachments",
+                        f'the file "{name}" is not in {s.attachments_dir}', message_level=True))
+            failing: list[tuple[str, str]] = []
+            for order in by_plan.get(plan.key, []):
+                customer = site.model.customers.get(order.customer_id)
+                if customer is None:
+                    continue
+                context = build_context(
+                    order=order, customer=customer, plan_name=plan.name,
+                    step_number=step.number, due_date=day, today=day,
+                    sender_name=s.sender_name, sender_email=s.sender_email,
+                    constants=site.model.constants)
+                try:
+                    render_message(step, context, locale=s.locale)
+                except RenderError as exc:
+                    failing.append((order.order_id, str(exc)))
+            shown: set[str] = set()
+            for order_id, message in failing:
+                if message in shown:
+                    continue
+                if len(shown) >= max_per_step:
+                    break
+                shown.add(message)
+                others = sum(1 for _o, m in failing if m == message) - 1
+                more = f" (and {others} other order{'s' if others > 1 else ''})" if others else ""
+                problems.append(WorkbookProblem(
+                    "Plans", step.row, "body" if "body" in message else "subject",
+                    f"order {order_id}{more}: {message}", message_level=True))
+    return problems
+
+
+def stale_lock_note(workbook: Path) -> str | None:
+    """A sentence about an Excel/LibreOffice lock file beside the workbook, if there is one."""
+    from commplan_xl.xlsxgraft import lock_file
+
+    lock = lock_file(workbook)
+    if lock is None:
+        return None
+    try:
+        age = dt.datetime.now() - dt.datetime.fromtimestamp(lock.stat().st_mtime)
+        since = f" (it dates from {dt.datetime.fromtimestamp(lock.stat().st_mtime):%d/%m/%Y %H:%M})"
+    except OSError:
+        age, since = dt.timedelta(0), ""
+    stale = (" It is more than a day old, so Excel probably crashed and left it behind."
+             if age > dt.timedelta(days=1) else "")
+    return (
+        f"{workbook.name} looks open in Excel or LibreOffice: {lock.name} is beside it{since}."
+        f"{stale} While it is there, commplan sends mails but cannot write the SentLog. If "
+        f"nobody has the workbook open (check every PC that uses it), delete {lock} and the "
+        "next run completes the log."
+    )
+
+
+def norm_order_id(text: str) -> str:
+    return text.strip()
+
+
+__all__ = [
+    "Site", "RunReport", "load_site", "due", "run", "preview", "resend", "check_messages",
+    "write_sentlog", "stale_lock_note", "norm_key",
+]

@@ -1,0 +1,242 @@
+"""One function per command: call the library, print sentences, return the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from commplan_xl import batch
+from commplan_xl.errors import CommplanError
+
+EXIT_OK, EXIT_ATTENTION = 0, 1
+
+
+def home_of(args: argparse.Namespace) -> Path:
+    return batch.resolve_paths(args.home, args.workbook)[0]
+
+
+def _site(args: argparse.Namespace) -> batch.Site:
+    return batch.load_site(args.home, args.workbook)
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _problems_summary(site: batch.Site) -> None:
+    rows = [p for p in site.problems if not p.message_level]
+    if rows:
+        print(
+            f"Note: {len(rows)} row(s) of the workbook have problems and are left out; "
+            "`commplan check` lists them.",
+            file=sys.stderr,
+        )
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from commplan_xl.template import init_home
+
+    home, workbook = batch.resolve_paths(args.home, args.workbook)
+    path = init_home(home, force=args.force, workbook=workbook)
+    _say(f"Created {path} with demo data, and the folders attachments/ and archive/ in {home}.")
+    _say("Next: open the workbook, put your own plans, customers and orders in it, then run "
+         "`commplan check`.")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    site = _site(args)
+    problems = list(site.problems) + batch.check_messages(site)
+    for p in problems:
+        _say(str(p))
+    status = EXIT_ATTENTION if problems else EXIT_OK
+    note = batch.stale_lock_note(site.workbook)
+    if note:
+        _say(note)
+    if args.smtp:
+        from commplan_xl.errors import SendFailure
+        from commplan_xl.mailer import check_connection
+
+        try:
+            _say(check_connection(site.settings))
+        except SendFailure as exc:
+            _say(str(exc))
+            status = EXIT_ATTENTION
+    m = site.model
+    if problems:
+        _say(f"{len(problems)} problem(s) to fix in {site.workbook.name}. Rows with a problem are "
+             "left out of the run; every other row goes on.")
+    else:
+        _say(f"{site.workbook.name} is fine: {len(m.plans)} plan(s), {len(m.customers)} "
+             f"customer(s), {len(m.orders)} order(s). Next: `commplan due` to see what a run "
+             "would send.")
+    return status
+
+
+def cmd_due(args: argparse.Namespace) -> int:
+    site = _site(args)
+    day = args.today or batch.today_in(site.settings)
+    decisions = batch.due(site, today=day)
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["order_id", "customer_id", "plan", "step", "due_date", "action",
+                         "reason"])
+        for d in decisions:
+            action = "send" if d.action == "send" else "skip"
+            reason = "daily limit reached: waits for the next run" if d.action == "wait" \
+                else d.reason
+            writer.writerow([d.order_id, d.customer_id, d.plan_name, d.step,
+                             d.due_date.isoformat(), action, reason])
+        _problems_summary(site)
+        return EXIT_OK
+    sends = [d for d in decisions if d.action == "send"]
+    if not decisions:
+        _say(f"Nothing is due on {day:%d/%m/%Y}.")
+    else:
+        _say(f"A run on {day:%d/%m/%Y} would:")
+        for d in decisions:
+            verb = {"send": "send", "skip": "skip", "wait": "wait"}[d.action]
+            _say(f"  {verb:<4}  {d.order_id}  {d.customer_id}  {d.plan_name} step {d.step}  "
+                 f"due {d.due_date:%d/%m/%Y}  ({d.reason})")
+        skips = sum(d.action == "skip" for d in decisions)
+        waits = sum(d.action == "wait" for d in decisions)
+        _say(f"{len(sends)} to send, {skips} to skip" + (f", {waits} waiting" if waits else "")
+             + ". Nothing was sent; `commplan run` sends them.")
+    _problems_summary(site)
+    return EXIT_OK
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; silent otherwise (Task Scheduler)."""
+
+    def __init__(self) -> None:
+        self.active = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.active or total <= 0:
+            return
+        width = 30
+        filled = int(width * done / total)
+        sys.stderr.write(f"\rSending [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def print_report(report: batch.RunReport) -> None:
+    for line in report.failures:
+        _say(f"  failed: {line}")
+    for note in report.notes:
+        _say(note)
+    rows = [p for p in report.problems if not p.message_level]
+    if rows:
+        _say(f"{len(rows)} row(s) of the workbook have problems and were left out: run "
+             "`commplan check` to see them.")
+    word = "Would send" if report.dry_run else "Sent"
+    summary = (f"{word} {report.sent}, skipped {report.skipped}, failed {report.failed}, "
+               f"uncertain {report.uncertain}")
+    if report.waiting:
+        summary += f", waiting {report.waiting}"
+    if report.not_tried:
+        summary += f", not tried {report.not_tried}"
+    _say(summary + f" (run of {report.today:%d/%m/%Y}).")
+    if report.dry_run:
+        _say("Dry run: nothing was sent or recorded.")
+    elif report.needs_attention:
+        _say("Something needs attention: see above, the SentLog sheet and commplan.log.")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    site = _site(args)
+    report = batch.run(site, today=args.today, dry_run=args.dry_run, limit=args.limit,
+                       progress=_Progress())
+    print_report(report)
+    return EXIT_ATTENTION if report.needs_attention else EXIT_OK
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    site = _site(args)
+    paths = batch.preview(site, args.order, args.step, to=args.to, today=args.today)
+    if args.to:
+        _say(f"Sent order {args.order} step {args.step} to {args.to} as a test; nothing was "
+             "recorded.")
+    else:
+        for path in paths:
+            _say(f"Wrote {path}")
+        _say("Open the .html file in a browser, or the .eml file in your mail program.")
+    return EXIT_OK
+
+
+def cmd_resend(args: argparse.Namespace) -> int:
+    site = _site(args)
+    report = batch.resend(site, args.order, args.step, today=args.today)
+    if report.sent:
+        _say(f"Sent order {args.order} step {args.step} again; the SentLog records it as a "
+             "resend.")
+    for line in report.failures:
+        _say(f"Not sent: {line}")
+    for note in report.notes:
+        _say(note)
+    return EXIT_ATTENTION if report.needs_attention else EXIT_OK
+
+
+def cmd_variables(args: argparse.Namespace) -> int:
+    from commplan_xl.variables import variable_list
+
+    site = _site(args)
+    rows = variable_list(site)
+    width = max((len(r[0]) for r in rows), default=10)
+    for name, example, description in rows:
+        _say(f"  {{{{ {name} }}}}".ljust(width + 8) + f"  {example}"
+             + (f"   ({description})" if description else ""))
+    from commplan_xl.errors import WorkbookLocked
+    from commplan_xl.xlsxgraft import ToolSheet
+
+    sheet = ToolSheet(name="VariableList", header=("variable", "example", "description"),
+                      rows=[(f"{{{{ {n} }}}}", e, d) for n, e, d in rows],
+                      widths={"A": 34, "B": 40, "C": 60})
+    try:
+        batch.write_sheets(site, [sheet])
+        _say(f"{len(rows)} variables; the list is also in the VariableList sheet.")
+    except WorkbookLocked as exc:
+        _say(str(exc))
+        return EXIT_ATTENTION
+    return EXIT_OK
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from commplan_xl.scheduling import schedule_instructions
+
+    home, workbook = batch.resolve_paths(args.home, args.workbook)
+    _say(schedule_instructions(home, workbook, at=args.time, install=args.install))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from commplan_xl.demo import run_demo
+
+    home = Path(args.home) if args.home else Path.cwd() / "commplan-demo"
+    return run_demo(home.absolute(), days=args.days, out=_say)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from commplan_xl.model import norm_key
+    from commplan_xl.offsets import add_delay
+
+    site = _site(args)
+    plan = site.model.plans.get(norm_key(args.name))
+    if plan is None:
+        names = ", ".join(f'"{p.name}"' for p in site.model.plans.values())
+        raise CommplanError(f'There is no plan "{args.name}" in Plans (there are {names}).')
+    cal = batch.calendar_for(site.settings)
+    _say(f'Plan "{plan.name}" for an order whose dates are {args.start:%d/%m/%Y}:')
+    for step in plan.steps:
+        when = add_delay(args.start, step.delay, step.unit, cal)
+        unit = step.unit.replace("_", " ")
+        extra = "" if step.active else "  (inactive)"
+        src = "" if step.from_column == "start_date" else f" from {step.from_column}"
+        _say(f"  step {step.number:>2}: {when:%a %d/%m/%Y}  (+{step.delay:g} {unit}{src})  "
+             f"{step.subject}{extra}")
+    return EXIT_OK

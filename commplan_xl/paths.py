@@ -1,0 +1,37 @@
+"""Safe paths for files the workbook names (attachments)."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+
+def resolve_attachment(attachments_dir: Path, name: str) -> Path:
+    """The path of attachment `name` inside `attachments_dir`; does not check it exists.
+
+    Raises ValueError with a sentence when the name is empty, absolute, climbs with "..",
+    or (following symlinks) ends up outside the attachments folder.
+    """
+    text = str(name).strip()
+    if not text:
+        raise ValueError("The attachment name is empty.")
+    # Staff may type Windows paths on any system: judge both spellings.
+    if (
+        PurePosixPath(text).is_absolute()
+        or PureWindowsPath(text).is_absolute()
+        or PureWindowsPath(text).drive
+    ):
+        raise ValueError(
+            f'The attachment "{text}" is a full path; put the file in the attachments '
+            "folder and write only its name."
+        )
+    if ".." in PureWindowsPath(text).parts:
+        raise ValueError(
+            f'The attachment "{text}" points outside the attachments folder ("..").'
+        )
+    base = Path(attachments_dir).resolve()
+    target = (base / text).resolve()
+    if not target.is_relative_to(base):
+        raise ValueError(
+            f'The attachment "{text}" points outside the attachments folder {base}.'
+        )
+    return target

@@ -1,0 +1,258 @@
+"""(model, ledger state, today, settings) → decisions. Pure: never reads a clock or a file.
+
+The rules are SPEC "When a message is due"; a message is one (order, plan key, step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping, Sequence
+
+from commplan_xl.model import Customer, Decision, LedgerEntry, Model, Order, Plan, Step
+from commplan_xl.offsets import Calendar, add_delay, business_calendar
+from commplan_xl.settings import Settings
+
+LedgerKey = tuple[str, str, int]  # (order_id, plan key, step number)
+
+# Ledger states after which a message is never decided again (never twice, ever).
+DONE_STATES = frozenset({"sent", "skipped", "uncertain", "sending"})
+# What each action leaves in the ledger when a run carries it out (for forecast).
+STATE_AFTER = {"send": "sent", "skip": "skipped", "wait": "waiting"}
+
+REASON_DUE = "due"
+REASON_RETRY = "retry"
+REASON_ADDRESS = "address changed"
+REASON_MISSED = "missed"
+REASON_LIMIT = "daily limit reached"
+
+
+def superseded_reason(step: int) -> str:
+    """The reason of a lower step skipped because `step` of the same order goes out."""
+    return f"superseded by step {step}"
+
+
+# One due message of a plan for one start date: (step, due date, past catch-up).
+_Due = tuple[Step, dt.date, bool]
+
+
+class _PlanView:
+    """A plan as one decide() call walks it, for one `today`.
+
+    Its active steps are grouped by the date column they count from; for each start date
+    met, the steps already due on `today` are computed once and kept, so thousands of
+    orders sharing a start date cost one dictionary look-up per column.
+    """
+
+    __slots__ = ("plan", "key", "groups", "today", "oldest", "calendar")
+
+    def __init__(self, plan: Plan, *, today: dt.date, catch_up_days: int,
+                 calendar: Calendar | None) -> None:
+        self.plan = plan
+        self.key = plan.key
+        self.today = today
+        self.oldest = today - dt.timedelta(days=catch_up_days)  # due before this: missed
+        self.calendar = calendar
+        by_column: dict[str, list[Step]] = {}
+        for step in plan.steps:
+            if step.active:
+                by_column.setdefault(step.from_column, []).append(step)
+        self.groups: tuple[tuple[str, tuple[Step, ...], dict[dt.date, tuple[_Due, ...]]], ...]
+        self.groups = tuple((col, tuple(steps), {}) for col, steps in by_column.items())
+
+    def due_steps(self, steps: tuple[Step, ...], start: dt.date) -> tuple[_Due, ...]:
+        """The steps of `steps` due on or before today when counting from `start`."""
+        out: list[_Due] = []
+        for step in steps:
+            due = add_delay(start, step.delay, step.unit, self.calendar)
+            if due <= self.today:
+                out.append((step, due, due < self.oldest))
+        return tuple(out)
+
+
+def decide(
+    model: Model,
+    ledger: Mapping[LedgerKey, LedgerEntry],
+    *,
+    today: dt.date,
+    settings: Settings,
+    sent_today: int = 0,
+    calendar: Calendar | None = None,
+) -> list[Decision]:
+    """Every message a run on `today` acts on, sorted by (due_date, order_id, step).
+
+    `ledger` maps (order_id, plan key, step) to what the ledger knows; `sent_today` is how
+    many messages were already sent today (they count against `daily_limit`). `calendar`
+    None means the calendar of `settings.holidays`.
+    """
+    cal = calendar if calendar is not None else settings_calendar(settings)
+    views = {
+        key: _PlanView(plan, today=today, catch_up_days=settings.catch_up_days, calendar=cal)
+        for key, plan in model.plans.items()
+    }
+    decisions: list[Decision] = []
+    for order in model.orders:
+        if order.status != "active":
+            continue
+        customer = model.customers.get(order.customer_id)
+        if customer is None or customer.opt_out:
+            continue
+        view = views.get(order.plan)
+        if view is None:
+            continue
+        decisions.extend(_decide_order(order, customer, view, ledger))
+    decisions = apply_daily_limit(decisions, settings.daily_limit, sent_today)
+    decisions.sort(key=_order_key)
+    return decisions
+
+
+def settings_calendar(settings: Settings) -> Calendar:
+    """The business-day calendar named by the Settings sheet's `holidays`."""
+    return business_calendar(settings.holiday_country, settings.holiday_subdiv)
+
+
+def decide_order(
+    order: Order,
+    customer: Customer,
+    plan: Plan,
+    ledger: Mapping[LedgerKey, LedgerEntry],
+    *,
+    today: dt.date,
+    catch_up_days: int,
+    calendar: Calendar | None = None,
+) -> list[Decision]:
+    """The decisions for one order, before the daily limit (status and opt-out not checked)."""
+    view = _PlanView(plan, today=today, catch_up_days=catch_up_days, calendar=calendar)
+    return _decide_order(order, customer, view, ledger)
+
+
+def _decide_order(
+    order: Order,
+    customer: Customer,
+    view: _PlanView,
+    ledger: Mapping[LedgerKey, LedgerEntry],
+) -> list[Decision]:
+    dates = order.dates
+    hold = order.hold_steps
+    order_id = order.order_id
+    plan_key = view.key
+    missed: list[tuple[Step, dt.date]] = []
+    sends: list[tuple[Step, dt.date, str]] = []
+    emails: str | None = None
+    for column, steps, known in view.groups:
+        start = dates.get(column)
+        if start is None:  # an empty `from` date: not due yet
+            continue
+        due_steps = known.get(start)
+        if due_steps is None:
+            due_steps = known[start] = view.due_steps(steps, start)
+        for step, due, late in due_steps:
+            if hold and step.number in hold:
+                continue
+            entry = ledger.get((order_id, plan_key, step.number))
+            reason = REASON_DUE
+            if entry is not None:
+                state = entry.state
+                if state in DONE_STATES:
+                    continue
+                if state == "waiting":
+                    # Held back by daily_limit: it keeps its place and is never missed.
+                    sends.append((step, due, reason))
+                    continue
+                if state == "failed_permanent":
+                    if emails is None:
+                        emails = ";".join(customer.emails)
+                    if entry.emails == emails:
+                        continue
+                    reason = REASON_ADDRESS
+                elif state == "failed":
+                    reason = REASON_RETRY
+            if late:
+                missed.append((step, due))
+            else:
+                sends.append((step, due, reason))
+    if not missed and not sends:
+        return []
+    make = _maker(order, view)
+    out = [make(step, due, "skip", REASON_MISSED) for step, due in missed]
+    top = max((step.number for step, _due, _reason in sends), default=0)
+    for step, due, reason in sends:
+        if step.number == top or step.required:
+            out.append(make(step, due, "send", reason))
+        else:
+            out.append(make(step, due, "skip", superseded_reason(top)))
+    return out
+
+
+def _maker(order: Order, view: _PlanView):
+    def make(step: Step, due: dt.date, action: str, reason: str) -> Decision:
+        return Decision(
+            order_id=order.order_id,
+            customer_id=order.customer_id,
+            plan=view.key,
+            plan_name=view.plan.name,
+            step=step.number,
+            due_date=due,
+            action=action,  # type: ignore[arg-type]
+            reason=reason,
+        )
+
+    return make
+
+
+def _order_key(d: Decision) -> tuple[dt.date, str, int]:
+    return (d.due_date, d.order_id, d.step)
+
+
+def apply_daily_limit(
+    decisions: Sequence[Decision], daily_limit: int | None, sent_today: int = 0
+) -> list[Decision]:
+    """Turn the sends beyond `daily_limit - sent_today` into waits, oldest due sent first."""
+    out = list(decisions)
+    if daily_limit is None:
+        return out
+    room = max(0, daily_limit - sent_today)
+    sends = sorted((i for i, d in enumerate(out) if d.action == "send"),
+                   key=lambda i: _order_key(out[i]))
+    for i in sends[room:]:
+        out[i] = dataclasses.replace(out[i], action="wait", reason=REASON_LIMIT)
+    return out
+
+
+def forecast(
+    model: Model,
+    ledger: Mapping[LedgerKey, LedgerEntry],
+    *,
+    start: dt.date,
+    days: int,
+    settings: Settings,
+    calendar: Calendar | None = None,
+) -> list[tuple[dt.date, Decision]]:
+    """What the daily runs from `start` to `start + days - 1` would do, as (run day, decision).
+
+    Each run is assumed to do what it decides (sends succeed, skips and waits are recorded),
+    so a message shows up once as sent or skipped, after any days it waits.
+    """
+    cal = calendar if calendar is not None else settings_calendar(settings)
+    state: dict[LedgerKey, LedgerEntry] = dict(ledger)
+    out: list[tuple[dt.date, Decision]] = []
+    for offset in range(days):
+        day = start + dt.timedelta(days=offset)
+        for d in decide(model, state, today=day, settings=settings, calendar=cal):
+            out.append((day, d))
+            state[(d.order_id, d.plan, d.step)] = record(d, model)
+    return out
+
+
+def record(decision: Decision, model: Model) -> LedgerEntry:
+    """The ledger entry a run leaves after carrying out `decision` as decided."""
+    customer = model.customers.get(decision.customer_id)
+    return LedgerEntry(
+        order_id=decision.order_id,
+        plan=decision.plan,
+        step=decision.step,
+        state=STATE_AFTER[decision.action],  # type: ignore[arg-type]
+        due_date=decision.due_date,
+        emails=";".join(customer.emails) if customer else "",
+        detail=decision.reason,
+    )

@@ -1,0 +1,574 @@
+"""`commplan init`: the home folders and a ready-to-edit workbook with demo data.
+
+The workbook is written once, here, with openpyxl; the tool never saves the staff's copy
+through openpyxl again (see DESIGN, "Known pitfalls").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from openpyxl import Workbook
+from openpyxl.comments import Comment
+from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.datavalidation import DataValidation
+from openpyxl.worksheet.worksheet import Worksheet
+
+from commplan_xl.errors import CommplanError, WorkbookLocked
+
+WORKBOOK_NAME = "commplan.xlsx"
+SHEETS = ("Orders", "Customers", "Plans", "Variables", "Settings")
+FORMATTED_ROWS = 1000  # rows below the header that get formats and drop-downs ready
+# Sheets that stay short get fewer ready rows (plans: at most 10 steps each).
+READY_ROWS = {"Plans": 300, "Variables": 100, "Settings": 100}
+DATE_FORMAT = "DD/MM/YYYY"
+TEXT_FORMAT = "@"
+YES_NO = ("oui", "non")
+UNITS = ("days", "business days", "weeks", "months", "jours", "jours ouvrés", "semaines", "mois")
+STATUSES = ("active", "paused", "cancelled", "done")
+
+DEMO_SENDER_EMAIL = "service.client@example.com"
+DEMO_SENDER_NAME = "Menuiseries Dupont — Service client"
+CGV_PDF = "conditions-generales-de-vente.pdf"
+GUIDE_PDF = "guide-entretien.pdf"
+BAIE = "Baie vitrée"
+POSE = "Pose fenêtres"
+
+_HEADER_FONT = Font(bold=True, color="1F3864")
+_HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
+_HEADER_BORDER = Border(bottom=Side(style="medium", color="8EA9DB"))
+_TOP_WRAP = Alignment(vertical="top", wrap_text=True)
+_TOP = Alignment(vertical="top")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a sheet as `init` lays it out."""
+
+    name: str
+    help: str  # the header cell's comment, for staff
+    width: float = 14
+    kind: str = ""  # "date", "text", "wrap" or "" (general)
+
+
+# Column layouts, in SPEC's order. Help texts are French: the staff who edit are French.
+ORDERS = (
+    Column("order_id", "Numéro de commande, unique (ex. CMD-2026-0001). Saisi comme texte.",
+           17, "text"),
+    Column("customer_id", "Numéro du client, tel qu'il figure dans l'onglet Customers "
+           "(ex. C0001). Saisi comme texte pour garder les zéros.", 13, "text"),
+    Column("plan", "Nom du plan de messages à suivre, choisi dans la liste (onglet Plans).", 18),
+    Column("start_date", "Date de départ du plan (date de commande), au format JJ/MM/AAAA. "
+           "Les délais des étapes se comptent à partir d'elle.", 13, "date"),
+    Column("status", "active (vide = active) : les messages partent ; paused : en pause ; "
+           "cancelled : annulée ; done : terminée. Rien ne part sauf si active.", 11),
+    Column("product", "Produit commandé. Utilisable dans les mails : {{ order.product }}.", 38),
+    Column("store", "Point de vente. Utilisable dans les mails : {{ order.store }}.", 24),
+    Column("date_de_livraison", "Date de livraison (JJ/MM/AAAA). Des étapes peuvent compter à "
+           "partir d'elle (colonne from de Plans). Vide = ces étapes attendent.", 17, "date"),
+    Column("hold_steps", "Numéros d'étapes à NE PAS envoyer pour cette commande, séparés par "
+           "; (ex. 3;4). Laisser vide en général.", 12, "text"),
+)
+CUSTOMERS = (
+    Column("customer_id", "Numéro client, unique (ex. C0001). Saisi comme texte pour garder "
+           "les zéros.", 13, "text"),
+    Column("name", "Nom du client tel qu'il apparaît dans les mails : {{ customer.name }}.", 26),
+    Column("email", "Adresse e-mail. Plusieurs adresses : séparez-les par ; "
+           "(ex. a@exemple.fr; b@exemple.fr).", 46),
+    Column("opt_out", "oui = le client ne veut plus de mails : rien ne lui est envoyé. "
+           "Vide ou non = il reçoit les mails.", 9),
+    Column("telephone", "Téléphone du client (colonne libre). Toute colonne ajoutée devient "
+           "une variable : {{ customer.telephone }}.", 16, "text"),
+)
+PLANS = (
+    Column("plan", "Nom du plan. Une ligne par message ; toutes les lignes d'un plan portent "
+           "le même nom.", 16),
+    Column("step", "Numéro du message dans le plan, de 1 à 10, sans doublon.", 6),
+    Column("delay", "Délai avant l'envoi, nombre ≥ 0 (ex. 5 ; 1,5 pour un mois et demi). "
+           "Nombre entier pour les jours.", 7),
+    Column("unit", "Unité du délai : jours, jours ouvrés, semaines, mois (ou days, business "
+           "days, weeks, months). Jours ouvrés = hors week-ends et jours fériés.", 13),
+    Column("subject", "Objet du mail. Variables entre doubles accolades, "
+           "ex. {{ order.order_id }}.", 44, "wrap"),
+    Column("body", "Texte du mail. Variables entre doubles accolades : {{ customer.name }}, "
+           "{{ step.due_date|date }}… La liste complète : commande « commplan variables ».",
+           80, "wrap"),
+    Column("from", "Colonne de date de l'onglet Orders à partir de laquelle compter "
+           "(vide = start_date), ex. date_de_livraison.", 17),
+    Column("attachments", "Pièces jointes : noms de fichiers du dossier attachments, séparés "
+           "par ;", 32, "wrap"),
+    Column("active", "oui (ou vide) = ce message est envoyé ; non = il n'est plus envoyé.", 8),
+    Column("required", "oui = message obligatoire (ex. conditions de vente) : envoyé même si "
+           "une étape suivante est déjà due. Vide = non.", 10),
+)
+VARIABLES = (
+    Column("variable", "Nom de la constante, utilisable dans tous les mails : "
+           "{{ company_phone }}. Lettres, chiffres et _ seulement.", 20),
+    Column("value", "Valeur insérée dans les mails.", 60, "text"),
+    Column("description", "À quoi sert cette constante (pour l'équipe, jamais envoyé).", 50),
+)
+SETTINGS = (
+    Column("key", "Nom du réglage. Ne pas modifier cette colonne.", 16, "text"),
+    Column("value", "Valeur du réglage. Vide = valeur par défaut.", 42, "text"),
+    Column("description", "Explication du réglage.", 90, "wrap"),
+)
+LAYOUTS: dict[str, tuple[Column, ...]] = {
+    "Orders": ORDERS, "Customers": CUSTOMERS, "Plans": PLANS,
+    "Variables": VARIABLES, "Settings": SETTINGS,
+}
+
+SETTING_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("sender_email", DEMO_SENDER_EMAIL, "Adresse d'expédition des mails (obligatoire)."),
+    ("sender_name", DEMO_SENDER_NAME, "Nom affiché comme expéditeur : {{ sender.name }}."),
+    ("reply_to", "", "Adresse de réponse, si différente de l'expéditeur."),
+    ("smtp_host", "localhost", "Serveur d'envoi (SMTP) de votre messagerie, "
+     "ex. smtp.office365.com ou smtp.gmail.com."),
+    ("smtp_port", "25", "Port du serveur : 587 (STARTTLS) ou 465 (SSL) en général."),
+    ("smtp_security", "", "starttls, ssl ou none. Vide = déduit du port (465 ssl, 587 starttls)."),
+    ("smtp_user", "", "Identifiant de connexion au serveur. Vide = pas de connexion. Le mot de "
+     "passe n'est jamais ici : variable COMMPLAN_SMTP_PASSWORD ou trousseau du système."),
+    ("locale", "fr_FR", "Langue des dates dans les mails (fr_FR : 27 novembre 2026)."),
+    ("timezone", "Europe/Paris", "Fuseau horaire qui fixe « aujourd'hui »."),
+    ("holidays", "FR", "Pays des jours fériés pour les jours ouvrés (FR). Vide = seuls les "
+     "week-ends sont exclus."),
+    ("catch_up_days", "7", "Un message en retard de plus de ce nombre de jours n'est plus "
+     "envoyé (noté « missed »)."),
+    ("daily_limit", "", "Nombre maximum de mails par jour. Vide = pas de limite."),
+    ("report_to", "", "Adresse(s) qui reçoivent le compte rendu de chaque envoi, séparées "
+     "par ;. Vide = pas de compte rendu."),
+)
+
+VARIABLE_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("company_phone", "01 23 45 67 89", "Téléphone du service client."),
+    ("company_website", "www.menuiseries-dupont.example.fr", "Site internet."),
+    ("opening_hours", "du lundi au vendredi de 9 h à 18 h, le samedi de 9 h à 12 h",
+     "Horaires d'ouverture des points de vente."),
+)
+
+
+# ---------------------------------------------------------------------------
+# Demo data
+# ---------------------------------------------------------------------------
+
+_SIGNATURE = "Bien cordialement,\n{{ sender.name }}\n{{ company_phone }} – {{ company_website }}"
+
+BAIE_STEPS: tuple[tuple[int, float, str, str, str, str, bool], ...] = (
+    # step, delay, unit, subject, body, attachments, required
+    (1, 5, "days", "Votre commande {{ order.order_id }} est en cours de traitement",
+     "Bonjour {{ customer.name }},\n\n"
+     "Merci pour votre confiance ! Votre commande {{ order.order_id }} "
+     "({{ order.product }}) est bien enregistrée et en cours de traitement par notre équipe.\n\n"
+     "Vous trouverez ci-joint nos conditions générales de vente, à conserver avec votre bon "
+     "de commande.\n\n"
+     "Nous vous tiendrons informé(e) à chaque étape, jusqu'à la mise à disposition de votre "
+     "baie vitrée dans notre point de vente {{ order.store }}.\n\n"
+     "Une question ? Appelez-nous au {{ company_phone }}, {{ opening_hours }}.\n\n"
+     + _SIGNATURE, CGV_PDF, True),
+    (2, 15, "days", "Votre baie vitrée entre en planning de fabrication",
+     "Bonjour {{ customer.name }},\n\n"
+     "Bonne nouvelle : votre commande {{ order.order_id }} vient d'entrer dans le planning de "
+     "fabrication de notre atelier.\n\n"
+     "Nos menuisiers préparent maintenant les profilés et les vitrages aux dimensions "
+     "de votre {{ order.product }}.\n\n"
+     "Vous n'avez rien à faire pour le moment : nous revenons vers vous dès le début de la "
+     "fabrication.\n\n" + _SIGNATURE, "", False),
+    (3, 1, "months", "Votre baie vitrée est en cours de fabrication",
+     "Bonjour {{ customer.name }},\n\n"
+     "La fabrication de votre {{ order.product }} (commande {{ order.order_id }}) a commencé "
+     "dans notre atelier.\n\n"
+     "Chaque menuiserie est assemblée et contrôlée à la main ; nous vous écrirons dès qu'elle "
+     "sera terminée.\n\n" + _SIGNATURE, "", False),
+    (4, 1.5, "months", "Votre baie vitrée est fabriquée",
+     "Bonjour {{ customer.name }},\n\n"
+     "Votre {{ order.product }} (commande {{ order.order_id }}) est fabriquée et a passé notre "
+     "contrôle qualité.\n\n"
+     "Elle part maintenant vers notre point de vente {{ order.store }}. Nous vous "
+     "préviendrons dès qu'elle y sera disponible.\n\n" + _SIGNATURE, "", False),
+    (5, 2, "months", "Votre baie vitrée vous attend à {{ order.store }}",
+     "Bonjour {{ customer.name }},\n\n"
+     "Votre {{ order.product }} (commande {{ order.order_id }}) est disponible depuis le "
+     "{{ step.due_date|date }} dans notre point de vente {{ order.store }}.\n\n"
+     "Vous pouvez venir la retirer {{ opening_hours }}, muni(e) de votre bon de commande.\n\n"
+     "Vous trouverez ci-joint notre guide d'entretien pour en profiter longtemps.\n\n"
+     + _SIGNATURE, GUIDE_PDF, False),
+)
+
+POSE_STEPS: tuple[tuple[int, float, str, str, str, str, str], ...] = (
+    # step, delay, unit, from, subject, body, attachments
+    (1, 2, "jours ouvrés", "start_date",
+     "Votre projet de pose {{ order.order_id }} : commande bien reçue",
+     "Bonjour {{ customer.name }},\n\n"
+     "Nous avons bien reçu votre commande {{ order.order_id }} : {{ order.product }}, "
+     "avec pose par nos équipes.\n\n"
+     "Vous trouverez ci-joint nos conditions générales de vente.\n\n" + _SIGNATURE, CGV_PDF),
+    (2, 5, "jours ouvrés", "start_date", "Rendez-vous de métrage pour vos fenêtres",
+     "Bonjour {{ customer.name }},\n\n"
+     "Notre technicien va vous appeler au {{ customer.telephone }} pour convenir d'un "
+     "rendez-vous de métrage à votre domicile.\n\n"
+     "Si ce numéro n'est plus le bon, appelez-nous au {{ company_phone }}.\n\n" + _SIGNATURE,
+     ""),
+    (3, 2, "jours ouvrés", "date_de_livraison", "Votre pose est planifiée",
+     "Bonjour {{ customer.name }},\n\n"
+     "Vos menuiseries sont livrées et votre pose est planifiée. Notre équipe de pose vous "
+     "contactera la veille pour confirmer l'heure d'arrivée.\n\n"
+     "Pensez à dégager l'accès aux fenêtres à remplacer.\n\n" + _SIGNATURE, ""),
+    (4, 10, "jours ouvrés", "date_de_livraison", "Tout s'est bien passé, {{ customer.name }} ?",
+     "Bonjour {{ customer.name }},\n\n"
+     "Vos nouvelles fenêtres sont posées depuis quelques jours. Nous espérons que vous en "
+     "êtes pleinement satisfait(e) !\n\n"
+     "Vous trouverez ci-joint notre guide d'entretien. Pour toute remarque, notre point de "
+     "vente {{ order.store }} reste à votre écoute.\n\n" + _SIGNATURE, GUIDE_PDF),
+)
+
+# customer_id, name, email, opt_out, telephone
+DEMO_CUSTOMERS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("C0001", "Éloïse Lefèvre", "eloise.lefevre@example.fr", "non", "06 12 34 56 78"),
+    ("C0002", "François Nguyễn", "francois.nguyen@example.com", "non", "06 23 45 67 89"),
+    ("C0003", "Hélène Mercier", "helene.mercier@example.fr", "non", "07 34 56 78 90"),
+    ("C0004", "Jérôme Bénard", "jerome.benard@example.com; secretariat.benard@example.fr",
+     "non", "04 78 12 34 56"),
+    ("C0005", "Anaïs Noël", "anais.noel@example.fr", "non", "06 45 67 89 01"),
+    ("C0006", "Maëlle Côté", "maelle.cote@example.com", "non", "06 56 78 90 12"),
+    ("C0007", "Raphaël Dupré", "raphael.dupre@example.fr", "oui", "06 67 89 01 23"),
+    ("C0008", "Léa Fournier", "lea.fournier@example.com", "non", "07 78 90 12 34"),
+    ("C0009", "Aurélien Lemaître", "aurelien.lemaitre@example.fr", "non", "06 89 01 23 45"),
+    ("C0010", "Inès Bouchard", "ines.bouchard@example.com", "non", "06 90 12 34 56"),
+)
+
+_BAIE_PRODUCT = "baie vitrée coulissante alu 240 × 215 cm"
+_POSE_PRODUCT = "4 fenêtres PVC double vitrage"
+
+
+@dataclass(frozen=True)
+class DemoOrder:
+    """A demo order, its dates given in days before `today` (None = empty cell)."""
+
+    order_id: str
+    customer_id: str
+    plan: str
+    start_ago: int
+    status: str = ""
+    product: str = _BAIE_PRODUCT
+    store: str = "Lyon Part-Dieu"
+    delivery_ago: int | None = None  # negative = in the future
+
+
+# With catch_up_days 7, on `today` these give: sends of steps 1, 2, 3 and 4 of Baie vitrée,
+# missed steps, a superseded step (P1: steps 1 and 2 due in the same week), a paused, a done
+# and an opted-out order, one not due yet, and one waiting for its delivery date.
+DEMO_ORDERS: tuple[DemoOrder, ...] = (
+    DemoOrder("CMD-2026-0001", "C0001", BAIE, 6),
+    DemoOrder("CMD-2026-0002", "C0002", BAIE, 16, store="Villeurbanne"),
+    DemoOrder("CMD-2026-0003", "C0003", BAIE, 33),
+    DemoOrder("CMD-2026-0004", "C0004", BAIE, 47, store="Bron"),
+    DemoOrder("CMD-2026-0005", "C0005", BAIE, 75, status="done"),
+    DemoOrder("CMD-2026-0006", "C0006", BAIE, 20, status="paused", store="Villeurbanne"),
+    DemoOrder("CMD-2026-0007", "C0007", BAIE, 7),
+    DemoOrder("CMD-2026-0008", "C0008", POSE, 9, product=_POSE_PRODUCT),
+    DemoOrder("CMD-2026-0009", "C0009", POSE, 40, product=_POSE_PRODUCT, store="Bron",
+              delivery_ago=4),
+    DemoOrder("CMD-2026-0010", "C0010", POSE, 20, product=_POSE_PRODUCT, delivery_ago=-10),
+    DemoOrder("CMD-2026-0011", "C0001", POSE, 1, product="2 fenêtres PVC de toit"),
+)
+
+
+def demo_rows(today: dt.date) -> dict[str, list[list[Any]]]:
+    """The demo data rows of each sheet, values in column order, dates relative to `today`."""
+
+    def ago(days: int | None) -> dt.date | None:
+        return None if days is None else today - dt.timedelta(days=days)
+
+    plans: list[list[Any]] = [
+        [BAIE, n, delay, unit, subject, body, "", att, "oui", "oui" if req else "non"]
+        for n, delay, unit, subject, body, att, req in BAIE_STEPS
+    ] + [
+        [POSE, n, delay, unit, subject, body, src, att, "oui", "non"]
+        for n, delay, unit, src, subject, body, att in POSE_STEPS
+    ]
+    orders = [
+        [o.order_id, o.customer_id, o.plan, ago(o.start_ago), o.status or "active", o.product,
+         o.store, ago(o.delivery_ago), ""]
+        for o in DEMO_ORDERS
+    ]
+    return {
+        "Orders": orders,
+        "Customers": [list(c) for c in DEMO_CUSTOMERS],
+        "Plans": plans,
+        "Variables": [list(v) for v in VARIABLE_ROWS],
+    }
+
+
+# ---------------------------------------------------------------------------
+# Workbook
+# ---------------------------------------------------------------------------
+
+
+def create_workbook(path: Path, *, demo: bool = True, today: dt.date) -> None:
+    """Write the ready-to-edit workbook at `path` (demo rows when `demo`)."""
+    wb = Workbook()
+    wb.remove(wb.active)
+    rows = demo_rows(today) if demo else {}
+    for name in SHEETS:
+        ws = wb.create_sheet(name)
+        layout = LAYOUTS[name]
+        _write_header(ws, layout)
+        data = _setting_rows(demo) if name == "Settings" else rows.get(name, [])
+        _write_rows(ws, data)
+        _format_columns(ws, layout, len(data))
+    _add_validations(wb)
+    wb.active = 0
+    _save_atomically(wb, path)
+
+
+def _setting_rows(demo: bool) -> list[list[Any]]:
+    """Every Settings key; without demo the sender is left for staff to fill in."""
+    return [[key, value if demo or not key.startswith("sender") else "", text]
+            for key, value, text in SETTING_ROWS]
+
+
+def _write_header(ws: Worksheet, layout: Sequence[Column]) -> None:
+    for index, column in enumerate(layout, start=1):
+        cell = ws.cell(row=1, column=index, value=column.name)
+        cell.font = _HEADER_FONT
+        cell.fill = _HEADER_FILL
+        cell.border = _HEADER_BORDER
+        cell.alignment = Alignment(vertical="center")
+        comment = Comment(column.help, "commplan")
+        comment.width, comment.height = 300, 110  # points; the default box cuts the text
+        cell.comment = comment
+        ws.column_dimensions[get_column_letter(index)].width = column.width
+    ws.freeze_panes = "A2"
+    ws.row_dimensions[1].height = 20
+    ws.auto_filter.ref = f"A1:{get_column_letter(len(layout))}1"
+
+
+def _write_rows(ws: Worksheet, rows: list[list[Any]]) -> None:
+    for r, values in enumerate(rows, start=2):
+        for c, value in enumerate(values, start=1):
+            if value is None or value == "":
+                continue
+            # Text that starts with "=" would be written as a formula; none of ours does.
+            ws.cell(row=r, column=c, value=value)
+
+
+def _format_columns(ws: Worksheet, layout: Sequence[Column], n_rows: int) -> None:
+    """Formats on the sheet's ready rows too, so rows staff add get them."""
+    last = max(READY_ROWS.get(ws.title, FORMATTED_ROWS), n_rows) + 1
+    for c, column in enumerate(layout, start=1):
+        # Only cells that need a style are created: fewer cells, a faster file.
+        end = last if column.kind else n_rows + 1
+        for r in range(2, end + 1):
+            cell = ws.cell(row=r, column=c)
+            if column.kind == "date":
+                cell.number_format = DATE_FORMAT
+            elif column.kind == "text":
+                cell.number_format = TEXT_FORMAT
+            cell.alignment = _TOP_WRAP if column.kind == "wrap" else _TOP
+
+
+def _list_validation(source: str, *, prompt: str, strict: bool = True) -> DataValidation:
+    """A drop-down list; `strict` refuses other values, else it only suggests."""
+    dv = DataValidation(type="list", formula1=source, allow_blank=True)
+    dv.showDropDown = False  # openpyxl's inverted flag: False shows the arrow
+    dv.prompt, dv.promptTitle = prompt, "commplan"
+    dv.showInputMessage = False
+    dv.showErrorMessage = True
+    dv.errorStyle = "stop" if strict else "warning"
+    dv.errorTitle = "commplan"
+    dv.error = "Choisissez une valeur dans la liste."
+    if not strict:
+        dv.showErrorMessage = False
+    return dv
+
+
+def _quoted(values: Sequence[str]) -> str:
+    return '"' + ",".join(values) + '"'
+
+
+def _add_validations(wb: Workbook) -> None:
+    span = f"2:{FORMATTED_ROWS + 1}"
+
+    def col(sheet: str, name: str) -> str:
+        index = [c.name for c in LAYOUTS[sheet]].index(name) + 1
+        letter = get_column_letter(index)
+        first, last = span.split(":")
+        return f"{letter}{first}:{letter}{last}"
+
+    def add(sheet: str, dv: DataValidation, *columns: str) -> None:
+        wb[sheet].add_data_validation(dv)
+        for name in columns:
+            dv.add(col(sheet, name))
+
+    yes_no = _quoted(YES_NO)
+    add("Orders", _list_validation(_quoted(STATUSES), prompt="Statut"), "status")
+    # A list read from another sheet: fine in Excel 2010+ and LibreOffice. Duplicated plan
+    # names (one per step) show more than once in the list; harmless.
+    add("Orders", _list_validation(f"Plans!$A$2:$A${FORMATTED_ROWS + 1}", prompt="Plan"),
+        "plan")
+    add("Orders", _list_validation(f"Customers!$A$2:$A${FORMATTED_ROWS + 1}",
+                                   prompt="Client", strict=False), "customer_id")
+    add("Customers", _list_validation(yes_no, prompt="oui / non"), "opt_out")
+    add("Plans", _list_validation(_quoted(UNITS), prompt="Unité"), "unit")
+    add("Plans", _list_validation(yes_no, prompt="oui / non"), "active", "required")
+    # Staff may add other date columns to Orders: suggest, do not refuse.
+    add("Plans", _list_validation(_quoted(("start_date", "date_de_livraison")),
+                                  prompt="Colonne de date", strict=False), "from")
+    step = DataValidation(type="whole", operator="between", formula1="1", formula2="10",
+                          allow_blank=True, showErrorMessage=True, errorTitle="commplan",
+                          error="Le numéro d'étape est un nombre entier de 1 à 10.")
+    add("Plans", step, "step")
+    delay = DataValidation(type="decimal", operator="greaterThanOrEqual", formula1="0",
+                           allow_blank=True, showErrorMessage=True, errorTitle="commplan",
+                           error="Le délai est un nombre positif ou nul (ex. 5 ou 1,5).")
+    add("Plans", delay, "delay")
+
+
+def _save_atomically(wb: Workbook, path: Path) -> None:
+    """Save to a temporary file beside `path`, then replace: never a half-written workbook."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not mkstemp: its 0600 mode would stick to the workbook; wb.save honours the umask.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        wb.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Attachments: small, real one-page PDFs built by hand (no PDF library needed)
+# ---------------------------------------------------------------------------
+
+DEMO_ATTACHMENTS: dict[str, tuple[str, ...]] = {
+    CGV_PDF: (
+        "Menuiseries Dupont - Conditions générales de vente",
+        "",
+        "Document de démonstration créé par commplan init.",
+        "Remplacez ce fichier par vos vraies conditions générales de vente,",
+        "sous le même nom, dans le dossier attachments.",
+    ),
+    GUIDE_PDF: (
+        "Menuiseries Dupont - Guide d'entretien de vos menuiseries",
+        "",
+        "Document de démonstration créé par commplan init.",
+        "Nettoyez les vitrages à l'eau savonneuse, sans produit abrasif.",
+        "Graissez les paumelles et dégagez les rails une fois par an.",
+    ),
+}
+
+
+def minimal_pdf(lines: Sequence[str]) -> bytes:
+    """A valid one-page A4 PDF showing `lines` in Helvetica (Latin-1 text)."""
+
+    def text(s: str) -> bytes:
+        raw = s.encode("cp1252", errors="replace")  # WinAnsiEncoding ≈ cp1252
+        return raw.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
+
+    content = b"BT /F1 14 Tf 56 780 Td 18 TL\n"
+    for i, line in enumerate(lines):
+        if i == 1:
+            content += b"/F1 11 Tf\n"
+        content += b"(" + text(line) + b") Tj T*\n"
+    content += b"ET\n"
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] "
+        b"/Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica "
+        b"/Encoding /WinAnsiEncoding >>",
+        b"<< /Length %d >>\nstream\n" % len(content) + content + b"endstream",
+    ]
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    for offset in offsets:
+        out += b"%010d 00000 n \n" % offset
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, xref)
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------
+# init
+# ---------------------------------------------------------------------------
+
+
+def default_today() -> dt.date:
+    """Today in Paris (the default timezone); the local date if zone data is missing."""
+    try:
+        from zoneinfo import ZoneInfo
+
+        return dt.datetime.now(ZoneInfo("Europe/Paris")).date()
+    except Exception:  # no tz database (bare Windows without tzdata)
+        return dt.date.today()
+
+
+def backup_path(workbook: Path, now: dt.datetime) -> Path:
+    """A free dated name beside `workbook`: commplan.backup-2026-11-27-063000.xlsx."""
+    stamp = now.strftime("%Y-%m-%d-%H%M%S")
+    candidate = workbook.with_name(f"{workbook.stem}.backup-{stamp}{workbook.suffix}")
+    n = 2
+    while candidate.exists():
+        candidate = workbook.with_name(f"{workbook.stem}.backup-{stamp}-{n}{workbook.suffix}")
+        n += 1
+    return candidate
+
+
+def lock_files(workbook: Path) -> list[Path]:
+    """The lock files Excel or LibreOffice leave beside a workbook they have open."""
+    names = (f"~${workbook.name}", f".~lock.{workbook.name}#")
+    return [workbook.with_name(n) for n in names if workbook.with_name(n).exists()]
+
+
+def write_demo_attachments(folder: Path) -> list[Path]:
+    """Write the demo PDFs that are missing; never replace a file staff put there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, lines in DEMO_ATTACHMENTS.items():
+        target = folder / name
+        if not target.exists():
+            target.write_bytes(minimal_pdf(lines))
+            written.append(target)
+    return written
+
+
+def init_home(home: Path, *, force: bool = False, today: dt.date | None = None,
+              workbook: Path | None = None) -> Path:
+    """Create the home folders, demo attachments and workbook; return the workbook path.
+
+    Refuses to replace an existing workbook unless `force`; then the old one is kept as a
+    dated backup beside it. `workbook` overrides home/workbooks/commplan.xlsx.
+    """
+    home = Path(home)
+    path = Path(workbook) if workbook is not None else home / "workbooks" / WORKBOOK_NAME
+    if path.exists():
+        if not force:
+            raise CommplanError(
+                f"The workbook {path} already exists; use --force to replace it "
+                "(the old one is kept as a dated backup)."
+            )
+        if lock_files(path):
+            raise WorkbookLocked(
+                f"The workbook {path} is open in Excel or LibreOffice; close it and try again."
+            )
+    for folder in ("workbooks", "attachments", "archive"):
+        (home / folder).mkdir(parents=True, exist_ok=True)
+    write_demo_attachments(home / "attachments")
+    if path.exists():
+        # Copy, then replace atomically: a workbook stays at `path` at every moment.
+        shutil.copy2(path, backup_path(path, dt.datetime.now()))
+    create_workbook(path, demo=True, today=today or default_today())
+    return path

@@ -1,0 +1,615 @@
+"""Tables → the validated Model, its Settings and every problem at once.
+
+A row with a problem is left out of the model; every other row stays in. Each problem names
+its sheet, Excel row, column and cell, in a sentence staff can act on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import keyword
+import re
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+
+from commplan_xl.errors import WorkbookProblem
+from commplan_xl.model import Customer, Model, Order, Plan, Status, Step, Unit, norm_key
+from commplan_xl.paths import resolve_attachment
+from commplan_xl.settings import KNOWN_KEYS, Settings, parse_settings
+from commplan_xl.workbook import Table, normalise_header, parse_date, parse_yes_no
+
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "settings": ("key", "value"),
+    "plans": ("plan", "step", "delay", "unit", "subject", "body"),
+    "customers": ("customer_id", "name", "email"),
+    "orders": ("order_id", "customer_id", "plan", "start_date"),
+    "variables": ("variable", "value"),
+}
+SHEET_TITLES = {
+    "settings": "Settings", "plans": "Plans", "customers": "Customers", "orders": "Orders",
+    "variables": "Variables",
+}
+REQUIRED_SHEETS = ("plans", "customers", "orders")
+BUILTIN_NAMES = frozenset({"customer", "order", "plan", "step", "today", "sender"})
+MAX_STEP = 10
+
+
+def _fold(text: str) -> str:
+    """norm_key without accents: how units and statuses are compared."""
+    text = unicodedata.normalize("NFKD", norm_key(text))
+    return "".join(ch for ch in text if not unicodedata.combining(ch))
+
+
+def _spellings(canonical: str, *names: str) -> dict[str, str]:
+    return {_fold(name): canonical for name in names}
+
+
+UNITS: dict[str, Unit] = {  # type: ignore[assignment]
+    **_spellings("days", "day", "days", "jour", "jours", "jour(s)", "j"),
+    **_spellings(
+        "business_days", "business day", "business days", "business_day", "business_days",
+        "jour ouvré", "jours ouvrés", "jour(s) ouvré(s)", "jours ouvré", "jour ouvrés",
+        "jour ouvrable", "jours ouvrables",
+    ),
+    **_spellings("weeks", "week", "weeks", "semaine", "semaines", "semaine(s)"),
+    **_spellings("months", "month", "months", "mois"),
+}
+STATUSES: dict[str, Status] = {  # type: ignore[assignment]
+    **_spellings("active", "active", "actif", "active", "en cours"),
+    **_spellings("paused", "paused", "pause", "en pause", "suspendu", "suspendue"),
+    **_spellings("cancelled", "cancelled", "canceled", "annulé", "annulée"),
+    **_spellings("done", "done", "terminé", "terminée", "fini", "finie"),
+}
+
+_EMAIL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+_ADDRESS_SPLIT = re.compile(r"[;,]")
+
+
+def is_email(address: str) -> bool:
+    """A sane check of one address (no display name, no CR/LF)."""
+    return _EMAIL.fullmatch(address) is not None
+
+
+def split_emails(text: str) -> list[str]:
+    """The addresses of an email cell: split on ";" or ",", trimmed, lower-cased."""
+    if ";" not in text and "," not in text:
+        text = text.strip().lower()
+        return [text] if text else []
+    return [a.strip().lower() for a in _ADDRESS_SPLIT.split(text) if a.strip()]
+
+
+@dataclass
+class _Sheet:
+    """Collects the problems of one sheet, with its Excel places."""
+
+    table: Table
+    problems: list[WorkbookProblem]
+
+    def add(self, row: int | None, column: str | None, message: str, *,
+            message_level: bool = False) -> None:
+        cell = self.table.cell(column, row) if column and row is not None else ""
+        self.problems.append(WorkbookProblem(
+            sheet=self.table.sheet, row=row, column=column, message=message,
+            cell=cell or None, message_level=message_level,
+        ))
+
+
+def _text(value: object) -> str:
+    """A cell as text (cells are already trimmed strings or dates)."""
+    if type(value) is str:
+        return value
+    if isinstance(value, dt.datetime):
+        return value.strftime("%d/%m/%Y %H:%M")
+    if isinstance(value, dt.date):
+        return value.strftime("%d/%m/%Y")
+    return str(value)
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", ".").replace(" ", "").replace("\u00a0", ""))
+
+
+def _whole_step(value: object) -> int:
+    """A step number 1..10 from a cell, or ValueError."""
+    text = _text(value).strip()
+    if not text:
+        raise ValueError("The step is empty; write a whole number from 1 to 10")
+    try:
+        number = _number(text)
+    except ValueError:
+        number = -1.0
+    if not number.is_integer() or not 1 <= number <= MAX_STEP:
+        raise ValueError(f'"{text}" is not a step number; write a whole number from 1 to 10')
+    return int(number)
+
+
+def _check_sheets(tables: Mapping[str, Table], problems: list[WorkbookProblem]) -> set[str]:
+    """Report missing sheets, columns and repeated headers; return the usable sheets."""
+    usable: set[str] = set()
+    for key, required in REQUIRED_COLUMNS.items():
+        table = tables.get(key)
+        if table is None:
+            if key in REQUIRED_SHEETS:
+                problems.append(WorkbookProblem(
+                    SHEET_TITLES[key], None, None,
+                    f"The workbook has no sheet {SHEET_TITLES[key]}; add it with the columns "
+                    + ", ".join(required) + " in row 1.",
+                ))
+            continue
+        sheet = _Sheet(table, problems)
+        for column, letter in table.duplicate_columns:
+            problems.append(WorkbookProblem(
+                table.sheet, 1, column,
+                f"Column {letter} repeats the column {column} (already column "
+                f"{table.letters[column]}); rename or remove one of them.",
+                cell=f"{letter}1",
+            ))
+        missing = [c for c in required if c not in table.letters]
+        for column in missing:
+            sheet.add(1, column, f"The column {column} is missing; add it to row 1.")
+        if not missing:
+            usable.add(key)
+    return usable
+
+
+def _settings(
+    tables: Mapping[str, Table], usable: set[str], *, home: Path,
+    environ: Mapping[str, str] | None, problems: list[WorkbookProblem],
+) -> Settings:
+    raw: dict[str, tuple[str, int]] = {}
+    table = tables.get("settings")
+    if table is not None and "settings" in usable:
+        sheet = _Sheet(table, problems)
+        for row, values in table.rows:
+            key = normalise_header(_text(values["key"]))
+            if not key:
+                sheet.add(row, "key", "The setting has a value but no key; write its name.")
+                continue
+            if key in raw:
+                sheet.add(row, "key", f'The setting {key} is already in row {raw[key][1]}; '
+                          "keep only one.")
+                continue
+            if key not in KNOWN_KEYS:
+                sheet.add(row, "key", f'"{values["key"]}" is not a known setting; known '
+                          "settings are " + ", ".join(KNOWN_KEYS) + ".")
+                continue
+            raw[key] = (_text(values["value"]).strip(), row)
+    env_problems: list[WorkbookProblem] = []
+    settings, found = parse_settings(raw, home=home, environ=environ)
+    for problem in found:
+        if table is not None and problem.row is not None and problem.column:
+            problem = replace(problem, sheet=table.sheet,
+                              cell=table.cell(problem.column, problem.row) or None)
+        env_problems.append(problem)
+    problems.extend(env_problems)
+
+    def place(key: str) -> tuple[int | None, str | None]:
+        row = raw.get(key, ("", None))[1]
+        cell = table.cell("value", row) if table is not None and row is not None else None
+        return row, cell or None
+
+    sheet_name = table.sheet if table is not None else "Settings"
+    if not settings.sender_email:
+        problems.append(WorkbookProblem(
+            sheet_name, None, "sender_email",
+            "No sender address: add a row sender_email with the address mails come from, "
+            "or set COMMPLAN_SENDER_EMAIL.",
+        ))
+    elif not is_email(settings.sender_email):
+        row, cell = place("sender_email")
+        problems.append(WorkbookProblem(
+            sheet_name, row, "value",
+            f'sender_email: "{settings.sender_email}" is not an email address.', cell=cell,
+        ))
+    if settings.holidays:
+        import holidays
+
+        try:
+            holidays.country_holidays(settings.holiday_country, subdiv=settings.holiday_subdiv)
+        except (NotImplementedError, KeyError, ValueError):
+            row, cell = place("holidays")
+            problems.append(WorkbookProblem(
+                sheet_name, row, "value",
+                f'holidays: "{settings.holidays}" is not a country (and subdivision) the '
+                "holidays library knows; write a country code such as FR, or FR-57 for "
+                "Alsace-Moselle.",
+                cell=cell,
+            ))
+            settings = replace(settings, holidays="")
+    return settings
+
+
+def _variables(tables: Mapping[str, Table], usable: set[str],
+               problems: list[WorkbookProblem]) -> dict[str, str]:
+    constants: dict[str, str] = {}
+    table = tables.get("variables")
+    if table is None or "variables" not in usable:
+        return constants
+    sheet = _Sheet(table, problems)
+    first_row: dict[str, int] = {}
+    for row, values in table.rows:
+        raw_name = _text(values["variable"]).strip()
+        name = normalise_header(raw_name)
+        if not raw_name:
+            sheet.add(row, "variable", "The variable has no name; write one (e.g. "
+                      "company_phone) or clear the row.")
+        elif not name.isidentifier() or keyword.iskeyword(name) or name in (
+                "true", "false", "none"):
+            sheet.add(row, "variable", f'"{raw_name}" cannot be a variable name; use letters, '
+                      "digits and _, starting with a letter (e.g. company_phone).")
+        elif name in BUILTIN_NAMES:
+            sheet.add(row, "variable", f'"{raw_name}" is a built-in name ('
+                      + ", ".join(sorted(BUILTIN_NAMES)) + "); choose another name.")
+        elif name in first_row:
+            sheet.add(row, "variable", f"The variable {name} is already in row "
+                      f"{first_row[name]}; keep only one.")
+        else:
+            first_row[name] = row
+            constants[name] = _text(values["value"])
+    return constants
+
+
+@dataclass
+class _PlanRows:
+    name: str
+    steps: dict[int, Step]
+
+
+def _compile(env: SandboxedEnvironment, source: str) -> str | None:
+    """None when the template compiles, else the Jinja message with its line."""
+    try:
+        env.parse(source)
+    except TemplateSyntaxError as exc:
+        return f"{exc.message} (line {exc.lineno})"
+    return None
+
+
+def _plans(
+    tables: Mapping[str, Table], usable: set[str], settings: Settings,
+    problems: list[WorkbookProblem],
+) -> tuple[dict[str, Plan], dict[str, int]]:
+    """The valid plans by key, and the first row of every plan named (even if invalid)."""
+    table = tables.get("plans")
+    if table is None or "plans" not in usable:
+        return {}, {}
+    sheet = _Sheet(table, problems)
+    orders = tables.get("orders")
+    order_columns = set(orders.columns) if orders is not None else None
+    env = SandboxedEnvironment()
+    plans: dict[str, _PlanRows] = {}
+    named: dict[str, int] = {}
+    step_rows: dict[tuple[str, int], int] = {}
+    has = table.letters.__contains__
+    for row, values in table.rows:
+        before = len(problems)
+        name = _text(values["plan"]).strip()
+        key = norm_key(name)
+        if not name:
+            sheet.add(row, "plan", "The plan name is empty; write the plan this step "
+                      "belongs to.")
+        else:
+            named.setdefault(key, row)
+
+        number = 0
+        try:
+            number = _whole_step(values["step"])
+        except ValueError as exc:
+            sheet.add(row, "step", str(exc) + ".")
+        if name and number:
+            first = step_rows.setdefault((key, number), row)
+            if first != row:
+                sheet.add(row, "step", f'Step {number} of plan "{name}" is already in row '
+                          f"{first}; give each step its own number.")
+
+        unit_text = _text(values["unit"]).strip()
+        unit = UNITS.get(_fold(unit_text))
+        if unit is None:
+            sheet.add(row, "unit", (f'"{unit_text}" is not a unit' if unit_text
+                                    else "The unit is empty")
+                      + "; write days, business days, weeks or months (or jours, jours "
+                      "ouvrés, semaines, mois).")
+
+        delay_text = _text(values["delay"]).strip()
+        delay = 0.0
+        try:
+            delay = _number(delay_text)
+            if delay != delay or delay in (float("inf"), float("-inf")):
+                raise ValueError
+        except ValueError:
+            sheet.add(row, "delay", (f'"{delay_text}" is not a number' if delay_text
+                                     else "The delay is empty")
+                      + "; write how many units after the start date (e.g. 5).")
+        else:
+            if delay < 0:
+                sheet.add(row, "delay", f'The delay "{delay_text}" is negative; write 0 '
+                          "or more.")
+            elif unit in ("days", "business_days") and not delay.is_integer():
+                sheet.add(row, "delay", f'The delay "{delay_text}" is not a whole number; '
+                          "a delay in days must be whole (or use weeks or months).")
+
+        from_column = "start_date"
+        if has("from"):
+            from_text = _text(values["from"]).strip()
+            if from_text:
+                from_column = normalise_header(from_text)
+                if order_columns is not None and from_column not in order_columns:
+                    sheet.add(row, "from", f'Orders has no column "{from_text}"; write the '
+                              "name of a date column of Orders (e.g. start_date).")
+
+        active = required = False
+        for column, default in (("active", True), ("required", False)):
+            value: bool = default
+            if has(column):
+                try:
+                    value = parse_yes_no(values[column], default)
+                except ValueError as exc:
+                    sheet.add(row, column, str(exc) + ".")
+            if column == "active":
+                active = value
+            else:
+                required = value
+
+        subject = _text(values["subject"])
+        body = _text(values["body"])
+        if not subject.strip():
+            sheet.add(row, "subject", "The subject is empty; write the subject of this mail.")
+        elif error := _compile(env, subject):
+            sheet.add(row, "subject", f"The subject template has an error: {error}.")
+        if not body.strip():
+            sheet.add(row, "body", "The body is empty; write the text of this mail.")
+        elif error := _compile(env, body):
+            sheet.add(row, "body", f"The body template has an error: {error}.")
+
+        attachments: list[str] = []
+        if has("attachments"):
+            for item in _text(values["attachments"]).split(";"):
+                item = item.strip()
+                if not item:
+                    continue
+                try:
+                    path = resolve_attachment(settings.attachments_dir, item)
+                except ValueError as exc:
+                    sheet.add(row, "attachments", str(exc))
+                    continue
+                attachments.append(item)
+                if not path.is_file():
+                    # A message problem, not a row problem: the step stays scheduled.
+                    sheet.add(row, "attachments",
+                              f'The attachment "{item}" is not in the attachments folder '
+                              f"{settings.attachments_dir}; add the file or fix its name.",
+                              message_level=True)
+
+        if any(not p.message_level for p in problems[before:]):
+            continue
+        plan = plans.setdefault(key, _PlanRows(name=name, steps={}))
+        plan.steps[number] = Step(
+            plan=plan.name, number=number, delay=delay, unit=unit,  # type: ignore[arg-type]
+            subject=subject, body=body, from_column=from_column,
+            attachments=tuple(attachments), active=active, required=required, row=row,
+        )
+    result = {
+        key: Plan(name=p.name, steps=tuple(p.steps[n] for n in sorted(p.steps)))
+        for key, p in plans.items()
+    }
+    return result, named
+
+
+def _ids(sheet: _Sheet, row: int, column: str, value: object, first_row: dict[str, int],
+         what: str) -> str | None:
+    """The row's id, or None after reporting it empty or repeated (the first one stays)."""
+    ident = _text(value).strip()
+    if not ident:
+        sheet.add(row, column, f"The {what} id is empty; write one.")
+        return None
+    first = first_row.setdefault(ident, row)
+    if first != row:
+        sheet.add(row, column, f'The {what} id "{ident}" is already used in row {first}; '
+                  f"give each {what} its own id.")
+        return None
+    return ident
+
+
+def _memo(func: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`func` with a cache: a column holds few distinct plans, statuses or dates."""
+    cache: dict[str, Any] = {}
+
+    def cached(text: str) -> Any:
+        try:
+            return cache[text]
+        except KeyError:
+            result = cache[text] = func(text)
+            return result
+
+    return cached
+
+
+def _date_or_error(value: object) -> dt.date | None | ValueError:
+    try:
+        return parse_date(value)
+    except ValueError as exc:
+        return exc
+
+
+def _fields(values: dict[str, object], date_columns: set[str]) -> dict[str, Any]:
+    """Every column's value for templates: dates parsed where the header says date."""
+    fields: dict[str, Any] = dict(values)
+    for column in date_columns:
+        value = fields.get(column)
+        if value is None or value == "" or isinstance(value, dt.date):
+            continue
+        # Not a `from` column: a bad date keeps its text; rendering will say if it matters.
+        with contextlib.suppress(ValueError):
+            fields[column] = parse_date(value)
+    return fields
+
+
+def _date_columns(columns: tuple[str, ...], extra: set[str]) -> set[str]:
+    return {c for c in columns if c.endswith("date")} | (extra & set(columns))
+
+
+def _customers(tables: Mapping[str, Table], usable: set[str],
+               problems: list[WorkbookProblem]) -> tuple[dict[str, Customer], dict[str, int]]:
+    """The valid customers by id, and the row of every id seen (even if invalid)."""
+    table = tables.get("customers")
+    if table is None or "customers" not in usable:
+        return {}, {}
+    sheet = _Sheet(table, problems)
+    customers: dict[str, Customer] = {}
+    first_row: dict[str, int] = {}
+    date_columns = _date_columns(table.columns, set())
+    has_opt_out = "opt_out" in table.letters
+    for row, values in table.rows:
+        before = len(problems)
+        ident = _ids(sheet, row, "customer_id", values["customer_id"], first_row, "customer")
+        text = _text(values["email"])
+        emails = split_emails(text)
+        if not emails:
+            sheet.add(row, "email", "The email is empty; write the customer's address.")
+        for address in emails:
+            if not is_email(address):
+                sheet.add(row, "email", f'"{address}" is not an email address; fix it '
+                          "(several addresses are separated by ;).")
+        opt_out = False
+        if has_opt_out:
+            try:
+                opt_out = parse_yes_no(values["opt_out"], False)
+            except ValueError as exc:
+                sheet.add(row, "opt_out", str(exc) + ".")
+        if ident is None or len(problems) > before:
+            continue
+        customers[ident] = Customer(
+            customer_id=ident, name=_text(values["name"]).strip(), emails=tuple(emails),
+            opt_out=opt_out, fields=_fields(values, date_columns), row=row,
+        )
+    return customers, first_row
+
+
+def _orders(
+    tables: Mapping[str, Table], usable: set[str], plans: dict[str, Plan],
+    plan_rows: dict[str, int], customers: dict[str, Customer], customer_rows: dict[str, int],
+    problems: list[WorkbookProblem],
+) -> tuple[Order, ...]:
+    table = tables.get("orders")
+    if table is None or "orders" not in usable:
+        return ()
+    sheet = _Sheet(table, problems)
+    plans_usable = "plans" in usable
+    customers_usable = "customers" in usable
+    # Columns each plan counts from with an active step: a bad date there fails the row.
+    checked: dict[str, set[str]] = {
+        key: {s.from_column for s in plan.steps if s.active} | {"start_date"}
+        for key, plan in plans.items()
+    }
+    all_from = {s.from_column for p in plans.values() for s in p.steps} | {"start_date"}
+    from_columns = all_from & set(table.columns)
+    date_columns = _date_columns(table.columns, from_columns)
+    has_status = "status" in table.letters
+    has_hold = "hold_steps" in table.letters
+    first_row: dict[str, int] = {}
+    orders: list[Order] = []
+    plan_key_of = _memo(norm_key)
+    status_of = _memo(lambda text: STATUSES.get(_fold(text)))
+    date_of = _memo(_date_or_error)
+    for row, values in table.rows:
+        before = len(problems)
+        ident = _ids(sheet, row, "order_id", values["order_id"], first_row, "order")
+
+        customer_id = _text(values["customer_id"]).strip()
+        if not customer_id:
+            sheet.add(row, "customer_id", "The customer id is empty; write the customer's "
+                      "id from Customers.")
+        elif customer_id not in customers:
+            if customer_id in customer_rows:
+                sheet.add(row, "customer_id", f'The customer "{customer_id}" has a problem in '
+                          f"Customers row {customer_rows[customer_id]}; fix that row first.")
+            elif customers_usable:
+                sheet.add(row, "customer_id", f'There is no customer "{customer_id}" in '
+                          "Customers; add the customer or fix the id.")
+
+        plan_name = _text(values["plan"]).strip()
+        plan_key = plan_key_of(plan_name)
+        if not plan_name:
+            sheet.add(row, "plan", "The plan is empty; write the name of a plan from Plans.")
+        elif plan_key not in plans:
+            if plan_key in plan_rows:
+                sheet.add(row, "plan", f'The plan "{plan_name}" has problems in Plans (row '
+                          f"{plan_rows[plan_key]}); fix them first.")
+            elif plans_usable:
+                sheet.add(row, "plan", f'There is no plan "{plan_name}" in Plans; write one '
+                          "of " + ", ".join(f'"{p.name}"' for p in plans.values()) + ".")
+
+        dates: dict[str, dt.date | None] = {}
+        needed = checked.get(plan_key, {"start_date"})
+        for column in from_columns:
+            value = values[column]
+            date = value if type(value) is dt.date else date_of(_text(value))
+            if isinstance(date, ValueError):
+                dates[column] = None
+                if column in needed:
+                    sheet.add(row, column, f"{date}.")
+            else:
+                dates[column] = date
+        if dates.get("start_date") is None and values["start_date"] == "":
+            sheet.add(row, "start_date", "The start date is empty; write the date the "
+                      "order starts (e.g. 05/03/2026).")
+
+        status: Status = "active"
+        if has_status:
+            status_text = _text(values["status"]).strip()
+            if status_text:
+                found = status_of(status_text)
+                if found is None:
+                    sheet.add(row, "status", f'"{status_text}" is not a status; write active, '
+                              "paused, cancelled or done (empty means active).")
+                else:
+                    status = found
+
+        hold: frozenset[int] = frozenset()
+        if has_hold:
+            hold_text = _text(values["hold_steps"]).strip()
+            if hold_text:
+                try:
+                    hold = frozenset(_whole_step(p) for p in re.split(r"[;,\s]+", hold_text)
+                                     if p)
+                except ValueError:
+                    sheet.add(row, "hold_steps", f'"{hold_text}" is not a list of steps; write '
+                              "step numbers from 1 to 10 separated by ; (e.g. 3;4).")
+
+        if ident is None or len(problems) > before or plan_key not in plans \
+                or customer_id not in customers:
+            continue
+        fields = _fields(values, date_columns - from_columns)
+        fields.update({c: ("" if d is None else d) for c, d in dates.items()})
+        orders.append(Order(
+            order_id=ident, customer_id=customer_id, plan=plan_key, status=status,
+            dates=dates, fields=fields, hold_steps=hold, row=row,
+        ))
+    return tuple(orders)
+
+
+def validate(
+    tables: Mapping[str, Table],
+    *,
+    home: Path,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Model, Settings, list[WorkbookProblem]]:
+    """The valid part of the workbook as a Model, its Settings, and every problem found."""
+    problems: list[WorkbookProblem] = []
+    usable = _check_sheets(tables, problems)
+    settings = _settings(tables, usable, home=home, environ=environ, problems=problems)
+    constants = _variables(tables, usable, problems)
+    plans, plan_rows = _plans(tables, usable, settings, problems)
+    customers, customer_rows = _customers(tables, usable, problems)
+    orders = _orders(tables, usable, plans, plan_rows, customers, customer_rows, problems)
+    model = Model(plans=plans, customers=customers, orders=orders, constants=constants)
+    return model, settings, problems

@@ -1,0 +1,261 @@
+"""Reading the staff's workbook: sheets as plain tables of trimmed values.
+
+Only this module (and xlsxgraft.py, which writes the tool's own sheets) knows about Excel.
+Reading uses python-calamine directly: it is what pandas' "calamine" engine calls, without
+building a DataFrame we would only turn back into Python values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+import time
+import unicodedata
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from python_calamine import CalamineWorkbook
+
+from commplan_xl.errors import CommplanError
+
+# The sheets validation needs; reading only these keeps a run fast on big workbooks.
+INPUT_SHEETS = ("settings", "plans", "customers", "orders", "variables")
+
+_SEPARATORS = re.compile(r"[\W_]+")
+
+
+def normalise_header(name: str) -> str:
+    """A header as a column name: no accents, lower case, spaces/-/_ alike → "_".
+
+    `Date de livraison`, `date-de-livraison` and `DATE_DE_LIVRAISON` are all
+    `date_de_livraison`. Other punctuation counts as a separator too, so every name is a
+    usable template variable.
+    """
+    text = unicodedata.normalize("NFKD", str(name))
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return _SEPARATORS.sub("_", text.casefold()).strip("_")
+
+
+def column_letter(index: int) -> str:
+    """Excel's letter for a 0-based column index (0 → "A", 27 → "AB")."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+@dataclass(frozen=True)
+class Table:
+    """One sheet: normalised columns and its non-empty rows with their Excel row numbers."""
+
+    sheet: str  # the sheet's name as in the file
+    columns: tuple[str, ...]  # normalised, in sheet order, without duplicates
+    letters: dict[str, str]  # normalised column -> Excel letter ("D")
+    rows: tuple[tuple[int, dict[str, object]], ...]  # (Excel row, values by column)
+    # Headers that normalise to a column already seen: (column, letter of the ignored one).
+    duplicate_columns: tuple[tuple[str, str], ...] = field(default=())
+
+    def cell(self, column: str, row: int) -> str:
+        """The Excel reference of a cell, e.g. "D7" ("" when the column is absent)."""
+        letter = self.letters.get(column)
+        return f"{letter}{row}" if letter else ""
+
+
+def cell_value(value: object) -> object:
+    """One cell as the tool sees it: trimmed text, a date/datetime, or "" when empty.
+
+    Numbers become text without a spurious ".0" (ids and phone numbers stay as typed).
+    """
+    kind = type(value)
+    if kind is str:
+        return value.strip()  # type: ignore[union-attr]
+    if kind is float:
+        if value.is_integer():  # type: ignore[union-attr]
+            return str(int(value))  # type: ignore[call-overload]
+        return f"{value:.15g}"  # Excel keeps 15 significant digits
+    if kind is dt.date:
+        return value
+    if kind is dt.datetime:
+        # A date cell holding midnight is a plain date.
+        return value.date() if value.time() == dt.time() else value  # type: ignore[union-attr]
+    if value is None:
+        return ""
+    if kind is bool:
+        return "TRUE" if value else "FALSE"
+    if kind is int:
+        return str(value)
+    return str(value).strip()  # time, timedelta
+
+
+def _table(name: str, grid: list[list[object]]) -> Table:
+    """A Table from a sheet's cells, the header in row 1."""
+    if not grid:
+        return Table(sheet=name, columns=(), letters={}, rows=())
+    columns: list[str] = []
+    letters: dict[str, str] = {}
+    positions: list[int] = []
+    duplicates: list[tuple[str, str]] = []
+    for index, header in enumerate(grid[0]):
+        column = normalise_header(str(cell_value(header)))
+        if not column:
+            continue  # a column without a header is not data
+        if column in letters:
+            duplicates.append((column, column_letter(index)))
+            continue
+        columns.append(column)
+        letters[column] = column_letter(index)
+        positions.append(index)
+    conv = cell_value
+    rows: list[tuple[int, dict[str, object]]] = []
+    # The common case (every header filled, no repeats) zips cells straight to columns;
+    # strings, most cells, are trimmed inline to save a call per cell on big sheets.
+    if positions == list(range(len(positions))):
+        for number, raw in enumerate(grid[1:], start=2):
+            values = {
+                c: (v.strip() if type(v) is str else conv(v))
+                for c, v in zip(columns, raw)  # noqa: B905 - rows are at least as wide
+            }
+            # Dates are truthy; "" is the only empty value left after conversion.
+            if any(values.values()):
+                rows.append((number, values))
+    else:
+        pairs = list(zip(columns, positions, strict=True))
+        for number, raw in enumerate(grid[1:], start=2):
+            values = {c: conv(raw[pos]) for c, pos in pairs}
+            if any(values.values()):
+                rows.append((number, values))
+    return Table(
+        sheet=name, columns=tuple(columns), letters=letters, rows=tuple(rows),
+        duplicate_columns=tuple(duplicates),
+    )
+
+
+def _load(path: Path) -> CalamineWorkbook:
+    """Open the workbook from its bytes (so Excel is never blocked by our open handle)."""
+    data = path.read_bytes()
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise ValueError("not a zip")
+    return CalamineWorkbook.from_filelike(io.BytesIO(data))
+
+
+def read_tables(
+    path: Path,
+    *,
+    only: Iterable[str] | None = INPUT_SHEETS,
+    attempts: int = 5,
+    pause: float = 0.2,
+) -> dict[str, Table]:
+    """Read the workbook's sheets as Tables, keyed by normalised sheet name.
+
+    `only` lists the normalised sheet names to read (default: the input sheets; None reads
+    every sheet). A failed read is retried `attempts` times, because during an Excel save
+    the file briefly does not exist.
+    """
+    path = Path(path)
+    error: Exception | None = None
+    for attempt in range(max(1, attempts)):
+        if attempt:
+            time.sleep(pause * attempt)
+        try:
+            book = _load(path)
+            break
+        except Exception as exc:  # missing, locked mid-save, half-written, not a workbook
+            error = exc
+    else:
+        if isinstance(error, FileNotFoundError) or not path.exists():
+            raise CommplanError(
+                f"The workbook {path} does not exist; check --home or --workbook, "
+                "or create one with `commplan init`."
+            ) from error
+        if isinstance(error, IsADirectoryError | PermissionError):
+            raise CommplanError(f"The workbook {path} cannot be read: {error}.") from error
+        raise CommplanError(
+            f"{path} is not an Excel workbook (.xlsx); save it from Excel as "
+            "\"Excel Workbook (*.xlsx)\"."
+        ) from error
+    wanted = None if only is None else {normalise_header(name) for name in only}
+    tables: dict[str, Table] = {}
+    try:
+        for name in book.sheet_names:
+            key = normalise_header(name)
+            if key in tables or (wanted is not None and key not in wanted):
+                continue
+            grid = book.get_sheet_by_name(name).to_python(skip_empty_area=False)
+            tables[key] = _table(name, grid)
+    except Exception as exc:
+        raise CommplanError(f"The workbook {path} could not be read: {exc}.") from exc
+    finally:
+        book.close()
+    return tables
+
+
+_EXCEL_EPOCH = dt.date(1899, 12, 30)
+_NUMBER = re.compile(r"\d+(?:[.,]\d*)?")
+_ISO = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
+_DAY_FIRST = re.compile(r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4}|\d{2})(?: \d{1,2}:\d{2}(?::\d{2})?)?")
+
+
+def _serial(number: float, text: str) -> dt.date:
+    if not 1 <= number < 2958466:  # 1900-01-01 .. 9999-12-31
+        raise ValueError(f'"{text}" is not a date')
+    return _EXCEL_EPOCH + dt.timedelta(days=int(number))
+
+
+def parse_date(value: object) -> dt.date | None:
+    """A date cell as a date: real dates, Excel serials, ISO or day-first text.
+
+    None when empty. Text is always day-first (05/03/2026 is 5 March). Raises ValueError
+    with a sentence when the value is not a date.
+    """
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if value is None or isinstance(value, bool):
+        if value is None:
+            return None
+        raise ValueError(f'"{value}" is not a date')
+    if isinstance(value, int | float):
+        return _serial(float(value), str(value))
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        if _NUMBER.fullmatch(text):
+            return _serial(float(text.replace(",", ".")), text)
+        if match := _ISO.fullmatch(text):
+            year, month, day = (int(g) for g in match.groups())
+        elif match := _DAY_FIRST.fullmatch(text):
+            day, month, year = int(match[1]), int(match[3]), int(match[4])
+            if len(match[4]) == 2:
+                year += 2000
+        else:
+            raise ValueError(f'"{text}" is not a date; write it day first, e.g. 05/03/2026')
+        return dt.date(year, month, day)
+    except ValueError as exc:
+        if str(exc).startswith('"'):
+            raise
+        raise ValueError(f'"{text}" is not a date (there is no such day)') from None
+
+
+_YES = frozenset({"yes", "oui", "true", "vrai", "1", "x", "y", "o"})
+_NO = frozenset({"no", "non", "false", "faux", "0", "n"})
+
+
+def parse_yes_no(value: object, default: bool) -> bool:
+    """A yes/no cell: yes/no, oui/non, true/false, vrai/faux, 1/0, x; empty = `default`."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().casefold() if value is not None else ""
+    if not text:
+        return default
+    if text in _YES:
+        return True
+    if text in _NO:
+        return False
+    raise ValueError(f'"{str(value).strip()}" is not yes or no (write yes, no, or x)')

@@ -1,0 +1,320 @@
+"""The ledger: what was sent survives crashes, reopening and concurrent readers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from commplan_xl.errors import CommplanError
+from commplan_xl.ledger import UNCERTAIN_DETAIL, Ledger, LedgerConflict
+from commplan_xl.model import LedgerEntry, Outcome
+
+NOW = dt.datetime(2026, 11, 27, 7, 30, 5)
+DUE = dt.date(2026, 11, 25)
+
+
+def msg(order_id: str = "CMD-1", step: int = 3, **extra) -> dict:
+    """The arguments that name one message, as the batch passes them."""
+    return dict(order_id=order_id, customer_id="C0001", plan="Baie vitrée",
+                plan_key="baie vitrée", step=step, due_date=DUE, emails="a@x.fr;b@y.fr",
+                **extra)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "commplan-ledger.sqlite3"
+
+
+@pytest.fixture
+def ledger(path: Path):
+    with Ledger(path) as led:
+        yield led
+
+
+def test_opens_in_wal_with_a_versioned_schema(path: Path) -> None:
+    """The file uses WAL, synchronous NORMAL and records its schema in user_version."""
+    with Ledger(path) as led:
+        assert led.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert led.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert led.db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert led.db.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+
+
+def test_newer_schema_is_refused(path: Path) -> None:
+    """A ledger written by a newer version is not touched: a plain sentence says so."""
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(CommplanError, match="newer commplan"):
+        Ledger(path).open()
+
+
+def test_missing_folder_is_a_sentence(tmp_path: Path) -> None:
+    """A ledger in a folder that does not exist fails with a sentence naming the folder."""
+    with pytest.raises(CommplanError, match="does not exist"):
+        Ledger(tmp_path / "nope" / "l.sqlite3").open()
+
+
+def test_begin_then_finish_sent(ledger: Ledger) -> None:
+    """begin records `sending`; finish(sent) makes it `sent` with one `sent` event."""
+    token = ledger.begin(**msg(), subject="Votre commande", now=NOW)
+    assert ledger.entry("CMD-1", "baie vitrée", 3).state == "sending"
+    ledger.finish(token, status="sent", archive_file="archive/C0001/x.eml", now=NOW)
+    entry = ledger.entry("CMD-1", "baie vitrée", 3)
+    assert (entry.state, entry.attempts, entry.due_date) == ("sent", 1, DUE)
+    assert ledger.events() == [Outcome(
+        date=NOW, order_id="CMD-1", customer_id="C0001", email="a@x.fr;b@y.fr",
+        plan="Baie vitrée", step=3, due_date=DUE, status="sent", subject="Votre commande",
+        detail="", archive_file="archive/C0001/x.eml",
+    )]
+
+
+def test_begin_without_finish_is_recovered_as_uncertain(path: Path) -> None:
+    """A `sending` row found at the next open becomes `uncertain` with an uncertain event."""
+    with Ledger(path) as led:
+        led.begin(**msg(), subject="S", now=NOW)
+    later = NOW + dt.timedelta(days=1)
+    with Ledger(path) as led:
+        recovered = led.recover(later)
+        assert [(e.order_id, e.step, e.state) for e in recovered] == [("CMD-1", 3, "uncertain")]
+        (event,) = led.events()
+        assert (event.status, event.detail, event.subject, event.date) == (
+            "uncertain", UNCERTAIN_DETAIL, "S", later)
+        assert "commplan resend ORDER STEP" in event.detail
+        assert led.recover(later) == []  # nothing left to recover
+
+
+def test_killed_process_after_begin_leaves_sending_that_is_recovered(path: Path) -> None:
+    """A process SIGKILLed right after begin() leaves `sending`, which the next open recovers."""
+    code = (
+        "import datetime as dt, sys, time\n"
+        "from commplan_xl.ledger import Ledger\n"
+        "led = Ledger(sys.argv[1]); led.open()\n"
+        "led.begin(order_id='CMD-9', customer_id='C1', plan='P', plan_key='p', step=2,\n"
+        "          due_date=dt.date(2026, 11, 1), emails='a@x.fr', subject='S',\n"
+        "          now=dt.datetime(2026, 11, 27, 7, 0))\n"
+        "print('begun', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "begun"
+    finally:
+        child.kill()  # SIGKILL: no cleanup, no atexit, connection never closed
+        child.wait()
+        child.stdout.close()
+    with Ledger(path) as led:
+        assert led.entry("CMD-9", "p", 2).state == "sending"
+        assert [e.state for e in led.recover(NOW)] == ["uncertain"]
+        assert [o.status for o in led.events()] == ["uncertain"]
+
+
+def test_state_survives_closing_and_reopening(path: Path) -> None:
+    """Everything recorded is there again after closing and reopening the file."""
+    with Ledger(path) as led:
+        token = led.begin(**msg(step=1), subject="S", now=NOW)
+        led.finish(token, status="sent", now=NOW)
+        led.record_skip(**msg(step=2), reason="superseded by step 3", now=NOW)
+        led.record_waiting(**msg(step=3), now=NOW)
+        before = led.state()
+    with Ledger(path) as led:
+        after = led.state()
+    assert after == before
+    assert {k: e.state for k, e in after.items()} == {
+        ("CMD-1", "baie vitrée", 1): "sent",
+        ("CMD-1", "baie vitrée", 2): "skipped",
+        ("CMD-1", "baie vitrée", 3): "waiting",
+    }
+    assert isinstance(after["CMD-1", "baie vitrée", 1], LedgerEntry)
+
+
+def test_entries_built_fast_equal_normal_ones(ledger: Ledger) -> None:
+    """Entries read from the ledger compare equal to LedgerEntry built the ordinary way."""
+    token = ledger.begin(**msg(), subject="S", now=NOW)
+    ledger.finish(token, status="sent", now=NOW)
+    assert ledger.entry("CMD-1", "baie vitrée", 3) == LedgerEntry(
+        order_id="CMD-1", plan="baie vitrée", step=3, state="sent", due_date=DUE,
+        emails="a@x.fr;b@y.fr", detail="", updated=NOW, attempts=1)
+    assert ledger.entry("CMD-1", "baie vitrée", 4) is None
+
+
+def test_events_oldest_first_and_since_id(ledger: Ledger) -> None:
+    """events() lists outcomes oldest first; since_id returns only the newer ones."""
+    for step in (1, 2, 3):
+        ledger.record_skip(**msg(step=step), reason="missed", now=NOW + dt.timedelta(seconds=step))
+    assert [o.step for o in ledger.events()] == [1, 2, 3]
+    first = ledger.last_event_id() - 2
+    assert [o.step for o in ledger.events(since_id=first)] == [2, 3]
+    assert ledger.events(since_id=ledger.last_event_id()) == []
+
+
+def test_sent_on_counts_sent_and_resends_of_that_day_only(ledger: Ledger) -> None:
+    """sent_on counts `sent` events (resends too) of one day, not failures or other days."""
+    day = NOW.date()
+    for step in (1, 2):
+        ledger.finish(ledger.begin(**msg(step=step), subject="S", now=NOW), status="sent",
+                      now=NOW)
+    ledger.finish(ledger.begin(**msg(step=3), subject="S", now=NOW), status="failed",
+                  detail="451 busy", now=NOW)
+    ledger.finish(ledger.begin(**msg(step=1), subject="S", now=NOW, resend=True),
+                  status="sent", now=NOW)
+    yesterday = NOW - dt.timedelta(days=1)
+    ledger.finish(ledger.begin(**msg("CMD-2"), subject="S", now=yesterday), status="sent",
+                  now=yesterday)
+    assert ledger.sent_on(day) == 3
+    assert ledger.sent_on(day - dt.timedelta(days=1)) == 1
+    assert ledger.sent_on(day + dt.timedelta(days=1)) == 0
+
+
+def test_day_overrides_the_calendar_date_for_daily_limit(ledger: Ledger) -> None:
+    """With --today the run's day, not the clock's date, is what sent_on counts."""
+    today = dt.date(2027, 1, 4)
+    token = ledger.begin(**msg(), subject="S", now=NOW, day=today)
+    ledger.finish(token, status="sent", now=NOW, day=today)
+    assert (ledger.sent_on(today), ledger.sent_on(NOW.date())) == (1, 0)
+
+
+def test_sent_message_is_never_begun_again(ledger: Ledger) -> None:
+    """A message already sent (or uncertain, or skipped) refuses a normal begin."""
+    ledger.finish(ledger.begin(**msg(step=1), subject="S", now=NOW), status="sent", now=NOW)
+    ledger.begin(**msg(step=2), subject="S", now=NOW)
+    ledger.recover(NOW)
+    ledger.record_skip(**msg(step=3), reason="missed", now=NOW)
+    for step, why in ((1, "already sent"), (2, "may have been sent"), (3, "is skipped")):
+        with pytest.raises(LedgerConflict, match=why):
+            ledger.begin(**msg(step=step), subject="S", now=NOW)
+
+
+def test_message_being_sent_cannot_be_begun_twice(ledger: Ledger) -> None:
+    """Two begins of one message without a finish: the second is refused, even as resend."""
+    ledger.begin(**msg(), subject="S", now=NOW)
+    with pytest.raises(LedgerConflict, match="being sent"):
+        ledger.begin(**msg(), subject="S", now=NOW, resend=True)
+
+
+def test_temporary_and_permanent_failures(ledger: Ledger) -> None:
+    """Failures are `failed` in SentLog; the detail says whether a later run retries."""
+    ledger.finish(ledger.begin(**msg(step=1), subject="S", now=NOW), status="failed",
+                  detail="451 try later", now=NOW)
+    ledger.finish(ledger.begin(**msg(step=2), subject="S", now=NOW),
+                  status="failed_permanent", detail="550 no such user", now=NOW)
+    states = {k[2]: e.state for k, e in ledger.state().items()}
+    assert states == {1: "failed", 2: "failed_permanent"}
+    assert [(o.status, o.detail) for o in ledger.events()] == [
+        ("failed", "451 try later; will be retried"),
+        ("failed", "not retried: 550 no such user"),
+    ]
+
+
+def test_failure_detail_already_saying_retried_is_kept(ledger: Ledger) -> None:
+    """A caller's detail that already says what happens next is not repeated."""
+    token = ledger.begin(**msg(), subject="S", now=NOW)
+    ledger.finish(token, status="failed", detail="down; will be retried by the next run",
+                  now=NOW)
+    assert ledger.events()[0].detail == "down; will be retried by the next run"
+
+
+def test_failed_message_is_retried_and_counts_attempts(ledger: Ledger) -> None:
+    """A temporary failure may be begun again; attempts counts each begin."""
+    ledger.finish(ledger.begin(**msg(), subject="S", now=NOW), status="failed", now=NOW)
+    ledger.finish(ledger.begin(**msg(), subject="S", now=NOW), status="sent", now=NOW)
+    entry = ledger.entry("CMD-1", "baie vitrée", 3)
+    assert (entry.state, entry.attempts) == ("sent", 2)
+    assert [o.status for o in ledger.events()] == ["failed", "sent"]
+
+
+def test_resend_is_recorded_as_resent_on_request(ledger: Ledger) -> None:
+    """A resend of a sent message adds a `sent` event with resend=1 and "resent on request"."""
+    ledger.finish(ledger.begin(**msg(), subject="S", now=NOW), status="sent", now=NOW)
+    token = ledger.begin(**msg(), subject="S", now=NOW, resend=True)
+    ledger.finish(token, status="sent", archive_file="archive/a-2.eml", now=NOW)
+    last = ledger.events()[-1]
+    assert (last.status, last.detail, last.archive_file) == (
+        "sent", "resent on request", "archive/a-2.eml")
+    assert ledger.db.execute("SELECT resend FROM events ORDER BY id").fetchall() == [(0,), (1,)]
+    assert ledger.entry("CMD-1", "baie vitrée", 3).state == "sent"
+
+
+@pytest.mark.parametrize("before", ["sent", "uncertain"])
+def test_failed_resend_restores_the_previous_state(ledger: Ledger, before: str) -> None:
+    """A resend that fails leaves the message as it was, so no run retries it by itself."""
+    token = ledger.begin(**msg(), subject="S", now=NOW)
+    if before == "sent":
+        ledger.finish(token, status="sent", now=NOW)
+    else:
+        ledger.recover(NOW)
+    token = ledger.begin(**msg(), subject="S", now=NOW, resend=True)
+    ledger.finish(token, status="failed", detail="451 busy", now=NOW)
+    assert ledger.entry("CMD-1", "baie vitrée", 3).state == before
+    last = ledger.events()[-1]
+    assert (last.status, last.detail) == ("failed", "resend failed: 451 busy")
+
+
+def test_finish_twice_is_an_error(ledger: Ledger) -> None:
+    """One attempt has one outcome: finishing a token twice is refused."""
+    token = ledger.begin(**msg(), subject="S", now=NOW)
+    ledger.finish(token, status="sent", now=NOW)
+    with pytest.raises(ValueError, match="already finished"):
+        ledger.finish(token, status="failed", now=NOW)
+    assert len(ledger.events()) == 1
+
+
+def test_skip_records_reason_once(ledger: Ledger) -> None:
+    """record_skip makes the message `skipped` with its reason; repeating adds no event."""
+    ledger.record_skip(**msg(), reason="superseded by step 4", now=NOW)
+    ledger.record_skip(**msg(), reason="superseded by step 4", now=NOW)
+    entry = ledger.entry("CMD-1", "baie vitrée", 3)
+    assert (entry.state, entry.detail) == ("skipped", "superseded by step 4")
+    assert [(o.status, o.detail) for o in ledger.events()] == [
+        ("skipped", "superseded by step 4")]
+
+
+def test_skip_never_overwrites_a_sent_message(ledger: Ledger) -> None:
+    """A sent message cannot become skipped: its record is never lost."""
+    ledger.finish(ledger.begin(**msg(), subject="S", now=NOW), status="sent", now=NOW)
+    with pytest.raises(LedgerConflict):
+        ledger.record_skip(**msg(), reason="missed", now=NOW)
+    with pytest.raises(LedgerConflict):
+        ledger.record_failure_before_send(**msg(), detail="x", now=NOW)
+    assert ledger.entry("CMD-1", "baie vitrée", 3).state == "sent"
+
+
+def test_waiting_keeps_the_first_day_and_writes_no_event(ledger: Ledger) -> None:
+    """record_waiting keeps the day it first waited and adds nothing to SentLog."""
+    ledger.record_waiting(**msg(), now=NOW)
+    ledger.record_waiting(**msg(), now=NOW + dt.timedelta(days=2))
+    entry = ledger.entry("CMD-1", "baie vitrée", 3)
+    assert (entry.state, entry.first_waiting) == ("waiting", NOW.date())
+    assert ledger.events() == []
+    ledger.finish(ledger.begin(**msg(), subject="S", now=NOW), status="sent", now=NOW)
+    assert ledger.entry("CMD-1", "baie vitrée", 3).state == "sent"
+
+
+def test_failure_before_send_is_temporary(ledger: Ledger) -> None:
+    """A missing attachment records `failed` (retried once fixed) with the detail."""
+    entry = ledger.record_failure_before_send(
+        **msg(), detail="attachment cgv.pdf is missing", subject="S", now=NOW)
+    assert (entry.state, entry.attempts) == ("failed", 0)
+    (event,) = ledger.events()
+    assert (event.status, event.detail) == (
+        "failed", "attachment cgv.pdf is missing; will be retried")
+    ledger.begin(**msg(), subject="S", now=NOW)  # allowed: it is retried
+
+
+def test_concurrent_reader_sees_committed_rows(path: Path) -> None:
+    """Another connection reads what begin committed, while the writer stays open."""
+    with Ledger(path) as writer, Ledger(path) as reader:
+        writer.begin(**msg(), subject="S", now=NOW)
+        assert reader.entry("CMD-1", "baie vitrée", 3).state == "sending"
+
+
+def test_aware_datetimes_round_trip(ledger: Ledger) -> None:
+    """A timezone-aware `now` comes back as the same aware datetime."""
+    aware = NOW.replace(tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    ledger.record_skip(**msg(), reason="missed", now=aware)
+    assert ledger.events()[0].date == aware

@@ -1,0 +1,371 @@
+"""Building mails with the standard library and sending them to a real aiosmtpd server."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import keyring
+import keyring.backend
+import pytest
+from keyring.backends import null
+
+from commplan_xl.errors import SendFailure, SendUncertain
+from commplan_xl.mailer import (
+    AttachmentCache,
+    Mailer,
+    build_message,
+    check_address,
+    check_connection,
+    message_bytes,
+)
+from commplan_xl.render import Rendered, text_to_html
+from commplan_xl.settings import Settings
+from tests.smtp_server import SilentServer, SMTPServer, free_port
+
+SENDER = "contact@menuiserie.fr"
+PASSWORD = "s3cret-Pa55word"
+NO_ENV: dict[str, str] = {}
+
+
+def rendered(subject: str = "Votre commande est en cours de traitement",
+             text: str = "Bonjour Éloïse,\n\n<b>x</b> & co\n.ligne qui commence par un point\n"
+             ) -> Rendered:
+    return Rendered(subject=subject, text=text, html=text_to_html(text, title=subject))
+
+
+def settings_for(port: int, tmp_path: Path, **kw: object) -> Settings:
+    base = Settings(home=tmp_path, sender_email=SENDER, sender_name="Menuiserie Lefèvre",
+                    smtp_host="127.0.0.1", smtp_port=port, smtp_security="none",
+                    smtp_timeout=5.0)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def make(to: list[str], attachments: list[Path] = (), **kw: object):  # type: ignore[assignment]
+    return build_message(rendered=kw.pop("r", rendered()), sender_email=SENDER,  # type: ignore[arg-type]
+                         sender_name="Menuiserie Lefèvre", reply_to="sav@menuiserie.fr",
+                         to=to, attachments=attachments, **kw)  # type: ignore[arg-type]
+
+
+def send(mailer: Mailer, msg, to: list[str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return mailer.send(message_bytes(msg), from_addr=SENDER, to_addrs=to)
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """A real keyring backend kept in memory, so tests never touch the machine's keyring."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self, passwords: dict[tuple[str, str], str] | None = None) -> None:
+        super().__init__()
+        self.passwords = passwords or {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.passwords.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.passwords[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.passwords.pop((service, username), None)
+
+
+@pytest.fixture
+def use_keyring():
+    """Install a keyring backend for one test, then restore the previous one."""
+    previous = keyring.get_keyring()
+
+    def install(backend: keyring.backend.KeyringBackend) -> None:
+        keyring.set_keyring(backend)
+
+    yield install
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> list[Path]:
+    folder = tmp_path / "attachments"
+    folder.mkdir()
+    pdf = folder / "conditions.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 4)
+    accented = folder / "Notice de pose fenêtre été.txt"
+    accented.write_bytes("Étape 1 : déballer\n".encode())
+    return [pdf, accented]
+
+
+# ---------------------------------------------------------------- building
+
+
+def test_message_to_two_addresses_arrives_complete(smtp_server, tmp_path, files) -> None:
+    """A mail reaches both addresses with From name, Reply-To, a plain text part, an HTML
+    alternative and each attachment with its bytes, type and (accented) name."""
+    to = ["eloise@example.com", "francois@example.org"]
+    with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
+        assert send(mailer, make(to, files), to) == {}
+    smtp_server.wait_for(1)
+    got = smtp_server.received[0]
+    assert got.rcpt_tos == to and got.mail_from == SENDER
+    msg = got.message
+    assert msg["From"].addresses[0].display_name == "Menuiserie Lefèvre"
+    assert msg["From"].addresses[0].addr_spec == SENDER
+    assert [a.addr_spec for a in msg["To"].addresses] == to
+    assert msg["Reply-To"].addresses[0].addr_spec == "sav@menuiserie.fr"
+    assert msg["Subject"] == "Votre commande est en cours de traitement"
+    assert msg["Date"] and msg["Message-ID"].endswith("@menuiserie.fr>")
+    plain = msg.get_body(preferencelist=("plain",))
+    html = msg.get_body(preferencelist=("html",))
+    text = plain.get_content().replace("\r\n", "\n")  # as carried on the wire: CRLF
+    assert text == rendered().text
+    assert "<br>" not in text and "<p>" not in text
+    assert "&lt;b&gt;x&lt;/b&gt; &amp; co" in html.get_content()
+    parts = list(msg.iter_attachments())
+    assert [p.get_filename() for p in parts] == [f.name for f in files]
+    assert [p.get_content_type() for p in parts] == ["application/pdf", "text/plain"]
+    assert all(p.get_content_disposition() == "attachment" for p in parts)
+    assert [p.get_payload(decode=True) for p in parts] == [f.read_bytes() for f in files]
+
+
+def test_identical_mails_have_unique_message_ids() -> None:
+    """Two mails with the same sender, recipient and subject still get distinct Message-IDs."""
+    first, second = make(["a@example.com"]), make(["a@example.com"])
+    assert first["Message-ID"] != second["Message-ID"]
+
+
+def test_message_bytes_are_stable_and_crlf() -> None:
+    """The bytes archived are the bytes sent: serialising twice gives the same CRLF bytes."""
+    msg = make(["a@example.com"])
+    data = message_bytes(msg)
+    assert data == message_bytes(msg)
+    assert b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
+
+
+def test_no_header_injection_from_data() -> None:
+    """Line breaks in a subject or sender name never create a header."""
+    msg = build_message(rendered=rendered(subject="Bonjour\r\nBcc: evil@example.com"),
+                        sender_email=SENDER, sender_name="Dupont\nBcc: evil@example.com",
+                        reply_to="", to=["a@example.com"], attachments=[])
+    headers = message_bytes(msg).split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nBcc:" not in headers
+    assert msg["Subject"] == "Bonjour Bcc: evil@example.com"
+    assert msg["Reply-To"] is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["not-an-address", "a@", "@example.com", "a b@example.com",
+     "a@example.com\r\nBcc: evil@example.com", "éloïse@example.com", "a@b@c.fr"],
+)
+def test_malformed_address_is_a_permanent_failure(address: str) -> None:
+    """A malformed address is refused before sending, permanently, with a sentence."""
+    with pytest.raises(SendFailure) as caught:
+        make([address])
+    assert caught.value.temporary is False
+    assert "correct the customer's email" in str(caught.value)
+
+
+def test_accented_domain_is_sent_in_ascii_form() -> None:
+    """An accented domain is written in its ASCII (IDNA) form, which every server accepts."""
+    address = check_address(" Jean@Menuiserie-Été.fr ")
+    assert address == "Jean@" + "menuiserie-été.fr".encode("idna").decode()
+    assert address.isascii() and address.startswith("Jean@xn--")
+
+
+def test_attachment_bytes_are_read_once_per_cache(files) -> None:
+    """With a shared cache a file is read once: later mails still carry it after it is gone."""
+    cache = AttachmentCache()
+    make(["a@example.com"], files, cache=cache)
+    for f in files:
+        f.unlink()
+    again = make(["a@example.com"], files, cache=cache)
+    assert len(list(again.iter_attachments())) == 2
+
+
+def test_missing_attachment_is_a_temporary_failure_naming_it(tmp_path) -> None:
+    """A missing attachment file fails the message temporarily and names the file."""
+    with pytest.raises(SendFailure, match='"tarifs.pdf" is missing') as caught:
+        make(["a@example.com"], [tmp_path / "tarifs.pdf"])
+    assert caught.value.temporary is True
+
+
+# ---------------------------------------------------------------- sending
+
+
+def test_many_messages_use_one_connection(smtp_server, tmp_path) -> None:
+    """A run sends every message over one SMTP connection (no login per mail)."""
+    with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
+        for i in range(25):
+            msg = make([f"client{i}@example.com"], r=rendered(subject=f"mail {i}"))
+            send(mailer, msg, [f"client{i}@example.com"])
+        assert mailer.connections == 1
+    smtp_server.wait_for(25)
+    assert len(smtp_server.received) == 25
+    assert smtp_server.connections == 1
+
+
+def test_550_for_one_of_two_addresses_is_sent_and_reported(tmp_path) -> None:
+    """When one address is refused and the other accepted, the mail is sent and the refused
+    address is returned with a sentence."""
+    with SMTPServer(rcpt_replies={"bad@example.com": "550 5.1.1 no such user"}) as srv:
+        with Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
+            to = ["good@example.com", "bad@example.com"]
+            refused = send(mailer, make(to), to)
+        srv.wait_for(1)
+        assert srv.received[0].rcpt_tos == ["good@example.com"]
+    assert refused == {"bad@example.com": "the mail server refused the address bad@example.com"
+                       " (550 5.1.1 no such user): correct the customer's email"}
+
+
+def test_550_for_the_only_address_is_permanent(tmp_path) -> None:
+    """A 5xx refusal of every address is a permanent failure naming the address."""
+    with SMTPServer(rcpt_replies={"bad@example.com": "550 5.1.1 no such user"}) as srv:
+        with Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
+            with pytest.raises(SendFailure) as caught:
+                send(mailer, make(["bad@example.com"]), ["bad@example.com"])
+            # the connection is still good for the next customer
+            send(mailer, make(["ok@example.com"]), ["ok@example.com"])
+        srv.wait_for(1)
+        assert len(srv.received) == 1
+    assert caught.value.temporary is False and caught.value.connection is False
+    assert "refused the address bad@example.com (550 5.1.1 no such user)" in str(caught.value)
+
+
+def test_451_is_temporary(tmp_path) -> None:
+    """A 4xx refusal is a temporary failure, retried by a later run."""
+    with (
+        SMTPServer(rcpt_replies={"later@example.com": "451 4.7.1 greylisted"}) as srv,
+        Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer,
+        pytest.raises(SendFailure, match="451 4.7.1 greylisted") as caught,
+    ):
+        send(mailer, make(["later@example.com"]), ["later@example.com"])
+    assert caught.value.temporary is True
+
+
+def test_server_down_is_temporary_connection_failure(tmp_path) -> None:
+    """No server listening: a temporary connection failure with a sentence for people."""
+    port = free_port()
+    with (
+        Mailer(settings_for(port, tmp_path), environ=NO_ENV) as mailer,
+        pytest.raises(SendFailure) as caught,
+    ):
+        send(mailer, make(["a@example.com"]), ["a@example.com"])
+    assert caught.value.temporary is True and caught.value.connection is True
+    assert str(caught.value) == (
+        f"could not reach the mail server 127.0.0.1:{port} (connection refused): is it running?"
+    )
+
+
+def test_dropped_connection_mid_batch_reconnects_and_sends_each_once(tmp_path) -> None:
+    """A server hanging up before a message is taken makes the mailer reconnect once; every
+    message of the batch arrives exactly once."""
+    with SMTPServer(drop_at_mail={4, 8}) as srv:
+        with Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
+            for i in range(10):
+                send(mailer, make([f"c{i}@example.com"], r=rendered(subject=f"mail {i}")),
+                     [f"c{i}@example.com"])
+            assert mailer.connections == 3
+        srv.wait_for(10)
+        subjects = [r.message["Subject"] for r in srv.received]
+    assert sorted(subjects) == sorted(f"mail {i}" for i in range(10))
+
+
+def test_silent_server_times_out_instead_of_hanging(tmp_path) -> None:
+    """A server that accepts the connection but never answers gives a timeout failure."""
+    with SilentServer() as srv:
+        settings = settings_for(srv.port, tmp_path, smtp_timeout=0.5)
+        with (
+            Mailer(settings, environ=NO_ENV) as mailer,
+            pytest.raises(SendFailure, match="did not answer within 0.5 s") as caught,
+        ):
+            send(mailer, make(["a@example.com"]), ["a@example.com"])
+    assert caught.value.temporary is True and caught.value.connection is True
+
+
+def test_no_answer_after_the_message_is_uncertain_not_resent(tmp_path) -> None:
+    """When the server goes silent after receiving the message, the send is uncertain and
+    the mailer does not send it a second time."""
+    with (
+        SMTPServer(delay=2.0) as srv,
+        Mailer(settings_for(srv.port, tmp_path, smtp_timeout=0.5), environ=NO_ENV) as m,
+    ):
+        with pytest.raises(SendUncertain, match="may or may not have been sent"):
+            send(m, make(["a@example.com"]), ["a@example.com"])
+        assert m.connections == 1
+
+
+# ---------------------------------------------------------------- login
+
+
+def test_user_without_password_fails_with_a_sentence_not_a_prompt(tmp_path, use_keyring) -> None:
+    """With an SMTP user but no password anywhere, the mailer fails with a sentence (a
+    scheduled task must never wait at a password prompt)."""
+    use_keyring(null.Keyring())
+    with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
+        settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
+        with (
+            Mailer(settings, environ=NO_ENV) as mailer,
+            pytest.raises(SendFailure, match="COMMPLAN_SMTP_PASSWORD") as caught,
+        ):
+            send(mailer, make(["a@example.com"]), ["a@example.com"])
+        assert srv.connections == 0
+    assert caught.value.temporary is True and caught.value.connection is True
+
+
+def test_login_with_password_from_environment(tmp_path) -> None:
+    """The password from COMMPLAN_SMTP_PASSWORD logs in and the mail is accepted."""
+    with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
+        settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
+        with Mailer(settings, environ={"COMMPLAN_SMTP_PASSWORD": PASSWORD}) as mailer:
+            send(mailer, make(["a@example.com"]), ["a@example.com"])
+        srv.wait_for(1)
+        assert len(srv.received) == 1
+        assert srv.handler.logins == ["shop@menuiserie.fr"]
+
+
+def test_login_with_password_from_keyring(tmp_path, use_keyring) -> None:
+    """Without the environment variable, the password comes from the keyring."""
+    use_keyring(MemoryKeyring({("commplan", "shop@menuiserie.fr"): PASSWORD}))
+    with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
+        settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
+        with Mailer(settings, environ=NO_ENV) as mailer:
+            send(mailer, make(["a@example.com"]), ["a@example.com"])
+        srv.wait_for(1)
+        assert len(srv.received) == 1
+        assert srv.handler.logins == ["shop@menuiserie.fr"]
+
+
+def test_wrong_password_is_refused_without_revealing_it(tmp_path) -> None:
+    """A refused login is a temporary connection failure whose sentence names the user but
+    never contains the password."""
+    wrong = "Wr0ng-Secret-42"
+    with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
+        settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
+        with (
+            Mailer(settings, environ={"COMMPLAN_SMTP_PASSWORD": wrong}) as mailer,
+            pytest.raises(SendFailure) as caught,
+        ):
+            send(mailer, make(["a@example.com"]), ["a@example.com"])
+        assert srv.received == [] and srv.handler.logins == []
+    text = str(caught.value)
+    assert caught.value.temporary is True and caught.value.connection is True
+    assert 'refused the login of "shop@menuiserie.fr" (535' in text
+    assert wrong not in text and wrong not in repr(caught.value.args)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_check_connection_logs_in_and_sends_nothing(tmp_path) -> None:
+    """`check --smtp` connects and logs in, sends nothing, and says so in a sentence."""
+    with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
+        settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
+        sentence = check_connection(settings, environ={"COMMPLAN_SMTP_PASSWORD": PASSWORD})
+        assert srv.received == [] and srv.connections == 1
+        assert srv.handler.logins == ["shop@menuiserie.fr"]
+    assert sentence == (
+        f'the mail server 127.0.0.1:{srv.port} answered (no encryption, logged in as'
+        ' "shop@menuiserie.fr"); nothing was sent'
+    )
+
+
+def test_check_connection_reports_a_server_that_is_down(tmp_path) -> None:
+    """`check --smtp` against no server raises a connection failure with a sentence."""
+    with pytest.raises(SendFailure, match="connection refused"):
+        check_connection(settings_for(free_port(), tmp_path), environ=NO_ENV)

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from commplan_xl.errors import CommplanError, SendFailure, WorkbookLocked, WorkbookProblem
+from commplan_xl.errors import (
+    CommplanError,
+    SendFailure,
+    SendUncertain,
+    WorkbookLocked,
+    WorkbookProblem,
+)
 from commplan_xl.model import Customer, Decision, Model, Order, Plan, Step, norm_key
 from commplan_xl.settings import Settings
 
@@ -260,7 +266,7 @@ def run(
         if dry_run:
             return _dry_run(site, day, report, limit)
         with Ledger(site.ledger_path) as ledger:
-            for entry in ledger.recover(now_in(site.settings)):
+            for entry in ledger.recover(now_in(site.settings), day=day):
                 report.uncertain += 1
                 report.notes.append(
                     f"Order {entry.order_id} step {entry.step} is uncertain: the last run stopped "
@@ -315,7 +321,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> Non
             now = now_in(s)
             common = dict(order_id=d.order_id, customer_id=customer.customer_id,
                           plan=d.plan_name, plan_key=d.plan, step=d.step, due_date=d.due_date,
-                          emails=emails)
+                          emails=emails, day=day)
             if d.action == "skip":
                 ledger.record_skip(**common, reason=d.reason, now=now)
                 report.skipped += 1
@@ -341,14 +347,24 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> Non
                 continue
             token = ledger.begin(**common, subject=prepared.subject, now=now)
             try:
-                mailer.send(prepared.message, from_addr=s.sender_email,
-                            to_addrs=list(prepared.to))
+                refused = mailer.send(prepared.data, from_addr=s.sender_email,
+                                      to_addrs=list(prepared.to))
+            except SendUncertain as exc:
+                # The server may have the mail: never resend it by itself.
+                ledger.recover(now_in(s), day=day)
+                report.uncertain += 1
+                report.failures.append(f"Order {d.order_id} step {d.step} is uncertain: {exc}")
+                log.warning("order %s step %s uncertain: %s", d.order_id, d.step, exc)
+                connection_failures += 1
+                if connection_failures >= MAX_CONNECTION_FAILURES:
+                    stopped = True
+                continue
             except SendFailure as exc:
                 status = "failed" if exc.temporary else "failed_permanent"
                 detail = str(exc) + ("; will be retried by the next run" if exc.temporary
                                      else "; not retried: correct the address")
                 ledger.finish(token, status=status, detail=detail, archive_file="",
-                              now=now_in(s))
+                              now=now_in(s), day=day)
                 report.failed += 1
                 report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
                 log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
@@ -363,8 +379,9 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> Non
                 continue
             connection_failures = 0
             archive_file = _archive(site, customer, d, prepared, day)
-            ledger.finish(token, status="sent", detail="", archive_file=archive_file,
-                          now=now_in(s))
+            detail = "; ".join(refused.values()) if refused else ""
+            ledger.finish(token, status="sent", detail=detail, archive_file=archive_file,
+                          now=now_in(s), day=day)
             report.sent += 1
             done += 1
             if progress:
@@ -480,14 +497,21 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
         token = ledger.begin(order_id=order.order_id, customer_id=customer.customer_id,
                              plan=plan.name, plan_key=plan.key, step=step.number,
                              due_date=due_on, emails=";".join(customer.emails),
-                             subject=prepared.subject, now=now_in(s), resend=True)
+                             subject=prepared.subject, now=now_in(s), resend=True, day=day)
         with (mailer_factory or Mailer)(s) as mailer:
             try:
-                mailer.send(prepared.message, from_addr=s.sender_email,
+                mailer.send(prepared.data, from_addr=s.sender_email,
                             to_addrs=list(prepared.to))
+            except SendUncertain as exc:
+                ledger.recover(now_in(s), day=day)
+                report.uncertain += 1
+                report.failures.append(str(exc))
+                write_sentlog(site, ledger, report)
+                return report
             except SendFailure as exc:
                 ledger.finish(token, status="failed" if exc.temporary else "failed_permanent",
-                              detail=f"resend failed: {exc}", archive_file="", now=now_in(s))
+                              detail=f"resend failed: {exc}", archive_file="", now=now_in(s),
+                              day=day)
                 report.failed += 1
                 report.failures.append(str(exc))
                 write_sentlog(site, ledger, report)
@@ -496,7 +520,7 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
                      due_on, "send", "resend")
         archive_file = _archive(site, customer, d, prepared, day)
         ledger.finish(token, status="sent", detail="resent on request",
-                      archive_file=archive_file, now=now_in(s))
+                      archive_file=archive_file, now=now_in(s), day=day)
         report.sent += 1
         write_sentlog(site, ledger, report)
     return report

@@ -23,7 +23,7 @@ from commplan_xl.errors import WorkbookProblem
 from commplan_xl.model import Customer, Model, Order, Plan, Status, Step, Unit, norm_key
 from commplan_xl.paths import resolve_attachment
 from commplan_xl.settings import KNOWN_KEYS, Settings, parse_settings
-from commplan_xl.workbook import Table, normalise_header, parse_date, parse_yes_no
+from commplan_xl.workbook import Table, no_gc, normalise_header, parse_date, parse_yes_no
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "settings": ("key", "value"),
@@ -609,7 +609,8 @@ def validate(
     settings = _settings(tables, usable, home=home, environ=environ, problems=problems)
     constants = _variables(tables, usable, problems)
     plans, plan_rows = _plans(tables, usable, settings, problems)
-    customers, customer_rows = _customers(tables, usable, problems)
-    orders = _orders(tables, usable, plans, plan_rows, customers, customer_rows, problems)
+    with no_gc():
+        customers, customer_rows = _customers(tables, usable, problems)
+        orders = _orders(tables, usable, plans, plan_rows, customers, customer_rows, problems)
     model = Model(plans=plans, customers=customers, orders=orders, constants=constants)
     return model, settings, problems

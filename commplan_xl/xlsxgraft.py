@@ -221,7 +221,7 @@ def _explicit_widths(sheet: ToolSheet, ncols: int) -> dict[int, float]:
 
 
 def sheet_xml(sheet: ToolSheet) -> bytes:
-    """The worksheet part for `sheet`: frozen header, widths, filter, inline strings only.
+    """The worksheet part for `sheet`: frozen header, column widths, inline strings only.
 
     When the sheet has charts, it points to its drawing as relationship "rId1".
     """
@@ -260,7 +260,9 @@ def sheet_xml(sheet: ToolSheet) -> bytes:
         "<sheetData>",
         *body,
         "</sheetData>",
-        f'<autoFilter ref="A1:{last}"/>' if sheet.header else "",
+        # No <autoFilter>: without a hidden _xlnm._FilterDatabase name in workbook.xml
+        # (which would then change on every write) Excel can crash when sorting and
+        # LibreOffice shows no filter buttons.
         '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
         'footer="0.3"/>',
         # Ids such as "00123" are text on purpose: no green "number stored as text" flags.
@@ -506,7 +508,7 @@ def _plan(pkg: _Package, sheets: Sequence[ToolSheet], built: Mapping[str, bytes]
         raise CommplanError("The workbook is saved as 'Strict Open XML'; save it in Excel as "
                             "an ordinary 'Excel Workbook (.xlsx)' and run again.")
     by_rid = {r.rid: r for r in pkg.rels(book)}
-    existing: dict[str, str] = {}  # sheet name casefolded → its part
+    existing: dict[str, tuple[str, str]] = {}  # name casefolded → (part, sheetId)
     sheet_ids = [0]
     for el in root.iter():
         if _local(el.tag) != "sheet":
@@ -514,16 +516,18 @@ def _plan(pkg: _Package, sheets: Sequence[ToolSheet], built: Mapping[str, bytes]
         sheet_ids.append(int(el.get("sheetId", "0")))
         rid = next((v for k, v in el.attrib.items() if k.endswith("}id")), "")
         if rid in by_rid:
-            existing[el.get("name", "").casefold()] = by_rid[rid].target
+            existing[el.get("name", "").casefold()] = (by_rid[rid].target, el.get("sheetId", ""))
     taken = set(pkg.names)
     rid_numbers = [int(m) for r in by_rid for m in re.findall(r"^rId(\d+)$", r)] or [0]
     next_rid = max(rid_numbers) + 1
     base = posixpath.dirname(book)
     new_sheets, new_rels = [], []
+    replaced_ids = {existing[s.name.casefold()][1] for s in sheets if s.name.casefold() in existing}
+    _drop_stale_calc_chain(graft, pkg, book, by_rid, replaced_ids)
 
     for sheet in sheets:
-        part = existing.get(sheet.name.casefold())
-        if part is None:
+        part = existing.get(sheet.name.casefold(), ("", ""))[0]
+        if not part:
             part = _free_part(posixpath.join(base, "worksheets", "sheet{}.xml"), taken)
             sheet_ids.append(max(sheet_ids) + 1)
             rid = f"rId{next_rid}"
@@ -551,6 +555,34 @@ def _plan(pkg: _Package, sheets: Sequence[ToolSheet], built: Mapping[str, bytes]
     if graft.overrides or graft.drop_overrides:
         _edit_content_types(graft, pkg)
     return graft
+
+
+def _drop_stale_calc_chain(
+    graft: _Graft, pkg: _Package, book: str, by_rid: Mapping[str, _Rel], sheet_ids: set[str]
+) -> None:
+    """Drop xl/calcChain.xml when it lists cells of a sheet being replaced.
+
+    Formulas someone typed into a tool sheet would otherwise stay in the calc chain with
+    no formula behind them, and Excel reports the file as damaged. Excel rebuilds the
+    chain by itself.
+    """
+    rel = next((r for r in by_rid.values() if r.type.endswith("/calcChain")), None)
+    if rel is None or not sheet_ids or not pkg.has(rel.target):
+        return
+    current = ""
+    for el in ET.fromstring(pkg.read(rel.target)):
+        current = el.get("i", current)  # a cell without i is on the previous cell's sheet
+        if current in sheet_ids:
+            break
+    else:
+        return
+    graft.remove.add(rel.target)
+    graft.drop_overrides.add(rel.target)
+    member = pkg.name(rels_name(book))
+    xml = pkg.read(member).decode("utf-8")
+    rid = re.escape(rel.rid)
+    xml = re.sub(rf"<([\w.\-]+:)?Relationship\b[^>]*\bId\s*=\s*[\"']{rid}[\"'][^>]*/>", "", xml)
+    graft.replace[member] = xml.encode("utf-8")
 
 
 def _add_charts(graft: _Graft, sheet: ToolSheet, part: str, base: str, taken: set[str]) -> None:
@@ -588,7 +620,8 @@ def _edit_workbook(
         fragment += f'<§sheet name="{name.translate(_XML_ATTR)}" sheetId="{sheet_id}" {rid_attr}/>'
     graft.replace[book] = _insert_before_close(book_xml, "sheets", fragment, book).encode()
     rels_member = pkg.name(rels_name(book))
-    rels_xml = pkg.read(rels_member).decode("utf-8")
+    rels_xml = graft.replace.get(rels_member, b"") or pkg.read(rels_member)
+    rels_xml = rels_xml.decode("utf-8")
     fragment = "".join(
         f'<§Relationship Id="{rid}" Type="{REL_TYPE}worksheet" Target="{target}"/>'
         for rid, target in new_rels
@@ -627,7 +660,8 @@ class _ZipWriter:
         self.central: list[bytes] = []
 
     def _entry(self, name: str, method: int, date_time: tuple[int, ...], crc: int,
-               csize: int, usize: int, external_attr: int, data: bytes) -> None:
+               csize: int, usize: int, external_attr: int, data: bytes,
+               made_by: int = 20) -> None:
         encoded = name.encode("utf-8")
         flags = 0x800 if not name.isascii() else 0  # bit 11: the name is UTF-8
         year, month, day, hour, minute, second = date_time[:6]
@@ -640,7 +674,7 @@ class _ZipWriter:
         self.out.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", *fields, 0) + encoded)
         self.out.write(data)
         self.central.append(
-            struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, *fields, 0, 0, 0, 0,
+            struct.pack("<4s6H3L5H2L", b"PK\x01\x02", made_by, *fields, 0, 0, 0, 0,
                         external_attr, offset) + encoded
         )
 
@@ -654,7 +688,8 @@ class _ZipWriter:
         src.seek(info.header_offset + 30 + name_len + extra_len)
         data = src.read(info.compress_size)
         self._entry(name, info.compress_type, info.date_time, info.CRC, info.compress_size,
-                    info.file_size, info.external_attr, data)
+                    info.file_size, info.external_attr, data,
+                    made_by=info.create_system << 8 | min(info.create_version, 63))
 
     def write(self, name: str, data: bytes, date_time: tuple[int, ...],
               external_attr: int = 0o600 << 16) -> None:
@@ -736,7 +771,12 @@ def _graft_to_temp(path: Path, sheets: Sequence[ToolSheet], built: Mapping[str, 
             except zipfile.BadZipFile:
                 raise CommplanError(f"{path.name} is not an Excel workbook (.xlsx).") from None
             with zin:
-                graft = _plan(_Package(zin), sheets, built)
+                try:
+                    graft = _plan(_Package(zin), sheets, built)
+                except (ET.ParseError, KeyError, UnicodeDecodeError) as exc:
+                    raise CommplanError(
+                        f"{path.name} has a damaged part ({exc}); open it in Excel, save it "
+                        "and run again.") from None
                 _copy_zip(src, zin, tmp, graft)
         with contextlib.suppress(OSError):  # keep the staff's permissions, not mkstemp's 0600
             os.chmod(tmp, path.stat().st_mode & 0o7777)

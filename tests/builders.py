@@ -81,6 +81,10 @@ DEFAULT_VARIABLES: list[dict[str, Any]] = [
 ]
 
 
+class Text(str):
+    """A string written as text even when it starts with `=` (not a formula)."""
+
+
 def _as_grid(rows: Rows | Mapping[str, Any]) -> list[list[Any]]:
     """A table (dicts, lists with header, or a settings dict) as a grid of cells."""
     if isinstance(rows, Mapping):
@@ -107,6 +111,8 @@ def write_xlsx(path: Path, sheets: Mapping[str, Rows | Mapping[str, Any]]) -> Pa
                 if value is None:
                     continue
                 cell = ws.cell(row=r, column=c, value=value)
+                if isinstance(value, Text):
+                    cell.data_type = "s"
                 if isinstance(value, dt.datetime):
                     cell.number_format = "yyyy-mm-dd hh:mm"
                 elif isinstance(value, dt.date):

@@ -318,3 +318,10 @@ def test_aware_datetimes_round_trip(ledger: Ledger) -> None:
     aware = NOW.replace(tzinfo=dt.timezone(dt.timedelta(hours=1)))
     ledger.record_skip(**msg(), reason="missed", now=aware)
     assert ledger.events()[0].date == aware
+
+
+def test_file_that_is_not_a_ledger_is_a_sentence(path: Path) -> None:
+    """A damaged or foreign file is reported with its path, not a traceback."""
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CommplanError, match="Cannot open the ledger"):
+        Ledger(path).open()

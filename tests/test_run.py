@@ -18,6 +18,7 @@ from tests.builders import (
     DEFAULT_ORDERS,
     DEFAULT_PLANS,
     DEFAULT_SETTINGS,
+    Text,
     make_workbook,
 )
 
@@ -114,7 +115,7 @@ def test_hostile_customer_values_stay_text(tmp_path, smtp_server, monkeypatch):
     and never reaches a header as a new line."""
     monkeypatch.delenv("COMMPLAN_SMTP_PORT", raising=False)
     customers = [
-        {"customer_id": "C001", "name": "=1+1", "email": "alice@example.com"},
+        {"customer_id": "C001", "name": Text("=1+1"), "email": "alice@example.com"},
         {"customer_id": "C002", "name": "<b>x</b>\nBcc: evil@example.com",
          "email": "bruno@example.com"},
     ]
@@ -127,7 +128,7 @@ def test_hostile_customer_values_stay_text(tmp_path, smtp_server, monkeypatch):
     assert cli(tmp_path, "run", "--today", DAY1) == 0
     assert len(smtp_server.received) == 2
     by_to = {r.rcpt_tos[0]: r for r in smtp_server.received}
-    assert "evil@example.com" not in str(by_to)
+    assert all("evil@example.com" not in r.rcpt_tos for r in smtp_server.received)
     bruno = by_to["bruno@example.com"].message
     assert "\n" not in bruno["Subject"] and bruno["Bcc"] is None
     html = bruno.get_body(preferencelist=("html",)).get_content()
@@ -150,6 +151,7 @@ def test_sandbox_blocks_template_escape_and_other_orders_go_on(tmp_path, smtp_se
                   "subject": "Hack", "body": "{{ ''.__class__.__mro__[1].__subclasses__() }}"})
     orders = [dict(o) for o in DEFAULT_ORDERS]
     orders[1]["plan"] = "Autre"
+    orders[1]["start_date"] = dt.date(2026, 3, 2)
     make_workbook(tmp_path, settings=settings_for(smtp_server), plans=plans, orders=orders)
     assert cli(tmp_path, "check") == 1
     assert cli(tmp_path, "run", "--today", DAY1) == 1
@@ -329,7 +331,7 @@ def test_password_is_never_written(tmp_path, monkeypatch):
 
     secret = "S3cr3t-Pa55w0rd-xyz"
     monkeypatch.setenv("COMMPLAN_SMTP_PASSWORD", secret)
-    with SMTPServer(auth={"user@example.com": secret}) as server:
+    with SMTPServer(credentials={"user@example.com": secret}) as server:
         make_workbook(tmp_path, settings=settings_for(server, smtp_user="user@example.com"))
         assert cli(tmp_path, "run", "--today", DAY1) == 0
         assert len(server.received) == 1

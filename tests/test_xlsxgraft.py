@@ -151,7 +151,6 @@ def test_values_read_back_exactly(staff_book: Path) -> None:
         ["Ünïcode ✓ <&>", -7, 1e-05, True, "  spaced  ", "multi\nline"],
     ]
     assert ws.freeze_panes == "A2"
-    assert ws.auto_filter.ref == "A1:F3"
     assert _calamine(staff_book, "SentLog")[1] == [
         "00123", 42, 2.5, "2026-11-27", "2026-11-27 06:30", None]
 
@@ -349,6 +348,60 @@ def test_excel_style_package_with_prefixes_and_relative_targets(tmp_path: Path) 
     assert wb.sheetnames == ["Orders", "SentLog"]
     assert wb["SentLog"].max_row == 5
     assert _calamine(path, "Orders") == [["order_id", "total"], ["O1", 2]]
+
+
+def _with_calc_chain(path: Path, chain: str, tool_sheet_formula: bool) -> None:
+    """An Excel-style package whose calcChain.xml lists the formulas' cells."""
+    parts = dict(EXCEL_PARTS)
+    ns = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/"
+    parts["xl/calcChain.xml"] = f'<calcChain {ns}>{chain}</calcChain>'
+    parts["[Content_Types].xml"] = parts["[Content_Types].xml"].replace(
+        "</Types>", '<Override PartName="/xl/calcChain.xml" ContentType="application/vnd.'
+        'openxmlformats-officedocument.spreadsheetml.calcChain+xml"/></Types>')
+    sheets = '<x:sheet name="Orders" sheetId="4" rel:id="rId7"/>'
+    rels = f'<Relationship Id="rId3" Type="{rel}calcChain" Target="calcChain.xml"/>'
+    if tool_sheet_formula:
+        sheets += '<x:sheet name="SentLog" sheetId="9" rel:id="rId9"/>'
+        rels += f'<Relationship Id="rId9" Type="{rel}worksheet" Target="worksheets/log.xml"/>'
+        parts["xl/worksheets/log.xml"] = (
+            f'<worksheet {ns}><sheetData><row r="2"><c r="A2"><f>1+1</f><v>2</v></c></row>'
+            "</sheetData></worksheet>")
+        parts["[Content_Types].xml"] = parts["[Content_Types].xml"].replace(
+            "</Types>", '<Override PartName="/xl/worksheets/log.xml" ContentType="application/'
+            'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>')
+    parts["xl/workbook.xml"] = parts["xl/workbook.xml"].replace(
+        '<x:sheet name="Orders" sheetId="4" rel:id="rId7"/>', sheets)
+    parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
+        "</Relationships>", rels + "</Relationships>")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, text in parts.items():
+            z.writestr(name, text)
+
+
+def test_calc_chain_naming_the_tool_sheet_is_dropped(tmp_path: Path) -> None:
+    """Formulas typed into a tool sheet leave calcChain.xml stale: it is dropped for Excel
+    to rebuild, with its relationship and content type."""
+    path = tmp_path / "commplan.xlsx"
+    _with_calc_chain(path, '<c r="B2" i="4"/><c r="A2" i="9"/><c r="A3"/>', True)
+    write_tool_sheets(path, [_sentlog()])
+    members = _members(path)
+    assert "xl/calcChain.xml" not in members
+    assert b"calcChain" not in members["xl/_rels/workbook.xml.rels"]
+    assert b"calcChain" not in members["[Content_Types].xml"]
+    assert b"<f>" not in members["xl/worksheets/log.xml"]
+    assert openpyxl.load_workbook(path).sheetnames == ["Orders", "SentLog"]
+
+
+def test_calc_chain_of_staff_sheets_is_kept(tmp_path: Path) -> None:
+    """A calc chain that lists only staff cells is copied unchanged."""
+    path = tmp_path / "commplan.xlsx"
+    _with_calc_chain(path, '<c r="B2" i="4"/>', False)
+    before = _members(path)
+    write_tool_sheets(path, [_sentlog()])
+    after = _members(path)
+    assert after["xl/calcChain.xml"] == before["xl/calcChain.xml"]
+    assert {n for n in before if before[n] != after[n]} == CHANGED_FOR_A_NEW_SHEET
 
 
 def test_libreoffice_package_is_grafted(staff_book: Path, tmp_path: Path) -> None:

@@ -1,0 +1,151 @@
+"""The archive: safe names, one folder per customer, files never overwritten."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from commplan_xl.archive import customer_folder, relative, safe_name, write_message
+
+WINDOWS_FORBIDDEN = set('<>:"/\\|?*')
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Éloïse Lefèvre", "Éloïse Lefèvre"),  # accents kept
+        ("E\u0301loi\u0308se", "Éloïse"),  # decomposed accents become NFC
+        ("a<b>c", "a_b_c"),
+        ('q:"x"/y\\z|w?*', "q__x__y_z_w__"),
+        ("CON", "CON_"),
+        ("con", "con_"),
+        ("con.txt", "con_.txt"),
+        ("Lpt9.tar.gz", "Lpt9_.tar.gz"),
+        ("COM1", "COM1_"),
+        ("NUL ", "NUL_"),
+        ("CONSOLE", "CONSOLE"),  # only the exact device names are reserved
+        ("COM0", "COM0"),
+        ("report...", "report"),  # trailing dots
+        ("name. . ", "name"),
+        ("  leading", "leading"),
+        ("..", "_"),
+        (".", "_"),
+        ("", "_"),
+        ("   ", "_"),
+        ("line\nbreak\r\nhere", "line_break__here"),
+        ("tab\there\x00nul\x7f", "tab_here_nul_"),
+        ("para\u2028sep", "para_sep"),
+    ],
+)
+def test_safe_name_table(text: str, expected: str) -> None:
+    """safe_name turns any text into a name Windows and Unix accept, keeping what it can."""
+    assert safe_name(text) == expected
+
+
+def test_safe_name_bounds_length_on_a_character_boundary() -> None:
+    """A long name is cut to max_len characters, never between a letter and its accent."""
+    assert safe_name("é" * 200) == "é" * 60
+    assert len(safe_name("x" * 500, max_len=100)) == 100
+    # U+0301 cannot be composed with "q": the cut must not leave a bare "q" without it.
+    cut = safe_name("a" * 9 + "q\u0301" + "zzz", max_len=10)
+    assert cut == "a" * 9
+    assert safe_name("ab" + " " * 80 + "cd", max_len=10) == "ab"  # no trailing space
+
+
+@pytest.mark.parametrize("text", ["..", "CON", "a" * 300, "x/../../y", "\x00\x01", "con.txt"])
+def test_safe_name_invariants(text: str) -> None:
+    """The result is never empty, `.` or `..`, has no forbidden character, fits max_len."""
+    name = safe_name(text, max_len=20)
+    assert name not in ("", ".", "..")
+    assert not WINDOWS_FORBIDDEN & set(name)
+    assert len(name) <= 20
+    assert not name.endswith((".", " "))
+    assert name.split(".")[0].upper() not in {"CON", "PRN", "AUX", "NUL"}
+
+
+def test_customer_folder_named_from_id_and_name(tmp_path: Path) -> None:
+    """One folder per customer, `<id> - <name>`, created inside the archive folder."""
+    folder = customer_folder(tmp_path, "C0001", "Éloïse Lefèvre")
+    assert folder == tmp_path / "C0001 - Éloïse Lefèvre"
+    assert folder.is_dir()
+
+
+def test_customer_folder_without_name_is_the_id(tmp_path: Path) -> None:
+    """A customer with no name gets a folder named by the id alone."""
+    assert customer_folder(tmp_path, "C7", "  ").name == "C7"
+
+
+@pytest.mark.parametrize(
+    "customer_id", ["../../etc", "..", "C:\\x", "/etc/passwd", "a/../../b", "\\\\server\\s", "."]
+)
+def test_customer_folder_never_escapes_the_archive(tmp_path: Path, customer_id: str) -> None:
+    """Whatever the id, the folder is a direct child of archive_dir."""
+    archive = tmp_path / "archive"
+    folder = customer_folder(archive, customer_id, "../../Name")
+    assert folder.parent == archive
+    assert folder.resolve().is_relative_to(archive.resolve())
+    assert folder.is_dir()
+
+
+def test_customer_folder_stays_when_the_name_changes(tmp_path: Path) -> None:
+    """A renamed customer keeps writing into the folder first made for its id."""
+    first = customer_folder(tmp_path, "C0001", "Éloïse Lefèvre")
+    assert customer_folder(tmp_path, "C0001", "Éloïse Martin") == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["C0001 - Éloïse Lefèvre"]
+
+
+def test_customer_folder_prefix_does_not_match_another_id(tmp_path: Path) -> None:
+    """Customer C1's folder is not confused with the folder of customer `C1 - X` or C10."""
+    other = customer_folder(tmp_path, "C1 - X", "Anne")
+    ten = customer_folder(tmp_path, "C10", "Paul")
+    mine = customer_folder(tmp_path, "C1", "Marc")
+    assert mine.name == "C1 - Marc"
+    assert len({other, ten, mine}) == 3
+
+
+def test_customer_folder_with_glob_characters(tmp_path: Path) -> None:
+    """Ids with glob characters like `[` are matched literally."""
+    first = customer_folder(tmp_path, "C[1]", "Old")
+    assert customer_folder(tmp_path, "C[1]", "New") == first
+
+
+def test_write_message_writes_the_exact_bytes(tmp_path: Path) -> None:
+    """write_message stores the bytes as `<stem>.eml`, leaving no temporary file behind."""
+    data = b"From: a@x\r\nSubject: hi\r\n\r\nbody\r\n"
+    path = write_message(tmp_path, stem="2026-11-27_CMD-2026-0001_step-3", data=data)
+    assert path == tmp_path / "2026-11-27_CMD-2026-0001_step-3.eml"
+    assert path.read_bytes() == data
+    assert os.listdir(tmp_path) == [path.name]
+
+
+def test_write_message_never_overwrites(tmp_path: Path) -> None:
+    """A second mail with the same stem gets `-2`, then `-3`; the first is untouched."""
+    paths = [write_message(tmp_path, stem="s", data=bytes([i])) for i in range(3)]
+    assert [p.name for p in paths] == ["s.eml", "s-2.eml", "s-3.eml"]
+    assert [p.read_bytes() for p in paths] == [b"\x00", b"\x01", b"\x02"]
+    assert sorted(os.listdir(tmp_path)) == ["s-2.eml", "s-3.eml", "s.eml"]
+
+
+def test_write_message_makes_the_stem_safe(tmp_path: Path) -> None:
+    """An order id with slashes or colons cannot make a path outside the folder."""
+    path = write_message(tmp_path, stem="2026-11-27_../../CMD:1_step-1", data=b"x")
+    assert path.parent == tmp_path
+    assert path.name == "2026-11-27_.._.._CMD_1_step-1.eml"
+
+
+def test_relative_uses_forward_slashes(tmp_path: Path) -> None:
+    """SentLog shows the archive file relative to home, with `/` on every system."""
+    folder = customer_folder(tmp_path / "archive", "C0001", "Éloïse Lefèvre")
+    path = write_message(folder, stem="m", data=b"x")
+    assert relative(path, tmp_path) == "archive/C0001 - Éloïse Lefèvre/m.eml"
+
+
+def test_relative_outside_home_is_absolute(tmp_path: Path) -> None:
+    """An archive configured outside home is shown by its absolute path."""
+    home, elsewhere = tmp_path / "home", tmp_path / "other"
+    home.mkdir()
+    elsewhere.mkdir()
+    path = write_message(elsewhere, stem="m", data=b"x")
+    assert relative(path, home) == path.resolve().as_posix()

@@ -45,6 +45,12 @@ class Site:
     model: Model
     problems: tuple[WorkbookProblem, ...]
     stat: tuple[int, int] | None = None  # (size, mtime_ns) of the workbook when read
+    # Column letters per sheet ("plans" -> {"body": "F"}), to name cells in problems.
+    letters: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def cell(self, sheet: str, column: str, row: int) -> str | None:
+        letter = self.letters.get(sheet.casefold(), {}).get(column)
+        return f"{letter}{row}" if letter else None
 
     @property
     def ledger_path(self) -> Path:
@@ -108,7 +114,9 @@ def load_site(
     st = wb.stat()
     tables = read_tables(wb)
     model, settings, problems = validate(tables, home=home_path, environ=environ)
-    return Site(home_path, wb, settings, model, tuple(problems), (st.st_size, st.st_mtime_ns))
+    letters = {key: dict(t.letters) for key, t in tables.items()}
+    return Site(home_path, wb, settings, model, tuple(problems), (st.st_size, st.st_mtime_ns),
+                letters)
 
 
 def today_in(settings: Settings) -> dt.date:
@@ -555,7 +563,8 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
                         for p in site.problems):
                     problems.append(WorkbookProblem(
                         "Plans", step.row, "attachments",
-                        f'the file "{name}" is not in {s.attachments_dir}', message_level=True))
+                        f'the file "{name}" is not in {s.attachments_dir}',
+                        cell=site.cell("Plans", "attachments", step.row), message_level=True))
             failing: list[tuple[str, str]] = []
             for order in by_plan.get(plan.key, []):
                 customer = site.model.customers.get(order.customer_id)
@@ -579,9 +588,10 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
                 shown.add(message)
                 others = sum(1 for _o, m in failing if m == message) - 1
                 more = f" (and {others} other order{'s' if others > 1 else ''})" if others else ""
+                column = "subject" if message.startswith("the subject") else "body"
                 problems.append(WorkbookProblem(
-                    "Plans", step.row, "body" if "body" in message else "subject",
-                    f"order {order_id}{more}: {message}", message_level=True))
+                    "Plans", step.row, column, f"order {order_id}{more}: {message}",
+                    cell=site.cell("Plans", column, step.row), message_level=True))
     return problems
 
 

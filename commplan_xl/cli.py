@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--install", action="store_true", help="create the task (Windows)")
 
     p = sub.add_parser("demo", parents=[common], help="run the whole flow on demo data")
-    p.add_argument("--days", type=_positive, default=70, help="simulated mornings (default 70)")
+    p.add_argument("--days", type=_positive, help="simulated mornings (default: from the first "
+                   "demo order to two months ahead)")
 
     p = sub.add_parser("plan", parents=[common], help="show a plan's dates from a start date")
     p.add_argument("name")

@@ -49,7 +49,7 @@ def _prepare_home(home: Path) -> None:
     (home / MARKER).write_text("made by commplan demo; deleted by the next demo\n")
 
 
-def run_demo(home: Path, *, days: int = 70, out: Callable[[str], None] = print,
+def run_demo(home: Path, *, days: int | None = None, out: Callable[[str], None] = print,
              today: dt.date | None = None) -> int:
     """Create a demo home, start a local SMTP server, run the batch every simulated morning."""
     from aiosmtpd.controller import Controller
@@ -73,6 +73,8 @@ def run_demo(home: Path, *, days: int = 70, out: Callable[[str], None] = print,
         site = batch.load_site(home, workbook, environ=environ)
         starts = [d for o in site.model.orders for d in [o.dates.get("start_date")] if d]
         first = min(starts) if starts else today
+        if days is None:  # from the first order until two months ahead: every plan plays out
+            days = (today - first).days + 61
         totals = {"sent": 0, "skipped": 0, "failed": 0}
         for offset in range(days):
             day = first + dt.timedelta(days=offset)

@@ -91,6 +91,9 @@ CREATE TABLE IF NOT EXISTS events (
     day          TEXT    NOT NULL
 );
 
+-- recover() looks for `sending` rows at every run: keep that a lookup, not a scan.
+CREATE INDEX IF NOT EXISTS messages_sending ON messages (state) WHERE state = 'sending';
+
 CREATE INDEX IF NOT EXISTS events_sent_day ON events (day) WHERE status = 'sent';
 """
 

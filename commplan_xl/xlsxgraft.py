@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
 REL_TYPE = REL_NS + "/"
-OFFICE_DOCUMENT = REL_TYPE + "officeDocument"
 CT_WORKSHEET = "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"
 CT_DRAWING = "application/vnd.openxmlformats-officedocument.drawing+xml"
 CT_CHART = "application/vnd.openxmlformats-officedocument.drawingml.chart+xml"
@@ -100,7 +99,9 @@ def lock_file(path: Path) -> Path | None:
 
 
 def _locked(path: Path, sheets: Sequence[ToolSheet], lock: Path | None) -> WorkbookLocked:
-    app = "LibreOffice" if lock and lock.name.startswith(".~lock.") else "Excel"
+    app = "another program"
+    if lock:
+        app = "LibreOffice" if lock.name.startswith(".~lock.") else "Excel"
     where = f" ({lock})" if lock else " (Windows refused to replace it)"
     names = [s.name for s in sheets]
     if "SentLog" in names:

@@ -49,7 +49,7 @@ D = dt.date
     ],
 )
 def test_calendar_units(start, delay, unit, expected):
-    """Days, weeks (halves up) and months (end-of-month clamped, fraction × 30 days) add as SPEC says."""
+    """Days, weeks (halves up) and months (clamped, fraction × 30 days) add as SPEC says."""
     assert add_delay(start, delay, unit, None) == expected
 
 
@@ -90,7 +90,7 @@ def test_business_days(start, delay, holidays, expected):
 
 @pytest.mark.parametrize("subdiv", ["57", "Moselle", "moselle", "Alsace", "6AE", "Alsace-Moselle"])
 def test_alsace_moselle_adds_good_friday_and_st_stephen(subdiv):
-    """Alsace-Moselle (codes 57/6AE, aliases, old name) also rests on Good Friday and 26 December."""
+    """Alsace-Moselle (57/6AE, aliases, old name) also rests on Good Friday and 26 December."""
     calendar = business_calendar("FR", subdiv)
     # 2026-04-02 is a Thursday; Good Friday 04-03, Easter Monday 04-06.
     assert add_delay(D(2026, 4, 2), 1, "business_days", calendar) == D(2026, 4, 7)

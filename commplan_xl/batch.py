@@ -187,7 +187,8 @@ def find_step(site: Site, order_id: str, step_number: int) -> tuple[Order, Custo
         raise CommplanError(f'There is no order "{order_id}" in the Orders sheet{hint}.')
     plan = site.model.plans.get(order.plan)
     if plan is None:
-        raise CommplanError(f'Order {order.order_id} uses plan "{order.plan}", which is not in Plans.')
+        raise CommplanError(
+            f'Order {order.order_id} uses plan "{order.plan}", which is not in Plans.')
     step = next((s for s in plan.steps if s.number == step_number), None)
     if step is None:
         numbers = ", ".join(str(s.number) for s in plan.steps)

@@ -67,10 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("init", parents=[common], help="create the home folders and a workbook")
-    p.add_argument("--force", action="store_true", help="replace an existing workbook (kept as a backup)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing workbook (kept as a backup)")
 
     p = sub.add_parser("check", parents=[common], help="validate the workbook")
-    p.add_argument("--smtp", action="store_true", help="also test the mail server connection and login")
+    p.add_argument("--smtp", action="store_true",
+                   help="also test the mail server connection and login")
 
     p = sub.add_parser("due", parents=[common], help="list what a run would send or skip")
     p.add_argument("--today", type=_date, help="the day of the run (YYYY-MM-DD)")
@@ -78,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", parents=[common], help="send what is due, archive, write SentLog")
     p.add_argument("--today", type=_date, help="the day of the run (YYYY-MM-DD)")
-    p.add_argument("--dry-run", action="store_true", help="render everything, send and record nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="render everything, send and record nothing")
     p.add_argument("--limit", type=_positive, help="send at most N mails in this run")
 
     p = sub.add_parser("preview", parents=[common], help="render one message to a file")

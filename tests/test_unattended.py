@@ -15,7 +15,7 @@ import openpyxl
 from commplan_xl.cli import main
 from tests.builders import DEFAULT_PLANS, make_workbook
 from tests.smtp_server import SMTPServer, free_port
-from tests.test_run import settings_for, sentlog
+from tests.test_run import sentlog, settings_for
 
 PLAN_ONE_STEP = [{**DEFAULT_PLANS[0], "delay": 0}]
 

@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=_positive, help="simulated mornings (default: from the first "
                    "demo order to two months ahead)")
 
+    p = sub.add_parser("auth", parents=[common],
+                       help="give the one-time OAuth2 consent for sending (Google)")
+    p.add_argument("provider", choices=["google"], help="whose consent to give")
+
     p = sub.add_parser("plan", parents=[common], help="show a plan's dates from a start date")
     p.add_argument("name")
     p.add_argument("--from", dest="start", type=_date, required=True, help="YYYY-MM-DD")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 from pathlib import Path
 
@@ -80,15 +81,19 @@ def cmd_due(args: argparse.Namespace) -> int:
     day = args.today or batch.today_in(site.settings)
     decisions = batch.due(site, today=day)
     if args.csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["order_id", "customer_id", "plan", "step", "due_date", "action",
                          "reason"])
-        for d in decisions:
-            action = "send" if d.action == "send" else "skip"
-            reason = "daily limit reached: waits for the next run" if d.action == "wait" \
-                else d.reason
-            writer.writerow([d.order_id, d.customer_id, d.plan_name, d.step,
-                             d.due_date.isoformat(), action, reason])
+        waiting = "daily limit reached: waits for the next run"
+        writer.writerows(
+            (d.order_id, d.customer_id, d.plan_name, d.step, d.due_date.isoformat(),
+             "send" if d.action == "send" else "skip",
+             waiting if d.action == "wait" else d.reason)
+            for d in decisions
+        )
+        sys.stdout.write(buffer.getvalue())
+        sys.stdout.flush()
         _problems_summary(site)
         return EXIT_OK
     sends = [d for d in decisions if d.action == "send"]
@@ -239,4 +244,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
         src = "" if step.from_column == "start_date" else f" from {step.from_column}"
         _say(f"  step {step.number:>2}: {when:%a %d/%m/%Y}  (+{step.delay:g} {unit}{src})  "
              f"{step.subject}{extra}")
+    return EXIT_OK
+
+
+def cmd_auth(args: argparse.Namespace) -> int:
+    """`commplan auth google`: the one-time consent, by a person at a terminal."""
+    from commplan_xl.oauth import google_consent, google_token_file
+
+    if not sys.stdin.isatty():
+        raise CommplanError("`commplan auth google` asks questions: run it in a terminal "
+                            "window, never from a scheduled task.")
+    site = _site(args)
+    s = site.settings
+    email = (s.smtp_user or s.sender_email).strip()
+    if not email:
+        raise CommplanError("Put the Gmail or Google Workspace address in smtp_user (or "
+                            "sender_email) in the Settings sheet first.")
+    path = google_consent(google_token_file(s), email=email, say=_say)
+    _say(f"Saved the consent for {email} in {path}; keep this file private.")
+    if s.smtp_auth != "oauth2-google":
+        _say("Next: set smtp_auth to oauth2-google in the Settings sheet.")
+    _say("Then run `commplan check --smtp` to test the login (nothing is sent).")
     return EXIT_OK

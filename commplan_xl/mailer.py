@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import email.policy
 import email.utils
-import json
 import mimetypes
 import os
 import re
@@ -25,6 +24,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from commplan_xl import oauth
 from commplan_xl.errors import SendFailure, SendUncertain
 from commplan_xl.render import Rendered, fold_line
 from commplan_xl.settings import Settings
@@ -210,10 +210,14 @@ class Mailer:
         *,
         environ: Mapping[str, str] | None = None,
         password: str | None = None,
+        token_provider: oauth.TokenProvider | None = None,
     ) -> None:
         self.settings = settings
         self._environ = environ
         self._password = password
+        # OAuth2 (smtp_auth oauth2-*): chosen from the settings on first connect unless given.
+        self._tokens = token_provider
+        self._token = ""
         self._client: Any = None  # the yagmail client owning the connection
         self._smtp: smtplib.SMTP | None = None
         self.connections = 0  # opened so far (for reports and tests)
@@ -235,10 +239,19 @@ class Mailer:
         return SendFailure(self._scrub(message), temporary=temporary, connection=connection)
 
     def _scrub(self, text: str) -> str:
-        """The password never appears in a sentence, even if a server echoed it."""
-        if self._password and len(self._password) >= 3:
-            text = text.replace(self._password, "***")
+        """The password or token never appears in a sentence, even if a server echoed it."""
+        for secret in (self._password, self._token):
+            if secret and len(secret) >= 3:
+                text = text.replace(secret, "***")
         return text
+
+    @property
+    def login_user(self) -> str:
+        """Who logs in: smtp_user, or for OAuth2 the sender's address when it is empty."""
+        user = self.settings.smtp_user.strip()
+        if not user and self.settings.smtp_auth.startswith("oauth2"):
+            return self.settings.sender_email.strip()
+        return user
 
     # -- connecting
 
@@ -247,8 +260,13 @@ class Mailer:
         if self._smtp is not None:
             return
         s = self.settings
-        user = s.smtp_user.strip()
-        if user and s.smtp_auth == "password" and self._password is None:
+        user = self.login_user
+        if s.smtp_auth.startswith("oauth2"):
+            # The token comes first: a sign-in problem is reported without touching SMTP.
+            if self._tokens is None:
+                self._tokens = oauth.provider_for(s, self._environ)
+            self._token = self._tokens.token()
+        elif user and self._password is None:
             self._password = smtp_password(user, self._environ)
             if not self._password:
                 raise self._fail(
@@ -265,14 +283,16 @@ class Mailer:
         except smtplib.SMTPAuthenticationError as exc:
             self._drop()
             raise self._fail(
-                f'the mail server {self.where} refused the login of "{user}"'
-                f" ({_reply_text(exc.smtp_code, exc.smtp_error)}): check the password"
-                f" ({PASSWORD_ENV} or the keyring) and smtp_user",
+                oauth.explain_login_refusal(
+                    exc.smtp_code, _reply_text(exc.smtp_code, exc.smtp_error),
+                    auth=s.smtp_auth, where=self.where, user=user),
                 temporary=True, connection=True,
             ) from None
         except smtplib.SMTPNotSupportedError as exc:
             self._drop()
             what = "STARTTLS" if "STARTTLS" in str(exc).upper() else "a login (AUTH)"
+            if "XOAUTH2" in str(exc).upper():
+                what = "the OAuth2 login (AUTH XOAUTH2)"
             raise self._fail(
                 f"the mail server {self.where} does not offer {what}: check smtp_security"
                 " and smtp_user in the Settings sheet",
@@ -326,8 +346,8 @@ class Mailer:
         starttls: bool | dict[str, Any] = False
         if s.smtp_security == "starttls":
             starttls = {"context": ssl.create_default_context()}
-        oauth = s.smtp_auth.startswith("oauth2")
-        skip_login = not user or oauth
+        use_token = s.smtp_auth.startswith("oauth2")
+        skip_login = not user or use_token
         client = yagmail.SMTP(
             user=user or None,
             password=self._password if not skip_login else None,
@@ -345,42 +365,21 @@ class Mailer:
         self._client = client
         client.login()  # connects (with the timeout), STARTTLS, AUTH unless skipped
         self._smtp = client.smtp
-        if oauth:
-            self._oauth_login(user or s.sender_email)
+        if use_token:
+            self._xoauth2_login(user, self._token)
 
-    def _oauth_login(self, user: str) -> None:
-        """XOAUTH2 with a token refreshed by yagmail; never an interactive setup."""
-        s = self.settings
-        if s.smtp_auth != "oauth2-google":
-            raise self._fail(
-                f'smtp_auth "{s.smtp_auth}" is not supported yet: use password or'
-                " oauth2-google", temporary=True, connection=True,
-            )
-        path = Path(os.path.expanduser(s.oauth2_file)) if s.oauth2_file else None
-        keys = ("google_client_id", "google_client_secret", "google_refresh_token")
-        try:
-            info = json.loads(path.read_text(encoding="utf-8")) if path else {}
-        except (OSError, ValueError):
-            info = {}
-        if not isinstance(info, dict) or not all(info.get(k) for k in keys):
-            raise self._fail(
-                "oauth2-google needs oauth2_file in the Settings sheet to name a file with"
-                " google_client_id, google_client_secret and google_refresh_token (run"
-                " yagmail's one-time OAuth2 setup once by hand to create it)",
-                temporary=True, connection=True,
-            )
-        from yagmail.oauth2 import get_oauth_string
-
-        assert self._smtp is not None
-        try:
-            token = get_oauth_string(user, {k: info[k] for k in keys})
-        except Exception as exc:
-            raise self._fail(
-                f"could not get an OAuth2 token from Google ({_why(exc)})",
-                temporary=True, connection=True,
-            ) from None
-        self._smtp.ehlo_or_helo_if_needed()
-        code, resp = self._smtp.docmd("AUTH", "XOAUTH2 " + token)
+    def _xoauth2_login(self, user: str, token: str) -> None:
+        """`AUTH XOAUTH2` with the provider's token (Microsoft 365, Gmail)."""
+        smtp = self._smtp
+        assert smtp is not None
+        smtp.ehlo_or_helo_if_needed()
+        if "XOAUTH2" not in smtp.esmtp_features.get("auth", "").upper().split():
+            raise smtplib.SMTPNotSupportedError("AUTH XOAUTH2 not offered")
+        code, resp = smtp.docmd("AUTH", "XOAUTH2 " + oauth.xoauth2_string(user, token))
+        if code == 334:
+            # Gmail answers a refused token with a challenge holding the error; an empty
+            # line ends the exchange with the final refusal.
+            code, resp = smtp.docmd("")
         if code != 235:
             raise smtplib.SMTPAuthenticationError(code, resp)
 
@@ -537,11 +536,19 @@ def _dot_stuff(data: bytes) -> bytes:
     return data + b"." + _CRLF
 
 
-def check_connection(settings: Settings, *, environ: Mapping[str, str] | None = None) -> str:
+def check_connection(
+    settings: Settings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    token_provider: oauth.TokenProvider | None = None,
+) -> str:
     """Connect, log in and quit, sending nothing: a sentence, or SendFailure."""
-    with Mailer(settings, environ=environ) as mailer:
+    with Mailer(settings, environ=environ, token_provider=token_provider) as mailer:
         mailer.connect()
-    login = f'logged in as "{settings.smtp_user}"' if settings.smtp_user.strip() else "no login"
+        user = mailer.login_user
+    login = f'logged in as "{user}"' if user else "no login"
+    if settings.smtp_auth.startswith("oauth2"):
+        login += " with OAuth2"
     security = {"ssl": "SSL", "starttls": "STARTTLS"}.get(settings.smtp_security, "no encryption")
     return (
         f"the mail server {settings.smtp_host}:{settings.smtp_port} answered ({security},"

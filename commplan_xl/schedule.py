@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from commplan_xl.model import Customer, Decision, LedgerEntry, Model, Order, Plan, Step
 from commplan_xl.offsets import Calendar, add_delay, business_calendar
@@ -86,24 +86,32 @@ def decide(
     None means the calendar of `settings.holidays`.
     """
     cal = calendar if calendar is not None else settings_calendar(settings)
-    views = {
-        key: _PlanView(plan, today=today, catch_up_days=settings.catch_up_days, calendar=cal)
-        for key, plan in model.plans.items()
-    }
     decisions: list[Decision] = []
-    for order in model.orders:
-        if order.status != "active":
-            continue
-        customer = model.customers.get(order.customer_id)
-        if customer is None or customer.opt_out:
-            continue
-        view = views.get(order.plan)
-        if view is None:
-            continue
+    for order, customer, view in _sendable(model, today, settings.catch_up_days, cal):
         decisions.extend(_decide_order(order, customer, view, ledger))
     decisions = apply_daily_limit(decisions, settings.daily_limit, sent_today)
     decisions.sort(key=_order_key)
     return decisions
+
+
+def _sendable(
+    model: Model, today: dt.date, catch_up_days: int, calendar: Calendar | None
+) -> Iterator[tuple[Order, Customer, _PlanView]]:
+    """Active orders of customers who have not opted out, on a known plan, with its view."""
+    views = {
+        key: _PlanView(plan, today=today, catch_up_days=catch_up_days, calendar=calendar)
+        for key, plan in model.plans.items()
+    }
+    customers = model.customers
+    for order in model.orders:
+        if order.status != "active":
+            continue
+        customer = customers.get(order.customer_id)
+        if customer is None or customer.opt_out:
+            continue
+        view = views.get(order.plan)
+        if view is not None:
+            yield order, customer, view
 
 
 def settings_calendar(settings: Settings) -> Calendar:
@@ -185,17 +193,11 @@ def _decide_order(
 
 
 def _maker(order: Order, view: _PlanView):
+    order_id, customer_id, key, name = order.order_id, order.customer_id, view.key, view.plan.name
+
     def make(step: Step, due: dt.date, action: str, reason: str) -> Decision:
-        return Decision(
-            order_id=order.order_id,
-            customer_id=order.customer_id,
-            plan=view.key,
-            plan_name=view.plan.name,
-            step=step.number,
-            due_date=due,
-            action=action,  # type: ignore[arg-type]
-            reason=reason,
-        )
+        # Positional: a first run over an old base builds hundreds of thousands of these.
+        return Decision(order_id, customer_id, key, name, step.number, due, action, reason)  # type: ignore[arg-type]
 
     return make
 
@@ -215,7 +217,7 @@ def apply_daily_limit(
     sends = sorted((i for i, d in enumerate(out) if d.action == "send"),
                    key=lambda i: _order_key(out[i]))
     for i in sends[room:]:
-        out[i] = dataclasses.replace(out[i], action="wait", reason=REASON_LIMIT)
+        out[i] = out[i]._replace(action="wait", reason=REASON_LIMIT)
     return out
 
 
@@ -233,7 +235,18 @@ def forecast(
     Each run is assumed to do what it decides (sends succeed, skips and waits are recorded),
     so a message shows up once as sent or skipped, after any days it waits.
     """
+    if days <= 0:
+        return []
     cal = calendar if calendar is not None else settings_calendar(settings)
+    last = start + dt.timedelta(days=days - 1)
+    # Orders with nothing left open by the last day decide nothing on any day: leave them out
+    # once, instead of walking all of them on every simulated day.
+    open_orders = tuple(
+        order
+        for order, customer, view in _sendable(model, last, settings.catch_up_days, cal)
+        if _decide_order(order, customer, view, ledger)
+    )
+    model = dataclasses.replace(model, orders=open_orders)
     state: dict[LedgerKey, LedgerEntry] = dict(ledger)
     out: list[tuple[dt.date, Decision]] = []
     for offset in range(days):

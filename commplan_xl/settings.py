@@ -23,6 +23,11 @@ ENV_OVERRIDES = {
     "sender_email": "COMMPLAN_SENDER_EMAIL",
 }
 SECURITIES = ("starttls", "ssl", "none")
+# smtp_auth -> (host, port, security) used when the sheet and environment leave smtp_host empty.
+PROVIDER_PRESETS = {
+    "oauth2-microsoft": ("smtp.office365.com", 587, "starttls"),
+    "oauth2-google": ("smtp.gmail.com", 587, "starttls"),
+}
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,13 @@ def parse_settings(
         bad("smtp_auth", f'"{auth}" is not one of password, oauth2-google, oauth2-microsoft')
         auth = "password"
     kw["smtp_auth"] = auth
+    preset = PROVIDER_PRESETS.get(auth)
+    if preset and not values.get("smtp_host", "").strip():
+        kw["smtp_host"] = preset[0]
+        if not port_text:  # a port given alone keeps the security it implies (465: ssl)
+            kw["smtp_port"] = preset[1]
+            if not values.get("smtp_security", "").strip():
+                kw["smtp_security"] = preset[2]
 
     for key, default in (("catch_up_days", 7), ("daily_limit", None)):
         text = values.get(key, "").strip()

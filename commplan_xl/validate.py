@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import keyword
+import os
 import re
 import unicodedata
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +24,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from commplan_xl.errors import WorkbookProblem
 from commplan_xl.model import Customer, Model, Order, Plan, Status, Step, Unit, norm_key
 from commplan_xl.paths import resolve_attachment
-from commplan_xl.settings import KNOWN_KEYS, Settings, parse_settings
+from commplan_xl.settings import ENV_OVERRIDES, KNOWN_KEYS, Settings, parse_settings
 from commplan_xl.workbook import Table, no_gc, normalise_header, parse_date, parse_yes_no
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -166,66 +168,62 @@ def _settings(
     tables: Mapping[str, Table], usable: set[str], *, home: Path,
     environ: Mapping[str, str] | None, problems: list[WorkbookProblem],
 ) -> Settings:
+    """Settings from the sheet and the environment, plus the sender and holidays checks."""
+    env = os.environ if environ is None else environ
     raw: dict[str, tuple[str, int]] = {}
     table = tables.get("settings")
+    found: list[WorkbookProblem] = []
     if table is not None and "settings" in usable:
-        sheet = _Sheet(table, problems)
+        sheet = _Sheet(table, found)
         for row, values in table.rows:
             key = normalise_header(_text(values["key"]))
             if not key:
                 sheet.add(row, "key", "The setting has a value but no key; write its name.")
-                continue
-            if key in raw:
-                sheet.add(row, "key", f'The setting {key} is already in row {raw[key][1]}; '
+            elif key in raw:
+                sheet.add(row, "key", f"The setting {key} is already in row {raw[key][1]}; "
                           "keep only one.")
-                continue
-            if key not in KNOWN_KEYS:
+            elif key not in KNOWN_KEYS:
                 sheet.add(row, "key", f'"{values["key"]}" is not a known setting; known '
                           "settings are " + ", ".join(KNOWN_KEYS) + ".")
-                continue
-            raw[key] = (_text(values["value"]).strip(), row)
-    env_problems: list[WorkbookProblem] = []
-    settings, found = parse_settings(raw, home=home, environ=environ)
-    for problem in found:
+            else:
+                raw[key] = (_text(values["value"]).strip(), row)
+    settings, parsed = parse_settings(raw, home=home, environ=env)
+    for problem in parsed:
         if table is not None and problem.row is not None and problem.column:
             problem = replace(problem, sheet=table.sheet,
                               cell=table.cell(problem.column, problem.row) or None)
-        env_problems.append(problem)
-    problems.extend(env_problems)
-
-    def place(key: str) -> tuple[int | None, str | None]:
-        row = raw.get(key, ("", None))[1]
-        cell = table.cell("value", row) if table is not None and row is not None else None
-        return row, cell or None
-
+        found.append(problem)
     sheet_name = table.sheet if table is not None else "Settings"
+
+    def bad(key: str, message: str) -> None:
+        overridden = key in ENV_OVERRIDES and env.get(ENV_OVERRIDES[key], "").strip()
+        row = None if overridden else raw.get(key, ("", None))[1]
+        cell = table.cell("value", row) if table is not None and row is not None else ""
+        found.append(WorkbookProblem(sheet_name, row, "value", f"{key}: {message}",
+                                     cell=cell or None))
+
     if not settings.sender_email:
-        problems.append(WorkbookProblem(
+        found.append(WorkbookProblem(
             sheet_name, None, "sender_email",
             "No sender address: add a row sender_email with the address mails come from, "
             "or set COMMPLAN_SENDER_EMAIL.",
         ))
     elif not is_email(settings.sender_email):
-        row, cell = place("sender_email")
-        problems.append(WorkbookProblem(
-            sheet_name, row, "value",
-            f'sender_email: "{settings.sender_email}" is not an email address.', cell=cell,
-        ))
+        bad("sender_email", f'"{settings.sender_email}" is not an email address.')
     if settings.holidays:
         import holidays
 
         try:
-            holidays.country_holidays(settings.holiday_country, subdiv=settings.holiday_subdiv)
+            with warnings.catch_warnings():  # old subdivision names work but warn
+                warnings.simplefilter("ignore", DeprecationWarning)
+                holidays.country_holidays(settings.holiday_country,
+                                          subdiv=settings.holiday_subdiv)
         except (NotImplementedError, KeyError, ValueError):
-            row, cell = place("holidays")
-            problems.append(WorkbookProblem(
-                sheet_name, row, "value",
-                f'holidays: "{settings.holidays}" is not a country (and subdivision) the '
+            bad("holidays", f'"{settings.holidays}" is not a country (and subdivision) the '
                 "holidays library knows; write a country code such as FR, or FR-57 for "
-                "Alsace-Moselle.",
-                cell=cell,
-            ))
+                "Alsace-Moselle.")
             settings = replace(settings, holidays="")
+    problems.extend(sorted(found, key=lambda p: (p.row is None, p.row or 0)))
     return settings
 
 
@@ -270,7 +268,7 @@ def _compile(env: SandboxedEnvironment, source: str) -> str | None:
     try:
         env.parse(source)
     except TemplateSyntaxError as exc:
-        return f"{exc.message} (line {exc.lineno})"
+        return f"on line {exc.lineno}: {(exc.message or 'syntax error').rstrip('.')}"
     return None
 
 
@@ -364,11 +362,11 @@ def _plans(
         if not subject.strip():
             sheet.add(row, "subject", "The subject is empty; write the subject of this mail.")
         elif error := _compile(env, subject):
-            sheet.add(row, "subject", f"The subject template has an error: {error}.")
+            sheet.add(row, "subject", f"The subject template has an error {error}.")
         if not body.strip():
             sheet.add(row, "body", "The body is empty; write the text of this mail.")
         elif error := _compile(env, body):
-            sheet.add(row, "body", f"The body template has an error: {error}.")
+            sheet.add(row, "body", f"The body template has an error {error}.")
 
         attachments: list[str] = []
         if has("attachments"):
@@ -517,6 +515,9 @@ def _orders(
     has_hold = "hold_steps" in table.letters
     first_row: dict[str, int] = {}
     orders: list[Order] = []
+    names = [f'"{p.name}"' for p in plans.values()]
+    known_plans = ("write one of " + ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+                   + "." if names else "add the plan to Plans or fix the name.")
     plan_key_of = _memo(norm_key)
     status_of = _memo(lambda text: STATUSES.get(_fold(text)))
     date_of = _memo(_date_or_error)
@@ -545,8 +546,8 @@ def _orders(
                 sheet.add(row, "plan", f'The plan "{plan_name}" has problems in Plans (row '
                           f"{plan_rows[plan_key]}); fix them first.")
             elif plans_usable:
-                sheet.add(row, "plan", f'There is no plan "{plan_name}" in Plans; write one '
-                          "of " + ", ".join(f'"{p.name}"' for p in plans.values()) + ".")
+                sheet.add(row, "plan", f'There is no plan "{plan_name}" in Plans; '
+                          + known_plans)
 
         dates: dict[str, dt.date | None] = {}
         needed = checked.get(plan_key, {"start_date"})

@@ -74,6 +74,50 @@ class Handler:
         return "250 Message accepted for delivery"
 
 
+@dataclass
+class OAuthHandler(Handler):
+    """A Handler that also offers `AUTH XOAUTH2` (Microsoft 365, Gmail) and checks tokens.
+
+    `tokens` maps a user to the one access token accepted for it; every decoded XOAUTH2
+    string received is kept in `xoauth2_seen`. A refused token gets `refusal`; with
+    `google_style` it first gets a 334 challenge holding a JSON error, as Gmail does.
+    """
+
+    tokens: dict[str, str] = field(default_factory=dict)
+    xoauth2_seen: list[str] = field(default_factory=list)
+    refusal: str = "535 5.7.3 Authentication unsuccessful"
+    google_style: bool = False
+
+    async def auth_XOAUTH2(self, server, args):  # noqa: N802
+        import base64
+        import binascii
+
+        from aiosmtpd.smtp import MISSING, AuthResult
+
+        if len(args) == 1:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        text = blob.decode("utf-8", "replace")
+        with self.lock:
+            self.xoauth2_seen.append(text)
+        fields = dict(part.split("=", 1) for part in text.split("\x01") if "=" in part)
+        user = fields.get("user", "")
+        if user in self.tokens and fields.get("auth") == f"Bearer {self.tokens[user]}":
+            self.logins.append(user)
+            return AuthResult(success=True, auth_data=user)
+        if self.google_style:
+            await server.challenge_auth(b'{"status":"400","schemes":"Bearer",'
+                                        b'"scope":"https://mail.google.com/"}')
+        return AuthResult(success=False, handled=False, message=self.refusal)
+
+
 class _CountingController(Controller):
     """A Controller that counts the SMTP connections it serves in `handler.connections`."""
 
@@ -102,8 +146,10 @@ class SMTPServer:
     """Start with `with SMTPServer() as srv:`; `srv.port`, `srv.received`.
 
     `credentials={"user": "password"}` makes the server offer AUTH over plain TCP and check
-    it; successful logins are listed in `srv.handler.logins`. (AUTH is offered, not
-    required: requiring it without TLS makes aiosmtpd warn on every connection.)
+    it; successful logins are listed in `srv.handler.logins`. `xoauth2={"user": "token"}`
+    also offers AUTH XOAUTH2 (see OAuthHandler, whose fields may be passed as keywords).
+    (AUTH is offered, not required: requiring it without TLS makes aiosmtpd warn on every
+    connection.)
     """
 
     def __init__(
@@ -111,14 +157,18 @@ class SMTPServer:
         *,
         port: int | None = None,
         credentials: dict[str, str] | None = None,
+        xoauth2: dict[str, str] | None = None,
         **handler_kw,
     ) -> None:
-        self.handler = Handler(**handler_kw)
+        if xoauth2 is not None:  # offer AUTH XOAUTH2 too, accepting these user -> token
+            self.handler: Handler = OAuthHandler(tokens=dict(xoauth2), **handler_kw)
+        else:
+            self.handler = Handler(**handler_kw)
         self.port = port or free_port()
         auth_kw: dict = {}
-        if credentials is not None:
+        if credentials is not None or xoauth2 is not None:
             auth_kw = dict(
-                authenticator=_authenticator(credentials, self.handler.logins),
+                authenticator=_authenticator(credentials or {}, self.handler.logins),
                 auth_require_tls=False,
             )
         self.controller = _CountingController(

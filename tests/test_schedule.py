@@ -341,7 +341,7 @@ def test_apply_daily_limit_keeps_skips():
     skip = Decision("O1", "C1", KEY, PLAN, 1, START, "skip", "missed")
     send = Decision("O1", "C1", KEY, PLAN, 2, START, "send", "due")
     assert apply_daily_limit([skip, send], 0) == [
-        skip, dataclasses.replace(send, action="wait", reason=REASON_LIMIT)
+        skip, send._replace(action="wait", reason=REASON_LIMIT)
     ]
 
 
@@ -504,3 +504,25 @@ def test_every_message_ends_sent_or_skipped(model, limit, catch_up):
         day += dt.timedelta(days=1)
     assert set(ledger) == set(messages)
     assert {e.state for e in ledger.values()} <= {"sent", "skipped"}
+
+
+@settings(max_examples=100, deadline=None)
+@given(model=worlds(), limit=st.none() | st.integers(0, 2), first=st.integers(0, 40),
+       days=st.integers(0, 30), done=st.integers(0, 40))
+def test_forecast_matches_running_every_day(model, limit, first, days, done):
+    """forecast equals deciding on every day in turn with the whole model and the ledger."""
+    conf_ = conf(daily_limit=limit)
+    # A ledger that already holds some history: the runs of the first `done` days.
+    ledger: dict = {}
+    for offset in range(done):
+        for d in decide(model, ledger, today=BASE + dt.timedelta(days=offset), settings=conf_):
+            ledger[(d.order_id, d.plan, d.step)] = record(d, model)
+    start = BASE + dt.timedelta(days=done + first)
+    expected = []
+    state = dict(ledger)
+    for offset in range(days):
+        day = start + dt.timedelta(days=offset)
+        for d in decide(model, state, today=day, settings=conf_):
+            expected.append((day, d))
+            state[(d.order_id, d.plan, d.step)] = record(d, model)
+    assert forecast(model, ledger, start=start, days=days, settings=conf_) == expected

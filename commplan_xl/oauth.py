@@ -1,0 +1,407 @@
+"""OAuth2 for SMTP: Microsoft 365 (msal, client credentials) and Google (yagmail's token file).
+
+The mailer asks a `TokenProvider` for an access token and sends it with `AUTH XOAUTH2`.
+Every failure is a `SendFailure(temporary=True, connection=True)` whose sentence says what to
+fix, so the mails wait and go out on the first run after it is fixed. Nothing here ever
+prompts, except `google_consent`, which only `commplan auth google` calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from commplan_xl.errors import CommplanError, SendFailure
+from commplan_xl.settings import PROVIDER_PRESETS, Settings
+
+__all__ = [
+    "PROVIDER_PRESETS", "TokenProvider", "MsalTokenProvider", "GoogleTokenProvider",
+    "xoauth2_string", "client_secret", "provider_for", "google_token_file",
+    "explain_msal_error", "explain_google_error", "explain_login_refusal", "google_consent",
+]
+
+MICROSOFT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+MICROSOFT_SCOPE = "https://outlook.office365.com/.default"
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+SECRET_ENV = "COMMPLAN_OAUTH_CLIENT_SECRET"
+KEYRING_SERVICE = "commplan-oauth"
+GOOGLE_FILE_DEFAULT = "google-oauth2.json"
+GOOGLE_KEYS = ("google_client_id", "google_client_secret", "google_refresh_token")
+_EARLY = 120  # seconds: a token this close to expiry is renewed before use
+
+
+class TokenProvider(Protocol):
+    """Gives a valid OAuth2 access token for SMTP (renewed when it has expired)."""
+
+    def token(self) -> str: ...
+
+
+def _failure(sentence: str) -> SendFailure:
+    return SendFailure(sentence, temporary=True, connection=True)
+
+
+def xoauth2_string(user: str, token: str) -> str:
+    """The base64 argument of `AUTH XOAUTH2`: user=<user>^Aauth=Bearer <token>^A^A."""
+    raw = f"user={user}\x01auth=Bearer {token}\x01\x01"
+    return base64.b64encode(raw.encode("utf-8")).decode("ascii")
+
+
+def client_secret(client_id: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The app's client secret from COMMPLAN_OAUTH_CLIENT_SECRET, else the keyring; never a
+    prompt. In the keyring it is stored under service "commplan-oauth", user = client id."""
+    env = os.environ if environ is None else environ
+    if env.get(SECRET_ENV, "").strip():
+        return env[SECRET_ENV].strip()
+    try:
+        import keyring
+
+        return keyring.get_password(KEYRING_SERVICE, client_id)
+    except Exception:  # no keyring backend on this machine: same as no secret stored
+        return None
+
+
+# ---------------------------------------------------------------- Microsoft 365
+
+
+def _aadsts_codes(result: Mapping[str, Any]) -> list[int]:
+    codes = [int(c) for c in result.get("error_codes") or [] if str(c).isdigit()]
+    codes += [int(c) for c in re.findall(r"AADSTS(\d+)", str(result.get("error_description")))]
+    return codes
+
+
+def explain_msal_error(result: Mapping[str, Any], *, tenant_id: str, client_id: str) -> str:
+    """One sentence for an error answer of Microsoft Entra (msal's result dict)."""
+    codes = _aadsts_codes(result)
+    first = str(result.get("error_description") or result.get("error") or "no detail")
+    detail = first.strip().splitlines()[0] if first.strip() else "no detail"
+    detail = detail if len(detail) <= 160 else detail[:157] + "..."
+    head = "Microsoft 365 refused to give commplan a sign-in token"
+
+    def has(*wanted: int) -> bool:
+        return any(c in codes for c in wanted)
+
+    if has(90002, 900023, 90013):
+        return (f'{head}: the tenant "{tenant_id}" does not exist (AADSTS{codes[0]}); put the'
+                " Directory (tenant) ID of the app registration in oauth_tenant_id in the"
+                " Settings sheet")
+    if has(700016):
+        return (f'{head}: no application with client id "{client_id}" is registered in the'
+                f' tenant "{tenant_id}" (AADSTS700016); check oauth_client_id (the'
+                " Application (client) ID) and oauth_tenant_id in the Settings sheet")
+    if has(7000215, 7000216):
+        return (f"{head}: the client secret is wrong (AADSTS7000215); put the secret's Value"
+                f" (not its Secret ID) in {SECRET_ENV} or in the keyring (service"
+                f' "{KEYRING_SERVICE}", user "{client_id}")')
+    if has(7000222):
+        return (f"{head}: the client secret has expired (AADSTS7000222); create a new one in"
+                f" the app registration and store it in {SECRET_ENV} or the keyring (service"
+                f' "{KEYRING_SERVICE}", user "{client_id}")')
+    if has(7000112, 7000113):
+        return (f"{head}: the application is disabled in the tenant (AADSTS{codes[0]}); ask"
+                " the Microsoft 365 administrator to enable it")
+    if has(500011, 65001, 650057, 501051, 1002012):
+        return (f"{head}: the app has no granted permission to send mail through Exchange"
+                f" Online (AADSTS{codes[0]}); add the application permission SMTP.SendAsApp of"
+                " Office 365 Exchange Online and grant admin consent")
+    return f"{head} ({detail}); check oauth_tenant_id, oauth_client_id and the client secret"
+
+
+class MsalTokenProvider:
+    """Client-credentials tokens from Microsoft Entra through msal.
+
+    msal keeps the token in its in-memory cache and asks for a new one when it is about to
+    expire, so `token()` may be called before every login.
+    """
+
+    def __init__(
+        self,
+        *,
+        tenant_id: str,
+        client_id: str,
+        client_secret: str,
+        authority_host: str = MICROSOFT_AUTHORITY_HOST,
+        timeout: float = 30.0,
+        verify: bool | str = True,
+        instance_discovery: bool | None = None,
+    ) -> None:
+        self.tenant_id = tenant_id.strip()
+        self.client_id = client_id.strip()
+        self._secret = client_secret
+        self._authority = f"{authority_host.rstrip('/')}/{urllib.parse.quote(self.tenant_id)}"
+        self._host = urllib.parse.urlsplit(authority_host).hostname or authority_host
+        self._options: dict[str, Any] = {"timeout": timeout, "verify": verify}
+        if instance_discovery is not None:
+            self._options["instance_discovery"] = instance_discovery
+        self._app: Any = None
+        self._lock = threading.Lock()
+
+    def _unreachable(self, exc: BaseException) -> SendFailure:
+        why = " ".join(str(exc).split())[:160] or type(exc).__name__
+        return _failure(f"could not reach Microsoft's sign-in service {self._host} ({why}):"
+                        " check the internet connection and any proxy; the mails wait")
+
+    def _application(self) -> Any:
+        if self._app is None:
+            import msal
+
+            try:
+                self._app = msal.ConfidentialClientApplication(
+                    self.client_id, client_credential=self._secret, authority=self._authority,
+                    **self._options)
+            except ValueError as exc:
+                # msal checks the tenant when it starts: an unknown one ends here.
+                text = str(exc)
+                if "tenant" in text.lower() or "authority" in text.lower():
+                    raise _failure(
+                        "Microsoft 365 refused to give commplan a sign-in token: the tenant"
+                        f' "{self.tenant_id}" does not exist; put the Directory (tenant) ID of'
+                        " the app registration in oauth_tenant_id in the Settings sheet"
+                    ) from None
+                raise
+            except OSError as exc:  # requests' errors are OSErrors
+                raise self._unreachable(exc) from None
+        return self._app
+
+    def token(self) -> str:
+        with self._lock:
+            app = self._application()
+            try:
+                result = app.acquire_token_for_client(scopes=[MICROSOFT_SCOPE])
+            except OSError as exc:
+                raise self._unreachable(exc) from None
+        if result and result.get("access_token"):
+            return str(result["access_token"])
+        raise _failure(explain_msal_error(result or {}, tenant_id=self.tenant_id,
+                                          client_id=self.client_id))
+
+
+# ---------------------------------------------------------------- Google
+
+
+def google_token_file(settings: Settings) -> Path:
+    """Where the Google token file is: oauth2_file (relative to the home folder), or
+    google-oauth2.json in the home folder."""
+    text = os.path.expanduser(settings.oauth2_file.strip() or GOOGLE_FILE_DEFAULT)
+    path = Path(text)
+    return path if path.is_absolute() else settings.home / path
+
+
+def explain_google_error(payload: Mapping[str, Any], *, path: Path) -> str:
+    """One sentence for an error answer of Google's token endpoint."""
+    error = str(payload.get("error") or "")
+    detail = str(payload.get("error_description") or error or "no detail")
+    head = "Google refused to give commplan a sign-in token"
+    if error == "invalid_grant":
+        return (f"{head}: the consent has expired or was revoked ({detail}); run `commplan"
+                " auth google` once on this computer to give it again (an OAuth app left in"
+                " Testing loses consent after 7 days: publish it, or make it Internal)")
+    if error in ("invalid_client", "unauthorized_client", "deleted_client"):
+        return (f"{head}: the OAuth client in {path} is wrong or was deleted ({detail}); run"
+                " `commplan auth google` with the client id and secret of a Desktop app")
+    return f"{head} ({detail}); run `commplan auth google` again if it persists"
+
+
+def _read_google_file(path: Path) -> dict[str, str]:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        info = None
+    except (OSError, ValueError):
+        info = {}
+    if info is None or not isinstance(info, dict) or not all(info.get(k) for k in GOOGLE_KEYS):
+        state = "does not exist" if info is None else "is incomplete"
+        raise _failure(
+            f"the Google token file {path} {state}: run `commplan auth google` once on this"
+            " computer to give consent (never during a scheduled run)")
+    return {k: str(v) for k, v in info.items() if isinstance(v, str)}
+
+
+class GoogleTokenProvider:
+    """Access tokens refreshed from the refresh token in yagmail's oauth2 file.
+
+    The refresh is done here, not by yagmail, because yagmail's request has no timeout
+    (a scheduled run must never hang); the file is the one yagmail writes.
+    """
+
+    def __init__(self, path: Path, *, token_url: str = GOOGLE_TOKEN_URL,
+                 timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self._url = token_url
+        self._timeout = timeout
+        self._token = ""
+        self._expires = 0.0
+
+    def token(self) -> str:
+        if self._token and time.time() < self._expires - _EARLY:
+            return self._token
+        info = _read_google_file(self.path)
+        body = urllib.parse.urlencode({
+            "client_id": info["google_client_id"],
+            "client_secret": info["google_client_secret"],
+            "refresh_token": info["google_refresh_token"],
+            "grant_type": "refresh_token",
+        }).encode()
+        host = urllib.parse.urlsplit(self._url).hostname
+        try:
+            with urllib.request.urlopen(self._url, body, timeout=self._timeout) as resp:
+                payload = json.loads(resp.read().decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            try:
+                payload = json.loads(exc.read().decode("utf-8"))
+            except ValueError:
+                payload = {"error_description": f"HTTP {exc.code}"}
+            raise _failure(explain_google_error(payload, path=self.path)) from None
+        except (OSError, ValueError) as exc:
+            why = " ".join(str(getattr(exc, "reason", exc)).split())[:160]
+            raise _failure(f"could not reach Google's sign-in service {host} ({why}): check"
+                           " the internet connection and any proxy; the mails wait") from None
+        token = payload.get("access_token") if isinstance(payload, dict) else None
+        if not token:
+            raise _failure(explain_google_error(payload if isinstance(payload, dict) else {},
+                                                path=self.path))
+        self._token = str(token)
+        self._expires = time.time() + float(payload.get("expires_in") or 3600)
+        return self._token
+
+
+# ---------------------------------------------------------------- choosing, explaining
+
+
+def provider_for(settings: Settings, environ: Mapping[str, str] | None = None) -> TokenProvider:
+    """The token provider for settings.smtp_auth, or a SendFailure naming what is missing."""
+    s = settings
+    if s.smtp_auth == "oauth2-google":
+        return GoogleTokenProvider(google_token_file(s), timeout=s.smtp_timeout or 30.0)
+    if s.smtp_auth != "oauth2-microsoft":
+        raise ValueError(f"smtp_auth {s.smtp_auth!r} uses no token")
+    missing = [k for k in ("oauth_tenant_id", "oauth_client_id") if not getattr(s, k).strip()]
+    if missing:
+        raise _failure(
+            f"smtp_auth oauth2-microsoft needs {' and '.join(missing)} in the Settings sheet"
+            " (the Directory (tenant) ID and Application (client) ID of the app registration)")
+    secret = client_secret(s.oauth_client_id.strip(), environ)
+    if not secret:
+        raise _failure(
+            f"there is no client secret for the app {s.oauth_client_id.strip()}: set the"
+            f" environment variable {SECRET_ENV}, or store it in the system keyring (service"
+            f' "{KEYRING_SERVICE}", user "{s.oauth_client_id.strip()}")')
+    return MsalTokenProvider(tenant_id=s.oauth_tenant_id, client_id=s.oauth_client_id,
+                             client_secret=secret, timeout=s.smtp_timeout or 30.0)
+
+
+def explain_login_refusal(code: int, reply: str, *, auth: str, where: str, user: str) -> str:
+    """One sentence for a refused SMTP login, with what to do for the provider's reply."""
+    head = f'the mail server {where} refused the login of "{user}" ({reply})'
+    low = reply.lower()
+    if "5.7.139" in reply and "basic authentication" in low:
+        return (f"{head}: Microsoft 365 no longer accepts passwords for this mailbox; set"
+                " smtp_auth to oauth2-microsoft (README: Microsoft 365 and Google Workspace)")
+    if "5.7.139" in reply and "smtpclientauthentication" in low.replace(" ", ""):
+        return (f"{head}: SMTP AUTH is disabled for this mailbox or the whole tenant; the"
+                " Microsoft 365 administrator must enable it (Set-CASMailbox -Identity"
+                f" {user} -SmtpClientAuthenticationDisabled $false)")
+    if "5.7.139" in reply:
+        return (f"{head}: Microsoft 365 blocks this sign-in (security defaults, a conditional"
+                " access policy or a locked account); ask the Microsoft 365 administrator")
+    if auth == "oauth2-microsoft":
+        return (f"{head}: the token was valid but the app may not send as this mailbox; in"
+                " Exchange Online register the app's service principal (New-ServicePrincipal)"
+                " and give it access to the mailbox (Add-MailboxPermission), grant admin"
+                " consent to SMTP.SendAsApp, and check that smtp_user is the mailbox address")
+    if auth == "oauth2-google":
+        return (f"{head}: Gmail did not accept the token for this address; smtp_user must be"
+                " the account that gave consent, with the scope https://mail.google.com/ (run"
+                " `commplan auth google` again)")
+    if "5.7.9" in reply or "application-specific password" in low:
+        return (f"{head}: Gmail needs an app password (with 2-step verification) instead of"
+                " the account password, or set smtp_auth to oauth2-google")
+    if "5.7.3" in reply:
+        return (f"{head}: check the password (COMMPLAN_SMTP_PASSWORD or the keyring) and"
+                " smtp_user; Microsoft 365 mailboxes may need smtp_auth oauth2-microsoft")
+    return (f"{head}: check the password (COMMPLAN_SMTP_PASSWORD or the keyring) and"
+            " smtp_user")
+
+
+# ---------------------------------------------------------------- one-time Google consent
+
+
+def _write_private(path: Path, data: dict[str, str]) -> None:
+    """Write the token file atomically, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2)
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def google_consent(
+    path: Path,
+    *,
+    email: str,
+    ask: Callable[[str], str] = input,
+    ask_secret: Callable[[str], str] | None = None,
+    say: Callable[[str], None] = print,
+) -> Path:
+    """Ask once for Google consent (yagmail's flow) and write yagmail's token file at `path`.
+
+    The client id and secret come from the existing file when it has them (a consent given
+    again after it was revoked), else from the person at the keyboard.
+    """
+    from yagmail.oauth2 import get_authorization
+
+    if ask_secret is None:
+        import getpass
+
+        ask_secret = getpass.getpass
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = {}
+    old = old.get("installed", old) if isinstance(old, dict) else {}  # Google's download
+    client_id = str(old.get("google_client_id") or old.get("client_id") or "").strip()
+    secret = str(old.get("google_client_secret") or old.get("client_secret") or "").strip()
+    if not client_id or not secret:
+        say("Create an OAuth client of type Desktop app in the Google Cloud console (APIs &"
+            " Services > Credentials) and enter its id and secret.")
+        client_id = client_id or ask("Client id: ").strip()
+        secret = secret or ask_secret("Client secret: ").strip()
+    if not client_id or not secret:
+        raise CommplanError("Consent not given: a client id and a client secret are needed.")
+    say(f"Open the address below, sign in as {email} and allow access; the browser then"
+        " goes to a page on localhost that does not load: copy that page's address.")
+    try:
+        # yagmail prints the consent address, then asks for the address it led to.
+        refresh, _access, _expires = get_authorization(client_id, secret)
+    except (KeyError, IndexError, ValueError):
+        raise CommplanError("Consent not given: the address pasted has no code in it; run"
+                            " `commplan auth google` again.") from None
+    except urllib.error.HTTPError as exc:
+        try:
+            payload = json.loads(exc.read().decode("utf-8"))
+        except ValueError:
+            payload = {"error_description": f"HTTP {exc.code}"}
+        raise CommplanError(explain_google_error(payload, path=path) + ".") from None
+    except OSError as exc:
+        raise CommplanError(f"Could not reach Google's sign-in service ({exc}).") from None
+    _write_private(path, {"email_address": email, "google_client_id": client_id,
+                          "google_client_secret": secret, "google_refresh_token": refresh})
+    return path

@@ -20,7 +20,7 @@ import contextlib
 import datetime as dt
 import gc
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -230,14 +230,26 @@ class Ledger:
 
     # ------------------------------------------------------------------ reading
 
-    def state(self) -> dict[tuple[str, str, int], LedgerEntry]:
-        """Every message the ledger knows, by (order_id, plan_key, step)."""
-        rows = self.db.execute(
-            "SELECT order_id, plan_key, step, state, due_date, emails, detail, updated, "
-            "attempts, first_waiting FROM messages"
+    def state(self) -> LedgerState:
+        """Every message the ledger knows, by (order_id, plan_key, step).
+
+        Messages that are done (sent, skipped, uncertain, sending) are the bulk of a
+        long-lived ledger and the schedule only needs their state: they are read as bare
+        (key, state) rows and turned into LedgerEntry objects only when looked at.
+        """
+        done = self.db.execute(
+            "SELECT order_id, plan_key, step, state FROM messages "
+            "WHERE state IN ('sent', 'skipped', 'uncertain', 'sending')"
         )
         with _gc_paused():
-            return {(row[0], row[1], row[2]): _entry(row) for row in rows}
+            states = {(o, p, n): st for o, p, n, st in done}
+        rows = self.db.execute(
+            "SELECT order_id, plan_key, step, state, due_date, emails, detail, updated, "
+            "attempts, first_waiting FROM messages "
+            "WHERE state NOT IN ('sent', 'skipped', 'uncertain', 'sending')"
+        )
+        open_entries = {(row[0], row[1], row[2]): _entry(row) for row in rows}
+        return LedgerState(states, open_entries, self)
 
     def entry(self, order_id: str, plan_key: str, step: int) -> LedgerEntry | None:
         """What the ledger knows of one message, or None if nothing yet."""
@@ -573,6 +585,72 @@ def _upsert(
         "excluded.detail, updated = excluded.updated",
         (order_id, plan_key, step, state, _iso_date(due_date), emails, detail, at),
     )
+
+
+class LedgerState(Mapping):
+    """A read-only view of the ledger's messages, by (order_id, plan_key, step).
+
+    Done messages are kept as their state only; their full entry is read on demand.
+    """
+
+    def __init__(self, done: dict[tuple[str, str, int], str],
+                 open_entries: dict[tuple[str, str, int], LedgerEntry], ledger: Ledger) -> None:
+        self._done = done
+        self._open = open_entries
+        self._ledger = ledger
+        self._cache: dict[tuple[str, str, int], LedgerEntry] = {}
+
+    def __getitem__(self, key: tuple[str, str, int]) -> LedgerEntry:
+        entry = self._open.get(key)
+        if entry is not None:
+            return entry
+        state = self._done[key]  # KeyError when unknown
+        entry = self._cache.get(key)
+        if entry is None:
+            if self._ledger._db is not None:
+                entry = self._ledger.entry(*key)
+            if entry is None or entry.state != state:
+                entry = LedgerEntry(order_id=key[0], plan=key[1], step=key[2], state=state)
+            self._cache[key] = entry
+        return entry
+
+    def get(self, key, default=None):
+        entry = self._open.get(key)
+        if entry is not None:
+            return entry
+        state = self._done.get(key)
+        if state is None:
+            return default
+        # The schedule only reads `.state` of a done message: a bare entry is enough, and
+        # cheap enough to build for hundreds of thousands of keys.
+        return _DoneEntry(key, state)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._open or key in self._done
+
+    def __iter__(self):
+        yield from self._open
+        yield from self._done
+
+    def __len__(self) -> int:
+        return len(self._open) + len(self._done)
+
+
+class _DoneEntry:
+    """The state of a done message, as `LedgerState.get` returns it (read-only)."""
+
+    __slots__ = ("order_id", "plan", "step", "state")
+
+    def __init__(self, key: tuple[str, str, int], state: str) -> None:
+        self.order_id, self.plan, self.step = key
+        self.state = state
+
+    emails = ""
+    detail = ""
+    due_date = None
+    updated = None
+    attempts = 0
+    first_waiting = None
 
 
 def _add_event(

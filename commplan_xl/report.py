@@ -278,7 +278,7 @@ def figures_sheet(figures: DashboardFigures) -> ToolSheet:
     side += [(f.order_id, f.customer_id, f.plan, f.step, f.due_date, f.attempts, f.reason)
              for f in figures.failures] or [(NONE_ROW,)]
     side += [(), (UNREACHABLE_TITLE,), UNREACHABLE_HEADER]
-    side += [(u.order_id, u.customer_id, u.email, u.problem)
+    side += [(u.order_id, u.customer_id, u.email or None, u.problem)
              for u in figures.unreachable] or [(NONE_ROW,)]
     blank = (None,) * len(DAY_HEADER)
     rows = [
@@ -400,7 +400,7 @@ def forecast_sheet(rows: Sequence[ForecastRow]) -> ToolSheet:
     return ToolSheet(
         name=FORECAST,
         header=FORECAST_HEADER,
-        rows=list(rows),
+        rows=[(*r[:-1], r.note or None) for r in rows],
         widths={"date": 12, "customer": 24, "email": 28, "subject": 60, "due_date": 12,
                 "note": 18},
     )

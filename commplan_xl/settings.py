@@ -130,6 +130,10 @@ def parse_settings(
         bad("smtp_auth", f'"{auth}" is not one of password, oauth2-google, oauth2-microsoft')
         auth = "password"
     kw["smtp_auth"] = auth
+    if auth == "oauth2-microsoft":
+        for key in ("oauth_tenant_id", "oauth_client_id"):
+            if not values.get(key, "").strip():
+                bad("smtp_auth", f"oauth2-microsoft needs {key} (from the app registration)")
     preset = PROVIDER_PRESETS.get(auth)
     if preset and not values.get("smtp_host", "").strip():
         kw["smtp_host"] = preset[0]

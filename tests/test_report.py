@@ -1,0 +1,459 @@
+"""What managers see: the Dashboard and Forecast sheets and the summary mail (report.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import zipfile
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from commplan_xl.batch import RunReport, load_site
+from commplan_xl.cli import main
+from commplan_xl.ledger import Ledger
+from commplan_xl.mailer import Mailer
+from commplan_xl.report import (
+    DASHBOARD,
+    FORECAST,
+    FORECAST_HEADER,
+    dashboard_sheet,
+    forecast_rows,
+    forecast_sheet,
+    report_sheets,
+    send_summary,
+    summary_message,
+    summary_subject,
+)
+from commplan_xl.settings import Settings
+from commplan_xl.xlsxgraft import write_tool_sheets
+from tests.builders import DEFAULT_PLANS, DEFAULT_SETTINGS, make_workbook
+
+D = dt.date
+BAIE, BAIE_KEY = "Baie vitrée", "baie vitrée"
+PORTE, PORTE_KEY = "Porte d'entrée", "porte d'entrée"
+ALICE, BRUNO, DENISE = "alice@example.com", "bruno@example.com", "denise@example.com"
+BOSS = "boss@example.com"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    """No SMTP or home variable of the machine leaks into a test."""
+    for var in ("COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT", "COMMPLAN_SMTP_USER",
+                "COMMPLAN_SMTP_SECURITY", "COMMPLAN_SENDER_EMAIL", "COMMPLAN_HOME",
+                "COMMPLAN_SMTP_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def settings_for(server, **extra) -> list[dict]:
+    rows = [dict(r) for r in DEFAULT_SETTINGS if r["key"] not in ("smtp_port", *extra)]
+    rows.append({"key": "smtp_port", "value": server.port})
+    rows.extend({"key": k, "value": v} for k, v in extra.items())
+    return rows
+
+
+def sheet_rows(path: Path, name: str) -> list[tuple]:
+    """Every row of a sheet as openpyxl reads it back from the file."""
+    ws = openpyxl.load_workbook(path)[name]
+    return [tuple(r) for r in ws.iter_rows(values_only=True)]
+
+
+def cell_row(rows: list[tuple], index: int, first: int, last: int) -> tuple:
+    """Columns first..last (0-based, inclusive) of one read-back row, padded with None."""
+    row = rows[index] if index < len(rows) else ()
+    return tuple(row[i] if i < len(row) else None for i in range(first, last + 1))
+
+
+# ---------------------------------------------------------------- a ledger over several days
+
+PORTE_PLAN = {"plan": PORTE, "step": 1, "delay": 2, "unit": "days",
+              "subject": "Porte {{ order.order_id }}", "body": "Bonjour"}
+DASH_CUSTOMERS = [
+    {"customer_id": "C001", "name": "Alice Martin", "email": ALICE},
+    {"customer_id": "C002", "name": "Bruno Petit", "email": BRUNO},
+    {"customer_id": "C003", "name": "Chloé Durand", "email": "chloe@"},  # Customers row 4
+    {"customer_id": "C004", "name": "Denise Roy", "email": DENISE},
+]
+DASH_ORDERS = [
+    {"order_id": "O1001", "customer_id": "C001", "plan": BAIE, "start_date": D(2026, 3, 2)},
+    {"order_id": "O1002", "customer_id": "C002", "plan": BAIE, "start_date": D(2026, 3, 9)},
+    {"order_id": "O1003", "customer_id": "C003", "plan": BAIE, "start_date": D(2026, 3, 9)},
+    {"order_id": "O1004", "customer_id": "C004", "plan": BAIE, "start_date": D(2026, 3, 9)},
+    {"order_id": "O1005", "customer_id": "C001", "plan": BAIE, "start_date": D(2026, 2, 1)},
+    {"order_id": "O1006", "customer_id": "C002", "plan": PORTE, "start_date": D(2026, 3, 18)},
+]
+TODAY = D(2026, 3, 20)  # the window is 2026-02-19 .. 2026-03-20
+
+
+def _at(day: D) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(8, 30))
+
+
+def _common(order: str, customer: str, step: int, day: D, emails: str,
+            plan: str = BAIE, key: str = BAIE_KEY) -> dict:
+    return dict(order_id=order, customer_id=customer, plan=plan, plan_key=key, step=step,
+                due_date=day, emails=emails)
+
+
+def _send(ledger: Ledger, day: D, order: str, customer: str, step: int, emails: str, *,
+          status: str = "sent", detail: str = "", **plan) -> None:
+    token = ledger.begin(**_common(order, customer, step, day, emails, **plan),
+                         subject=f"{order} step {step}", now=_at(day), day=day)
+    ledger.finish(token, status=status, detail=detail, now=_at(day), day=day)  # type: ignore
+
+
+def build_ledger(ledger: Ledger) -> None:
+    """Seven simulated days of runs: sends, a permanent and a temporary failure, a retry that
+    worked, a failure before sending, a skip, a crash mid-send, and one day out of window."""
+    _send(ledger, D(2026, 2, 10), "O1005", "C001", 1, ALICE)  # before the window
+    _send(ledger, D(2026, 3, 7), "O1001", "C001", 1, ALICE)
+    _send(ledger, D(2026, 3, 14), "O1002", "C002", 1, BRUNO)
+    _send(ledger, D(2026, 3, 14), "O1004", "C004", 1, DENISE, status="failed_permanent",
+          detail="550 no such user")
+    _send(ledger, D(2026, 3, 17), "O1001", "C001", 2, ALICE, status="failed",
+          detail="the mail server is down")
+    _send(ledger, D(2026, 3, 18), "O1001", "C001", 2, ALICE)  # the retry went out
+    ledger.record_skip(**_common("O1005", "C001", 2, D(2026, 3, 18), ALICE), reason="missed",
+                       now=_at(D(2026, 3, 18)), day=D(2026, 3, 18))
+    day = D(2026, 3, 19)
+    ledger.record_failure_before_send(**_common("O1002", "C002", 2, day, BRUNO),
+                                      detail="the attachment is missing", now=_at(day), day=day)
+    ledger.begin(**_common("O1005", "C001", 3, day, ALICE), subject="s3", now=_at(day), day=day)
+    ledger.recover(_at(day), day=day)  # the run died mid-send: uncertain
+    _send(ledger, TODAY, "O1006", "C002", 1, BRUNO, plan=PORTE, key=PORTE_KEY)
+
+
+@pytest.fixture
+def dash_home(tmp_path):
+    """A home whose workbook has a customer with a bad address and a ledger of several days."""
+    make_workbook(tmp_path, plans=[*DEFAULT_PLANS, PORTE_PLAN], customers=DASH_CUSTOMERS,
+                  orders=DASH_ORDERS)
+    site = load_site(tmp_path)
+    with Ledger(site.ledger_path) as ledger:
+        build_ledger(ledger)
+    return tmp_path
+
+
+def test_dashboard_cells_after_several_days(dash_home):
+    """The Dashboard counts each status per run day over the 30 days ending today, totals
+    per plan, lists the failures waiting for a retry and the orders without a valid address."""
+    site = load_site(dash_home)
+    with Ledger(site.ledger_path) as ledger:
+        sheet = dashboard_sheet(ledger.events(), today=TODAY, model=site.model,
+                                ledger_state=ledger.state(), problems=site.problems)
+    write_tool_sheets(site.workbook, [sheet])
+    rows = sheet_rows(site.workbook, DASHBOARD)
+
+    assert rows[0][:6] == ("date", "sent", "skipped", "failed", "uncertain", "total")
+    assert rows[0][7:13] == ("plan (last 30 days)", "sent", "skipped", "failed",
+                             "uncertain", "total")
+    expected = {
+        D(2026, 3, 7): (1, 0, 0, 0, 1),
+        D(2026, 3, 14): (1, 0, 1, 0, 2),
+        D(2026, 3, 17): (0, 0, 1, 0, 1),
+        D(2026, 3, 18): (1, 1, 0, 0, 2),
+        D(2026, 3, 19): (0, 0, 1, 1, 2),
+        D(2026, 3, 20): (1, 0, 0, 0, 1),
+    }
+    days = [D(2026, 2, 19) + dt.timedelta(days=n) for n in range(30)]
+    assert [cell_row(rows, i + 1, 0, 5) for i in range(30)] == [
+        (day.isoformat(), *expected.get(day, (0, 0, 0, 0, 0))) for day in days]
+    assert all(cell_row(rows, i, 0, 5) == (None,) * 6 for i in range(31, len(rows)))
+
+    customer_problem = next(str(p) for p in site.problems
+                            if p.sheet == "Customers" and p.row == 4 and p.column == "email")
+    side = [cell_row(rows, i, 7, 13) for i in range(1, 13)]
+    assert side == [
+        (BAIE, 3, 1, 3, 1, 8, None),
+        (PORTE, 1, 0, 0, 0, 1, None),
+        ("All plans", 4, 1, 3, 1, 9, None),
+        (None,) * 7,
+        ("Failures waiting for a retry", *(None,) * 6),
+        ("order_id", "customer_id", "plan", "step", "due_date", "attempts", "reason"),
+        ("O1002", "C002", BAIE, 2, "2026-03-19", 0, "the attachment is missing; will be retried"),
+        (None,) * 7,
+        ("Orders whose customer has no valid address", *(None,) * 6),
+        ("order_id", "customer_id", "email", "problem", None, None, None),
+        ("(Orders row 4)", "C003", None, customer_problem, None, None, None),
+        ("O1004", "C004", DENISE,
+         "the mail server refused the address (step 1): not retried: 550 no such user",
+         None, None, None),
+    ]
+    assert "chloe@" in customer_problem and customer_problem.startswith("Customers!C4")
+    assert len(rows) == 31  # nothing below the day table
+
+
+def test_dashboard_chart_is_a_native_chart_of_the_day_table(dash_home):
+    """The Dashboard carries a native bar chart of sent, failed and uncertain per day over
+    exactly the 30 rows of the day table."""
+    site = load_site(dash_home)
+    with Ledger(site.ledger_path) as ledger:
+        sheets, _figures = report_sheets(site, ledger, today=TODAY)
+    write_tool_sheets(site.workbook, sheets)
+    with zipfile.ZipFile(site.workbook) as z:
+        charts = [n for n in z.namelist() if n.startswith("xl/charts/chart")]
+        assert len(charts) == 1
+        xml = z.read(charts[0]).decode()
+    assert "<c:barChart>" in xml
+    for column in ("A", "B", "D", "E"):
+        assert f"'Dashboard'!${column}$2:${column}$31" in xml
+    assert "Mails per day" in xml
+    wb = openpyxl.load_workbook(site.workbook)
+    assert len(wb[DASHBOARD]._charts) == 1
+    assert len(wb[FORECAST]._charts) == 0
+
+
+def test_unreachable_orders_are_named_by_id_when_the_workbook_is_read(dash_home):
+    """report_sheets names an order validate left out for its customer's address by its id."""
+    site = load_site(dash_home)
+    with Ledger(site.ledger_path) as ledger:
+        _sheets, figures = report_sheets(site, ledger, today=TODAY)
+    assert [(u.order_id, u.customer_id) for u in figures.unreachable] == [
+        ("O1003", "C003"), ("O1004", "C004")]
+
+
+def test_dashboard_opens_in_libreoffice_with_its_chart(dash_home, tmp_path_factory):
+    """LibreOffice opens the workbook with the Dashboard and keeps its chart (when installed)."""
+    soffice = shutil.which("soffice")
+    if not soffice or os.environ.get("CI"):
+        pytest.skip("LibreOffice is not installed (or CI: too slow)")
+    site = load_site(dash_home)
+    with Ledger(site.ledger_path) as ledger:
+        sheets, _figures = report_sheets(site, ledger, today=TODAY)
+    write_tool_sheets(site.workbook, sheets)
+    out = tmp_path_factory.mktemp("lo")
+    subprocess.run([soffice, "--headless", f"-env:UserInstallation=file://{out}/profile",
+                    "--convert-to", "ods", "--outdir", str(out), str(site.workbook)],
+                   check=True, capture_output=True, timeout=120)
+    with zipfile.ZipFile(out / "commplan.ods") as z:
+        content = z.read("content.xml").decode()
+        objects = [n for n in z.namelist() if n.startswith("Object") and n.endswith("content.xml")]
+        chart = "".join(z.read(n).decode() for n in objects)
+    assert 'table:name="Dashboard"' in content
+    assert "chart:chart" in chart and "Mails per day" in chart
+
+
+# ---------------------------------------------------------------- Forecast
+
+
+FORECAST_PLANS = [
+    *DEFAULT_PLANS[:2],
+    {**DEFAULT_PLANS[2], "subject": "Fabrication de {{ order.prodcut }}"},  # a typo
+    {"plan": PORTE, "step": 1, "delay": 2, "unit": "business days", "subject": "Porte",
+     "body": "Bonjour", "attachments": "cgv.pdf"},  # Plans row 5; the file is missing
+]
+FORECAST_ORDERS = [
+    {"order_id": "O1001", "customer_id": "C001", "plan": BAIE, "start_date": D(2026, 3, 2)},
+    {"order_id": "O1002", "customer_id": "C002", "plan": BAIE, "start_date": D(2026, 3, 9),
+     "hold_steps": "2"},
+    {"order_id": "O1003", "customer_id": "C002", "plan": PORTE, "start_date": D(2026, 3, 12)},
+    {"order_id": "O1004", "customer_id": "C001", "plan": BAIE, "start_date": D(2026, 3, 2),
+     "status": "paused"},
+    {"order_id": "O1005", "customer_id": "C001", "plan": BAIE, "start_date": D(2026, 2, 27)},
+]
+
+
+def test_forecast_cells(tmp_path):
+    """The Forecast lists, from tomorrow on, each mail the coming runs send with its rendered
+    subject; a retry is noted, held steps, paused orders and sent mails are absent, and a
+    mail that cannot be built shows why behind ⚠."""
+    make_workbook(tmp_path, plans=FORECAST_PLANS, orders=FORECAST_ORDERS)
+    site = load_site(tmp_path)
+    today = D(2026, 3, 7)
+    with Ledger(site.ledger_path) as ledger:
+        _send(ledger, today, "O1001", "C001", 1, ALICE)
+        _send(ledger, D(2026, 3, 6), "O1005", "C001", 1, ALICE, status="failed",
+              detail="the mail server is down")
+        rows = forecast_rows(site, ledger.state(), today=today)
+    write_tool_sheets(site.workbook, [forecast_sheet(rows)])
+    got = sheet_rows(site.workbook, FORECAST)
+    assert got[0] == FORECAST_HEADER
+    alice = ("C001", "Alice Martin", ALICE, BAIE)
+    bruno = ("C002", "Bruno Petit", BRUNO)
+    warn = "⚠ "
+    expected = [
+        ("2026-03-08", "O1005", *alice, 1, "Votre commande O1005 est en cours de traitement",
+         "2026-03-04", "retry"),
+        ("2026-03-14", "O1002", *bruno, BAIE, 1,
+         "Votre commande O1002 est en cours de traitement", "2026-03-14", None),
+        ("2026-03-14", "O1005", *alice, 2, "Votre commande O1005 entre en fabrication",
+         "2026-03-14", None),
+        ("2026-03-16", "O1003", *bruno, PORTE, 1, warn, "2026-03-16", None),
+        ("2026-03-17", "O1001", *alice, 2, "Votre commande O1001 entre en fabrication",
+         "2026-03-17", None),
+        ("2026-03-27", "O1005", *alice, 3, warn, "2026-03-27", None),
+        ("2026-04-02", "O1001", *alice, 3, warn, "2026-04-02", None),
+    ]
+    assert len(got) == len(expected) + 1
+    for row, want in zip(got[1:], expected, strict=True):
+        subject = row[7]
+        if want[7] == warn:
+            assert subject.startswith(warn)
+            row = (*row[:7], warn, *row[8:])
+        assert row == want
+    assert 'the attachment "cgv.pdf" (Plans row 5)' in got[4][7]
+    assert "order.prodcut" in got[6][7] and "order.prodcut" in got[7][7]
+
+
+def test_forecast_can_start_today_before_the_run(tmp_path):
+    """Built before today's run (start=today), the Forecast lists today's due mails too."""
+    make_workbook(tmp_path)
+    site = load_site(tmp_path)
+    rows = forecast_rows(site, {}, today=D(2026, 3, 7), start=D(2026, 3, 7), days=1)
+    assert [(r.date, r.order_id, r.step) for r in rows] == [(D(2026, 3, 7), "O1001", 1)]
+    # by default the runs start tomorrow: today's run, not in the ledger, never happened
+    rows = forecast_rows(site, {}, today=D(2026, 3, 7), days=1)
+    assert [(r.date, r.order_id, r.step, r.due_date) for r in rows] == [
+        (D(2026, 3, 8), "O1001", 1, D(2026, 3, 7))]
+
+
+RUN_ORDERS = [
+    {"order_id": "O1001", "customer_id": "C001", "plan": BAIE, "start_date": D(2026, 3, 2)},
+    {"order_id": "O1002", "customer_id": "C002", "plan": BAIE, "start_date": D(2026, 3, 9)},
+    {"order_id": "O1003", "customer_id": "C001", "plan": BAIE, "start_date": D(2026, 3, 9)},
+    {"order_id": "O1004", "customer_id": "C002", "plan": BAIE, "start_date": D(2026, 3, 9)},
+    {"order_id": "O1005", "customer_id": "C001", "plan": BAIE, "start_date": D(2026, 3, 10),
+     "hold_steps": "2"},
+    {"order_id": "O1006", "customer_id": "C002", "plan": PORTE, "start_date": D(2026, 3, 12)},
+    {"order_id": "O1007", "customer_id": "C001", "plan": BAIE, "start_date": D(2026, 3, 12),
+     "status": "paused"},
+]
+
+
+def test_forecast_of_day_d_is_what_the_next_runs_send(tmp_path, smtp_server):
+    """After the run of day D, the Forecast lists exactly what the runs of D+1..D+n then send,
+    day by day, with the same subjects and addresses (daily_limit, holds and business days
+    included), when nothing changes in between."""
+    plans = [*DEFAULT_PLANS, {**FORECAST_PLANS[3], "subject": "Porte {{ order.order_id }}"}]
+    make_workbook(tmp_path, settings=settings_for(smtp_server, daily_limit=2), plans=plans,
+                  orders=RUN_ORDERS)
+    (tmp_path / "attachments" / "cgv.pdf").write_bytes(b"%PDF-1.4 cgv")
+    day_d, runs = D(2026, 3, 7), 12
+    assert main(["run", "--today", day_d.isoformat(), "--home", str(tmp_path)]) == 0
+    site = load_site(tmp_path)
+    with Ledger(site.ledger_path) as ledger:
+        planned = forecast_rows(site, ledger.state(), today=day_d, days=runs)
+        last = ledger.last_event_id()
+    received_before = len(smtp_server.received)
+
+    sent: list[tuple] = []
+    for n in range(1, runs + 1):
+        day = day_d + dt.timedelta(days=n)
+        assert main(["run", "--today", day.isoformat(), "--home", str(tmp_path)]) == 0
+        with Ledger(site.ledger_path) as ledger:
+            sent += [(day, o.order_id, o.step, o.subject, o.email)
+                     for o in ledger.events(last) if o.status == "sent"]
+            last = ledger.last_event_id()
+
+    customer_mails = [r for r in smtp_server.received[received_before:]
+                      if BOSS not in r.rcpt_tos]
+    assert len(customer_mails) == len(sent)
+    assert sent == [(r.date, r.order_id, r.step, r.subject, r.email) for r in planned]
+    # the plan really exercised the limit (O1004 waited a day) and the business days
+    assert (D(2026, 3, 15), "O1004", 1) in [(r.date, r.order_id, r.step) for r in planned]
+    assert (D(2026, 3, 16), "O1006", 1) in [(r.date, r.order_id, r.step) for r in planned]
+
+
+# ---------------------------------------------------------------- summary mail
+
+
+def _report(**kw) -> RunReport:
+    return RunReport(today=D(2026, 11, 27), **kw)
+
+
+def test_summary_subject_counts_in_french():
+    """The subject gives the day and the counts, French singular for 0 and 1."""
+    assert summary_subject(_report(sent=12, failed=1)) == \
+        "commplan — 27/11/2026 : 12 envoyés, 1 échec"
+    assert summary_subject(_report(sent=1, failed=0)) == \
+        "commplan — 27/11/2026 : 1 envoyé, 0 échec"
+    assert summary_subject(_report(sent=0, failed=2, uncertain=3)) == \
+        "commplan — 27/11/2026 : 0 envoyé, 2 échecs, 3 incertains"
+
+
+def test_summary_body_lists_each_failure_with_what_to_do(dash_home):
+    """Each failure and uncertain mail of the run comes with what to do, and the Dashboard
+    figures follow."""
+    site = load_site(dash_home)
+    with Ledger(site.ledger_path) as ledger:
+        _sheets, figures = report_sheets(site, ledger, today=TODAY)
+    settings = Settings(home=dash_home, sender_email="service@example.com",
+                        report_to=(BOSS, "chef@example.com"))
+    report = _report(sent=3, failed=3, uncertain=1, failures=[
+        "Order O1 step 2: 450 mailbox busy; will be retried by the next run",
+        "Order O2 step 1: 550 no such user; not retried: correct the address",
+        "Order O3 step 3: the subject uses \"x\"; will be retried once fixed",
+        "Order O4 step 2 is uncertain: the connection dropped",
+    ])
+    msg = summary_message(settings, report, dashboard_figures=figures)
+    assert msg["To"] == f"{BOSS}, chef@example.com"
+    assert msg["Subject"] == "commplan — 27/11/2026 : 3 envoyés, 3 échecs, 1 incertain"
+    text = msg.get_body(preferencelist=("plain",)).get_content()
+    lines = text.splitlines()
+    assert "Envoyés : 3" in lines and "Échecs : 3" in lines and "Incertains : 1" in lines
+    advice = [ln for ln in lines if ln.startswith("  Que faire : ")]
+    assert len(advice) == 4
+    assert "réessaient pendant 7 jours" in advice[0]
+    assert "Customers" in advice[1]
+    assert "commplan check" in advice[2]
+    assert "`commplan resend O4 2`" in advice[3]
+    assert "Envoyés : 4, ignorés : 1, échecs : 3, incertains : 1" in lines
+    assert "Échecs en attente d'un nouvel essai : 1" in lines
+    assert "Commandes dont le client n'a pas d'adresse valide : 2" in lines
+    assert any(ln.startswith("- Commande O1003 (client C003)") for ln in lines)
+    assert msg.get_body(preferencelist=("html",)) is not None
+
+
+def test_send_summary_goes_to_report_to_only(tmp_path, smtp_server):
+    """The summary goes to every report_to address over the run's connection; without
+    report_to nothing is sent."""
+    base = dict(home=tmp_path, sender_email="service@example.com", smtp_host="127.0.0.1",
+                smtp_port=smtp_server.port, smtp_timeout=5.0)
+    with Mailer(Settings(**base)) as mailer:
+        assert send_summary(mailer, Settings(**base), _report(sent=1), None) is False
+    assert smtp_server.received == []
+    settings = Settings(**base, report_to=(BOSS,))
+    with Mailer(settings) as mailer:
+        assert send_summary(mailer, settings, _report(sent=1), None) is True
+    assert [r.rcpt_tos for r in smtp_server.received] == [[BOSS]]
+    assert smtp_server.received[0].message["Subject"] == \
+        "commplan — 27/11/2026 : 1 envoyé, 0 échec"
+
+
+# ---------------------------------------------------------------- wired into `commplan run`
+# These need batch.run to call report (see the report to the lead); they pin the wiring.
+
+
+def test_run_writes_dashboard_and_forecast_sheets(tmp_path, smtp_server):
+    """Each run rebuilds the Dashboard (counted by the run's day) and the Forecast."""
+    make_workbook(tmp_path, settings=settings_for(smtp_server))
+    day = "2026-03-07"
+    assert main(["run", "--today", day, "--home", str(tmp_path)]) == 0
+    path = tmp_path / "workbooks" / "commplan.xlsx"
+    dash = sheet_rows(path, DASHBOARD)
+    assert cell_row(dash, 30, 0, 5) == (day, 1, 0, 0, 0, 1)  # the last row is the run's day
+    forecast = sheet_rows(path, FORECAST)
+    assert [(r[0], r[1], r[6]) for r in forecast[1:]] == [
+        ("2026-03-14", "O1002", 1), ("2026-03-17", "O1001", 2), ("2026-03-24", "O1002", 2),
+        ("2026-04-02", "O1001", 3)]
+
+
+def test_run_mails_the_summary_to_report_to(tmp_path, smtp_server):
+    """With report_to, a run ends with one summary mail to it; the customers' mails are
+    unchanged."""
+    make_workbook(tmp_path, settings=settings_for(smtp_server, report_to=BOSS))
+    assert main(["run", "--today", "2026-03-07", "--home", str(tmp_path)]) == 0
+    to = [r.rcpt_tos for r in smtp_server.received]
+    assert sorted(to) == [[ALICE], [BOSS]]
+    summary = next(r.message for r in smtp_server.received if r.rcpt_tos == [BOSS])
+    assert summary["Subject"] == "commplan — 07/03/2026 : 1 envoyé, 0 échec"
+
+
+def test_run_without_report_to_sends_no_summary(tmp_path, smtp_server):
+    """Without report_to, a run sends the customers' mails and nothing else."""
+    make_workbook(tmp_path, settings=settings_for(smtp_server))
+    assert main(["run", "--today", "2026-03-07", "--home", str(tmp_path)]) == 0
+    assert [r.rcpt_tos for r in smtp_server.received] == [[ALICE]]

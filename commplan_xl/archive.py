@@ -98,7 +98,7 @@ def write_message(folder: Path, *, stem: str, data: bytes) -> Path:
     """
     folder = Path(folder)
     base = safe_name(stem, max_len=100)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".eml")
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:

@@ -9,6 +9,7 @@ import datetime as dt
 import logging
 import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -147,18 +148,34 @@ def decide(site: Site, ledger_state: Mapping, *, today: dt.date, sent_today: int
     )
 
 
-def due(site: Site, *, today: dt.date | None = None) -> list[Decision]:
-    """What a run on `today` would send and skip; changes nothing (the ledger is only read)."""
+def read_ledger(home: Path) -> tuple[Mapping, Callable[[dt.date], int]]:
+    """The ledger's state and a sent-on-day counter, read only; empty when there is none."""
     from commplan_xl.ledger import Ledger
 
+    path = home / LEDGER_NAME
+    if not path.exists():
+        return {}, lambda day: 0
+    with Ledger(path) as ledger:
+        state = ledger.state()
+        counts = ledger.sent_per_day()
+    return state, lambda day: counts.get(day.isoformat(), 0)
+
+
+def prefetch_ledger(home: Path) -> Future:
+    """Start reading the ledger in a thread (SQLite works without the GIL) while the
+    workbook is read; `.result()` gives what `read_ledger` gives."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(read_ledger, home)
+    pool.shutdown(wait=False)
+    return future
+
+
+def due(site: Site, *, today: dt.date | None = None,
+        ledger: tuple[Mapping, Callable[[dt.date], int]] | None = None) -> list[Decision]:
+    """What a run on `today` would send and skip; changes nothing (the ledger is only read)."""
     day = today or today_in(site.settings)
-    if site.ledger_path.exists():
-        with Ledger(site.ledger_path) as ledger:
-            state = ledger.state()
-            sent_today = ledger.sent_on(day)
-    else:
-        state, sent_today = {}, 0
-    return decide(site, state, today=day, sent_today=sent_today)
+    state, sent_on = ledger if ledger is not None else read_ledger(site.home)
+    return decide(site, state, today=day, sent_today=sent_on(day))
 
 
 # ---------------------------------------------------------------- rendering one message
@@ -282,8 +299,8 @@ def run(
                     "while sending it. Check with the customer, then use "
                     f"`commplan resend {entry.order_id} {entry.step}` if it did not arrive."
                 )
-            _send_all(site, ledger, day, report, limit, progress, mailer_factory)
-            write_sentlog(site, ledger, report)
+            extra = _send_all(site, ledger, day, report, limit, progress, mailer_factory)
+            write_sentlog(site, ledger, report, extra_sheets=extra)
     return report
 
 
@@ -309,7 +326,7 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
     return report
 
 
-def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> None:
+def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> list:
     from commplan_xl.mailer import Mailer
 
     s = site.settings
@@ -395,8 +412,18 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> Non
             done += 1
             if progress:
                 progress(done, total)
+        from commplan_xl import report as reporting
+
+        try:
+            extra, figures = reporting.report_sheets(site, ledger, today=day)
+        except Exception as exc:  # the managers' view must never cost the SentLog
+            log.exception("Dashboard/Forecast not built")
+            report.notes.append(f"The Dashboard and Forecast sheets could not be built: {exc}")
+            extra, figures = [], None
+        reporting.send_summary(mailer, s, report, figures)
     log.info("run %s: %d sent, %d skipped, %d failed, %d waiting", day, report.sent,
              report.skipped, report.failed, report.waiting)
+    return extra
 
 
 def _archive(site: Site, customer: Customer, d: Decision, prepared: Prepared, day: dt.date
@@ -423,8 +450,10 @@ def sentlog_rows(ledger) -> list[tuple]:
     return rows
 
 
-def write_sentlog(site: Site, ledger, report: RunReport | None = None) -> bool:
-    """Rebuild the SentLog sheet from the ledger; False (with a note) when the file is open."""
+def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
+                  extra_sheets: list | tuple = ()) -> bool:
+    """Rebuild the SentLog sheet (and the report sheets given) from the ledger; False (with
+    a note) when the file is open."""
     from commplan_xl.xlsxgraft import ToolSheet, write_tool_sheets
 
     sheet = ToolSheet(
@@ -433,7 +462,7 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None) -> bool:
                 "I": 50, "J": 60, "K": 50},
     )
     try:
-        write_tool_sheets(site.workbook, [sheet], expected_stat=site.stat,
+        write_tool_sheets(site.workbook, [sheet, *extra_sheets], expected_stat=site.stat,
                           backup_dir=site.home / "workbooks" / "backups")
     except WorkbookLocked as exc:
         log.warning("SentLog not written: %s", exc)

@@ -77,9 +77,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_due(args: argparse.Namespace) -> int:
+    ledger = batch.prefetch_ledger(home_of(args))
     site = _site(args)
     day = args.today or batch.today_in(site.settings)
-    decisions = batch.due(site, today=day)
+    decisions = batch.due(site, today=day, ledger=ledger.result())
     if args.csv:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")

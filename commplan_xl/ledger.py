@@ -267,11 +267,17 @@ class Ledger:
             "SELECT count(*) FROM events WHERE status = 'sent' AND day = ?", (day.isoformat(),)
         ).fetchone()[0]
 
+    def sent_per_day(self) -> dict[str, int]:
+        """Mails sent (resends included) per calendar day, ISO day -> count."""
+        return dict(self.db.execute(
+            "SELECT day, count(*) FROM events WHERE status = 'sent' GROUP BY day"
+        ).fetchall())
+
     def events(self, since_id: int = 0) -> list[Outcome]:
         """Every outcome after event id `since_id`, oldest first (the SentLog rows)."""
         rows = self.db.execute(
             "SELECT at, order_id, customer_id, email, plan, step, due_date, status, subject, "
-            "detail, archive_file FROM events WHERE id > ? ORDER BY id",
+            "detail, archive_file, day FROM events WHERE id > ? ORDER BY id",
             (since_id,),
         )
         with _gc_paused():
@@ -696,12 +702,13 @@ def _entry(row: tuple) -> LedgerEntry:
 
 
 def _outcome(row: tuple) -> Outcome:
-    at, order_id, customer_id, email, plan, step, due, status, subject, detail, archive = row
+    (at, order_id, customer_id, email, plan, step, due, status, subject, detail, archive,
+     day) = row
     outcome = _new(Outcome)  # see _entry
     outcome.__dict__.update(
         date=_datetime(at), order_id=order_id, customer_id=customer_id, email=email,
         plan=plan, step=step, due_date=_date(due) if due else None, status=status,
-        subject=subject, detail=detail, archive_file=archive,
+        subject=subject, detail=detail, archive_file=archive, day=_date(day) if day else None,
     )
     return outcome
 

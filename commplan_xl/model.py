@@ -144,5 +144,5 @@ class Outcome:
     detail: str = ""
     archive_file: str = ""
     # The run's day (`--today`), which `date` (the clock) is not in backfills and tests;
-    # None when the ledger did not say.
-    day: dt.date | None = None
+    # None when the ledger did not say. Not compared: it only adds to what `date` says.
+    day: dt.date | None = field(default=None, compare=False)

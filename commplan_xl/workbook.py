@@ -16,6 +16,7 @@ import time
 import unicodedata
 import zipfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,12 +154,23 @@ def _table(name: str, grid: list[list[object]]) -> Table:
     )
 
 
-def _load(path: Path) -> CalamineWorkbook:
-    """Open the workbook from its bytes (so Excel is never blocked by our open handle)."""
+def _load(path: Path) -> bytes:
+    """The workbook's bytes (read at once, so Excel is never blocked by our open handle)."""
     data = path.read_bytes()
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise ValueError("not a zip")
-    return CalamineWorkbook.from_filelike(io.BytesIO(data))
+    CalamineWorkbook.from_filelike(io.BytesIO(data)).close()  # fails on a non-workbook
+    return data
+
+
+def _parse_sheet(data: bytes, name: str) -> list[list[object]]:
+    """One sheet's cells. Runs in a worker thread: calamine parses without holding the GIL,
+    so the big Orders sheet parses while the main thread converts the others."""
+    book = CalamineWorkbook.from_filelike(io.BytesIO(data))
+    try:
+        return book.get_sheet_by_name(name).to_python(skip_empty_area=False)
+    finally:
+        book.close()
 
 
 def read_tables(
@@ -180,7 +192,7 @@ def read_tables(
         if attempt:
             time.sleep(pause * attempt)
         try:
-            book = _load(path)
+            data = _load(path)
             break
         except Exception as exc:  # missing, locked mid-save, half-written, not a workbook
             error = exc
@@ -199,17 +211,27 @@ def read_tables(
     wanted = None if only is None else {normalise_header(name) for name in only}
     tables: dict[str, Table] = {}
     try:
-        for name in book.sheet_names:
+        book = CalamineWorkbook.from_filelike(io.BytesIO(data))
+        try:
+            names = book.sheet_names
+        finally:
+            book.close()
+        chosen: dict[str, str] = {}
+        for name in names:
             key = normalise_header(name)
-            if key in tables or (wanted is not None and key not in wanted):
-                continue
-            grid = book.get_sheet_by_name(name).to_python(skip_empty_area=False)
-            with no_gc():
-                tables[key] = _table(name, grid)
+            if key not in chosen and (wanted is None or key in wanted):
+                chosen[key] = name
+        # Biggest sheets first, so the workers start on them while smaller ones convert.
+        order = sorted(chosen, key=lambda k: k not in ("orders", "customers"))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {key: pool.submit(_parse_sheet, data, chosen[key]) for key in order}
+            for key in reversed(order):  # small sheets first, as the big ones parse
+                grid = futures[key].result()
+                with no_gc():
+                    tables[key] = _table(chosen[key], grid)
+        tables = {key: tables[key] for key in chosen}  # in the workbook's order
     except Exception as exc:
         raise CommplanError(f"The workbook {path} could not be read: {exc}.") from exc
-    finally:
-        book.close()
     return tables
 
 

@@ -114,9 +114,12 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     r = subprocess.run([sys.executable, str(PEAK), *cmd], capture_output=True, text=True,
                        env=env)
     elapsed = time.perf_counter() - t0
-    if r.returncode not in (0, 1):
+    if r.returncode != 0:
         raise SystemExit(f"{cmd} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    peak = json.loads(r.stderr.strip().splitlines()[-1])["maxrss_kib"]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith('{"maxrss_kib"')]
+    if not lines:
+        raise SystemExit(f"{cmd}: no peak memory reported:\n{r.stderr[-2000:]}")
+    peak = json.loads(lines[-1])["maxrss_kib"]
     return elapsed, peak
 
 
@@ -218,6 +221,7 @@ def fill_ledger(home: Path, day: dt.date) -> None:
 
 
 def bench_run(work: Path, mails: int, repeat: int) -> None:
+    import email.policy
     from email.message import EmailMessage
 
     port = free_port()
@@ -250,7 +254,7 @@ def bench_run(work: Path, mails: int, repeat: int) -> None:
             m.add_alternative("<p>Bonjour,</p><p>votre commande avance.</p>", subtype="html")
             m.add_attachment(attachment, maintype="application", subtype="pdf",
                              filename="fiche.pdf")
-            msgs.append(m.as_bytes())
+            msgs.append(m.as_bytes(policy=email.policy.SMTP))  # CRLF, as SMTP wants
         blob = work / "prebuilt.bin"
         import pickle
 

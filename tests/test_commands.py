@@ -1,0 +1,101 @@
+"""The smaller commands: plan simulator, demo, usage errors, exit statuses."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import openpyxl
+
+from commplan_xl.cli import main
+from tests.builders import make_workbook
+
+
+def test_plan_simulator_prints_each_step_date(tmp_path, capsys):
+    """`commplan plan NAME --from D` shows each step's date after months and business days."""
+    plans = [
+        {"plan": "Baie vitrée", "step": 1, "delay": 1, "unit": "mois", "subject": "a",
+         "body": "b"},
+        {"plan": "Baie vitrée", "step": 2, "delay": 1.5, "unit": "months", "subject": "c",
+         "body": "d"},
+        {"plan": "Baie vitrée", "step": 3, "delay": 3, "unit": "jours ouvrés", "subject": "e",
+         "body": "f"},
+    ]
+    make_workbook(tmp_path, plans=plans)
+    assert main(["plan", "baie vitrée ", "--from", "2026-01-31", "--home", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "28/02/2026" in out  # 31 January + 1 month
+    assert "15/03/2026" in out  # + 1.5 months
+    assert "04/02/2026" in out  # 3 working days after Saturday 31/01: Mon 2, Tue 3, Wed 4
+    assert main(["plan", "Inconnu", "--from", "2026-01-31", "--home", str(tmp_path)]) == 1
+
+
+def test_plan_simulator_skips_french_holidays(tmp_path, capsys):
+    """Business days skip 1 May and the weekend with holidays = FR."""
+    plans = [{"plan": "P", "step": 1, "delay": 1, "unit": "business days", "subject": "a",
+              "body": "b"}]
+    make_workbook(tmp_path, plans=plans, orders=[], customers=[])
+    assert main(["plan", "P", "--from", "2026-04-30", "--home", str(tmp_path)]) == 0
+    assert "04/05/2026" in capsys.readouterr().out  # Fri 1 May is a holiday, then weekend
+
+
+def test_demo_runs_from_an_empty_folder(tmp_path, capsys):
+    """`commplan demo` creates a home, sends through its own local server, and shows arrivals."""
+    home = tmp_path / "demo"
+    assert main(["demo", "--home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert "127.0.0.1" in out and "mail(s) arrived" in out
+    assert "attached: conditions-generales-de-vente.pdf" in out
+    assert list((home / "archive").rglob("*.eml"))
+    wb = openpyxl.load_workbook(home / "workbooks" / "commplan.xlsx", read_only=True)
+    assert {"SentLog", "Dashboard", "Forecast"} <= set(wb.sheetnames)
+    statuses = {row[7] for row in wb["SentLog"].iter_rows(min_row=2, values_only=True)}
+    assert statuses == {"sent"}
+    # a second demo in the same folder starts afresh instead of refusing
+    assert main(["demo", "--home", str(home), "--days", "3"]) == 0
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):
+    """The demo never wipes a folder that holds something else."""
+    (tmp_path / "precious.txt").write_text("x")
+    assert main(["demo", "--home", str(tmp_path)]) == 1
+    assert (tmp_path / "precious.txt").exists()
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_bad_command_line_exits_2(tmp_path):
+    """A bad command line exits 2, as Task Scheduler's Last Run Result shows it."""
+    assert main(["run", "--today", "27/11/2026", "--home", str(tmp_path)]) == 2
+    assert main(["nosuchcommand"]) == 2
+    assert main(["run", "--limit", "-3", "--home", str(tmp_path)]) == 2
+
+
+def test_missing_workbook_is_one_sentence(tmp_path, capsys):
+    """Without a workbook every command says how to make one, exit 1, no traceback."""
+    assert main(["check", "--home", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "commplan init" in err and "Traceback" not in err
+
+
+def test_check_exit_status_and_problem_places(tmp_path, capsys):
+    """check exits 1 with one line per problem naming sheet, cell and column; 0 when fine."""
+    make_workbook(tmp_path)
+    assert main(["check", "--home", str(tmp_path)]) == 0
+    orders = [{"order_id": "O1", "customer_id": "C001", "plan": "Baie vitrée",
+               "start_date": "31/02/2026"},
+              {"order_id": "O2", "customer_id": "C404", "plan": "Baie vitrée",
+               "start_date": dt.date(2026, 3, 1)}]
+    make_workbook(tmp_path, orders=orders)
+    assert main(["check", "--home", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert 'Orders!D2 (start_date): "31/02/2026" is not a date' in out
+    assert "Orders!B3 (customer_id)" in out and "C404" in out
+
+
+def test_run_with_no_sender_says_what_to_fill(tmp_path, capsys, monkeypatch):
+    """A workbook without a sender address: check reports it and run refuses with a sentence."""
+    monkeypatch.delenv("COMMPLAN_SENDER_EMAIL", raising=False)
+    make_workbook(tmp_path, settings={"smtp_host": "127.0.0.1"})
+    assert main(["check", "--home", str(tmp_path)]) == 1
+    assert "sender" in capsys.readouterr().out
+    assert main(["run", "--home", str(tmp_path), "--today", "2026-03-07"]) == 1
+    assert "sender_email" in capsys.readouterr().err

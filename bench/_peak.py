@@ -8,6 +8,23 @@ import runpy
 import sys
 
 
+def peak_kib() -> int:
+    """This process's own peak RSS in KiB.
+
+    Linux's ru_maxrss is inherited across fork/exec (a child of a 210 MiB parent reports
+    at least 210 MiB), so read VmHWM, which exec resets; ru_maxrss elsewhere.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])  # "VmHWM:   123456 kB"
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # macOS counts bytes
+
+
 def main() -> None:
     mode, target, *rest = sys.argv[1:]
     sys.argv = [target, *rest]
@@ -21,8 +38,7 @@ def main() -> None:
         code = exc.code if isinstance(exc.code, int) else 0
     finally:
         sys.stdout.flush()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        print(json.dumps({"maxrss_kib": peak}), file=sys.stderr)
+        print(json.dumps({"maxrss_kib": peak_kib()}), file=sys.stderr)
     raise SystemExit(code)
 
 

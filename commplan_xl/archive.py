@@ -52,26 +52,114 @@ def _safe_id(customer_id: str) -> str:
     return safe_name(customer_id.replace(_SEPARATOR, " _ "), max_len=40)
 
 
+class ArchiveIndex:
+    """The customer folders of one archive folder, listed once per run.
+
+    Without it every mail would list the whole archive to find its customer's folder:
+    quadratic in the number of customers. A run holds the run lock, so nothing else adds
+    folders meanwhile; the folders this index creates are added to it.
+    """
+
+    def __init__(self, archive_dir: Path) -> None:
+        self.archive_dir = Path(archive_dir)
+        self._by_id: dict[str, list[str]] | None = None
+        self._checked: dict[str, Path] = {}  # folder name -> path, inside and existing
+        self._real: dict[Path, Path] = {}  # folder -> its resolved path
+
+    def existing(self, sid: str, wanted: str) -> str | None:
+        """The name of the folder already used for this id, if any (preferring `wanted`)."""
+        if self._by_id is None:
+            self._by_id = {}
+            if self.archive_dir.is_dir():
+                with os.scandir(self.archive_dir) as entries:
+                    for entry in entries:
+                        if entry.is_dir():
+                            self._add(entry.name)
+        found = self._by_id.get(sid)
+        if not found:
+            return None
+        return wanted if wanted in found else min(found)
+
+    def _add(self, name: str) -> None:
+        assert self._by_id is not None
+        # Filed under every id it could belong to: `sid` itself and each text before a
+        # " - " (an id may itself contain " - " after safe_name).
+        keys = {name}
+        at = name.find(_SEPARATOR)
+        while at != -1:
+            keys.add(name[:at])
+            at = name.find(_SEPARATOR, at + 1)
+        for key in keys:
+            self._by_id.setdefault(key, []).append(name)
+
+    def folder(self, name: str, customer_id: str, *, create: bool) -> Path:
+        """`archive_dir / name`, checked to stay inside the archive (and created)."""
+        known = self._checked.get(name)
+        if known is not None:
+            return known
+        listed = self._by_id is not None and name in self._by_id.get(name, ())
+        if create and not listed:
+            # `name` is one safe_name (no separator, never "." or ".."): a folder made
+            # here is a real child of the archive folder, no symlink to check.
+            if self.archive_dir not in self._real:
+                self.archive_dir.mkdir(parents=True, exist_ok=True)
+            folder = self.archive_dir / name
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                folder = _inside(self.archive_dir, name, customer_id,
+                                 root=self.real(self.archive_dir))
+            else:
+                self._real[folder] = self.real(self.archive_dir) / name
+            if self._by_id is not None:
+                self._add(name)
+        else:
+            folder = _inside(self.archive_dir, name, customer_id,
+                             root=self.real(self.archive_dir))
+            if create:
+                folder.mkdir(parents=True, exist_ok=True)
+        if create:
+            self._checked[name] = folder
+        return folder
+
+    def real(self, folder: Path) -> Path:
+        """`folder.resolve()`, once per folder."""
+        found = self._real.get(folder)
+        if found is None:
+            found = self._real[folder] = Path(folder).resolve()
+        return found
+
+
 def customer_folder(
-    archive_dir: Path, customer_id: str, name: str, *, create: bool = True
+    archive_dir: Path, customer_id: str, name: str, *, create: bool = True,
+    index: ArchiveIndex | None = None,
 ) -> Path:
     """The customer's folder inside `archive_dir`, e.g. `C0001 - Éloïse Lefèvre`.
 
     The folder keeps its first name: if the customer's name changes, the existing folder
-    of that id is reused so that the customer's archive stays together.
+    of that id is reused so that the customer's archive stays together. A run passes one
+    `index` of `archive_dir` for all its mails.
     """
     archive_dir = Path(archive_dir)
     sid = _safe_id(customer_id)
     sname = safe_name(name) if name.strip() else ""
     wanted = f"{sid}{_SEPARATOR}{sname}" if sname else sid
-    folder = archive_dir / (_existing(archive_dir, sid, wanted) or wanted)
-    if not folder.resolve().is_relative_to(archive_dir.resolve()):
+    if index is not None and index.archive_dir == archive_dir:
+        return index.folder(index.existing(sid, wanted) or wanted, customer_id, create=create)
+    folder = _inside(archive_dir, _existing(archive_dir, sid, wanted) or wanted, customer_id,
+                     root=archive_dir.resolve())
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _inside(archive_dir: Path, name: str, customer_id: str, *, root: Path) -> Path:
+    folder = archive_dir / name
+    if not folder.resolve().is_relative_to(root):
         raise CommplanError(
             f"The archive folder for customer {customer_id!r} would fall outside "
             f"{archive_dir}; nothing was written."
         )
-    if create:
-        folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
@@ -96,27 +184,46 @@ def write_message(folder: Path, *, stem: str, data: bytes) -> Path:
 
     If the name is taken, `<stem>-2.eml`, `<stem>-3.eml`, … is used instead.
     """
-    folder = Path(folder)
-    base = safe_name(stem, max_len=100)
+    return place_message(stage_message(folder, data), stem=stem)
+
+
+def stage_message(folder: Path, data: bytes) -> Path:
+    """Write `data` to a hidden temporary file in `folder` (see place_message); return it.
+
+    A run stages a mail while the server takes it, so creating the file costs no time.
+    """
     fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
-    tmp = Path(tmp_name)
     try:
+        # No fsync (it cost more than the send itself): a killed process loses nothing
+        # that reached the page cache, the link in place_message keeps the file whole or
+        # absent, and the ledger's WAL record, not this copy, is the truth of what was sent.
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
+    except BaseException:
+        discard_message(Path(tmp_name))
+        raise
+    return Path(tmp_name)
+
+
+def place_message(tmp: Path, *, stem: str) -> Path:
+    """Give the staged file `tmp` its name `<stem>.eml` (or `-2`, `-3`, …) in its folder."""
+    base = safe_name(stem, max_len=100)
+    try:
         n = 1
         while True:
-            target = folder / (f"{base}.eml" if n == 1 else f"{base}-{n}.eml")
+            target = tmp.parent / (f"{base}.eml" if n == 1 else f"{base}-{n}.eml")
             if _place(tmp, target):
-                break
+                return target
             n += 1
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        discard_message(tmp)
         raise
-    _fsync_dir(folder)
-    return target
+
+
+def discard_message(tmp: Path) -> None:
+    """Remove a staged file that will not be archived (the mail was not sent)."""
+    with contextlib.suppress(OSError):
+        tmp.unlink()
 
 
 def _place(tmp: Path, target: Path) -> bool:
@@ -136,21 +243,18 @@ def _place(tmp: Path, target: Path) -> bool:
     return True
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the new directory entry durable where the OS allows it (not on Windows)."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def relative(path: Path, home: Path, *, index: ArchiveIndex | None = None) -> str:
+    """The path as SentLog shows it: relative to home with `/`, else absolute.
 
-
-def relative(path: Path, home: Path) -> str:
-    """The path as SentLog shows it: relative to home with `/`, else absolute."""
+    With the run's `index`, folders are resolved once (`path` must then be a file, not a
+    symlink, as write_message makes).
+    """
     path, home = Path(path), Path(home)
+    if index is not None:
+        real, real_home = index.real(path.parent) / path.name, index.real(home)
+    else:
+        real, real_home = path.resolve(), home.resolve()
     try:
-        return path.resolve().relative_to(home.resolve()).as_posix()
+        return real.relative_to(real_home).as_posix()
     except ValueError:
-        return path.resolve().as_posix()
+        return real.as_posix()

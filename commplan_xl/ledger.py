@@ -378,18 +378,20 @@ class Ledger:
         if status not in ("sent", "failed", "failed_permanent"):
             raise ValueError(f"unknown send status {status!r}")
         at = _at(now)
+        # RETURNING saves a SELECT before and after (finish runs once per mail sent).
         with self._write() as db:
             row = db.execute(
-                "SELECT order_id, customer_id, plan, plan_key, step, due_date, emails, subject, "
-                "resend, prev_state, finished FROM sends WHERE id = ?",
-                (token,),
+                "UPDATE sends SET finished = ? WHERE id = ? AND finished IS NULL RETURNING "
+                "order_id, customer_id, plan, plan_key, step, due_date, emails, subject, "
+                "resend, prev_state",
+                (at, token),
             ).fetchone()
             if row is None:
-                raise ValueError(f"no send attempt {token} in the ledger")
+                exists = db.execute("SELECT 1 FROM sends WHERE id = ?", (token,)).fetchone()
+                raise ValueError(f"send attempt {token} was already finished" if exists
+                                 else f"no send attempt {token} in the ledger")
             (order_id, customer_id, plan, plan_key, step, due, emails, subject, resend,
-             prev, finished) = row
-            if finished is not None:
-                raise ValueError(f"send attempt {token} was already finished")
+             prev) = row
             if status == "sent":
                 state, event = "sent", "sent"
                 text = " ".join(detail.split())
@@ -405,21 +407,21 @@ class Ledger:
                 else:
                     state = status
                     text = failure_detail(detail, permanent=status == "failed_permanent")
-            db.execute(
+            entry_row = db.execute(
                 "UPDATE messages SET state = ?, detail = ?, updated = ? "
-                "WHERE order_id = ? AND plan_key = ? AND step = ?",
+                "WHERE order_id = ? AND plan_key = ? AND step = ? RETURNING order_id, "
+                "plan_key, step, state, due_date, emails, detail, updated, attempts, "
+                "first_waiting",
                 (state, text, at, order_id, plan_key, step),
-            )
+            ).fetchone()
             _add_event(
                 db, at=at, day=_day(now, day), order_id=order_id, customer_id=customer_id,
                 email=emails, plan=plan, plan_key=plan_key, step=step, due_date=due,
                 status=event, subject=subject, detail=text, archive_file=archive_file,
                 resend=bool(resend),
             )
-            db.execute("UPDATE sends SET finished = ? WHERE id = ?", (at, token))
-        entry = self.entry(order_id, plan_key, step)
-        assert entry is not None
-        return entry
+        assert entry_row is not None
+        return _entry(entry_row)
 
     def record_skip(
         self,

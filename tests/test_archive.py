@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from commplan_xl.archive import customer_folder, relative, safe_name, write_message
+from commplan_xl.archive import (
+    ArchiveIndex,
+    customer_folder,
+    relative,
+    safe_name,
+    write_message,
+)
+from commplan_xl.errors import CommplanError
 
 WINDOWS_FORBIDDEN = set('<>:"/\\|?*')
 
@@ -149,3 +156,59 @@ def test_relative_outside_home_is_absolute(tmp_path: Path) -> None:
     elsewhere.mkdir()
     path = write_message(elsewhere, stem="m", data=b"x")
     assert relative(path, home) == path.resolve().as_posix()
+
+
+# ---------------------------------------------------------------- the run's index
+
+
+def test_index_finds_folders_made_before_the_run(tmp_path: Path) -> None:
+    """With a run's index, a customer's existing folder is reused, even after a rename."""
+    first = customer_folder(tmp_path, "C0001", "Éloïse Lefèvre")
+    other = customer_folder(tmp_path, "C1 - X", "Anne")
+    index = ArchiveIndex(tmp_path)
+    assert customer_folder(tmp_path, "C0001", "Éloïse Martin", index=index) == first
+    assert customer_folder(tmp_path, "C1 - X", "Anne", index=index) == other
+    assert customer_folder(tmp_path, "C1", "Marc", index=index).name == "C1 - Marc"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "C0001 - Éloïse Lefèvre", "C1 - Marc", "C1 _ X - Anne"]
+
+
+def test_index_learns_the_folders_it_creates(tmp_path: Path) -> None:
+    """A folder made during the run is found again for the same id, under its first name."""
+    archive = tmp_path / "archive"  # not there yet: made with the first folder
+    index = ArchiveIndex(archive)
+    first = customer_folder(archive, "C7", "Zoé", index=index)
+    assert first.is_dir() and first.parent == archive
+    assert customer_folder(archive, "C7", "Zoé Roux", index=index) == first
+    assert customer_folder(archive, "C70", "Inès", index=index) != first
+    assert customer_folder(archive, "C7", "Zoé Roux") == first  # agrees with a fresh listing
+
+
+def test_index_prefers_the_folder_of_the_current_name(tmp_path: Path) -> None:
+    """When an id has two folders, the one matching the current name wins, else the first
+    in order, as without an index."""
+    for name in ("C2 - B", "C2 - A"):
+        (tmp_path / name).mkdir()
+    index = ArchiveIndex(tmp_path)
+    assert customer_folder(tmp_path, "C2", "B", index=index).name == "C2 - B"
+    assert customer_folder(tmp_path, "C2", "Other", index=index).name == "C2 - A"
+    assert customer_folder(tmp_path, "C2", "Other").name == "C2 - A"
+
+
+def test_index_refuses_a_folder_linking_outside(tmp_path: Path) -> None:
+    """An existing customer folder that is a symlink out of the archive is refused."""
+    archive, outside = tmp_path / "archive", tmp_path / "outside"
+    archive.mkdir()
+    outside.mkdir()
+    (archive / "C9 - Eve").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(CommplanError, match="outside"):
+        customer_folder(archive, "C9", "Eve", index=ArchiveIndex(archive))
+
+
+def test_relative_with_index_matches_without(tmp_path: Path) -> None:
+    """The SentLog path is the same whether folders are resolved once or every time."""
+    index = ArchiveIndex(tmp_path / "archive")
+    folder = customer_folder(tmp_path / "archive", "C0001", "Éloïse", index=index)
+    path = write_message(folder, stem="m", data=b"x")
+    assert relative(path, tmp_path, index=index) == relative(path, tmp_path)
+    assert relative(path, tmp_path, index=index) == "archive/C0001 - Éloïse/m.eml"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 from dataclasses import replace
+from email.headerregistry import Address
 from pathlib import Path
 
 import keyring
@@ -185,6 +188,94 @@ def test_missing_attachment_is_a_temporary_failure_naming_it(tmp_path) -> None:
     with pytest.raises(SendFailure, match='"tarifs.pdf" is missing') as caught:
         make(["a@example.com"], [tmp_path / "tarifs.pdf"])
     assert caught.value.temporary is True
+
+
+def _parse(data: bytes):  # type: ignore[no-untyped-def]
+    return email.message_from_bytes(data, policy=email.policy.default)
+
+
+def test_message_is_standard_mime_without_defects(files) -> None:
+    """The bytes form multipart/mixed > (alternative: plain + html, quoted-printable) +
+    base64 attachments, with no parsing defect and no line over 78 characters."""
+    data = message_bytes(make(["a@example.com"], files))
+    msg = _parse(data)
+    tree = [(p.get_content_type(), p["Content-Transfer-Encoding"]) for p in msg.walk()]
+    assert tree == [("multipart/mixed", None), ("multipart/alternative", None),
+                    ("text/plain", "quoted-printable"), ("text/html", "quoted-printable"),
+                    ("application/pdf", "base64"), ("text/plain", "base64")]
+    assert msg["MIME-Version"] == "1.0"
+    assert all(not part.defects for part in msg.walk())
+    assert max(len(line) for line in data.split(b"\r\n")) <= 78
+
+
+def test_message_without_attachment_is_the_alternative_itself() -> None:
+    """A mail without attachments is one multipart/alternative of plain text and HTML."""
+    msg = _parse(message_bytes(make(["a@example.com"])))
+    assert [p.get_content_type() for p in msg.walk()] == [
+        "multipart/alternative", "text/plain", "text/html"]
+
+
+def test_long_accented_headers_and_names_survive(tmp_path) -> None:
+    """A long accented subject, a sender name with quotes and commas, and a long accented
+    file name (RFC 2231) read back exactly, folded into short lines."""
+    subject = "Éloïse, votre commande « fenêtre » — étape 3 : " + "très " * 30 + "fin"
+    name = 'Menuiserie "Lefèvre & Fils", Nîmes'
+    doc = tmp_path / ("Notice de pose de la fenêtre coulissante été " + "é" * 40 + ".pdf")
+    doc.write_bytes(b"%PDF")
+    plain_name = 'Dupont, "SARL"'
+    data = message_bytes(build_message(
+        rendered=rendered(subject=subject), sender_email=SENDER, sender_name=name,
+        reply_to="", to=["a@example.com"], attachments=[doc]))
+    msg = _parse(data)
+    assert msg["Subject"] == subject
+    assert msg["From"].addresses[0].display_name == name
+    assert [p.get_filename() for p in msg.iter_attachments()] == [doc.name]
+    assert max(len(line) for line in data.split(b"\r\n")) <= 78
+    other = _parse(message_bytes(build_message(
+        rendered=rendered(), sender_email=SENDER, sender_name=plain_name, reply_to="",
+        to=["a@example.com"], attachments=[])))
+    assert other["From"].addresses[0].display_name == plain_name
+
+
+def test_body_text_cannot_break_the_structure() -> None:
+    """Text that looks like a MIME boundary or header stays text: the parts are unchanged."""
+    text = "--=_0\n--=_\n\nContent-Type: text/html\n--\n" + "=" * 100 + "\n"
+    msg = make(["a@example.com"], r=rendered(text=text))
+    parsed = _parse(message_bytes(msg))
+    assert [p.get_content_type() for p in parsed.walk()] == [
+        "multipart/alternative", "text/plain", "text/html"]
+    plain = parsed.get_body(preferencelist=("plain",)).get_content()
+    assert plain.replace("\r\n", "\n") == text
+
+
+def test_attachment_is_encoded_once_per_cache(files) -> None:
+    """A shared cache encodes each file once: every mail carries the very same base64."""
+    cache = AttachmentCache()
+    assert cache.load(files[0]) is cache.load(files[0])
+    first = message_bytes(make(["a@example.com"], files[:1], cache=cache))
+    second = message_bytes(make(["b@example.com"], files[:1], cache=cache))
+    body = cache.load(files[0]).body
+    assert body in first and body in second
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["a@example.com", "Jean.Dupont+devis@menuiserie-lyon.co.uk", "o'brien@example.ie",
+     "x_y@sub.example.fr", "a@[127.0.0.1]"],
+)
+def test_check_address_agrees_with_the_email_package(address: str) -> None:
+    """The fast check of common addresses gives what the email package's parser gives."""
+    assert check_address(address) == Address(addr_spec=address).addr_spec
+
+
+def test_lines_starting_with_a_dot_arrive_intact(smtp_server, tmp_path) -> None:
+    """Lines that start with "." (also after a quoted-printable soft break) are not lost."""
+    text = "".join(f"{'x' * n}.{'y' * 80}\n.{n}\n" for n in range(70, 80))
+    with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
+        send(mailer, make(["a@example.com"], r=rendered(text=text)), ["a@example.com"])
+    smtp_server.wait_for(1)
+    plain = smtp_server.received[0].message.get_body(preferencelist=("plain",))
+    assert plain.get_content().replace("\r\n", "\n") == text
 
 
 # ---------------------------------------------------------------- sending

@@ -81,6 +81,16 @@ def test_run_sends_due_message_with_parts_archive_and_sentlog(home, smtp_server)
     assert (home / rows[0]["archive_file"]).exists()
 
 
+def test_refused_mail_leaves_nothing_in_the_archive(home, smtp_server):
+    """A mail the server refuses is not archived, and no staged temporary file is left."""
+    smtp_server.handler.rcpt_replies["alice@example.com"] = "550 5.1.1 no such user"
+    assert cli(home, "run", "--today", DAY1) != 0
+    assert smtp_server.received == []
+    leftovers = [p for p in (home / "archive").rglob("*") if p.is_file()]
+    assert leftovers == []
+    assert [(r["order_id"], r["status"]) for r in sentlog(home)] == [("O1001", "failed")]
+
+
 def test_second_run_same_day_sends_nothing(home, smtp_server):
     """Running twice on the same day never sends a message twice."""
     assert cli(home, "run", "--today", DAY1) == 0
@@ -361,3 +371,24 @@ def test_new_user_flow_init_check_due(tmp_path):
     assert r.returncode == 1 and "--force" in r.stderr
     r = subprocess.run([*env_cmd, "due", "--today", "yesterday"], capture_output=True, text=True)
     assert r.returncode == 2
+
+
+def test_due_csv_shows_messages_held_by_the_daily_limit(smtp_server, home, capsys):
+    """due --csv writes a message held back by daily_limit as a skip that waits."""
+    make_workbook(home, settings=settings_for(smtp_server, daily_limit=1))
+    assert cli(home, "due", "--today", "2026-03-14", "--csv") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(",") for line in lines[1:]] == [
+        ["O1001", "C001", "Baie vitrée", "1", "2026-03-07", "send", "due"],
+        ["O1002", "C002", "Baie vitrée", "1", "2026-03-14", "skip",
+         "daily limit reached: waits for the next run"],
+    ]
+
+
+def test_due_leaves_the_garbage_collector_on(home, capsys):
+    """due pauses the cycle collector only while it runs (callers in-process keep theirs)."""
+    import gc
+
+    assert gc.isenabled()
+    assert cli(home, "due", "--today", DAY1) == 0
+    assert gc.isenabled()

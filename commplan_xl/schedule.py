@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
 
 from commplan_xl.model import Customer, Decision, LedgerEntry, Model, Order, Plan, Step
 from commplan_xl.offsets import Calendar, add_delay, business_calendar
@@ -32,8 +33,8 @@ def superseded_reason(step: int) -> str:
     return f"superseded by step {step}"
 
 
-# One due message of a plan for one start date: (step, due date, past catch-up).
-_Due = tuple[Step, dt.date, bool]
+# One due message of a plan for one start date: (step number, step, due date, past catch-up).
+_Due = tuple[int, Step, dt.date, bool]
 
 
 class _PlanView:
@@ -66,7 +67,7 @@ class _PlanView:
         for step in steps:
             due = add_delay(start, step.delay, step.unit, self.calendar)
             if due <= self.today:
-                out.append((step, due, due < self.oldest))
+                out.append((step.number, step, due, due < self.oldest))
         return tuple(out)
 
 
@@ -87,8 +88,13 @@ def decide(
     """
     cal = calendar if calendar is not None else settings_calendar(settings)
     decisions: list[Decision] = []
+    extend = decisions.extend
+    if not ledger:
+        ledger = {}  # an empty ledger's look-ups, as a plain dict's (C, not Python, calls)
     for order, customer, view in _sendable(model, today, settings.catch_up_days, cal):
-        decisions.extend(_decide_order(order, customer, view, ledger))
+        found = _decide_order(order, customer, view, ledger)
+        if found:
+            extend(found)
     decisions = apply_daily_limit(decisions, settings.daily_limit, sent_today)
     decisions.sort(key=_order_key)
     return decisions
@@ -102,14 +108,15 @@ def _sendable(
         key: _PlanView(plan, today=today, catch_up_days=catch_up_days, calendar=calendar)
         for key, plan in model.plans.items()
     }
-    customers = model.customers
+    customer_of = model.customers.get
+    view_of = views.get
     for order in model.orders:
         if order.status != "active":
             continue
-        customer = customers.get(order.customer_id)
+        customer = customer_of(order.customer_id)
         if customer is None or customer.opt_out:
             continue
-        view = views.get(order.plan)
+        view = view_of(order.plan)
         if view is not None:
             yield order, customer, view
 
@@ -140,11 +147,12 @@ def _decide_order(
     view: _PlanView,
     ledger: Mapping[LedgerKey, LedgerEntry],
 ) -> list[Decision]:
+    """The decisions for one order, before the daily limit."""
     dates = order.dates
     hold = order.hold_steps
     order_id = order.order_id
     plan_key = view.key
-    missed: list[tuple[Step, dt.date]] = []
+    missed: list[tuple[int, dt.date]] = []
     sends: list[tuple[Step, dt.date, str]] = []
     emails: str | None = None
     for column, steps, known in view.groups:
@@ -154,10 +162,10 @@ def _decide_order(
         due_steps = known.get(start)
         if due_steps is None:
             due_steps = known[start] = view.due_steps(steps, start)
-        for step, due, late in due_steps:
-            if hold and step.number in hold:
+        for number, step, due, late in due_steps:
+            if hold and number in hold:
                 continue
-            entry = ledger.get((order_id, plan_key, step.number))
+            entry = ledger.get((order_id, plan_key, number))
             reason = REASON_DUE
             if entry is not None:
                 state = entry.state
@@ -176,34 +184,35 @@ def _decide_order(
                 elif state == "failed":
                     reason = REASON_RETRY
             if late:
-                missed.append((step, due))
+                missed.append((number, due))
             else:
                 sends.append((step, due, reason))
     if not missed and not sends:
         return []
-    make = _maker(order, view)
-    out = [make(step, due, "skip", REASON_MISSED) for step, due in missed]
-    top = max((step.number for step, _due, _reason in sends), default=0)
-    for step, due, reason in sends:
-        if step.number == top or step.required:
-            out.append(make(step, due, "send", reason))
-        else:
-            out.append(make(step, due, "skip", superseded_reason(top)))
+    customer_id, name = order.customer_id, view.plan.name
+    # tuple.__new__ with the fields in Decision's order: a first run over an old base builds
+    # hundreds of thousands of these, and the NamedTuple's own __new__ adds a call to each.
+    out = [
+        _tuple_new(Decision, (order_id, customer_id, plan_key, name, number, due, "skip",
+                              REASON_MISSED))
+        for number, due in missed
+    ]
+    if sends:
+        top = max(step.number for step, _due, _reason in sends)
+        superseded = superseded_reason(top)
+        for step, due, reason in sends:
+            if step.number == top or step.required:
+                out.append(_tuple_new(Decision, (order_id, customer_id, plan_key, name,
+                                                 step.number, due, "send", reason)))
+            else:
+                out.append(_tuple_new(Decision, (order_id, customer_id, plan_key, name,
+                                                 step.number, due, "skip", superseded)))
     return out
 
 
-def _maker(order: Order, view: _PlanView):
-    order_id, customer_id, key, name = order.order_id, order.customer_id, view.key, view.plan.name
-
-    def make(step: Step, due: dt.date, action: str, reason: str) -> Decision:
-        # Positional: a first run over an old base builds hundreds of thousands of these.
-        return Decision(order_id, customer_id, key, name, step.number, due, action, reason)  # type: ignore[arg-type]
-
-    return make
-
-
-def _order_key(d: Decision) -> tuple[dt.date, str, int]:
-    return (d.due_date, d.order_id, d.step)
+_tuple_new = tuple.__new__
+# Sorting key of decisions: (due_date, order_id, step), by position in Decision.
+_order_key: Callable[[Decision], tuple[dt.date, str, int]] = itemgetter(5, 0, 4)
 
 
 def apply_daily_limit(

@@ -16,16 +16,16 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-from jinja2 import TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
+from typing import TYPE_CHECKING, Any
 
 from commplan_xl.errors import WorkbookProblem
 from commplan_xl.model import Customer, Model, Order, Plan, Status, Step, Unit, norm_key
 from commplan_xl.paths import resolve_attachment
 from commplan_xl.settings import ENV_OVERRIDES, KNOWN_KEYS, Settings, parse_settings
 from commplan_xl.workbook import Table, no_gc, normalise_header, parse_date, parse_yes_no
+
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "settings": ("key", "value"),
@@ -265,6 +265,8 @@ class _PlanRows:
 
 def _compile(env: SandboxedEnvironment, source: str) -> str | None:
     """None when the template compiles, else the Jinja message with its line."""
+    from jinja2 import TemplateSyntaxError
+
     try:
         env.parse(source)
     except TemplateSyntaxError as exc:
@@ -283,6 +285,9 @@ def _plans(
     sheet = _Sheet(table, problems)
     orders = tables.get("orders")
     order_columns = set(orders.columns) if orders is not None else None
+    # Imported here, not at the top: `due` warms it in a thread while the workbook parses.
+    from jinja2.sandbox import SandboxedEnvironment
+
     env = SandboxedEnvironment()
     plans: dict[str, _PlanRows] = {}
     named: dict[str, int] = {}
@@ -455,6 +460,21 @@ def _date_columns(columns: tuple[str, ...], extra: set[str]) -> set[str]:
     return {c for c in columns if c.endswith("date")} | (extra & set(columns))
 
 
+def _record(cls: type, **values: Any) -> Any:
+    """A frozen dataclass instance from every one of its fields, without its __init__.
+
+    The generated __init__ of a frozen dataclass sets each field through
+    object.__setattr__; filling __dict__ at once is about 3x cheaper, which counts on
+    70,000 rows (the same trick as ledger._entry). Callers pass every field.
+    """
+    record = _new(cls)
+    record.__dict__.update(values)
+    return record
+
+
+_new = object.__new__
+
+
 def _customers(tables: Mapping[str, Table], usable: set[str],
                problems: list[WorkbookProblem]) -> tuple[dict[str, Customer], dict[str, int]]:
     """The valid customers by id, and the row of every id seen (even if invalid)."""
@@ -466,7 +486,9 @@ def _customers(tables: Mapping[str, Table], usable: set[str],
     first_row: dict[str, int] = {}
     date_columns = _date_columns(table.columns, set())
     has_opt_out = "opt_out" in table.letters
-    for row, values in table.rows:
+
+    def checked_row(row: int, values: dict[str, object]) -> None:
+        """Every check of one row, each problem reported; adds the customer when valid."""
         before = len(problems)
         ident = _ids(sheet, row, "customer_id", values["customer_id"], first_row, "customer")
         text = _text(values["email"])
@@ -484,10 +506,38 @@ def _customers(tables: Mapping[str, Table], usable: set[str],
             except ValueError as exc:
                 sheet.add(row, "opt_out", str(exc) + ".")
         if ident is None or len(problems) > before:
+            return
+        customers[ident] = _record(
+            Customer, customer_id=ident, name=_text(values["name"]).strip(),
+            emails=tuple(emails), opt_out=opt_out, fields=_fields(values, date_columns),
+            row=row,
+        )
+
+    # The usual row (text id seen once, one valid address, a known yes/no) takes the short
+    # path below; any other row goes through checked_row, which reports its problems.
+    # Table cells are already trimmed, so text needs no strip here.
+    yes_no: dict[object, bool] = {"": False}
+    for row, values in table.rows:
+        ident = values["customer_id"]
+        email = values["email"]
+        opt_out = yes_no.get(values["opt_out"]) if has_opt_out else False
+        if opt_out is None:
+            with contextlib.suppress(ValueError):
+                opt_out = yes_no[values["opt_out"]] = parse_yes_no(values["opt_out"], False)
+        name = values["name"]
+        if (opt_out is None or type(ident) is not str or not ident
+                or type(email) is not str or "," in email or ";" in email
+                or type(name) is not str
+                or first_row.setdefault(ident, row) != row):
+            checked_row(row, values)
             continue
-        customers[ident] = Customer(
-            customer_id=ident, name=_text(values["name"]).strip(), emails=tuple(emails),
-            opt_out=opt_out, fields=_fields(values, date_columns), row=row,
+        address = email.lower()
+        if not address or _EMAIL.fullmatch(address) is None:
+            checked_row(row, values)
+            continue
+        customers[ident] = _record(
+            Customer, customer_id=ident, name=name, emails=(address,), opt_out=opt_out,
+            fields=_fields(values, date_columns) if date_columns else dict(values), row=row,
         )
     return customers, first_row
 
@@ -509,8 +559,9 @@ def _orders(
         for key, plan in plans.items()
     }
     all_from = {s.from_column for p in plans.values() for s in p.steps} | {"start_date"}
-    from_columns = all_from & set(table.columns)
-    date_columns = _date_columns(table.columns, from_columns)
+    from_columns = tuple(sorted(all_from & set(table.columns)))
+    date_columns = _date_columns(table.columns, set(from_columns))
+    other_dates = date_columns - set(from_columns)
     has_status = "status" in table.letters
     has_hold = "hold_steps" in table.letters
     first_row: dict[str, int] = {}
@@ -521,7 +572,20 @@ def _orders(
     plan_key_of = _memo(norm_key)
     status_of = _memo(lambda text: STATUSES.get(_fold(text)))
     date_of = _memo(_date_or_error)
-    for row, values in table.rows:
+
+    def order_of(row: int, values: dict[str, object], ident: str, customer_id: str,
+                 plan_key: str, status: Status, dates: dict[str, dt.date | None],
+                 hold: frozenset[int]) -> Order:
+        fields = _fields(values, other_dates) if other_dates else dict(values)
+        for column, date in dates.items():
+            fields[column] = "" if date is None else date
+        return _record(
+            Order, order_id=ident, customer_id=customer_id, plan=plan_key, status=status,
+            dates=dates, fields=fields, hold_steps=hold, row=row,
+        )
+
+    def checked_row(row: int, values: dict[str, object]) -> None:
+        """Every check of one row, each problem reported; adds the order when valid."""
         before = len(problems)
         ident = _ids(sheet, row, "order_id", values["order_id"], first_row, "order")
 
@@ -588,13 +652,65 @@ def _orders(
 
         if ident is None or len(problems) > before or plan_key not in plans \
                 or customer_id not in customers:
+            return
+        orders.append(order_of(row, values, ident, customer_id, plan_key, status, dates, hold))
+
+    # The usual row takes the short path below: text ids, an id seen once, a known customer
+    # and plan, good dates, a known status, no held steps. Any other row goes through
+    # checked_row, which reports its problems. Table cells are already trimmed.
+    plan_keys: dict[object, str] = {}  # plan cell -> key, for known plans only
+    statuses: dict[object, Status] = {"": "active"}
+    none: frozenset[int] = frozenset()
+    append = orders.append
+    for row, values in table.rows:
+        ident = values["order_id"]
+        customer_id = values["customer_id"]
+        plan_name = values["plan"]
+        plan_key = plan_keys.get(plan_name)
+        if plan_key is None and type(plan_name) is str:
+            key = plan_key_of(plan_name)
+            if key in plans and plan_name:
+                plan_key = plan_keys[plan_name] = key
+        status = statuses.get(values["status"]) if has_status else "active"
+        if status is None and type(values["status"]) is str:
+            found = status_of(values["status"])
+            if found is not None:
+                status = statuses[values["status"]] = found
+        if (plan_key is None or status is None or type(ident) is not str or not ident
+                or customer_id not in customers or type(customer_id) is not str
+                or (has_hold and values["hold_steps"] != "")
+                or first_row.setdefault(ident, row) != row):
+            checked_row(row, values)
             continue
-        fields = _fields(values, date_columns - from_columns)
-        fields.update({c: ("" if d is None else d) for c, d in dates.items()})
-        orders.append(Order(
-            order_id=ident, customer_id=customer_id, plan=plan_key, status=status,
-            dates=dates, fields=fields, hold_steps=hold, row=row,
-        ))
+        dates = {}
+        parsed = False  # a date column whose cell is not a date: its field changes
+        for column in from_columns:
+            value = values[column]
+            if type(value) is dt.date:
+                dates[column] = value
+                continue
+            parsed = True
+            date = date_of(_text(value))
+            if isinstance(date, ValueError):
+                if column in checked[plan_key]:
+                    break
+                date = None
+            elif date is None and column == "start_date":
+                break  # empty
+            dates[column] = date
+        else:
+            fields = _fields(values, other_dates) if other_dates else dict(values)
+            if parsed:
+                for column, date in dates.items():
+                    fields[column] = "" if date is None else date
+            order = _new(Order)  # see _record
+            order.__dict__.update(
+                order_id=ident, customer_id=customer_id, plan=plan_key, status=status,
+                dates=dates, fields=fields, hold_steps=none, row=row,
+            )
+            append(order)
+            continue
+        checked_row(row, values)
     return tuple(orders)
 
 

@@ -575,3 +575,36 @@ def test_resolve_attachment_follows_symlinks(tmp_path: Path) -> None:
     (base / "link.pdf").symlink_to(tmp_path / "secret.txt")
     with pytest.raises(ValueError, match="outside"):
         resolve_attachment(base, "link.pdf")
+
+
+def test_usual_and_unusual_rows_mixed_give_the_same_model(tmp_path: Path) -> None:
+    """Rows needing a full check (repeats, text dates, statuses, holds) sit among usual rows
+    without changing what either kind gives."""
+    base = DEFAULT_ORDERS[0]
+    orders = [
+        dict(base, order_id="O1"),
+        dict(base, order_id="O1"),  # repeated id: reported, the first stays
+        dict(base, order_id="O2", start_date="31/02/2026"),  # no such day
+        dict(base, order_id="O3", start_date="05/03/2026", status="En pause"),
+        dict(base, order_id="O4", hold_steps="2"),
+        dict(base, order_id="O5", customer_id="C404"),
+        dict(base, order_id="O6", customer_id="C002", plan="  baie VITRÉE "),
+    ]
+    customers = [*DEFAULT_CUSTOMERS,
+                 {"customer_id": "C003", "name": "Zoé", "email": "A@X.fr; b@y.fr"},
+                 {"customer_id": "C001", "name": "Twice", "email": "t@x.fr"}]
+    model, _, problems = check(tmp_path, orders=orders, customers=customers)
+    assert [(p.sheet, p.row, p.column) for p in problems] == [
+        ("Customers", 5, "customer_id"), ("Orders", 3, "order_id"),
+        ("Orders", 4, "start_date"), ("Orders", 7, "customer_id"),
+    ]
+    assert [o.order_id for o in model.orders] == ["O1", "O3", "O4", "O6"]
+    o3, o4, o6 = model.orders[1:]
+    assert (o3.status, o3.dates["start_date"], o3.fields["start_date"]) == (
+        "paused", dt.date(2026, 3, 5), dt.date(2026, 3, 5))
+    assert (o4.hold_steps, o6.plan, o6.row) == (frozenset({2}), "baie vitrée", 8)
+    assert model.orders[0] == type(o3)(
+        order_id="O1", customer_id="C001", plan="baie vitrée", status="active",
+        dates={"start_date": dt.date(2026, 3, 2)}, fields=model.orders[0].fields, row=2)
+    assert model.customers["C003"].emails == ("a@x.fr", "b@y.fr")
+    assert model.customers["C001"].name == "Alice Martin"

@@ -11,6 +11,8 @@ import pytest
 
 from commplan_xl.errors import CommplanError
 from commplan_xl.workbook import (
+    _table,
+    cell_value,
     column_letter,
     normalise_header,
     parse_date,
@@ -198,3 +200,24 @@ def test_parse_yes_no_rejects_other_words() -> None:
     """Anything else in a yes/no cell is an error naming the value."""
     with pytest.raises(ValueError, match='"peut-être" is not yes or no'):
         parse_yes_no("peut-être", False)
+
+
+def test_whole_columns_convert_like_single_cells(tmp_path: Path) -> None:
+    """A column read at once gives what cell_value gives cell by cell, odd numbers included."""
+    numbers = [12.0, 0.1 + 0.2, -0.5, 1e16, 123456789012345.0, 2.5e-7, -3.0, 0.0]
+    grid = [["n", "mixed", "text"]] + [
+        [n, dt.date(2026, 3, i + 1) if i % 2 else f" t{i} ", f" x{i} "]
+        for i, n in enumerate(numbers)
+    ]
+    path = write_xlsx(tmp_path / "w.xlsx", {"Orders": grid})
+    table = read_tables(path)["orders"]
+    assert [v["n"] for _, v in table.rows] == [cell_value(n) for n in numbers]
+    assert [v["mixed"] for _, v in table.rows][:2] == ["t0", dt.date(2026, 3, 2)]
+    assert [v["text"] for _, v in table.rows][-1] == "x7"
+
+
+def test_ragged_grid_reads_missing_cells_as_empty() -> None:
+    """A row shorter than the header (as some writers store it) has its missing cells empty."""
+    table = _table("Orders", [["order_id", "plan", "note"], ["O1", "P"], ["O2", "P", "n"]])
+    assert table.rows == ((2, {"order_id": "O1", "plan": "P", "note": ""}),
+                          (3, {"order_id": "O2", "plan": "P", "note": "n"}))

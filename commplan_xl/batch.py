@@ -490,9 +490,15 @@ def _place_staged(site: Site, d: Decision, staged: Future, day: dt.date, index) 
 
 # ---------------------------------------------------------------- SentLog
 
+# Excel stops at 1,048,576 rows: the sheet shows the newest outcomes; the ledger keeps all.
+SENTLOG_MAX_ROWS = 1_048_575
+
+
 def sentlog_rows(ledger) -> list[tuple]:
+    """The SentLog rows from the ledger's events, oldest first (the newest when too many)."""
     rows = []
-    for o in ledger.events():
+    events = ledger.events()
+    for o in events[-SENTLOG_MAX_ROWS:]:
         rows.append((
             o.date.strftime("%Y-%m-%d %H:%M:%S") if isinstance(o.date, dt.datetime) else o.date,
             o.order_id, o.customer_id, o.email, o.plan, o.step,

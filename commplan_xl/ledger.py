@@ -249,7 +249,7 @@ class Ledger:
             "WHERE state NOT IN ('sent', 'skipped', 'uncertain', 'sending')"
         )
         open_entries = {(row[0], row[1], row[2]): _entry(row) for row in rows}
-        return LedgerState(states, open_entries, self)
+        return LedgerState(states, open_entries)
 
     def entry(self, order_id: str, plan_key: str, step: int) -> LedgerEntry | None:
         """What the ledger knows of one message, or None if nothing yet."""
@@ -598,14 +598,16 @@ def _upsert(
 class LedgerState(Mapping):
     """A read-only view of the ledger's messages, by (order_id, plan_key, step).
 
-    Done messages are kept as their state only; their full entry is read on demand.
+    Done messages are kept as their state only (their history is in the events table).
     """
 
     def __init__(self, done: dict[tuple[str, str, int], str],
-                 open_entries: dict[tuple[str, str, int], LedgerEntry], ledger: Ledger) -> None:
+                 open_entries: dict[tuple[str, str, int], LedgerEntry]) -> None:
         self._done = done
         self._open = open_entries
-        self._ledger = ledger
+        # Public, read-only by convention: the schedule tests membership in them directly.
+        self.done = done
+        self.open = open_entries
         self._cache: dict[tuple[str, str, int], LedgerEntry] = {}
 
     def __getitem__(self, key: tuple[str, str, int]) -> LedgerEntry:
@@ -615,12 +617,15 @@ class LedgerState(Mapping):
         state = self._done[key]  # KeyError when unknown
         entry = self._cache.get(key)
         if entry is None:
-            if self._ledger._db is not None:
-                entry = self._ledger.entry(*key)
-            if entry is None or entry.state != state:
-                entry = LedgerEntry(order_id=key[0], plan=key[1], step=key[2], state=state)
-            self._cache[key] = entry
+            entry = self._cache[key] = LedgerEntry(
+                order_id=key[0], plan=key[1], step=key[2], state=state)  # type: ignore[arg-type]
         return entry
+
+    def values(self):  # type: ignore[override]
+        """Every entry; done messages as bare (key, state) entries, built cheaply."""
+        yield from self._open.values()
+        for key, state in self._done.items():
+            yield _DoneEntry(key, state)
 
     def get(self, key, default=None):
         entry = self._open.get(key)

@@ -24,6 +24,7 @@ from pathlib import Path
 from python_calamine import CalamineWorkbook
 
 from commplan_xl.errors import CommplanError
+from commplan_xl.xlsxgraft import column_letter
 
 # The sheets validation needs; reading only these keeps a run fast on big workbooks.
 INPUT_SHEETS = ("settings", "plans", "customers", "orders", "variables")
@@ -59,14 +60,6 @@ def normalise_header(name: str) -> str:
     return _SEPARATORS.sub("_", text.casefold()).strip("_")
 
 
-def column_letter(index: int) -> str:
-    """Excel's letter for a 0-based column index (0 → "A", 27 → "AB")."""
-    letters = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 import threading
 from operator import itemgetter
@@ -31,7 +32,10 @@ def _site(args: argparse.Namespace) -> batch.Site:
 
 
 def _say(text: str = "") -> None:
-    print(text, flush=True)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # `commplan variables | head`: the reader left; finish the work
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until the process ends
 
 
 def _problems_summary(site: batch.Site) -> None:

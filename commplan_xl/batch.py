@@ -11,7 +11,6 @@ import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -22,7 +21,7 @@ from commplan_xl.errors import (
     WorkbookLocked,
     WorkbookProblem,
 )
-from commplan_xl.model import Customer, Decision, Model, Order, Plan, Step, norm_key
+from commplan_xl.model import Customer, Decision, Model, Order, Plan, Step
 from commplan_xl.settings import Settings
 
 log = logging.getLogger("commplan")
@@ -89,11 +88,7 @@ class RunReport:
 def resolve_paths(home: Path | str | None, workbook: Path | str | None) -> tuple[Path, Path]:
     """The home folder (--home, COMMPLAN_HOME, or the current folder) and the workbook path."""
     home_path = Path(home or os.environ.get("COMMPLAN_HOME") or ".").expanduser().absolute()
-    if workbook:
-        wb = Path(workbook).expanduser()
-        wb = wb if wb.is_absolute() else (Path.cwd() / wb)
-    else:
-        wb = home_path / "workbooks" / "commplan.xlsx"
+    wb = Path(workbook).expanduser() if workbook else home_path / "workbooks" / "commplan.xlsx"
     return home_path, wb.absolute()
 
 
@@ -121,25 +116,14 @@ def load_site(
                 letters)
 
 
-@lru_cache(maxsize=8)
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
-
-
 def today_in(settings: Settings) -> dt.date:
     """Today's date in the site's time zone."""
-    return dt.datetime.now(_zone(settings.timezone)).date()
+    return dt.datetime.now(ZoneInfo(settings.timezone)).date()
 
 
 def now_in(settings: Settings) -> dt.datetime:
     """The current local time in the site's time zone, without tzinfo, to the second."""
-    return dt.datetime.now(_zone(settings.timezone)).replace(tzinfo=None, microsecond=0)
-
-
-def calendar_for(settings: Settings):
-    from commplan_xl.offsets import business_calendar
-
-    return business_calendar(settings.holiday_country, settings.holiday_subdiv)
+    return dt.datetime.now(ZoneInfo(settings.timezone)).replace(tzinfo=None, microsecond=0)
 
 
 # ---------------------------------------------------------------- deciding
@@ -148,10 +132,8 @@ def decide(site: Site, ledger_state: Mapping, *, today: dt.date, sent_today: int
            ) -> list[Decision]:
     from commplan_xl.schedule import decide as schedule_decide
 
-    return schedule_decide(
-        site.model, ledger_state, today=today, settings=site.settings,
-        sent_today=sent_today, calendar=calendar_for(site.settings),
-    )
+    return schedule_decide(site.model, ledger_state, today=today, settings=site.settings,
+                           sent_today=sent_today)
 
 
 def read_ledger(home: Path) -> tuple[Mapping, Callable[[dt.date], int]]:
@@ -271,8 +253,7 @@ def prepare(
     recipients = to if to is not None else customer.emails
     msg = build_message(
         rendered=rendered, sender_email=s.sender_email, sender_name=s.sender_name,
-        reply_to=s.reply_to, to=list(recipients), attachments=paths,
-        **({"cache": attachment_cache} if attachment_cache is not None else {}),
+        reply_to=s.reply_to, to=list(recipients), attachments=paths, cache=attachment_cache,
     )
     return Prepared(order, customer, plan, step, due_date, rendered.subject, tuple(recipients),
                     msg, message_bytes(msg))
@@ -316,8 +297,18 @@ def run(
     return report
 
 
+def _parts(site: Site, orders: Mapping[str, Order], d: Decision
+           ) -> tuple[Order, Customer, Plan, Step]:
+    """The order, customer, plan and step a decision is about (`orders` by id)."""
+    order = orders[d.order_id]
+    plan = site.model.plans[d.plan]
+    step = next(st for st in plan.steps if st.number == d.step)
+    return order, site.model.customers[order.customer_id], plan, step
+
+
 def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> RunReport:
     decisions = due(site, today=day)
+    orders = {o.order_id: o for o in site.model.orders}
     cache: dict = {}
     sends = 0
     for d in decisions:
@@ -326,9 +317,8 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
         elif d.action == "wait" or (limit is not None and sends >= limit):
             report.waiting += 1
         else:
-            order, customer, plan, step = find_step(site, d.order_id, d.step)
             try:
-                prepare(site, order, customer, plan, step, due_date=d.due_date, today=day,
+                prepare(site, *_parts(site, orders, d), due_date=d.due_date, today=day,
                         attachment_cache=cache)
                 sends += 1
                 report.sent += 1
@@ -357,8 +347,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
     # folders and files cost ~0.5 ms each on ext4, about what the whole send costs us).
     with factory(s) as mailer, ThreadPoolExecutor(1, "commplan-archive") as stager:
         for d in decisions:
-            order = orders[d.order_id]
-            customer = site.model.customers[order.customer_id]
+            order, customer, plan, step = _parts(site, orders, d)
             emails = ";".join(customer.emails)
             now = now_in(s)
             common = dict(order_id=d.order_id, customer_id=customer.customer_id,
@@ -375,8 +364,6 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
                     ledger.record_waiting(**common, now=now)
                     report.waiting += 1
                 continue
-            plan = site.model.plans[d.plan]
-            step = next(st for st in plan.steps if st.number == d.step)
             try:
                 prepared = prepare(site, order, customer, plan, step, due_date=d.due_date,
                                    today=day, attachment_cache=cache)
@@ -396,25 +383,23 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
                 except BaseException:
                     _unstage(staged)
                     raise
-            except SendUncertain as exc:
-                # The server may have the mail: never resend it by itself.
-                ledger.recover(now_in(s), day=day)
-                report.uncertain += 1
-                report.failures.append(f"Order {d.order_id} step {d.step} is uncertain: {exc}")
-                log.warning("order %s step %s uncertain: %s", d.order_id, d.step, exc)
-                connection_failures += 1
-                if connection_failures >= MAX_CONNECTION_FAILURES:
-                    stopped = True
-                continue
             except SendFailure as exc:
-                status = "failed" if exc.temporary else "failed_permanent"
-                detail = str(exc) + ("; will be retried by the next run" if exc.temporary
-                                     else "; not retried: correct the address")
-                ledger.finish(token, status=status, detail=detail, archive_file="",
-                              now=now_in(s), day=day)
-                report.failed += 1
-                report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
-                log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
+                if isinstance(exc, SendUncertain):
+                    # The server may have the mail: never resend it by itself.
+                    ledger.recover(now_in(s), day=day)
+                    report.uncertain += 1
+                    report.failures.append(
+                        f"Order {d.order_id} step {d.step} is uncertain: {exc}")
+                    log.warning("order %s step %s uncertain: %s", d.order_id, d.step, exc)
+                else:
+                    status = "failed" if exc.temporary else "failed_permanent"
+                    detail = str(exc) + ("; will be retried by the next run" if exc.temporary
+                                         else "; not retried: correct the address")
+                    ledger.finish(token, status=status, detail=detail, archive_file="",
+                                  now=now_in(s), day=day)
+                    report.failed += 1
+                    report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
+                    log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
                 connection_failures = connection_failures + 1 if exc.connection else 0
                 if connection_failures >= MAX_CONNECTION_FAILURES:
                     stopped = True
@@ -455,8 +440,7 @@ def _archive(site: Site, customer: Customer, d: Decision, prepared: Prepared, da
 
     folder = customer_folder(site.settings.archive_dir, customer.customer_id, customer.name,
                              index=index)
-    path = write_message(folder, stem=f"{day.isoformat()}_{d.order_id}_step-{d.step}",
-                         data=prepared.data)
+    path = write_message(folder, stem=_archive_stem(day, d), data=prepared.data)
     return relative(path, site.home, index=index)
 
 
@@ -484,8 +468,13 @@ def _place_staged(site: Site, d: Decision, staged: Future, day: dt.date, index) 
     """Name the staged file of a sent mail; its SentLog path."""
     from commplan_xl.archive import place_message, relative
 
-    path = place_message(staged.result(), stem=f"{day.isoformat()}_{d.order_id}_step-{d.step}")
+    path = place_message(staged.result(), stem=_archive_stem(day, d))
     return relative(path, site.home, index=index)
+
+
+def _archive_stem(day: dt.date, d: Decision) -> str:
+    """The archived mail's file name without .eml: day, order and step."""
+    return f"{day.isoformat()}_{d.order_id}_step-{d.step}"
 
 
 # ---------------------------------------------------------------- SentLog
@@ -512,7 +501,7 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
                   extra_sheets: list | tuple = ()) -> bool:
     """Rebuild the SentLog sheet (and the report sheets given) from the ledger; False (with
     a note) when the file is open."""
-    from commplan_xl.xlsxgraft import ToolSheet, write_tool_sheets
+    from commplan_xl.xlsxgraft import ToolSheet
 
     sheet = ToolSheet(
         name="SentLog", header=SENTLOG_HEADER, rows=sentlog_rows(ledger),
@@ -520,8 +509,7 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
                 "I": 50, "J": 60, "K": 50},
     )
     try:
-        write_tool_sheets(site.workbook, [sheet, *extra_sheets], expected_stat=site.stat,
-                          backup_dir=site.home / "workbooks" / "backups")
+        write_sheets(site, [sheet, *extra_sheets])
     except WorkbookLocked as exc:
         log.warning("SentLog not written: %s", exc)
         if report is not None:
@@ -532,6 +520,7 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
 
 
 def write_sheets(site: Site, sheets: list) -> None:
+    """Write the tool's own sheets into the workbook (a dated backup kept first)."""
     from commplan_xl.xlsxgraft import write_tool_sheets
 
     write_tool_sheets(site.workbook, sheets, expected_stat=site.stat,
@@ -545,14 +534,13 @@ def preview(site: Site, order_id: str, step_number: int, *, to: str | None = Non
     """Render one message to files to look at, or send it to a test address (nothing recorded)."""
     from commplan_xl.archive import safe_name
     from commplan_xl.offsets import due_date as compute_due
+    from commplan_xl.schedule import settings_calendar
+    from commplan_xl.validate import split_emails
 
     day = today or today_in(site.settings)
     order, customer, plan, step = find_step(site, order_id, step_number)
-    due_on = compute_due(step, order, calendar_for(site.settings)) or day
-    recipients = None
-    if to:
-        recipients = tuple(a.strip().lower() for a in to.replace(",", ";").split(";")
-                           if a.strip())
+    due_on = compute_due(step, order, settings_calendar(site.settings)) or day
+    recipients = tuple(split_emails(to)) if to else None
     prepared = prepare(site, order, customer, plan, step, due_date=due_on, today=day,
                        to=recipients)
     if to:
@@ -580,13 +568,14 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
     from commplan_xl.mailer import Mailer
     from commplan_xl.offsets import due_date as compute_due
     from commplan_xl.runlock import run_lock
+    from commplan_xl.schedule import settings_calendar
 
     day = today or today_in(site.settings)
     report = RunReport(today=day)
     order, customer, plan, step = find_step(site, order_id, step_number)
     if customer.opt_out:
         raise CommplanError(f"Customer {customer.customer_id} has opted out: nothing was sent.")
-    due_on = compute_due(step, order, calendar_for(site.settings)) or day
+    due_on = compute_due(step, order, settings_calendar(site.settings)) or day
     prepared = prepare(site, order, customer, plan, step, due_date=due_on, today=day)
     s = site.settings
     with run_lock(site.home), Ledger(site.ledger_path) as ledger:
@@ -627,8 +616,7 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
 def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: int = 3
                    ) -> list[WorkbookProblem]:
     """Render every active plan step against each of its orders; report template errors
-    at the Plans row that holds them, and missing attachment files."""
-    from commplan_xl.paths import resolve_attachment
+    at the Plans row that holds them (validate reports missing attachment files)."""
     from commplan_xl.render import RenderError, build_context, render_message
 
     day = today or today_in(site.settings)
@@ -641,18 +629,6 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
         for step in plan.steps:
             if not step.active:
                 continue
-            for name in step.attachments:
-                try:
-                    path = resolve_attachment(s.attachments_dir, name)
-                except ValueError:
-                    continue  # validate reports it
-                if not path.is_file() and not any(
-                        p.sheet == "Plans" and p.row == step.row and p.column == "attachments"
-                        for p in site.problems):
-                    problems.append(WorkbookProblem(
-                        "Plans", step.row, "attachments",
-                        f'the file "{name}" is not in {s.attachments_dir}',
-                        cell=site.cell("Plans", "attachments", step.row), message_level=True))
             failing: list[tuple[str, str]] = []
             for order in by_plan.get(plan.key, []):
                 customer = site.model.customers.get(order.customer_id)
@@ -691,8 +667,8 @@ def stale_lock_note(workbook: Path) -> str | None:
     if lock is None:
         return None
     try:
-        age = dt.datetime.now() - dt.datetime.fromtimestamp(lock.stat().st_mtime)
-        since = f" (it dates from {dt.datetime.fromtimestamp(lock.stat().st_mtime):%d/%m/%Y %H:%M})"
+        made = dt.datetime.fromtimestamp(lock.stat().st_mtime)
+        age, since = dt.datetime.now() - made, f" (it dates from {made:%d/%m/%Y %H:%M})"
     except OSError:
         age, since = dt.timedelta(0), ""
     stale = (" It is more than a day old, so Excel probably crashed and left it behind."
@@ -704,12 +680,3 @@ def stale_lock_note(workbook: Path) -> str | None:
         "next run completes the log."
     )
 
-
-def norm_order_id(text: str) -> str:
-    return text.strip()
-
-
-__all__ = [
-    "Site", "RunReport", "load_site", "due", "run", "preview", "resend", "check_messages",
-    "write_sentlog", "stale_lock_note", "norm_key",
-]

@@ -269,13 +269,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from commplan_xl.model import norm_key
     from commplan_xl.offsets import add_delay
+    from commplan_xl.schedule import settings_calendar
 
     site = _site(args)
     plan = site.model.plans.get(norm_key(args.name))
     if plan is None:
         names = ", ".join(f'"{p.name}"' for p in site.model.plans.values())
         raise CommplanError(f'There is no plan "{args.name}" in Plans (there are {names}).')
-    cal = batch.calendar_for(site.settings)
+    cal = settings_calendar(site.settings)
     _say(f'Plan "{plan.name}" for an order whose dates are {args.start:%d/%m/%Y}:')
     for step in plan.steps:
         when = add_delay(args.start, step.delay, step.unit, cal)

@@ -36,8 +36,9 @@ def variable_list(site: batch.Site) -> list[tuple[str, str, str]]:
     due_example = today
     if order and plan and plan.steps:
         from commplan_xl.offsets import due_date
+        from commplan_xl.schedule import settings_calendar
 
-        due_example = due_date(plan.steps[0], order, batch.calendar_for(s)) or today
+        due_example = due_date(plan.steps[0], order, settings_calendar(s)) or today
     examples = {
         "plan.name": plan.name if plan else "Baie vitrée",
         "step.number": str(plan.steps[0].number) if plan and plan.steps else "1",

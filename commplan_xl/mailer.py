@@ -539,7 +539,7 @@ class Mailer:
 
         s = self.settings
         # Always a timeout: a silent server must never hang a scheduled run.
-        kwargs: dict[str, Any] = {"timeout": s.smtp_timeout if s.smtp_timeout > 0 else 30.0}
+        kwargs: dict[str, Any] = {"timeout": s.smtp_timeout}
         if s.smtp_security == "ssl":
             # smtplib's default SSL context does not check the certificate: use one that does.
             kwargs["context"] = ssl.create_default_context()

@@ -283,7 +283,7 @@ def provider_for(settings: Settings, environ: Mapping[str, str] | None = None) -
     """The token provider for settings.smtp_auth, or a SendFailure naming what is missing."""
     s = settings
     if s.smtp_auth == "oauth2-google":
-        return GoogleTokenProvider(google_token_file(s), timeout=s.smtp_timeout or 30.0)
+        return GoogleTokenProvider(google_token_file(s), timeout=s.smtp_timeout)
     if s.smtp_auth != "oauth2-microsoft":
         raise ValueError(f"smtp_auth {s.smtp_auth!r} uses no token")
     missing = [k for k in ("oauth_tenant_id", "oauth_client_id") if not getattr(s, k).strip()]
@@ -298,7 +298,7 @@ def provider_for(settings: Settings, environ: Mapping[str, str] | None = None) -
             f" environment variable {SECRET_ENV}, or store it in the system keyring (service"
             f' "{KEYRING_SERVICE}", user "{s.oauth_client_id.strip()}")')
     return MsalTokenProvider(tenant_id=s.oauth_tenant_id, client_id=s.oauth_client_id,
-                             client_secret=secret, timeout=s.smtp_timeout or 30.0)
+                             client_secret=secret, timeout=s.smtp_timeout)
 
 
 def explain_login_refusal(code: int, reply: str, *, auth: str, where: str, user: str) -> str:

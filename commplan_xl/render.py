@@ -20,6 +20,7 @@ from jinja2.utils import missing
 
 from commplan_xl.errors import CommplanError
 from commplan_xl.model import Customer, Order, Step
+from commplan_xl.workbook import parse_date
 
 DATE_STYLES = ("short", "medium", "long", "full")
 _HINT = '(check the spelling; "commplan variables" lists them)'
@@ -107,27 +108,6 @@ class _Undefined(StrictUndefined):
 # ---------------------------------------------------------------- filters
 
 
-def parse_date(value: Any) -> dt.date:
-    """A date from a date/datetime, ISO text (2026-03-05) or day-first text (05/03/2026)."""
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    text = str(value).strip()
-    try:
-        return dt.date.fromisoformat(text[:10])
-    except ValueError:
-        pass
-    match = re.fullmatch(r"(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4})(?:\s.*)?", text)
-    if match:
-        day, month, year = (int(g) for g in match.groups())
-        try:
-            return dt.date(year, month, day)
-        except ValueError:
-            pass
-    raise FilterError(f'"{text}" is not a date')
-
-
 def parse_amount(value: Any) -> Decimal:
     """A number from a number or text like `1 234,50`, `1234.50` or `1,234.50 €`."""
     if isinstance(value, bool):
@@ -154,7 +134,10 @@ def _date_filter(locale: str):
     def date(value: Any, fmt: str = "long") -> str:
         if value is None or (isinstance(value, str) and not value.strip()):
             return ""
-        day = parse_date(value)
+        try:  # the same date rules as the workbook's date columns
+            day = parse_date(value)
+        except ValueError as exc:
+            raise FilterError(str(exc)) from None
         return format_date(day, format=fmt, locale=locale)
 
     return date

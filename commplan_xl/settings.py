@@ -159,9 +159,12 @@ def parse_settings(
     timeout = values.get("smtp_timeout", "").strip()
     if timeout:
         try:
-            kw["smtp_timeout"] = float(timeout.replace(",", "."))
+            seconds = float(timeout.replace(",", "."))
+            if not seconds > 0:
+                raise ValueError
+            kw["smtp_timeout"] = seconds
         except ValueError:
-            bad("smtp_timeout", f'"{timeout}" is not a number of seconds')
+            bad("smtp_timeout", f'"{timeout}" is not a number of seconds above 0')
 
     for key in ("attachments_dir", "archive_dir"):
         text = values.get(key, "").strip()

@@ -22,6 +22,7 @@ from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
 from commplan_xl.errors import CommplanError, WorkbookLocked
+from commplan_xl.xlsxgraft import lock_file
 
 WORKBOOK_NAME = "commplan.xlsx"
 SHEETS = ("Orders", "Customers", "Plans", "Variables", "Settings")
@@ -527,12 +528,6 @@ def backup_path(workbook: Path, now: dt.datetime) -> Path:
     return candidate
 
 
-def lock_files(workbook: Path) -> list[Path]:
-    """The lock files Excel or LibreOffice leave beside a workbook they have open."""
-    names = (f"~${workbook.name}", f".~lock.{workbook.name}#")
-    return [workbook.with_name(n) for n in names if workbook.with_name(n).exists()]
-
-
 def write_demo_attachments(folder: Path) -> list[Path]:
     """Write the demo PDFs that are missing; never replace a file staff put there."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -560,7 +555,7 @@ def init_home(home: Path, *, force: bool = False, today: dt.date | None = None,
                 f"The workbook {path} already exists; use --force to replace it "
                 "(the old one is kept as a dated backup)."
             )
-        if lock_files(path):
+        if lock_file(path) is not None:
             raise WorkbookLocked(
                 f"The workbook {path} is open in Excel or LibreOffice; close it and try again."
             )

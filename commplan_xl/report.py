@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from commplan_xl.errors import CommplanError, SendFailure, WorkbookProblem
 from commplan_xl.model import LedgerEntry, Model, Outcome
+from commplan_xl.schedule import split_ledger
 from commplan_xl.settings import Settings
 from commplan_xl.xlsxgraft import Chart, ToolSheet
 
@@ -182,7 +183,7 @@ def waiting_failures(
             attempts=e.attempts,
             reason=e.detail,
         )
-        for e in ledger_state.values()
+        for e in split_ledger(ledger_state)[1].values()
         if e.state == "failed"
     ]
     out.sort(key=lambda f: (f.due_date or dt.date.min, f.order_id, f.step))
@@ -225,11 +226,12 @@ def unreachable_orders(
         ))
     orders = {o.order_id: o for o in model.orders}
     refused: dict[str, list[LedgerEntry]] = {}
-    for e in ledger_state.values():
+    for e in split_ledger(ledger_state)[1].values():  # failures are never among done ones
+        if e.state != "failed_permanent":
+            continue
         order = orders.get(e.order_id)
         customer = model.customers.get(order.customer_id) if order else None
-        if e.state == "failed_permanent" and customer is not None \
-                and e.emails == ";".join(customer.emails):
+        if customer is not None and e.emails == ";".join(customer.emails):
             refused.setdefault(e.order_id, []).append(e)
     for order_id in sorted(refused):
         entries = sorted(refused[order_id], key=lambda e: e.step)
@@ -246,21 +248,6 @@ def unreachable_orders(
 
 
 # ---------------------------------------------------------------- Dashboard sheet
-
-
-def dashboard_sheet(
-    events: Sequence[Outcome],
-    *,
-    today: dt.date,
-    model: Model,
-    ledger_state: Mapping[LedgerKey, LedgerEntry],
-    problems: Sequence[WorkbookProblem],
-    order_ids: Mapping[int, str] | None = None,
-) -> ToolSheet:
-    """The Dashboard sheet for a run on `today` (see `figures_sheet` for its layout)."""
-    figures = dashboard_figures(events, today=today, model=model, ledger_state=ledger_state,
-                                problems=problems, order_ids=order_ids)
-    return figures_sheet(figures)
 
 
 def figures_sheet(figures: DashboardFigures) -> ToolSheet:
@@ -429,14 +416,15 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
     customer's address, to name it by its id.
     """
     state = ledger.state()
-    figures = dashboard_figures(ledger.events(), today=today, model=site.model,
+    events = ledger.events()
+    figures = dashboard_figures(events, today=today, model=site.model,
                                 ledger_state=state, problems=site.problems)
     if any(u.order_id.startswith("(Orders row") for u in figures.unreachable):
         try:
             ids = order_ids_by_row(site.workbook)
         except CommplanError:
             ids = {}
-        figures = dashboard_figures(ledger.events(), today=today, model=site.model,
+        figures = dashboard_figures(events, today=today, model=site.model,
                                     ledger_state=state, problems=site.problems, order_ids=ids)
     sheets = [figures_sheet(figures), forecast_sheet(forecast_rows(site, state, today=today))]
     return sheets, figures

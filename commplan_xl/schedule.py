@@ -89,7 +89,7 @@ def decide(
     cal = calendar if calendar is not None else settings_calendar(settings)
     decisions: list[Decision] = []
     extend = decisions.extend
-    done, ledger = _split(ledger)
+    done, ledger = split_ledger(ledger)
     for order, customer, view in _sendable(model, today, settings.catch_up_days, cal):
         found = _decide_order(order, customer, view, ledger, done)
         if found:
@@ -120,7 +120,7 @@ def _sendable(
             yield order, customer, view
 
 
-def _split(
+def split_ledger(
     ledger: Mapping[LedgerKey, LedgerEntry],
 ) -> tuple[Container[LedgerKey], Mapping[LedgerKey, LedgerEntry]]:
     """(keys of done messages, the other entries) as plain dicts where the ledger offers them.
@@ -166,7 +166,7 @@ def _decide_order(
     done: Container[LedgerKey] = frozenset(),
 ) -> list[Decision]:
     """The decisions for one order, before the daily limit. `done` holds keys known to be
-    done (see `_split`); `ledger` the other entries."""
+    done (see `split_ledger`); `ledger` the other entries."""
     dates = order.dates
     hold = order.hold_steps
     order_id = order.order_id
@@ -272,7 +272,7 @@ def forecast(
     last = start + dt.timedelta(days=days - 1)
     # Orders with nothing left open by the last day decide nothing on any day: leave them out
     # once, instead of walking all of them on every simulated day.
-    done, others = _split(ledger)
+    done, others = split_ledger(ledger)
     open_orders = tuple(
         order
         for order, customer, view in _sendable(model, last, settings.catch_up_days, cal)
@@ -291,7 +291,7 @@ def forecast(
 
 
 class _Split:
-    """Done keys and other entries, as `_split` reads them from the ledger's LedgerState."""
+    """Done keys and other entries, as `split_ledger` reads them from the ledger's LedgerState."""
 
     def __init__(self, done: dict, others: dict) -> None:
         self.done = done

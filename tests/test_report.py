@@ -20,7 +20,8 @@ from commplan_xl.report import (
     DASHBOARD,
     FORECAST,
     FORECAST_HEADER,
-    dashboard_sheet,
+    dashboard_figures,
+    figures_sheet,
     forecast_rows,
     forecast_sheet,
     report_sheets,
@@ -142,8 +143,9 @@ def test_dashboard_cells_after_several_days(dash_home):
     per plan, lists the failures waiting for a retry and the orders without a valid address."""
     site = load_site(dash_home)
     with Ledger(site.ledger_path) as ledger:
-        sheet = dashboard_sheet(ledger.events(), today=TODAY, model=site.model,
-                                ledger_state=ledger.state(), problems=site.problems)
+        sheet = figures_sheet(dashboard_figures(
+            ledger.events(), today=TODAY, model=site.model, ledger_state=ledger.state(),
+            problems=site.problems))
     write_tool_sheets(site.workbook, [sheet])
     rows = sheet_rows(site.workbook, DASHBOARD)
 

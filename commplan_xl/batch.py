@@ -103,17 +103,17 @@ def load_site(
     from commplan_xl.workbook import read_tables
 
     home_path, wb = resolve_paths(home, workbook)
-    if not wb.exists():
-        raise CommplanError(
-            f"There is no workbook at {wb}. Run `commplan init` to create one, or give its "
-            "place with --workbook."
-        )
-    st = wb.stat()
+    # read_tables says when there is no workbook, and retries while Excel saves it (the
+    # file briefly does not exist then): no check of the file before it.
     tables = read_tables(wb)
+    try:
+        st = wb.stat()
+        stat: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        stat = None
     model, settings, problems = validate(tables, home=home_path, environ=environ)
     letters = {key: dict(t.letters) for key, t in tables.items()}
-    return Site(home_path, wb, settings, model, tuple(problems), (st.st_size, st.st_mtime_ns),
-                letters)
+    return Site(home_path, wb, settings, model, tuple(problems), stat, letters)
 
 
 def today_in(settings: Settings) -> dt.date:

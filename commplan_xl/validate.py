@@ -12,7 +12,6 @@ import keyword
 import os
 import re
 import unicodedata
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -211,14 +210,11 @@ def _settings(
     elif not is_email(settings.sender_email):
         bad("sender_email", f'"{settings.sender_email}" is not an email address.')
     if settings.holidays:
-        import holidays
+        from commplan_xl.offsets import business_calendar
 
-        try:
-            with warnings.catch_warnings():  # old subdivision names work but warn
-                warnings.simplefilter("ignore", DeprecationWarning)
-                holidays.country_holidays(settings.holiday_country,
-                                          subdiv=settings.holiday_subdiv)
-        except (NotImplementedError, KeyError, ValueError):
+        try:  # the calendar the run will use decides what is valid (case, old names)
+            business_calendar(settings.holiday_country, settings.holiday_subdiv)
+        except ValueError:
             bad("holidays", f'"{settings.holidays}" is not a country (and subdivision) the '
                 "holidays library knows; write a country code such as FR, or FR-57 for "
                 "Alsace-Moselle.")

@@ -526,7 +526,8 @@ def test_unknown_holidays_country_is_a_problem(tmp_path: Path, value: str) -> No
     assert settings.holidays == ""
 
 
-@pytest.mark.parametrize("value", ["FR", "fr", "FR-57", "FR-Alsace-Moselle", "DE-BY", ""])
+@pytest.mark.parametrize(
+    "value", ["FR", "fr", "FR-57", "FR-Alsace-Moselle", "fr-moselle", "DE-BY", ""])
 def test_known_holidays_are_accepted(tmp_path: Path, value: str) -> None:
     """Countries and subdivisions the holidays library knows are accepted."""
     _, _, problems = check(tmp_path, settings=settings_with(holidays=value))

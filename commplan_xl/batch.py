@@ -222,7 +222,7 @@ def prepare(
 ) -> Prepared:
     """Render and build one message; raises CommplanError with a sentence if it cannot."""
     from commplan_xl.mailer import build_message, message_bytes
-    from commplan_xl.paths import resolve_attachment
+    from commplan_xl.paths import attachment_file
     from commplan_xl.render import build_context, render_message
 
     s = site.settings
@@ -236,18 +236,8 @@ def prepare(
     key = ("paths", s.attachments_dir, step.row, step.attachments)
     paths = attachment_cache.get(key) if attachment_cache is not None else None
     if paths is None:
-        paths = []
-        for name in step.attachments:
-            try:
-                path = resolve_attachment(s.attachments_dir, name)
-            except ValueError as exc:
-                raise CommplanError(f"Plans row {step.row} (attachments): {exc}") from None
-            if not path.is_file():
-                raise CommplanError(
-                    f'the attachment "{name}" (Plans row {step.row}) is not in '
-                    f"{s.attachments_dir}: put the file there or correct its name"
-                )
-            paths.append(path)
+        paths = [attachment_file(s.attachments_dir, name, step.row)
+                 for name in step.attachments]
         if attachment_cache is not None:
             attachment_cache[key] = paths
     recipients = to if to is not None else customer.emails

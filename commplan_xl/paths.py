@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from commplan_xl.errors import CommplanError
+
 
 def resolve_attachment(attachments_dir: Path, name: str) -> Path:
     """The path of attachment `name` inside `attachments_dir`; does not check it exists.
@@ -35,3 +37,20 @@ def resolve_attachment(attachments_dir: Path, name: str) -> Path:
             f'The attachment "{text}" points outside the attachments folder {base}.'
         )
     return target
+
+
+def attachment_file(attachments_dir: Path, name: str, plans_row: int) -> Path:
+    """The existing file of attachment `name` (Plans row `plans_row`), as a run attaches it.
+
+    Raises CommplanError with the sentence a run records when it cannot attach the file.
+    """
+    try:
+        path = resolve_attachment(attachments_dir, name)
+    except ValueError as exc:
+        raise CommplanError(f"Plans row {plans_row} (attachments): {exc}") from None
+    if not path.is_file():
+        raise CommplanError(
+            f'the attachment "{name}" (Plans row {plans_row}) is not in {attachments_dir}: '
+            "put the file there or correct its name"
+        )
+    return path

@@ -371,16 +371,13 @@ def forecast_rows(
 
 
 def _attachment_problem(settings: Settings, name: str, plans_row: int) -> str | None:
-    """Why a run could not attach `name` (as batch.prepare says it), or None."""
-    from commplan_xl.paths import resolve_attachment
+    """Why a run could not attach `name` (paths.attachment_file's sentence), or None."""
+    from commplan_xl.paths import attachment_file
 
     try:
-        path = resolve_attachment(Path(settings.attachments_dir), name)
-    except ValueError as exc:
-        return f"Plans row {plans_row} (attachments): {exc}"
-    if not path.is_file():
-        return (f'the attachment "{name}" (Plans row {plans_row}) is not in '
-                f"{settings.attachments_dir}: put the file there or correct its name")
+        attachment_file(settings.attachments_dir, name, plans_row)
+    except CommplanError as exc:
+        return str(exc)
     return None
 
 

@@ -501,10 +501,12 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
     try:
         write_sheets(site, [sheet, *extra_sheets])
     except WorkbookLocked as exc:
-        log.warning("SentLog not written: %s", exc)
+        note = (f"{exc}. The mails were sent; the SentLog will be completed on the next run "
+                "once the workbook is closed.")
+        log.warning("%s", note)
         if report is not None:
             report.log_written = False
-            report.notes.append(str(exc))
+            report.notes.append(note)
         return False
     return True
 

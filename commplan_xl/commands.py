@@ -246,7 +246,7 @@ def cmd_variables(args: argparse.Namespace) -> int:
         batch.write_sheets(site, [sheet])
         _say(f"{len(rows)} variables; the list is also in the VariableList sheet.")
     except WorkbookLocked as exc:
-        _say(str(exc))
+        _say(f"{exc}. Run `commplan variables` again once it is closed.")
         return EXIT_ATTENTION
     return EXIT_OK
 

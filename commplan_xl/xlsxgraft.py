@@ -99,18 +99,14 @@ def lock_file(path: Path) -> Path | None:
 
 
 def _locked(path: Path, sheets: Sequence[ToolSheet], lock: Path | None) -> WorkbookLocked:
+    """The refusal; each caller adds what it means for its own sheets."""
     app = "another program"
     if lock:
         app = "LibreOffice" if lock.name.startswith(".~lock.") else "Excel"
-    where = f" ({lock})" if lock else " (Windows refused to replace it)"
-    names = [s.name for s in sheets]
-    if "SentLog" in names:
-        tail = ("the mails were sent; the SentLog will be completed on the next run once the "
-                "workbook is closed")
-    else:
-        tail = (f"the {', '.join(names)} sheet was not written; it will be on the next run "
-                "once the workbook is closed")
-    return WorkbookLocked(f"{path.name} is open in {app}{where}: {tail}")
+    where = f" ({lock})" if lock else " (it could not be replaced)"
+    names = ", ".join(s.name for s in sheets)
+    return WorkbookLocked(f"{path.name} is open in {app}{where}: the {names} sheet was not "
+                          "written")
 
 
 def check_sheet_name(name: str) -> None:

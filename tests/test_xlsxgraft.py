@@ -185,7 +185,7 @@ def test_open_workbook_is_not_written(staff_book: Path, lock_name: str) -> None:
     (staff_book.parent / lock_name).write_bytes(b"Marie")
     before = staff_book.read_bytes()
     assert lock_file(staff_book) == staff_book.parent / lock_name
-    with pytest.raises(WorkbookLocked, match=r"commplan\.xlsx is open in .*the SentLog will be"):
+    with pytest.raises(WorkbookLocked, match=r"commplan\.xlsx is open in .*SentLog sheet was not"):
         write_tool_sheets(staff_book, [_sentlog()], backup_dir=staff_book.parent / "bk")
     assert staff_book.read_bytes() == before
     assert sorted(p.name for p in staff_book.parent.iterdir()) == sorted(

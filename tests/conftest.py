@@ -1,7 +1,9 @@
-"""Shared fixtures: a real local SMTP server."""
+"""Shared fixtures: a real local SMTP server, an in-memory keyring."""
 
 from __future__ import annotations
 
+import keyring
+import keyring.backend
 import pytest
 
 from tests.smtp_server import SMTPServer
@@ -12,3 +14,32 @@ def smtp_server():
     """A real aiosmtpd server on 127.0.0.1 at a free port, collecting what it receives."""
     with SMTPServer() as server:
         yield server
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """A real keyring backend kept in memory, so tests never touch the machine's keyring."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self, passwords: dict[tuple[str, str], str] | None = None) -> None:
+        super().__init__()
+        self.passwords = passwords or {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.passwords.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.passwords[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.passwords.pop((service, username), None)
+
+
+@pytest.fixture
+def memory_keyring():
+    """Install an empty in-memory keyring for one test, then restore the previous backend."""
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)

@@ -8,10 +8,7 @@ from dataclasses import replace
 from email.headerregistry import Address
 from pathlib import Path
 
-import keyring
-import keyring.backend
 import pytest
-from keyring.backends import null
 
 from commplan_xl.errors import SendFailure, SendUncertain
 from commplan_xl.mailer import (
@@ -52,37 +49,6 @@ def make(to: list[str], attachments: list[Path] = (), **kw: object):  # type: ig
 
 def send(mailer: Mailer, msg, to: list[str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return mailer.send(message_bytes(msg), from_addr=SENDER, to_addrs=to)
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    """A real keyring backend kept in memory, so tests never touch the machine's keyring."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self, passwords: dict[tuple[str, str], str] | None = None) -> None:
-        super().__init__()
-        self.passwords = passwords or {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.passwords.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.passwords[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.passwords.pop((service, username), None)
-
-
-@pytest.fixture
-def use_keyring():
-    """Install a keyring backend for one test, then restore the previous one."""
-    previous = keyring.get_keyring()
-
-    def install(backend: keyring.backend.KeyringBackend) -> None:
-        keyring.set_keyring(backend)
-
-    yield install
-    keyring.set_keyring(previous)
 
 
 @pytest.fixture
@@ -386,10 +352,11 @@ def test_no_answer_after_the_message_is_uncertain_not_resent(tmp_path) -> None:
 # ---------------------------------------------------------------- login
 
 
-def test_user_without_password_fails_with_a_sentence_not_a_prompt(tmp_path, use_keyring) -> None:
+def test_user_without_password_fails_with_a_sentence_not_a_prompt(
+    tmp_path, memory_keyring
+) -> None:
     """With an SMTP user but no password anywhere, the mailer fails with a sentence (a
     scheduled task must never wait at a password prompt)."""
-    use_keyring(null.Keyring())
     with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
         settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
         with (
@@ -412,9 +379,9 @@ def test_login_with_password_from_environment(tmp_path) -> None:
         assert srv.handler.logins == ["shop@menuiserie.fr"]
 
 
-def test_login_with_password_from_keyring(tmp_path, use_keyring) -> None:
+def test_login_with_password_from_keyring(tmp_path, memory_keyring) -> None:
     """Without the environment variable, the password comes from the keyring."""
-    use_keyring(MemoryKeyring({("commplan", "shop@menuiserie.fr"): PASSWORD}))
+    memory_keyring.set_password("commplan", "shop@menuiserie.fr", PASSWORD)
     with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
         settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
         with Mailer(settings, environ=NO_ENV) as mailer:

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import keyring
-import keyring.backend
 import pytest
 
 from commplan_xl import oauth
@@ -84,35 +82,6 @@ def a_message():  # type: ignore[no-untyped-def]
 
 def raw(user: str, token: str) -> str:
     return f"user={user}\x01auth=Bearer {token}\x01\x01"
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    """A real keyring backend kept in memory, so tests never touch the machine's keyring."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self, passwords: dict[tuple[str, str], str]) -> None:
-        super().__init__()
-        self.passwords = passwords
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.passwords.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.passwords[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.passwords.pop((service, username), None)
-
-
-@pytest.fixture
-def memory_keyring():
-    """Install an in-memory keyring for one test, then restore the previous backend."""
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring({})
-    keyring.set_keyring(backend)
-    yield backend
-    keyring.set_keyring(previous)
 
 
 # ---------------------------------------------------------------- local token endpoints

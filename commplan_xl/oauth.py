@@ -198,6 +198,16 @@ def google_token_file(settings: Settings) -> Path:
     return path if path.is_absolute() else settings.home / path
 
 
+def _error_payload(exc: urllib.error.HTTPError) -> dict:
+    """The JSON object of an error reply from Google's token service (any other body: its
+    HTTP status only)."""
+    try:
+        payload = json.loads(exc.read().decode("utf-8"))
+    except ValueError:
+        payload = None
+    return payload if isinstance(payload, dict) else {"error_description": f"HTTP {exc.code}"}
+
+
 def explain_google_error(payload: Mapping[str, Any], *, path: Path) -> str:
     """One sentence for an error answer of Google's token endpoint."""
     error = str(payload.get("error") or "")
@@ -258,11 +268,7 @@ class GoogleTokenProvider:
             with urllib.request.urlopen(self._url, body, timeout=self._timeout) as resp:
                 payload = json.loads(resp.read().decode("utf-8"))
         except urllib.error.HTTPError as exc:
-            try:
-                payload = json.loads(exc.read().decode("utf-8"))
-            except ValueError:
-                payload = {"error_description": f"HTTP {exc.code}"}
-            raise _failure(explain_google_error(payload, path=self.path)) from None
+            raise _failure(explain_google_error(_error_payload(exc), path=self.path)) from None
         except (OSError, ValueError) as exc:
             why = " ".join(str(getattr(exc, "reason", exc)).split())[:160]
             raise _failure(f"could not reach Google's sign-in service {host} ({why}): check"
@@ -395,11 +401,7 @@ def google_consent(
         raise CommplanError("Consent not given: the address pasted has no code in it; run"
                             " `commplan auth google` again.") from None
     except urllib.error.HTTPError as exc:
-        try:
-            payload = json.loads(exc.read().decode("utf-8"))
-        except ValueError:
-            payload = {"error_description": f"HTTP {exc.code}"}
-        raise CommplanError(explain_google_error(payload, path=path) + ".") from None
+        raise CommplanError(explain_google_error(_error_payload(exc), path=path) + ".") from None
     except OSError as exc:
         raise CommplanError(f"Could not reach Google's sign-in service ({exc}).") from None
     _write_private(path, {"email_address": email, "google_client_id": client_id,

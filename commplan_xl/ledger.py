@@ -599,39 +599,33 @@ class LedgerState(Mapping):
     """A read-only view of the ledger's messages, by (order_id, plan_key, step).
 
     Done messages are kept as their state only (their history is in the events table).
+    `done` and `open` are public, read-only by convention: the schedule tests membership in
+    them directly.
     """
 
     def __init__(self, done: dict[tuple[str, str, int], str],
                  open_entries: dict[tuple[str, str, int], LedgerEntry]) -> None:
-        self._done = done
-        self._open = open_entries
-        # Public, read-only by convention: the schedule tests membership in them directly.
         self.done = done
         self.open = open_entries
-        self._cache: dict[tuple[str, str, int], LedgerEntry] = {}
 
     def __getitem__(self, key: tuple[str, str, int]) -> LedgerEntry:
-        entry = self._open.get(key)
+        entry = self.open.get(key)
         if entry is not None:
             return entry
-        state = self._done[key]  # KeyError when unknown
-        entry = self._cache.get(key)
-        if entry is None:
-            entry = self._cache[key] = LedgerEntry(
-                order_id=key[0], plan=key[1], step=key[2], state=state)  # type: ignore[arg-type]
-        return entry
+        return LedgerEntry(order_id=key[0], plan=key[1], step=key[2],
+                           state=self.done[key])  # type: ignore[arg-type]
 
     def values(self):  # type: ignore[override]
         """Every entry; done messages as bare (key, state) entries, built cheaply."""
-        yield from self._open.values()
-        for key, state in self._done.items():
+        yield from self.open.values()
+        for key, state in self.done.items():
             yield _DoneEntry(key, state)
 
     def get(self, key, default=None):
-        entry = self._open.get(key)
+        entry = self.open.get(key)
         if entry is not None:
             return entry
-        state = self._done.get(key)
+        state = self.done.get(key)
         if state is None:
             return default
         # The schedule only reads `.state` of a done message: a bare entry is enough, and
@@ -639,14 +633,14 @@ class LedgerState(Mapping):
         return _DoneEntry(key, state)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._open or key in self._done
+        return key in self.open or key in self.done
 
     def __iter__(self):
-        yield from self._open
-        yield from self._done
+        yield from self.open
+        yield from self.done
 
     def __len__(self) -> int:
-        return len(self._open) + len(self._done)
+        return len(self.open) + len(self.done)
 
 
 class _DoneEntry:

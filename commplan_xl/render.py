@@ -22,7 +22,6 @@ from commplan_xl.errors import CommplanError
 from commplan_xl.model import Customer, Order, Step
 from commplan_xl.workbook import parse_date
 
-DATE_STYLES = ("short", "medium", "long", "full")
 _HINT = '(check the spelling; "commplan variables" lists them)'
 
 

@@ -297,9 +297,6 @@ class _Split:
         self.done = done
         self.open = others
 
-    def __len__(self) -> int:
-        return len(self.done) + len(self.open)
-
 
 def record(decision: Decision, model: Model) -> LedgerEntry:
     """The ledger entry a run leaves after carrying out `decision` as decided."""

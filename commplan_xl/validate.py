@@ -679,13 +679,11 @@ def _orders(
             checked_row(row, values)
             continue
         dates = {}
-        parsed = False  # a date column whose cell is not a date: its field changes
         for column in from_columns:
             value = values[column]
             if type(value) is dt.date:
                 dates[column] = value
                 continue
-            parsed = True
             date = date_of(_text(value))
             if isinstance(date, ValueError):
                 if column in checked[plan_key]:
@@ -695,16 +693,7 @@ def _orders(
                 break  # empty
             dates[column] = date
         else:
-            fields = _fields(values, other_dates) if other_dates else dict(values)
-            if parsed:
-                for column, date in dates.items():
-                    fields[column] = "" if date is None else date
-            order = _new(Order)  # see _record
-            order.__dict__.update(
-                order_id=ident, customer_id=customer_id, plan=plan_key, status=status,
-                dates=dates, fields=fields, hold_steps=none, row=row,
-            )
-            append(order)
+            append(order_of(row, values, ident, customer_id, plan_key, status, dates, none))
             continue
         checked_row(row, values)
     return tuple(orders)

@@ -144,13 +144,9 @@ def customer_folder(
     sid = _safe_id(customer_id)
     sname = safe_name(name) if name.strip() else ""
     wanted = f"{sid}{_SEPARATOR}{sname}" if sname else sid
-    if index is not None and index.archive_dir == archive_dir:
-        return index.folder(index.existing(sid, wanted) or wanted, customer_id, create=create)
-    folder = _inside(archive_dir, _existing(archive_dir, sid, wanted) or wanted, customer_id,
-                     root=archive_dir.resolve())
-    if create:
-        folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    if index is None or index.archive_dir != archive_dir:
+        index = ArchiveIndex(archive_dir)  # one listing, as a run's index makes it
+    return index.folder(index.existing(sid, wanted) or wanted, customer_id, create=create)
 
 
 def _inside(archive_dir: Path, name: str, customer_id: str, *, root: Path) -> Path:
@@ -161,22 +157,6 @@ def _inside(archive_dir: Path, name: str, customer_id: str, *, root: Path) -> Pa
             f"{archive_dir}; nothing was written."
         )
     return folder
-
-
-def _existing(archive_dir: Path, sid: str, wanted: str) -> str | None:
-    """The name of the folder already used for this id, if any (preferring `wanted`)."""
-    if not archive_dir.is_dir():
-        return None
-    prefix = sid + _SEPARATOR
-    # Not glob: ids may hold `[`, `]` or `*`-like characters that glob would interpret.
-    found = sorted(
-        p.name
-        for p in archive_dir.iterdir()
-        if (p.name == sid or p.name.startswith(prefix)) and p.is_dir()
-    )
-    if wanted in found:
-        return wanted
-    return found[0] if found else None
 
 
 def write_message(folder: Path, *, stem: str, data: bytes) -> Path:

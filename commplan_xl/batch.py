@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from commplan_xl.errors import (
@@ -23,6 +24,9 @@ from commplan_xl.errors import (
 )
 from commplan_xl.model import Customer, Decision, Model, Order, Plan, Step
 from commplan_xl.settings import Settings
+
+if TYPE_CHECKING:
+    from commplan_xl.mailer import AttachmentCache
 
 log = logging.getLogger("commplan")
 
@@ -168,6 +172,21 @@ def due(site: Site, *, today: dt.date | None = None,
 
 # ---------------------------------------------------------------- rendering one message
 
+def _attachment_cache() -> AttachmentCache:
+    from commplan_xl.mailer import AttachmentCache  # not at import: the CLI starts lighter
+
+    return AttachmentCache()
+
+
+@dataclass
+class RunCache:
+    """What a run works out once for all its messages: each step's checked attachment
+    paths (by Plans row) and each attachment file, read and encoded."""
+
+    paths: dict[int, list[Path]] = field(default_factory=dict)
+    files: AttachmentCache = field(default_factory=_attachment_cache)
+
+
 @dataclass(frozen=True)
 class Prepared:
     """One message ready to send: its exact bytes and where it goes."""
@@ -218,9 +237,10 @@ def prepare(
     due_date: dt.date,
     today: dt.date,
     to: tuple[str, ...] | None = None,
-    attachment_cache: dict | None = None,
+    cache: RunCache | None = None,
 ) -> Prepared:
-    """Render and build one message; raises CommplanError with a sentence if it cannot."""
+    """Render and build one message; raises CommplanError with a sentence if it cannot.
+    A run passes one `cache` for all its messages."""
     from commplan_xl.mailer import build_message, message_bytes
     from commplan_xl.paths import attachment_file
     from commplan_xl.render import build_context, render_message
@@ -232,18 +252,17 @@ def prepare(
         constants=site.model.constants,
     )
     rendered = render_message(step, context, locale=s.locale)
-    # The run's cache also keeps each step's checked paths (tuple keys; files use Path keys).
-    key = ("paths", s.attachments_dir, step.row, step.attachments)
-    paths = attachment_cache.get(key) if attachment_cache is not None else None
+    paths = cache.paths.get(step.row) if cache is not None else None
     if paths is None:
         paths = [attachment_file(s.attachments_dir, name, step.row)
                  for name in step.attachments]
-        if attachment_cache is not None:
-            attachment_cache[key] = paths
+        if cache is not None:
+            cache.paths[step.row] = paths
     recipients = to if to is not None else customer.emails
     msg = build_message(
         rendered=rendered, sender_email=s.sender_email, sender_name=s.sender_name,
-        reply_to=s.reply_to, to=list(recipients), attachments=paths, cache=attachment_cache,
+        reply_to=s.reply_to, to=list(recipients), attachments=paths,
+        cache=cache.files if cache is not None else None,
     )
     return Prepared(order, customer, plan, step, due_date, rendered.subject, tuple(recipients),
                     msg, message_bytes(msg))
@@ -299,7 +318,7 @@ def _parts(site: Site, orders: Mapping[str, Order], d: Decision
 def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> RunReport:
     decisions = due(site, today=day)
     orders = {o.order_id: o for o in site.model.orders}
-    cache: dict = {}
+    cache = RunCache()
     sends = 0
     for d in decisions:
         if d.action == "skip":
@@ -309,7 +328,7 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
         else:
             try:
                 prepare(site, *_parts(site, orders, d), due_date=d.due_date, today=day,
-                        attachment_cache=cache)
+                        cache=cache)
                 sends += 1
                 report.sent += 1
             except CommplanError as exc:
@@ -327,7 +346,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
     decisions = decide(site, ledger.state(), today=day, sent_today=ledger.sent_on(day))
     to_send = [d for d in decisions if d.action == "send"]
     total = len(to_send) if limit is None else min(len(to_send), limit)
-    cache: dict = {}
+    cache = RunCache()
     orders = {o.order_id: o for o in site.model.orders}
     connection_failures = 0
     stopped = False
@@ -356,7 +375,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
                 continue
             try:
                 prepared = prepare(site, order, customer, plan, step, due_date=d.due_date,
-                                   today=day, attachment_cache=cache)
+                                   today=day, cache=cache)
             except CommplanError as exc:
                 detail = f"{exc}; will be retried once fixed"
                 ledger.record_failure_before_send(**common, detail=detail, now=now)

@@ -21,7 +21,7 @@ import smtplib
 import socket
 import ssl
 import urllib.parse
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from email.header import Header
 from email.headerregistry import Address
@@ -54,17 +54,10 @@ class _Loaded(NamedTuple):
 
 class AttachmentCache:
     """Attachments by path, read and base64-encoded once per run (1,000 mails share one
-    50 KB PDF).
+    50 KB PDF)."""
 
-    `storage` lets a caller keep the files in its own dict across calls.
-    """
-
-    def __init__(self, storage: MutableMapping[Path, Any] | None = None) -> None:
-        self._data: MutableMapping[Path, Any] = {} if storage is None else storage
-
-    def read(self, path: Path) -> bytes:
-        """The file's bytes."""
-        return self.load(path).data
+    def __init__(self) -> None:
+        self._data: dict[Path, _Loaded] = {}
 
     def load(self, path: Path) -> _Loaded:
         """The file's bytes, MIME type and encoded body."""
@@ -188,7 +181,7 @@ def build_message(
     to: Sequence[str],
     attachments: Sequence[Path],
     domain: str | None = None,
-    cache: AttachmentCache | MutableMapping[Path, Any] | None = None,
+    cache: AttachmentCache | None = None,
     date: datetime | None = None,
 ) -> BuiltMessage:
     """The complete mail: text/plain + HTML alternative, then the attachments.
@@ -224,7 +217,7 @@ def build_message(
     head = "\r\n".join(headers).encode("ascii") + b"\r\n"
     if not attachments:
         return BuiltMessage(head + alt_type + b"\r\n" + body)
-    reader = cache if isinstance(cache, AttachmentCache) else AttachmentCache(cache)
+    reader = cache if cache is not None else AttachmentCache()
     mixed = _boundary()
     chunks = [head, b'Content-Type: multipart/mixed; boundary="%s"\r\n\r\n' % mixed,
               b"--", mixed, b"\r\n", alt_type, b"\r\n", body]

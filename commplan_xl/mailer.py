@@ -402,12 +402,11 @@ class Mailer:
         settings: Settings,
         *,
         environ: Mapping[str, str] | None = None,
-        password: str | None = None,
         token_provider: oauth.TokenProvider | None = None,
     ) -> None:
         self.settings = settings
         self._environ = environ
-        self._password = password
+        self._password: str | None = None  # looked up on first connect
         # OAuth2 (smtp_auth oauth2-*): chosen from the settings on first connect unless given.
         self._tokens = token_provider
         self._token = ""

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from commplan_xl.errors import CommplanError, SendFailure
-from commplan_xl.settings import PROVIDER_PRESETS, Settings
+from commplan_xl.settings import Settings
 
 __all__ = [
-    "PROVIDER_PRESETS", "TokenProvider", "MsalTokenProvider", "GoogleTokenProvider",
+    "TokenProvider", "MsalTokenProvider", "GoogleTokenProvider",
     "xoauth2_string", "client_secret", "provider_for", "google_token_file",
     "explain_msal_error", "explain_google_error", "explain_login_refusal", "google_consent",
 ]

@@ -20,7 +20,7 @@ import contextlib
 import datetime as dt
 import gc
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -441,22 +441,10 @@ class Ledger:
 
         Recording the same skip twice adds no second event.
         """
-        at = _at(now)
-        with self._write() as db:
-            prev = _current(db, order_id, plan_key, step)
-            if prev in _FINAL:
-                raise _conflict(order_id, plan_key, step, str(prev), "skip it")
-            if prev != "skipped":
-                _upsert(db, order_id=order_id, plan_key=plan_key, step=step, state="skipped",
-                        due_date=due_date, emails=emails, detail=reason, at=at)
-                _add_event(
-                    db, at=at, day=_day(now, day), order_id=order_id, customer_id=customer_id,
-                    email=emails, plan=plan, plan_key=plan_key, step=step,
-                    due_date=_iso_date(due_date), status="skipped", detail=reason,
-                )
-        entry = self.entry(order_id, plan_key, step)
-        assert entry is not None
-        return entry
+        return self._settle(
+            order_id=order_id, customer_id=customer_id, plan=plan, plan_key=plan_key,
+            step=step, due_date=due_date, emails=emails, state="skipped", detail=reason,
+            now=now, day=day, refuse=_FINAL, what="skip it", event=True)
 
     def record_waiting(
         self,
@@ -477,21 +465,10 @@ class Ledger:
         Writes no event (see the module docstring). `customer_id` and `plan` are accepted
         so callers can pass the same arguments as to the other methods.
         """
-        at = _at(now)
-        with self._write() as db:
-            prev = _current(db, order_id, plan_key, step)
-            if prev in _FINAL or prev == "skipped":
-                raise _conflict(order_id, plan_key, step, str(prev), "hold it back")
-            _upsert(db, order_id=order_id, plan_key=plan_key, step=step, state="waiting",
-                    due_date=due_date, emails=emails, detail=reason, at=at)
-            db.execute(
-                "UPDATE messages SET first_waiting = coalesce(first_waiting, ?) "
-                "WHERE order_id = ? AND plan_key = ? AND step = ?",
-                (_day(now, day), order_id, plan_key, step),
-            )
-        entry = self.entry(order_id, plan_key, step)
-        assert entry is not None
-        return entry
+        return self._settle(
+            order_id=order_id, customer_id=customer_id, plan=plan, plan_key=plan_key,
+            step=step, due_date=due_date, emails=emails, state="waiting", detail=reason,
+            now=now, day=day, refuse=_FINAL | {"skipped"}, what="hold it back", event=False)
 
     def record_failure_before_send(
         self,
@@ -512,19 +489,55 @@ class Ledger:
 
         It stays `failed` (temporary), so later runs retry it once fixed.
         """
+        return self._settle(
+            order_id=order_id, customer_id=customer_id, plan=plan, plan_key=plan_key,
+            step=step, due_date=due_date, emails=emails, state="failed",
+            detail=failure_detail(detail, permanent=False), now=now, day=day,
+            refuse=_FINAL | {"skipped"}, what="mark it failed", event=True, subject=subject)
+
+    def _settle(
+        self,
+        *,
+        order_id: str,
+        customer_id: str,
+        plan: str,
+        plan_key: str,
+        step: int,
+        due_date: dt.date | None,
+        emails: str,
+        state: str,
+        detail: str,
+        now: dt.datetime,
+        day: dt.date | None,
+        refuse: Collection[str],
+        what: str,
+        event: bool,
+        subject: str = "",
+    ) -> LedgerEntry:
+        """Put one message in `state` without a send, in one transaction: refused (a
+        LedgerConflict saying it cannot `what`) when its state is in `refuse`; with its
+        SentLog event when `event`; a skip already recorded is left as it is."""
         at = _at(now)
-        text = failure_detail(detail, permanent=False)
         with self._write() as db:
             prev = _current(db, order_id, plan_key, step)
-            if prev in _FINAL or prev == "skipped":
-                raise _conflict(order_id, plan_key, step, str(prev), "mark it failed")
-            _upsert(db, order_id=order_id, plan_key=plan_key, step=step, state="failed",
-                    due_date=due_date, emails=emails, detail=text, at=at)
-            _add_event(
-                db, at=at, day=_day(now, day), order_id=order_id, customer_id=customer_id,
-                email=emails, plan=plan, plan_key=plan_key, step=step,
-                due_date=_iso_date(due_date), status="failed", subject=subject, detail=text,
-            )
+            if prev in refuse:
+                raise _conflict(order_id, plan_key, step, str(prev), what)
+            if not prev == state == "skipped":
+                _upsert(db, order_id=order_id, plan_key=plan_key, step=step, state=state,
+                        due_date=due_date, emails=emails, detail=detail, at=at)
+                if state == "waiting":
+                    db.execute(
+                        "UPDATE messages SET first_waiting = coalesce(first_waiting, ?) "
+                        "WHERE order_id = ? AND plan_key = ? AND step = ?",
+                        (_day(now, day), order_id, plan_key, step),
+                    )
+                if event:
+                    _add_event(
+                        db, at=at, day=_day(now, day), order_id=order_id,
+                        customer_id=customer_id, email=emails, plan=plan, plan_key=plan_key,
+                        step=step, due_date=_iso_date(due_date), status=state,
+                        subject=subject, detail=detail,
+                    )
         entry = self.entry(order_id, plan_key, step)
         assert entry is not None
         return entry

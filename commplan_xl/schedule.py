@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Container, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 
 from commplan_xl.model import Customer, Decision, LedgerEntry, Model, Order, Plan, Step
@@ -35,6 +35,8 @@ def superseded_reason(step: int) -> str:
 
 # One due message of a plan for one start date: (step number, step, due date, past catch-up).
 _Due = tuple[int, Step, dt.date, bool]
+# The due messages of a group of steps for one start date, and their numbers as bits.
+_DueSet = tuple[tuple[_Due, ...], int]
 
 
 class _PlanView:
@@ -58,17 +60,40 @@ class _PlanView:
         for step in plan.steps:
             if step.active:
                 by_column.setdefault(step.from_column, []).append(step)
-        self.groups: tuple[tuple[str, tuple[Step, ...], dict[dt.date, tuple[_Due, ...]]], ...]
+        self.groups: tuple[tuple[str, tuple[Step, ...], dict[dt.date, _DueSet]], ...]
         self.groups = tuple((col, tuple(steps), {}) for col, steps in by_column.items())
 
-    def due_steps(self, steps: tuple[Step, ...], start: dt.date) -> tuple[_Due, ...]:
-        """The steps of `steps` due on or before today when counting from `start`."""
+    def due_set(self, known: dict[dt.date, _DueSet], steps: tuple[Step, ...],
+                start: dt.date) -> _DueSet:
+        """`due_steps` of one group, computed once per start date."""
+        found = known.get(start)
+        if found is None:
+            found = known[start] = self.due_steps(steps, start)
+        return found
+
+    def due_bits(self, dates: Mapping[str, dt.date | None]) -> int:
+        """The numbers of the steps due today for an order with these dates, as bits."""
+        bits = 0
+        for column, steps, known in self.groups:
+            start = dates.get(column)
+            if start is not None:  # an empty `from` date: not due yet
+                found = known.get(start)  # due_set, inlined: this runs once per order
+                if found is None:
+                    found = known[start] = self.due_steps(steps, start)
+                bits |= found[1]
+        return bits
+
+    def due_steps(self, steps: tuple[Step, ...], start: dt.date) -> _DueSet:
+        """The steps of `steps` due on or before today when counting from `start`, and
+        their numbers as bits (bit n for step n)."""
         out: list[_Due] = []
+        bits = 0
         for step in steps:
             due = add_delay(start, step.delay, step.unit, self.calendar)
             if due <= self.today:
                 out.append((step.number, step, due, due < self.oldest))
-        return tuple(out)
+                bits |= 1 << step.number
+        return tuple(out), bits
 
 
 def decide(
@@ -90,7 +115,12 @@ def decide(
     decisions: list[Decision] = []
     extend = decisions.extend
     done, ledger = split_ledger(ledger)
+    done_of = done.get
     for order, customer, view in _sendable(model, today, settings.catch_up_days, cal):
+        # Most orders of a usual morning have every due step done: two integers say so,
+        # before any per-step work (50,000 orders: about half the time of this loop).
+        if not view.due_bits(order.dates) & ~done_of((order.order_id, view.key), 0):
+            continue
         found = _decide_order(order, customer, view, ledger, done)
         if found:
             extend(found)
@@ -122,20 +152,26 @@ def _sendable(
 
 def split_ledger(
     ledger: Mapping[LedgerKey, LedgerEntry],
-) -> tuple[Container[LedgerKey], Mapping[LedgerKey, LedgerEntry]]:
-    """(keys of done messages, the other entries) as plain dicts where the ledger offers them.
+) -> tuple[Mapping[tuple[str, str], int], Mapping[LedgerKey, LedgerEntry]]:
+    """(done steps, the other entries): done steps map (order_id, plan key) to a bit mask,
+    bit n set when step n is done.
 
-    The ledger's LedgerState keeps done messages (the bulk of a long-lived ledger) as bare
-    states: testing membership in that dict is a C call, where a Python `get` per message
-    costs a quarter of a second over 200,000 messages.
+    The ledger's LedgerState keeps done messages (the bulk of a long-lived ledger) packed
+    that way already: one look-up per order instead of one per step, and most orders of a
+    usual morning are settled by comparing two integers. Any other mapping is split here.
     """
-    done = getattr(ledger, "done", None)
+    done = getattr(ledger, "done_steps", None)
     others = getattr(ledger, "open", None)
     if isinstance(done, dict) and isinstance(others, dict):
         return done, others
-    if not ledger:
-        return frozenset(), {}  # plain dict look-ups (C calls) for an empty ledger
-    return frozenset(), ledger
+    steps: dict[tuple[str, str], int] = {}
+    rest: dict[LedgerKey, LedgerEntry] = {}
+    for key, entry in ledger.items():
+        if entry.state in DONE_STATES:
+            steps[key[0], key[1]] = steps.get((key[0], key[1]), 0) | 1 << key[2]
+        else:
+            rest[key] = entry
+    return steps, rest
 
 
 def settings_calendar(settings: Settings) -> Calendar:
@@ -155,7 +191,8 @@ def decide_order(
 ) -> list[Decision]:
     """The decisions for one order, before the daily limit (status and opt-out not checked)."""
     view = _PlanView(plan, today=today, catch_up_days=catch_up_days, calendar=calendar)
-    return _decide_order(order, customer, view, ledger)
+    done, others = split_ledger(ledger)
+    return _decide_order(order, customer, view, others, done)
 
 
 def _decide_order(
@@ -163,14 +200,14 @@ def _decide_order(
     customer: Customer,
     view: _PlanView,
     ledger: Mapping[LedgerKey, LedgerEntry],
-    done: Container[LedgerKey] = frozenset(),
+    done: Mapping[tuple[str, str], int],
 ) -> list[Decision]:
-    """The decisions for one order, before the daily limit. `done` holds keys known to be
-    done (see `split_ledger`); `ledger` the other entries."""
+    """The decisions for one order, before the daily limit. `done` and `ledger` are what
+    `split_ledger` gives: done steps as bits, and the other entries."""
     dates = order.dates
-    hold = order.hold_steps
     order_id = order.order_id
     plan_key = view.key
+    finished = done.get((order_id, plan_key), 0)
     missed: list[tuple[int, dt.date]] = []
     sends: list[tuple[Step, dt.date, str]] = []
     emails: str | None = None
@@ -178,16 +215,14 @@ def _decide_order(
         start = dates.get(column)
         if start is None:  # an empty `from` date: not due yet
             continue
-        due_steps = known.get(start)
-        if due_steps is None:
-            due_steps = known[start] = view.due_steps(steps, start)
+        due_steps, due_bits = view.due_set(known, steps, start)
+        if not due_bits & ~finished:  # every due step done: the usual order of a morning
+            continue
+        hold = order.hold_steps
         for number, step, due, late in due_steps:
-            if hold and number in hold:
+            if finished >> number & 1 or (hold and number in hold):
                 continue
-            key = (order_id, plan_key, number)
-            if key in done:
-                continue
-            entry = ledger.get(key)
+            entry = ledger.get((order_id, plan_key, number))
             reason = REASON_DUE
             if entry is not None:
                 state = entry.state
@@ -280,7 +315,7 @@ def forecast(
     )
     model = dataclasses.replace(model, orders=open_orders)
     # Done messages stay done: only the others change as the simulated runs go.
-    state = _Split(done if isinstance(done, dict) else {}, dict(others))
+    state = _Split(done, dict(others))
     out: list[tuple[dt.date, Decision]] = []
     for offset in range(days):
         day = start + dt.timedelta(days=offset)
@@ -291,10 +326,11 @@ def forecast(
 
 
 class _Split:
-    """Done keys and other entries, as `split_ledger` reads them from the ledger's LedgerState."""
+    """Done steps and other entries, as `split_ledger` reads them from the ledger's
+    LedgerState."""
 
-    def __init__(self, done: dict, others: dict) -> None:
-        self.done = done
+    def __init__(self, done: Mapping[tuple[str, str], int], others: dict) -> None:
+        self.done_steps = done
         self.open = others
 
 

@@ -325,3 +325,41 @@ def test_file_that_is_not_a_ledger_is_a_sentence(path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(CommplanError, match="Cannot open the ledger"):
         Ledger(path).open()
+
+
+def test_state_keeps_every_message_and_its_state(ledger: Ledger, path: Path) -> None:
+    """The state read back (done messages packed per order) says the same as the rows: each
+    message once, with its exact state, whatever its step or its order's other steps."""
+    ledger.finish(ledger.begin(**msg(step=1), subject="S", now=NOW), status="sent", now=NOW)
+    ledger.record_skip(**msg(step=2), reason="missed", now=NOW)
+    ledger.begin(**msg(step=3), subject="S", now=NOW)  # left sending: a crash
+    ledger.begin(**msg(step=10), subject="S", now=NOW)
+    ledger.recover(NOW)  # step 3 and 10 become uncertain
+    ledger.begin(**msg(step=4), subject="S", now=NOW)  # sending, not recovered
+    ledger.finish(ledger.begin(**msg(step=5), subject="S", now=NOW), status="failed",
+                  detail="451 later", now=NOW)
+    ledger.record_skip(**msg(order_id="CMD-2", step=1), reason="missed", now=NOW)
+    ledger.record_skip(**msg(order_id="CMD-2", step=40), reason="missed", now=NOW)
+    expected = {
+        ("CMD-1", "baie vitrée", 1): "sent", ("CMD-1", "baie vitrée", 2): "skipped",
+        ("CMD-1", "baie vitrée", 3): "uncertain", ("CMD-1", "baie vitrée", 10): "uncertain",
+        ("CMD-1", "baie vitrée", 4): "sending", ("CMD-1", "baie vitrée", 5): "failed",
+        ("CMD-2", "baie vitrée", 1): "skipped", ("CMD-2", "baie vitrée", 40): "skipped",
+    }
+    with sqlite3.connect(path) as db:
+        rows = {(o, p, n): st for o, p, n, st in
+                db.execute("SELECT order_id, plan_key, step, state FROM messages")}
+    assert rows == expected
+    state = ledger.state()
+    assert {key: entry.state for key, entry in state.items()} == expected
+    assert len(state) == len(expected) == len(list(state))
+    assert {entry.state for entry in state.values()} == set(expected.values())
+    for key, value in expected.items():
+        assert key in state and state[key].state == value and state.get(key).state == value
+    for missing in [("CMD-1", "baie vitrée", 6), ("CMD-1", "autre", 1), ("CMD-3", "x", 1),
+                    ("CMD-1", "baie vitrée", -1), ("CMD-1", "baie vitrée", 99), "junk"]:
+        assert missing not in state and state.get(missing) is None
+    with pytest.raises(KeyError):
+        state[("CMD-1", "baie vitrée", 6)]
+    assert state.done_steps[("CMD-1", "baie vitrée")] == 0b10000011110
+    assert state[("CMD-1", "baie vitrée", 5)].detail.startswith("451 later")

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from commplan_xl.ledger import LedgerState
 from commplan_xl.model import Customer, Decision, LedgerEntry, Model, Order, Plan, Step
 from commplan_xl.offsets import business_calendar, due_date
 from commplan_xl.schedule import (
@@ -464,6 +465,10 @@ def test_never_sent_twice_and_limit_respected(model, run_days, limit, catch_up, 
         decisions = decide(model, ledger, today=BASE + dt.timedelta(days=offset),
                            settings=conf(daily_limit=limit, catch_up_days=catch_up),
                            sent_today=sent_today)
+        # The ledger file's packed state decides the same as the plain entries.
+        assert decide(model, LedgerState.of(ledger), today=BASE + dt.timedelta(days=offset),
+                      settings=conf(daily_limit=limit, catch_up_days=catch_up),
+                      sent_today=sent_today) == decisions
         keys = [(d.order_id, d.plan, d.step) for d in decisions]
         assert len(keys) == len(set(keys))
         sends = [d for d in decisions if d.action == "send"]
@@ -526,3 +531,5 @@ def test_forecast_matches_running_every_day(model, limit, first, days, done):
             expected.append((day, d))
             state[(d.order_id, d.plan, d.step)] = record(d, model)
     assert forecast(model, ledger, start=start, days=days, settings=conf_) == expected
+    assert forecast(model, LedgerState.of(ledger), start=start, days=days,
+                    settings=conf_) == expected

@@ -104,12 +104,13 @@ def load_site(
 ) -> Site:
     """Read and validate the workbook of a home folder."""
     from commplan_xl.validate import validate
-    from commplan_xl.workbook import read_tables
+    from commplan_xl.workbook import open_tables
 
     home_path, wb = resolve_paths(home, workbook)
-    # read_tables says when there is no workbook, and retries while Excel saves it (the
-    # file briefly does not exist then): no check of the file before it.
-    tables = read_tables(wb)
+    # open_tables says when there is no workbook, and retries while Excel saves it (the
+    # file briefly does not exist then): no check of the file before it. Validation starts
+    # while the sheets still parse.
+    tables = open_tables(wb)
     try:
         st = wb.stat()
         stat: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)

@@ -12,7 +12,7 @@ import keyword
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,11 +134,14 @@ def _whole_step(value: object) -> int:
     return int(number)
 
 
-def _check_sheets(tables: Mapping[str, Table], problems: list[WorkbookProblem]) -> set[str]:
-    """Report missing sheets, columns and repeated headers; return the usable sheets."""
+def _check_sheets(tables: Mapping[str, Table], problems: list[WorkbookProblem],
+                  keys: Iterable[str] = REQUIRED_COLUMNS) -> set[str]:
+    """Report missing sheets, columns and repeated headers of the sheets `keys`; return the
+    usable ones."""
     usable: set[str] = set()
-    for key, required in REQUIRED_COLUMNS.items():
-        table = tables.get(key)
+    for key in keys:
+        required = REQUIRED_COLUMNS[key]
+        table = tables.get(key) if key in tables else None
         if table is None:
             if key in REQUIRED_SHEETS:
                 problems.append(WorkbookProblem(
@@ -705,14 +708,32 @@ def validate(
     home: Path,
     environ: Mapping[str, str] | None = None,
 ) -> tuple[Model, Settings, list[WorkbookProblem]]:
-    """The valid part of the workbook as a Model, its Settings, and every problem found."""
-    problems: list[WorkbookProblem] = []
-    usable = _check_sheets(tables, problems)
-    settings = _settings(tables, usable, home=home, environ=environ, problems=problems)
-    constants = _variables(tables, usable, problems)
-    plans, plan_rows = _plans(tables, usable, settings, problems)
+    """The valid part of the workbook as a Model, its Settings, and every problem found.
+
+    `tables` may still be parsing (`workbook.open_tables`): Customers is checked first, while
+    the big Orders sheet parses, and Orders is looked at last. Problems are listed sheet by
+    sheet all the same: structure, Settings, Variables, Plans, Customers, Orders.
+    """
+    found: dict[str, list[WorkbookProblem]] = {key: [] for key in REQUIRED_COLUMNS}
+    structure: dict[str, list[WorkbookProblem]] = {key: [] for key in REQUIRED_COLUMNS}
+    usable: set[str] = set()
+    for key in ("customers", "settings", "variables"):
+        usable |= _check_sheets(tables, structure[key], [key])
     with no_gc():
-        customers, customer_rows = _customers(tables, usable, problems)
-        orders = _orders(tables, usable, plans, plan_rows, customers, customer_rows, problems)
+        customers, customer_rows = _customers(tables, usable, found["customers"])
+    settings = _settings(tables, usable, home=home, environ=environ,
+                         problems=found["settings"])
+    constants = _variables(tables, usable, found["variables"])
+    # Plans checks its `from` columns against Orders' headers: from here on, Orders is
+    # parsed.
+    for key in ("plans", "orders"):
+        usable |= _check_sheets(tables, structure[key], [key])
+    plans, plan_rows = _plans(tables, usable, settings, found["plans"])
+    with no_gc():
+        orders = _orders(tables, usable, plans, plan_rows, customers, customer_rows,
+                         found["orders"])
+    problems = [p for key in REQUIRED_COLUMNS for p in structure[key]]
+    problems += [p for key in ("settings", "variables", "plans", "customers", "orders")
+                 for p in found[key]]
     model = Model(plans=plans, customers=customers, orders=orders, constants=constants)
     return model, settings, problems

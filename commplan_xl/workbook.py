@@ -15,8 +15,8 @@ import re
 import time
 import unicodedata
 import zipfile
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from pathlib import Path
@@ -213,54 +213,98 @@ def read_tables(
     every sheet). A failed read is retried `attempts` times, because during an Excel save
     the file briefly does not exist.
     """
+    return dict(open_tables(path, only=only, attempts=attempts, pause=pause).items())
+
+
+def open_tables(
+    path: Path,
+    *,
+    only: Iterable[str] | None = INPUT_SHEETS,
+    attempts: int = 5,
+    pause: float = 0.2,
+) -> Mapping[str, Table]:
+    """`read_tables`, with the sheets still parsing when it returns: looking a sheet up
+    waits for that sheet only, so the caller works on Customers while Orders parses."""
     path = Path(path)
-    error: Exception | None = None
-    for attempt in range(max(1, attempts)):
-        if attempt:
-            time.sleep(pause * attempt)
-        try:
-            data = _load(path)
-            break
-        except Exception as exc:  # missing, locked mid-save, half-written, not a workbook
-            error = exc
-    else:
-        if isinstance(error, FileNotFoundError) or not path.exists():
-            raise CommplanError(
-                f"The workbook {path} does not exist; check --home or --workbook, "
-                "or create one with `commplan init`."
-            ) from error
-        if isinstance(error, IsADirectoryError | PermissionError):
-            raise CommplanError(f"The workbook {path} cannot be read: {error}.") from error
-        raise CommplanError(
-            f"{path} is not an Excel workbook (.xlsx); save it from Excel as "
-            "\"Excel Workbook (*.xlsx)\"."
-        ) from error
+    data = _load_retrying(path, attempts, pause)
     wanted = None if only is None else {normalise_header(name) for name in only}
-    tables: dict[str, Table] = {}
     try:
         book = CalamineWorkbook.from_filelike(io.BytesIO(data))
         try:
             names = book.sheet_names
         finally:
             book.close()
-        chosen: dict[str, str] = {}
-        for name in names:
-            key = normalise_header(name)
-            if key not in chosen and (wanted is None or key in wanted):
-                chosen[key] = name
-        # Biggest sheets first, so the workers start on them; each sheet converts as soon
-        # as it is parsed, so Customers and the small sheets convert while Orders parses.
-        order = sorted(chosen, key=lambda k: k not in ("orders", "customers"))
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = {pool.submit(_parse_sheet, data, chosen[key]): key for key in order}
-            for future in as_completed(futures):
-                key = futures[future]
-                with no_gc():
-                    tables[key] = _table(chosen[key], future.result())
-        tables = {key: tables[key] for key in chosen}  # in the workbook's order
     except Exception as exc:
-        raise CommplanError(f"The workbook {path} could not be read: {exc}.") from exc
-    return tables
+        raise _unreadable(path, exc) from exc
+    chosen: dict[str, str] = {}
+    for name in names:
+        key = normalise_header(name)
+        if key not in chosen and (wanted is None or key in wanted):
+            chosen[key] = name
+    return _PendingTables(path, data, chosen)
+
+
+class _PendingTables(Mapping[str, Table]):
+    """The chosen sheets of a workbook, parsing in two worker threads (calamine parses
+    without holding the GIL); each is converted to a Table when first looked up."""
+
+    def __init__(self, path: Path, data: bytes, chosen: dict[str, str]) -> None:
+        self._path = path
+        self._names = chosen  # in the workbook's order
+        self._tables: dict[str, Table] = {}
+        pool = ThreadPoolExecutor(max_workers=2)
+        # Biggest sheets first, so both workers start on them.
+        order = sorted(chosen, key=lambda k: k not in ("orders", "customers"))
+        self._futures = {key: pool.submit(_parse_sheet, data, chosen[key]) for key in order}
+        pool.shutdown(wait=False)  # the workers end with their last sheet
+
+    def __getitem__(self, key: str) -> Table:
+        table = self._tables.get(key)
+        if table is None:
+            future = self._futures[key]  # KeyError: no such sheet
+            try:
+                grid = future.result()
+                with no_gc():
+                    table = self._tables[key] = _table(self._names[key], grid)
+            except Exception as exc:
+                raise _unreadable(self._path, exc) from exc
+        return table
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._names
+
+
+def _unreadable(path: Path, exc: Exception) -> CommplanError:
+    return CommplanError(f"The workbook {path} could not be read: {exc}.")
+
+
+def _load_retrying(path: Path, attempts: int, pause: float) -> bytes:
+    """The workbook's bytes, retried while Excel saves it (the file briefly does not exist)."""
+    error: Exception | None = None
+    for attempt in range(max(1, attempts)):
+        if attempt:
+            time.sleep(pause * attempt)
+        try:
+            return _load(path)
+        except Exception as exc:  # missing, locked mid-save, half-written, not a workbook
+            error = exc
+    if isinstance(error, FileNotFoundError) or not path.exists():
+        raise CommplanError(
+            f"The workbook {path} does not exist; check --home or --workbook, "
+            "or create one with `commplan init`."
+        ) from error
+    if isinstance(error, IsADirectoryError | PermissionError):
+        raise CommplanError(f"The workbook {path} cannot be read: {error}.") from error
+    raise CommplanError(
+        f"{path} is not an Excel workbook (.xlsx); save it from Excel as "
+        "\"Excel Workbook (*.xlsx)\"."
+    ) from error
 
 
 _EXCEL_EPOCH = dt.date(1899, 12, 30)

@@ -113,6 +113,8 @@ def write_big_workbook(path: Path, *, orders: int, customers: int, due_mails: in
 
 def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     """Wall time of a process and its peak RSS in KiB (printed by _peak.py)."""
+    if hasattr(os, "sync"):
+        os.sync()  # start on a quiet disk: the last run's files (or their removal) written
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, str(PEAK), *cmd], capture_output=True, text=True,
                        env=env)
@@ -138,6 +140,9 @@ def interleaved(fns: dict[str, object], repeat: int) -> dict[str, tuple[float, i
             times[name].append(t)
             peaks[name].append(p)
     floor = times[next(iter(fns))]
+    print("  rounds (s): " + "  ".join(
+        "/".join(f"{times[name][r]:.2f}" for name in fns) for r in range(repeat))
+        + "   (" + "/".join(fns) + ")", flush=True)
     return {
         name: (statistics.median(ts), max(peaks[name]),
                statistics.median(t / f for t, f in zip(ts, floor, strict=True)))

@@ -5,6 +5,7 @@ This is the library behind the command line: each public function here is one co
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import logging
 import os
@@ -265,6 +266,7 @@ def prepare(
         reply_to=s.reply_to, to=list(recipients), attachments=paths,
         cache=cache.files if cache is not None else None,
     )
+    msg.wire  # noqa: B018 - made now: a run prepares while the server takes the mail before
     return Prepared(order, customer, plan, step, due_date, rendered.subject, tuple(recipients),
                     msg, message_bytes(msg))
 
@@ -339,25 +341,51 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
 
 
 def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> list:
-    from commplan_xl.archive import ArchiveIndex
+    from commplan_xl.archive import ArchiveIndex, discard_message, relative
     from commplan_xl.mailer import Mailer
 
     s = site.settings
     archive_index = ArchiveIndex(s.archive_dir)
     decisions = decide(site, ledger.state(), today=day, sent_today=ledger.sent_on(day))
-    to_send = [d for d in decisions if d.action == "send"]
-    total = len(to_send) if limit is None else min(len(to_send), limit)
+    sends = [i for i, d in enumerate(decisions) if d.action == "send"]
+    total = len(sends) if limit is None else min(len(sends), limit)
     cache = RunCache()
     orders = {o.order_id: o for o in site.model.orders}
     connection_failures = 0
     stopped = False
-    done = 0
+    accepted = 0  # mails the server took
+    # While the server takes a mail (a few ms for a 50 KB attachment), the run does its own
+    # work instead of waiting: it names the mail's archive file and builds the next mail.
+    ahead: dict[int, Prepared | Exception] = {}  # decision index -> built in advance
+
+    def build(i: int) -> Prepared:
+        """Decision i's mail, built in advance or now; raises CommplanError if it cannot."""
+        found = ahead.pop(i, None)
+        if found is None:
+            d = decisions[i]
+            order, customer, plan, step = _parts(site, orders, d)
+            return prepare(site, order, customer, plan, step, due_date=d.due_date, today=day,
+                           cache=cache)
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def build_next(i: int) -> None:
+        """Build the mail of the next send after decision i (kept with its error if any)."""
+        at = bisect.bisect_right(sends, i)
+        if at == len(sends) or (limit is not None and accepted + 1 >= limit):
+            return
+        try:
+            ahead[sends[at]] = build(sends[at])
+        except Exception as exc:  # raised again in its turn, after this mail is recorded
+            ahead[sends[at]] = exc
+
     factory = mailer_factory or Mailer
     # One thread writes each mail's archive file while the server takes the mail (new
     # folders and files cost ~0.5 ms each on ext4, about what the whole send costs us).
     with factory(s) as mailer, ThreadPoolExecutor(1, "commplan-archive") as stager:
-        for d in decisions:
-            order, customer, plan, step = _parts(site, orders, d)
+        for i, d in enumerate(decisions):
+            order, customer, _plan, _step = _parts(site, orders, d)
             emails = ";".join(customer.emails)
             now = now_in(s)
             common = dict(order_id=d.order_id, customer_id=customer.customer_id,
@@ -367,7 +395,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
                 ledger.record_skip(**common, reason=d.reason, now=now)
                 report.skipped += 1
                 continue
-            if d.action == "wait" or stopped or (limit is not None and done >= limit):
+            if d.action == "wait" or stopped or (limit is not None and accepted >= limit):
                 if stopped:
                     report.not_tried += 1
                 else:
@@ -375,8 +403,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
                     report.waiting += 1
                 continue
             try:
-                prepared = prepare(site, order, customer, plan, step, due_date=d.due_date,
-                                   today=day, cache=cache)
+                prepared = build(i)
             except CommplanError as exc:
                 detail = f"{exc}; will be retried once fixed"
                 ledger.record_failure_before_send(**common, detail=detail, now=now)
@@ -386,48 +413,36 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
                 continue
             token = ledger.begin(**common, subject=prepared.subject, now=now)
             staged = stager.submit(_stage, site, customer, prepared, archive_index)
+            placed: Path | None = None
             try:
-                try:
-                    refused = mailer.send(prepared.data, from_addr=s.sender_email,
+                handed = mailer.hand_over(prepared.message, from_addr=s.sender_email,
                                           to_addrs=list(prepared.to))
-                except BaseException:
-                    _unstage(staged)
-                    raise
-            except SendFailure as exc:
-                if isinstance(exc, SendUncertain):
-                    # The server may have the mail: never resend it by itself.
-                    ledger.recover(now_in(s), day=day)
-                    report.uncertain += 1
-                    report.failures.append(
-                        f"Order {d.order_id} step {d.step} is uncertain: {exc}")
-                    log.warning("order %s step %s uncertain: %s", d.order_id, d.step, exc)
+                # The server has the whole mail: name its archive file (removed again if the
+                # server refuses it; a kill before its answer leaves it beside an uncertain
+                # mail, never a sent one), and build the next mail.
+                placed = _place_staged(d, staged, day)
+                archive_file = relative(placed, site.home, index=archive_index)
+                build_next(i)
+                refused = handed.reply()
+            except BaseException as exc:
+                if placed is not None:
+                    discard_message(placed)
                 else:
-                    status = "failed" if exc.temporary else "failed_permanent"
-                    detail = str(exc) + ("; will be retried by the next run" if exc.temporary
-                                         else "; not retried: correct the address")
-                    ledger.finish(token, status=status, detail=detail, archive_file="",
-                                  now=now_in(s), day=day)
-                    report.failed += 1
-                    report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
-                    log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
+                    _unstage(staged)
+                if not isinstance(exc, SendFailure):
+                    raise
                 connection_failures = connection_failures + 1 if exc.connection else 0
-                if connection_failures >= MAX_CONNECTION_FAILURES:
-                    stopped = True
-                    report.notes.append(
-                        f"The mail server failed {connection_failures} times in a row, so this "
-                        "run stopped trying; the other mails stay due and the next run sends "
-                        "them."
-                    )
+                stopped = _send_failed(site, ledger, day, report, d, token, exc,
+                                       connection_failures)
                 continue
             connection_failures = 0
-            archive_file = _place_staged(site, d, staged, day, archive_index)
+            accepted += 1
             detail = "; ".join(refused.values()) if refused else ""
             ledger.finish(token, status="sent", detail=detail, archive_file=archive_file,
                           now=now_in(s), day=day)
             report.sent += 1
-            done += 1
             if progress:
-                progress(done, total)
+                progress(report.sent, total)
         from commplan_xl import report as reporting
 
         try:
@@ -440,6 +455,34 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
     log.info("run %s: %d sent, %d skipped, %d failed, %d waiting", day, report.sent,
              report.skipped, report.failed, report.waiting)
     return extra
+
+
+def _send_failed(site: Site, ledger, day: dt.date, report: RunReport, d: Decision,
+                 token: int, exc: SendFailure, connection_failures: int) -> bool:
+    """Record a send that failed; True when the run should stop trying the server."""
+    s = site.settings
+    if isinstance(exc, SendUncertain):
+        # The server may have the mail: never resend it by itself.
+        ledger.recover(now_in(s), day=day)
+        report.uncertain += 1
+        report.failures.append(f"Order {d.order_id} step {d.step} is uncertain: {exc}")
+        log.warning("order %s step %s uncertain: %s", d.order_id, d.step, exc)
+    else:
+        status = "failed" if exc.temporary else "failed_permanent"
+        detail = str(exc) + ("; will be retried by the next run" if exc.temporary
+                             else "; not retried: correct the address")
+        ledger.finish(token, status=status, detail=detail, archive_file="",
+                      now=now_in(s), day=day)
+        report.failed += 1
+        report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
+        log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
+    if connection_failures < MAX_CONNECTION_FAILURES:
+        return False
+    report.notes.append(
+        f"The mail server failed {connection_failures} times in a row, so this run stopped "
+        "trying; the other mails stay due and the next run sends them."
+    )
+    return True
 
 
 def _archive(site: Site, customer: Customer, d: Decision, prepared: Prepared, day: dt.date,
@@ -474,12 +517,11 @@ def _unstage(staged: Future) -> None:
     discard_message(tmp)
 
 
-def _place_staged(site: Site, d: Decision, staged: Future, day: dt.date, index) -> str:
-    """Name the staged file of a sent mail; its SentLog path."""
-    from commplan_xl.archive import place_message, relative
+def _place_staged(d: Decision, staged: Future, day: dt.date) -> Path:
+    """Name the staged file of a mail the server has; its path."""
+    from commplan_xl.archive import place_message
 
-    path = place_message(staged.result(), stem=_archive_stem(day, d))
-    return relative(path, site.home, index=index)
+    return place_message(staged.result(), stem=_archive_stem(day, d))
 
 
 def _archive_stem(day: dt.date, d: Decision) -> str:

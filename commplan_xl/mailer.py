@@ -146,11 +146,20 @@ class BuiltMessage:
     `get_body`, `iter_attachments`, …): the bytes are parsed the first time it is asked.
     """
 
-    __slots__ = ("data", "_parsed")
+    __slots__ = ("data", "_parsed", "_wire")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self._parsed: EmailMessage | None = None
+        self._wire: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        """The bytes as SMTP's DATA carries them (dot-stuffed, ended by CRLF . CRLF), made
+        once: a run makes them while the server takes the mail before."""
+        if self._wire is None:
+            self._wire = _dot_stuff(self.data)
+        return self._wire
 
     @property
     def parsed(self) -> EmailMessage:
@@ -390,6 +399,19 @@ def _why(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
+class HandedOver:
+    """A message the server has whole, its answer not read yet (see `Mailer.hand_over`)."""
+
+    def __init__(self, mailer: Mailer, refused: dict[str, tuple[int, str]]) -> None:
+        self._mailer = mailer
+        self._refused = refused
+
+    def reply(self) -> dict[str, str]:
+        """The refused addresses when the server took the message; raises SendFailure when
+        it refused it, SendUncertain when the line failed before its answer."""
+        return self._mailer._final_reply(self._refused)
+
+
 class Mailer:
     """One SMTP connection for a whole run. Use as `with Mailer(settings) as mailer:`.
 
@@ -604,7 +626,21 @@ class Mailer:
     ) -> dict[str, str]:
         """Send one message; returns the refused addresses (address -> sentence) when some
         recipients were accepted. Raises SendFailure (or SendUncertain) otherwise."""
+        return self.hand_over(msg, from_addr=from_addr, to_addrs=to_addrs).reply()
+
+    def hand_over(
+        self,
+        msg: BuiltMessage | EmailMessage | bytes,
+        *,
+        from_addr: str,
+        to_addrs: Sequence[str],
+    ) -> HandedOver:
+        """`send` in two halves: give the server the whole message, and return without
+        waiting for its answer; `.reply()` reads it. In between, the caller may work (not
+        send) while the server takes the message. Raises what `send` raises before the
+        message is handed over."""
         data = message_bytes(msg)
+        wire = msg.wire if isinstance(msg, BuiltMessage) else _dot_stuff(data)
         sender = check_address(from_addr)
         rcpts = [check_address(a) for a in to_addrs]
         if not rcpts:
@@ -612,7 +648,7 @@ class Mailer:
         for attempt in (1, 2):
             self.connect()
             try:
-                refused = self._transaction(sender, rcpts, data)
+                refused = self._envelope(sender, rcpts, len(data))
             except _Dropped as exc:
                 self._drop()
                 if attempt == 2:
@@ -622,19 +658,27 @@ class Mailer:
                         temporary=True, connection=True,
                     ) from None
                 continue
-            self.sent += 1
-            return refused
+            # From here on the server may have the message: never send it again by itself.
+            try:
+                assert self._smtp is not None
+                self._smtp.send(wire)
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                raise self._uncertain(exc) from None
+            return HandedOver(self, refused)
         raise AssertionError("unreachable")
 
-    def _transaction(self, sender: str, rcpts: list[str], data: bytes) -> dict[str, str]:
+    def _envelope(self, sender: str, rcpts: list[str], size: int
+                  ) -> dict[str, tuple[int, str]]:
+        """MAIL, RCPT and DATA: the refused recipients when the server is ready for the
+        message. Raises _Dropped when the line is dead (nothing was sent)."""
         smtp = self._smtp
         assert smtp is not None
         try:
             smtp.ehlo_or_helo_if_needed()
-            size = f" SIZE={len(data)}" if smtp.has_extn("size") else ""
+            declared = f" SIZE={size}" if smtp.has_extn("size") else ""
             # docmd, not smtp.mail/rcpt: the addresses are checked already, and smtplib's
             # quoteaddr would parse each again (0.1 ms).
-            code, resp = smtp.docmd("mail", f"FROM:<{sender}>{size}")
+            code, resp = smtp.docmd("mail", f"FROM:<{sender}>{declared}")
             if code == 421:
                 raise _Dropped(_reply_text(code, resp))
             if code != 250:
@@ -658,22 +702,31 @@ class Mailer:
                 raise self._reply_failure("did not take the message", code, resp)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             raise _Dropped(_why(exc)) from None
-        # From here on the server may have the message: never send it again automatically.
+        return refused
+
+    def _uncertain(self, exc: BaseException) -> SendUncertain:
+        self._drop()
+        return SendUncertain(
+            f"the connection to the mail server {self.where} failed ({_why(exc)}) while"
+            " the message was being handed over: it may or may not have been sent, so it"
+            " will not be sent again automatically (check, then use `commplan resend`)",
+            temporary=False, connection=True,
+        )
+
+    def _final_reply(self, refused: dict[str, tuple[int, str]]) -> dict[str, str]:
+        """The server's answer to a handed-over message (see `hand_over`)."""
+        smtp = self._smtp
+        if smtp is None:
+            raise self._uncertain(OSError("the connection was closed"))
         try:
-            smtp.send(_dot_stuff(data))
             code, resp = smtp.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            self._drop()
-            raise SendUncertain(
-                f"the connection to the mail server {self.where} failed ({_why(exc)}) while"
-                " the message was being handed over: it may or may not have been sent, so it"
-                " will not be sent again automatically (check, then use `commplan resend`)",
-                temporary=False, connection=True,
-            ) from None
+            raise self._uncertain(exc) from None
         if code != 250:
             if code == 421:
                 self._drop()
             raise self._reply_failure("did not take the message", code, resp)
+        self.sent += 1
         return {addr: _refused_sentence(addr, text) for addr, (_c, text) in refused.items()}
 
     def _reset(self) -> None:

@@ -43,6 +43,10 @@ class Handler:
     mail_count: int = 0
     connections: int = 0  # SMTP connections opened by clients since start()
     logins: list[str] = field(default_factory=list)  # users who logged in successfully
+    # recipient -> SMTP reply to give once the whole message is in, e.g. "554 5.7.1 spam"
+    data_replies: dict[str, str] = field(default_factory=dict)
+    # recipients whose message the server takes whole, then hangs up without answering
+    hang_up_after_data: set[str] = field(default_factory=set)
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
         with self.lock:
@@ -67,6 +71,13 @@ class Handler:
             import asyncio
 
             await asyncio.sleep(self.delay)
+        rcpts = [a.lower() for a in envelope.rcpt_tos]
+        if any(a in self.hang_up_after_data for a in rcpts):
+            server.transport.close()
+            return "421 4.4.2 closing connection"
+        for address in rcpts:
+            if address in self.data_replies:
+                return self.data_replies[address]
         with self.lock:
             self.received.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))

@@ -392,3 +392,40 @@ def test_due_leaves_the_garbage_collector_on(home, capsys):
     assert gc.isenabled()
     assert cli(home, "due", "--today", DAY1) == 0
     assert gc.isenabled()
+
+
+def test_each_mail_of_a_batch_gets_its_own_outcome(tmp_path, smtp_server):
+    """A run builds each mail while the server takes the one before: a refusal, a mail that
+    cannot be built and a line lost mid-mail each stay with their own order, in order, and
+    every other mail is sent, archived once and logged."""
+    customers = [{"customer_id": f"C{i}", "name": f"Client {i}", "email": f"c{i}@example.com"}
+                 for i in range(1, 7)]
+    orders = [{"order_id": f"O{i}", "customer_id": f"C{i}", "plan": "Baie vitrée",
+               "start_date": dt.date(2026, 3, 2), "product": "Baie"} for i in range(1, 7)]
+    plans = [dict(p) for p in DEFAULT_PLANS]
+    plans.append({**plans[0], "plan": "Avec pièce jointe", "step": 1,
+                  "attachments": "absente.pdf"})
+    orders[2]["plan"] = "Avec pièce jointe"  # O3 cannot be built: its attachment is missing
+    make_workbook(tmp_path, settings=settings_for(smtp_server), plans=plans,
+                  customers=customers, orders=orders)
+    smtp_server.handler.data_replies["c2@example.com"] = "554 5.7.1 refused as spam"
+    smtp_server.handler.hang_up_after_data.add("c4@example.com")
+    assert cli(tmp_path, "run", "--today", DAY1) == 1
+    got = [(r["order_id"], r["status"]) for r in sentlog(tmp_path)]
+    assert got == [("O1", "sent"), ("O2", "failed"), ("O3", "failed"), ("O4", "uncertain"),
+                   ("O5", "sent"), ("O6", "sent")]
+    rows = {r["order_id"]: r for r in sentlog(tmp_path)}
+    assert "spam" in rows["O2"]["detail"] and "absente.pdf" in rows["O3"]["detail"]
+    delivered = [rc for m in smtp_server.received for rc in m.rcpt_tos]
+    assert delivered == ["c1@example.com", "c5@example.com", "c6@example.com"]
+    files = sorted(p.relative_to(tmp_path).as_posix()
+                   for p in (tmp_path / "archive").rglob("*") if p.is_file())
+    assert files == sorted(rows[o]["archive_file"] for o in ("O1", "O5", "O6"))
+    for order in ("O1", "O5", "O6"):
+        archived = (tmp_path / rows[order]["archive_file"]).read_bytes()
+        assert any(m.data.replace(b"\r\n", b"\n") == archived.replace(b"\r\n", b"\n")
+                   for m in smtp_server.received)
+    # The next morning retries only the temporary failure: O3 once its file is there.
+    (tmp_path / "attachments" / "absente.pdf").write_bytes(b"%PDF-1.4")
+    assert cli(tmp_path, "run", "--today", "2026-03-08") == 0  # O4 stays uncertain, unsent
+    assert [rc for m in smtp_server.received for rc in m.rcpt_tos][3:] == ["c3@example.com"]

@@ -6,9 +6,9 @@ import argparse
 import csv
 import io
 import os
+import re
 import sys
 import threading
-from operator import itemgetter
 from pathlib import Path
 
 from commplan_xl import batch
@@ -17,10 +17,6 @@ from commplan_xl.workbook import no_gc
 
 EXIT_OK, EXIT_ATTENTION = 0, 1
 
-# Decision fields by position: (order_id, customer_id, plan_name, step, due_date, action,
-# reason), and the action alone.
-_CSV_FIELDS = itemgetter(0, 1, 3, 4, 5, 6, 7)
-_ACTION = itemgetter(6)
 
 
 def home_of(args: argparse.Namespace) -> Path:
@@ -110,29 +106,52 @@ def _warm_imports() -> None:
     import jinja2.sandbox  # noqa: F401
 
 
+_CSV_HEADER = "order_id,customer_id,plan,step,due_date,action,reason\n"
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
+_WAITING = "daily limit reached: waits for the next run"
+
+
+def _csv_field(text: str) -> str:
+    """One CSV field, quoted (as the csv module quotes) only when it holds a comma, a
+    quote or a line break."""
+    return '"' + text.replace('"', '""') + '"' if _NEEDS_QUOTES.search(text) else text
+
+
+def _csv_tail(plan_name: str, step: int, due: object, action: str, reason: str) -> str:
+    """The end of a CSV row, from the plan on (a wait shows as a skip saying why)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(
+        (plan_name, step, due, "send" if action == "send" else "skip",
+         _WAITING if action == "wait" else reason))
+    return buffer.getvalue()
+
+
+def due_csv(decisions: list) -> str:
+    """`commplan due --csv`: a header, then one row per decision.
+
+    A first run over an old base lists 200,000 decisions sharing a few thousand (plan,
+    step, due date, action, reason): each such row end is written once by the csv module,
+    and the rows are joined from it (half the time of csv.writer on every row).
+    """
+    tails: dict[tuple, str] = {}
+    lines = [_CSV_HEADER]
+    append = lines.append
+    for d in decisions:
+        key = d[3:]  # plan_name, step, due_date, action, reason
+        tail = tails.get(key)
+        if tail is None:
+            tail = tails[key] = _csv_tail(*key)
+        append(f"{_csv_field(d.order_id)},{_csv_field(d.customer_id)},{tail}")
+    return "".join(lines)
+
+
 def _due(args: argparse.Namespace) -> int:
     ledger = batch.prefetch_ledger(home_of(args))
     site = _site(args)
     day = args.today or batch.today_in(site.settings)
     decisions = batch.due(site, today=day, ledger=ledger.result())
     if args.csv:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["order_id", "customer_id", "plan", "step", "due_date", "action",
-                         "reason"])
-        waiting = "daily limit reached: waits for the next run"
-        if "wait" in map(_ACTION, decisions):
-            writer.writerows(
-                (d.order_id, d.customer_id, d.plan_name, d.step, d.due_date.isoformat(),
-                 "send" if d.action == "send" else "skip",
-                 waiting if d.action == "wait" else d.reason)
-                for d in decisions
-            )
-        else:
-            # The usual case: every field as it is (csv writes a date as its isoformat),
-            # picked in C rather than by a Python loop over 200,000 decisions.
-            writer.writerows(map(_CSV_FIELDS, decisions))
-        sys.stdout.write(buffer.getvalue())
+        sys.stdout.write(due_csv(decisions))
         sys.stdout.flush()
         _problems_summary(site)
         return EXIT_OK

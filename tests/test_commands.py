@@ -99,3 +99,37 @@ def test_run_with_no_sender_says_what_to_fill(tmp_path, capsys, monkeypatch):
     assert "sender" in capsys.readouterr().out
     assert main(["run", "--home", str(tmp_path), "--today", "2026-03-07"]) == 1
     assert "sender_email" in capsys.readouterr().err
+
+
+def test_due_csv_reads_back_as_the_decisions_whatever_the_values():
+    """`due --csv` quotes what needs quoting (commas, quotes, line breaks in ids or plan
+    names) exactly as the csv module does, so a spreadsheet reads every field back."""
+    import csv
+    import io
+
+    from commplan_xl.commands import due_csv
+    from commplan_xl.model import Decision
+
+    day = dt.date(2026, 3, 7)
+    decisions = [
+        Decision("O1", "C1", "baie", "Baie vitrée", 1, day, "send", "due"),
+        Decision('O,2 "x"', "C\n2", "p", 'Plan "A", B', 2, day, "skip", "superseded by step 3"),
+        Decision("O3", "C3;4", "baie", "Baie vitrée", 1, day, "wait", "daily limit reached"),
+        Decision("O4", "C4", "baie", "Baie vitrée", 1, day, "send", "due"),
+        Decision("O5\r", " C5 ", "baie", "Baie vitrée", 4, day, "skip", "missed"),
+    ]
+    text = due_csv(decisions)
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows[0] == ["order_id", "customer_id", "plan", "step", "due_date", "action",
+                       "reason"]
+    assert rows[1:] == [
+        ["O1", "C1", "Baie vitrée", "1", "2026-03-07", "send", "due"],
+        ['O,2 "x"', "C\n2", 'Plan "A", B', "2", "2026-03-07", "skip", "superseded by step 3"],
+        ["O3", "C3;4", "Baie vitrée", "1", "2026-03-07", "skip",
+         "daily limit reached: waits for the next run"],
+        ["O4", "C4", "Baie vitrée", "1", "2026-03-07", "send", "due"],
+        ["O5\r", " C5 ", "Baie vitrée", "4", "2026-03-07", "skip", "missed"],
+    ]
+    expected = io.StringIO()
+    csv.writer(expected, lineterminator="\n").writerows(rows[:5])
+    assert text.startswith(expected.getvalue())  # byte for byte as the csv module writes

@@ -37,6 +37,10 @@ def superseded_reason(step: int) -> str:
 _Due = tuple[int, Step, dt.date, bool]
 # The due messages of a group of steps for one start date, and their numbers as bits.
 _DueSet = tuple[tuple[_Due, ...], int]
+# Due steps as bits, and the decisions' ends (step, due date, action, reason) of an order
+# without history: see _PlanView.settled.
+_Settled = tuple[int, tuple[tuple[int, dt.date, str, str], ...]]
+_NOBODY = Customer(customer_id="", name="", emails=())
 
 
 class _PlanView:
@@ -47,7 +51,8 @@ class _PlanView:
     orders sharing a start date cost one dictionary look-up per column.
     """
 
-    __slots__ = ("plan", "key", "groups", "today", "oldest", "calendar")
+    __slots__ = ("plan", "key", "groups", "columns", "by_starts", "today", "oldest",
+                 "calendar")
 
     def __init__(self, plan: Plan, *, today: dt.date, catch_up_days: int,
                  calendar: Calendar | None) -> None:
@@ -62,6 +67,22 @@ class _PlanView:
                 by_column.setdefault(step.from_column, []).append(step)
         self.groups: tuple[tuple[str, tuple[Step, ...], dict[dt.date, _DueSet]], ...]
         self.groups = tuple((col, tuple(steps), {}) for col, steps in by_column.items())
+        self.columns = tuple(by_column)
+        # Per order start dates (one per column): what an order with them has due today.
+        self.by_starts: dict[tuple[dt.date | None, ...], _Settled] = {}
+
+    def settled(self, starts: tuple[dt.date | None, ...]) -> _Settled:
+        """For orders with these start dates (one per `columns`): the numbers of the steps
+        due today as bits, and the end of each decision for such an order with no history
+        (step, due date, action, reason): the same for every such order, made once."""
+        found = self.by_starts.get(starts)
+        if found is None:
+            dates = dict(zip(self.columns, starts, strict=True))
+            template = Order(order_id="", customer_id="", plan=self.key, dates=dates)
+            fresh = _decide_order(template, _NOBODY, self, {}, {})
+            found = self.by_starts[starts] = (
+                self.due_bits(dates), tuple(tuple(d[4:]) for d in fresh))
+        return found
 
     def due_set(self, known: dict[dt.date, _DueSet], steps: tuple[Step, ...],
                 start: dt.date) -> _DueSet:
@@ -116,10 +137,19 @@ def decide(
     extend = decisions.extend
     done, ledger = split_ledger(ledger)
     done_of = done.get
+    with_history = {(key[0], key[1]) for key in ledger}  # orders with open entries
     for order, customer, view in _sendable(model, today, settings.catch_up_days, cal):
+        bits, fresh = view.settled(tuple(map(order.dates.get, view.columns)))
+        pair = (order.order_id, view.key)
+        finished = done_of(pair, 0)
         # Most orders of a usual morning have every due step done: two integers say so,
         # before any per-step work (50,000 orders: about half the time of this loop).
-        if not view.due_bits(order.dates) & ~done_of((order.order_id, view.key), 0):
+        if not bits & ~finished:
+            continue
+        if not finished and not order.hold_steps and pair not in with_history:
+            # No history (a first run): the decisions every order with these dates gets.
+            head = (order.order_id, order.customer_id, view.key, view.plan.name)
+            extend([_tuple_new(Decision, head + end) for end in fresh])
             continue
         found = _decide_order(order, customer, view, ledger, done)
         if found:

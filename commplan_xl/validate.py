@@ -9,11 +9,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import keyword
+import operator
 import os
 import re
 import unicodedata
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from itertools import compress, repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -544,8 +547,10 @@ def _customers(tables: Mapping[str, Table], usable: set[str],
 def _orders(
     tables: Mapping[str, Table], usable: set[str], plans: dict[str, Plan],
     plan_rows: dict[str, int], customers: dict[str, Customer], customer_rows: dict[str, int],
-    problems: list[WorkbookProblem],
+    problems: list[WorkbookProblem], *, by_column: bool = True,
 ) -> tuple[Order, ...]:
+    """The valid orders, in row order. `by_column=False` checks every row one by one (the
+    reference the tests hold the column-wise checks to)."""
     table = tables.get("orders")
     if table is None or "orders" not in usable:
         return ()
@@ -654,52 +659,105 @@ def _orders(
             return
         orders.append(order_of(row, values, ident, customer_id, plan_key, status, dates, hold))
 
-    # The usual row takes the short path below: text ids, an id seen once, a known customer
-    # and plan, good dates, a known status, no held steps. Any other row goes through
-    # checked_row, which reports its problems. Table cells are already trimmed.
+    # The usual row is settled by the column-wise checks below (C-level maps, no Python code
+    # per row): a text id seen first there, a known customer and plan, good dates, a known
+    # status, no held steps. Any other row goes through checked_row, which reports its
+    # problems. Table cells are already trimmed.
+    numbers = table.numbers
+    data = table.data
+    if not by_column:
+        for index, row in enumerate(numbers):
+            checked_row(row, table.values(index))
+        return tuple(orders)
+    if not numbers:
+        return ()
+    ids = data["order_id"]
+    all_text = set(map(type, ids)) == {str}
+    keys = ids if all_text else [v if type(v) is str else _text(v).strip() for v in ids]
+    firsts = list(map(first_row.setdefault, keys, numbers))  # as checked_row's _ids would
     plan_keys: dict[object, str] = {}  # plan cell -> key, for known plans only
-    statuses: dict[object, Status] = {"": "active"}
-    none: frozenset[int] = frozenset()
-    append = orders.append
-    for row, values in table.rows:
-        ident = values["order_id"]
-        customer_id = values["customer_id"]
-        plan_name = values["plan"]
-        plan_key = plan_keys.get(plan_name)
-        if plan_key is None and type(plan_name) is str:
-            key = plan_key_of(plan_name)
-            if key in plans and plan_name:
-                plan_key = plan_keys[plan_name] = key
-        status = statuses.get(values["status"]) if has_status else "active"
-        if status is None and type(values["status"]) is str:
-            found = status_of(values["status"])
-            if found is not None:
-                status = statuses[values["status"]] = found
-        if (plan_key is None or status is None or type(ident) is not str or not ident
-                or customer_id not in customers or type(customer_id) is not str
-                or (has_hold and values["hold_steps"] != "")
-                or first_row.setdefault(ident, row) != row):
-            checked_row(row, values)
-            continue
-        dates = {}
-        for column in from_columns:
-            value = values[column]
-            if type(value) is dt.date:
-                dates[column] = value
-                continue
-            date = date_of(_text(value))
-            if isinstance(date, ValueError):
-                if column in checked[plan_key]:
-                    break
-                date = None
-            elif date is None and column == "start_date":
-                break  # empty
-            dates[column] = date
-        else:
-            append(order_of(row, values, ident, customer_id, plan_key, status, dates, none))
-            continue
-        checked_row(row, values)
+    for name in set(data["plan"]):
+        if type(name) is str and name and plan_key_of(name) in plans:
+            plan_keys[name] = plan_key_of(name)
+    plan_col = list(map(plan_keys.get, data["plan"]))
+    status_col: list[Status | None] | repeat[Status] = repeat("active")
+    if has_status:
+        statuses: dict[object, Status | None] = {"": "active"}
+        for text in set(data["status"]):
+            if type(text) is str and text:
+                statuses[text] = status_of(text)
+        status_col = list(map(statuses.get, data["status"]))
+    checks = [
+        map(bool, ids) if all_text else map(_is_text, ids), map(operator.eq, firsts, numbers),
+        map(customers.__contains__, data["customer_id"]),
+        map(operator.is_not, plan_col, repeat(None)),
+    ]
+    if has_status:
+        checks.append(map(operator.is_not, status_col, repeat(None)))
+    if has_hold:
+        checks.append(map(operator.not_, data["hold_steps"]))
+    date_cols: list[list[dt.date | None]] = []
+    for column in from_columns:
+        cells = data[column]
+        parsed = {v: date_of(_text(v)) for v in set(cells) if type(v) is not dt.date}
+        bad = {v for v, date in parsed.items() if isinstance(date, ValueError)}
+        if column == "start_date":
+            bad |= {v for v, date in parsed.items() if date is None}  # empty
+            checks.append(map(operator.not_, map(bad.__contains__, cells)))
+        elif bad:  # a bad date fails the row only where its plan counts from the column
+            counts = {key for key, used in checked.items() if column in used}
+            checks.append(map(operator.not_, map(operator.and_,
+                                                 map(bad.__contains__, cells),
+                                                 map(counts.__contains__, plan_col))))
+        good = {v: (None if isinstance(date, ValueError) else date)
+                for v, date in parsed.items()}
+        date_cols.append(list(map(good.get, cells, cells)))
+    ok = list(map(all, zip(*checks, strict=True)))
+    fields_data = dict(data)
+    for column, dates in zip(from_columns, date_cols, strict=True):
+        fields_data[column] = ["" if date is None else date for date in dates]
+    for column in other_dates:
+        fields_data[column] = list(map(_field_date, data[column]))
+    all_ok = all(ok)
+    pick = (lambda values: values) if all_ok else (lambda values: compress(values, ok))
+    by_row = zip(*(pick(fields_data[c]) for c in table.columns), strict=True)
+    fields = map(dict, map(zip, repeat(table.columns), by_row))
+    # start_date is a required column: there is always one date column here.
+    dates = map(dict, map(zip, repeat(from_columns), zip(*map(pick, date_cols), strict=True)))
+    records = map(dict, map(zip, repeat(_ORDER_FIELDS), zip(
+        pick(keys), pick(data["customer_id"]), pick(plan_col),
+        pick(status_col) if has_status else repeat("active"), dates, fields,
+        repeat(frozenset()), pick(numbers),
+    )))
+    good_orders = list(map(_new, repeat(Order, sum(ok))))
+    deque(map(object.__setattr__, good_orders, repeat("__dict__"), records), maxlen=0)
+    if all_ok:
+        return tuple(good_orders)
+    for index in compress(range(len(numbers)), map(operator.not_, ok)):
+        checked_row(numbers[index], table.values(index))
+    orders.extend(good_orders)
+    orders.sort(key=_ROW)
     return tuple(orders)
+
+
+_ORDER_FIELDS = ("order_id", "customer_id", "plan", "status", "dates", "fields",
+                 "hold_steps", "row")
+_ROW = operator.attrgetter("row")
+
+
+def _is_text(value: object) -> bool:
+    return type(value) is str and value != ""
+
+
+def _field_date(value: object) -> object:
+    """A cell of a date column that no step counts from, for templates: a date when it
+    reads as one, else as it is (rendering says if that matters)."""
+    if value == "" or isinstance(value, dt.date):
+        return value
+    try:
+        return parse_date(value)
+    except ValueError:
+        return value
 
 
 def validate(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import gc
 import io
 import re
@@ -64,14 +65,31 @@ def normalise_header(name: str) -> str:
 
 @dataclass(frozen=True)
 class Table:
-    """One sheet: normalised columns and its non-empty rows with their Excel row numbers."""
+    """One sheet: normalised columns and its non-empty rows with their Excel row numbers.
+
+    The values are kept by column (`data`, `numbers`), as they are converted; `rows` gives
+    them row by row.
+    """
 
     sheet: str  # the sheet's name as in the file
     columns: tuple[str, ...]  # normalised, in sheet order, without duplicates
     letters: dict[str, str]  # normalised column -> Excel letter ("D")
-    rows: tuple[tuple[int, dict[str, object]], ...]  # (Excel row, values by column)
+    numbers: tuple[int, ...] = ()  # the Excel row number of each non-empty row
+    data: dict[str, list[object]] = field(default_factory=dict)  # column -> values by row
     # Headers that normalise to a column already seen: (column, letter of the ignored one).
     duplicate_columns: tuple[tuple[str, str], ...] = field(default=())
+
+    @functools.cached_property
+    def rows(self) -> tuple[tuple[int, dict[str, object]], ...]:
+        """(Excel row, values by column) of each non-empty row."""
+        columns = self.columns
+        by_row = zip(*(self.data[c] for c in columns))  # noqa: B905 - columns of one length
+        values = map(dict, map(zip, repeat(columns), by_row))  # noqa: B905 - as above
+        return tuple(zip(self.numbers, values))  # noqa: B905 - one number per row
+
+    def values(self, index: int) -> dict[str, object]:
+        """The values by column of the row at `index` (of `numbers`)."""
+        return {column: self.data[column][index] for column in self.columns}
 
     def cell(self, column: str, row: int) -> str:
         """The Excel reference of a cell, e.g. "D7" ("" when the column is absent)."""
@@ -108,7 +126,7 @@ def cell_value(value: object) -> object:
 def _table(name: str, grid: list[list[object]]) -> Table:
     """A Table from a sheet's cells, the header in row 1."""
     if not grid:
-        return Table(sheet=name, columns=(), letters={}, rows=())
+        return Table(sheet=name, columns=(), letters={})
     columns: list[str] = []
     letters: dict[str, str] = {}
     positions: list[int] = []
@@ -123,9 +141,9 @@ def _table(name: str, grid: list[list[object]]) -> Table:
         columns.append(column)
         letters[column] = column_letter(index)
         positions.append(index)
-    rows = _rows(columns, positions, grid)
+    numbers, data = _columns(columns, positions, grid)
     return Table(
-        sheet=name, columns=tuple(columns), letters=letters, rows=tuple(rows),
+        sheet=name, columns=tuple(columns), letters=letters, numbers=numbers, data=data,
         duplicate_columns=tuple(duplicates),
     )
 
@@ -160,13 +178,14 @@ def _column(cells: tuple[object, ...]) -> list[object] | tuple[object, ...]:
     return list(map(cell_value, cells))
 
 
-def _rows(
+def _columns(
     columns: list[str], positions: list[int], grid: list[list[object]]
-) -> tuple[tuple[int, dict[str, object]], ...]:
-    """The non-empty data rows (Excel row number, values by column), converted by column."""
+) -> tuple[tuple[int, ...], dict[str, list[object]]]:
+    """The Excel row numbers of the non-empty data rows, and their values by column,
+    converted a column at a time."""
     body = grid[1:]
     if not body or not columns:
-        return ()
+        return (), {column: [] for column in columns}
     # Short rows are padded with empty cells, so a ragged grid reads like Excel shows it.
     width = max(positions) + 1
     if min(map(len, body)) < width:
@@ -176,9 +195,11 @@ def _rows(
     # Dates are truthy; "" is the only empty value left after conversion. Every step below
     # is a C-level iterator: no Python code runs per row.
     keep = list(map(any, zip(*cells)))  # noqa: B905 - columns of one length
-    numbers = compress(range(2, len(body) + 2), keep)
-    values = map(dict, map(zip, repeat(columns), compress(zip(*cells), keep)))  # noqa: B905
-    return tuple(zip(numbers, values))  # noqa: B905
+    numbers = tuple(compress(range(2, len(body) + 2), keep))
+    if len(numbers) < len(keep):
+        cells = [list(compress(values, keep)) for values in cells]
+    return numbers, {column: list(values) for column, values in zip(columns, cells,
+                                                                     strict=True)}
 
 
 def _load(path: Path) -> bytes:

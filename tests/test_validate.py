@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from commplan_xl.errors import WorkbookProblem
 from commplan_xl.model import Model
@@ -609,3 +611,63 @@ def test_usual_and_unusual_rows_mixed_give_the_same_model(tmp_path: Path) -> Non
         dates={"start_date": dt.date(2026, 3, 2)}, fields=model.orders[0].fields, row=2)
     assert model.customers["C003"].emails == ("a@x.fr", "b@y.fr")
     assert model.customers["C001"].name == "Alice Martin"
+
+
+# --- the column-wise checks of Orders against the row-by-row reference
+
+_CELLS = {
+    "order_id": ["O1", "O2", "O3", "O1", "", "  ", 12.0, dt.date(2026, 3, 2), None],
+    "customer_id": ["C1", "C2", "C404", "", 7.0, dt.date(2026, 1, 1), None],
+    "plan": ["Baie vitrée", "BAIE  VITRÉE", "Porte", "Inconnu", "", 3.0, None],
+    "start_date": [dt.date(2026, 3, 2), "05/03/2026", "2026-03-31", "31/02/2026", "",
+                   "demain", 46000.0, dt.datetime(2026, 3, 2, 10, 30), None],
+    "livraison": [dt.date(2026, 4, 1), "", "bientôt", "01/04/2026", None],
+    "date_pose": [dt.date(2026, 5, 1), "", "pas encore", "02/05/2026", None],
+    "status": ["", "active", "Paused", "annulé", "done", "perdu", 1.0, None],
+    "hold_steps": ["", "", "", "2", "1;2", "x", None],
+    "note": ["", "à l'étage", 3.5, None],
+}
+
+
+@st.composite
+def orders_sheets(draw):
+    columns = ["order_id", "customer_id", "plan", "start_date"]
+    columns += [c for c in ("livraison", "date_pose", "status", "hold_steps", "note")
+                if draw(st.booleans())]
+    rows = draw(st.lists(st.tuples(*(st.sampled_from(_CELLS[c]) for c in columns)),
+                         max_size=12))
+    return [columns, *map(list, rows)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(grid=orders_sheets(), from_livraison=st.booleans(), active=st.booleans())
+def test_orders_checked_by_column_as_row_by_row(grid, from_livraison, active, tmp_path_factory):
+    """Whatever the Orders rows hold, the column-wise checks keep the same orders (with the
+    same values) and report the same problems as checking each row on its own."""
+    import functools
+
+    from commplan_xl import validate as validation
+    from commplan_xl.workbook import _table
+
+    home = tmp_path_factory.getbasetemp()
+    plans = [["plan", "step", "delay", "unit", "subject", "body", "from", "active"],
+             ["Baie vitrée", 1, 0, "days", "S", "B", "", "oui"],
+             ["Baie vitrée", 2, 3, "days", "S", "B", "livraison" if from_livraison else "",
+              "oui" if active else "non"],
+             ["Porte", 1, 5, "days", "S", "B", "", "oui"]]
+    tables = {
+        "settings": _table("Settings", [["key", "value"], ["sender_email", "s@x.fr"]]),
+        "plans": _table("Plans", plans),
+        "customers": _table("Customers", [["customer_id", "name", "email"],
+                                          ["C1", "A", "a@x.fr"], ["C2", "B", "b@x.fr"]]),
+        "orders": _table("Orders", grid),
+    }
+    by_column = validation.validate(tables, home=home)
+    reference = functools.partial(validation._orders, by_column=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(validation, "_orders", reference)
+        tables["orders"] = _table("Orders", grid)  # fresh rows: nothing shared between runs
+        by_row = validation.validate(tables, home=home)
+    assert by_column[0].orders == by_row[0].orders
+    assert [vars(o) for o in by_column[0].orders] == [vars(o) for o in by_row[0].orders]
+    assert by_column[2] == by_row[2]

@@ -28,6 +28,7 @@ from commplan_xl.settings import Settings
 
 if TYPE_CHECKING:
     from commplan_xl.mailer import AttachmentCache
+    from commplan_xl.workbook import Table
 
 log = logging.getLogger("commplan")
 
@@ -102,16 +103,15 @@ def load_site(
     workbook: Path | str | None = None,
     *,
     environ: Mapping[str, str] | None = None,
+    tables: Mapping[str, Table] | None = None,
 ) -> Site:
-    """Read and validate the workbook of a home folder."""
-    from commplan_xl.validate import validate
-    from commplan_xl.workbook import open_tables
-
+    """Read and validate the workbook of a home folder. `tables` is the workbook already
+    being read (`open_workbook`), for a caller that starts other work meanwhile."""
     home_path, wb = resolve_paths(home, workbook)
-    # open_tables says when there is no workbook, and retries while Excel saves it (the
-    # file briefly does not exist then): no check of the file before it. Validation starts
-    # while the sheets still parse.
-    tables = open_tables(wb)
+    if tables is None:
+        tables = open_workbook(wb)
+    from commplan_xl.validate import validate  # imported while the sheets parse
+
     try:
         st = wb.stat()
         stat: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
@@ -120,6 +120,15 @@ def load_site(
     model, settings, problems = validate(tables, home=home_path, environ=environ)
     letters = {key: dict(t.letters) for key, t in tables.items()}
     return Site(home_path, wb, settings, model, tuple(problems), stat, letters)
+
+
+def open_workbook(path: Path) -> Mapping[str, Table]:
+    """Start reading the workbook's sheets (see workbook.open_tables)."""
+    from commplan_xl.workbook import open_tables
+
+    # open_tables says when there is no workbook, and retries while Excel saves it (the
+    # file briefly does not exist then): no check of the file before it.
+    return open_tables(path)
 
 
 def today_in(settings: Settings) -> dt.date:

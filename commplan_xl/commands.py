@@ -89,7 +89,6 @@ def cmd_due(args: argparse.Namespace) -> int:
     # (entered first, so no nested pause turns it back on midway): `due` builds several
     # hundred thousand objects without cycles, which the collector would rescan again
     # and again (a first run's decisions alone cost about twice as much with it on).
-    threading.Thread(target=_warm_imports, daemon=True).start()
     with no_gc():
         return _due(args)
 
@@ -146,8 +145,13 @@ def due_csv(decisions: list) -> str:
 
 
 def _due(args: argparse.Namespace) -> int:
-    ledger = batch.prefetch_ledger(home_of(args))
-    site = _site(args)
+    # Reading Orders is what `due` waits for: it starts first, and the rest (the ledger,
+    # imports, the other sheets' checks) happens while it parses.
+    home, workbook = batch.resolve_paths(args.home, args.workbook)
+    tables = batch.open_workbook(workbook)
+    threading.Thread(target=_warm_imports, daemon=True).start()
+    ledger = batch.prefetch_ledger(home)
+    site = batch.load_site(args.home, args.workbook, tables=tables)
     day = args.today or batch.today_in(site.settings)
     decisions = batch.due(site, today=day, ledger=ledger.result())
     if args.csv:

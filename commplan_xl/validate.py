@@ -13,7 +13,6 @@ import operator
 import os
 import re
 import unicodedata
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from itertools import compress, repeat
@@ -21,7 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from commplan_xl.errors import WorkbookProblem
-from commplan_xl.model import Customer, Model, Order, Plan, Status, Step, Unit, norm_key
+from commplan_xl.model import (
+    Customer,
+    Model,
+    Order,
+    Plan,
+    RowFields,
+    Status,
+    Step,
+    Unit,
+    norm_key,
+)
 from commplan_xl.paths import resolve_attachment
 from commplan_xl.settings import ENV_OVERRIDES, KNOWN_KEYS, Settings, parse_settings
 from commplan_xl.workbook import Table, no_gc, normalise_header, parse_date, parse_yes_no
@@ -583,10 +592,8 @@ def _orders(
         fields = _fields(values, other_dates) if other_dates else dict(values)
         for column, date in dates.items():
             fields[column] = "" if date is None else date
-        return _record(
-            Order, order_id=ident, customer_id=customer_id, plan=plan_key, status=status,
-            dates=dates, fields=fields, hold_steps=hold, row=row,
-        )
+        return Order(order_id=ident, customer_id=customer_id, plan=plan_key, status=status,
+                     dates=dates, fields=fields, hold_steps=hold, row=row)
 
     def checked_row(row: int, values: dict[str, object]) -> None:
         """Every check of one row, each problem reported; adds the order when valid."""
@@ -720,17 +727,14 @@ def _orders(
         fields_data[column] = list(map(_field_date, data[column]))
     all_ok = all(ok)
     pick = (lambda values: values) if all_ok else (lambda values: compress(values, ok))
-    by_row = zip(*(pick(fields_data[c]) for c in table.columns), strict=True)
-    fields = map(dict, map(zip, repeat(table.columns), by_row))
+    fields = map(RowFields, repeat(fields_data), pick(range(len(numbers))))
     # start_date is a required column: there is always one date column here.
     dates = map(dict, map(zip, repeat(from_columns), zip(*map(pick, date_cols), strict=True)))
-    records = map(dict, map(zip, repeat(_ORDER_FIELDS), zip(
+    good_orders = list(map(_tuple_new, repeat(Order), zip(
         pick(keys), pick(data["customer_id"]), pick(plan_col),
         pick(status_col) if has_status else repeat("active"), dates, fields,
         repeat(frozenset()), pick(numbers),
     )))
-    good_orders = list(map(_new, repeat(Order, sum(ok))))
-    deque(map(object.__setattr__, good_orders, repeat("__dict__"), records), maxlen=0)
     if all_ok:
         return tuple(good_orders)
     for index in compress(range(len(numbers)), map(operator.not_, ok)):
@@ -740,9 +744,8 @@ def _orders(
     return tuple(orders)
 
 
-_ORDER_FIELDS = ("order_id", "customer_id", "plan", "status", "dates", "fields",
-                 "hold_steps", "row")
 _ROW = operator.attrgetter("row")
+_tuple_new = tuple.__new__
 
 
 def _is_text(value: object) -> bool:

@@ -669,5 +669,9 @@ def test_orders_checked_by_column_as_row_by_row(grid, from_livraison, active, tm
         tables["orders"] = _table("Orders", grid)  # fresh rows: nothing shared between runs
         by_row = validation.validate(tables, home=home)
     assert by_column[0].orders == by_row[0].orders
-    assert [vars(o) for o in by_column[0].orders] == [vars(o) for o in by_row[0].orders]
+    def plain(order):  # every value, the fields as a dict
+        return {**order._asdict(), "fields": dict(order.fields), "dates": dict(order.dates)}
+
+    assert [plain(o) for o in by_column[0].orders] == [plain(o) for o in by_row[0].orders]
+    assert all(list(o.fields) == list(tables["orders"].columns) for o in by_column[0].orders)
     assert by_column[2] == by_row[2]

@@ -1,5 +1,5 @@
-"""python -m commplan_xl → cli.main()."""
+"""python -m commplan_xl → cli.run_cli()."""
 
-from commplan_xl.cli import main
+from commplan_xl.cli import run_cli
 
-raise SystemExit(main())
+run_cli()

@@ -144,6 +144,12 @@ def due_csv(decisions: list) -> str:
     return "".join(lines)
 
 
+# The last `due`'s workbook and decisions, kept until the process ends: `commplan` ends
+# without freeing them one by one (see cli.run_cli). One result at most, for callers of
+# main() that run many commands.
+_last_due: list[object] = []
+
+
 def _due(args: argparse.Namespace) -> int:
     # Reading Orders is what `due` waits for: it starts first, and the rest (the ledger,
     # imports, the other sheets' checks) happens while it parses.
@@ -154,6 +160,7 @@ def _due(args: argparse.Namespace) -> int:
     site = batch.load_site(args.home, args.workbook, tables=tables)
     day = args.today or batch.today_in(site.settings)
     decisions = batch.due(site, today=day, ledger=ledger.result())
+    _last_due[:] = [site, decisions]
     if args.csv:
         sys.stdout.write(due_csv(decisions))
         sys.stdout.flush()

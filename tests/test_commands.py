@@ -76,6 +76,25 @@ def test_missing_workbook_is_one_sentence(tmp_path, capsys):
     assert "commplan init" in err and "Traceback" not in err
 
 
+def test_program_says_it_once_and_exits_with_the_status(tmp_path):
+    """The `commplan` program (as the daily task runs it): the sentence once, on stderr,
+    the exit status of the command, and every line of a listing written out."""
+    import subprocess
+    import sys
+
+    missing = subprocess.run([sys.executable, "-m", "commplan_xl", "due", "--home",
+                              str(tmp_path / "nowhere")], capture_output=True, text=True)
+    assert missing.returncode == 1
+    assert missing.stderr.count("does not exist") == 1 and missing.stdout == ""
+    make_workbook(tmp_path)
+    listed = subprocess.run([sys.executable, "-m", "commplan_xl", "due", "--csv", "--home",
+                             str(tmp_path), "--today", "2026-06-01"],
+                            capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].startswith("order_id,") and len(lines) > 1 and lines[-1].count(",") == 6
+
+
 def test_check_exit_status_and_problem_places(tmp_path, capsys):
     """check exits 1 with one line per problem naming sheet, cell and column; 0 when fine."""
     make_workbook(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import runpy
 import sys
@@ -25,10 +26,22 @@ def peak_kib() -> int:
     return peak // 1024 if sys.platform == "darwin" else peak  # macOS counts bytes
 
 
+def _report() -> None:
+    sys.stdout.flush()
+    print(json.dumps({"maxrss_kib": peak_kib()}), file=sys.stderr, flush=True)
+
+
 def main() -> None:
     mode, target, *rest = sys.argv[1:]
     sys.argv = [target, *rest]
     code = 0
+    real_exit = os._exit
+
+    def exit_now(status: int) -> None:  # `commplan` ends with os._exit: report first
+        _report()
+        real_exit(status)
+
+    os._exit = exit_now  # type: ignore[assignment]
     try:
         if mode == "-m":
             runpy.run_module(target, run_name="__main__", alter_sys=True)
@@ -37,8 +50,7 @@ def main() -> None:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 0
     finally:
-        sys.stdout.flush()
-        print(json.dumps({"maxrss_kib": peak_kib()}), file=sys.stderr)
+        _report()
     raise SystemExit(code)
 
 

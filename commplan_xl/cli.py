@@ -134,12 +134,15 @@ def _setup_logging(home: Path | None, debug: bool) -> None:
     log.addHandler(handler)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, ends_process: bool = False) -> int:
+    """Run one command; its exit status. `ends_process`: nothing runs after it in this
+    process (see run_cli), so a command may leave the process's state as it is."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 0 for --help/--version, 2 for bad usage
         return int(exc.code or 0)
+    args.ends_process = ends_process
     from commplan_xl import commands
 
     home = commands.home_of(args)
@@ -178,7 +181,7 @@ def run_cli() -> NoReturn:
     one, the objects a big workbook made (a tenth of a second or more for 50,000 orders),
     which os._exit skips.
     """
-    status = main()
+    status = main(ends_process=True)
     for stream in (sys.stdout, sys.stderr):
         # A reader that left (`commplan due | head`) or a closed stream: nothing to flush.
         with contextlib.suppress(OSError, ValueError):

@@ -130,6 +130,10 @@ def parse_amount(value: Any) -> Decimal:
 
 
 def _date_filter(locale: str):
+    @lru_cache(maxsize=4096)  # a run's mails share a few dates; Babel takes ~40 µs each
+    def formatted(day: dt.date, fmt: str) -> str:
+        return format_date(day, format=fmt, locale=locale)
+
     def date(value: Any, fmt: str = "long") -> str:
         if value is None or (isinstance(value, str) and not value.strip()):
             return ""
@@ -137,7 +141,7 @@ def _date_filter(locale: str):
             day = parse_date(value)
         except ValueError as exc:
             raise FilterError(str(exc)) from None
-        return format_date(day, format=fmt, locale=locale)
+        return formatted(day, fmt)
 
     return date
 
@@ -300,10 +304,14 @@ def _render(part: str, source: str, context: Mapping[str, Any], locale: str) -> 
         raise RenderError(_explain(part, exc)) from exc
 
 
-def render_message(step: Step, context: Mapping[str, Any], *, locale: str) -> Rendered:
-    """Subject (one line), text body and its HTML twin for one step and one context."""
+def render_message(step: Step, context: Mapping[str, Any], *, locale: str,
+                   html: bool = True) -> Rendered:
+    """Subject (one line), text body and its HTML twin for one step and one context
+    (`html=False`: no twin, for a caller that only checks the mail can be made)."""
     subject = fold_line(_render("subject", step.subject, context, locale))
     text = _normalise_newlines(_render("body", step.body, context, locale))
+    if not html:
+        return Rendered(subject=subject, text=text, html="")
     lang = locale.split("_")[0].split("-")[0] or "fr"
     return Rendered(subject=subject, text=text, html=text_to_html(text, title=subject, lang=lang))
 

@@ -351,7 +351,7 @@ def forecast_rows(
             sender_email=settings.sender_email, constants=model.constants,
         )
         try:
-            subject = render_message(step, context, locale=settings.locale).subject
+            subject = render_message(step, context, locale=settings.locale, html=False).subject
         except CommplanError as exc:
             subject = WARNING + str(exc)
         else:

@@ -349,14 +349,21 @@ def forecast(
         if _decide_order(order, customer, view, others, done)
     )
     model = dataclasses.replace(model, orders=open_orders)
-    # Done messages stay done: only the others change as the simulated runs go.
-    state = _Split(done, dict(others))
+    # A simulated send or skip is done, as a run leaves it: in the done steps (a copy),
+    # so the next days settle its order by the bits as decide does for real ones.
+    state = _Split(dict(done), dict(others))
     out: list[tuple[dt.date, Decision]] = []
     for offset in range(days):
         day = start + dt.timedelta(days=offset)
         for d in decide(model, state, today=day, settings=settings, calendar=cal):
             out.append((day, d))
-            state.open[(d.order_id, d.plan, d.step)] = record(d, model)
+            key = (d.order_id, d.plan, d.step)
+            if d.action == "wait":
+                state.open[key] = record(d, model)
+            else:
+                state.open.pop(key, None)
+                pair = (d.order_id, d.plan)
+                state.done_steps[pair] = state.done_steps.get(pair, 0) | 1 << d.step
     return out
 
 
@@ -364,7 +371,7 @@ class _Split:
     """Done steps and other entries, as `split_ledger` reads them from the ledger's
     LedgerState."""
 
-    def __init__(self, done: Mapping[tuple[str, str], int], others: dict) -> None:
+    def __init__(self, done: dict[tuple[str, str], int], others: dict) -> None:
         self.done_steps = done
         self.open = others
 

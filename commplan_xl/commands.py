@@ -12,10 +12,8 @@ import re
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
 
 from commplan_xl import batch
 from commplan_xl.errors import CommplanError
@@ -142,25 +140,22 @@ def _csv_tail(plan_name: str, step: int, due: object, action: str, reason: str) 
     return buffer.getvalue()
 
 
-def _with_ends(decisions: list, make: Callable[..., Any]) -> Iterator[tuple[Any, Any]]:
-    """Each decision with what `make` makes of its end (plan name, step, due date, action,
-    reason): a first run over an old base lists 200,000 decisions sharing a few thousand
-    ends, each made once (the listings then take half the time)."""
-    made: dict[tuple, Any] = {}
-    for d in decisions:
-        key = d[3:]
-        found = made.get(key)
-        if found is None:
-            found = made[key] = make(*key)
-        yield d, found
-
+# The listings below: a first run over an old base lists 200,000 decisions sharing a few
+# thousand ends (plan name, step, due date, action, reason); each end is made once and the
+# lines are joined from it (half the time of formatting every field of every line).
 
 def due_csv(decisions: list) -> str:
     """`commplan due --csv`: a header, then one row per decision."""
-    return _CSV_HEADER + "".join([
-        f"{_csv_field(d.order_id)},{_csv_field(d.customer_id)},{end}"
-        for d, end in _with_ends(decisions, _csv_tail)
-    ])
+    made: dict[tuple, str] = {}
+    lines = [_CSV_HEADER]
+    append = lines.append
+    for d in decisions:
+        key = d[3:]
+        end = made.get(key)
+        if end is None:
+            end = made[key] = _csv_tail(*key)
+        append(f"{_csv_field(d[0])},{_csv_field(d[1])},{end}")
+    return "".join(lines)
 
 
 def _listing_end(plan_name: str, step: int, due: dt.date, action: str,
@@ -170,10 +165,16 @@ def _listing_end(plan_name: str, step: int, due: dt.date, action: str,
 
 def due_listing(decisions: list) -> str:
     """`commplan due`: one line per decision, for people."""
-    return "".join([
-        f"  {verb}  {d.order_id}  {d.customer_id}  {end}"
-        for d, (verb, end) in _with_ends(decisions, _listing_end)
-    ])
+    made: dict[tuple, tuple[str, str]] = {}
+    lines: list[str] = []
+    append = lines.append
+    for d in decisions:
+        key = d[3:]
+        ends = made.get(key)
+        if ends is None:
+            ends = made[key] = _listing_end(*key)
+        append(f"  {ends[0]}  {d[0]}  {d[1]}  {ends[1]}")  # verb, order, customer, rest
+    return "".join(lines)
 
 
 # The last `due`'s workbook and decisions, kept until the process ends: `commplan` ends

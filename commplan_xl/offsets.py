@@ -111,20 +111,21 @@ def _shared(country: str, subdiv: str | None) -> Calendar:
 def _canonical_subdiv(country: str, subdiv: str | None) -> str | None:
     """The library's own code for `subdiv` in `country`, or a ValueError."""
     import holidays
+    from holidays.registry import EntityLoader
 
-    # The library's own look-up says whether it knows the country. (Any country costs an
-    # import of every country module, ~0.1 s: holidays' countries package imports them all.)
-    try:
-        entity = holidays.country_holidays(country)
-    except NotImplementedError:
+    # The registry knows the country codes without loading a country: loading any one
+    # imports every country module (~0.1 s), which waits for a subdivision to check or
+    # for the first business day counted (Calendar loads its holidays then).
+    if country not in EntityLoader.get_country_codes():
         raise ValueError(
             f'"{country}" is not a country code the holidays library knows (e.g. FR, BE, CH).'
-        ) from None
+        )
     if subdiv is None:
         return None
     legacy = _LEGACY_SUBDIVS.get((country, subdiv.casefold()), "")
     if legacy != "":
         return legacy
+    entity = holidays.country_holidays(country)
     codes = {str(code).casefold(): str(code) for code in entity.subdivisions}
     aliases = getattr(entity, "subdivisions_aliases", {}) or {}
     codes.update({str(alias).casefold(): str(code) for alias, code in aliases.items()})

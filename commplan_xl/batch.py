@@ -365,7 +365,21 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
     accepted = 0  # mails the server took
     # While the server takes a mail (a few ms for a 50 KB attachment), the run does its own
     # work instead of waiting: it names the mail's archive file and builds the next mail.
+    # While the server reads the next mail's first command, the mail before is recorded
+    # sent and the next one `sending` (in that order: a kill leaves at most one mail
+    # uncertain, as without the overlap).
     ahead: dict[int, Prepared | Exception] = {}  # decision index -> built in advance
+    unrecorded: list[tuple[Decision, int, str, dict[str, str]]] = []  # at most one
+
+    def record_sent() -> None:
+        """Mark the mail the server took last sent (its archive file is in place)."""
+        while unrecorded:
+            d, token, archive_file, refused = unrecorded.pop()
+            ledger.finish(token, status="sent", detail="; ".join(refused.values()),
+                          archive_file=archive_file, now=now_in(s), day=day)
+            report.sent += 1
+            if progress:
+                progress(report.sent, total)
 
     def build(i: int) -> Prepared:
         """Decision i's mail, built in advance or now; raises CommplanError if it cannot."""
@@ -389,69 +403,85 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
         except Exception as exc:  # raised again in its turn, after this mail is recorded
             ahead[sends[at]] = exc
 
+    def one(i: int, d: Decision, stopped: bool) -> bool:
+        """Carry out decision i; whether the run has stopped trying the server."""
+        nonlocal accepted, connection_failures
+        order, customer, _plan, _step = _parts(site, orders, d)
+        emails = ";".join(customer.emails)
+        now = now_in(s)
+        common = dict(order_id=d.order_id, customer_id=customer.customer_id,
+                      plan=d.plan_name, plan_key=d.plan, step=d.step, due_date=d.due_date,
+                      emails=emails, day=day)
+        if d.action != "send" or stopped or (limit is not None and accepted >= limit):
+            record_sent()  # the SentLog keeps the decisions' order
+            if d.action == "skip":
+                ledger.record_skip(**common, reason=d.reason, now=now)
+                report.skipped += 1
+            elif stopped:
+                report.not_tried += 1
+            else:
+                ledger.record_waiting(**common, now=now)
+                report.waiting += 1
+            return stopped
+        try:
+            prepared = build(i)
+        except CommplanError as exc:
+            record_sent()
+            detail = f"{exc}; will be retried once fixed"
+            ledger.record_failure_before_send(**common, detail=detail, now=now)
+            report.failed += 1
+            report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
+            log.warning("order %s step %s not sent: %s", d.order_id, d.step, exc)
+            return stopped
+        staged = stager.submit(_stage, site, customer, prepared, archive_index)
+        tokens: list[int] = []
+
+        def begin() -> None:
+            record_sent()
+            tokens.append(ledger.begin(**common, subject=prepared.subject, now=now))
+
+        placed: Path | None = None
+        try:
+            handed = mailer.hand_over(prepared.message, from_addr=s.sender_email,
+                                      to_addrs=list(prepared.to), meanwhile=begin)
+            # The server has the whole mail: name its archive file (removed again if the
+            # server refuses it; a kill before its answer leaves it beside an uncertain
+            # mail, never a sent one), and build the next mail.
+            placed = _place_staged(d, staged, day)
+            archive_file = relative(placed, site.home, index=archive_index)
+            build_next(i)
+            refused = handed.reply()
+        except BaseException as exc:
+            if placed is not None:
+                discard_message(placed)
+            else:
+                _unstage(staged)
+            if not isinstance(exc, SendFailure):
+                raise
+            connection_failures = connection_failures + 1 if exc.connection else 0
+            return _send_failed(site, ledger, day, report, d, tokens[0], exc,
+                                connection_failures)
+        connection_failures = 0
+        accepted += 1
+        unrecorded.append((d, tokens[0], archive_file, refused))
+        return stopped
+
     factory = mailer_factory or Mailer
     # One thread writes each mail's archive file while the server takes the mail (new
     # folders and files cost ~0.5 ms each on ext4, about what the whole send costs us).
     with factory(s) as mailer, ThreadPoolExecutor(1, "commplan-archive") as stager:
-        for i, d in enumerate(decisions):
-            order, customer, _plan, _step = _parts(site, orders, d)
-            emails = ";".join(customer.emails)
-            now = now_in(s)
-            common = dict(order_id=d.order_id, customer_id=customer.customer_id,
-                          plan=d.plan_name, plan_key=d.plan, step=d.step, due_date=d.due_date,
-                          emails=emails, day=day)
-            if d.action == "skip":
-                ledger.record_skip(**common, reason=d.reason, now=now)
-                report.skipped += 1
-                continue
-            if d.action == "wait" or stopped or (limit is not None and accepted >= limit):
-                if stopped:
-                    report.not_tried += 1
-                else:
-                    ledger.record_waiting(**common, now=now)
-                    report.waiting += 1
-                continue
-            try:
-                prepared = build(i)
-            except CommplanError as exc:
-                detail = f"{exc}; will be retried once fixed"
-                ledger.record_failure_before_send(**common, detail=detail, now=now)
-                report.failed += 1
-                report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
-                log.warning("order %s step %s not sent: %s", d.order_id, d.step, exc)
-                continue
-            token = ledger.begin(**common, subject=prepared.subject, now=now)
-            staged = stager.submit(_stage, site, customer, prepared, archive_index)
-            placed: Path | None = None
-            try:
-                handed = mailer.hand_over(prepared.message, from_addr=s.sender_email,
-                                          to_addrs=list(prepared.to))
-                # The server has the whole mail: name its archive file (removed again if the
-                # server refuses it; a kill before its answer leaves it beside an uncertain
-                # mail, never a sent one), and build the next mail.
-                placed = _place_staged(d, staged, day)
-                archive_file = relative(placed, site.home, index=archive_index)
-                build_next(i)
-                refused = handed.reply()
-            except BaseException as exc:
-                if placed is not None:
-                    discard_message(placed)
-                else:
-                    _unstage(staged)
-                if not isinstance(exc, SendFailure):
-                    raise
-                connection_failures = connection_failures + 1 if exc.connection else 0
-                stopped = _send_failed(site, ledger, day, report, d, token, exc,
-                                       connection_failures)
-                continue
-            connection_failures = 0
-            accepted += 1
-            detail = "; ".join(refused.values()) if refused else ""
-            ledger.finish(token, status="sent", detail=detail, archive_file=archive_file,
-                          now=now_in(s), day=day)
-            report.sent += 1
-            if progress:
-                progress(report.sent, total)
+        try:
+            for i, d in enumerate(decisions):
+                stopped = one(i, d, stopped)
+            record_sent()
+        finally:
+            if unrecorded:  # an error stops the run: the mail the server took is recorded
+                last = unrecorded[-1][0]
+                try:
+                    record_sent()
+                except Exception:  # the error stopping the run is the one to report
+                    log.exception("could not record order %s step %s as sent (the next run "
+                                  "calls it uncertain)", last.order_id, last.step)
         from commplan_xl import report as reporting
 
         try:

@@ -21,7 +21,7 @@ import smtplib
 import socket
 import ssl
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from email.header import Header
 from email.headerregistry import Address
@@ -634,11 +634,37 @@ class Mailer:
         *,
         from_addr: str,
         to_addrs: Sequence[str],
+        meanwhile: Callable[[], object] | None = None,
     ) -> HandedOver:
         """`send` in two halves: give the server the whole message, and return without
         waiting for its answer; `.reply()` reads it. In between, the caller may work (not
         send) while the server takes the message. Raises what `send` raises before the
-        message is handed over."""
+        message is handed over.
+
+        `meanwhile` runs once, while the server reads the first command for this message
+        (nothing of the message is sent yet): by the time hand_over returns or raises a
+        SendFailure, it has run. If it raises, that is raised and the line is dropped.
+        """
+        pending = meanwhile
+
+        def run_pending() -> None:
+            nonlocal pending
+            if pending is not None:
+                work, pending = pending, None
+                try:
+                    work()
+                except BaseException:
+                    self._drop()  # the server's answer to MAIL is still unread: start over
+                    raise
+
+        try:
+            return self._hand_over(msg, from_addr, to_addrs, run_pending)
+        except SendFailure:
+            run_pending()
+            raise
+
+    def _hand_over(self, msg: BuiltMessage | EmailMessage | bytes, from_addr: str,
+                   to_addrs: Sequence[str], meanwhile: Callable[[], None]) -> HandedOver:
         data = message_bytes(msg)
         wire = msg.wire if isinstance(msg, BuiltMessage) else _dot_stuff(data)
         sender = check_address(from_addr)
@@ -648,7 +674,7 @@ class Mailer:
         for attempt in (1, 2):
             self.connect()
             try:
-                refused = self._envelope(sender, rcpts, len(data))
+                refused = self._envelope(sender, rcpts, len(data), meanwhile)
             except _Dropped as exc:
                 self._drop()
                 if attempt == 2:
@@ -667,18 +693,24 @@ class Mailer:
             return HandedOver(self, refused)
         raise AssertionError("unreachable")
 
-    def _envelope(self, sender: str, rcpts: list[str], size: int
-                  ) -> dict[str, tuple[int, str]]:
+    def _envelope(self, sender: str, rcpts: list[str], size: int,
+                  meanwhile: Callable[[], None]) -> dict[str, tuple[int, str]]:
         """MAIL, RCPT and DATA: the refused recipients when the server is ready for the
-        message. Raises _Dropped when the line is dead (nothing was sent)."""
+        message. Raises _Dropped when the line is dead (nothing was sent). `meanwhile`
+        runs while the server reads MAIL."""
         smtp = self._smtp
         assert smtp is not None
         try:
             smtp.ehlo_or_helo_if_needed()
             declared = f" SIZE={size}" if smtp.has_extn("size") else ""
-            # docmd, not smtp.mail/rcpt: the addresses are checked already, and smtplib's
+            # putcmd, not smtp.mail/rcpt: the addresses are checked already, and smtplib's
             # quoteaddr would parse each again (0.1 ms).
-            code, resp = smtp.docmd("mail", f"FROM:<{sender}>{declared}")
+            smtp.putcmd("mail", f"FROM:<{sender}>{declared}")
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise _Dropped(_why(exc)) from None
+        meanwhile()  # outside the try: its own OSError is not a dropped line
+        try:
+            code, resp = smtp.getreply()
             if code == 421:
                 raise _Dropped(_reply_text(code, resp))
             if code != 250:

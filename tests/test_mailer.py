@@ -427,3 +427,35 @@ def test_check_connection_reports_a_server_that_is_down(tmp_path) -> None:
     """`check --smtp` against no server raises a connection failure with a sentence."""
     with pytest.raises(SendFailure, match="connection refused"):
         check_connection(settings_for(free_port(), tmp_path), environ=NO_ENV)
+
+
+def test_hand_over_runs_the_callers_work_once_and_keeps_it_apart(smtp_server, tmp_path):
+    """hand_over runs `meanwhile` once per message, before the message is on its way; the
+    mail arrives after reply(). Its own error is raised as is (not a dropped line) and the
+    next message goes out on a new connection; with the server down it has run before the
+    SendFailure."""
+    calls: list[int] = []
+    with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
+        msg = make(["a@example.com"])
+        handed = mailer.hand_over(msg, from_addr=SENDER, to_addrs=["a@example.com"],
+                                  meanwhile=lambda: calls.append(len(smtp_server.received)))
+        assert handed.reply() == {}
+        assert calls == [0]
+
+        def broken() -> None:
+            raise OSError("disk full while recording")
+
+        with pytest.raises(OSError, match="disk full"):
+            mailer.hand_over(make(["b@example.com"]), from_addr=SENDER,
+                             to_addrs=["b@example.com"], meanwhile=broken)
+        mailer.hand_over(make(["c@example.com"]), from_addr=SENDER,
+                         to_addrs=["c@example.com"], meanwhile=lambda: calls.append(-1)).reply()
+        assert calls == [0, -1] and mailer.connections == 2
+    smtp_server.wait_for(2)
+    assert [m.rcpt_tos for m in smtp_server.received] == [["a@example.com"], ["c@example.com"]]
+    down = settings_for(free_port(), tmp_path)
+    ran: list[bool] = []
+    with Mailer(down, environ=NO_ENV) as mailer, pytest.raises(SendFailure):
+        mailer.hand_over(make(["d@example.com"]), from_addr=SENDER, to_addrs=["d@example.com"],
+                         meanwhile=lambda: ran.append(True))
+    assert ran == [True]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
@@ -109,6 +111,11 @@ class Model:
     customers: dict[str, Customer]  # by customer_id
     orders: tuple[Order, ...]
     constants: dict[str, str]  # Variables sheet: name -> value
+
+    @functools.cached_property
+    def orders_by_id(self) -> tuple[Order, ...]:
+        """The orders in order_id order (the schedule lists its decisions so)."""
+        return tuple(sorted(self.orders, key=itemgetter(0)))  # Order.order_id
 
 
 # Ledger states of one (order, plan, step).

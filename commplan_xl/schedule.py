@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import repeat
 from operator import itemgetter
 
 from commplan_xl.model import Customer, Decision, LedgerEntry, Model, Order, Plan, Step
@@ -80,6 +81,7 @@ class _PlanView:
             dates = dict(zip(self.columns, starts, strict=True))
             template = Order(order_id="", customer_id="", plan=self.key, dates=dates)
             fresh = _decide_order(template, _NOBODY, self, {}, {})
+            fresh.sort(key=_STEP)  # decide lists an order's decisions in step order
             found = self.by_starts[starts] = (
                 self.due_bits(dates), tuple(tuple(d[4:]) for d in fresh))
         return found
@@ -149,17 +151,17 @@ def decide(
         if not finished and not order.hold_steps and pair not in with_history:
             # No history (a first run): the decisions every order with these dates gets.
             head = (order.order_id, order.customer_id, view.key, view.plan.name)
-            extend([_tuple_new(Decision, head + end) for end in fresh])
+            extend(map(_tuple_new, repeat(Decision), map(head.__add__, fresh)))
             continue
         found = _decide_order(order, customer, view, ledger, done)
         if found:
+            found.sort(key=_STEP)
             extend(found)
     decisions = apply_daily_limit(decisions, settings.daily_limit, sent_today)
-    # By (due_date, order_id, step): three stable sorts on one field each, the least
-    # significant first, take two thirds of the time of one sort on a tuple key (a first
-    # run sorts 200,000 decisions).
-    for key in _SORT_KEYS:
-        decisions.sort(key=key)
+    # By (due_date, order_id, step): orders are walked by id and each one's decisions
+    # come by step, so one stable sort on the date is enough (a first run sorts 200,000
+    # decisions: a third of the time of a sort on the three).
+    decisions.sort(key=_DUE)
     return decisions
 
 
@@ -173,7 +175,7 @@ def _sendable(
     }
     customer_of = model.customers.get
     view_of = views.get
-    for order in model.orders:
+    for order in model.orders_by_id:
         if order.status != "active":
             continue
         customer = customer_of(order.customer_id)
@@ -304,7 +306,7 @@ def _decide_order(
 _tuple_new = tuple.__new__
 # Sorting key of decisions: (due_date, order_id, step), by position in Decision.
 _order_key: Callable[[Decision], tuple[dt.date, str, int]] = itemgetter(5, 0, 4)
-_SORT_KEYS = (itemgetter(4), itemgetter(0), itemgetter(5))  # step, order_id, due_date
+_STEP, _DUE = itemgetter(4), itemgetter(5)  # Decision.step, Decision.due_date
 
 
 def apply_daily_limit(

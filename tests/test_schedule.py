@@ -471,6 +471,7 @@ def test_never_sent_twice_and_limit_respected(model, run_days, limit, catch_up, 
                       sent_today=sent_today) == decisions
         keys = [(d.order_id, d.plan, d.step) for d in decisions]
         assert len(keys) == len(set(keys))
+        assert decisions == sorted(decisions, key=lambda d: (d.due_date, d.order_id, d.step))
         sends = [d for d in decisions if d.action == "send"]
         if limit is not None:
             assert len(sends) <= max(0, limit - sent_today)

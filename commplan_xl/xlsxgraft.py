@@ -162,25 +162,29 @@ def cell_value(value: object) -> str | int | float | bool | None:
     return str(value)
 
 
-def _cell_xml(ref: str, value: str | int | float | bool) -> str:
-    """One cell. Text is XML-escaped here; illegal characters, CRs and "_xHHHH_" are
-    handled once for the whole sheet by `_finish_text` (the markup has none of them)."""
+def _cell_end(value: str | int | float | bool) -> str:
+    """One cell's XML after its `<c r="A1"`. Text is XML-escaped here; illegal characters,
+    CRs and "_xHHHH_" are handled once for the whole sheet by `_finish_text` (the markup
+    has none of them)."""
     if type(value) is str:
         if len(value) > MAX_CELL_TEXT:
             value = value[:MAX_CELL_TEXT]
         if "&" in value or "<" in value or ">" in value:
             value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         if value[:1].isspace() or value[-1:].isspace():
-            return f'<c r="{ref}" t="inlineStr"><is><t xml:space="preserve">{value}</t></is></c>'
+            return f' t="inlineStr"><is><t xml:space="preserve">{value}</t></is></c>'
         # Inline strings are never formulas: "=1+1" or "+33 6 12" stay text in Excel.
-        return f'<c r="{ref}" t="inlineStr"><is><t>{value}</t></is></c>'
+        return f' t="inlineStr"><is><t>{value}</t></is></c>'
     if isinstance(value, bool):
-        return f'<c r="{ref}" t="b"><v>{int(value)}</v></c>'
+        return f' t="b"><v>{int(value)}</v></c>'
     if isinstance(value, int):
-        return f'<c r="{ref}"><v>{value}</v></c>'
+        return f"><v>{value}</v></c>"
     if isinstance(value, float):
-        return f'<c r="{ref}"><v>{value!r}</v></c>'
-    return _cell_xml(ref, str(value))
+        return f"><v>{value!r}</v></c>"
+    return _cell_end(str(value))
+
+
+_MISSING = object()
 
 
 def _finish_text(xml: str) -> str:
@@ -224,17 +228,30 @@ def sheet_xml(sheet: ToolSheet) -> bytes:
     """
     ncols = max([len(sheet.header), *(len(row) for row in sheet.rows)], default=0)
     letters = [column_letter(i) for i in range(ncols)]
+    opening = [f'<c r="{letter}' for letter in letters]
     longest = [0] * ncols
     body: list[str] = []
+    # A log repeats its values (statuses, plans, dates, reasons): each distinct value is
+    # turned into XML once (keyed with its type: True, 1 and 1.0 are different cells).
+    ends: dict[object, str | None] = {}
     for r, row in enumerate([sheet.header, *sheet.rows], start=1):
         cells = [f'<row r="{r}">']
         for i, raw in enumerate(row):
-            value = raw if type(raw) is str else cell_value(raw)
-            if value is None:
+            key = raw if type(raw) is str else (type(raw), raw)
+            try:
+                end = ends.get(key, _MISSING)
+            except TypeError:  # a value that cannot be a key: made each time
+                end = _MISSING
+            if end is _MISSING:
+                value = raw if type(raw) is str else cell_value(raw)
+                end = None if value is None else _cell_end(value)
+                with contextlib.suppress(TypeError):
+                    ends[key] = end
+            if end is None:
                 continue
-            cells.append(_cell_xml(f"{letters[i]}{r}", value))
+            cells.append(f'{opening[i]}{r}"{end}')
             if r <= 2000:  # a sample is enough to size the columns
-                longest[i] = max(longest[i], _width_of(value))
+                longest[i] = max(longest[i], _width_of(cell_value(raw)))  # type: ignore[arg-type]
         cells.append("</row>")
         body.append("".join(cells))
     last = f"{letters[-1]}{len(sheet.rows) + 1}" if ncols else "A1"

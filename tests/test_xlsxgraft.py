@@ -155,6 +155,19 @@ def test_values_read_back_exactly(staff_book: Path) -> None:
         "00123", 42, 2.5, "2026-11-27", "2026-11-27 06:30", None]
 
 
+def test_repeated_values_keep_their_own_type(staff_book: Path) -> None:
+    """Values a log repeats are written once each, yet True, 1, 1.0 and "1" (equal in
+    Python) stay a boolean, a number and text, in every row."""
+    row = [True, 1, 1.0, "1", None, "=1", dt.date(2026, 1, 2)]
+    sheet = ToolSheet("SentLog", ("a", "b", "c", "d", "e", "f", "g"), [row, list(row), row])
+    write_tool_sheets(staff_book, [sheet])
+    ws = openpyxl.load_workbook(staff_book)["SentLog"]
+    got = [[(type(c.value), c.value) for c in r] for r in ws.iter_rows(min_row=2)]
+    expected = [(bool, True), (int, 1), (float, 1.0), (str, "1"), (type(None), None),
+                (str, "=1"), (str, "2026-01-02")]
+    assert got == [expected] * 3
+
+
 @pytest.mark.parametrize("text", ["=1+1", "+33 6 12", "@x", "-1+2", "=HYPERLINK(\"x\")"])
 def test_formula_like_text_stays_text(staff_book: Path, text: str) -> None:
     """A string that looks like a formula is written as text, never as a formula."""

@@ -576,16 +576,7 @@ SENTLOG_MAX_ROWS = 1_048_575
 
 def sentlog_rows(ledger) -> list[tuple]:
     """The SentLog rows from the ledger's events, oldest first (the newest when too many)."""
-    rows = []
-    events = ledger.events()
-    for o in events[-SENTLOG_MAX_ROWS:]:
-        rows.append((
-            o.date.strftime("%Y-%m-%d %H:%M:%S") if isinstance(o.date, dt.datetime) else o.date,
-            o.order_id, o.customer_id, o.email, o.plan, o.step,
-            o.due_date.isoformat() if o.due_date else "", o.status, o.subject, o.detail,
-            o.archive_file,
-        ))
-    return rows
+    return ledger.sentlog_rows()[-SENTLOG_MAX_ROWS:]
 
 
 def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,

@@ -293,6 +293,17 @@ class Ledger:
         with no_gc():  # many small acyclic objects: see workbook.no_gc
             return [_outcome(row) for row in rows]
 
+    def sentlog_rows(self) -> list[tuple]:
+        """Every outcome, oldest first, as the SentLog shows it: date (to the second),
+        order, customer, email, plan, step, due date ("" when none), status, subject,
+        detail, archive file. Formatted by SQLite, straight from the stored ISO text (a
+        year's 200,000 events: a fifth of the time of making Outcome objects first)."""
+        return self.db.execute(
+            "SELECT substr(replace(at, 'T', ' '), 1, 19), order_id, customer_id, email, "
+            "plan, step, coalesce(due_date, ''), status, subject, detail, archive_file "
+            "FROM events ORDER BY id"
+        ).fetchall()
+
     def last_event_id(self) -> int:
         """The id of the newest event (0 when none): pass it to `events` next time."""
         return self.db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]

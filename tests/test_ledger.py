@@ -363,3 +363,21 @@ def test_state_keeps_every_message_and_its_state(ledger: Ledger, path: Path) -> 
         state[("CMD-1", "baie vitrée", 6)]
     assert state.done_steps[("CMD-1", "baie vitrée")] == 0b10000011110
     assert state[("CMD-1", "baie vitrée", 5)].detail.startswith("451 later")
+
+
+def test_sentlog_rows_say_what_the_events_say(ledger: Ledger) -> None:
+    """The SentLog rows SQLite formats are the events, field for field: the date to the
+    second, an empty due date as "", oldest first."""
+    ledger.finish(ledger.begin(**msg(step=1), subject="Sujet é", now=NOW), status="sent",
+                  archive_file="archive/C0001/x.eml", now=NOW)
+    ledger.record_skip(**{**msg(step=2), "due_date": None}, reason="missed",
+                       now=NOW.replace(microsecond=123456))
+    rows = ledger.sentlog_rows()
+    expected = [
+        (o.date.strftime("%Y-%m-%d %H:%M:%S"), o.order_id, o.customer_id, o.email, o.plan,
+         o.step, o.due_date.isoformat() if o.due_date else "", o.status, o.subject, o.detail,
+         o.archive_file)
+        for o in ledger.events()
+    ]
+    assert rows == expected
+    assert rows[0][0] == "2026-11-27 07:30:05" and rows[1][6] == ""

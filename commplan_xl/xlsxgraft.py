@@ -26,6 +26,7 @@ import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -662,6 +663,19 @@ def _edit_content_types(graft: _Graft, pkg: _Package) -> None:
     graft.replace[member] = xml.encode("utf-8")
 
 
+def _deflate(data: bytes) -> tuple[int, bytes]:
+    """(CRC-32, raw deflate) of a zip member."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return zlib.crc32(data), packer.compress(data) + packer.flush()
+
+
+class _Deflating(bytes):
+    """A part's bytes, with its deflated form being made in a thread meanwhile (zlib works
+    without the GIL: a year's SentLog, 135 MB of XML, takes 1.6 s to deflate)."""
+
+    packed: Future[tuple[int, bytes]]
+
+
 class _ZipWriter:
     """A minimal zip writer that can copy a member's compressed bytes as they are.
 
@@ -708,10 +722,10 @@ class _ZipWriter:
     def write(self, name: str, data: bytes, date_time: tuple[int, ...],
               external_attr: int = 0o600 << 16) -> None:
         """Add a member with `data` deflated."""
-        packer = zlib.compressobj(6, zlib.DEFLATED, -15)
-        packed = packer.compress(data) + packer.flush()
-        self._entry(name, zipfile.ZIP_DEFLATED, date_time, zlib.crc32(data), len(packed),
+        crc, packed = data.packed.result() if isinstance(data, _Deflating) else _deflate(data)
+        self._entry(name, zipfile.ZIP_DEFLATED, date_time, crc, len(packed),
                     len(data), external_attr, packed)
+
 
     def close(self) -> None:
         start = self.out.tell()
@@ -855,7 +869,15 @@ def write_tool_sheets(
         return
     if lock := lock_file(path):
         raise _locked(path, sheets, lock)
-    built = {sheet.name: sheet_xml(sheet) for sheet in sheets}
+    # Each sheet deflates in a thread while the next one's XML is made.
+    pool = ThreadPoolExecutor(1, "commplan-deflate")
+    built: dict[str, bytes] = {}
+    try:
+        for sheet in sheets:
+            part = built[sheet.name] = _Deflating(sheet_xml(sheet))
+            part.packed = pool.submit(_deflate, part)
+    finally:
+        pool.shutdown(wait=False)
     for _attempt in range(3):
         before = _stat_retrying(path)
         if expected_stat is not None and before != tuple(expected_stat):

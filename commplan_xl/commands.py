@@ -116,7 +116,7 @@ def _warm_imports() -> None:
     path (about 0.15 s). Only third-party modules: no lock order to get wrong with ours.
     """
     import dateutil.relativedelta  # noqa: F401
-    import holidays  # noqa: F401
+    import holidays.countries  # noqa: F401 - business days load a country, so all of them
     import jinja2.sandbox  # noqa: F401
 
 

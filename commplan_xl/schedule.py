@@ -100,10 +100,7 @@ class _PlanView:
         for column, steps, known in self.groups:
             start = dates.get(column)
             if start is not None:  # an empty `from` date: not due yet
-                found = known.get(start)  # due_set, inlined: this runs once per order
-                if found is None:
-                    found = known[start] = self.due_steps(steps, start)
-                bits |= found[1]
+                bits |= self.due_set(known, steps, start)[1]
         return bits
 
     def due_steps(self, steps: tuple[Step, ...], start: dt.date) -> _DueSet:

@@ -458,12 +458,8 @@ def _fields(values: dict[str, object], date_columns: set[str]) -> dict[str, Any]
     """Every column's value for templates: dates parsed where the header says date."""
     fields: dict[str, Any] = dict(values)
     for column in date_columns:
-        value = fields.get(column)
-        if value is None or value == "" or isinstance(value, dt.date):
-            continue
-        # Not a `from` column: a bad date keeps its text; rendering will say if it matters.
-        with contextlib.suppress(ValueError):
-            fields[column] = parse_date(value)
+        if column in fields:
+            fields[column] = _field_date(fields[column])
     return fields
 
 

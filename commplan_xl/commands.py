@@ -99,7 +99,7 @@ def cmd_due(args: argparse.Namespace) -> int:
     # (entered first, so no nested pause turns it back on midway): `due` builds several
     # hundred thousand objects without cycles, which the collector would rescan again
     # and again (a first run's decisions alone cost about twice as much with it on).
-    if getattr(args, "ends_process", False):
+    if args.ends_process:
         # Nothing runs after it: the collector stays off (turned back on, its first pass
         # would walk every object `due` made, a quarter of a second on a first run).
         gc.disable()

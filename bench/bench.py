@@ -227,8 +227,8 @@ def bench_due(work: Path, orders: int, repeat: int) -> None:
 def fill_ledger(home: Path, day: dt.date) -> None:
     """Record what daily runs up to `day` did (every due message sent or skipped), as a
     site that has run every morning would have it."""
-    from commplan_xl import batch
-    from commplan_xl.ledger import Ledger
+    from commplan_xl.run import batch
+    from commplan_xl.store.ledger import Ledger
 
     site = batch.load_site(home)
     decisions = batch.decide(site, {}, today=day)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from commplan_xl import __version__
-from commplan_xl.errors import CommplanError
+from commplan_xl.problems import CommplanError
 
 EXIT_OK = 0
 EXIT_ATTENTION = 1  # validation errors, a failed or uncertain message, log not written

@@ -15,9 +15,9 @@ from collections import Counter
 from operator import itemgetter
 from pathlib import Path
 
-from commplan_xl import batch
-from commplan_xl.errors import CommplanError
-from commplan_xl.workbook import no_gc
+from commplan_xl.excel.read import no_gc
+from commplan_xl.problems import CommplanError
+from commplan_xl.run import batch
 
 EXIT_OK, EXIT_ATTENTION = 0, 1
 
@@ -55,7 +55,7 @@ def _problems_summary(site: batch.Site) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from commplan_xl.template import init_home
+    from commplan_xl.excel.starter import init_home
 
     home, workbook = batch.resolve_paths(args.home, args.workbook)
     path = init_home(home, force=args.force, workbook=workbook)
@@ -75,8 +75,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if note:
         _say(note)
     if args.smtp:
-        from commplan_xl.errors import SendFailure
-        from commplan_xl.mailer import check_connection
+        from commplan_xl.mail.smtp import check_connection
+        from commplan_xl.problems import SendFailure
 
         try:
             _say(check_connection(site.settings))
@@ -286,7 +286,7 @@ def cmd_resend(args: argparse.Namespace) -> int:
 
 
 def cmd_variables(args: argparse.Namespace) -> int:
-    from commplan_xl.variables import variable_list
+    from commplan_xl.run.variables import variable_list
 
     site = _site(args)
     rows = variable_list(site)
@@ -294,8 +294,8 @@ def cmd_variables(args: argparse.Namespace) -> int:
     for name, example, description in rows:
         _say(f"  {{{{ {name} }}}}".ljust(width + 8) + f"  {example}"
              + (f"   ({description})" if description else ""))
-    from commplan_xl.errors import WorkbookLocked
-    from commplan_xl.xlsxgraft import ToolSheet
+    from commplan_xl.excel.graft import ToolSheet
+    from commplan_xl.problems import WorkbookLocked
 
     sheet = ToolSheet(name="VariableList", header=("variable", "example", "description"),
                       rows=[(f"{{{{ {n} }}}}", e, d) for n, e, d in rows],
@@ -310,7 +310,7 @@ def cmd_variables(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from commplan_xl.scheduling import schedule_instructions
+    from commplan_xl.ops.daily_task import schedule_instructions
 
     home, workbook = batch.resolve_paths(args.home, args.workbook)
     _say(schedule_instructions(home, workbook, at=args.time, install=args.install))
@@ -318,16 +318,16 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from commplan_xl.demo import run_demo
+    from commplan_xl.ops.demo import run_demo
 
     home = Path(args.home) if args.home else Path.cwd() / "commplan-demo"
     return run_demo(home.absolute(), days=args.days, out=_say)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from commplan_xl.core.offsets import add_delay
+    from commplan_xl.core.schedule import settings_calendar
     from commplan_xl.model import norm_key
-    from commplan_xl.offsets import add_delay
-    from commplan_xl.schedule import settings_calendar
 
     site = _site(args)
     plan = site.model.plans.get(norm_key(args.name))
@@ -348,7 +348,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_auth(args: argparse.Namespace) -> int:
     """`commplan auth google`: the one-time consent, by a person at a terminal."""
-    from commplan_xl.oauth import google_consent, google_token_file
+    from commplan_xl.mail.oauth import google_consent, google_token_file
 
     if not sys.stdin.isatty():
         raise CommplanError("`commplan auth google` asks questions: run it in a terminal "

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from commplan_xl.errors import WorkbookProblem
+from commplan_xl.problems import WorkbookProblem
 
 KNOWN_KEYS = (
     "sender_email", "sender_name", "reply_to", "smtp_host", "smtp_port", "smtp_security",

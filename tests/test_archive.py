@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from commplan_xl.archive import (
+from commplan_xl.problems import CommplanError
+from commplan_xl.store.archive import (
     ArchiveIndex,
     customer_folder,
     relative,
     safe_name,
     write_message,
 )
-from commplan_xl.errors import CommplanError
 
 WINDOWS_FORBIDDEN = set('<>:"/\\|?*')
 

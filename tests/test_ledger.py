@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from commplan_xl.errors import CommplanError
-from commplan_xl.ledger import UNCERTAIN_DETAIL, Ledger, LedgerConflict
 from commplan_xl.model import LedgerEntry, Outcome
+from commplan_xl.problems import CommplanError
+from commplan_xl.store.ledger import UNCERTAIN_DETAIL, Ledger, LedgerConflict
 
 NOW = dt.datetime(2026, 11, 27, 7, 30, 5)
 DUE = dt.date(2026, 11, 25)
@@ -92,7 +92,7 @@ def test_killed_process_after_begin_leaves_sending_that_is_recovered(path: Path)
     """A process SIGKILLed right after begin() leaves `sending`, which the next open recovers."""
     code = (
         "import datetime as dt, sys, time\n"
-        "from commplan_xl.ledger import Ledger\n"
+        "from commplan_xl.store.ledger import Ledger\n"
         "led = Ledger(sys.argv[1]); led.open()\n"
         "led.begin(order_id='CMD-9', customer_id='C1', plan='P', plan_key='p', step=2,\n"
         "          due_date=dt.date(2026, 11, 1), emails='a@x.fr', subject='S',\n"

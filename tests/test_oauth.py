@@ -18,11 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from commplan_xl import oauth
 from commplan_xl.cli import main
-from commplan_xl.errors import SendFailure
-from commplan_xl.mailer import Mailer, build_message, check_connection, message_bytes
-from commplan_xl.oauth import (
+from commplan_xl.mail import oauth
+from commplan_xl.mail.oauth import (
     GoogleTokenProvider,
     MsalTokenProvider,
     explain_login_refusal,
@@ -30,7 +28,9 @@ from commplan_xl.oauth import (
     provider_for,
     xoauth2_string,
 )
-from commplan_xl.render import Rendered, text_to_html
+from commplan_xl.mail.render import Rendered, text_to_html
+from commplan_xl.mail.smtp import Mailer, build_message, check_connection, message_bytes
+from commplan_xl.problems import SendFailure
 from commplan_xl.settings import Settings, parse_settings
 from tests.builders import DEFAULT_SETTINGS, make_workbook
 from tests.smtp_server import SMTPServer, free_port

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commplan_xl.model import Order, Step
-from commplan_xl.offsets import (
+from commplan_xl.core.offsets import (
     WEEKENDS_ONLY,
     Calendar,
     add_business_days,
@@ -18,6 +17,7 @@ from commplan_xl.offsets import (
     business_calendar,
     due_date,
 )
+from commplan_xl.model import Order, Step
 
 D = dt.date
 

@@ -6,8 +6,7 @@ import datetime as dt
 
 import pytest
 
-from commplan_xl.model import Customer, Order, Step
-from commplan_xl.render import (
+from commplan_xl.mail.render import (
     Rendered,
     RenderError,
     build_context,
@@ -15,6 +14,7 @@ from commplan_xl.render import (
     render_message,
     template_error,
 )
+from commplan_xl.model import Customer, Order, Step
 
 DUE = dt.date(2026, 11, 27)
 

@@ -266,7 +266,7 @@ def test_staff_parts_of_the_workbook_stay_byte_for_byte(home, smtp_server):
 
 def test_uncertain_after_crash_is_reported_not_resent(home, smtp_server, capsys):
     """A message left `sending` by a crash becomes uncertain: reported, exit 1, never resent."""
-    from commplan_xl.ledger import Ledger
+    from commplan_xl.store.ledger import Ledger
 
     with Ledger(home / "commplan-ledger.sqlite3") as ledger:
         ledger.begin(order_id="O1001", customer_id="C001", plan="Baie vitrée",

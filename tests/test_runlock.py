@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from commplan_xl.errors import CommplanError, RunLocked
-from commplan_xl.runlock import run_lock
+from commplan_xl.ops.runlock import run_lock
+from commplan_xl.problems import CommplanError, RunLocked
 
 HOLDER = (
     "import sys, time\n"
     "from pathlib import Path\n"
-    "from commplan_xl.runlock import run_lock\n"
+    "from commplan_xl.ops.runlock import run_lock\n"
     "with run_lock(Path(sys.argv[1])):\n"
     "    print('locked', flush=True)\n"
     "    time.sleep(60)\n"

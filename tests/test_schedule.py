@@ -11,10 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commplan_xl.ledger import LedgerState
-from commplan_xl.model import Customer, Decision, LedgerEntry, Model, Order, Plan, Step
-from commplan_xl.offsets import business_calendar, due_date
-from commplan_xl.schedule import (
+from commplan_xl.core.offsets import business_calendar, due_date
+from commplan_xl.core.schedule import (
     REASON_LIMIT,
     apply_daily_limit,
     decide,
@@ -22,7 +20,9 @@ from commplan_xl.schedule import (
     forecast,
     record,
 )
+from commplan_xl.model import Customer, Decision, LedgerEntry, Model, Order, Plan, Step
 from commplan_xl.settings import Settings
+from commplan_xl.store.ledger import LedgerState
 
 D = dt.date
 START = D(2026, 6, 1)  # a Monday

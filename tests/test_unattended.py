@@ -213,7 +213,7 @@ def test_server_that_never_answers_times_out(tmp_path):
 
 def test_schedule_prints_cron_and_windows_wrapper(tmp_path, capsys):
     """schedule prints a crontab line here, and writes a .cmd wrapper + schtasks line on Windows."""
-    from commplan_xl.scheduling import schedule_instructions
+    from commplan_xl.ops.daily_task import schedule_instructions
 
     assert main(["schedule", "--time", "07:15", "--home", str(tmp_path)]) == 0
     out = capsys.readouterr().out

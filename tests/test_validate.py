@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from commplan_xl.errors import WorkbookProblem
+from commplan_xl.excel.read import read_tables
+from commplan_xl.excel.validate import validate
+from commplan_xl.mail.attachments import resolve_attachment
 from commplan_xl.model import Model
-from commplan_xl.paths import resolve_attachment
+from commplan_xl.problems import WorkbookProblem
 from commplan_xl.settings import Settings
-from commplan_xl.validate import validate
-from commplan_xl.workbook import read_tables
 from tests.builders import (
     DEFAULT_CUSTOMERS,
     DEFAULT_ORDERS,
@@ -646,8 +646,8 @@ def test_orders_checked_by_column_as_row_by_row(grid, from_livraison, active, tm
     same values) and report the same problems as checking each row on its own."""
     import functools
 
-    from commplan_xl import validate as validation
-    from commplan_xl.workbook import _table
+    from commplan_xl.excel import validate as validation
+    from commplan_xl.excel.read import _table
 
     home = tmp_path_factory.getbasetemp()
     plans = [["plan", "step", "delay", "unit", "subject", "body", "from", "active"],

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
 
+from commplan_xl.core.offsets import Calendar, add_delay, business_calendar
 from commplan_xl.model import Customer, Decision, LedgerEntry, Model, Order, Plan, Step
-from commplan_xl.offsets import Calendar, add_delay, business_calendar
 from commplan_xl.settings import Settings
 
 LedgerKey = tuple[str, str, int]  # (order_id, plan key, step number)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from python_calamine import CalamineWorkbook
 
-from commplan_xl.errors import CommplanError
-from commplan_xl.xlsxgraft import column_letter
+from commplan_xl.excel.graft import column_letter
+from commplan_xl.problems import CommplanError
 
 # The sheets validation needs; reading only these keeps a run fast on big workbooks.
 INPUT_SHEETS = ("settings", "plans", "customers", "orders", "variables")

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from commplan_xl.errors import CommplanError
-from commplan_xl.workbook import (
+from commplan_xl.excel.read import (
     _table,
     cell_value,
     column_letter,
@@ -19,6 +18,7 @@ from commplan_xl.workbook import (
     parse_yes_no,
     read_tables,
 )
+from commplan_xl.problems import CommplanError
 from tests.builders import make_workbook, write_xlsx
 
 

@@ -18,8 +18,7 @@ from openpyxl.comments import Comment
 from openpyxl.workbook.defined_name import DefinedName
 from openpyxl.worksheet.datavalidation import DataValidation
 
-from commplan_xl.errors import CommplanError, WorkbookLocked
-from commplan_xl.xlsxgraft import (
+from commplan_xl.excel.graft import (
     Chart,
     ToolSheet,
     backups,
@@ -27,6 +26,7 @@ from commplan_xl.xlsxgraft import (
     lock_file,
     write_tool_sheets,
 )
+from commplan_xl.problems import CommplanError, WorkbookLocked
 
 SENTLOG_HEADER = ("date", "order_id", "customer_id", "email", "plan", "step", "due_date",
                   "status", "subject", "detail", "archive_file")

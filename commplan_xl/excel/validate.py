@@ -19,7 +19,8 @@ from itertools import compress, repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from commplan_xl.errors import WorkbookProblem
+from commplan_xl.excel.read import Table, no_gc, normalise_header, parse_date, parse_yes_no
+from commplan_xl.mail.attachments import resolve_attachment
 from commplan_xl.model import (
     Customer,
     Model,
@@ -31,9 +32,8 @@ from commplan_xl.model import (
     Unit,
     norm_key,
 )
-from commplan_xl.paths import resolve_attachment
+from commplan_xl.problems import WorkbookProblem
 from commplan_xl.settings import ENV_OVERRIDES, KNOWN_KEYS, Settings, parse_settings
-from commplan_xl.workbook import Table, no_gc, normalise_header, parse_date, parse_yes_no
 
 if TYPE_CHECKING:
     from jinja2.sandbox import SandboxedEnvironment
@@ -225,7 +225,7 @@ def _settings(
     elif not is_email(settings.sender_email):
         bad("sender_email", f'"{settings.sender_email}" is not an email address.')
     if settings.holidays:
-        from commplan_xl.offsets import business_calendar
+        from commplan_xl.core.offsets import business_calendar
 
         try:  # the calendar the run will use decides what is valid (case, old names)
             business_calendar(settings.holiday_country, settings.holiday_subdiv)

@@ -19,16 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from commplan_xl.errors import CommplanError, SendFailure, WorkbookProblem
+from commplan_xl.core.schedule import split_ledger
+from commplan_xl.excel.graft import Chart, ToolSheet
 from commplan_xl.model import LedgerEntry, Model, Outcome
-from commplan_xl.schedule import split_ledger
+from commplan_xl.problems import CommplanError, SendFailure, WorkbookProblem
 from commplan_xl.settings import Settings
-from commplan_xl.xlsxgraft import Chart, ToolSheet
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
 
-    from commplan_xl.batch import RunReport
+    from commplan_xl.run.batch import RunReport
 
 DASHBOARD = "Dashboard"
 FORECAST = "Forecast"
@@ -330,8 +330,8 @@ def forecast_rows(
     is missing shows the reason in its subject cell, prefixed "⚠ ": that run would record
     it failed rather than send it.
     """
-    from commplan_xl.render import build_context, render_message
-    from commplan_xl.schedule import forecast
+    from commplan_xl.core.schedule import forecast
+    from commplan_xl.mail.render import build_context, render_message
 
     model, settings = site.model, site.settings
     first = start if start is not None else today + dt.timedelta(days=1)
@@ -372,7 +372,7 @@ def forecast_rows(
 
 def _attachment_problem(settings: Settings, name: str, plans_row: int) -> str | None:
     """Why a run could not attach `name` (paths.attachment_file's sentence), or None."""
-    from commplan_xl.paths import attachment_file
+    from commplan_xl.mail.attachments import attachment_file
 
     try:
         attachment_file(settings.attachments_dir, name, plans_row)
@@ -397,7 +397,7 @@ def forecast_sheet(rows: Sequence[ForecastRow]) -> ToolSheet:
 
 def order_ids_by_row(workbook: Path) -> dict[int, str]:
     """Orders Excel row -> order id, read from the workbook (for orders validate left out)."""
-    from commplan_xl.workbook import read_tables
+    from commplan_xl.excel.read import read_tables
 
     table = read_tables(Path(workbook), only=("Orders",)).get("orders")
     if table is None or "order_id" not in table.columns:
@@ -536,8 +536,8 @@ def summary_message(
 
     Raises SendFailure when `report_to` is empty (callers check `settings.report_to`).
     """
-    from commplan_xl.mailer import build_message
-    from commplan_xl.render import Rendered, text_to_html
+    from commplan_xl.mail.render import Rendered, text_to_html
+    from commplan_xl.mail.smtp import build_message
 
     subject = summary_subject(run_report)
     text = summary_text(settings, run_report, dashboard_figures)

@@ -13,7 +13,7 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
-from commplan_xl.errors import CommplanError
+from commplan_xl.problems import CommplanError
 
 # Characters Windows forbids in names, every control character, and the Unicode line breaks.
 _UNSAFE = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f-\x9f\u2028\u2029]')

@@ -21,8 +21,8 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
-from commplan_xl.errors import CommplanError, WorkbookLocked
-from commplan_xl.xlsxgraft import lock_file
+from commplan_xl.excel.graft import lock_file
+from commplan_xl.problems import CommplanError, WorkbookLocked
 
 WORKBOOK_NAME = "commplan.xlsx"
 SHEETS = ("Orders", "Customers", "Plans", "Variables", "Settings")

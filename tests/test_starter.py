@@ -13,9 +13,7 @@ import openpyxl
 import pytest
 from openpyxl.worksheet.worksheet import Worksheet
 
-from commplan_xl.errors import CommplanError, WorkbookLocked
-from commplan_xl.model import norm_key
-from commplan_xl.template import (
+from commplan_xl.excel.starter import (
     CGV_PDF,
     GUIDE_PDF,
     STATUSES,
@@ -25,6 +23,8 @@ from commplan_xl.template import (
     init_home,
     minimal_pdf,
 )
+from commplan_xl.model import norm_key
+from commplan_xl.problems import CommplanError, WorkbookLocked
 
 TODAY = dt.date(2026, 11, 27)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from commplan_xl.errors import CommplanError
+from commplan_xl.problems import CommplanError
 
 
 def resolve_attachment(attachments_dir: Path, name: str) -> Path:

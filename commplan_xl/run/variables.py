@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from commplan_xl import batch
+from commplan_xl.run import batch
 
 BUILT_IN = (
     ("plan.name", "the plan's name"),
@@ -35,8 +35,8 @@ def variable_list(site: batch.Site) -> list[tuple[str, str, str]]:
     today = batch.today_in(s)
     due_example = today
     if order and plan and plan.steps:
-        from commplan_xl.offsets import due_date
-        from commplan_xl.schedule import settings_calendar
+        from commplan_xl.core.offsets import due_date
+        from commplan_xl.core.schedule import settings_calendar
 
         due_example = due_date(plan.steps[0], order, settings_calendar(s)) or today
     examples = {

@@ -31,9 +31,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
-from commplan_xl import oauth
-from commplan_xl.errors import SendFailure, SendUncertain
-from commplan_xl.render import Rendered, fold_line
+from commplan_xl.mail import oauth
+from commplan_xl.mail.render import Rendered, fold_line
+from commplan_xl.problems import SendFailure, SendUncertain
 from commplan_xl.settings import Settings
 
 PASSWORD_ENV = "COMMPLAN_SMTP_PASSWORD"
@@ -549,7 +549,7 @@ class Mailer:
         self.connections += 1
 
     def _open(self, user: str) -> None:
-        import yagmail  # only mailer.py knows SMTP; keep `import commplan_xl.mailer` light
+        import yagmail  # only mailer.py knows SMTP; keep `import commplan_xl.mail.smtp` light
 
         s = self.settings
         # Always a timeout: a silent server must never hang a scheduled run.

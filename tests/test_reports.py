@@ -12,11 +12,11 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from commplan_xl.batch import RunReport, load_site
 from commplan_xl.cli import main
-from commplan_xl.ledger import Ledger
-from commplan_xl.mailer import Mailer
-from commplan_xl.report import (
+from commplan_xl.excel.graft import write_tool_sheets
+from commplan_xl.mail.smtp import Mailer
+from commplan_xl.run.batch import RunReport, load_site
+from commplan_xl.run.reports import (
     DASHBOARD,
     FORECAST,
     FORECAST_HEADER,
@@ -30,7 +30,7 @@ from commplan_xl.report import (
     summary_subject,
 )
 from commplan_xl.settings import Settings
-from commplan_xl.xlsxgraft import write_tool_sheets
+from commplan_xl.store.ledger import Ledger
 from tests.builders import DEFAULT_PLANS, DEFAULT_SETTINGS, make_workbook
 
 D = dt.date

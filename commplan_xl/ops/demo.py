@@ -38,7 +38,7 @@ def _free_port() -> int:
 def _prepare_home(home: Path) -> None:
     if home.exists() and any(home.iterdir()):
         if not (home / MARKER).exists():
-            from commplan_xl.errors import CommplanError
+            from commplan_xl.problems import CommplanError
 
             raise CommplanError(
                 f"{home} is not empty and was not made by `commplan demo`: give another folder "
@@ -54,8 +54,8 @@ def run_demo(home: Path, *, days: int | None = None, out: Callable[[str], None] 
     """Create a demo home, start a local SMTP server, run the batch every simulated morning."""
     from aiosmtpd.controller import Controller
 
-    from commplan_xl import batch
-    from commplan_xl.template import init_home
+    from commplan_xl.excel.starter import init_home
+    from commplan_xl.run import batch
 
     today = today or dt.date.today()
     _prepare_home(home)

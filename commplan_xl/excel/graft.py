@@ -34,7 +34,7 @@ from typing import BinaryIO, Literal
 from urllib.parse import quote, unquote
 from xml.etree import ElementTree as ET
 
-from commplan_xl.errors import CommplanError, WorkbookLocked
+from commplan_xl.problems import CommplanError, WorkbookLocked
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from jinja2.exceptions import SecurityError, TemplateError, TemplateRuntimeError
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
 
-from commplan_xl.errors import CommplanError
+from commplan_xl.excel.read import parse_date
 from commplan_xl.model import Customer, Order, Step
-from commplan_xl.workbook import parse_date
+from commplan_xl.problems import CommplanError
 
 _HINT = '(check the spelling; "commplan variables" lists them)'
 

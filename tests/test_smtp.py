@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from commplan_xl.errors import SendFailure, SendUncertain
-from commplan_xl.mailer import (
+from commplan_xl.mail.render import Rendered, text_to_html
+from commplan_xl.mail.smtp import (
     AttachmentCache,
     Mailer,
     build_message,
@@ -19,7 +19,7 @@ from commplan_xl.mailer import (
     check_connection,
     message_bytes,
 )
-from commplan_xl.render import Rendered, text_to_html
+from commplan_xl.problems import SendFailure, SendUncertain
 from commplan_xl.settings import Settings
 from tests.smtp_server import SilentServer, SMTPServer, free_port
 

@@ -16,19 +16,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from commplan_xl.errors import (
+from commplan_xl.model import Customer, Decision, Model, Order, Plan, Step
+from commplan_xl.problems import (
     CommplanError,
     SendFailure,
     SendUncertain,
     WorkbookLocked,
     WorkbookProblem,
 )
-from commplan_xl.model import Customer, Decision, Model, Order, Plan, Step
 from commplan_xl.settings import Settings
 
 if TYPE_CHECKING:
-    from commplan_xl.mailer import AttachmentCache
-    from commplan_xl.workbook import Table
+    from commplan_xl.excel.read import Table
+    from commplan_xl.mail.smtp import AttachmentCache
 
 log = logging.getLogger("commplan")
 
@@ -110,7 +110,7 @@ def load_site(
     home_path, wb = resolve_paths(home, workbook)
     if tables is None:
         tables = open_workbook(wb)
-    from commplan_xl.validate import validate  # imported while the sheets parse
+    from commplan_xl.excel.validate import validate  # imported while the sheets parse
 
     try:
         st = wb.stat()
@@ -124,7 +124,7 @@ def load_site(
 
 def open_workbook(path: Path) -> Mapping[str, Table]:
     """Start reading the workbook's sheets (see workbook.open_tables)."""
-    from commplan_xl.workbook import open_tables
+    from commplan_xl.excel.read import open_tables
 
     # open_tables says when there is no workbook, and retries while Excel saves it (the
     # file briefly does not exist then): no check of the file before it.
@@ -145,7 +145,7 @@ def now_in(settings: Settings) -> dt.datetime:
 
 def decide(site: Site, ledger_state: Mapping, *, today: dt.date, sent_today: int = 0
            ) -> list[Decision]:
-    from commplan_xl.schedule import decide as schedule_decide
+    from commplan_xl.core.schedule import decide as schedule_decide
 
     return schedule_decide(site.model, ledger_state, today=today, settings=site.settings,
                            sent_today=sent_today)
@@ -153,7 +153,7 @@ def decide(site: Site, ledger_state: Mapping, *, today: dt.date, sent_today: int
 
 def read_ledger(home: Path) -> tuple[Mapping, Callable[[dt.date], int]]:
     """The ledger's state and a sent-on-day counter, read only; empty when there is none."""
-    from commplan_xl.ledger import Ledger
+    from commplan_xl.store.ledger import Ledger
 
     path = home / LEDGER_NAME
     if not path.exists():
@@ -184,7 +184,7 @@ def due(site: Site, *, today: dt.date | None = None,
 # ---------------------------------------------------------------- rendering one message
 
 def _attachment_cache() -> AttachmentCache:
-    from commplan_xl.mailer import AttachmentCache  # not at import: the CLI starts lighter
+    from commplan_xl.mail.smtp import AttachmentCache  # not at import: the CLI starts lighter
 
     return AttachmentCache()
 
@@ -252,9 +252,9 @@ def prepare(
 ) -> Prepared:
     """Render and build one message; raises CommplanError with a sentence if it cannot.
     A run passes one `cache` for all its messages."""
-    from commplan_xl.mailer import build_message, message_bytes
-    from commplan_xl.paths import attachment_file
-    from commplan_xl.render import build_context, render_message
+    from commplan_xl.mail.attachments import attachment_file
+    from commplan_xl.mail.render import build_context, render_message
+    from commplan_xl.mail.smtp import build_message, message_bytes
 
     s = site.settings
     context = build_context(
@@ -292,8 +292,8 @@ def run(
     mailer_factory: Callable[[Settings], object] | None = None,
 ) -> RunReport:
     """Send what is due, archive each mail, record every outcome, then rebuild the SentLog."""
-    from commplan_xl.ledger import Ledger
-    from commplan_xl.runlock import run_lock
+    from commplan_xl.ops.runlock import run_lock
+    from commplan_xl.store.ledger import Ledger
 
     day = today or today_in(site.settings)
     report = RunReport(today=day, dry_run=dry_run, problems=site.problems)
@@ -350,8 +350,8 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
 
 
 def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> list:
-    from commplan_xl.archive import ArchiveIndex, discard_message, relative
-    from commplan_xl.mailer import Mailer
+    from commplan_xl.mail.smtp import Mailer
+    from commplan_xl.store.archive import ArchiveIndex, discard_message, relative
 
     s = site.settings
     archive_index = ArchiveIndex(s.archive_dir)
@@ -482,7 +482,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
                 except Exception:  # the error stopping the run is the one to report
                     log.exception("could not record order %s step %s as sent (the next run "
                                   "calls it uncertain)", last.order_id, last.step)
-        from commplan_xl import report as reporting
+        from commplan_xl.run import reports as reporting
 
         try:
             extra, figures = reporting.report_sheets(site, ledger, today=day)
@@ -528,7 +528,7 @@ def _archive(site: Site, customer: Customer, d: Decision, prepared: Prepared, da
              index=None) -> str:
     """Write the mail to its customer's folder; `index` (archive.ArchiveIndex) is the
     run's listing of the archive folder."""
-    from commplan_xl.archive import customer_folder, relative, write_message
+    from commplan_xl.store.archive import customer_folder, relative, write_message
 
     folder = customer_folder(site.settings.archive_dir, customer.customer_id, customer.name,
                              index=index)
@@ -538,7 +538,7 @@ def _archive(site: Site, customer: Customer, d: Decision, prepared: Prepared, da
 
 def _stage(site: Site, customer: Customer, prepared: Prepared, index) -> Path:
     """The mail's bytes in a temporary file of its customer's folder (in the stager)."""
-    from commplan_xl.archive import customer_folder, stage_message
+    from commplan_xl.store.archive import customer_folder, stage_message
 
     folder = customer_folder(site.settings.archive_dir, customer.customer_id, customer.name,
                              index=index)
@@ -547,7 +547,7 @@ def _stage(site: Site, customer: Customer, prepared: Prepared, index) -> Path:
 
 def _unstage(staged: Future) -> None:
     """Drop the staged file of a mail that was not sent (or whose staging failed)."""
-    from commplan_xl.archive import discard_message
+    from commplan_xl.store.archive import discard_message
 
     try:
         tmp = staged.result()
@@ -558,7 +558,7 @@ def _unstage(staged: Future) -> None:
 
 def _place_staged(d: Decision, staged: Future, day: dt.date) -> Path:
     """Name the staged file of a mail the server has; its path."""
-    from commplan_xl.archive import place_message
+    from commplan_xl.store.archive import place_message
 
     return place_message(staged.result(), stem=_archive_stem(day, d))
 
@@ -583,7 +583,7 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
                   extra_sheets: list | tuple = ()) -> bool:
     """Rebuild the SentLog sheet (and the report sheets given) from the ledger; False (with
     a note) when the file is open."""
-    from commplan_xl.xlsxgraft import ToolSheet
+    from commplan_xl.excel.graft import ToolSheet
 
     sheet = ToolSheet(
         name="SentLog", header=SENTLOG_HEADER, rows=sentlog_rows(ledger),
@@ -605,7 +605,7 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
 
 def write_sheets(site: Site, sheets: list) -> None:
     """Write the tool's own sheets into the workbook (a dated backup kept first)."""
-    from commplan_xl.xlsxgraft import write_tool_sheets
+    from commplan_xl.excel.graft import write_tool_sheets
 
     write_tool_sheets(site.workbook, sheets, expected_stat=site.stat,
                       backup_dir=site.home / "workbooks" / "backups")
@@ -616,10 +616,10 @@ def write_sheets(site: Site, sheets: list) -> None:
 def preview(site: Site, order_id: str, step_number: int, *, to: str | None = None,
             today: dt.date | None = None, mailer_factory=None) -> list[Path]:
     """Render one message to files to look at, or send it to a test address (nothing recorded)."""
-    from commplan_xl.archive import safe_name
-    from commplan_xl.offsets import due_date as compute_due
-    from commplan_xl.schedule import settings_calendar
-    from commplan_xl.validate import split_emails
+    from commplan_xl.core.offsets import due_date as compute_due
+    from commplan_xl.core.schedule import settings_calendar
+    from commplan_xl.excel.validate import split_emails
+    from commplan_xl.store.archive import safe_name
 
     day = today or today_in(site.settings)
     order, customer, plan, step = find_step(site, order_id, step_number)
@@ -628,7 +628,7 @@ def preview(site: Site, order_id: str, step_number: int, *, to: str | None = Non
     prepared = prepare(site, order, customer, plan, step, due_date=due_on, today=day,
                        to=recipients)
     if to:
-        from commplan_xl.mailer import Mailer
+        from commplan_xl.mail.smtp import Mailer
 
         with (mailer_factory or Mailer)(site.settings) as mailer:
             mailer.send(prepared.message, from_addr=site.settings.sender_email,
@@ -648,11 +648,11 @@ def preview(site: Site, order_id: str, step_number: int, *, to: str | None = Non
 def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None = None,
            mailer_factory=None) -> RunReport:
     """Send one message again on purpose; the ledger records it as a resend."""
-    from commplan_xl.ledger import Ledger
-    from commplan_xl.mailer import Mailer
-    from commplan_xl.offsets import due_date as compute_due
-    from commplan_xl.runlock import run_lock
-    from commplan_xl.schedule import settings_calendar
+    from commplan_xl.core.offsets import due_date as compute_due
+    from commplan_xl.core.schedule import settings_calendar
+    from commplan_xl.mail.smtp import Mailer
+    from commplan_xl.ops.runlock import run_lock
+    from commplan_xl.store.ledger import Ledger
 
     day = today or today_in(site.settings)
     report = RunReport(today=day)
@@ -701,7 +701,7 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
                    ) -> list[WorkbookProblem]:
     """Render every active plan step against each of its orders; report template errors
     at the Plans row that holds them (validate reports missing attachment files)."""
-    from commplan_xl.render import RenderError, build_context, render_message
+    from commplan_xl.mail.render import RenderError, build_context, render_message
 
     day = today or today_in(site.settings)
     s = site.settings
@@ -745,7 +745,7 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
 
 def stale_lock_note(workbook: Path) -> str | None:
     """A sentence about an Excel/LibreOffice lock file beside the workbook, if there is one."""
-    from commplan_xl.xlsxgraft import lock_file
+    from commplan_xl.excel.graft import lock_file
 
     lock = lock_file(workbook)
     if lock is None:

@@ -23,9 +23,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from commplan_xl.errors import CommplanError
+from commplan_xl.excel.read import no_gc
 from commplan_xl.model import LedgerEntry, Outcome
-from commplan_xl.workbook import no_gc
+from commplan_xl.problems import CommplanError
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000

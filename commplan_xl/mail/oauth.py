@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from commplan_xl.errors import CommplanError, SendFailure
+from commplan_xl.problems import CommplanError, SendFailure
 from commplan_xl.settings import Settings
 
 __all__ = [

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from commplan_xl.errors import CommplanError, RunLocked
+from commplan_xl.problems import CommplanError, RunLocked
 
 LOCK_NAME = "commplan-run.lock"
 INFO_NAME = "commplan-run.info"

@@ -14,8 +14,10 @@ import pytest
 
 from commplan_xl.cli import main
 from commplan_xl.excel.graft import write_tool_sheets
-from commplan_xl.mail.smtp import Mailer
-from commplan_xl.run.batch import RunReport, load_site
+from commplan_xl.mail.smtp import SmtpTransport
+from commplan_xl.problems import SendKind
+from commplan_xl.run.batch import load_site
+from commplan_xl.run.outcomes import RunFailure, RunReport
 from commplan_xl.run.reports import (
     DASHBOARD,
     FORECAST,
@@ -385,10 +387,13 @@ def test_summary_body_lists_each_failure_with_what_to_do(dash_home):
     settings = Settings(home=dash_home, sender_email="service@example.com",
                         report_to=(BOSS, "chef@example.com"))
     report = _report(sent=3, failed=3, uncertain=1, failures=[
-        "Order O1 step 2: 450 mailbox busy; will be retried by the next run",
-        "Order O2 step 1: 550 no such user; not retried: correct the address",
-        "Order O3 step 3: the subject uses \"x\"; will be retried once fixed",
-        "Order O4 step 2 is uncertain: the connection dropped",
+        RunFailure("O1", 2, SendKind.TEMPORARY,
+                   "450 mailbox busy; will be retried by the next run"),
+        RunFailure("O2", 1, SendKind.PERMANENT,
+                   "550 no such user; not retried: correct the address"),
+        RunFailure("O3", 3, SendKind.NOT_BUILT,
+                   'the subject uses "x"; will be retried once fixed'),
+        RunFailure("O4", 2, SendKind.UNCERTAIN, "the connection dropped"),
     ])
     msg = summary_message(settings, report, dashboard_figures=figures)
     assert msg["To"] == f"{BOSS}, chef@example.com"
@@ -414,11 +419,11 @@ def test_send_summary_goes_to_report_to_only(tmp_path, smtp_server):
     report_to nothing is sent."""
     base = dict(home=tmp_path, sender_email="service@example.com", smtp_host="127.0.0.1",
                 smtp_port=smtp_server.port, smtp_timeout=5.0)
-    with Mailer(Settings(**base)) as mailer:
+    with SmtpTransport(Settings(**base)) as mailer:
         assert send_summary(mailer, Settings(**base), _report(sent=1), None) is False
     assert smtp_server.received == []
     settings = Settings(**base, report_to=(BOSS,))
-    with Mailer(settings) as mailer:
+    with SmtpTransport(settings) as mailer:
         assert send_summary(mailer, settings, _report(sent=1), None) is True
     assert [r.rcpt_tos for r in smtp_server.received] == [[BOSS]]
     assert smtp_server.received[0].message["Subject"] == \

@@ -10,15 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from commplan_xl.mail.message import AttachmentCache, build_message, check_address, message_bytes
 from commplan_xl.mail.render import Rendered, text_to_html
-from commplan_xl.mail.smtp import (
-    AttachmentCache,
-    Mailer,
-    build_message,
-    check_address,
-    check_connection,
-    message_bytes,
-)
+from commplan_xl.mail.smtp import SmtpTransport, check_connection
 from commplan_xl.problems import SendFailure, SendUncertain
 from commplan_xl.settings import Settings
 from tests.smtp_server import SilentServer, SMTPServer, free_port
@@ -47,8 +41,8 @@ def make(to: list[str], attachments: list[Path] = (), **kw: object):  # type: ig
                          to=to, attachments=attachments, **kw)  # type: ignore[arg-type]
 
 
-def send(mailer: Mailer, msg, to: list[str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    return mailer.send(message_bytes(msg), from_addr=SENDER, to_addrs=to)
+def send(mailer: SmtpTransport, msg, to: list[str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return mailer.send(message_bytes(msg), sender=SENDER, recipients=to).checked()
 
 
 @pytest.fixture
@@ -69,7 +63,7 @@ def test_message_to_two_addresses_arrives_complete(smtp_server, tmp_path, files)
     """A mail reaches both addresses with From name, Reply-To, a plain text part, an HTML
     alternative and each attachment with its bytes, type and (accented) name."""
     to = ["eloise@example.com", "francois@example.org"]
-    with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
+    with SmtpTransport(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
         assert send(mailer, make(to, files), to) == {}
     smtp_server.wait_for(1)
     got = smtp_server.received[0]
@@ -237,7 +231,7 @@ def test_check_address_agrees_with_the_email_package(address: str) -> None:
 def test_lines_starting_with_a_dot_arrive_intact(smtp_server, tmp_path) -> None:
     """Lines that start with "." (also after a quoted-printable soft break) are not lost."""
     text = "".join(f"{'x' * n}.{'y' * 80}\n.{n}\n" for n in range(70, 80))
-    with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
+    with SmtpTransport(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
         send(mailer, make(["a@example.com"], r=rendered(text=text)), ["a@example.com"])
     smtp_server.wait_for(1)
     plain = smtp_server.received[0].message.get_body(preferencelist=("plain",))
@@ -249,7 +243,7 @@ def test_lines_starting_with_a_dot_arrive_intact(smtp_server, tmp_path) -> None:
 
 def test_many_messages_use_one_connection(smtp_server, tmp_path) -> None:
     """A run sends every message over one SMTP connection (no login per mail)."""
-    with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
+    with SmtpTransport(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
         for i in range(25):
             msg = make([f"client{i}@example.com"], r=rendered(subject=f"mail {i}"))
             send(mailer, msg, [f"client{i}@example.com"])
@@ -263,7 +257,7 @@ def test_550_for_one_of_two_addresses_is_sent_and_reported(tmp_path) -> None:
     """When one address is refused and the other accepted, the mail is sent and the refused
     address is returned with a sentence."""
     with SMTPServer(rcpt_replies={"bad@example.com": "550 5.1.1 no such user"}) as srv:
-        with Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
+        with SmtpTransport(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
             to = ["good@example.com", "bad@example.com"]
             refused = send(mailer, make(to), to)
         srv.wait_for(1)
@@ -275,7 +269,7 @@ def test_550_for_one_of_two_addresses_is_sent_and_reported(tmp_path) -> None:
 def test_550_for_the_only_address_is_permanent(tmp_path) -> None:
     """A 5xx refusal of every address is a permanent failure naming the address."""
     with SMTPServer(rcpt_replies={"bad@example.com": "550 5.1.1 no such user"}) as srv:
-        with Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
+        with SmtpTransport(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
             with pytest.raises(SendFailure) as caught:
                 send(mailer, make(["bad@example.com"]), ["bad@example.com"])
             # the connection is still good for the next customer
@@ -290,7 +284,7 @@ def test_451_is_temporary(tmp_path) -> None:
     """A 4xx refusal is a temporary failure, retried by a later run."""
     with (
         SMTPServer(rcpt_replies={"later@example.com": "451 4.7.1 greylisted"}) as srv,
-        Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer,
+        SmtpTransport(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer,
         pytest.raises(SendFailure, match="451 4.7.1 greylisted") as caught,
     ):
         send(mailer, make(["later@example.com"]), ["later@example.com"])
@@ -301,7 +295,7 @@ def test_server_down_is_temporary_connection_failure(tmp_path) -> None:
     """No server listening: a temporary connection failure with a sentence for people."""
     port = free_port()
     with (
-        Mailer(settings_for(port, tmp_path), environ=NO_ENV) as mailer,
+        SmtpTransport(settings_for(port, tmp_path), environ=NO_ENV) as mailer,
         pytest.raises(SendFailure) as caught,
     ):
         send(mailer, make(["a@example.com"]), ["a@example.com"])
@@ -315,7 +309,7 @@ def test_dropped_connection_mid_batch_reconnects_and_sends_each_once(tmp_path) -
     """A server hanging up before a message is taken makes the mailer reconnect once; every
     message of the batch arrives exactly once."""
     with SMTPServer(drop_at_mail={4, 8}) as srv:
-        with Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
+        with SmtpTransport(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
             for i in range(10):
                 send(mailer, make([f"c{i}@example.com"], r=rendered(subject=f"mail {i}")),
                      [f"c{i}@example.com"])
@@ -330,7 +324,7 @@ def test_silent_server_times_out_instead_of_hanging(tmp_path) -> None:
     with SilentServer() as srv:
         settings = settings_for(srv.port, tmp_path, smtp_timeout=0.5)
         with (
-            Mailer(settings, environ=NO_ENV) as mailer,
+            SmtpTransport(settings, environ=NO_ENV) as mailer,
             pytest.raises(SendFailure, match="did not answer within 0.5 s") as caught,
         ):
             send(mailer, make(["a@example.com"]), ["a@example.com"])
@@ -342,7 +336,7 @@ def test_no_answer_after_the_message_is_uncertain_not_resent(tmp_path) -> None:
     the mailer does not send it a second time."""
     with (
         SMTPServer(delay=2.0) as srv,
-        Mailer(settings_for(srv.port, tmp_path, smtp_timeout=0.5), environ=NO_ENV) as m,
+        SmtpTransport(settings_for(srv.port, tmp_path, smtp_timeout=0.5), environ=NO_ENV) as m,
     ):
         with pytest.raises(SendUncertain, match="may or may not have been sent"):
             send(m, make(["a@example.com"]), ["a@example.com"])
@@ -360,7 +354,7 @@ def test_user_without_password_fails_with_a_sentence_not_a_prompt(
     with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
         settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
         with (
-            Mailer(settings, environ=NO_ENV) as mailer,
+            SmtpTransport(settings, environ=NO_ENV) as mailer,
             pytest.raises(SendFailure, match="COMMPLAN_SMTP_PASSWORD") as caught,
         ):
             send(mailer, make(["a@example.com"]), ["a@example.com"])
@@ -372,7 +366,7 @@ def test_login_with_password_from_environment(tmp_path) -> None:
     """The password from COMMPLAN_SMTP_PASSWORD logs in and the mail is accepted."""
     with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
         settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
-        with Mailer(settings, environ={"COMMPLAN_SMTP_PASSWORD": PASSWORD}) as mailer:
+        with SmtpTransport(settings, environ={"COMMPLAN_SMTP_PASSWORD": PASSWORD}) as mailer:
             send(mailer, make(["a@example.com"]), ["a@example.com"])
         srv.wait_for(1)
         assert len(srv.received) == 1
@@ -384,7 +378,7 @@ def test_login_with_password_from_keyring(tmp_path, memory_keyring) -> None:
     memory_keyring.set_password("commplan", "shop@menuiserie.fr", PASSWORD)
     with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
         settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
-        with Mailer(settings, environ=NO_ENV) as mailer:
+        with SmtpTransport(settings, environ=NO_ENV) as mailer:
             send(mailer, make(["a@example.com"]), ["a@example.com"])
         srv.wait_for(1)
         assert len(srv.received) == 1
@@ -398,7 +392,7 @@ def test_wrong_password_is_refused_without_revealing_it(tmp_path) -> None:
     with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
         settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
         with (
-            Mailer(settings, environ={"COMMPLAN_SMTP_PASSWORD": wrong}) as mailer,
+            SmtpTransport(settings, environ={"COMMPLAN_SMTP_PASSWORD": wrong}) as mailer,
             pytest.raises(SendFailure) as caught,
         ):
             send(mailer, make(["a@example.com"]), ["a@example.com"])
@@ -427,35 +421,3 @@ def test_check_connection_reports_a_server_that_is_down(tmp_path) -> None:
     """`check --smtp` against no server raises a connection failure with a sentence."""
     with pytest.raises(SendFailure, match="connection refused"):
         check_connection(settings_for(free_port(), tmp_path), environ=NO_ENV)
-
-
-def test_hand_over_runs_the_callers_work_once_and_keeps_it_apart(smtp_server, tmp_path):
-    """hand_over runs `meanwhile` once per message, before the message is on its way; the
-    mail arrives after reply(). Its own error is raised as is (not a dropped line) and the
-    next message goes out on a new connection; with the server down it has run before the
-    SendFailure."""
-    calls: list[int] = []
-    with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
-        msg = make(["a@example.com"])
-        handed = mailer.hand_over(msg, from_addr=SENDER, to_addrs=["a@example.com"],
-                                  meanwhile=lambda: calls.append(len(smtp_server.received)))
-        assert handed.reply() == {}
-        assert calls == [0]
-
-        def broken() -> None:
-            raise OSError("disk full while recording")
-
-        with pytest.raises(OSError, match="disk full"):
-            mailer.hand_over(make(["b@example.com"]), from_addr=SENDER,
-                             to_addrs=["b@example.com"], meanwhile=broken)
-        mailer.hand_over(make(["c@example.com"]), from_addr=SENDER,
-                         to_addrs=["c@example.com"], meanwhile=lambda: calls.append(-1)).reply()
-        assert calls == [0, -1] and mailer.connections == 2
-    smtp_server.wait_for(2)
-    assert [m.rcpt_tos for m in smtp_server.received] == [["a@example.com"], ["c@example.com"]]
-    down = settings_for(free_port(), tmp_path)
-    ran: list[bool] = []
-    with Mailer(down, environ=NO_ENV) as mailer, pytest.raises(SendFailure):
-        mailer.hand_over(make(["d@example.com"]), from_addr=SENDER, to_addrs=["d@example.com"],
-                         meanwhile=lambda: ran.append(True))
-    assert ran == [True]

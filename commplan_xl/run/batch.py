@@ -5,7 +5,6 @@ This is the library behind the command line: each public function here is one co
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import logging
 import os
@@ -20,15 +19,19 @@ from commplan_xl.model import Customer, Decision, Model, Order, Plan, Step
 from commplan_xl.problems import (
     CommplanError,
     SendFailure,
-    SendUncertain,
+    SendKind,
     WorkbookLocked,
     WorkbookProblem,
 )
+from commplan_xl.run.outcomes import RunFailure, RunReport
 from commplan_xl.settings import Settings
 
 if TYPE_CHECKING:
     from commplan_xl.excel.read import Table
-    from commplan_xl.mail.smtp import AttachmentCache
+    from commplan_xl.mail.message import AttachmentCache, BuiltMessage
+    from commplan_xl.mail.transport import Transport
+
+__all__ = ["RunFailure", "RunReport", "Site", "load_site", "run"]
 
 log = logging.getLogger("commplan")
 
@@ -62,31 +65,6 @@ class Site:
     @property
     def ledger_path(self) -> Path:
         return self.home / LEDGER_NAME
-
-
-@dataclass
-class RunReport:
-    """What a run did, for the closing summary and the exit status."""
-
-    today: dt.date
-    sent: int = 0
-    skipped: int = 0
-    failed: int = 0
-    uncertain: int = 0
-    waiting: int = 0
-    not_tried: int = 0
-    dry_run: bool = False
-    problems: tuple[WorkbookProblem, ...] = ()
-    notes: list[str] = field(default_factory=list)  # sentences for people
-    log_written: bool = True
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def needs_attention(self) -> bool:
-        return bool(
-            self.failed or self.uncertain or self.problems or not self.log_written
-            or self.not_tried
-        )
 
 
 # ---------------------------------------------------------------- loading
@@ -184,7 +162,7 @@ def due(site: Site, *, today: dt.date | None = None,
 # ---------------------------------------------------------------- rendering one message
 
 def _attachment_cache() -> AttachmentCache:
-    from commplan_xl.mail.smtp import AttachmentCache  # not at import: the CLI starts lighter
+    from commplan_xl.mail.message import AttachmentCache  # not at import: the CLI starts lighter
 
     return AttachmentCache()
 
@@ -209,7 +187,7 @@ class Prepared:
     due_date: dt.date
     subject: str
     to: tuple[str, ...]
-    message: object  # mailer.BuiltMessage: reads like an email.message.EmailMessage
+    message: BuiltMessage  # reads like an email.message.EmailMessage
     data: bytes
 
 
@@ -253,8 +231,8 @@ def prepare(
     """Render and build one message; raises CommplanError with a sentence if it cannot.
     A run passes one `cache` for all its messages."""
     from commplan_xl.mail.attachments import attachment_file
+    from commplan_xl.mail.message import build_message, message_bytes
     from commplan_xl.mail.render import build_context, render_message
-    from commplan_xl.mail.smtp import build_message, message_bytes
 
     s = site.settings
     context = build_context(
@@ -275,7 +253,6 @@ def prepare(
         reply_to=s.reply_to, to=list(recipients), attachments=paths,
         cache=cache.files if cache is not None else None,
     )
-    msg.wire  # noqa: B018 - made now: a run prepares while the server takes the mail before
     return Prepared(order, customer, plan, step, due_date, rendered.subject, tuple(recipients),
                     msg, message_bytes(msg))
 
@@ -289,9 +266,10 @@ def run(
     dry_run: bool = False,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    mailer_factory: Callable[[Settings], object] | None = None,
+    transport_factory: Callable[[Settings], Transport] | None = None,
 ) -> RunReport:
-    """Send what is due, archive each mail, record every outcome, then rebuild the SentLog."""
+    """Send what is due, archive each mail, record every outcome, then rebuild the SentLog
+    and the managers' sheets from the ledger, and send the summary mail."""
     from commplan_xl.ops.runlock import run_lock
     from commplan_xl.store.ledger import Ledger
 
@@ -306,16 +284,49 @@ def run(
         if dry_run:
             return _dry_run(site, day, report, limit)
         with Ledger(site.ledger_path) as ledger:
-            for entry in ledger.recover(now_in(site.settings), day=day):
-                report.uncertain += 1
-                report.notes.append(
-                    f"Order {entry.order_id} step {entry.step} is uncertain: the last run stopped "
-                    "while sending it. Check with the customer, then use "
-                    f"`commplan resend {entry.order_id} {entry.step}` if it did not arrive."
-                )
-            extra = _send_all(site, ledger, day, report, limit, progress, mailer_factory)
+            _recover(site, ledger, day, report)
+            with _transport(site.settings, transport_factory) as transport:
+                _SendLoop(site, ledger, transport, day, report).run(limit, progress)
+                extra, figures = _report_sheets(site, ledger, day, report)
+                from commplan_xl.run.reports import send_summary
+
+                send_summary(transport, site.settings, report, figures)
             write_sentlog(site, ledger, report, extra_sheets=extra)
     return report
+
+
+def _transport(settings: Settings, factory: Callable[[Settings], Transport] | None
+               ) -> Transport:
+    """The run's transport: SMTP unless a factory is given."""
+    if factory is not None:
+        return factory(settings)
+    from commplan_xl.mail.smtp import SmtpTransport
+
+    return SmtpTransport(settings)
+
+
+def _recover(site: Site, ledger, day: dt.date, report: RunReport) -> None:
+    """Call the mails a killed run left `sending` uncertain, with a note for each."""
+    for entry in ledger.recover(now_in(site.settings), day=day):
+        report.uncertain += 1
+        report.notes.append(
+            f"Order {entry.order_id} step {entry.step} is uncertain: the last run stopped "
+            "while sending it. Check with the customer, then use "
+            f"`commplan resend {entry.order_id} {entry.step}` if it did not arrive."
+        )
+
+
+def _report_sheets(site: Site, ledger, day: dt.date, report: RunReport) -> tuple[list, object]:
+    """The Dashboard and Forecast sheets and their figures, from the ledger after the loop;
+    none (and a note) when they cannot be built: they must never cost the SentLog."""
+    from commplan_xl.run.reports import report_sheets
+
+    try:
+        return report_sheets(site, ledger, today=day)
+    except Exception as exc:
+        log.exception("Dashboard/Forecast not built")
+        report.notes.append(f"The Dashboard and Forecast sheets could not be built: {exc}")
+        return [], None
 
 
 def _parts(site: Site, orders: Mapping[str, Order], d: Decision
@@ -345,183 +356,140 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
                 report.sent += 1
             except CommplanError as exc:
                 report.failed += 1
-                report.failures.append(f"Order {d.order_id} step {d.step}: {exc}")
+                report.failures.append(RunFailure(d.order_id, d.step, SendKind.NOT_BUILT,
+                                                  str(exc)))
     return report
 
 
-def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> list:
-    from commplan_xl.mail.smtp import Mailer
-    from commplan_xl.store.archive import ArchiveIndex, discard_message, relative
+class _SendLoop:
+    """One run's decisions carried out in order. Each mail is a plain sequence: build,
+    ledger begin, transport send, archive, ledger finish; so a kill leaves at most the one
+    mail being sent `sending` (called uncertain by the next run), never a duplicate."""
 
-    s = site.settings
-    archive_index = ArchiveIndex(s.archive_dir)
-    decisions = decide(site, ledger.state(), today=day, sent_today=ledger.sent_on(day))
-    sends = [i for i, d in enumerate(decisions) if d.action == "send"]
-    total = len(sends) if limit is None else min(len(sends), limit)
-    cache = RunCache()
-    orders = {o.order_id: o for o in site.model.orders}
-    connection_failures = 0
-    stopped = False
-    accepted = 0  # mails the server took
-    # While the server takes a mail (a few ms for a 50 KB attachment), the run does its own
-    # work instead of waiting: it names the mail's archive file and builds the next mail.
-    # While the server reads the next mail's first command, the mail before is recorded
-    # sent and the next one `sending` (in that order: a kill leaves at most one mail
-    # uncertain, as without the overlap).
-    ahead: dict[int, Prepared | Exception] = {}  # decision index -> built in advance
-    unrecorded: list[tuple[Decision, int, str, dict[str, str]]] = []  # at most one
+    def __init__(self, site: Site, ledger, transport: Transport, day: dt.date,
+                 report: RunReport) -> None:
+        from commplan_xl.store.archive import ArchiveIndex
 
-    def record_sent() -> None:
-        """Mark the mail the server took last sent (its archive file is in place)."""
-        while unrecorded:
-            d, token, archive_file, refused = unrecorded.pop()
-            ledger.finish(token, status="sent", detail="; ".join(refused.values()),
-                          archive_file=archive_file, now=now_in(s), day=day)
-            report.sent += 1
-            if progress:
-                progress(report.sent, total)
+        self.site = site
+        self.settings = site.settings
+        self.ledger = ledger
+        self.transport = transport
+        self.day = day
+        self.report = report
+        self.cache = RunCache()
+        self.archive_index = ArchiveIndex(site.settings.archive_dir)
+        self.orders = {o.order_id: o for o in site.model.orders}
+        self.accepted = 0  # mails the server took
+        self.connection_failures = 0  # in a row
+        self.stopped = False  # the server failed too often: the rest stay due
 
-    def build(i: int) -> Prepared:
-        """Decision i's mail, built in advance or now; raises CommplanError if it cannot."""
-        found = ahead.pop(i, None)
-        if found is None:
-            d = decisions[i]
-            order, customer, plan, step = _parts(site, orders, d)
-            return prepare(site, order, customer, plan, step, due_date=d.due_date, today=day,
-                           cache=cache)
-        if isinstance(found, Exception):
-            raise found
-        return found
-
-    def build_next(i: int) -> None:
-        """Build the mail of the next send after decision i (kept with its error if any)."""
-        at = bisect.bisect_right(sends, i)
-        if at == len(sends) or (limit is not None and accepted + 1 >= limit):
-            return
-        try:
-            ahead[sends[at]] = build(sends[at])
-        except Exception as exc:  # raised again in its turn, after this mail is recorded
-            ahead[sends[at]] = exc
-
-    def one(i: int, d: Decision, stopped: bool) -> bool:
-        """Carry out decision i; whether the run has stopped trying the server."""
-        nonlocal accepted, connection_failures
-        order, customer, _plan, _step = _parts(site, orders, d)
-        emails = ";".join(customer.emails)
-        now = now_in(s)
-        common = dict(order_id=d.order_id, customer_id=customer.customer_id,
-                      plan=d.plan_name, plan_key=d.plan, step=d.step, due_date=d.due_date,
-                      emails=emails, day=day)
-        if d.action != "send" or stopped or (limit is not None and accepted >= limit):
-            record_sent()  # the SentLog keeps the decisions' order
-            if d.action == "skip":
-                ledger.record_skip(**common, reason=d.reason, now=now)
-                report.skipped += 1
-            elif stopped:
-                report.not_tried += 1
+    def run(self, limit: int | None, progress: Callable[[int, int], None] | None) -> None:
+        """Carry out every decision; `progress(sent, total)` after each mail sent."""
+        decisions = decide(self.site, self.ledger.state(), today=self.day,
+                           sent_today=self.ledger.sent_on(self.day))
+        sends = sum(1 for d in decisions if d.action == "send")
+        total = sends if limit is None else min(sends, limit)
+        for d in decisions:
+            if d.action == "send" and not self.stopped and (limit is None
+                                                             or self.accepted < limit):
+                if self.send(d) and progress:
+                    progress(self.report.sent, total)
             else:
-                ledger.record_waiting(**common, now=now)
-                report.waiting += 1
-            return stopped
+                self.record_not_sent(d)
+        r = self.report
+        log.info("run %s: %d sent, %d skipped, %d failed, %d waiting", self.day, r.sent,
+                 r.skipped, r.failed, r.waiting)
+
+    def key(self, d: Decision) -> dict:
+        """Which mail a ledger record is about."""
+        customer = self.site.model.customers[self.orders[d.order_id].customer_id]
+        return dict(order_id=d.order_id, customer_id=customer.customer_id,
+                    plan=d.plan_name, plan_key=d.plan, step=d.step, due_date=d.due_date,
+                    emails=";".join(customer.emails), day=self.day)
+
+    def record_not_sent(self, d: Decision) -> None:
+        """A skip, a mail left for later (daily limit), or one not tried (server down)."""
+        if d.action == "skip":
+            self.ledger.record_skip(**self.key(d), reason=d.reason, now=now_in(self.settings))
+            self.report.skipped += 1
+        elif self.stopped:
+            self.report.not_tried += 1
+        else:
+            self.ledger.record_waiting(**self.key(d), now=now_in(self.settings))
+            self.report.waiting += 1
+
+    def send(self, d: Decision) -> bool:
+        """Build, record, send, archive and record one mail; whether the server took it."""
+        key = self.key(d)
+        order, customer, plan, step = _parts(self.site, self.orders, d)
         try:
-            prepared = build(i)
+            prepared = prepare(self.site, order, customer, plan, step, due_date=d.due_date,
+                               today=self.day, cache=self.cache)
         except CommplanError as exc:
-            record_sent()
-            detail = f"{exc}; will be retried once fixed"
-            ledger.record_failure_before_send(**common, detail=detail, now=now)
-            report.failed += 1
-            report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
-            log.warning("order %s step %s not sent: %s", d.order_id, d.step, exc)
-            return stopped
-        staged = stager.submit(_stage, site, customer, prepared, archive_index)
-        tokens: list[int] = []
-
-        def begin() -> None:
-            record_sent()
-            tokens.append(ledger.begin(**common, subject=prepared.subject, now=now))
-
-        placed: Path | None = None
+            self.not_built(d, key, exc)
+            return False
+        token = self.ledger.begin(**key, subject=prepared.subject, now=now_in(self.settings))
+        outcome = self.transport.send(prepared.message, sender=self.settings.sender_email,
+                                      recipients=list(prepared.to))
+        if outcome.failure is not None:
+            self.failed(d, token, outcome.failure)
+            return False
+        self.connection_failures = 0
+        self.accepted += 1
+        detail = "; ".join(str(r) for r in outcome.refused)
         try:
-            handed = mailer.hand_over(prepared.message, from_addr=s.sender_email,
-                                      to_addrs=list(prepared.to), meanwhile=begin)
-            # The server has the whole mail: name its archive file (removed again if the
-            # server refuses it; a kill before its answer leaves it beside an uncertain
-            # mail, never a sent one), and build the next mail.
-            placed = _place_staged(d, staged, day)
-            archive_file = relative(placed, site.home, index=archive_index)
-            build_next(i)
-            refused = handed.reply()
-        except BaseException as exc:
-            if placed is not None:
-                discard_message(placed)
-            else:
-                _unstage(staged)
-            if not isinstance(exc, SendFailure):
-                raise
-            connection_failures = connection_failures + 1 if exc.connection else 0
-            return _send_failed(site, ledger, day, report, d, tokens[0], exc,
-                                connection_failures)
-        connection_failures = 0
-        accepted += 1
-        unrecorded.append((d, tokens[0], archive_file, refused))
-        return stopped
+            archive_file = _archive(self.site, customer, d, prepared, self.day,
+                                    index=self.archive_index)
+        except BaseException:
+            self.finish_sent(token, detail, archive_file="")  # the server has it all the same
+            raise
+        self.finish_sent(token, detail, archive_file=archive_file)
+        return True
 
-    factory = mailer_factory or Mailer
-    # One thread writes each mail's archive file while the server takes the mail (new
-    # folders and files cost ~0.5 ms each on ext4, about what the whole send costs us).
-    with factory(s) as mailer, ThreadPoolExecutor(1, "commplan-archive") as stager:
-        try:
-            for i, d in enumerate(decisions):
-                stopped = one(i, d, stopped)
-            record_sent()
-        finally:
-            if unrecorded:  # an error stops the run: the mail the server took is recorded
-                last = unrecorded[-1][0]
-                try:
-                    record_sent()
-                except Exception:  # the error stopping the run is the one to report
-                    log.exception("could not record order %s step %s as sent (the next run "
-                                  "calls it uncertain)", last.order_id, last.step)
-        from commplan_xl.run import reports as reporting
+    def finish_sent(self, token: int, detail: str, *, archive_file: str) -> None:
+        self.ledger.finish(token, status="sent", detail=detail, archive_file=archive_file,
+                           now=now_in(self.settings), day=self.day)
+        self.report.sent += 1
 
-        try:
-            extra, figures = reporting.report_sheets(site, ledger, today=day)
-        except Exception as exc:  # the managers' view must never cost the SentLog
-            log.exception("Dashboard/Forecast not built")
-            report.notes.append(f"The Dashboard and Forecast sheets could not be built: {exc}")
-            extra, figures = [], None
-        reporting.send_summary(mailer, s, report, figures)
-    log.info("run %s: %d sent, %d skipped, %d failed, %d waiting", day, report.sent,
-             report.skipped, report.failed, report.waiting)
-    return extra
+    def not_built(self, d: Decision, key: dict, exc: CommplanError) -> None:
+        """The mail could not be made (template, attachment, address): failed until fixed."""
+        detail = f"{exc}; will be retried once fixed"
+        self.ledger.record_failure_before_send(**key, detail=detail, now=now_in(self.settings))
+        self.report.failed += 1
+        self.report.failures.append(RunFailure(d.order_id, d.step, SendKind.NOT_BUILT, detail))
+        log.warning("order %s step %s not sent: %s", d.order_id, d.step, exc)
+
+    def failed(self, d: Decision, token: int, exc: SendFailure) -> None:
+        """Record a send that failed; stop trying the server after a few connection
+        failures in a row."""
+        _record_failure(self.ledger, self.settings, self.day, self.report, d, token, exc)
+        self.connection_failures = self.connection_failures + 1 if exc.connection else 0
+        if self.connection_failures >= MAX_CONNECTION_FAILURES and not self.stopped:
+            self.stopped = True
+            self.report.notes.append(
+                f"The mail server failed {self.connection_failures} times in a row, so this"
+                " run stopped trying; the other mails stay due and the next run sends them."
+            )
 
 
-def _send_failed(site: Site, ledger, day: dt.date, report: RunReport, d: Decision,
-                 token: int, exc: SendFailure, connection_failures: int) -> bool:
-    """Record a send that failed; True when the run should stop trying the server."""
-    s = site.settings
-    if isinstance(exc, SendUncertain):
+def _record_failure(ledger, settings: Settings, day: dt.date, report: RunReport,
+                    d: Decision, token: int, exc: SendFailure) -> None:
+    """Record a send that failed in the ledger and the report."""
+    if exc.kind is SendKind.UNCERTAIN:
         # The server may have the mail: never resend it by itself.
-        ledger.recover(now_in(s), day=day)
+        ledger.recover(now_in(settings), day=day)
         report.uncertain += 1
-        report.failures.append(f"Order {d.order_id} step {d.step} is uncertain: {exc}")
+        report.failures.append(RunFailure(d.order_id, d.step, exc.kind, str(exc)))
         log.warning("order %s step %s uncertain: %s", d.order_id, d.step, exc)
-    else:
-        status = "failed" if exc.temporary else "failed_permanent"
-        detail = str(exc) + ("; will be retried by the next run" if exc.temporary
-                             else "; not retried: correct the address")
-        ledger.finish(token, status=status, detail=detail, archive_file="",
-                      now=now_in(s), day=day)
-        report.failed += 1
-        report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
-        log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
-    if connection_failures < MAX_CONNECTION_FAILURES:
-        return False
-    report.notes.append(
-        f"The mail server failed {connection_failures} times in a row, so this run stopped "
-        "trying; the other mails stay due and the next run sends them."
-    )
-    return True
+        return
+    status = "failed" if exc.temporary else "failed_permanent"
+    detail = str(exc) + ("; will be retried by the next run" if exc.temporary
+                         else "; not retried: correct the address")
+    ledger.finish(token, status=status, detail=detail, archive_file="",
+                  now=now_in(settings), day=day)
+    report.failed += 1
+    report.failures.append(RunFailure(d.order_id, d.step, exc.kind, detail))
+    log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
 
 
 def _archive(site: Site, customer: Customer, d: Decision, prepared: Prepared, day: dt.date,
@@ -534,33 +502,6 @@ def _archive(site: Site, customer: Customer, d: Decision, prepared: Prepared, da
                              index=index)
     path = write_message(folder, stem=_archive_stem(day, d), data=prepared.data)
     return relative(path, site.home, index=index)
-
-
-def _stage(site: Site, customer: Customer, prepared: Prepared, index) -> Path:
-    """The mail's bytes in a temporary file of its customer's folder (in the stager)."""
-    from commplan_xl.store.archive import customer_folder, stage_message
-
-    folder = customer_folder(site.settings.archive_dir, customer.customer_id, customer.name,
-                             index=index)
-    return stage_message(folder, prepared.data)
-
-
-def _unstage(staged: Future) -> None:
-    """Drop the staged file of a mail that was not sent (or whose staging failed)."""
-    from commplan_xl.store.archive import discard_message
-
-    try:
-        tmp = staged.result()
-    except Exception:  # nothing was staged; the send's own error is the one to report
-        return
-    discard_message(tmp)
-
-
-def _place_staged(d: Decision, staged: Future, day: dt.date) -> Path:
-    """Name the staged file of a mail the server has; its path."""
-    from commplan_xl.store.archive import place_message
-
-    return place_message(staged.result(), stem=_archive_stem(day, d))
 
 
 def _archive_stem(day: dt.date, d: Decision) -> str:
@@ -614,7 +555,8 @@ def write_sheets(site: Site, sheets: list) -> None:
 # ---------------------------------------------------------------- one message on purpose
 
 def preview(site: Site, order_id: str, step_number: int, *, to: str | None = None,
-            today: dt.date | None = None, mailer_factory=None) -> list[Path]:
+            today: dt.date | None = None,
+            transport_factory: Callable[[Settings], Transport] | None = None) -> list[Path]:
     """Render one message to files to look at, or send it to a test address (nothing recorded)."""
     from commplan_xl.core.offsets import due_date as compute_due
     from commplan_xl.core.schedule import settings_calendar
@@ -628,11 +570,9 @@ def preview(site: Site, order_id: str, step_number: int, *, to: str | None = Non
     prepared = prepare(site, order, customer, plan, step, due_date=due_on, today=day,
                        to=recipients)
     if to:
-        from commplan_xl.mail.smtp import Mailer
-
-        with (mailer_factory or Mailer)(site.settings) as mailer:
-            mailer.send(prepared.message, from_addr=site.settings.sender_email,
-                        to_addrs=list(prepared.to))
+        with _transport(site.settings, transport_factory) as transport:
+            transport.send(prepared.message, sender=site.settings.sender_email,
+                           recipients=list(prepared.to)).checked()
         return []
     folder = site.home / "previews"
     folder.mkdir(parents=True, exist_ok=True)
@@ -646,11 +586,10 @@ def preview(site: Site, order_id: str, step_number: int, *, to: str | None = Non
 
 
 def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None = None,
-           mailer_factory=None) -> RunReport:
+           transport_factory: Callable[[Settings], Transport] | None = None) -> RunReport:
     """Send one message again on purpose; the ledger records it as a resend."""
     from commplan_xl.core.offsets import due_date as compute_due
     from commplan_xl.core.schedule import settings_calendar
-    from commplan_xl.mail.smtp import Mailer
     from commplan_xl.ops.runlock import run_lock
     from commplan_xl.store.ledger import Ledger
 
@@ -667,32 +606,35 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
                              plan=plan.name, plan_key=plan.key, step=step.number,
                              due_date=due_on, emails=";".join(customer.emails),
                              subject=prepared.subject, now=now_in(s), resend=True, day=day)
-        with (mailer_factory or Mailer)(s) as mailer:
-            try:
-                mailer.send(prepared.data, from_addr=s.sender_email,
-                            to_addrs=list(prepared.to))
-            except SendUncertain as exc:
-                ledger.recover(now_in(s), day=day)
-                report.uncertain += 1
-                report.failures.append(str(exc))
-                write_sentlog(site, ledger, report)
-                return report
-            except SendFailure as exc:
-                ledger.finish(token, status="failed" if exc.temporary else "failed_permanent",
-                              detail=f"resend failed: {exc}", archive_file="", now=now_in(s),
-                              day=day)
-                report.failed += 1
-                report.failures.append(str(exc))
-                write_sentlog(site, ledger, report)
-                return report
+        with _transport(s, transport_factory) as transport:
+            outcome = transport.send(prepared.data, sender=s.sender_email,
+                                     recipients=list(prepared.to))
         d = Decision(order.order_id, customer.customer_id, plan.key, plan.name, step.number,
                      due_on, "send", "resend")
-        archive_file = _archive(site, customer, d, prepared, day)
-        ledger.finish(token, status="sent", detail="resent on request",
-                      archive_file=archive_file, now=now_in(s), day=day)
-        report.sent += 1
+        if outcome.failure is None:
+            archive_file = _archive(site, customer, d, prepared, day)
+            ledger.finish(token, status="sent", detail="resent on request",
+                          archive_file=archive_file, now=now_in(s), day=day)
+            report.sent += 1
+        else:
+            _resend_failed(ledger, s, day, report, d, token, outcome.failure)
         write_sentlog(site, ledger, report)
     return report
+
+
+def _resend_failed(ledger, settings: Settings, day: dt.date, report: RunReport, d: Decision,
+                   token: int, exc: SendFailure) -> None:
+    """Record a resend that failed; the person named the mail, so the sentence does not."""
+    failure = RunFailure(d.order_id, d.step, exc.kind, str(exc), named=False)
+    report.failures.append(failure)
+    if exc.kind is SendKind.UNCERTAIN:
+        ledger.recover(now_in(settings), day=day)
+        report.uncertain += 1
+        return
+    ledger.finish(token, status="failed" if exc.temporary else "failed_permanent",
+                  detail=f"resend failed: {exc}", archive_file="", now=now_in(settings),
+                  day=day)
+    report.failed += 1
 
 
 # ---------------------------------------------------------------- check

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from commplan_xl.core.schedule import split_ledger
 from commplan_xl.excel.graft import Chart, ToolSheet
 from commplan_xl.model import LedgerEntry, Model, Outcome
-from commplan_xl.problems import CommplanError, SendFailure, WorkbookProblem
+from commplan_xl.problems import CommplanError, SendFailure, SendKind, WorkbookProblem
+from commplan_xl.run.outcomes import RunFailure, RunReport
 from commplan_xl.settings import Settings
 
 if TYPE_CHECKING:
-    from email.message import EmailMessage
-
-    from commplan_xl.run.batch import RunReport
+    from commplan_xl.mail.message import BuiltMessage
+    from commplan_xl.mail.transport import Transport
 
 DASHBOARD = "Dashboard"
 FORECAST = "Forecast"
@@ -52,7 +52,6 @@ WARNING = "⚠ "
 
 # How validate.py phrases an order left out because its customer's row has a problem.
 _BAD_CUSTOMER = re.compile(r'customer "([^"]*)" has a problem in Customers row (\d+)')
-_FAILURE = re.compile(r"^Order (\S+) step (\d+)")
 LedgerKey = tuple[str, str, int]
 
 
@@ -449,19 +448,15 @@ def summary_subject(run_report: RunReport) -> str:
     return f"commplan — {_date_fr(r.today)}{test} : {', '.join(parts)}"
 
 
-def what_to_do(failure: str, catch_up_days: int | None = None) -> str:
-    """The advice for one line of RunReport.failures, read from how batch words it."""
-    text = failure.casefold()
-    found = _FAILURE.match(failure)
-    resend = f"commplan resend {found.group(1)} {found.group(2)}" if found else \
-        "commplan resend COMMANDE ÉTAPE"
-    if "uncertain" in text:
-        return (f"vérifiez avec le client s'il a reçu ce mail ; sinon lancez `{resend}` "
-                "(il n'est jamais renvoyé tout seul).")
-    if "not retried" in text:
+def what_to_do(failure: RunFailure, catch_up_days: int | None = None) -> str:
+    """The advice for one failure of the run, chosen by its kind."""
+    if failure.kind is SendKind.UNCERTAIN:
+        return (f"vérifiez avec le client s'il a reçu ce mail ; sinon lancez `commplan resend "
+                f"{failure.order_id} {failure.step}` (il n'est jamais renvoyé tout seul).")
+    if failure.kind is SendKind.PERMANENT:
         return ("l'adresse a été refusée : corrigez-la dans la feuille Customers ; le mail "
                 "repartira au passage suivant.")
-    if "once fixed" in text:
+    if failure.kind is SendKind.NOT_BUILT:
         return ("corrigez le modèle ou la pièce jointe dans le classeur (`commplan check` "
                 "montre où) ; le passage suivant le réessaie.")
     within = f" pendant {catch_up_days} jours après l'échéance" if catch_up_days else ""
@@ -531,13 +526,13 @@ def summary_message(
     run_report: RunReport,
     *,
     dashboard_figures: DashboardFigures | None = None,
-) -> EmailMessage:
+) -> BuiltMessage:
     """The summary mail to `settings.report_to`, from the sender of customer mails.
 
     Raises SendFailure when `report_to` is empty (callers check `settings.report_to`).
     """
+    from commplan_xl.mail.message import build_message
     from commplan_xl.mail.render import Rendered, text_to_html
-    from commplan_xl.mail.smtp import build_message
 
     subject = summary_subject(run_report)
     text = summary_text(settings, run_report, dashboard_figures)
@@ -552,18 +547,23 @@ def summary_message(
 
 
 def send_summary(
-    mailer, settings: Settings, run_report: RunReport, figures: DashboardFigures | None
+    transport: Transport, settings: Settings, run_report: RunReport,
+    figures: DashboardFigures | None,
 ) -> bool:
-    """Send the summary mail over the run's `mailer`; False when there is no `report_to`
+    """Send the summary mail over the run's `transport`; False when there is no `report_to`
     or it failed (then a note on the report says so: the customers' mails are unaffected)."""
     if not settings.report_to or run_report.dry_run:
         return False
     try:
         msg = summary_message(settings, run_report, dashboard_figures=figures)
-        mailer.send(msg, from_addr=settings.sender_email, to_addrs=list(settings.report_to))
     except SendFailure as exc:
+        failure: SendFailure | None = exc
+    else:
+        failure = transport.send(msg, sender=settings.sender_email,
+                                 recipients=list(settings.report_to)).failure
+    if failure is not None:
         run_report.notes.append(
-            f"The summary mail to {', '.join(settings.report_to)} could not be sent: {exc}"
+            f"The summary mail to {', '.join(settings.report_to)} could not be sent: {failure}"
         )
         return False
     return True

@@ -1,0 +1,52 @@
+"""What a run did, as records the send loop fills and the reports and commands read."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from commplan_xl.problems import SendKind, WorkbookProblem
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """One mail of the run that did not go out: which, why, and the sentence saying so."""
+
+    order_id: str
+    step: int
+    kind: SendKind
+    detail: str  # the sentence, as the ledger records it
+    # False when the person named the order and step themselves (`commplan resend`).
+    named: bool = True
+
+    def __str__(self) -> str:
+        if not self.named:
+            return self.detail
+        if self.kind is SendKind.UNCERTAIN:
+            return f"Order {self.order_id} step {self.step} is uncertain: {self.detail}"
+        return f"Order {self.order_id} step {self.step}: {self.detail}"
+
+
+@dataclass
+class RunReport:
+    """What a run did, for the closing summary and the exit status."""
+
+    today: dt.date
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    uncertain: int = 0
+    waiting: int = 0
+    not_tried: int = 0
+    dry_run: bool = False
+    problems: tuple[WorkbookProblem, ...] = ()
+    notes: list[str] = field(default_factory=list)  # sentences for people
+    log_written: bool = True
+    failures: list[RunFailure] = field(default_factory=list)
+
+    @property
+    def needs_attention(self) -> bool:
+        return bool(
+            self.failed or self.uncertain or self.problems or not self.log_written
+            or self.not_tried
+        )

@@ -13,7 +13,7 @@ import os
 import smtplib
 import socket
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any
 
@@ -284,15 +284,18 @@ class SmtpTransport:
     # -- sending
 
     def send(self, message: BuiltMessage | EmailMessage | bytes, *, sender: str,
-             recipients: Sequence[str]) -> Outcome:
+             recipients: Sequence[str], meanwhile: Callable[[], object] | None = None
+             ) -> Outcome:
         """Send one message; its Outcome says whether the server took it, and which
-        recipients it refused."""
+        recipients it refused. `meanwhile` runs while the server takes the message (see
+        `Transport.send`)."""
         try:
-            return self._send(message_bytes(message), sender, recipients)
+            return self._send(message_bytes(message), sender, recipients, meanwhile)
         except SendFailure as failure:
             return Outcome.failed(failure)
 
-    def _send(self, data: bytes, sender: str, recipients: Sequence[str]) -> Outcome:
+    def _send(self, data: bytes, sender: str, recipients: Sequence[str],
+              meanwhile: Callable[[], object] | None) -> Outcome:
         mail_from = check_address(sender)
         rcpts = [check_address(a) for a in recipients]
         if not rcpts:
@@ -311,7 +314,7 @@ class SmtpTransport:
                     ) from None
                 continue
             # From here on the server may have the message: never send it again by itself.
-            return self._data(data, refused)
+            return self._data(data, refused, meanwhile)
         raise AssertionError("unreachable")
 
     def _envelope(self, sender: str, rcpts: list[str], size: int) -> list[Refusal]:
@@ -356,12 +359,22 @@ class SmtpTransport:
             raise self._refused_failure(refused)
         return refused
 
-    def _data(self, data: bytes, refused: list[Refusal]) -> Outcome:
-        """The message itself, and the server's answer to it."""
+    def _data(self, data: bytes, refused: list[Refusal],
+              meanwhile: Callable[[], object] | None) -> Outcome:
+        """The message itself, then `meanwhile`, then the server's answer."""
         smtp = self._smtp
         assert smtp is not None
         try:
             smtp.send(_dot_stuff(data))
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise self._uncertain(exc) from None
+        if meanwhile is not None:
+            try:
+                meanwhile()
+            except BaseException:
+                self._drop()  # the answer is still unread: the next message starts afresh
+                raise
+        try:
             code, resp = smtp.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             raise self._uncertain(exc) from None

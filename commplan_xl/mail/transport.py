@@ -6,7 +6,7 @@ transport today (`mail/smtp.py`); another provider is one more class with these 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -77,9 +77,14 @@ class Transport(Protocol):
     def open(self) -> None:
         """Connect and authenticate (if not yet); raises SendFailure when it cannot."""
 
-    def send(self, message: BuiltMessage | bytes, *, sender: str,
-             recipients: Sequence[str]) -> Outcome:
-        """Hand over one message; reconnects as needed; never raises for the message."""
+    def send(self, message: BuiltMessage | bytes, *, sender: str, recipients: Sequence[str],
+             meanwhile: Callable[[], object] | None = None) -> Outcome:
+        """Hand over one message; reconnects as needed; never raises for the message.
+
+        `meanwhile`, when given, runs once the provider has the whole message and before
+        its answer is awaited (only then: not when the message was refused or never
+        handed over). What it raises is raised, and the message is then uncertain.
+        """
 
     def close(self) -> None:
         """Say goodbye and forget the connection."""

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from commplan_xl.excel.read import Table
     from commplan_xl.mail.message import AttachmentCache, BuiltMessage
     from commplan_xl.mail.transport import Transport
+    from commplan_xl.store.archive import ArchiveIndex
 
 __all__ = ["RunFailure", "RunReport", "Site", "load_site", "run"]
 
@@ -379,26 +380,42 @@ class _SendLoop:
         self.cache = RunCache()
         self.archive_index = ArchiveIndex(site.settings.archive_dir)
         self.orders = {o.order_id: o for o in site.model.orders}
+        self.limit: int | None = None
         self.accepted = 0  # mails the server took
         self.connection_failures = 0  # in a row
         self.stopped = False  # the server failed too often: the rest stay due
+        self.sends: list[Decision] = []  # the decisions to send, in order
+        self.sends_seen = 0  # how many of them the loop has reached
+        # The mail being sent with its archive file (being written, then named once the
+        # server has the mail), and the next mail built ahead (or the error building it).
+        self.stager: ThreadPoolExecutor | None = None
+        self.in_flight: tuple[Decision, Future[Path]] | None = None
+        self.archived: Path | None = None
+        self.ahead: tuple[Decision, Prepared | CommplanError] | None = None
 
     def run(self, limit: int | None, progress: Callable[[int, int], None] | None) -> None:
         """Carry out every decision; `progress(sent, total)` after each mail sent."""
         decisions = decide(self.site, self.ledger.state(), today=self.day,
                            sent_today=self.ledger.sent_on(self.day))
-        sends = sum(1 for d in decisions if d.action == "send")
-        total = sends if limit is None else min(sends, limit)
-        for d in decisions:
-            if d.action == "send" and not self.stopped and (limit is None
-                                                             or self.accepted < limit):
-                if self.send(d) and progress:
-                    progress(self.report.sent, total)
-            else:
-                self.record_not_sent(d)
+        self.limit = limit
+        self.sends = [d for d in decisions if d.action == "send"]
+        total = len(self.sends) if limit is None else min(len(self.sends), limit)
+        # A thread writes each mail's archive file while the mail is sent: creating a
+        # folder and a file costs about what the whole send does.
+        with ThreadPoolExecutor(1, "commplan-archive") as self.stager:
+            for d in decisions:
+                self.sends_seen += d.action == "send"
+                if d.action == "send" and not self.stopped and not self.limit_reached():
+                    if self.send(d) and progress:
+                        progress(self.report.sent, total)
+                else:
+                    self.record_not_sent(d)
         r = self.report
         log.info("run %s: %d sent, %d skipped, %d failed, %d waiting", self.day, r.sent,
                  r.skipped, r.failed, r.waiting)
+
+    def limit_reached(self, ahead: int = 0) -> bool:
+        return self.limit is not None and self.accepted + ahead >= self.limit
 
     def key(self, d: Decision) -> dict:
         """Which mail a ledger record is about."""
@@ -418,33 +435,83 @@ class _SendLoop:
             self.ledger.record_waiting(**self.key(d), now=now_in(self.settings))
             self.report.waiting += 1
 
+    def build(self, d: Decision) -> Prepared:
+        """The decision's mail, built ahead or now; raises CommplanError if it cannot."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead[0] is d:
+            if isinstance(ahead[1], CommplanError):
+                raise ahead[1]
+            return ahead[1]
+        order, customer, plan, step = _parts(self.site, self.orders, d)
+        return prepare(self.site, order, customer, plan, step, due_date=d.due_date,
+                       today=self.day, cache=self.cache)
+
     def send(self, d: Decision) -> bool:
         """Build, record, send, archive and record one mail; whether the server took it."""
+        from commplan_xl.store.archive import relative
+
         key = self.key(d)
-        order, customer, plan, step = _parts(self.site, self.orders, d)
         try:
-            prepared = prepare(self.site, order, customer, plan, step, due_date=d.due_date,
-                               today=self.day, cache=self.cache)
+            prepared = self.build(d)
         except CommplanError as exc:
             self.not_built(d, key, exc)
             return False
+        assert self.stager is not None
+        staged = self.stager.submit(_stage, self.site, prepared, self.archive_index)
         token = self.ledger.begin(**key, subject=prepared.subject, now=now_in(self.settings))
-        outcome = self.transport.send(prepared.message, sender=self.settings.sender_email,
-                                      recipients=list(prepared.to))
+        self.in_flight, self.archived = (d, staged), None
+        try:
+            # The server takes a mail in about the time the run needs to name its archive
+            # file and build the next mail: doing that while it works, not after, keeps
+            # a run near the server's own pace.
+            outcome = self.transport.send(
+                prepared.message, sender=self.settings.sender_email,
+                recipients=list(prepared.to), meanwhile=self.while_the_server_takes_it)
+            if outcome.failure is None and self.archived is None:
+                self.while_the_server_takes_it()  # a transport that did not call it
+        except BaseException:
+            self.drop_archive_file()
+            raise
         if outcome.failure is not None:
+            self.drop_archive_file()
             self.failed(d, token, outcome.failure)
             return False
         self.connection_failures = 0
         self.accepted += 1
-        detail = "; ".join(str(r) for r in outcome.refused)
-        try:
-            archive_file = _archive(self.site, customer, d, prepared, self.day,
-                                    index=self.archive_index)
-        except BaseException:
-            self.finish_sent(token, detail, archive_file="")  # the server has it all the same
-            raise
-        self.finish_sent(token, detail, archive_file=archive_file)
+        assert self.archived is not None
+        self.finish_sent(token, "; ".join(str(r) for r in outcome.refused),
+                         archive_file=relative(self.archived, self.site.home,
+                                               index=self.archive_index))
         return True
+
+    def while_the_server_takes_it(self) -> None:
+        """Name the archive file of the mail in flight (removed again if the server refuses
+        the mail), then build the next mail."""
+        from commplan_xl.store.archive import place_message
+
+        assert self.in_flight is not None
+        d, staged = self.in_flight
+        self.archived = place_message(staged.result(), stem=_archive_stem(self.day, d))
+        if self.sends_seen < len(self.sends) and not self.limit_reached(ahead=1):
+            upcoming = self.sends[self.sends_seen]
+            try:
+                self.ahead = (upcoming, self.build(upcoming))
+            except CommplanError as exc:  # raised again in its turn
+                self.ahead = (upcoming, exc)
+
+    def drop_archive_file(self) -> None:
+        """Remove the archive file of a mail the server did not take (or may not have)."""
+        from commplan_xl.store.archive import discard_message
+
+        assert self.in_flight is not None
+        if self.archived is not None:
+            discard_message(self.archived)
+            return
+        try:
+            tmp = self.in_flight[1].result()
+        except Exception:  # nothing was written; the send's own error is the one to report
+            return
+        discard_message(tmp)
 
     def finish_sent(self, token: int, detail: str, *, archive_file: str) -> None:
         self.ledger.finish(token, status="sent", detail=detail, archive_file=archive_file,
@@ -492,16 +559,25 @@ def _record_failure(ledger, settings: Settings, day: dt.date, report: RunReport,
     log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
 
 
-def _archive(site: Site, customer: Customer, d: Decision, prepared: Prepared, day: dt.date,
-             index=None) -> str:
-    """Write the mail to its customer's folder; `index` (archive.ArchiveIndex) is the
-    run's listing of the archive folder."""
-    from commplan_xl.store.archive import customer_folder, relative, write_message
+def _stage(site: Site, prepared: Prepared, index: ArchiveIndex) -> Path:
+    """The mail's bytes in a temporary file of its customer's folder (in the stager)."""
+    from commplan_xl.store.archive import customer_folder, stage_message
+
+    customer = prepared.customer
+    folder = customer_folder(site.settings.archive_dir, customer.customer_id, customer.name,
+                             index=index)
+    return stage_message(folder, prepared.data)
+
+
+def _archive_file(site: Site, customer: Customer, d: Decision, prepared: Prepared,
+                  day: dt.date, index: ArchiveIndex | None = None) -> Path:
+    """Write the mail to its customer's folder; `index` is the run's listing of the
+    archive folder."""
+    from commplan_xl.store.archive import customer_folder, write_message
 
     folder = customer_folder(site.settings.archive_dir, customer.customer_id, customer.name,
                              index=index)
-    path = write_message(folder, stem=_archive_stem(day, d), data=prepared.data)
-    return relative(path, site.home, index=index)
+    return write_message(folder, stem=_archive_stem(day, d), data=prepared.data)
 
 
 def _archive_stem(day: dt.date, d: Decision) -> str:
@@ -612,7 +688,9 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
         d = Decision(order.order_id, customer.customer_id, plan.key, plan.name, step.number,
                      due_on, "send", "resend")
         if outcome.failure is None:
-            archive_file = _archive(site, customer, d, prepared, day)
+            from commplan_xl.store.archive import relative
+
+            archive_file = relative(_archive_file(site, customer, d, prepared, day), site.home)
             ledger.finish(token, status="sent", detail="resent on request",
                           archive_file=archive_file, now=now_in(s), day=day)
             report.sent += 1

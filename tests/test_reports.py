@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import os
 import shutil
@@ -16,6 +17,7 @@ from commplan_xl.cli import main
 from commplan_xl.excel.graft import write_tool_sheets
 from commplan_xl.mail.smtp import SmtpTransport
 from commplan_xl.problems import SendKind
+from commplan_xl.run import reports as reports_module
 from commplan_xl.run.batch import load_site
 from commplan_xl.run.outcomes import RunFailure, RunReport
 from commplan_xl.run.reports import (
@@ -30,6 +32,7 @@ from commplan_xl.run.reports import (
     send_summary,
     summary_message,
     summary_subject,
+    what_to_do,
 )
 from commplan_xl.settings import Settings
 from commplan_xl.store.ledger import Ledger
@@ -378,6 +381,28 @@ def test_summary_subject_counts_in_french():
         "commplan — 27/11/2026 : 0 envoyé, 2 échecs, 3 incertains"
 
 
+@pytest.mark.parametrize(("kind", "words"), [
+    (SendKind.UNCERTAIN, "`commplan resend O7 3`"),
+    (SendKind.PERMANENT, "feuille Customers"),
+    (SendKind.NOT_BUILT, "`commplan check`"),
+    (SendKind.TEMPORARY, "rien à faire"),
+    (SendKind.UNREACHABLE, "rien à faire"),
+])
+def test_advice_follows_the_kind_of_failure_not_its_words(kind, words):
+    """The summary's advice depends on the failure's kind: any wording of the detail gets
+    the same advice."""
+    for detail in ("uncertain; not retried; once fixed", "quelque chose d'autre"):
+        assert words in what_to_do(RunFailure("O7", 3, kind, detail), catch_up_days=7)
+
+
+def test_reports_do_not_import_the_send_loop():
+    """The reports are built from the ledger and the run's records, never from the loop."""
+    source = Path(reports_module.__file__).read_text(encoding="utf-8")
+    imported = {node.module for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.ImportFrom)}
+    assert "commplan_xl.run.batch" not in imported
+
+
 def test_summary_body_lists_each_failure_with_what_to_do(dash_home):
     """Each failure and uncertain mail of the run comes with what to do, and the Dashboard
     figures follow."""
@@ -419,12 +444,12 @@ def test_send_summary_goes_to_report_to_only(tmp_path, smtp_server):
     report_to nothing is sent."""
     base = dict(home=tmp_path, sender_email="service@example.com", smtp_host="127.0.0.1",
                 smtp_port=smtp_server.port, smtp_timeout=5.0)
-    with SmtpTransport(Settings(**base)) as mailer:
-        assert send_summary(mailer, Settings(**base), _report(sent=1), None) is False
+    with SmtpTransport(Settings(**base)) as transport:
+        assert send_summary(transport, Settings(**base), _report(sent=1), None) is False
     assert smtp_server.received == []
     settings = Settings(**base, report_to=(BOSS,))
-    with SmtpTransport(settings) as mailer:
-        assert send_summary(mailer, settings, _report(sent=1), None) is True
+    with SmtpTransport(settings) as transport:
+        assert send_summary(transport, settings, _report(sent=1), None) is True
     assert [r.rcpt_tos for r in smtp_server.received] == [[BOSS]]
     assert smtp_server.received[0].message["Subject"] == \
         "commplan — 27/11/2026 : 1 envoyé, 0 échec"

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from commplan_xl.excel.read import Table
     from commplan_xl.mail.message import AttachmentCache, BuiltMessage
     from commplan_xl.mail.transport import Transport
+    from commplan_xl.run.reports import DashboardFigures
     from commplan_xl.store.archive import ArchiveIndex
 
 __all__ = ["RunFailure", "RunReport", "Site", "load_site", "run"]
@@ -272,6 +273,7 @@ def run(
     """Send what is due, archive each mail, record every outcome, then rebuild the SentLog
     and the managers' sheets from the ledger, and send the summary mail."""
     from commplan_xl.ops.runlock import run_lock
+    from commplan_xl.run.reports import send_summary
     from commplan_xl.store.ledger import Ledger
 
     day = today or today_in(site.settings)
@@ -289,8 +291,6 @@ def run(
             with _transport(site.settings, transport_factory) as transport:
                 _SendLoop(site, ledger, transport, day, report).run(limit, progress)
                 extra, figures = _report_sheets(site, ledger, day, report)
-                from commplan_xl.run.reports import send_summary
-
                 send_summary(transport, site.settings, report, figures)
             write_sentlog(site, ledger, report, extra_sheets=extra)
     return report
@@ -317,7 +317,8 @@ def _recover(site: Site, ledger, day: dt.date, report: RunReport) -> None:
         )
 
 
-def _report_sheets(site: Site, ledger, day: dt.date, report: RunReport) -> tuple[list, object]:
+def _report_sheets(site: Site, ledger, day: dt.date, report: RunReport
+                   ) -> tuple[list, DashboardFigures | None]:
     """The Dashboard and Forecast sheets and their figures, from the ledger after the loop;
     none (and a note) when they cannot be built: they must never cost the SentLog."""
     from commplan_xl.run.reports import report_sheets
@@ -363,9 +364,10 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
 
 
 class _SendLoop:
-    """One run's decisions carried out in order. Each mail is a plain sequence: build,
-    ledger begin, transport send, archive, ledger finish; so a kill leaves at most the one
-    mail being sent `sending` (called uncertain by the next run), never a duplicate."""
+    """One run's decisions carried out in order. Each mail is one sequence: build, ledger
+    begin, transport send (its archive file written and named meanwhile), ledger finish;
+    so a kill leaves at most the one mail being sent `sending` (called uncertain by the
+    next run), never a duplicate."""
 
     def __init__(self, site: Site, ledger, transport: Transport, day: dt.date,
                  report: RunReport) -> None:

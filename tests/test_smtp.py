@@ -470,27 +470,32 @@ def test_failures_name_their_kind(tmp_path) -> None:
     assert lost.failure.kind is SendKind.UNCERTAIN
 
 
-def test_meanwhile_runs_once_the_server_has_the_message(smtp_server, tmp_path) -> None:
-    """`meanwhile` runs once per message the server has whole, never for a refused one; if
-    it raises, that is raised and the next message goes out on a new connection."""
-    calls: list[int] = []
+def test_callers_work_runs_while_the_server_works(smtp_server, tmp_path) -> None:
+    """`before` runs once per message before it goes out, even when the server is down;
+    `meanwhile` once the server has it whole, never for a message that did not go out; if
+    either raises, that is raised and the next message goes out on a new connection."""
+    calls: list[str] = []
     with SmtpTransport(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as transport:
         sent = transport.send(make(["a@example.com"]), sender=SENDER,
                               recipients=["a@example.com"],
-                              meanwhile=lambda: calls.append(0))
-        assert sent.delivery is Delivery.DELIVERED and calls == [0]
+                              before=lambda: calls.append("before a"),
+                              meanwhile=lambda: calls.append("meanwhile a"))
+        assert sent.delivery is Delivery.DELIVERED
+        assert calls == ["before a", "meanwhile a"]
 
         def broken() -> None:
-            raise OSError("disk full while archiving")
+            raise OSError("disk full while recording")
 
-        with pytest.raises(OSError, match="disk full"):
-            transport.send(make(["b@example.com"]), sender=SENDER,
-                           recipients=["b@example.com"], meanwhile=broken)
+        for hook in ("before", "meanwhile"):
+            with pytest.raises(OSError, match="disk full"):
+                transport.send(make(["b@example.com"]), sender=SENDER,
+                               recipients=["b@example.com"], **{hook: broken})
         transport.send(make(["c@example.com"]), sender=SENDER, recipients=["c@example.com"],
-                       meanwhile=lambda: calls.append(-1)).checked()
-        assert calls == [0, -1] and transport.connections == 2
+                       meanwhile=lambda: calls.append("meanwhile c")).checked()
+        assert calls[-1] == "meanwhile c" and transport.connections == 3
     down = SmtpTransport(settings_for(free_port(), tmp_path), environ=NO_ENV)
     with down:
         down.send(make(["d@example.com"]), sender=SENDER, recipients=["d@example.com"],
-                  meanwhile=lambda: calls.append(99))
-    assert calls == [0, -1]
+                  before=lambda: calls.append("before d"),
+                  meanwhile=lambda: calls.append("meanwhile d"))
+    assert calls[-2:] == ["meanwhile c", "before d"]

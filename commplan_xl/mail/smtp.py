@@ -284,18 +284,20 @@ class SmtpTransport:
     # -- sending
 
     def send(self, message: BuiltMessage | EmailMessage | bytes, *, sender: str,
-             recipients: Sequence[str], meanwhile: Callable[[], object] | None = None
-             ) -> Outcome:
+             recipients: Sequence[str], before: Callable[[], object] | None = None,
+             meanwhile: Callable[[], object] | None = None) -> Outcome:
         """Send one message; its Outcome says whether the server took it, and which
-        recipients it refused. `meanwhile` runs while the server takes the message (see
-        `Transport.send`)."""
+        recipients it refused. `before` runs while the server reads the first command,
+        `meanwhile` while it takes the message (see `Transport.send`)."""
+        hooks = _Hooks(before, meanwhile)
         try:
-            return self._send(message_bytes(message), sender, recipients, meanwhile)
+            return self._send(message_bytes(message), sender, recipients, hooks)
         except SendFailure as failure:
+            hooks.run_before()
             return Outcome.failed(failure)
 
     def _send(self, data: bytes, sender: str, recipients: Sequence[str],
-              meanwhile: Callable[[], object] | None) -> Outcome:
+              hooks: _Hooks) -> Outcome:
         mail_from = check_address(sender)
         rcpts = [check_address(a) for a in recipients]
         if not rcpts:
@@ -303,7 +305,7 @@ class SmtpTransport:
         for attempt in (1, 2):
             self.open()
             try:
-                refused = self._envelope(mail_from, rcpts, len(data))
+                refused = self._envelope(mail_from, rcpts, len(data), hooks)
             except _Dropped as exc:
                 self._drop()
                 if attempt == 2:
@@ -314,10 +316,11 @@ class SmtpTransport:
                     ) from None
                 continue
             # From here on the server may have the message: never send it again by itself.
-            return self._data(data, refused, meanwhile)
+            return self._data(data, refused, hooks)
         raise AssertionError("unreachable")
 
-    def _envelope(self, sender: str, rcpts: list[str], size: int) -> list[Refusal]:
+    def _envelope(self, sender: str, rcpts: list[str], size: int,
+                  hooks: _Hooks) -> list[Refusal]:
         """MAIL, RCPT and DATA: the refused recipients when the server is ready for the
         message. Raises _Dropped when the line is dead (nothing was sent)."""
         smtp = self._smtp
@@ -325,9 +328,14 @@ class SmtpTransport:
         try:
             smtp.ehlo_or_helo_if_needed()
             declared = f" SIZE={size}" if smtp.has_extn("size") else ""
-            # docmd, not smtp.mail/rcpt: the addresses are checked already, and smtplib's
+            # putcmd, not smtp.mail/rcpt: the addresses are checked already, and smtplib's
             # quoteaddr would parse each again.
-            code, resp = smtp.docmd("mail", f"FROM:<{sender}>{declared}")
+            smtp.putcmd("mail", f"FROM:<{sender}>{declared}")
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise _Dropped(_why(exc)) from None
+        self._run(hooks.run_before)  # outside the try: its own OSError is not a dropped line
+        try:
+            code, resp = smtp.getreply()
             if code == 421:
                 raise _Dropped(_reply_text(code, resp))
             if code != 250:
@@ -344,6 +352,15 @@ class SmtpTransport:
             raise _Dropped(_why(exc)) from None
         return refused
 
+    def _run(self, work: Callable[[], object]) -> None:
+        """The caller's work while the server's answer is unread; if it raises, the line
+        is dropped (the answer would be out of step) and that is raised."""
+        try:
+            work()
+        except BaseException:
+            self._drop()
+            raise
+
     def _recipients(self, rcpts: list[str]) -> list[Refusal]:
         """RCPT for each address: those refused; a SendFailure when all are."""
         assert self._smtp is not None
@@ -359,8 +376,7 @@ class SmtpTransport:
             raise self._refused_failure(refused)
         return refused
 
-    def _data(self, data: bytes, refused: list[Refusal],
-              meanwhile: Callable[[], object] | None) -> Outcome:
+    def _data(self, data: bytes, refused: list[Refusal], hooks: _Hooks) -> Outcome:
         """The message itself, then `meanwhile`, then the server's answer."""
         smtp = self._smtp
         assert smtp is not None
@@ -368,12 +384,8 @@ class SmtpTransport:
             smtp.send(_dot_stuff(data))
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             raise self._uncertain(exc) from None
-        if meanwhile is not None:
-            try:
-                meanwhile()
-            except BaseException:
-                self._drop()  # the answer is still unread: the next message starts afresh
-                raise
+        if hooks.meanwhile is not None:
+            self._run(hooks.meanwhile)
         try:
             code, resp = smtp.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
@@ -433,6 +445,20 @@ class SmtpTransport:
             code=refused[0].code, reply=refused[0].reply,
             recipient=", ".join(r.address for r in refused),
         )
+
+
+class _Hooks:
+    """The caller's work for one message: `before` runs once, `meanwhile` at most once."""
+
+    def __init__(self, before: Callable[[], object] | None,
+                 meanwhile: Callable[[], object] | None) -> None:
+        self.before = before
+        self.meanwhile = meanwhile
+
+    def run_before(self) -> None:
+        work, self.before = self.before, None
+        if work is not None:
+            work()
 
 
 def _dot_stuff(data: bytes) -> bytes:

@@ -78,12 +78,15 @@ class Transport(Protocol):
         """Connect and authenticate (if not yet); raises SendFailure when it cannot."""
 
     def send(self, message: BuiltMessage | bytes, *, sender: str, recipients: Sequence[str],
+             before: Callable[[], object] | None = None,
              meanwhile: Callable[[], object] | None = None) -> Outcome:
         """Hand over one message; reconnects as needed; never raises for the message.
 
-        `meanwhile`, when given, runs once the provider has the whole message and before
-        its answer is awaited (only then: not when the message was refused or never
-        handed over). What it raises is raised, and the message is then uncertain.
+        The caller's work, if given, runs while the provider works: `before` exactly once,
+        before any of the message goes out (whether or not it then does); `meanwhile`
+        once the provider has the whole message and before its answer is awaited (only
+        then). What they raise is raised; after `meanwhile`, the message is uncertain.
+        A provider with nothing to wait for calls them in that order.
         """
 
     def close(self) -> None:

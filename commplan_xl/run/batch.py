@@ -363,6 +363,19 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
     return report
 
 
+@dataclass
+class _InFlight:
+    """The mail being sent: its ledger key and token, and its archive file (being written
+    by the stager, then named once the server has the mail)."""
+
+    decision: Decision
+    key: dict
+    subject: str
+    staged: Future[Path]
+    token: int | None = None
+    archived: Path | None = None
+
+
 class _SendLoop:
     """One run's decisions carried out in order. Each mail is one sequence: build, ledger
     begin, transport send (its archive file written and named meanwhile), ledger finish;
@@ -388,11 +401,9 @@ class _SendLoop:
         self.stopped = False  # the server failed too often: the rest stay due
         self.sends: list[Decision] = []  # the decisions to send, in order
         self.sends_seen = 0  # how many of them the loop has reached
-        # The mail being sent with its archive file (being written, then named once the
-        # server has the mail), and the next mail built ahead (or the error building it).
-        self.stager: ThreadPoolExecutor | None = None
-        self.in_flight: tuple[Decision, Future[Path]] | None = None
-        self.archived: Path | None = None
+        self.stager: ThreadPoolExecutor | None = None  # writes the archive files
+        self.in_flight: _InFlight | None = None  # the mail being sent
+        # The next mail, built while the server takes the one before (or the error).
         self.ahead: tuple[Decision, Prepared | CommplanError] | None = None
 
     def run(self, limit: int | None, progress: Callable[[int, int], None] | None) -> None:
@@ -460,31 +471,40 @@ class _SendLoop:
             return False
         assert self.stager is not None
         staged = self.stager.submit(_stage, self.site, prepared, self.archive_index)
-        token = self.ledger.begin(**key, subject=prepared.subject, now=now_in(self.settings))
-        self.in_flight, self.archived = (d, staged), None
+        self.in_flight = _InFlight(d, key, prepared.subject, staged)
         try:
-            # The server takes a mail in about the time the run needs to name its archive
-            # file and build the next mail: doing that while it works, not after, keeps
-            # a run near the server's own pace.
+            # The server reads each command and takes each mail in about the time the run
+            # needs to record it in the ledger, name its archive file and build the next
+            # mail: doing that while it works, not after, keeps a run near its pace.
             outcome = self.transport.send(
                 prepared.message, sender=self.settings.sender_email,
-                recipients=list(prepared.to), meanwhile=self.while_the_server_takes_it)
-            if outcome.failure is None and self.archived is None:
+                recipients=list(prepared.to), before=self.begin_in_ledger,
+                meanwhile=self.while_the_server_takes_it)
+            if outcome.failure is None and self.in_flight.archived is None:
                 self.while_the_server_takes_it()  # a transport that did not call it
         except BaseException:
             self.drop_archive_file()
             raise
+        token = self.in_flight.token
+        assert token is not None
         if outcome.failure is not None:
             self.drop_archive_file()
             self.failed(d, token, outcome.failure)
             return False
         self.connection_failures = 0
         self.accepted += 1
-        assert self.archived is not None
+        archived = self.in_flight.archived
+        assert archived is not None
         self.finish_sent(token, "; ".join(str(r) for r in outcome.refused),
-                         archive_file=relative(self.archived, self.site.home,
+                         archive_file=relative(archived, self.site.home,
                                                index=self.archive_index))
         return True
+
+    def begin_in_ledger(self) -> None:
+        """Record the mail in flight `sending`, before any of it goes out."""
+        assert self.in_flight is not None
+        f = self.in_flight
+        f.token = self.ledger.begin(**f.key, subject=f.subject, now=now_in(self.settings))
 
     def while_the_server_takes_it(self) -> None:
         """Name the archive file of the mail in flight (removed again if the server refuses
@@ -492,8 +512,8 @@ class _SendLoop:
         from commplan_xl.store.archive import place_message
 
         assert self.in_flight is not None
-        d, staged = self.in_flight
-        self.archived = place_message(staged.result(), stem=_archive_stem(self.day, d))
+        f = self.in_flight
+        f.archived = place_message(f.staged.result(), stem=_archive_stem(self.day, f.decision))
         if self.sends_seen < len(self.sends) and not self.limit_reached(ahead=1):
             upcoming = self.sends[self.sends_seen]
             try:
@@ -506,11 +526,11 @@ class _SendLoop:
         from commplan_xl.store.archive import discard_message
 
         assert self.in_flight is not None
-        if self.archived is not None:
-            discard_message(self.archived)
+        if self.in_flight.archived is not None:
+            discard_message(self.in_flight.archived)
             return
         try:
-            tmp = self.in_flight[1].result()
+            tmp = self.in_flight.staged.result()
         except Exception:  # nothing was written; the send's own error is the one to report
             return
         discard_message(tmp)

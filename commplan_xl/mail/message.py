@@ -2,7 +2,7 @@
 an HTML alternative, attachments.
 
 Built here rather than by the email package or yagmail (a true plain part, proper attachment
-types and names, a unique Message-ID, and about 1/20 of the email package's cost).
+types and names, a unique Message-ID, at a small part of the email package's cost).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class _Loaded(NamedTuple):
 
 
 class AttachmentCache:
-    """Attachments by path, read and base64-encoded once per run (1,000 mails share one
-    50 KB PDF)."""
+    """Attachments by path, read and base64-encoded once per run (every mail of a step
+    carries the same files)."""
 
     def __init__(self) -> None:
         self._data: dict[Path, _Loaded] = {}
@@ -104,7 +104,7 @@ def check_address(address: str) -> str:
         except UnicodeError:
             raise bad("the domain is not valid") from None
     if _PLAIN_ADDRESS.fullmatch(f"{local}@{domain}"):
-        return f"{local}@{domain}"  # what Address gives for these, at 1/50 of the cost
+        return f"{local}@{domain}"  # what Address gives for these, far cheaper
     try:
         parsed = Address(addr_spec=f"{local}@{domain}")
     except Exception:  # the email package raises several kinds for a malformed address
@@ -172,10 +172,10 @@ def build_message(
 ) -> BuiltMessage:
     """The complete mail: text/plain + HTML alternative, then the attachments.
 
-    Assembled here rather than by the email package, which costs ~20 ms per mail with a
-    50 KB attachment (header parsing, re-encoding the attachment, writing it line by
-    line); the structure is the one `EmailMessage.add_attachment` makes. Header values
-    are folded to one line, so no data can add a header.
+    Assembled here rather than by the email package, which is slow with an attachment
+    (header parsing, re-encoding the attachment, writing it line by line); the structure
+    is the one `EmailMessage.add_attachment` makes. Header values are folded to one
+    line, so no data can add a header.
     """
     if not to:
         raise SendFailure("the customer has no email address", kind=SendKind.PERMANENT)
@@ -265,7 +265,7 @@ def _q(ch: str) -> str:
 
 def _encoded_words(text: str) -> str:
     """`text` as RFC 2047 encoded words, one per folded line; a character is never split
-    between two words. (email.header.Header takes ~0.5 ms for a subject: this ~20 µs.)"""
+    between two words. (email.header.Header is much slower for a subject.)"""
     words: list[str] = []
     current = ""
     for ch in text:

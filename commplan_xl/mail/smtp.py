@@ -463,7 +463,7 @@ class _Hooks:
 
 def _dot_stuff(data: bytes) -> bytes:
     """The DATA payload: a leading "." doubled on each line, ended by CRLF "." CRLF."""
-    # bytes.replace, not re.sub: ~20x faster on a 70 KB mail.
+    # bytes.replace, not re.sub: much faster on a mail with an attachment.
     data = data.replace(b"\n.", b"\n..")
     if data.startswith(b"."):
         data = b"." + data

@@ -294,7 +294,7 @@ def cmd_variables(args: argparse.Namespace) -> int:
     for name, example, description in rows:
         _say(f"  {{{{ {name} }}}}".ljust(width + 8) + f"  {example}"
              + (f"   ({description})" if description else ""))
-    from commplan_xl.excel.graft import ToolSheet
+    from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.problems import WorkbookLocked
 
     sheet = ToolSheet(name="VariableList", header=("variable", "example", "description"),

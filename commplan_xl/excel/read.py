@@ -22,7 +22,7 @@ from pathlib import Path
 
 from python_calamine import CalamineWorkbook
 
-from commplan_xl.excel.graft import column_letter
+from commplan_xl.excel.sheet_xml import column_letter
 from commplan_xl.gc_pause import no_gc
 from commplan_xl.problems import CommplanError
 

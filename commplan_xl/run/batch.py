@@ -579,7 +579,7 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
                   extra_sheets: list | tuple = ()) -> bool:
     """Rebuild the SentLog sheet (and the report sheets given) from the ledger; False (with
     a note) when the file is open."""
-    from commplan_xl.excel.graft import ToolSheet
+    from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.store.sentlog import SENTLOG_HEADER, SENTLOG_WIDTHS
 
     sheet = ToolSheet(name="SentLog", header=SENTLOG_HEADER, rows=sentlog_rows(ledger),
@@ -740,7 +740,7 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
 
 def stale_lock_note(workbook: Path) -> str | None:
     """A sentence about an Excel/LibreOffice lock file beside the workbook, if there is one."""
-    from commplan_xl.excel.graft import lock_file
+    from commplan_xl.excel.safe_replace import lock_file
 
     lock = lock_file(workbook)
     if lock is None:

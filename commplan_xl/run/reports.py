@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from commplan_xl.core.schedule import split_ledger
-from commplan_xl.excel.graft import Chart, ToolSheet
+from commplan_xl.excel.sheet_xml import Chart, ToolSheet
 from commplan_xl.model import LedgerEntry, Model, Outcome
 from commplan_xl.problems import CommplanError, SendFailure, WorkbookProblem
 from commplan_xl.settings import Settings

@@ -15,7 +15,7 @@ from collections import Counter
 from operator import itemgetter
 from pathlib import Path
 
-from commplan_xl.excel.read import no_gc
+from commplan_xl.gc_pause import no_gc
 from commplan_xl.problems import CommplanError
 from commplan_xl.run import batch
 

@@ -6,6 +6,7 @@ import datetime as dt
 import sqlite3
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -507,3 +508,57 @@ def test_newer_than_known_schema_is_refused_untouched(path: Path) -> None:
         "update commplan before running it on this home folder.")
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+
+
+def test_sentlog_sheet_written_from_the_ledger_is_pinned(tmp_path: Path) -> None:
+    """The SentLog sheet the batch writes from the ledger keeps its exact XML: the header,
+    the column widths and the cells, byte for byte."""
+    from commplan_xl.run.batch import load_site, write_sentlog
+    from tests.builders import make_workbook
+
+    make_workbook(tmp_path)
+    site = load_site(tmp_path)
+    with zipfile.ZipFile(site.workbook) as z:
+        before = set(z.namelist())
+    with Ledger(site.ledger_path) as led:
+        led.finish(led.begin(msg(step=1), subject="Sujet é", now=NOW), status="sent",
+                   archive_file="archive/C0001/x.eml", now=NOW)
+        led.record_skip(msg(step=2, due_date=None), reason="missed", now=NOW)
+        assert write_sentlog(site, led)
+    with zipfile.ZipFile(site.workbook) as z:
+        (added,) = set(z.namelist()) - before  # the new SentLog sheet
+        xml = z.read(added).decode("utf-8")
+    widths = (20, 16, 12, 28, 18, 6, 12, 10, 50, 60, 50)
+    cols = "".join(f'<col min="{i}" max="{i}" width="{w}" customWidth="1"/>'
+                   for i, w in enumerate(widths, start=1))
+    header = ("date", "order_id", "customer_id", "email", "plan", "step", "due_date", "status",
+              "subject", "detail", "archive_file")
+    cells = "".join(f'<c r="{chr(65 + i)}1" t="inlineStr"><is><t>{name}</t></is></c>'
+                    for i, name in enumerate(header))
+
+    def text(ref: str, value: str) -> str:
+        return f'<c r="{ref}" t="inlineStr"><is><t>{value}</t></is></c>'
+
+    row2 = "".join([
+        text("A2", "2026-11-27 07:30:05"), text("B2", "CMD-1"), text("C2", "C0001"),
+        text("D2", "a@x.fr;b@y.fr"), text("E2", "Baie vitrée"), '<c r="F2"><v>1</v></c>',
+        text("G2", "2026-11-25"), text("H2", "sent"), text("I2", "Sujet é"), text("J2", ""),
+        text("K2", "archive/C0001/x.eml")])
+    row3 = "".join([
+        text("A3", "2026-11-27 07:30:05"), text("B3", "CMD-1"), text("C3", "C0001"),
+        text("D3", "a@x.fr;b@y.fr"), text("E3", "Baie vitrée"), '<c r="F3"><v>2</v></c>',
+        text("G3", ""), text("H3", "skipped"), text("I3", ""), text("J3", "missed"),
+        text("K3", "")])
+    assert xml == (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+        'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
+        '<dimension ref="A1:K3"/><sheetViews><sheetView workbookViewId="0"><pane ySplit="1" '
+        'topLeftCell="A2" activePane="bottomLeft" state="frozen"/><selection '
+        'pane="bottomLeft" activeCell="A2" sqref="A2"/></sheetView></sheetViews>'
+        f'<sheetFormatPr defaultRowHeight="15"/><cols>{cols}</cols><sheetData>'
+        f'<row r="1">{cells}</row><row r="2">{row2}</row><row r="3">{row3}</row></sheetData>'
+        '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
+        'footer="0.3"/><ignoredErrors><ignoredError sqref="A1:K3" numberStoredAsText="1"/>'
+        "</ignoredErrors></worksheet>"
+    )

@@ -1,6 +1,6 @@
 """Reading the staff's workbook: sheets as plain tables of trimmed values.
 
-Only this module (and xlsxgraft.py, which writes the tool's own sheets) knows about Excel.
+Only this module (and excel/graft, which writes the tool's own sheets) knows about Excel.
 Reading uses python-calamine directly: it is what pandas' "calamine" engine calls, without
 building a DataFrame we would only turn back into Python values.
 """

@@ -258,7 +258,7 @@ def figures_sheet(figures: DashboardFigures) -> ToolSheet:
     The side tables sit beside the day table rather than under it because the chart covers
     its columns down to the sheet's last row: rows under the days would become bars. When
     the side tables run longer than the 30 days, the chart only gains empty categories at
-    its end (xlsxgraft.Chart has no row range yet).
+    its end (sheet_xml.Chart has no row range yet).
     """
     left = [(day, *c.row()) for day, c in figures.days]
     side: list[tuple[object, ...]] = [(name, *c.row()) for name, c in figures.plans]

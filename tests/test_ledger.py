@@ -43,7 +43,7 @@ def test_opens_in_wal_with_a_versioned_schema(path: Path) -> None:
     with Ledger(path) as led:
         assert led.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert led.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-        assert led.db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert led.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert led.db.execute("PRAGMA busy_timeout").fetchone()[0] > 0
 
 

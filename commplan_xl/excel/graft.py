@@ -30,7 +30,6 @@ from commplan_xl.excel.charts import check_charts
 from commplan_xl.excel.package import Package, plan_graft
 from commplan_xl.excel.safe_replace import (
     backups,
-    file_stat,
     fsync_folder,
     lock_file,
     locked_error,
@@ -40,20 +39,15 @@ from commplan_xl.excel.safe_replace import (
 from commplan_xl.excel.sheet_xml import (
     Chart,
     ToolSheet,
-    cell_value,
     check_sheet_name,
-    clean_text,
     column_letter,
     sheet_xml,
 )
 from commplan_xl.excel.zip_writer import Deflating, copy_zip, deflate
 from commplan_xl.problems import CommplanError
 
-# The names callers import from here (each lives in the module named above).
-__all__ = [
-    "Chart", "ToolSheet", "backups", "cell_value", "check_sheet_name", "clean_text",
-    "column_letter", "file_stat", "lock_file", "sheet_xml", "write_tool_sheets",
-]
+# Also importable from here, where the tests of the whole graft find them.
+__all__ = ["Chart", "ToolSheet", "backups", "column_letter", "lock_file", "write_tool_sheets"]
 
 log = logging.getLogger(__name__)
 

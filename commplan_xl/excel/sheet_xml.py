@@ -81,7 +81,7 @@ def clean_text(text: str) -> str:
     return text[:MAX_CELL_TEXT]
 
 
-def cell_value(value: object) -> str | int | float | bool | None:
+def to_cell_value(value: object) -> str | int | float | bool | None:
     """What a cell shows for `value`: a number, a bool, text, or None for an empty cell."""
     if value is None:
         return None
@@ -186,7 +186,7 @@ def sheet_xml(sheet: ToolSheet) -> bytes:
             except TypeError:  # a value that cannot be a key: made each time
                 end = _MISSING
             if end is _MISSING:
-                value = raw if type(raw) is str else cell_value(raw)
+                value = raw if type(raw) is str else to_cell_value(raw)
                 end = None if value is None else _cell_end(value)
                 with contextlib.suppress(TypeError):
                     ends[key] = end
@@ -194,7 +194,7 @@ def sheet_xml(sheet: ToolSheet) -> bytes:
                 continue
             cells.append(f'{opening[i]}{r}"{end}')
             if r <= 2000:  # a sample is enough to size the columns
-                longest[i] = max(longest[i], _width_of(cell_value(raw)))  # type: ignore[arg-type]
+                longest[i] = max(longest[i], _width_of(to_cell_value(raw)))  # type: ignore[arg-type]
         cells.append("</row>")
         body.append("".join(cells))
     last = f"{letters[-1]}{len(sheet.rows) + 1}" if ncols else "A1"

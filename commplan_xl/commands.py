@@ -15,7 +15,7 @@ from collections import Counter
 from operator import itemgetter
 from pathlib import Path
 
-from commplan_xl.excel.read import no_gc
+from commplan_xl.gc_pause import no_gc
 from commplan_xl.problems import CommplanError
 from commplan_xl.run import batch
 
@@ -294,7 +294,7 @@ def cmd_variables(args: argparse.Namespace) -> int:
     for name, example, description in rows:
         _say(f"  {{{{ {name} }}}}".ljust(width + 8) + f"  {example}"
              + (f"   ({description})" if description else ""))
-    from commplan_xl.excel.graft import ToolSheet
+    from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.problems import WorkbookLocked
 
     sheet = ToolSheet(name="VariableList", header=("variable", "example", "description"),

@@ -119,7 +119,7 @@ class Model:
 
 
 # Ledger states of one (order, plan, step).
-LedgerState = Literal[
+MessageState = Literal[
     "sending",  # written just before the send; found at start of a run, it becomes uncertain
     "sent",
     "failed",  # temporary failure: retried while within catch-up
@@ -137,13 +137,26 @@ class LedgerEntry:
     order_id: str
     plan: str  # plan key
     step: int
-    state: LedgerState
+    state: MessageState
     due_date: dt.date | None = None
     emails: str = ""  # the addresses of the last attempt, "a@x;b@y"
     detail: str = ""
     updated: dt.datetime | None = None
     attempts: int = 0  # send attempts so far (begin() calls)
     first_waiting: dt.date | None = None  # the day it first waited for daily_limit
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """One message (order, plan, step) and its recipient, as every ledger write names it."""
+
+    order_id: str
+    customer_id: str
+    plan: str  # the plan's name as the SentLog shows it
+    plan_key: str
+    step: int
+    due_date: dt.date | None
+    emails: str  # the addresses, "a@x;b@y"
 
 
 Action = Literal["send", "skip", "wait"]

@@ -1,4 +1,4 @@
-"""xlsxgraft: the tool's sheets are grafted into the staff's .xlsx, nothing else changes."""
+"""excel.graft: the tool's sheets are grafted into the staff's .xlsx, nothing else changes."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import pytest
 from commplan_xl.cli import main
 from commplan_xl.excel.graft import write_tool_sheets
 from commplan_xl.mail.smtp import Mailer
+from commplan_xl.model import MessageRef
 from commplan_xl.run.batch import RunReport, load_site
 from commplan_xl.run.reports import (
     DASHBOARD,
@@ -94,14 +95,14 @@ def _at(day: D) -> dt.datetime:
 
 
 def _common(order: str, customer: str, step: int, day: D, emails: str,
-            plan: str = BAIE, key: str = BAIE_KEY) -> dict:
-    return dict(order_id=order, customer_id=customer, plan=plan, plan_key=key, step=step,
-                due_date=day, emails=emails)
+            plan: str = BAIE, key: str = BAIE_KEY) -> MessageRef:
+    return MessageRef(order_id=order, customer_id=customer, plan=plan, plan_key=key,
+                      step=step, due_date=day, emails=emails)
 
 
 def _send(ledger: Ledger, day: D, order: str, customer: str, step: int, emails: str, *,
           status: str = "sent", detail: str = "", **plan) -> None:
-    token = ledger.begin(**_common(order, customer, step, day, emails, **plan),
+    token = ledger.begin(_common(order, customer, step, day, emails, **plan),
                          subject=f"{order} step {step}", now=_at(day), day=day)
     ledger.finish(token, status=status, detail=detail, now=_at(day), day=day)  # type: ignore
 
@@ -117,12 +118,12 @@ def build_ledger(ledger: Ledger) -> None:
     _send(ledger, D(2026, 3, 17), "O1001", "C001", 2, ALICE, status="failed",
           detail="the mail server is down")
     _send(ledger, D(2026, 3, 18), "O1001", "C001", 2, ALICE)  # the retry went out
-    ledger.record_skip(**_common("O1005", "C001", 2, D(2026, 3, 18), ALICE), reason="missed",
+    ledger.record_skip(_common("O1005", "C001", 2, D(2026, 3, 18), ALICE), reason="missed",
                        now=_at(D(2026, 3, 18)), day=D(2026, 3, 18))
     day = D(2026, 3, 19)
-    ledger.record_failure_before_send(**_common("O1002", "C002", 2, day, BRUNO),
+    ledger.record_failure_before_send(_common("O1002", "C002", 2, day, BRUNO),
                                       detail="the attachment is missing", now=_at(day), day=day)
-    ledger.begin(**_common("O1005", "C001", 3, day, ALICE), subject="s3", now=_at(day), day=day)
+    ledger.begin(_common("O1005", "C001", 3, day, ALICE), subject="s3", now=_at(day), day=day)
     ledger.recover(_at(day), day=day)  # the run died mid-send: uncertain
     _send(ledger, TODAY, "O1006", "C002", 1, BRUNO, plan=PORTE, key=PORTE_KEY)
 

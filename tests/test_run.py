@@ -266,13 +266,14 @@ def test_staff_parts_of_the_workbook_stay_byte_for_byte(home, smtp_server):
 
 def test_uncertain_after_crash_is_reported_not_resent(home, smtp_server, capsys):
     """A message left `sending` by a crash becomes uncertain: reported, exit 1, never resent."""
+    from commplan_xl.model import MessageRef
     from commplan_xl.store.ledger import Ledger
 
     with Ledger(home / "commplan-ledger.sqlite3") as ledger:
-        ledger.begin(order_id="O1001", customer_id="C001", plan="Baie vitrée",
-                     plan_key="baie vitrée", step=1, due_date=dt.date(2026, 3, 7),
-                     emails="alice@example.com", subject="x",
-                     now=dt.datetime(2026, 3, 7, 6, 30))
+        ledger.begin(MessageRef(order_id="O1001", customer_id="C001", plan="Baie vitrée",
+                                plan_key="baie vitrée", step=1, due_date=dt.date(2026, 3, 7),
+                                emails="alice@example.com"),
+                     subject="x", now=dt.datetime(2026, 3, 7, 6, 30))
     assert cli(home, "run", "--today", DAY1) == 1
     assert smtp_server.received == []
     assert "resend O1001 1" in capsys.readouterr().out

@@ -22,7 +22,7 @@ from commplan_xl.core.schedule import (
 )
 from commplan_xl.model import Customer, Decision, LedgerEntry, Model, Order, Plan, Step
 from commplan_xl.settings import Settings
-from commplan_xl.store.ledger import LedgerState
+from commplan_xl.store.ledger_snapshot import LedgerSnapshot
 
 D = dt.date
 START = D(2026, 6, 1)  # a Monday
@@ -466,7 +466,7 @@ def test_never_sent_twice_and_limit_respected(model, run_days, limit, catch_up, 
                            settings=conf(daily_limit=limit, catch_up_days=catch_up),
                            sent_today=sent_today)
         # The ledger file's packed state decides the same as the plain entries.
-        assert decide(model, LedgerState.of(ledger), today=BASE + dt.timedelta(days=offset),
+        assert decide(model, LedgerSnapshot.of(ledger), today=BASE + dt.timedelta(days=offset),
                       settings=conf(daily_limit=limit, catch_up_days=catch_up),
                       sent_today=sent_today) == decisions
         keys = [(d.order_id, d.plan, d.step) for d in decisions]
@@ -532,5 +532,5 @@ def test_forecast_matches_running_every_day(model, limit, first, days, done):
             expected.append((day, d))
             state[(d.order_id, d.plan, d.step)] = record(d, model)
     assert forecast(model, ledger, start=start, days=days, settings=conf_) == expected
-    assert forecast(model, LedgerState.of(ledger), start=start, days=days,
+    assert forecast(model, LedgerSnapshot.of(ledger), start=start, days=days,
                     settings=conf_) == expected

@@ -189,7 +189,7 @@ def split_ledger(
     """(done steps, the other entries): done steps map (order_id, plan key) to a bit mask,
     bit n set when step n is done.
 
-    The ledger's LedgerState keeps done messages (the bulk of a long-lived ledger) packed
+    The ledger's LedgerSnapshot keeps done messages (the bulk of a long-lived ledger) packed
     that way already: one look-up per order instead of one per step, and most orders of a
     usual morning are settled by comparing two integers. Any other mapping is split here.
     """
@@ -368,7 +368,7 @@ def forecast(
 
 class _Split:
     """Done steps and other entries, as `split_ledger` reads them from the ledger's
-    LedgerState."""
+    LedgerSnapshot."""
 
     def __init__(self, done: dict[tuple[str, str], int], others: dict) -> None:
         self.done_steps = done

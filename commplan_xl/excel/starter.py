@@ -21,7 +21,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
-from commplan_xl.excel.graft import lock_file
+from commplan_xl.excel.safe_replace import lock_file
 from commplan_xl.problems import CommplanError, WorkbookLocked
 
 WORKBOOK_NAME = "commplan.xlsx"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from commplan_xl.model import Customer, Decision, Model, Order, Plan, Step
+from commplan_xl.model import Customer, Decision, MessageRef, Model, Order, Plan, Step
 from commplan_xl.problems import (
     CommplanError,
     SendFailure,
@@ -33,10 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("commplan")
 
 LEDGER_NAME = "commplan-ledger.sqlite3"
-SENTLOG_HEADER = (
-    "date", "order_id", "customer_id", "email", "plan", "step", "due_date", "status",
-    "subject", "detail", "archive_file",
-)
 # After this many connection failures in a row the run stops trying (the server is down):
 # the rest stay due for the next run instead of filling the log with failures.
 MAX_CONNECTION_FAILURES = 3
@@ -409,18 +405,18 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
         order, customer, _plan, _step = _parts(site, orders, d)
         emails = ";".join(customer.emails)
         now = now_in(s)
-        common = dict(order_id=d.order_id, customer_id=customer.customer_id,
-                      plan=d.plan_name, plan_key=d.plan, step=d.step, due_date=d.due_date,
-                      emails=emails, day=day)
+        message = MessageRef(order_id=d.order_id, customer_id=customer.customer_id,
+                             plan=d.plan_name, plan_key=d.plan, step=d.step,
+                             due_date=d.due_date, emails=emails)
         if d.action != "send" or stopped or (limit is not None and accepted >= limit):
             record_sent()  # the SentLog keeps the decisions' order
             if d.action == "skip":
-                ledger.record_skip(**common, reason=d.reason, now=now)
+                ledger.record_skip(message, reason=d.reason, now=now, day=day)
                 report.skipped += 1
             elif stopped:
                 report.not_tried += 1
             else:
-                ledger.record_waiting(**common, now=now)
+                ledger.record_waiting(message, now=now, day=day)
                 report.waiting += 1
             return stopped
         try:
@@ -428,7 +424,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
         except CommplanError as exc:
             record_sent()
             detail = f"{exc}; will be retried once fixed"
-            ledger.record_failure_before_send(**common, detail=detail, now=now)
+            ledger.record_failure_before_send(message, detail=detail, now=now, day=day)
             report.failed += 1
             report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
             log.warning("order %s step %s not sent: %s", d.order_id, d.step, exc)
@@ -438,7 +434,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
 
         def begin() -> None:
             record_sent()
-            tokens.append(ledger.begin(**common, subject=prepared.subject, now=now))
+            tokens.append(ledger.begin(message, subject=prepared.subject, now=now, day=day))
 
         placed: Path | None = None
         try:
@@ -583,13 +579,11 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
                   extra_sheets: list | tuple = ()) -> bool:
     """Rebuild the SentLog sheet (and the report sheets given) from the ledger; False (with
     a note) when the file is open."""
-    from commplan_xl.excel.graft import ToolSheet
+    from commplan_xl.excel.sheet_xml import ToolSheet
+    from commplan_xl.store.sentlog import SENTLOG_HEADER, SENTLOG_WIDTHS
 
-    sheet = ToolSheet(
-        name="SentLog", header=SENTLOG_HEADER, rows=sentlog_rows(ledger),
-        widths={"A": 20, "B": 16, "C": 12, "D": 28, "E": 18, "F": 6, "G": 12, "H": 10,
-                "I": 50, "J": 60, "K": 50},
-    )
+    sheet = ToolSheet(name="SentLog", header=SENTLOG_HEADER, rows=sentlog_rows(ledger),
+                      widths=SENTLOG_WIDTHS)
     try:
         write_sheets(site, [sheet, *extra_sheets])
     except WorkbookLocked as exc:
@@ -663,10 +657,11 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
     prepared = prepare(site, order, customer, plan, step, due_date=due_on, today=day)
     s = site.settings
     with run_lock(site.home), Ledger(site.ledger_path) as ledger:
-        token = ledger.begin(order_id=order.order_id, customer_id=customer.customer_id,
+        message = MessageRef(order_id=order.order_id, customer_id=customer.customer_id,
                              plan=plan.name, plan_key=plan.key, step=step.number,
-                             due_date=due_on, emails=";".join(customer.emails),
-                             subject=prepared.subject, now=now_in(s), resend=True, day=day)
+                             due_date=due_on, emails=";".join(customer.emails))
+        token = ledger.begin(message, subject=prepared.subject, now=now_in(s), resend=True,
+                             day=day)
         with (mailer_factory or Mailer)(s) as mailer:
             try:
                 mailer.send(prepared.data, from_addr=s.sender_email,
@@ -745,7 +740,7 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
 
 def stale_lock_note(workbook: Path) -> str | None:
     """A sentence about an Excel/LibreOffice lock file beside the workbook, if there is one."""
-    from commplan_xl.excel.graft import lock_file
+    from commplan_xl.excel.safe_replace import lock_file
 
     lock = lock_file(workbook)
     if lock is None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from commplan_xl.core.schedule import split_ledger
-from commplan_xl.excel.graft import Chart, ToolSheet
+from commplan_xl.excel.sheet_xml import Chart, ToolSheet
 from commplan_xl.model import LedgerEntry, Model, Outcome
 from commplan_xl.problems import CommplanError, SendFailure, WorkbookProblem
 from commplan_xl.settings import Settings
@@ -258,7 +258,7 @@ def figures_sheet(figures: DashboardFigures) -> ToolSheet:
     The side tables sit beside the day table rather than under it because the chart covers
     its columns down to the sheet's last row: rows under the days would become bars. When
     the side tables run longer than the 30 days, the chart only gains empty categories at
-    its end (xlsxgraft.Chart has no row range yet).
+    its end (sheet_xml.Chart has no row range yet).
     """
     left = [(day, *c.row()) for day, c in figures.days]
     side: list[tuple[object, ...]] = [(name, *c.row()) for name, c in figures.plans]

@@ -1,0 +1,123 @@
+"""The ledger's schema as numbered migrations, applied in order when the ledger opens.
+
+The file's `PRAGMA user_version` is the number of the last migration applied. To change the
+schema (a new column, an index), append one migration with the next number: never edit one
+that has shipped, since ledgers in the field already ran it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from commplan_xl.problems import CommplanError
+
+# A migration's SQL statements are split on ";": keep semicolons out of its text values.
+Migration = tuple[int, str | Callable[[sqlite3.Connection], None]]
+
+_V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    order_id      TEXT    NOT NULL,
+    plan_key      TEXT    NOT NULL,
+    step          INTEGER NOT NULL,
+    state         TEXT    NOT NULL CHECK (state IN ('sending', 'sent', 'failed',
+                      'failed_permanent', 'skipped', 'uncertain', 'waiting')),
+    due_date      TEXT,
+    emails        TEXT    NOT NULL DEFAULT '',
+    detail        TEXT    NOT NULL DEFAULT '',
+    updated       TEXT,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    first_waiting TEXT,
+    send_id       INTEGER,
+    PRIMARY KEY (order_id, plan_key, step)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS sends (
+    id          INTEGER PRIMARY KEY,
+    order_id    TEXT    NOT NULL,
+    customer_id TEXT    NOT NULL,
+    plan        TEXT    NOT NULL,
+    plan_key    TEXT    NOT NULL,
+    step        INTEGER NOT NULL,
+    due_date    TEXT,
+    emails      TEXT    NOT NULL,
+    subject     TEXT    NOT NULL,
+    resend      INTEGER NOT NULL,
+    prev_state  TEXT,
+    started     TEXT    NOT NULL,
+    day         TEXT    NOT NULL,
+    finished    TEXT
+);
+
+CREATE TABLE IF NOT EXISTS events (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    at           TEXT    NOT NULL,
+    order_id     TEXT    NOT NULL,
+    customer_id  TEXT    NOT NULL,
+    email        TEXT    NOT NULL,
+    plan         TEXT    NOT NULL,
+    plan_key     TEXT    NOT NULL,
+    step         INTEGER NOT NULL,
+    due_date     TEXT,
+    status       TEXT    NOT NULL CHECK (status IN ('sent', 'failed', 'skipped', 'uncertain')),
+    subject      TEXT    NOT NULL DEFAULT '',
+    detail       TEXT    NOT NULL DEFAULT '',
+    archive_file TEXT    NOT NULL DEFAULT '',
+    resend       INTEGER NOT NULL DEFAULT 0,
+    day          TEXT    NOT NULL
+);
+
+-- recover() looks for `sending` rows at every run: keep that a lookup, not a scan.
+CREATE INDEX IF NOT EXISTS messages_sending ON messages (state) WHERE state = 'sending';
+
+CREATE INDEX IF NOT EXISTS events_sent_day ON events (day) WHERE status = 'sent';
+"""
+
+# (number, SQL or function of the connection), numbered 1, 2, 3... in order.
+MIGRATIONS: tuple[Migration, ...] = (
+    (1, _V1_SCHEMA),  # messages, send attempts and SentLog events
+)
+
+
+def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """The schema version a ledger has once every migration ran."""
+    return migrations[-1][0] if migrations else 0
+
+
+def migrate(db: sqlite3.Connection, path: Path,
+            migrations: Sequence[Migration] = MIGRATIONS) -> None:
+    """Apply, in one transaction, every migration the file has not had yet.
+
+    A file written by a newer commplan (a version beyond the last migration) is refused
+    untouched.
+    """
+    if [number for number, _step in migrations] != list(range(1, len(migrations) + 1)):
+        raise ValueError("ledger migrations must be numbered 1, 2, 3... in order")
+    latest = latest_version(migrations)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > latest:
+            raise CommplanError(
+                f"The ledger {path} was written by a newer commplan (schema {version}); "
+                "update commplan before running it on this home folder."
+            )
+        for number, step in migrations[version:]:
+            _apply(db, step)
+            # PRAGMA takes no parameters; `number` is an int from the list above.
+            db.execute(f"PRAGMA user_version = {int(number)}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _apply(db: sqlite3.Connection, step: str | Callable[[sqlite3.Connection], None]) -> None:
+    # Not executescript: it would COMMIT first and run outside the migration's transaction.
+    if callable(step):
+        step(db)
+        return
+    for statement in step.split(";"):
+        if statement.strip():
+            db.execute(statement)

@@ -26,6 +26,7 @@ from commplan_xl.excel.ooxml import (
     XML_ATTR,
 )
 from commplan_xl.excel.sheet_xml import ToolSheet
+from commplan_xl.excel.tool_marks import Placement, place_sheets, read_marks, set_marks
 from commplan_xl.problems import CommplanError
 
 
@@ -164,25 +165,22 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
         raise CommplanError("The workbook is saved as 'Strict Open XML'; save it in Excel as "
                             "an ordinary 'Excel Workbook (.xlsx)' and run again.")
     by_rid = {r.rid: r for r in pkg.rels(book)}
-    existing: dict[str, tuple[str, str]] = {}  # name casefolded → (part, sheetId)
-    sheet_ids = [0]
-    for el in root.iter():
-        if _local(el.tag) != "sheet":
-            continue
-        sheet_ids.append(int(el.get("sheetId", "0")))
-        rid = next((v for k, v in el.attrib.items() if k.endswith("}id")), "")
-        if rid in by_rid:
-            existing[el.get("name", "").casefold()] = (by_rid[rid].target, el.get("sheetId", ""))
+    sheets_of, sheet_ids = _workbook_sheets(root, by_rid)
+    places = place_sheets({k: (v[0], v[2]) for k, v in sheets_of.items()}, read_marks(root),
+                          {s.name: s.header for s in sheets},
+                          lambda part: first_row_texts(pkg, part))
     taken = set(pkg.names)
     rid_numbers = [int(m) for r in by_rid for m in re.findall(r"^rId(\d+)$", r)] or [0]
     next_rid = max(rid_numbers) + 1
     base = posixpath.dirname(book)
     new_sheets, new_rels = [], []
-    replaced_ids = {existing[s.name.casefold()][1] for s in sheets if s.name.casefold() in existing}
+    by_part = {v[0]: v[1] for v in sheets_of.values()}
+    replaced_ids = {by_part[p.part] for p in places.values() if p.part}
     _drop_stale_calc_chain(graft, pkg, book, by_rid, replaced_ids)
 
     for sheet in sheets:
-        part = existing.get(sheet.name.casefold(), ("", ""))[0]
+        place = places[sheet.name]
+        part = place.part
         if not part:
             part = _free_part(posixpath.join(base, "worksheets", "sheet{}.xml"), taken)
             sheet_ids.append(max(sheet_ids) + 1)
@@ -190,7 +188,7 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
             next_rid += 1
             graft.add[part] = built[sheet.name]
             graft.overrides[part] = CT_WORKSHEET
-            new_sheets.append((sheet.name, sheet_ids[-1], rid))
+            new_sheets.append((place.name, sheet_ids[-1], rid))
             new_rels.append((rid, relative_target(book, part)))
         else:
             graft.replace[pkg.name(part)] = built[sheet.name]
@@ -208,9 +206,79 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
 
     if new_sheets:
         _edit_workbook(graft, pkg, book, book_xml, new_sheets, new_rels)
+    edited = graft.replace.get(book, b"").decode("utf-8") or book_xml
+    marked = set_marks(edited, {name: p.name for name, p in places.items()})
+    if marked != edited:
+        graft.replace[book] = marked.encode("utf-8")
     if graft.overrides or graft.drop_overrides:
         _edit_content_types(graft, pkg)
     return graft
+
+
+def _workbook_sheets(root: ET.Element, by_rid: Mapping[str, Rel]
+                     ) -> tuple[dict[str, tuple[str, str, str]], list[int]]:
+    """The workbook's sheets, name casefolded -> (part, sheetId, name), and the sheetIds."""
+    found: dict[str, tuple[str, str, str]] = {}
+    sheet_ids = [0]
+    for el in root.iter():
+        if _local(el.tag) != "sheet":
+            continue
+        sheet_ids.append(int(el.get("sheetId", "0")))
+        rid = next((v for k, v in el.attrib.items() if k.endswith("}id")), "")
+        if rid in by_rid:
+            name = el.get("name", "")
+            found[name.casefold()] = (by_rid[rid].target, el.get("sheetId", ""), name)
+    return found, sheet_ids
+
+
+def tool_sheet_places(pkg: Package, wanted: Mapping[str, tuple[str, ...]]
+                      ) -> dict[str, Placement]:
+    """Where each tool sheet (name -> header) would be written in this package."""
+    root_rels = [r for r in pkg.rels("") if r.type.endswith("/officeDocument")]
+    if not root_rels:
+        return {}
+    book = root_rels[0].target
+    root = ET.fromstring(pkg.read(book))
+    sheets_of, _ids = _workbook_sheets(root, {r.rid: r for r in pkg.rels(book)})
+    return place_sheets({k: (v[0], v[2]) for k, v in sheets_of.items()}, read_marks(root),
+                        wanted, lambda part: first_row_texts(pkg, part))
+
+
+def first_row_texts(pkg: Package, part: str) -> list[str]:
+    """The texts of a sheet part's first row (read no further), shared strings resolved."""
+    if not pkg.has(part):
+        return []
+    cells: list[tuple[str, str]] = []  # (type, text)
+    with pkg.zin.open(pkg.name(part)) as stream:
+        try:
+            for _event, el in ET.iterparse(stream, events=("end",)):
+                tag = _local(el.tag)
+                if tag == "c":
+                    kind = el.get("t", "n")
+                    text = "".join(t.text or "" for t in el.iter() if _local(t.tag) in ("t", "v")
+                                   and (kind != "inlineStr" or _local(t.tag) == "t"))
+                    cells.append((kind, text))
+                elif tag == "row" or tag == "sheetData":
+                    break
+        except ET.ParseError:
+            return []
+    if any(kind == "s" for kind, _t in cells):
+        strings = _shared_strings(pkg)
+        return [strings[int(t)] if kind == "s" and t.isdigit() and int(t) < len(strings) else t
+                for kind, t in cells]
+    return [t for _k, t in cells]
+
+
+def _shared_strings(pkg: Package) -> list[str]:
+    part = next((r.target for r in pkg.rels("xl/workbook.xml")
+                 if r.type.endswith("/sharedStrings")), "xl/sharedStrings.xml")
+    if not pkg.has(part):
+        return []
+    out = []
+    for si in ET.fromstring(pkg.read(part)):
+        if _local(si.tag) == "si":
+            out.append("".join(t.text or "" for t in si.iter() if _local(t.tag) == "t"))
+    return out
 
 
 def _drop_stale_calc_chain(

@@ -419,16 +419,18 @@ def _plans(
 
 
 def _ids(sheet: _Sheet, row: int, column: str, value: object, first_row: dict[str, int],
-         what: str) -> str | None:
-    """The row's id, or None after reporting it empty or repeated (the first one stays)."""
+         what: str, fold: Callable[[str], str] | None = None) -> str | None:
+    """The row's id, or None after reporting it empty or repeated (the first one stays).
+    With `fold`, ids are compared folded (order ids ignore case and surrounding spaces)."""
     ident = _text(value).strip()
     if not ident:
         sheet.add(row, column, f"The {what} id is empty; write one.")
         return None
-    first = first_row.setdefault(ident, row)
+    first = first_row.setdefault(fold(ident) if fold else ident, row)
     if first != row:
-        sheet.add(row, column, f'The {what} id "{ident}" is already used in row {first}; '
-                  f"give each {what} its own id.")
+        alike = " (ids ignore case and spaces)" if fold else ""
+        sheet.add(row, column, f'The {what} id "{ident}" is already used in row {first}'
+                  f"{alike}; give each {what} its own id.")
         return None
     return ident
 
@@ -594,7 +596,8 @@ def _orders(
     def checked_row(row: int, values: dict[str, object]) -> None:
         """Every check of one row, each problem reported; adds the order when valid."""
         before = len(problems)
-        ident = _ids(sheet, row, "order_id", values["order_id"], first_row, "order")
+        ident = _ids(sheet, row, "order_id", values["order_id"], first_row, "order",
+                     fold=norm_key)
 
         customer_id = _text(values["customer_id"]).strip()
         if not customer_id:
@@ -677,7 +680,8 @@ def _orders(
     ids = data["order_id"]
     all_text = set(map(type, ids)) == {str}
     keys = ids if all_text else [v if type(v) is str else _text(v).strip() for v in ids]
-    firsts = list(map(first_row.setdefault, keys, numbers))  # as checked_row's _ids would
+    # As checked_row's _ids would: ids compare folded, like plan names.
+    firsts = list(map(first_row.setdefault, map(norm_key, keys), numbers))
     plan_keys: dict[object, str] = {}  # plan cell -> key, for known plans only
     for name in set(data["plan"]):
         if type(name) is str and name and plan_key_of(name) in plans:

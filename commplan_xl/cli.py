@@ -86,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="render everything, send and record nothing")
     p.add_argument("--limit", type=_positive, help="send at most N mails in this run")
+    p.add_argument("--new-ledger", action="store_true",
+                   help="confirm a fresh start: begin a new ledger although the workbook or "
+                   "the archive shows earlier sends (they may be sent again)")
+
+    p = sub.add_parser("restore-ledger", parents=[common],
+                       help="put back a dated copy of the ledger (the current one is kept)")
+    p.add_argument("--from", dest="source", help="the copy to restore (default: the newest "
+                   "in HOME/ledger-backups)")
+    p.add_argument("--list", action="store_true", help="list the copies, restore nothing")
 
     p = sub.add_parser("preview", parents=[common], help="render one message to a file")
     p.add_argument("order")
@@ -148,7 +157,7 @@ def main(argv: list[str] | None = None, *, ends_process: bool = False) -> int:
     home = commands.home_of(args)
     _setup_logging(home, args.debug)
     try:
-        return getattr(commands, f"cmd_{args.command}")(args)
+        return getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args)
     except CommplanError as exc:
         log.error("%s: %s", args.command, exc)
         if args.debug:

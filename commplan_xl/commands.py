@@ -65,12 +65,32 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _history_notes(site: batch.Site, recorded: dict | None = None) -> tuple[list[str], bool]:
+    """The sentences `check` and `due` add about earlier runs, and whether one of them
+    stops a run (a missing ledger)."""
+    from commplan_xl.run import history
+
+    notes: list[str] = []
+    missing = history.missing_ledger_message(site)
+    if missing:
+        notes.append(missing.replace("so nothing was sent", "so a run would stop without "
+                                     "sending anything"))
+    plans = recorded if recorded is not None else history.recorded_plans(site)
+    notes += history.moved_notes(site, plans)
+    return notes, missing is not None
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    from commplan_xl.run import history
+
     site = _site(args)
     problems = list(site.problems) + batch.check_messages(site)
     for p in problems:
         _say(str(p))
-    status = EXIT_ATTENTION if problems else EXIT_OK
+    notes, stops = _history_notes(site)
+    for line in history.tool_sheet_notes(site, batch.tool_sheet_headers()) + notes:
+        _say(line)
+    status = EXIT_ATTENTION if problems or stops else EXIT_OK
     note = batch.stale_lock_note(site.workbook)
     if note:
         _say(note)
@@ -192,12 +212,17 @@ def _due(args: argparse.Namespace) -> int:
     ledger = batch.prefetch_ledger(home)
     site = batch.load_site(args.home, args.workbook, tables=tables)
     day = args.today or batch.today_in(site.settings)
-    decisions = batch.due(site, today=day, ledger=ledger.result())
+    state = ledger.result()
+    decisions = batch.due(site, today=day, ledger=state)
     _last_due[:] = [site, decisions]
+    notes, stops = _history_notes(site, getattr(state[0], "plans", {}))
+    status = EXIT_ATTENTION if stops else EXIT_OK
     if args.csv:
         _write(due_csv(decisions))
         _problems_summary(site)
-        return EXIT_OK
+        for note in notes:
+            print(note, file=sys.stderr)
+        return status
     actions = Counter(map(itemgetter(6), decisions))  # by Decision.action
     if not decisions:
         _say(f"Nothing is due on {day:%d/%m/%Y}.")
@@ -207,8 +232,10 @@ def _due(args: argparse.Namespace) -> int:
         skips, waits = actions["skip"], actions["wait"]
         _say(f"{actions['send']} to send, {skips} to skip" + (f", {waits} waiting" if waits else "")
              + ". Nothing was sent; `commplan run` sends them.")
+    for note in notes:
+        _say(note)
     _problems_summary(site)
-    return EXIT_OK
+    return status
 
 
 class _Progress:
@@ -254,7 +281,7 @@ def print_report(report: batch.RunReport) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     site = _site(args)
     report = batch.run(site, today=args.today, dry_run=args.dry_run, limit=args.limit,
-                       progress=_Progress())
+                       progress=_Progress(), new_ledger=args.new_ledger)
     print_report(report)
     return EXIT_ATTENTION if report.needs_attention else EXIT_OK
 
@@ -285,8 +312,38 @@ def cmd_resend(args: argparse.Namespace) -> int:
     return EXIT_ATTENTION if report.needs_attention else EXIT_OK
 
 
+def cmd_restore_ledger(args: argparse.Namespace) -> int:
+    """`commplan restore-ledger`: list the dated copies; put the newest (or --from) back."""
+    from commplan_xl.ops.runlock import run_lock
+    from commplan_xl.store import ledger_backup
+
+    home = home_of(args)
+    copies = ledger_backup.backups(home)
+    folder = ledger_backup.backup_folder(home)
+    if args.list or (not copies and not args.source):
+        if not copies:
+            _say(f"There is no dated copy of the ledger in {folder}.")
+            return EXIT_OK if args.list else EXIT_ATTENTION
+        _say(f"Dated copies of the ledger in {folder}, oldest first:")
+        for path in copies:
+            _say(f"  {ledger_backup.describe(path)}")
+        return EXIT_OK
+    source = Path(args.source).expanduser().absolute() if args.source else copies[-1]
+    if not source.is_file():
+        raise CommplanError(f"There is no file {source}; `commplan restore-ledger --list` "
+                            "shows the copies.")
+    ledger = home / batch.LEDGER_NAME
+    with run_lock(home):
+        kept = ledger_backup.restore(ledger, source, now=dt.datetime.now())
+    _say(f"Restored {ledger} from {ledger_backup.describe(source)}.")
+    if kept is not None:
+        _say(f"The ledger it replaced is kept as {kept}.")
+    _say("Next: `commplan due` shows what a run would send now.")
+    return EXIT_OK
+
+
 def cmd_variables(args: argparse.Namespace) -> int:
-    from commplan_xl.run.variables import variable_list
+    from commplan_xl.run.variables import VARIABLE_LIST, VARIABLE_LIST_HEADER, variable_list
 
     site = _site(args)
     rows = variable_list(site)
@@ -297,7 +354,7 @@ def cmd_variables(args: argparse.Namespace) -> int:
     from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.problems import WorkbookLocked
 
-    sheet = ToolSheet(name="VariableList", header=("variable", "example", "description"),
+    sheet = ToolSheet(name=VARIABLE_LIST, header=VARIABLE_LIST_HEADER,
                       rows=[(f"{{{{ {n} }}}}", e, d) for n, e, d in rows],
                       widths={"A": 34, "B": 40, "C": 60})
     try:

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 from commplan_xl.core.offsets import business_calendar, due_date
 from commplan_xl.core.schedule import (
-    message_key,
     REASON_LIMIT,
     apply_daily_limit,
     decide,
     decide_order,
     forecast,
+    message_key,
     record,
 )
 from commplan_xl.model import Customer, Decision, LedgerEntry, Model, Order, Plan, Step

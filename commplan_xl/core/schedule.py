@@ -158,9 +158,9 @@ def decide(
 ) -> list[Decision]:
     """Every message a run on `today` acts on, sorted by (due_date, order_id, step).
 
-    `ledger` maps (order key, step) (see `message_key`) to what the ledger knows; `sent_today` is how
-    many messages were already sent today (they count against `daily_limit`). `calendar`
-    None means the calendar of `settings.holidays`.
+    `ledger` maps (order key, step) (see `message_key`) to what the ledger knows;
+    `sent_today` is how many messages were already sent today (they count against
+    `daily_limit`). `calendar` None means the calendar of `settings.holidays`.
     """
     cal = calendar if calendar is not None else settings_calendar(settings)
     decisions: list[Decision] = []

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from commplan_xl.model import Customer, Decision, MessageRef, Model, Order, Plan, Step
+from commplan_xl.model import Customer, Decision, MessageRef, Model, Order, Plan, Step, norm_key
 from commplan_xl.problems import (
     CommplanError,
     SendFailure,
@@ -88,10 +88,21 @@ class RunReport:
 # ---------------------------------------------------------------- loading
 
 def resolve_paths(home: Path | str | None, workbook: Path | str | None) -> tuple[Path, Path]:
-    """The home folder (--home, COMMPLAN_HOME, or the current folder) and the workbook path."""
-    home_path = Path(home or os.environ.get("COMMPLAN_HOME") or ".").expanduser().absolute()
-    wb = Path(workbook).expanduser() if workbook else home_path / "workbooks" / "commplan.xlsx"
-    return home_path, wb.absolute()
+    """The home folder and the workbook path.
+
+    The home is --home, else COMMPLAN_HOME, else the folder above a `workbooks` folder
+    holding the workbook given (a scheduled task starts in System32), else the current
+    folder.
+    """
+    wb = Path(workbook).expanduser().absolute() if workbook else None
+    chosen = home or os.environ.get("COMMPLAN_HOME")
+    if chosen:
+        home_path = Path(chosen).expanduser().absolute()
+    elif wb is not None and wb.parent.name.casefold() == "workbooks":
+        home_path = wb.parent.parent
+    else:
+        home_path = Path(".").absolute()
+    return home_path, wb or home_path / "workbooks" / "commplan.xlsx"
 
 
 def load_site(
@@ -156,6 +167,7 @@ def read_ledger(home: Path) -> tuple[Mapping, Callable[[dt.date], int]]:
         return {}, lambda day: 0
     with Ledger(path) as ledger:
         state = ledger.state()
+        state.plans = ledger.recorded_plans()  # for the notes of orders moved to a plan
         counts = ledger.sent_per_day()
     return state, lambda day: counts.get(day.isoformat(), 0)
 
@@ -211,7 +223,8 @@ class Prepared:
 
 def find_step(site: Site, order_id: str, step_number: int) -> tuple[Order, Customer, Plan, Step]:
     """The order, its customer, plan and step, or a sentence saying what is missing."""
-    order = next((o for o in site.model.orders if o.order_id == order_id.strip()), None)
+    key = norm_key(order_id)
+    order = next((o for o in site.model.orders if norm_key(o.order_id) == key), None)
     if order is None:
         bad = [p for p in site.problems if p.sheet == "Orders"]
         hint = " (the Orders sheet has problems: run `commplan check`)" if bad else ""
@@ -286,8 +299,13 @@ def run(
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     mailer_factory: Callable[[Settings], object] | None = None,
+    new_ledger: bool = False,
 ) -> RunReport:
-    """Send what is due, archive each mail, record every outcome, then rebuild the SentLog."""
+    """Send what is due, archive each mail, record every outcome, then rebuild the SentLog.
+
+    Refuses (CommplanError, nothing sent) to start a new ledger where the workbook or the
+    archive shows earlier sends, unless `new_ledger` confirms a fresh start.
+    """
     from commplan_xl.ops.runlock import run_lock
     from commplan_xl.store.ledger import Ledger
 
@@ -301,7 +319,12 @@ def run(
     with run_lock(site.home):
         if dry_run:
             return _dry_run(site, day, report, limit)
+        _before_sending(site, new_ledger)
         with Ledger(site.ledger_path) as ledger:
+            if not ledger.is_empty():
+                from commplan_xl.store.ledger_backup import make_backup
+
+                make_backup(ledger.db, site.home, day)
             for entry in ledger.recover(now_in(site.settings), day=day):
                 report.uncertain += 1
                 report.notes.append(
@@ -312,6 +335,20 @@ def run(
             extra = _send_all(site, ledger, day, report, limit, progress, mailer_factory)
             write_sentlog(site, ledger, report, extra_sheets=extra)
     return report
+
+
+def _before_sending(site: Site, new_ledger: bool) -> None:
+    """Clear a killed run's leftovers; stop before a new ledger is started over earlier
+    sends (see run.history)."""
+    from commplan_xl.run import history
+
+    removed = history.remove_leftovers(site)
+    if removed:
+        log.info("removed %d temporary file(s) a stopped run left", removed)
+    if not new_ledger:
+        message = history.missing_ledger_message(site)
+        if message:
+            raise CommplanError(message)
 
 
 def _parts(site: Site, orders: Mapping[str, Order], d: Decision
@@ -423,7 +460,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
             prepared = build(i)
         except CommplanError as exc:
             record_sent()
-            detail = f"{exc}; will be retried once fixed"
+            detail = f"{exc}; " + retry_promise(site, d, day, "will be retried once fixed")
             ledger.record_failure_before_send(message, detail=detail, now=now, day=day)
             report.failed += 1
             report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
@@ -504,8 +541,9 @@ def _send_failed(site: Site, ledger, day: dt.date, report: RunReport, d: Decisio
         log.warning("order %s step %s uncertain: %s", d.order_id, d.step, exc)
     else:
         status = "failed" if exc.temporary else "failed_permanent"
-        detail = str(exc) + ("; will be retried by the next run" if exc.temporary
-                             else "; not retried: correct the address")
+        detail = (_without_promise(str(exc)) + "; "
+                  + retry_promise(site, d, day, "will be retried by the next run")
+                  if exc.temporary else str(exc) + "; not retried: correct the address")
         ledger.finish(token, status=status, detail=detail, archive_file="",
                       now=now_in(s), day=day)
         report.failed += 1
@@ -513,11 +551,36 @@ def _send_failed(site: Site, ledger, day: dt.date, report: RunReport, d: Decisio
         log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
     if connection_failures < MAX_CONNECTION_FAILURES:
         return False
+    later = ("the other mails stay due and the next run sends them" if s.catch_up_days
+             else "the other mails stay due today only (catch_up_days is 0): run again "
+             "today once the server works, or they count as missed tomorrow")
     report.notes.append(
         f"The mail server failed {connection_failures} times in a row, so this run stopped "
-        "trying; the other mails stay due and the next run sends them."
+        f"trying; {later}."
     )
     return True
+
+
+_PROMISES = ("; it will be tried again on the next run", ": it will be tried again on the "
+             "next run")
+
+
+def retry_promise(site: Site, d: Decision, day: dt.date, promise: str) -> str:
+    """`promise` (a later run retries the message) when a later day's run still may:
+    with catch_up_days 0 (or a due date at the end of the window) it says the truth."""
+    last = d.due_date + dt.timedelta(days=site.settings.catch_up_days)
+    if last > day:
+        return promise
+    return (f"will not be retried after today (catch_up_days is "
+            f"{site.settings.catch_up_days}); once fixed, `commplan resend {d.order_id} "
+            f"{d.step}` sends it")
+
+
+def _without_promise(text: str) -> str:
+    """The failure's sentence without the promise of a retry (the caller says when)."""
+    for promise in _PROMISES:
+        text = text.replace(promise, "")
+    return text
 
 
 def _archive(site: Site, customer: Customer, d: Decision, prepared: Prepared, day: dt.date,
@@ -595,6 +658,18 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
             report.notes.append(note)
         return False
     return True
+
+
+def tool_sheet_headers() -> dict[str, tuple[str, ...]]:
+    """The tool's sheets by the name it gives them, with their header row."""
+    from commplan_xl.run import reports
+    from commplan_xl.run.variables import VARIABLE_LIST, VARIABLE_LIST_HEADER
+    from commplan_xl.store.sentlog import SENTLOG_HEADER
+
+    return {"SentLog": SENTLOG_HEADER,
+            reports.DASHBOARD: (*reports.DAY_HEADER, "", *reports.PLAN_HEADER),
+            reports.FORECAST: reports.FORECAST_HEADER,
+            VARIABLE_LIST: VARIABLE_LIST_HEADER}
 
 
 def write_sheets(site: Site, sheets: list) -> None:

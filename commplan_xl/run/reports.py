@@ -459,8 +459,12 @@ def what_to_do(failure: str, catch_up_days: int | None = None) -> str:
         return (f"vérifiez avec le client s'il a reçu ce mail ; sinon lancez `{resend}` "
                 "(il n'est jamais renvoyé tout seul).")
     if "not retried" in text:
-        return ("l'adresse a été refusée : corrigez-la dans la feuille Customers ; le mail "
-                "repartira au passage suivant.")
+        then = (f"puis lancez `{resend}` (catch_up_days vaut 0 : aucun passage ne le "
+                "renverra)" if catch_up_days == 0 else "le mail repartira au passage suivant")
+        return f"l'adresse a été refusée : corrigez-la dans la feuille Customers ; {then}."
+    if "not be retried after today" in text or catch_up_days == 0:
+        return (f"il ne sera plus réessayé après aujourd'hui (délai de rattrapage "
+                f"catch_up_days dépassé) : une fois le problème réglé, lancez `{resend}`.")
     if "once fixed" in text:
         return ("corrigez le modèle ou la pièce jointe dans le classeur (`commplan check` "
                 "montre où) ; le passage suivant le réessaie.")

@@ -6,6 +6,9 @@ import datetime as dt
 
 from commplan_xl.run import batch
 
+VARIABLE_LIST = "VariableList"  # the tool sheet listing them
+VARIABLE_LIST_HEADER = ("variable", "example", "description")
+
 BUILT_IN = (
     ("plan.name", "the plan's name"),
     ("step.number", "the step's number (1-10)"),

@@ -388,7 +388,8 @@ def _with_calc_chain(path: Path, chain: str, tool_sheet_formula: bool) -> None:
     if tool_sheet_formula:
         parts["xl/workbook.xml"] = parts["xl/workbook.xml"].replace(
             "</x:sheets>", '</x:sheets><x:definedNames><x:definedName name="commplan_tool_'
-            "sentlog\" hidden=\"1\">'SentLog'!$A$1</x:definedName></x:definedNames>")
+            "sentlog\" localSheetId=\"1\" hidden=\"1\">'SentLog'!$A$1</x:definedName>"
+            "</x:definedNames>")
     parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
         "</Relationships>", rels + "</Relationships>")
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:

@@ -562,3 +562,29 @@ def test_sentlog_sheet_written_from_the_ledger_is_pinned(tmp_path: Path) -> None
         'footer="0.3"/><ignoredErrors><ignoredError sqref="A1:K3" numberStoredAsText="1"/>'
         "</ignoredErrors></worksheet>"
     )
+
+
+def test_version_1_rows_move_to_order_and_step_keeping_every_row(path: Path) -> None:
+    """Migration 2 keys messages by (order id folded, step): rows of one order under two
+    plans or two spellings of its id become one message keeping the most final state,
+    and the old table keeps every row."""
+    _version_1_file(path)
+    db = sqlite3.connect(path)
+    db.executescript("""
+        INSERT INTO messages VALUES (' cmd-1', 'baie', 1, 'failed', '2026-11-20', 'a@x.fr',
+            '451', '2026-11-20T07:00:00', 1, NULL, NULL);
+        INSERT INTO messages VALUES ('CMD-2', 'autre', 1, 'sent', '2026-11-28', 'b@y.fr', '',
+            '2026-11-28T07:00:00', 1, NULL, NULL);
+        INSERT INTO messages VALUES ('CMD-2', 'baie vitrée', 2, 'failed', NULL, 'b@y.fr', '',
+            '2026-11-27T07:00:00', 1, NULL, NULL);
+    """)
+    db.close()
+    with Ledger(path) as led:
+        states = {k: e.state for k, e in led.state().items()}
+        assert states == {("cmd-1", 1): "sent", ("cmd-1", 2): "sending",
+                          ("cmd-2", 1): "sent", ("cmd-2", 2): "failed",
+                          ("cmd-3", 1): "waiting"}
+        assert led.db.execute("SELECT count(*) FROM messages_v1").fetchone()[0] == 7
+        assert led.recorded_plans()["cmd-2"] == ("autre", "autre")
+        with pytest.raises(LedgerConflict, match="already sent"):
+            led.begin(msg(order_id="cmd-2", step=1), subject="S", now=NOW)

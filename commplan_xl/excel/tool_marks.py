@@ -1,11 +1,12 @@
-"""Which sheets are the tool's own: each one it writes is marked by a workbook-level defined
-name, `commplan_tool_<sheet>` (e.g. `commplan_tool_sentlog`), pointing at its cell A1.
+"""Which sheets are the tool's own: each one it writes is marked by a defined name scoped
+to that sheet, `commplan_tool_<sheet>` (e.g. `commplan_tool_sentlog`), pointing at its A1.
 
-A defined name survives a save by Excel, by LibreOffice and by openpyxl, and its reference
-follows the sheet when someone renames it: the tool finds its sheet whatever its name, and
-never takes a staff sheet for its own. A staff sheet with the name the tool wants ("Dashboard",
-"forecast", any case) is left alone: the tool's sheet gets another name ("Dashboard
-(commplan)"). A sheet an older commplan wrote, unmarked, is known by its header row.
+A sheet-scoped defined name survives a save by Excel, by LibreOffice and by openpyxl, and
+stays with its sheet when someone renames or moves it (its scope is the sheet itself, not
+a name): the tool finds its sheet whatever its name, and never takes a staff sheet for its
+own. A staff sheet with the name the tool wants ("Dashboard", "forecast", any case) is left
+alone: the tool's sheet gets another name ("Dashboard (commplan)"). A sheet an older
+commplan wrote, unmarked, is known by its header row.
 """
 
 from __future__ import annotations
@@ -32,32 +33,33 @@ def mark_name(wanted: str) -> str:
     return MARK_PREFIX + re.sub(r"[^0-9a-z]", "_", wanted.casefold())
 
 
-def sheet_of_reference(text: str) -> str | None:
-    """The sheet a reference such as `'Sent Log'!$A$1` or `SentLog!$A$1` names."""
-    text = text.strip().lstrip("=")
-    quoted = re.match(r"^'((?:[^']|'')+)'!", text)
-    if quoted:
-        return quoted.group(1).replace("''", "'")
-    plain = re.match(r"^([^'!#][^!]*)!", text)
-    return plain.group(1) if plain else None
-
-
 def reference_to(sheet: str) -> str:
     return "'" + sheet.replace("'", "''") + "'!$A$1"
 
 
+def sheet_names(root: ET.Element) -> list[str]:
+    """The workbook's sheet names, in order (a sheet-scoped name's localSheetId)."""
+    return [el.get("name", "") for el in root.iter() if _local(el.tag) == "sheet"]
+
+
 def read_marks(root: ET.Element) -> dict[str, str]:
-    """Mark name (lower case) -> the sheet name its reference points at."""
+    """Mark name (lower case) -> the name of the sheet it is scoped to (the first one when
+    a copied sheet took the mark along)."""
+    names = sheet_names(root)
     marks: dict[str, str] = {}
     for el in root.iter():
-        if el.tag.rsplit("}", 1)[-1] != "definedName" or el.get("localSheetId") is not None:
+        if _local(el.tag) != "definedName":
             continue
         name = (el.get("name") or "").casefold()
-        if name.startswith(MARK_PREFIX):
-            sheet = sheet_of_reference(el.text or "")
-            if sheet is not None:
-                marks[name] = sheet
+        scope = el.get("localSheetId")
+        if name.startswith(MARK_PREFIX) and scope is not None and scope.isdigit() \
+                and int(scope) < len(names):
+            marks.setdefault(name, names[int(scope)])
     return marks
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -121,26 +123,26 @@ def _free_name(name: str, taken: set[str]) -> str:
 
 
 def set_marks(book_xml: str, names: Mapping[str, str]) -> str:
-    """`book_xml` with one mark per tool sheet (first name -> current name), the old
-    marks of those sheets replaced; unchanged text when the marks are already right."""
-    current = {m.group(0) for m in _MARK_ELEMENT.finditer(book_xml)}
+    """`book_xml` with one mark per tool sheet (first name -> current name), scoped to
+    that sheet, the old marks of those sheets replaced; the text unchanged when the marks
+    are already right."""
+    root = ET.fromstring(book_xml)
+    if all(read_marks(root).get(mark_name(first)) == shown for first, shown in names.items()):
+        return book_xml
+    index = {name: i for i, name in enumerate(sheet_names(root))}
     wanted = {
         mark_name(first): (
-            f'<§definedName name="{mark_name(first)}" hidden="1">'
-            f"{reference_to(shown).translate(XML_TEXT)}</§definedName>"
+            f'<§definedName name="{mark_name(first)}" localSheetId="{index[shown]}" '
+            f'hidden="1">{reference_to(shown).translate(XML_TEXT)}</§definedName>'
         )
         for first, shown in names.items()
     }
-    marks = read_marks(ET.fromstring(book_xml))
-    if all(marks.get(mark_name(first)) == shown for first, shown in names.items()):
-        return book_xml
     xml = book_xml
-    for element in current:
+    for element in {m.group(0) for m in _MARK_ELEMENT.finditer(book_xml)}:
         match = re.search(r"\bname\s*=\s*[\"']([^\"']*)[\"']", element)
         if match and match.group(1).casefold() in wanted:
             xml = xml.replace(element, "", 1)
-    fragment = "".join(wanted.values())
-    return _insert_defined_names(xml, fragment)
+    return _insert_defined_names(xml, "".join(wanted.values()))
 
 
 def _insert_defined_names(xml: str, fragment: str) -> str:

@@ -384,10 +384,11 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
 
 def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> list:
     from commplan_xl.mail.smtp import Mailer
-    from commplan_xl.store.archive import ArchiveIndex, discard_message, relative
+    from commplan_xl.store.archive import ArchiveIndex, discard_message, ids_to_settle, relative
 
     s = site.settings
-    archive_index = ArchiveIndex(s.archive_dir)
+    settle = ids_to_settle(site.model.customers)
+    archive_index = ArchiveIndex(s.archive_dir, owners=ledger.archive_owners(settle))
     decisions = decide(site, ledger.state(), today=day, sent_today=ledger.sent_on(day))
     sends = [i for i, d in enumerate(decisions) if d.action == "send"]
     total = len(sends) if limit is None else min(len(sends), limit)
@@ -757,7 +758,11 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
                 return report
         d = Decision(order.order_id, customer.customer_id, plan.key, plan.name, step.number,
                      due_on, "send", "resend")
-        archive_file = _archive(site, customer, d, prepared, day)
+        from commplan_xl.store.archive import ArchiveIndex, ids_to_settle
+
+        owners = ledger.archive_owners(ids_to_settle(site.model.customers))
+        archive_file = _archive(site, customer, d, prepared, day,
+                                index=ArchiveIndex(s.archive_dir, owners=owners))
         ledger.finish(token, status="sent", detail="resent on request",
                       archive_file=archive_file, now=now_in(s), day=day)
         report.sent += 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from collections.abc import Collection
+from pathlib import PurePosixPath
 
 from commplan_xl.gc_pause import no_gc
 from commplan_xl.model import LedgerEntry, Outcome, norm_key
@@ -69,6 +71,20 @@ class LedgerReads:
             "GROUP BY order_key"
         )
         return {key: (plan_key, plan or plan_key) for key, plan_key, plan, _at in rows}
+
+    def archive_owners(self, customer_ids: Collection[str]) -> dict[str, set[str]]:
+        """Archive folder name -> the customers (of those given) whose mails are in it."""
+        owners: dict[str, set[str]] = {}
+        wanted = set(customer_ids)
+        if not wanted:
+            return owners
+        rows = self.db.execute(
+            "SELECT DISTINCT customer_id, archive_file FROM events WHERE archive_file <> ''")
+        for customer_id, archive_file in rows:
+            if customer_id in wanted:
+                folder = PurePosixPath(archive_file).parent.name
+                owners.setdefault(folder, set()).add(customer_id)
+        return owners
 
     def is_empty(self) -> bool:
         """True when the ledger has recorded nothing at all (a new or emptied file)."""

@@ -1,0 +1,138 @@
+"""The tool writes only the sheets it made: a mark that survives Excel, LibreOffice and
+openpyxl saves tells them apart from staff sheets, whatever their names."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from commplan_xl.cli import main
+from commplan_xl.store.sentlog import SENTLOG_HEADER
+from tests.builders import make_workbook
+from tests.test_run import settings_for
+
+DAY1 = "2026-03-07"
+
+
+@pytest.fixture
+def home(tmp_path, smtp_server, monkeypatch):
+    for var in ("COMMPLAN_SMTP_PASSWORD", "COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT",
+                "COMMPLAN_HOME", "COMMPLAN_SENDER_EMAIL"):
+        monkeypatch.delenv(var, raising=False)
+    make_workbook(tmp_path, settings=settings_for(smtp_server))
+    return tmp_path
+
+
+def workbook(home: Path) -> Path:
+    return home / "workbooks" / "commplan.xlsx"
+
+
+def sheet_names(home: Path) -> list[str]:
+    return openpyxl.load_workbook(workbook(home), read_only=True).sheetnames
+
+
+def cli(home: Path, *args: str) -> int:
+    return main([*args, "--home", str(home)])
+
+
+def libreoffice_save(path: Path, tmp: Path) -> None:
+    """Open and save the workbook in LibreOffice (headless), as staff would."""
+    soffice = shutil.which("soffice") or shutil.which("libreoffice")
+    if soffice is None:
+        pytest.skip("LibreOffice is not installed")
+    out = tmp / "lo-out"
+    out.mkdir(exist_ok=True)
+    profile = (tmp / "lo-profile").as_uri()
+    subprocess.run([soffice, f"-env:UserInstallation={profile}", "--headless",
+                    "--convert-to", "xlsx", "--outdir", str(out), str(path)],
+                   check=True, capture_output=True, timeout=120)
+    shutil.move(out / path.name, path)
+
+
+def openpyxl_save(path: Path, tmp: Path) -> None:
+    """Load and save with openpyxl, as a script feeding Orders from another system does."""
+    wb = openpyxl.load_workbook(path)
+    wb["Orders"]["Z1"] = "note"
+    wb.save(path)
+
+
+@pytest.mark.parametrize("save", [libreoffice_save, openpyxl_save],
+                         ids=["libreoffice", "openpyxl"])
+def test_the_mark_survives_a_save_and_a_rename(home, tmp_path, save):
+    """After the workbook is saved by LibreOffice or openpyxl, and the tool's sheets are
+    renamed by staff, the next run writes into the same sheets: no second copy."""
+    assert cli(home, "run", "--today", DAY1) == 0
+    names = sheet_names(home)
+    assert {"SentLog", "Dashboard", "Forecast"} <= set(names)
+    save(workbook(home), tmp_path)
+    wb = openpyxl.load_workbook(workbook(home))
+    wb["SentLog"].title = "Journal des envois"
+    wb.save(workbook(home))
+    assert cli(home, "run", "--today", "2026-03-08") == 0
+    after = sheet_names(home)
+    assert len(after) == len(names)
+    assert "Journal des envois" in after and "SentLog" not in after
+    rows = list(openpyxl.load_workbook(workbook(home))["Journal des envois"]
+                .iter_rows(values_only=True))
+    assert rows[0] == SENTLOG_HEADER and len(rows) == 2
+
+
+@pytest.mark.parametrize("save", [libreoffice_save, openpyxl_save],
+                         ids=["libreoffice", "openpyxl"])
+def test_the_mark_survives_a_save_as_is(home, tmp_path, save):
+    """A plain save by LibreOffice or openpyxl keeps the tool's sheets known as its own."""
+    assert cli(home, "run", "--today", DAY1) == 0
+    names = sheet_names(home)
+    save(workbook(home), tmp_path)
+    assert cli(home, "run", "--today", "2026-03-08") == 0
+    assert sheet_names(home) == names
+
+
+@pytest.mark.parametrize("staff_name", ["Dashboard", "forecast", "SENTLOG"])
+def test_a_staff_sheet_with_a_tool_name_is_never_overwritten(tmp_path, smtp_server,
+                                                             monkeypatch, capsys, staff_name):
+    """Staff's own sheet named like a tool sheet (any case) keeps its content; the tool
+    writes its sheet under another name, and `check` says so."""
+    monkeypatch.delenv("COMMPLAN_HOME", raising=False)
+    mine = [["Objectifs", "Chiffre"], ["mars", 1200], ["avril", 1500]]
+    make_workbook(tmp_path, settings=settings_for(smtp_server), sheets={staff_name: mine})
+    capsys.readouterr()
+    assert main(["check", "--home", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f'the sheet "{staff_name}" is yours' in out and "(commplan)" in out
+    for day in (DAY1, "2026-03-08"):
+        assert main(["run", "--home", str(tmp_path), "--today", day]) == 0
+    wb = openpyxl.load_workbook(workbook(tmp_path))
+    assert [list(r) for r in wb[staff_name].iter_rows(values_only=True)] == mine
+    tool = {"dashboard": "Dashboard", "forecast": "Forecast", "sentlog": "SentLog"}
+    assert f"{tool[staff_name.casefold()]} (commplan)" in wb.sheetnames
+    assert len(wb.sheetnames) == 5 + 1 + 3  # staff sheets, theirs, the tool's three
+
+
+def test_a_sheet_an_older_version_wrote_is_still_the_tools(tmp_path, smtp_server, monkeypatch):
+    """A SentLog written before the mark existed (its header row as the tool writes it) is
+    taken over and marked, not doubled."""
+    monkeypatch.delenv("COMMPLAN_HOME", raising=False)
+    old = [list(SENTLOG_HEADER), ["2026-03-01 07:00:00", "O1", "C1", "a@x.fr", "P", 1, "",
+                                  "sent", "s", "", ""]]
+    make_workbook(tmp_path, settings=settings_for(smtp_server), sheets={"SentLog": old})
+    assert main(["run", "--home", str(tmp_path), "--today", DAY1, "--new-ledger"]) == 0
+    names = openpyxl.load_workbook(workbook(tmp_path), read_only=True).sheetnames
+    assert "SentLog" in names and not any("(commplan)" in n for n in names)
+
+
+def test_the_mark_follows_a_sheet_moved_first(home):
+    """Staff drag the SentLog tab to the front (its scope moves with it): the next run
+    writes there, with no second SentLog."""
+    assert cli(home, "run", "--today", DAY1) == 0
+    names = sheet_names(home)
+    wb = openpyxl.load_workbook(workbook(home))
+    wb.move_sheet("SentLog", offset=-wb.sheetnames.index("SentLog"))
+    wb.save(workbook(home))
+    assert cli(home, "run", "--today", "2026-03-08") == 0
+    after = sheet_names(home)
+    assert after[0] == "SentLog" and sorted(after) == sorted(names)

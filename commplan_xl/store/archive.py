@@ -63,7 +63,7 @@ def _safe_id(customer_id: str) -> str:
 
 def folder_id(customer_id: str) -> str:
     """The id part of a customer's folder name: the id itself when it is a safe name, else
-    its readable safe form and a short hash of the exact id (`12_34 ~5d41402a` for
+    its readable safe form and a short hash of the exact id (`12_34 ~6ce83e70` for
     `12/34`), so two customers never share a folder."""
     sid = _safe_id(customer_id)
     if sid == customer_id:
@@ -187,7 +187,7 @@ def customer_folder(
 
     One folder per customer, never shared: an id that is not a safe name as it is (`12/34`,
     an id longer than 40 characters, a Windows device name...) carries a short hash of the
-    exact id (`12_34 ~5d41402a - Dupont`), and so does a name another customer's folder
+    exact id (`12_34 ~6ce83e70 - Dupont`), and so does a name another customer's folder
     has (ignoring case, as Windows does). The folder keeps its first name: if the
     customer's name changes, the existing folder of that id is reused so that the
     customer's archive stays together; so is a folder an earlier version named without the

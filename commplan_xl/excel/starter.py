@@ -1,7 +1,8 @@
 """`commplan init`: the home folders and a ready-to-edit workbook with demo data.
 
 The workbook is written once, here, with openpyxl; the tool never saves the staff's copy
-through openpyxl again (see DESIGN, "Known pitfalls").
+through openpyxl again: an openpyxl save rebuilds the file and drops what it does not know
+(shapes, text boxes, some chart and validation features).
 """
 
 from __future__ import annotations
@@ -62,7 +63,16 @@ class Column:
     kind: str = ""  # "date", "text", "wrap" or "" (general)
 
 
-# Column layouts, in SPEC's order. Help texts are French: the staff who edit are French.
+def _unit_help() -> str:
+    """The unit column's help: every unit's French and English name, and their notes."""
+    french = ", ".join(row.french for row in UNIT_TABLE)
+    english = ", ".join(row.english for row in UNIT_TABLE)
+    notes = (row.help_fr for row in UNIT_TABLE if row.help_fr)
+    return " ".join((f"Unité du délai : {french} (ou {english}).", *notes))
+
+
+# Column layouts: the required columns first, in the README's order. Help texts are French:
+# the staff who edit are French.
 ORDERS = (
     Column("order_id", "Numéro de commande, unique (ex. CMD-2026-0001). Saisi comme texte.",
            17, "text"),
@@ -97,10 +107,7 @@ PLANS = (
     Column("step", "Numéro du message dans le plan, de 1 à 10, sans doublon.", 6),
     Column("delay", "Délai avant l'envoi, nombre ≥ 0 (ex. 5 ; 1,5 pour un mois et demi). "
            "Nombre entier pour les jours.", 7),
-    Column("unit", " ".join((
-        f"Unité du délai : {', '.join(row.french for row in UNIT_TABLE)} "
-        f"(ou {', '.join(row.english for row in UNIT_TABLE)}).",
-        *(row.help_fr for row in UNIT_TABLE if row.help_fr))), 13),
+    Column("unit", _unit_help(), 13),
     Column("subject", "Objet du mail. Variables entre doubles accolades, "
            "ex. {{ order.order_id }}.", 44, "wrap"),
     Column("body", "Texte du mail. Variables entre doubles accolades : {{ customer.name }}, "
@@ -326,10 +333,15 @@ def create_workbook(path: Path, *, demo: bool = True, today: dt.date) -> None:
 
 
 def _setting_rows(demo: bool) -> list[list[Any]]:
-    """Every Settings key; without demo the sender is left for staff to fill in."""
-    return [[key.name, "" if not demo and key.name.startswith("sender")
-             else SETTING_VALUES.get(key.name, ""), key.description]
-            for key in SETTING_KEYS]
+    """Every Settings key with its description; without demo the sender is left for staff
+    to fill in."""
+    rows = []
+    for key in SETTING_KEYS:
+        value = SETTING_VALUES.get(key.name, "")
+        if not demo and key.name.startswith("sender"):
+            value = ""
+        rows.append([key.name, value, key.description])
+    return rows
 
 
 def _write_header(ws: Worksheet, layout: Sequence[Column]) -> None:

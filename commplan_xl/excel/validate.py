@@ -19,6 +19,7 @@ from itertools import compress, repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from commplan_xl.core.units import UNIT_ROWS, english_hint, parse_unit
 from commplan_xl.excel.read import Table, no_gc, normalise_header, parse_date, parse_yes_no
 from commplan_xl.mail.attachments import resolve_attachment
 from commplan_xl.model import (
@@ -29,11 +30,10 @@ from commplan_xl.model import (
     RowFields,
     Status,
     Step,
-    Unit,
     norm_key,
 )
 from commplan_xl.problems import WorkbookProblem
-from commplan_xl.settings import ENV_OVERRIDES, KNOWN_KEYS, Settings, parse_settings
+from commplan_xl.settings import Settings, parse_settings, sheet_rows, unknown_key
 
 if TYPE_CHECKING:
     from jinja2.sandbox import SandboxedEnvironment
@@ -64,16 +64,6 @@ def _spellings(canonical: str, *names: str) -> dict[str, str]:
     return {_fold(name): canonical for name in names}
 
 
-UNITS: dict[str, Unit] = {  # type: ignore[assignment]
-    **_spellings("days", "day", "days", "jour", "jours", "jour(s)", "j"),
-    **_spellings(
-        "business_days", "business day", "business days", "business_day", "business_days",
-        "jour ouvré", "jours ouvrés", "jour(s) ouvré(s)", "jours ouvré", "jour ouvrés",
-        "jour ouvrable", "jours ouvrables",
-    ),
-    **_spellings("weeks", "week", "weeks", "semaine", "semaines", "semaine(s)"),
-    **_spellings("months", "month", "months", "mois"),
-}
 STATUSES: dict[str, Status] = {  # type: ignore[assignment]
     **_spellings("active", "active", "actif", "active", "en cours"),
     **_spellings("paused", "paused", "pause", "en pause", "suspendu", "suspendue"),
@@ -196,9 +186,8 @@ def _settings(
             elif key in raw:
                 sheet.add(row, "key", f"The setting {key} is already in row {raw[key][1]}; "
                           "keep only one.")
-            elif key not in KNOWN_KEYS:
-                sheet.add(row, "key", f'"{values["key"]}" is not a known setting; known '
-                          "settings are " + ", ".join(KNOWN_KEYS) + ".")
+            elif (unknown := unknown_key(key, values["key"])) is not None:
+                sheet.add(row, "key", unknown)
             else:
                 raw[key] = (_text(values["value"]).strip(), row)
     settings, parsed = parse_settings(raw, home=home, environ=env)
@@ -208,10 +197,10 @@ def _settings(
                               cell=table.cell(problem.column, problem.row) or None)
         found.append(problem)
     sheet_name = table.sheet if table is not None else "Settings"
+    rows = sheet_rows(raw, env)
 
     def bad(key: str, message: str) -> None:
-        overridden = key in ENV_OVERRIDES and env.get(ENV_OVERRIDES[key], "").strip()
-        row = None if overridden else raw.get(key, ("", None))[1]
+        row = rows.get(key)
         cell = table.cell("value", row) if table is not None and row is not None else ""
         found.append(WorkbookProblem(sheet_name, row, "value", f"{key}: {message}",
                                      cell=cell or None))
@@ -326,12 +315,11 @@ def _plans(
                           f"{first}; give each step its own number.")
 
         unit_text = _text(values["unit"]).strip()
-        unit = UNITS.get(_fold(unit_text))
+        unit = parse_unit(unit_text)
         if unit is None:
             sheet.add(row, "unit", (f'"{unit_text}" is not a unit' if unit_text
                                     else "The unit is empty")
-                      + "; write days, business days, weeks or months (or jours, jours "
-                      "ouvrés, semaines, mois).")
+                      + f"; write {english_hint()}.")
 
         delay_text = _text(values["delay"]).strip()
         delay = 0.0
@@ -347,7 +335,7 @@ def _plans(
             if delay < 0:
                 sheet.add(row, "delay", f'The delay "{delay_text}" is negative; write 0 '
                           "or more.")
-            elif unit in ("days", "business_days") and not delay.is_integer():
+            elif unit is not None and UNIT_ROWS[unit].whole and not delay.is_integer():
                 sheet.add(row, "delay", f'The delay "{delay_text}" is not a whole number; '
                           "a delay in days must be whole (or use weeks or months).")
 

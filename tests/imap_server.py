@@ -1,21 +1,22 @@
 """A real IMAP server for tests: Dovecot (Debian's `dovecot-imapd`) on a temporary maildir.
 
 Why Dovecot rather than a pure-Python server (mail-devel, pymap): it is the IMAP server most
-hosting providers run, so what our client does is checked against real protocol behaviour —
-UIDVALIDITY kept in its own files and changed when a folder is recreated, `BODY.PEEK` leaving
-`\\Seen` alone while `BODY[]` sets it, `UID MOVE`, STARTTLS and implicit TLS, `LOGINDISABLED`,
-and `AUTHENTICATE XOAUTH2` (Dovecot 2.3 checks the bearer token as the user's password, so a
+hosting providers run, so our client is checked against real protocol behaviour: UIDVALIDITY
+kept in its own files and changed when a folder is recreated, `BODY.PEEK` leaving `\\Seen`
+alone, `UID MOVE`, STARTTLS and implicit TLS, modified UTF-7 folder names, and
+`AUTHENTICATE XOAUTH2` (Dovecot 2.3 checks the bearer token as the user's password, so a
 token can be tested without an identity provider). It costs one small apt package
-(`apt-get install -y dovecot-imapd`, a few seconds); when it is missing the IMAP tests are
-skipped with that line as the reason.
+(`apt-get install -y dovecot-imapd`, a few seconds, installed by .ci/run); when it is
+missing, the IMAP tests are skipped with that line as the reason.
 
 The server runs from a config file written here, never as root: when the tests run as root
 (CI) the whole Dovecot runs as the `dovecot` system user, in a temporary folder it owns.
-A self-signed certificate for 127.0.0.1 is made at start; `client_context()` returns an SSL
-context that trusts it.
+Every user name exists, with the password "pw-<user>" (a static password database: a
+password file would be re-read at most once a second). A self-signed certificate for
+127.0.0.1 is made at start; `client_context()` returns an SSL context that trusts it.
 
     with IMAPServer() as srv:
-        srv.add_user("bob@shop.test", "secret")
+        password = srv.add_user("bob@shop.test")             # "pw-bob@shop.test"
         uid = srv.deliver("bob@shop.test", raw_bytes)       # APPEND, unread
         srv.port, srv.tls_port                                # plain/STARTTLS, implicit TLS
 """
@@ -100,11 +101,13 @@ ssl_cert = <{base}/cert.pem
 ssl_key = <{base}/key.pem
 {ssl_dh}
 auth_mechanisms = plain login xoauth2
+auth_failure_delay = 0
 mail_location = maildir:~/Maildir
 mailbox_list_index = no
+# Every user exists; the password of user U is "pw-U" (see password_for).
 passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {base}/passwd
+  driver = static
+  args = password=pw-%u
 }}
 userdb {{
   driver = static
@@ -128,6 +131,10 @@ service imap-login {{
 }}
 service anvil {{
   chroot =
+  # No growing delay for a client that failed to log in: tests refuse logins on purpose.
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service auth-worker {{
   user = {user}
@@ -158,7 +165,6 @@ class IMAPServer:
         for sub in ("run", "state", "home"):
             (base / sub).mkdir()
         _self_signed(base / "cert.pem", base / "key.pem")
-        (base / "passwd").write_text("")
         dh = Path("/usr/share/dovecot/dh.pem")
         conf = _CONFIG.format(
             base=base, user=self._as.pw_name, group=_group_name(self._as.pw_gid),
@@ -223,19 +229,10 @@ class IMAPServer:
 
     # -- accounts and mail
 
-    def add_user(self, user: str, password: str) -> None:
-        """Create an account (Dovecot re-reads the password file when it changes)."""
-        self.passwords[user] = password
-        lines = "".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self.passwords.items())
-        path = self.base / "passwd"
-        tmp = path.with_suffix(".new")
-        tmp.write_text(lines)
-        if os.geteuid() == 0:
-            os.chown(tmp, self._as.pw_uid, self._as.pw_gid)
-        os.replace(tmp, path)
-        # passwd-file notices a change by its mtime: make two quick changes distinct.
-        future = time.time() + len(self.passwords)
-        os.utime(path, (future, future))
+    def add_user(self, user: str) -> str:
+        """An account's name and password: every user exists, with the password "pw-<user>"."""
+        self.passwords[user] = password_for(user)
+        return self.passwords[user]
 
     def admin(self, user: str) -> imaplib.IMAP4:
         """A logged-in plain connection as `user`, for the test's own checks."""
@@ -243,13 +240,18 @@ class IMAPServer:
         conn.login(user, self.passwords[user])
         return conn
 
-    def deliver(self, user: str, raw: bytes, folder: str = "INBOX") -> int:
-        """Put one message into `folder` (created if needed), unread; return its UID."""
+    def deliver(self, user: str, raw: bytes, folder: str = "INBOX", *,
+                received: dt.datetime | None = None) -> int:
+        """Put one message into `folder` (created if needed), unread; return its UID.
+
+        `received` sets the date the server says it arrived (IMAP INTERNALDATE).
+        """
         conn = self.admin(user)
         try:
             if folder.upper() != "INBOX":
                 conn.create(_quote(folder))  # fails harmlessly when it exists
-            typ, data = conn.append(_quote(folder), "", None, raw)
+            when = imaplib.Time2Internaldate(received) if received else None
+            typ, data = conn.append(_quote(folder), "", when, raw)
             assert typ == "OK", data
             found = re.search(rb"APPENDUID \d+ (\d+)", data[0] or b"")
             return int(found.group(1)) if found else 0
@@ -311,8 +313,15 @@ class IMAPServer:
         return ctx
 
 
+def password_for(user: str) -> str:
+    """The password the server accepts for `user`."""
+    return f"pw-{user}"
+
+
 def _quote(folder: str) -> str:
-    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    from commplan_xl.mail.imap import mutf7
+
+    return '"' + mutf7(folder).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _group_name(gid: int) -> str:

@@ -18,6 +18,7 @@ Every failure is an `ImapError` with a `kind` and one plain sentence.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import imaplib
@@ -26,13 +27,13 @@ import socket
 import ssl
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from commplan_xl.problems import CommplanError
 
 __all__ = [
     "ImapConfig", "ImapError", "Fetched", "Position", "Mailbox", "TokenSource",
-    "security_for", "read_new", "check_mailbox", "xoauth2_bytes",
+    "security_for", "read_new", "check_mailbox", "xoauth2_bytes", "mutf7",
     "UNREACHABLE", "TLS", "INSECURE", "SIGN_IN", "LOGIN", "FOLDER", "PROTOCOL",
 ]
 
@@ -253,6 +254,11 @@ class Mailbox:
             return ImapError(
                 f'could not find the mailbox server "{self.config.host}" (unknown host'
                 " name): check imap_host", kind=UNREACHABLE)
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return ImapError(
+                f"the certificate of the mailbox server {where} could not be verified"
+                f" ({exc.verify_message or exc.reason}): check that imap_host is the"
+                " server's own name", kind=TLS)
         if isinstance(exc, ssl.SSLError):
             reason = getattr(exc, "reason", None) or exc
             return ImapError(
@@ -318,6 +324,14 @@ class Mailbox:
             if uid in found:  # a message expunged meanwhile by someone else is just absent
                 yield Fetched(self.uidvalidity, uid, found[uid])
 
+    def _plain(self, call: Any, *args: Any, **kw: Any) -> Any:
+        """Run one imaplib call; a broken connection or a BAD answer becomes an ImapError."""
+        try:
+            return call(*args, **kw)
+        except (imaplib.IMAP4.error, OSError) as exc:
+            self._drop()
+            raise self._connection_error(exc) from None
+
     def _command(self, command: str, *args: str) -> list:
         conn = self._conn
         if conn is None:
@@ -339,7 +353,7 @@ class Mailbox:
         conn = self._conn
         if conn is None:
             return set()
-        typ, data = conn.capability()
+        typ, data = self._plain(conn.capability)
         return set(_text(data).upper().split()) if typ == "OK" else set(conn.capabilities)
 
     def move_done(self, uids: Iterable[int]) -> str:
@@ -355,14 +369,14 @@ class Mailbox:
         conn = self._conn
         if conn is None:
             raise ImapError("the mailbox is not open", kind=PROTOCOL)
-        typ, data = conn.list("", _quote(done))
+        typ, data = self._plain(conn.list, '""', _quote(done))
         if typ != "OK" or not [d for d in data if d]:
             raise ImapError(
                 f'the folder "{done}" named in bounce_folder_done does not exist in the'
                 f' mailbox "{self.config.user}": create it or empty the setting', kind=FOLDER)
         has_move = "MOVE" in self.capabilities()
         if has_move and not self._writable:
-            self._select(writable=True)  # MOVE needs the folder opened read-write
+            self._plain(self._select, writable=True)  # MOVE needs the folder read-write
         self._command("MOVE" if has_move else "COPY", _uid_set(wanted), _quote(done))
         return "moved" if has_move else "copied"
 
@@ -434,7 +448,30 @@ def _number(data: list | None) -> int:
 
 
 def _quote(folder: str) -> str:
-    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A folder name as IMAP wants it: modified UTF-7 ("Traités" → "Trait&AOk-s"), quoted."""
+    name = mutf7(folder)
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def mutf7(name: str) -> str:
+    """IMAP's modified UTF-7 for folder names (RFC 3501, 5.1.3)."""
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            packed = base64.b64encode("".join(pending).encode("utf-16-be")).decode("ascii")
+            out.append("&" + packed.rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+
+    for ch in name:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            pending.append(ch)
+    flush()
+    return "".join(out)
 
 
 def _uid_set(uids: list[int]) -> str:

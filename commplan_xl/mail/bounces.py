@@ -15,6 +15,7 @@ Nothing here raises on a bad message: it becomes `Kind.UNREADABLE` with the reas
 from __future__ import annotations
 
 import email
+import email.errors
 import email.header
 import email.message
 import email.parser
@@ -143,8 +144,11 @@ def status_kind(status: str, diagnostic: str = "", action: str = "failed") -> Ki
         return Kind.NOT_A_BOUNCE
     if klass == "4" or _has(diagnostic, _FULL_WORDS + _EXPIRED_WORDS):
         return Kind.SOFT
-    if code in ("5.1.7", "5.1.8", "5.2.3") or subject == "7":
-        return Kind.HARD if _has(diagnostic, _HARD_WORDS) else Kind.SENDER_SIDE
+    if code in ("5.1.7", "5.1.8", "5.2.3"):  # our sender address, our message's size
+        return Kind.SENDER_SIDE
+    if subject == "7":
+        hard = _has(diagnostic, _HARD_WORDS) and not _has(diagnostic, _SENDER_WORDS)
+        return Kind.HARD if hard else Kind.SENDER_SIDE
     if subject == "1" or code in ("5.2.1", "5.4.1", "5.4.4") or _has(diagnostic, _HARD_WORDS):
         return Kind.HARD
     if _has(diagnostic, _SENDER_WORDS):
@@ -190,14 +194,28 @@ def _overall(recipients: Iterable[RecipientStatus]) -> Kind:
 # -------------------------------------------------------------------- headers
 
 def _header(msg: email.message.Message, name: str) -> str:
-    """A header decoded to text (RFC 2047 words), "" when absent or undecodable."""
+    """A header decoded to text (RFC 2047 words, raw 8-bit as UTF-8), "" when absent."""
     value = msg.get(name)
     if value is None:
         return ""
     try:
-        return str(email.header.make_header(email.header.decode_header(str(value)))).strip()
-    except (ValueError, LookupError, UnicodeError):
+        parts = email.header.decode_header(value)
+    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
         return str(value).strip()
+    text = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            text.append(chunk)
+            continue
+        try:
+            text.append(chunk.decode(_charset(charset), "replace"))
+        except LookupError:
+            text.append(chunk.decode("utf-8", "replace"))
+    return "".join(text).strip()
+
+
+def _charset(charset: str | None) -> str:
+    return "utf-8" if not charset or charset == "unknown-8bit" else charset
 
 
 _ID = re.compile(r"<[^<>\s]+>")

@@ -84,6 +84,18 @@ def _self_signed(cert: Path, key: Path) -> None:
     ))
 
 
+_SSL = """\
+ssl = yes
+ssl_cert = <{base}/cert.pem
+ssl_key = <{base}/key.pem
+{ssl_dh}"""
+_IMAPS = """\
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {tls_port}
+    ssl = yes
+  }}"""
+
 _CONFIG = """\
 protocols = imap
 listen = 127.0.0.1
@@ -96,10 +108,7 @@ default_internal_group = {group}
 default_login_user = {user}
 first_valid_uid = {uid}
 first_valid_gid = {gid}
-ssl = yes
-ssl_cert = <{base}/cert.pem
-ssl_key = <{base}/key.pem
-{ssl_dh}
+{ssl}
 auth_mechanisms = plain login xoauth2
 auth_failure_delay = 0
 mail_location = maildir:~/Maildir
@@ -123,11 +132,7 @@ service imap-login {{
     address = 127.0.0.1
     port = {port}
   }}
-  inet_listener imaps {{
-    address = 127.0.0.1
-    port = {tls_port}
-    ssl = yes
-  }}
+{imaps}
 }}
 service anvil {{
   chroot =
@@ -146,12 +151,14 @@ class IMAPServer:
     """Dovecot on 127.0.0.1: `port` speaks plain IMAP and offers STARTTLS, `tls_port` TLS.
 
     Loopback connections count as secure for Dovecot, so a plain login works too (the
-    client's own rule decides whether it sends one).
+    client's own rule decides whether it sends one). `tls=False` makes a server with no TLS
+    at all: no STARTTLS offered, no `tls_port` (0).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: bool = True) -> None:
+        self.tls = tls
         self.port = free_port()
-        self.tls_port = free_port()
+        self.tls_port = free_port() if tls else 0
         self.base = Path(tempfile.mkdtemp(prefix="commplan-imap-"))
         self.passwords: dict[str, str] = {}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -166,10 +173,12 @@ class IMAPServer:
             (base / sub).mkdir()
         _self_signed(base / "cert.pem", base / "key.pem")
         dh = Path("/usr/share/dovecot/dh.pem")
+        ssl_dh = f"ssl_dh = <{dh}" if dh.exists() else ""
         conf = _CONFIG.format(
             base=base, user=self._as.pw_name, group=_group_name(self._as.pw_gid),
-            uid=self._as.pw_uid, gid=self._as.pw_gid, port=self.port, tls_port=self.tls_port,
-            ssl_dh=f"ssl_dh = <{dh}" if dh.exists() else "",
+            uid=self._as.pw_uid, gid=self._as.pw_gid, port=self.port,
+            ssl=_SSL.format(base=base, ssl_dh=ssl_dh) if self.tls else "ssl = no",
+            imaps=_IMAPS.format(tls_port=self.tls_port) if self.tls else "",
         )
         (base / "dovecot.conf").write_text(conf)
         if os.geteuid() == 0:
@@ -190,7 +199,7 @@ class IMAPServer:
             if self._proc is not None and self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode() if self._proc.stderr else ""
                 raise RuntimeError(f"dovecot stopped at start: {err}{self.log()}")
-            for port in (self.port, self.tls_port):
+            for port in (self.port, self.tls_port) if self.tls else (self.port,):
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 except OSError:

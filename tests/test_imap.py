@@ -273,3 +273,33 @@ def test_a_position_of_another_folder_state_is_plain_data():
     """Positions are plain values the ledger can store and compare."""
     assert Position(7, 12) == Position(7, 12)
     assert imap.Fetched(7, 12, b"x").position == Position(7, 12)
+
+
+def test_a_big_report_is_read_in_part_and_still_understood(server, account):
+    """Only the first max_bytes are read; the report and the original's headers come first."""
+    raw = (SAMPLES / "m365_recipient_not_found.eml").read_bytes()
+    padding = "Votre devis en pièce jointe.\n".encode() * 8000  # a big returned original
+    raw = raw.replace(b"est en cours de traitement.\n", b"est en cours de traitement.\n" + padding)
+    server.deliver(account, raw)
+    (got,) = read_new(config(server, account, max_bytes=20_000))
+    assert len(got.raw) == 20_000
+    assert got.truncated and got.size == len(crlf(raw))
+    report = classify(got.raw)
+    assert report.kind == Kind.HARD
+    assert report.message_ids[0] == (
+        "<176480521447.2811.9912844377665210321@menuiserie-durand.fr>")
+
+
+def test_starttls_never_falls_back_to_a_plain_login():
+    """A server without STARTTLS: kind tls, and no login reaches it."""
+    with imap_server.IMAPServer(tls=False) as plain:
+        user = "shop@menuiserie-durand.test"
+        cfg = ImapConfig(host="127.0.0.1", port=plain.port, security="starttls", user=user,
+                         password=plain.add_user(user), timeout=10)
+        with pytest.raises(ImapError) as caught:
+            read_new(cfg)
+        assert caught.value.kind == imap.TLS
+        assert str(caught.value) == (
+            f"the mailbox server 127.0.0.1:{plain.port} does not offer STARTTLS: check"
+            " imap_security (ssl for port 993, starttls for 143)")
+        assert f"user=<{user}>" not in plain.log()

@@ -79,6 +79,9 @@ class ImapConfig:
     folder: str = "INBOX"
     done_folder: str = ""  # empty: handled messages stay where they are
     timeout: float = 30.0
+    # Bytes read of each message at most: a report comes first and the returned original
+    # (with our attachments) last, so the start is enough to classify a big one.
+    max_bytes: int = 1_000_000
     # Only for tests or a private CA: the default verifies the certificate against the system.
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
 
@@ -97,11 +100,16 @@ class Position:
 
 @dataclass(frozen=True)
 class Fetched:
-    """One message read from the mailbox, exactly as the server holds it."""
+    """One message read from the mailbox, exactly as the server holds it (up to max_bytes)."""
 
     uidvalidity: int
     uid: int
     raw: bytes
+    size: int = 0  # the whole message's size on the server (RFC822.SIZE)
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > len(self.raw)
 
     @property
     def position(self) -> Position:
@@ -220,14 +228,18 @@ class Mailbox:
         c = self.config
         head = f'the mailbox server {c.where} refused the login of "{c.user}" ({reply})'
         low = reply.lower()
-        if c.token_provider is not None and "office365" in c.host.lower():
+        if c.token_provider is not None and _is_microsoft(c.host):
             hint = ("the app needs the Office 365 Exchange Online application permission"
                     " IMAP.AccessAsApp (admin consent) and access to this mailbox"
                     " (Add-MailboxPermission); imap_user must be the mailbox address")
         elif c.token_provider is not None:
             hint = "the token was not accepted for this address; check imap_user"
-        elif "application-specific" in low or "web browser" in low:
-            hint = "Gmail needs an app password, or IMAP turned on in the Gmail settings"
+        elif "application-specific" in low or "web browser" in low or "for imap" in low:
+            hint = ("Gmail needs IMAP turned on in its settings and an app password (with"
+                    " 2-step verification), or the Google sign-in (oauth2-google)")
+        elif _is_microsoft(c.host):
+            hint = ("Microsoft 365 usually refuses passwords for IMAP: use the Microsoft"
+                    " sign-in (oauth2-microsoft) with the IMAP.AccessAsApp permission")
         elif "logindisabled" in low or "plaintext" in low:
             hint = "the server wants an encrypted connection first: check imap_security"
         else:
@@ -312,17 +324,20 @@ class Mailbox:
             yield from self._fetch(uids[start:start + _CHUNK])
 
     def _fetch(self, uids: list[int]) -> Iterator[Fetched]:
-        data = self._command("FETCH", _uid_set(uids), "(UID BODY.PEEK[])")
-        found: dict[int, bytes] = {}
+        part = f"BODY.PEEK[]<0.{self.config.max_bytes}>" if self.config.max_bytes else (
+            "BODY.PEEK[]")
+        data = self._command("FETCH", _uid_set(uids), f"(UID RFC822.SIZE {part})")
+        found: dict[int, tuple[bytes, int]] = {}
         for item in data:
             if isinstance(item, tuple) and len(item) == 2:
-                head = item[0]
-                m = re.search(rb"UID (\d+)", head)
-                if m:
-                    found[int(m.group(1))] = item[1]
+                uid = re.search(rb"UID (\d+)", item[0])
+                size = re.search(rb"RFC822\.SIZE (\d+)", item[0])
+                if uid:
+                    found[int(uid.group(1))] = (item[1], int(size.group(1)) if size else 0)
         for uid in uids:
             if uid in found:  # a message expunged meanwhile by someone else is just absent
-                yield Fetched(self.uidvalidity, uid, found[uid])
+                raw, size = found[uid]
+                yield Fetched(self.uidvalidity, uid, raw, size or len(raw))
 
     def _plain(self, call: Any, *args: Any, **kw: Any) -> Any:
         """Run one imaplib call; a broken connection or a BAD answer becomes an ImapError."""
@@ -427,6 +442,10 @@ def check_mailbox(config: ImapConfig) -> str:
     how = {"ssl": "SSL", "starttls": "STARTTLS"}.get(security, "no encryption")
     return (f'the mailbox server {config.where} answered ({how}) and "{config.user}" logged'
             f' in; the folder "{config.folder}" holds {count} message(s)')
+
+
+def _is_microsoft(host: str) -> bool:
+    return host.lower().endswith(("office365.com", "outlook.com"))
 
 
 def _text(value: object) -> str:

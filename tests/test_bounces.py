@@ -12,6 +12,7 @@ from commplan_xl.mail.bounces import (
     Kind,
     classify,
     match,
+    new_ref,
     normalize_message_id,
     status_kind,
 )
@@ -268,3 +269,11 @@ def test_match_of_an_empty_report_is_none():
 def test_message_ids_are_normalised(value, expected):
     """Message-IDs compare in one form: angle brackets, no folding spaces."""
     assert normalize_message_id(value) == expected
+
+
+def test_our_reference_is_found_wherever_the_report_returns_it():
+    """A fresh reference set on a mail is found again in a report returning its headers."""
+    ref = new_ref()
+    assert ref != new_ref()
+    raw = sample("postfix_mailbox_full.eml").replace(b"cp1-a04c77e9d3f215", ref.encode())
+    assert match(classify(raw), {ref: "ours"}) == "ours"

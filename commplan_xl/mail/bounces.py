@@ -23,6 +23,7 @@ import email.policy
 import email.utils
 import logging
 import re
+import secrets
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,7 +31,7 @@ from typing import Any
 
 __all__ = [
     "Kind", "RecipientStatus", "BounceReport", "classify", "match", "status_kind",
-    "normalize_message_id", "REF_HEADER", "TO_REVIEW", "FAILURES",
+    "normalize_message_id", "new_ref", "REF_HEADER", "TO_REVIEW", "FAILURES",
 ]
 
 REF_HEADER = "X-Commplan-Ref"  # our own opaque reference, set on every mail we send
@@ -221,6 +222,11 @@ def _charset(charset: str | None) -> str:
 _ID = re.compile(r"<[^<>\s]+>")
 
 
+def new_ref() -> str:
+    """A fresh value for our X-Commplan-Ref header: opaque, unique, safe in any header."""
+    return "cp1-" + secrets.token_hex(8)
+
+
 def normalize_message_id(value: str) -> str:
     """A Message-ID as "<local@domain>" (brackets added, spaces dropped), or ""."""
     value = "".join(str(value).split())
@@ -268,17 +274,7 @@ def _collect_refs(msg: email.message.Message) -> _Refs:
     found = _Refs()
     found.add_id(_header(msg, "X-Original-Message-ID"))
     for part in msg.walk():
-        ctype = part.get_content_type()
-        if ctype in ("message/rfc822", "message/global"):
-            inner = part.get_payload()
-            if isinstance(inner, list) and inner and isinstance(inner[0], email.message.Message):
-                found.from_original(inner[0])
-        elif ctype in ("text/rfc822-headers", "message/rfc822-headers"):
-            found.from_original(email.parser.HeaderParser().parsestr(_text_of(part)))
-        elif ctype in _REPORT_PARTS:
-            for block in _blocks(part)[:1]:
-                found.add_id(_header(block, "X-Original-Message-ID"))
-                found.add_id(_header(block, "Original-Message-ID"))
+        _refs_in_part(part, found)
     for ref in msg.get_all(REF_HEADER) or []:
         found.add_ref(str(ref))
     for name in ("In-Reply-To", "References"):
@@ -293,6 +289,21 @@ def _collect_refs(msg: email.message.Message) -> _Refs:
             for ref in _TEXT_REF.findall(body):
                 found.add_ref(ref)
     return found
+
+
+def _refs_in_part(part: email.message.Message, found: _Refs) -> None:
+    """The original's ids in a returned message, its returned headers or a report part."""
+    ctype = part.get_content_type()
+    if ctype in ("message/rfc822", "message/global"):
+        inner = part.get_payload()
+        if isinstance(inner, list) and inner and isinstance(inner[0], email.message.Message):
+            found.from_original(inner[0])
+    elif ctype in ("text/rfc822-headers", "message/rfc822-headers"):
+        found.from_original(email.parser.HeaderParser().parsestr(_text_of(part)))
+    elif ctype in _REPORT_PARTS:
+        for block in _blocks(part)[:1]:
+            found.add_id(_header(block, "X-Original-Message-ID"))
+            found.add_id(_header(block, "Original-Message-ID"))
 
 
 def _text_of(part: email.message.Message) -> str:

@@ -34,13 +34,14 @@ from commplan_xl.problems import CommplanError
 __all__ = [
     "ImapConfig", "ImapError", "Fetched", "Position", "Mailbox", "TokenSource",
     "security_for", "read_new", "check_mailbox", "xoauth2_bytes", "mutf7",
-    "UNREACHABLE", "TLS", "INSECURE", "SIGN_IN", "LOGIN", "FOLDER", "PROTOCOL",
+    "UNREACHABLE", "TLS", "INSECURE", "SETTING", "SIGN_IN", "LOGIN", "FOLDER", "PROTOCOL",
 ]
 
 # ImapError kinds
 UNREACHABLE = "unreachable"  # unknown host, refused connection, no answer in time, dropped
 TLS = "tls"  # the secure connection could not be made (certificate, wrong security for port)
 INSECURE = "insecure"  # a login would go without TLS and imap_security is not explicitly none
+SETTING = "setting"  # imap_security is not one of ssl, starttls, none
 SIGN_IN = "sign_in"  # no password, or the OAuth2 token could not be had
 LOGIN = "login"  # the server refused the login
 FOLDER = "folder"  # imap_folder or bounce_folder_done does not exist
@@ -127,7 +128,7 @@ def security_for(config: ImapConfig) -> tuple[str, bool]:
         if chosen not in SECURITIES:
             raise ImapError(
                 f'imap_security "{config.security}" is not one of ssl, starttls, none',
-                kind=INSECURE)
+                kind=SETTING)
         return chosen, True
     return PORT_SECURITY.get(config.port, "none"), False
 

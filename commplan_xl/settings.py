@@ -13,7 +13,7 @@ KNOWN_KEYS = (
     "sender_email", "sender_name", "reply_to", "smtp_host", "smtp_port", "smtp_security",
     "smtp_user", "smtp_auth", "locale", "timezone", "holidays", "catch_up_days", "daily_limit",
     "attachments_dir", "archive_dir", "report_to", "oauth_tenant_id", "oauth_client_id",
-    "oauth2_file", "smtp_timeout",
+    "oauth2_file", "smtp_timeout", "logo", "signature",
 )
 ENV_OVERRIDES = {
     "smtp_host": "COMMPLAN_SMTP_HOST",
@@ -53,6 +53,8 @@ class Settings:
     oauth_tenant_id: str = ""
     oauth_client_id: str = ""
     oauth2_file: str = ""
+    logo: str = ""  # an image file in attachments/, shown at the top of every mail
+    signature: str = ""  # Markdown (variables allowed), shown under every mail's body
 
     @property
     def holiday_country(self) -> str:
@@ -97,7 +99,8 @@ def parse_settings(
 
     kw: dict[str, object] = {}
     for key in ("sender_email", "sender_name", "reply_to", "smtp_user", "locale", "timezone",
-                "holidays", "oauth_tenant_id", "oauth_client_id", "oauth2_file"):
+                "holidays", "oauth_tenant_id", "oauth_client_id", "oauth2_file", "logo",
+                "signature"):
         if values.get(key, "").strip():
             kw[key] = values[key].strip()
     if values.get("sender_email"):

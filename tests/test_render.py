@@ -279,3 +279,25 @@ def test_the_html_part_is_never_the_text_with_br_and_the_text_never_html() -> No
     assert out.text == "Bonjour,\nà bientôt sur https://shop.fr"
     assert "<" not in out.text
     assert "max-width: 600px" in out.html and "<table" in out.html
+
+
+def test_site_constants_and_sender_are_markdown_like_the_template() -> None:
+    """The staff's constants and sender address become links; a customer's cell does not."""
+    context = make_context(name="www.client.example")
+    context.update(build_context(
+        order=Order(order_id="O-001", customer_id="00123", plan="p", dates={}, fields={}),
+        customer=Customer(customer_id="00123", name="x", emails=(), fields={}),
+        plan_name="p", step_number=1, due_date=DUE, today=DUE, sender_name="Dupont",
+        sender_email="contact@menuiserie.fr",
+        constants={"company_website": "www.menuiserie.fr", "hours": "**9 h - 18 h**"},
+    ))
+    context["customer"] = make_context(name="www.client.example")["customer"]
+    step = Step(plan="p", number=1, delay=1, unit="days", subject="s",
+                body="{{ company_website }} {{ sender.email }} {{ hours }} {{ customer.name }}")
+    out = render_message(step, context, locale="fr_FR")
+    content = content_of(out.html)
+    assert '<a href="http://www.menuiserie.fr"' in content
+    assert '<a href="mailto:contact@menuiserie.fr"' in content
+    assert re.search(r"<strong[^>]*>9 h - 18 h</strong>", content)
+    assert "www.client.example" in content and "http://www.client.example" not in content
+    assert out.text == "www.menuiserie.fr contact@menuiserie.fr 9 h - 18 h www.client.example"

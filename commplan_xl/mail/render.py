@@ -178,9 +178,19 @@ def _money_filter(locale: str):
 _MD_SPECIAL = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
 
 
+class StaffText(str):
+    """Text the staff wrote in Settings or Variables (the site's constants): Markdown like
+    the template itself, so `www.shop.fr` in a constant becomes a link. Customer and order
+    cells are data and stay escaped."""
+
+    __slots__ = ()
+
+
 def markdown_value(value: Any) -> str:
     """A value as Markdown text that shows it literally: punctuation backslash-escaped, its
     line breaks kept (never a blank line or an indent, which would start a new block)."""
+    if type(value) is StaffText:
+        return str.__str__(value)
     text = "" if value is None else str(value)
     if "\r" in text or "\n" in text:
         lines = _normalise_newlines(text).split("\n")
@@ -263,15 +273,18 @@ def build_context(
     sender_email: str,
     constants: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Every variable a template may use. Built-in names win over a same-named constant."""
-    context: dict[str, Any] = dict(constants)
+    """Every variable a template may use. Built-in names win over a same-named constant.
+    The staff's own text (constants, sender) is Markdown in a body; workbook data is not."""
+    context: dict[str, Any] = {k: StaffText(v) if isinstance(v, str) else v
+                               for k, v in constants.items()}
     context.update(
         customer=Namespace("customer", _customer_values(customer)),
         order=Namespace("order", _order_values(order)),
         plan=Namespace("plan", {"name": plan_name}),
         step=Namespace("step", {"number": step_number, "due_date": due_date}),
         today=today,
-        sender=Namespace("sender", {"name": sender_name, "email": sender_email}),
+        sender=Namespace("sender", {"name": StaffText(sender_name),
+                                    "email": StaffText(sender_email)}),
     )
     return context
 

@@ -176,7 +176,7 @@ def test_missing_logo_holds_the_mail_and_check_says_why(home, smtp_server, capsy
     (home / "attachments" / "logo.png").unlink()
     assert main(["check", "--home", str(home)]) == 1
     out = capsys.readouterr().out
-    assert 'Settings (value): logo: the logo "logo.png" is not in' in out
+    assert 'Settings (value): the logo "logo.png" is not in' in out
     assert main(["run", "--today", DAY1, "--home", str(home)]) == 1
     assert smtp_server.received == []
     (home / "attachments" / "logo.png").write_bytes(png(120, 40))
@@ -218,7 +218,7 @@ def test_signature_syntax_error_is_a_settings_problem(tmp_path) -> None:
     """A signature that cannot compile is reported on the Settings sheet."""
     settings = Settings(home=tmp_path, signature="Cordialement {{ sender.name }")
     (found,) = layout_problems(settings)
-    assert str(found).startswith("Settings (value): signature: the signature has a mistake")
+    assert str(found).startswith("Settings (value): the signature has a mistake on line 1")
 
 
 def test_a_logo_that_is_not_an_image_is_refused(tmp_path) -> None:

@@ -85,7 +85,7 @@ def _logo(settings: Settings) -> tuple[InlineImage | None, int | None, str | Non
         path = resolve_attachment(settings.attachments_dir, name)
         stat = path.stat()
     except ValueError as exc:
-        return None, None, f"the logo: {exc}"
+        return None, None, str(exc).replace("The attachment", "the logo", 1)
     except OSError:
         return None, None, (f'the logo "{name}" is not in {settings.attachments_dir}: put the '
                             "file there or correct the logo setting")
@@ -159,10 +159,9 @@ def layout_problems(settings: Settings,
 
 
 def _problem(where: str, message: str) -> WorkbookProblem:
-    if where == "Settings":
-        key = "signature" if message.startswith("the signature") else "logo"
-        return WorkbookProblem("Settings", None, "value", f"{key}: {message}")
-    return WorkbookProblem(where, None, None, message)
+    """A problem of layout.html, or of the Settings value `logo` or `signature` (each
+    sentence names which)."""
+    return WorkbookProblem(where, None, "value" if where == "Settings" else None, message)
 
 
 def site_layout_problems(source: str, locale: str = "fr_FR") -> list[str]:

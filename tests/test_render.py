@@ -228,6 +228,7 @@ def test_bare_web_and_mail_addresses_become_links() -> None:
     """A bare web or mail address typed in a body is a link; the text part shows it once."""
     out = render("Voir www.shop.fr, https://shop.fr/aide ou contact@shop.fr")
     assert '<a href="http://www.shop.fr"' in out.html
+    assert '<a href="http://shop.fr"' in render("Voir shop.fr.").html
     assert '<a href="https://shop.fr/aide"' in out.html
     assert '<a href="mailto:contact@shop.fr"' in out.html
     assert out.text == "Voir www.shop.fr, https://shop.fr/aide ou contact@shop.fr"

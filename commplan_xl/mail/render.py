@@ -394,7 +394,17 @@ def markdown_parser() -> MarkdownIt:
     from markdown_it import MarkdownIt
 
     options = {"html": False, "linkify": True, "breaks": True, "xhtmlOut": False}
-    return MarkdownIt("commonmark", options).enable("linkify")
+    md = MarkdownIt("commonmark", options).enable("linkify")
+    # linkify-it tries its large patterns on every paragraph and piece of text (about half
+    # the time of a mail); only text with "name.tld", "@" or "//" can hold a link.
+    linkify = md.linkify
+    pretest, test = linkify.pretest, linkify.test
+    linkify.pretest = lambda text: bool(_MAYBE_LINK.search(text)) and pretest(text)
+    linkify.test = lambda text: bool(_MAYBE_LINK.search(text)) and test(text)
+    return md
+
+
+_MAYBE_LINK = re.compile(r"\w\.[^\W\d_]|@|//|mailto:", re.IGNORECASE)
 
 
 @lru_cache(maxsize=64)  # a site's signature is often the same in every mail

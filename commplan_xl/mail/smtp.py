@@ -253,8 +253,8 @@ def _related(html_part: bytes, images: Sequence[InlineImage], reader: Attachment
     """The HTML part with the images it shows by `cid:` (the logo), as multipart/related:
     each image inline, with its Content-ID, so no mail program lists it as an attachment."""
     rel = _boundary()
-    chunks = [b'Content-Type: multipart/related; boundary="%s"\r\n\r\n--' % rel, rel,
-              b"\r\n", html_part]
+    head = b'Content-Type: multipart/related; type="text/html"; boundary="%s"\r\n\r\n--' % rel
+    chunks = [head, rel, b"\r\n", html_part]
     for image in images:
         loaded = reader.load(image.path)
         name = image.path.name if image.path.name.isascii() else "logo" + image.path.suffix

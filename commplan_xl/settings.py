@@ -164,6 +164,12 @@ KEYS: tuple[Key, ...] = (
     Key("smtp_timeout", float, _seconds, 30.0,
         description="Secondes d'attente d'une réponse du serveur d'envoi avant d'abandonner. "
         "Vide = 30."),
+    Key("logo", str, _text, "",
+        description="Logo en haut de chaque mail : le nom d'un fichier image (PNG, JPEG) du "
+        "dossier attachments. Vide = pas de logo."),
+    Key("signature", str, _text, "",
+        description="Signature sous chaque mail (Markdown, variables permises, ex. "
+        "{{ sender.name }}). Vide = pas de signature."),
 )
 KEY_OF: dict[str, Key] = {key.name: key for key in KEYS}
 KNOWN_KEYS: tuple[str, ...] = tuple(KEY_OF)

@@ -27,7 +27,7 @@ import pandas as pd
 from python_calamine import CalamineWorkbook
 
 from commplan_xl.excel.graft import column_letter
-from commplan_xl.problems import CommplanError
+from commplan_xl.problems import CellError, CommplanError, Problem
 
 # The sheets validation needs; reading only these keeps a run fast on big workbooks.
 INPUT_SHEETS = ("settings", "plans", "customers", "orders", "variables")
@@ -88,6 +88,12 @@ class Table:
         by_row = zip(*(self.data[c] for c in columns))  # noqa: B905 - columns of one length
         values = map(dict, map(zip, repeat(columns), by_row))  # noqa: B905 - as above
         return tuple(zip(self.numbers, values))  # noqa: B905 - one number per row
+
+    @functools.cached_property
+    def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame of cell values (objects), indexed by Excel row number."""
+        return pd.DataFrame(self.data, index=pd.Index(self.numbers, dtype="int64"),
+                            columns=list(self.columns), dtype=object)
 
     def values(self, index: int) -> dict[str, object]:
         """The values by column of the row at `index` (of `numbers`)."""
@@ -314,45 +320,43 @@ _DAY_FIRST = re.compile(r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4}|\d{2})(?: \d{1,2}:\d
 
 def _serial(number: float, text: str) -> dt.date:
     if not 1 <= number < 2958466:  # 1900-01-01 .. 9999-12-31
-        raise ValueError(f'"{text}" is not a date')
+        raise CellError(Problem.NOT_A_DATE, text=text)
     return _EXCEL_EPOCH + dt.timedelta(days=int(number))
 
 
 def parse_date(value: object) -> dt.date | None:
     """A date cell as a date: real dates, Excel serials, ISO or day-first text.
 
-    None when empty. Text is always day-first (05/03/2026 is 5 March). Raises ValueError
-    with a sentence when the value is not a date.
+    None when empty. Text is always day-first (05/03/2026 is 5 March). Raises CellError
+    (a ValueError with a sentence) when the value is not a date.
     """
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
         return value
-    if value is None or isinstance(value, bool):
-        if value is None:
-            return None
-        raise ValueError(f'"{value}" is not a date')
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise CellError(Problem.NOT_A_DATE, text=str(value))
     if isinstance(value, int | float):
         return _serial(float(value), str(value))
     text = str(value).strip()
     if not text:
         return None
+    if _NUMBER.fullmatch(text):
+        return _serial(float(text.replace(",", ".")), text)
+    if match := _ISO.fullmatch(text):
+        year, month, day = (int(g) for g in match.groups())
+    elif match := _DAY_FIRST.fullmatch(text):
+        day, month, year = int(match[1]), int(match[3]), int(match[4])
+        if len(match[4]) == 2:
+            year += 2000
+    else:
+        raise CellError(Problem.DATE_TEXT_NOT_A_DATE, text=text)
     try:
-        if _NUMBER.fullmatch(text):
-            return _serial(float(text.replace(",", ".")), text)
-        if match := _ISO.fullmatch(text):
-            year, month, day = (int(g) for g in match.groups())
-        elif match := _DAY_FIRST.fullmatch(text):
-            day, month, year = int(match[1]), int(match[3]), int(match[4])
-            if len(match[4]) == 2:
-                year += 2000
-        else:
-            raise ValueError(f'"{text}" is not a date; write it day first, e.g. 05/03/2026')
         return dt.date(year, month, day)
-    except ValueError as exc:
-        if str(exc).startswith('"'):
-            raise
-        raise ValueError(f'"{text}" is not a date (there is no such day)') from None
+    except ValueError:
+        raise CellError(Problem.DATE_NO_SUCH_DAY, text=text) from None
 
 
 _YES = frozenset({"yes", "oui", "true", "vrai", "1", "x", "y", "o"})
@@ -370,4 +374,4 @@ def parse_yes_no(value: object, default: bool) -> bool:
         return True
     if text in _NO:
         return False
-    raise ValueError(f'"{str(value).strip()}" is not yes or no (write yes, no, or x)')
+    raise CellError(Problem.NOT_YES_NO, text=str(value).strip())

@@ -167,6 +167,13 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _texts(column: pd.Series) -> pd.Series:
+    """A column as text: cells are trimmed strings already, or dates."""
+    if pd.api.types.infer_dtype(column, skipna=False) == "string":
+        return column
+    return column.map(_text)
+
+
 def _per_value(column: pd.Series, func: Callable[[Any], Any]) -> pd.Series:
     """`func` of each cell of `column`, called once per distinct value (a column repeats a
     few plans, statuses and dates over thousands of rows)."""
@@ -487,7 +494,7 @@ def _ids(sheet: _Sheet, cells: pd.Series, column: str, empty: Problem,
          repeated: Problem) -> tuple[pd.Series, dict[str, int]]:
     """The ids as text, each reported when empty or already used above; and the first row
     of every id."""
-    ids = _per_value(cells, _text)
+    ids = _texts(cells)
     is_empty = ids.eq("")
     first = ~ids.duplicated() & ~is_empty
     first_row = dict(zip(ids[first].tolist(), ids.index[first].tolist(), strict=True))
@@ -547,12 +554,13 @@ def _customers(tables: Mapping[str, Table], usable: set[str],
         opt_out = _per_value(cells["opt_out"], _yes_no_or_error)
         sheet.flag_errors(opt_out, _is_error(opt_out), "opt_out")
     valid = ~cells.index.isin(list(sheet.done())) & ids.ne("")
-    fields = cells.copy()
+    fields = {column: cells[column][valid].tolist() for column in cells.columns}
     for column in _date_columns(cells.columns, set()):
-        fields[column] = _per_value(cells[column], _field_date)
+        fields[column] = _per_value(cells[column][valid], _field_date).tolist()
     records = zip(
-        ids[valid].tolist(), _per_value(cells["name"], _text)[valid].tolist(),
-        emails[valid].tolist(), opt_out[valid].tolist(), fields[valid].to_dict("records"),
+        ids[valid].tolist(), _texts(cells["name"])[valid].tolist(), emails[valid].tolist(),
+        opt_out[valid].tolist(), [dict(zip(fields, row, strict=True))
+                                  for row in zip(*fields.values(), strict=True)],
         cells.index[valid].tolist(), strict=True,
     )
     customers = {record[0]: Customer(*record) for record in records}
@@ -599,7 +607,7 @@ def _orders(
 
 def _order_customers(sheet: _Sheet, cells: pd.Series, known: _OrderContext) -> pd.Series:
     """The customer ids, each reported when empty, unknown or of a customer with a problem."""
-    ids = _per_value(cells, _text)
+    ids = _texts(cells)
     missing = ids.ne("") & ~ids.isin(list(known.customers))
     broken = missing & ids.isin(list(known.customer_rows))
     sheet.flag(ids.eq(""), "customer_id", Problem.ORDER_CUSTOMER_EMPTY)
@@ -613,7 +621,7 @@ def _order_customers(sheet: _Sheet, cells: pd.Series, known: _OrderContext) -> p
 
 def _order_plans(sheet: _Sheet, cells: pd.Series, known: _OrderContext) -> pd.Series:
     """The plan keys, each reported when empty, unknown or of a plan with problems."""
-    names = _per_value(cells, _text)
+    names = _texts(cells)
     keys = _per_value(names, norm_key)
     missing = names.ne("") & ~keys.isin(list(known.plans))
     broken = missing & keys.isin(list(known.plan_rows))
@@ -679,7 +687,7 @@ def _order_records(table: Table, valid: pd.Series | np.ndarray, ids: pd.Series,
     parsed) when a template asks, not copied into a dict per order."""
     columns: dict[str, list[object]] = dict(table.data)
     for column, read in dates.items():
-        columns[column] = read.map(lambda date: "" if date is None else date).tolist()
+        columns[column] = read.fillna("").tolist()
     for column in _date_columns(table.columns, set()) - set(dates):
         columns[column] = _per_value(table.frame[column], _field_date).tolist()
     kept = np.flatnonzero(valid).tolist()

@@ -13,7 +13,7 @@ from commplan_xl.excel.read import read_tables
 from commplan_xl.excel.validate import validate
 from commplan_xl.mail.attachments import resolve_attachment
 from commplan_xl.model import Model
-from commplan_xl.problems import WorkbookProblem
+from commplan_xl.problems import SENTENCES, Problem, WorkbookProblem, sentence
 from commplan_xl.settings import Settings
 from tests.builders import (
     DEFAULT_CUSTOMERS,
@@ -368,6 +368,26 @@ def test_order_of_a_customer_with_a_problem_says_which_row(tmp_path: Path) -> No
             order_problem.cell) == ("Orders", 3, "customer_id", "B3")
     assert "has a problem in Customers row 3" in order_problem.message
     assert [o.order_id for o in model.orders] == ["O1001"]
+
+
+def test_problems_are_data_with_their_kind_and_values(tmp_path: Path) -> None:
+    """A problem carries its kind and the values its sentence names, so a report can find
+    the customer behind an order without reading the sentence."""
+    customers = rows(DEFAULT_CUSTOMERS, {}, {"email": "pas une adresse"})
+    _, _, (customer_problem, order_problem) = check(tmp_path, customers=customers)
+    assert (customer_problem.kind, customer_problem.values) == (
+        Problem.EMAIL_INVALID, {"address": "pas une adresse"})
+    assert (order_problem.kind, order_problem.values) == (
+        Problem.ORDER_CUSTOMER_HAS_PROBLEM, {"customer_id": "C002", "customer_row": 3})
+    assert order_problem.message == sentence(order_problem.kind, order_problem.values)
+
+
+def test_every_kind_of_problem_has_its_sentence() -> None:
+    """The table of sentences says every kind of problem, and a sentence made elsewhere
+    is kept as it is."""
+    assert set(SENTENCES) == set(Problem)
+    made = WorkbookProblem("Settings", 4, "value", "timezone: unknown.", cell="B4")
+    assert (made.kind, str(made)) == (Problem.TEXT, "Settings!B4 (value): timezone: unknown.")
 
 
 # --- Orders ------------------------------------------------------------------------------

@@ -130,6 +130,8 @@ def cell_value(value: object) -> object:
         return ""
     if kind is bool:
         return "TRUE" if value else "FALSE"
+    if isinstance(value, pd.Timedelta):  # older pandas wrap durations
+        value = value.to_pytimedelta()
     return str(value).strip()  # time, timedelta
 
 

@@ -21,7 +21,6 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from commplan_xl.excel.read import Table, no_gc, normalise_header, parse_date, parse_yes_no
@@ -131,11 +130,15 @@ class _Sheet:
     def add_error(self, row: int, column: str, error: CellError) -> None:
         self.add(row, column, error.kind, **error.values)
 
+    def add_later(self, row: int, column: str, kind: Problem, **values: object) -> None:
+        """Report one problem with those `flag` reports (listed by `done`)."""
+        self.pending.append((row, self.problem(row, column, kind, values)))
+
     def flag(self, where: pd.Series, column: str, kind: Problem,
              **values: pd.Series | object) -> None:
         """Report `kind` at each row where `where` holds; a Series value is read at the row."""
         for row in where.index[where.to_numpy(dtype=bool)].tolist():
-            found = {name: _plain(value.at[row]) if isinstance(value, pd.Series) else value
+            found = {name: value.at[row] if isinstance(value, pd.Series) else value
                      for name, value in values.items()}
             self.pending.append((row, self.problem(row, column, kind, found)))
 
@@ -149,11 +152,6 @@ class _Sheet:
         self.pending.sort(key=itemgetter(0))  # stable: a row's problems keep their order
         self.problems.extend(problem for _row, problem in self.pending)
         return {row for row, _problem in self.pending}
-
-
-def _plain(value: object) -> object:
-    """A numpy scalar as the Python value it holds (for sentences)."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _text(value: object) -> str:
@@ -500,8 +498,13 @@ def _ids(sheet: _Sheet, cells: pd.Series, column: str, empty: Problem,
     first_row = dict(zip(ids[first].tolist(), ids.index[first].tolist(), strict=True))
     again = ~first & ~is_empty
     sheet.flag(is_empty, column, empty)
-    sheet.flag(again, column, repeated, id=ids, first_row=ids[again].map(first_row))
+    sheet.flag(again, column, repeated, id=ids, first_row=_rows_of(ids[again], first_row))
     return ids, first_row
+
+
+def _rows_of(keys: pd.Series, rows: dict[str, int]) -> pd.Series:
+    """The row of each key, as Python ints (for sentences)."""
+    return keys.map(rows).astype(object)
 
 
 def _field_date(value: object) -> object:
@@ -529,8 +532,9 @@ def _yes_no_or_error(value: object) -> bool | CellError:
         return error
 
 
-def _date_columns(columns: Iterable[str], extra: set[str]) -> set[str]:
-    return {c for c in columns if c.endswith("date")} | (extra & set(columns))
+def _date_columns(columns: Iterable[str]) -> set[str]:
+    """The columns whose header says they hold dates."""
+    return {c for c in columns if c.endswith("date")}
 
 
 def _customers(tables: Mapping[str, Table], usable: set[str],
@@ -547,15 +551,14 @@ def _customers(tables: Mapping[str, Table], usable: set[str],
     sheet.flag(emails.map(len).eq(0), "email", Problem.EMAIL_EMPTY)
     addresses = emails.explode().dropna()  # one row per address
     for row, address in addresses[~addresses.map(is_email)].items():
-        sheet.pending.append((row, sheet.problem(row, "email", Problem.EMAIL_INVALID,
-                                                 {"address": address})))
+        sheet.add_later(row, "email", Problem.EMAIL_INVALID, address=address)
     opt_out = pd.Series(False, index=cells.index, dtype=object)
     if "opt_out" in cells:
         opt_out = _per_value(cells["opt_out"], _yes_no_or_error)
         sheet.flag_errors(opt_out, _is_error(opt_out), "opt_out")
     valid = ~cells.index.isin(list(sheet.done())) & ids.ne("")
     fields = {column: cells[column][valid].tolist() for column in cells.columns}
-    for column in _date_columns(cells.columns, set()):
+    for column in _date_columns(cells.columns):
         fields[column] = _per_value(cells[column][valid], _field_date).tolist()
     records = zip(
         ids[valid].tolist(), _texts(cells["name"])[valid].tolist(), emails[valid].tolist(),
@@ -612,7 +615,7 @@ def _order_customers(sheet: _Sheet, cells: pd.Series, known: _OrderContext) -> p
     broken = missing & ids.isin(list(known.customer_rows))
     sheet.flag(ids.eq(""), "customer_id", Problem.ORDER_CUSTOMER_EMPTY)
     sheet.flag(broken, "customer_id", Problem.ORDER_CUSTOMER_HAS_PROBLEM, customer_id=ids,
-               customer_row=ids[broken].map(known.customer_rows))
+               customer_row=_rows_of(ids[broken], known.customer_rows))
     if known.customers_usable:
         sheet.flag(missing & ~broken, "customer_id", Problem.ORDER_CUSTOMER_UNKNOWN,
                    customer_id=ids)
@@ -627,7 +630,7 @@ def _order_plans(sheet: _Sheet, cells: pd.Series, known: _OrderContext) -> pd.Se
     broken = missing & keys.isin(list(known.plan_rows))
     sheet.flag(names.eq(""), "plan", Problem.ORDER_PLAN_EMPTY)
     sheet.flag(broken, "plan", Problem.ORDER_PLAN_HAS_PROBLEMS, plan=names,
-               plan_row=keys[broken].map(known.plan_rows))
+               plan_row=_rows_of(keys[broken], known.plan_rows))
     if known.plans_usable:
         quoted = [f'"{p.name}"' for p in known.plans.values()]
         sheet.flag(missing & ~broken, "plan",
@@ -680,7 +683,7 @@ def _order_holds(sheet: _Sheet, cells: pd.DataFrame) -> pd.Series:
     return holds
 
 
-def _order_records(table: Table, valid: pd.Series | np.ndarray, ids: pd.Series,
+def _order_records(table: Table, valid: pd.Series, ids: pd.Series,
                    customer_ids: pd.Series, plan_keys: pd.Series, statuses: pd.Series,
                    dates: dict[str, pd.Series], holds: pd.Series) -> tuple[Order, ...]:
     """The Orders of the valid rows. Their fields are read from the sheet's columns (dates
@@ -688,9 +691,9 @@ def _order_records(table: Table, valid: pd.Series | np.ndarray, ids: pd.Series,
     columns: dict[str, list[object]] = dict(table.data)
     for column, read in dates.items():
         columns[column] = read.fillna("").tolist()
-    for column in _date_columns(table.columns, set()) - set(dates):
+    for column in _date_columns(table.columns) - set(dates):
         columns[column] = _per_value(table.frame[column], _field_date).tolist()
-    kept = np.flatnonzero(valid).tolist()
+    kept = valid.to_numpy().nonzero()[0].tolist()  # positions of the valid rows
     order_dates = [dict(zip(dates, values, strict=True))
                    for values in zip(*(read[valid].tolist() for read in dates.values()),
                                      strict=True)]

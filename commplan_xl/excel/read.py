@@ -168,9 +168,14 @@ def _table(name: str, cells: pd.DataFrame | list[list[object]]) -> Table:
 
 def _column(cells: list[object]) -> list[object]:
     """One column's cells converted by `cell_value`."""
-    if all(type(cell) is str for cell in cells):  # the usual column: text only
+    kinds = set(map(type, cells))
+    if kinds == {str}:  # the usual column: text only
         return list(map(str.strip, cells))
-    return list(map(cell_value, cells))
+    if bool in kinds:  # True == 1: equal cells may not convert alike
+        return list(map(cell_value, cells))
+    # Date and number columns repeat a few distinct values: each is converted once.
+    converted = {cell: cell_value(cell) for cell in set(cells)}
+    return list(map(converted.__getitem__, cells))
 
 
 def _columns(

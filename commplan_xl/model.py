@@ -6,14 +6,38 @@ import datetime as dt
 import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
-# Canonical units (what validate turns every spelling of SPEC into).
-Unit = Literal["days", "business_days", "weeks", "months"]
-# Canonical order statuses.
-Status = Literal["active", "paused", "cancelled", "done"]
+from commplan_xl.core.units import Unit
+
+
+class Status(StrEnum):
+    """An order's status, whatever the spelling in the Orders sheet."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    DONE = "done"
+
+
+class Action(StrEnum):
+    """What a run does with one due message."""
+
+    SEND = "send"
+    SKIP = "skip"
+    WAIT = "wait"  # held back by daily_limit
+
+
+class OutcomeStatus(StrEnum):
+    """How one message ended, as the SentLog shows it."""
+
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UNCERTAIN = "uncertain"
 
 
 def norm_key(value: str) -> str:
@@ -68,7 +92,7 @@ class Order(NamedTuple):
     order_id: str
     customer_id: str
     plan: str  # plan key (norm_key of the plan name)
-    status: Status = "active"
+    status: Status = Status.ACTIVE
     # Every date column the plans count from, parsed; None when the cell is empty.
     dates: Mapping[str, dt.date | None] = MappingProxyType({})
     # Every column, normalised names (a dict, or a RowFields view of the sheet's columns).
@@ -159,9 +183,6 @@ class MessageRef:
     emails: str  # the addresses, "a@x;b@y"
 
 
-Action = Literal["send", "skip", "wait"]
-
-
 class Decision(NamedTuple):
     """What a run on one day does with one message.
 
@@ -177,9 +198,6 @@ class Decision(NamedTuple):
     due_date: dt.date
     action: Action
     reason: str = ""  # "due", "retry", "missed", "superseded by step 4", "daily limit"…
-
-
-OutcomeStatus = Literal["sent", "failed", "skipped", "uncertain"]
 
 
 @dataclass(frozen=True)

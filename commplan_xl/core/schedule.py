@@ -15,12 +15,14 @@ from operator import itemgetter
 
 from commplan_xl.core.offsets import Calendar, add_delay, business_calendar
 from commplan_xl.model import (
+    Action,
     Customer,
     Decision,
     LedgerEntry,
     Model,
     Order,
     Plan,
+    Status,
     Step,
     norm_key,
 )
@@ -31,7 +33,7 @@ LedgerKey = tuple[str, int]  # (order key: the id folded, step number)
 # Ledger states after which a message is never decided again (never twice, ever).
 DONE_STATES = frozenset({"sent", "skipped", "uncertain", "sending"})
 # What each action leaves in the ledger when a run carries it out (for forecast).
-STATE_AFTER = {"send": "sent", "skip": "skipped", "wait": "waiting"}
+STATE_AFTER = {Action.SEND: "sent", Action.SKIP: "skipped", Action.WAIT: "waiting"}
 
 REASON_DUE = "due"
 REASON_RETRY = "retry"
@@ -71,7 +73,7 @@ _Due = tuple[int, Step, dt.date, bool]
 _DueSet = tuple[tuple[_Due, ...], int]
 # Due steps as bits, and the decisions' ends (step, due date, action, reason) of an order
 # without history: see _PlanView.settled.
-_Settled = tuple[int, tuple[tuple[int, dt.date, str, str], ...]]
+_Settled = tuple[int, tuple[tuple[int, dt.date, Action, str], ...]]
 _NOBODY = Customer(customer_id="", name="", emails=())
 
 
@@ -204,8 +206,9 @@ def _sendable(
     }
     customer_of = model.customers.get
     view_of = views.get
+    active = Status.ACTIVE
     for order in model.orders_by_id:
-        if order.status != "active":
+        if order.status != active:
             continue
         customer = customer_of(order.customer_id)
         if customer is None or customer.opt_out:
@@ -316,7 +319,7 @@ def _decide_order(
     # tuple.__new__ with the fields in Decision's order: a first run over an old base builds
     # hundreds of thousands of these, and the NamedTuple's own __new__ adds a call to each.
     out = [
-        _tuple_new(Decision, (order_id, customer_id, plan_key, name, number, due, "skip",
+        _tuple_new(Decision, (order_id, customer_id, plan_key, name, number, due, _SKIP,
                               REASON_MISSED))
         for number, due in missed
     ]
@@ -326,14 +329,15 @@ def _decide_order(
         for step, due, reason in sends:
             if step.number == top or step.required:
                 out.append(_tuple_new(Decision, (order_id, customer_id, plan_key, name,
-                                                 step.number, due, "send", reason)))
+                                                 step.number, due, _SEND, reason)))
             else:
                 out.append(_tuple_new(Decision, (order_id, customer_id, plan_key, name,
-                                                 step.number, due, "skip", superseded)))
+                                                 step.number, due, _SKIP, superseded)))
     return out
 
 
 _tuple_new = tuple.__new__
+_SEND, _SKIP = Action.SEND, Action.SKIP
 # Sorting key of decisions: (due_date, order_id, step), by position in Decision.
 _order_key: Callable[[Decision], tuple[dt.date, str, int]] = itemgetter(5, 0, 4)
 _STEP, _DUE = itemgetter(4), itemgetter(5)  # Decision.step, Decision.due_date
@@ -347,10 +351,10 @@ def apply_daily_limit(
     if daily_limit is None:
         return out
     room = max(0, daily_limit - sent_today)
-    sends = sorted((i for i, d in enumerate(out) if d.action == "send"),
+    sends = sorted((i for i, d in enumerate(out) if d.action == Action.SEND),
                    key=lambda i: _order_key(out[i]))
     for i in sends[room:]:
-        out[i] = out[i]._replace(action="wait", reason=REASON_LIMIT)
+        out[i] = out[i]._replace(action=Action.WAIT, reason=REASON_LIMIT)
     return out
 
 
@@ -390,7 +394,7 @@ def forecast(
         for d in decide(model, state, today=day, settings=settings, calendar=cal):
             out.append((day, d))
             key = message_key(d.order_id, d.step)
-            if d.action == "wait":
+            if d.action == Action.WAIT:
                 state.open[key] = record(d, model)
             else:
                 state.open.pop(key, None)

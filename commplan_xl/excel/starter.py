@@ -1,7 +1,8 @@
 """`commplan init`: the home folders and a ready-to-edit workbook with demo data.
 
 The workbook is written once, here, with openpyxl; the tool never saves the staff's copy
-through openpyxl again (see DESIGN, "Known pitfalls").
+through openpyxl again: an openpyxl save rebuilds the file and drops what it does not know
+(shapes, text boxes, some chart and validation features).
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
+from commplan_xl.core.units import UNIT_TABLE, choices
 from commplan_xl.excel.safe_replace import lock_file
+from commplan_xl.model import Status
 from commplan_xl.problems import CommplanError, WorkbookLocked
+from commplan_xl.settings import KEYS as SETTING_KEYS
 
 WORKBOOK_NAME = "commplan.xlsx"
 SHEETS = ("Orders", "Customers", "Plans", "Variables", "Settings")
@@ -32,8 +36,8 @@ READY_ROWS = {"Plans": 300, "Variables": 100, "Settings": 100}
 DATE_FORMAT = "DD/MM/YYYY"
 TEXT_FORMAT = "@"
 YES_NO = ("oui", "non")
-UNITS = ("days", "business days", "weeks", "months", "jours", "jours ouvrés", "semaines", "mois")
-STATUSES = ("active", "paused", "cancelled", "done")
+UNITS = choices()  # the Plans unit drop-down
+STATUSES = tuple(status.value for status in Status)
 
 DEMO_SENDER_EMAIL = "service.client@example.com"
 DEMO_SENDER_NAME = "Menuiseries Dupont — Service client"
@@ -59,7 +63,16 @@ class Column:
     kind: str = ""  # "date", "text", "wrap" or "" (general)
 
 
-# Column layouts, in SPEC's order. Help texts are French: the staff who edit are French.
+def _unit_help() -> str:
+    """The unit column's help: every unit's French and English name, and their notes."""
+    french = ", ".join(row.french for row in UNIT_TABLE)
+    english = ", ".join(row.english for row in UNIT_TABLE)
+    notes = (row.help_fr for row in UNIT_TABLE if row.help_fr)
+    return " ".join((f"Unité du délai : {french} (ou {english}).", *notes))
+
+
+# Column layouts: the required columns first, in the README's order. Help texts are French:
+# the staff who edit are French.
 ORDERS = (
     Column("order_id", "Numéro de commande, unique (ex. CMD-2026-0001). Saisi comme texte.",
            17, "text"),
@@ -94,8 +107,7 @@ PLANS = (
     Column("step", "Numéro du message dans le plan, de 1 à 10, sans doublon.", 6),
     Column("delay", "Délai avant l'envoi, nombre ≥ 0 (ex. 5 ; 1,5 pour un mois et demi). "
            "Nombre entier pour les jours.", 7),
-    Column("unit", "Unité du délai : jours, jours ouvrés, semaines, mois (ou days, business "
-           "days, weeks, months). Jours ouvrés = hors week-ends et jours fériés.", 13),
+    Column("unit", _unit_help(), 13),
     Column("subject", "Objet du mail. Variables entre doubles accolades, "
            "ex. {{ order.order_id }}.", 44, "wrap"),
     Column("body", "Texte du mail. Variables entre doubles accolades : {{ customer.name }}, "
@@ -125,26 +137,18 @@ LAYOUTS: dict[str, tuple[Column, ...]] = {
     "Variables": VARIABLES, "Settings": SETTINGS,
 }
 
-SETTING_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("sender_email", DEMO_SENDER_EMAIL, "Adresse d'expédition des mails (obligatoire)."),
-    ("sender_name", DEMO_SENDER_NAME, "Nom affiché comme expéditeur : {{ sender.name }}."),
-    ("reply_to", "", "Adresse de réponse, si différente de l'expéditeur."),
-    ("smtp_host", "localhost", "Serveur d'envoi (SMTP) de votre messagerie, "
-     "ex. smtp.office365.com ou smtp.gmail.com."),
-    ("smtp_port", "25", "Port du serveur : 587 (STARTTLS) ou 465 (SSL) en général."),
-    ("smtp_security", "", "starttls, ssl ou none. Vide = déduit du port (465 ssl, 587 starttls)."),
-    ("smtp_user", "", "Identifiant de connexion au serveur. Vide = pas de connexion. Le mot de "
-     "passe n'est jamais ici : variable COMMPLAN_SMTP_PASSWORD ou trousseau du système."),
-    ("locale", "fr_FR", "Langue des dates dans les mails (fr_FR : 27 novembre 2026)."),
-    ("timezone", "Europe/Paris", "Fuseau horaire qui fixe « aujourd'hui »."),
-    ("holidays", "FR", "Pays des jours fériés pour les jours ouvrés (FR). Vide = seuls les "
-     "week-ends sont exclus."),
-    ("catch_up_days", "7", "Un message en retard de plus de ce nombre de jours n'est plus "
-     "envoyé (noté « missed »)."),
-    ("daily_limit", "", "Nombre maximum de mails par jour. Vide = pas de limite."),
-    ("report_to", "", "Adresse(s) qui reçoivent le compte rendu de chaque envoi, séparées "
-     "par ;. Vide = pas de compte rendu."),
-)
+# The values the starter workbook fills in; every other key of the Settings table gets an
+# empty value (its default).
+SETTING_VALUES: dict[str, str] = {
+    "sender_email": DEMO_SENDER_EMAIL,
+    "sender_name": DEMO_SENDER_NAME,
+    "smtp_host": "localhost",
+    "smtp_port": "25",
+    "locale": "fr_FR",
+    "timezone": "Europe/Paris",
+    "holidays": "FR",
+    "catch_up_days": "7",
+}
 
 VARIABLE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("company_phone", "01 23 45 67 89", "Téléphone du service client."),
@@ -329,9 +333,15 @@ def create_workbook(path: Path, *, demo: bool = True, today: dt.date) -> None:
 
 
 def _setting_rows(demo: bool) -> list[list[Any]]:
-    """Every Settings key; without demo the sender is left for staff to fill in."""
-    return [[key, value if demo or not key.startswith("sender") else "", text]
-            for key, value, text in SETTING_ROWS]
+    """Every Settings key with its description; without demo the sender is left for staff
+    to fill in."""
+    rows = []
+    for key in SETTING_KEYS:
+        value = SETTING_VALUES.get(key.name, "")
+        if not demo and key.name.startswith("sender"):
+            value = ""
+        rows.append([key.name, value, key.description])
+    return rows
 
 
 def _write_header(ws: Worksheet, layout: Sequence[Column]) -> None:

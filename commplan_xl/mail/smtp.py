@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from commplan_xl.mail import oauth
-from commplan_xl.mail.render import Rendered, fold_line
+from commplan_xl.mail.render import InlineImage, Rendered, fold_line
 from commplan_xl.problems import SendFailure, SendUncertain
 from commplan_xl.settings import Settings
 
@@ -193,7 +193,8 @@ def build_message(
     cache: AttachmentCache | None = None,
     date: datetime | None = None,
 ) -> BuiltMessage:
-    """The complete mail: text/plain + HTML alternative, then the attachments.
+    """The complete mail: text/plain + HTML alternative (with the images it shows inline),
+    then the attachments.
 
     Assembled here rather than by the email package, which costs ~20 ms per mail with a
     50 KB attachment (header parsing, re-encoding the attachment, writing it line by
@@ -216,17 +217,20 @@ def build_message(
         "MIME-Version: 1.0",
     ]
     alt = _boundary()
+    reader = cache if cache is not None else AttachmentCache()
     # Quoted-printable keeps every line short and 7-bit: any server accepts it.
+    html_part = _TEXT_HEAD % b"html" + _qp(rendered.html)
+    if rendered.images:
+        html_part = _related(html_part, rendered.images, reader)
     body = b"".join((
         b"--", alt, b"\r\n", _TEXT_HEAD % b"plain", _qp(rendered.text),
-        b"\r\n--", alt, b"\r\n", _TEXT_HEAD % b"html", _qp(rendered.html),
+        b"\r\n--", alt, b"\r\n", html_part,
         b"\r\n--", alt, b"--\r\n",
     ))
     alt_type = b'Content-Type: multipart/alternative; boundary="%s"\r\n' % alt
     head = "\r\n".join(headers).encode("ascii") + b"\r\n"
     if not attachments:
         return BuiltMessage(head + alt_type + b"\r\n" + body)
-    reader = cache if cache is not None else AttachmentCache()
     mixed = _boundary()
     chunks = [head, b'Content-Type: multipart/mixed; boundary="%s"\r\n\r\n' % mixed,
               b"--", mixed, b"\r\n", alt_type, b"\r\n", body]
@@ -243,6 +247,26 @@ def build_message(
 
 _TEXT_HEAD = (b'Content-Type: text/%s; charset="utf-8"\r\n'
               b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+
+
+def _related(html_part: bytes, images: Sequence[InlineImage], reader: AttachmentCache) -> bytes:
+    """The HTML part with the images it shows by `cid:` (the logo), as multipart/related:
+    each image inline, with its Content-ID, so no mail program lists it as an attachment."""
+    rel = _boundary()
+    head = b'Content-Type: multipart/related; type="text/html"; boundary="%s"\r\n\r\n--' % rel
+    chunks = [head, rel, b"\r\n", html_part]
+    for image in images:
+        loaded = reader.load(image.path)
+        name = image.path.name if image.path.name.isascii() else "logo" + image.path.suffix
+        name = re.sub(r'[^A-Za-z0-9._-]', "_", name)
+        chunks += [
+            b"\r\n--", rel, b"\r\nContent-Type: ", loaded.ctype.encode("ascii"),
+            b"\r\nContent-Transfer-Encoding: base64\r\nContent-ID: <",
+            image.cid.encode("ascii", "replace"),
+            b'>\r\nContent-Disposition: inline; filename="', name.encode("ascii"),
+            b'"\r\n\r\n', loaded.body,
+        ]
+    return b"".join([*chunks, b"\r\n--", rel, b"--\r\n"])
 
 
 def _boundary() -> bytes:

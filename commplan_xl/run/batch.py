@@ -262,6 +262,7 @@ def prepare(
     """Render and build one message; raises CommplanError with a sentence if it cannot.
     A run passes one `cache` for all its messages."""
     from commplan_xl.mail.attachments import attachment_file
+    from commplan_xl.mail.layout import load_layout
     from commplan_xl.mail.render import build_context, render_message
     from commplan_xl.mail.smtp import build_message, message_bytes
 
@@ -271,7 +272,7 @@ def prepare(
         due_date=due_date, today=today, sender_name=s.sender_name, sender_email=s.sender_email,
         constants=site.model.constants,
     )
-    rendered = render_message(step, context, locale=s.locale)
+    rendered = render_message(step, context, locale=s.locale, layout=load_layout(s))
     paths = cache.paths.get(step.row) if cache is not None else None
     if paths is None:
         paths = [attachment_file(s.attachments_dir, name, step.row)
@@ -776,11 +777,13 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
                    ) -> list[WorkbookProblem]:
     """Render every active plan step against each of its orders; report template errors
     at the Plans row that holds them (validate reports missing attachment files)."""
+    from commplan_xl.mail.layout import layout_problems
     from commplan_xl.mail.render import RenderError, build_context, render_message
 
     day = today or today_in(site.settings)
     s = site.settings
     problems: list[WorkbookProblem] = []
+    example: dict | None = None  # one order's variables, to try the layout and signature
     by_plan: dict[str, list[Order]] = {}
     for o in site.model.orders:
         by_plan.setdefault(o.plan, []).append(o)
@@ -798,8 +801,9 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
                     step_number=step.number, due_date=day, today=day,
                     sender_name=s.sender_name, sender_email=s.sender_email,
                     constants=site.model.constants)
+                example = example or context
                 try:
-                    render_message(step, context, locale=s.locale)
+                    render_message(step, context, locale=s.locale, html=False)
                 except RenderError as exc:
                     failing.append((order.order_id, str(exc)))
             shown: set[str] = set()
@@ -815,7 +819,7 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
                 problems.append(WorkbookProblem(
                     "Plans", step.row, column, f"order {order_id}{more}: {message}",
                     cell=site.cell("Plans", column, step.row), message_level=True))
-    return problems
+    return problems + layout_problems(s, example)
 
 
 def stale_lock_note(workbook: Path) -> str | None:

@@ -313,3 +313,25 @@ def test_customers_with_alike_ids_keep_separate_archive_folders(tmp_path, smtp_s
         mails = list(folder.glob("*.eml"))
         assert len(mails) == 2
         assert len({m.name.split("_")[1] for m in mails}) == 1  # one order: one customer
+
+
+def test_a_french_journal_shows_earlier_sends_but_a_staff_journal_does_not(
+        tmp_path, smtp_server, monkeypatch):
+    """A Journal sheet under the SentLog's French header, with rows, shows earlier sends;
+    a staff sheet that happens to be called Journal does not stop a first run."""
+    monkeypatch.delenv("COMMPLAN_HOME", raising=False)
+    journal = [["Date", "Commande", "Client", "E-mail", "Plan", "Étape", "Échéance",
+                "Statut", "Objet", "Détail", "Fichier archivé"],
+               ["2026-03-01 07:00:00", "CMD-1", "C001", "alice@example.com", "Baie", 1,
+                "2026-03-01", "envoyé", "Votre commande", "", ""]]
+    home = tmp_path / "a"
+    make_workbook(home, settings=settings_for(smtp_server), plans=_plans(), orders=ORDERS,
+                  sheets={"Journal": journal})
+    assert main(["run", "--home", str(home), "--today", DAY1]) == 1
+    assert smtp_server.received == []
+    other = tmp_path / "b"
+    notes = [["quand", "quoi"], ["lundi", "inventaire"]]
+    make_workbook(other, settings=settings_for(smtp_server), plans=_plans(), orders=ORDERS,
+                  sheets={"Journal": notes})
+    assert main(["run", "--home", str(other), "--today", DAY1]) == 0
+    assert len(smtp_server.received) == 5

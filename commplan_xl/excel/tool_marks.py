@@ -12,6 +12,7 @@ commplan wrote, unmarked, is known by its header row.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from xml.etree import ElementTree as ET
@@ -108,8 +109,15 @@ def place_sheets(
 
 
 def _is_tool_header(row: list[str], header: Iterable[str]) -> bool:
-    expected = [h for h in header if h]
-    return bool(expected) and [t for t in row if t] == expected
+    """Whether a first row is the header (ignoring case, accents, spaces, `-` and `_`)."""
+    expected = [_fold(h) for h in header if h]
+    return bool(expected) and [_fold(t) for t in row if t] == expected
+
+
+def _fold(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
+    return re.sub(r"[\s_\-]+", "", text)
 
 
 def _free_name(name: str, taken: set[str]) -> str:

@@ -81,9 +81,16 @@ def missing_ledger_message(site: Site) -> str | None:
     )
 
 
+# The SentLog's header in French (the sheet may be called Journal), as people may write it.
+JOURNAL_HEADER = ("date", "commande", "client", "email", "plan", "étape", "échéance",
+                  "statut", "objet", "détail", "fichier archivé")
+
+
 def sentlog_with_rows(workbook: Path) -> str | None:
     """The name of the workbook's SentLog (or Journal) sheet when it has a row under its
-    header; None otherwise. Reads the sheet no further than its second row."""
+    header; None otherwise. The sheet is the tool's (marked), or one named SentLog or
+    Journal under the SentLog's header (English or French). Reads no further than its
+    second row."""
     from commplan_xl.excel.package import Package, tool_sheet_places
     from commplan_xl.store.sentlog import SENTLOG_HEADER
 
@@ -91,7 +98,7 @@ def sentlog_with_rows(workbook: Path) -> str | None:
         with zipfile.ZipFile(workbook) as zin:
             pkg = Package(zin)
             places = tool_sheet_places(pkg, {"SentLog": SENTLOG_HEADER,
-                                             "Journal": SENTLOG_HEADER})
+                                             "Journal": JOURNAL_HEADER})
             for place in places.values():
                 if place.part and place.staff_sheet is None and _has_second_row(pkg,
                                                                                 place.part):

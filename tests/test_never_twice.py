@@ -171,7 +171,7 @@ def test_either_trace_of_earlier_sends_is_enough(home, smtp_server, capsys, evid
 
 
 def test_due_and_check_mention_the_missing_ledger(home, capsys):
-    """`due` and `check` say a run would stop, and how to restore the ledger."""
+    """`due`, `check` and a dry run say a run would stop, and how to restore the ledger."""
     assert cli(home, "run", "--today", DAY1) == 0
     _remove_ledger(home, "deleted")
     capsys.readouterr()
@@ -179,6 +179,8 @@ def test_due_and_check_mention_the_missing_ledger(home, capsys):
     assert "restore-ledger" in capsys.readouterr().out
     assert cli(home, "check") == 1
     assert "restore-ledger" in capsys.readouterr().out
+    assert cli(home, "run", "--today", DAY1, "--dry-run") == 0
+    assert "a real run would stop" in capsys.readouterr().out
     assert not (home / LEDGER).exists()  # looking never starts a ledger
 
 

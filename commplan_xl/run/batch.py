@@ -319,6 +319,12 @@ def run(
         )
     with run_lock(site.home):
         if dry_run:
+            from commplan_xl.run.history import missing_ledger_message
+
+            stop = None if new_ledger else missing_ledger_message(site)
+            if stop:
+                report.notes.append(stop.replace("so nothing was sent", "so a real run "
+                                                 "would stop without sending anything"))
             return _dry_run(site, day, report, limit)
         _before_sending(site, new_ledger)
         with Ledger(site.ledger_path) as ledger:

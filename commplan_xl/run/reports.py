@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from commplan_xl.core.schedule import split_ledger
 from commplan_xl.excel.sheet_xml import Chart, ToolSheet
-from commplan_xl.model import LedgerEntry, Model, Outcome
+from commplan_xl.model import LedgerEntry, Model, Outcome, norm_key
 from commplan_xl.problems import CommplanError, Problem, SendFailure, WorkbookProblem
 from commplan_xl.settings import Settings
 
@@ -170,11 +170,11 @@ def waiting_failures(
     ledger_state: Mapping[LedgerKey, LedgerEntry], model: Model
 ) -> tuple[WaitingFailure, ...]:
     """Every message in state `failed` (temporary), oldest due first."""
-    customer_of = {o.order_id: o.customer_id for o in model.orders}
+    customer_of = {norm_key(o.order_id): o.customer_id for o in model.orders}
     out = [
         WaitingFailure(
             order_id=e.order_id,
-            customer_id=customer_of.get(e.order_id, ""),
+            customer_id=customer_of.get(norm_key(e.order_id), ""),
             plan=_plan_name(model, e.plan),
             step=e.step,
             due_date=e.due_date,
@@ -222,22 +222,22 @@ def unreachable_orders(
             email="",
             problem="; ".join(email_problems[customer_row]),  # type: ignore[index]
         ))
-    orders = {o.order_id: o for o in model.orders}
+    orders = {norm_key(o.order_id): o for o in model.orders}  # ids fold, as the ledger's
     refused: dict[str, list[LedgerEntry]] = {}
     for e in split_ledger(ledger_state)[1].values():  # failures are never among done ones
         if e.state != "failed_permanent":
             continue
-        order = orders.get(e.order_id)
+        order = orders.get(norm_key(e.order_id))
         customer = model.customers.get(order.customer_id) if order else None
         if customer is not None and e.emails == ";".join(customer.emails):
-            refused.setdefault(e.order_id, []).append(e)
+            refused.setdefault(order.order_id, []).append(e)  # type: ignore[union-attr]
     for order_id in sorted(refused):
         entries = sorted(refused[order_id], key=lambda e: e.step)
         steps = ", ".join(str(e.step) for e in entries)
         word = "steps" if len(entries) > 1 else "step"
         out.append(Unreachable(
             order_id=order_id,
-            customer_id=orders[order_id].customer_id,
+            customer_id=orders[norm_key(order_id)].customer_id,
             email=entries[-1].emails,
             problem=f"the mail server refused the address ({word} {steps}): "
                     f"{entries[-1].detail}",

@@ -78,7 +78,7 @@ def test_renaming_a_plan_in_plans_and_orders_resends_nothing(home, smtp_server, 
     assert cli(home, "due", "--today", DAY1) == 0
     out = capsys.readouterr().out
     assert "Nothing is due" in out
-    assert 'Order CMD-1 moved from plan "Baie" to plan "Baie vitrée"' in out
+    assert 'order CMD-1 moved from plan Baie to plan Baie vitrée' in out
     assert cli(home, "run", "--today", DAY1) == 0
     assert cli(home, "run", "--today", "2026-03-08") == 0
     assert len(smtp_server.received) == 5
@@ -109,9 +109,9 @@ def test_an_order_moved_to_another_plan_keeps_its_history(home, smtp_server, cap
     edit(home, "Orders", "plan", lambda r, v: "Autre" if r == 2 else v)  # CMD-1
     capsys.readouterr()
     assert cli(home, "check") == 0
-    assert 'Order CMD-1 moved from plan "Baie" to plan "Autre"' in capsys.readouterr().out
+    assert 'order CMD-1 moved from plan Baie to plan Autre' in capsys.readouterr().out
     assert cli(home, "due", "--today", DAY1) == 0
-    assert 'Order CMD-1 moved from plan "Baie" to plan "Autre"' in capsys.readouterr().out
+    assert 'order CMD-1 moved from plan Baie to plan Autre' in capsys.readouterr().out
     assert cli(home, "run", "--today", DAY1) == 0
     assert len(smtp_server.received) == 5
     assert cli(home, "run", "--today", DAY2) == 0

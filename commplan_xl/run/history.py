@@ -144,8 +144,8 @@ def moved_notes(site: Site, recorded: Mapping[str, tuple[str, str]]) -> list[str
     from commplan_xl.core.schedule import moved_orders
 
     return [
-        f'Order {order_id} moved from plan "{old}" to plan "{new}": the steps already sent '
-        "or skipped are not sent again."
+        f"Note: order {order_id} moved from plan {old} to plan {new}; the steps already "
+        "sent or skipped are not sent again."
         for order_id, old, new in moved_orders(site.model, recorded)
     ]
 

@@ -337,3 +337,33 @@ def test_a_french_journal_shows_earlier_sends_but_a_staff_journal_does_not(
                   sheets={"Journal": notes})
     assert main(["run", "--home", str(other), "--today", DAY1]) == 0
     assert len(smtp_server.received) == 5
+
+
+def test_an_earlier_runs_folder_keeps_serving_its_customer(tmp_path, smtp_server,
+                                                          monkeypatch):
+    """A folder an earlier version made for customer `12/34` (named `12_34 - Dupont`, as the
+    ledger records) keeps receiving that customer's mails; customer `12_34` gets its own."""
+    from commplan_xl.model import MessageRef
+    from commplan_xl.store.ledger import Ledger
+
+    monkeypatch.delenv("COMMPLAN_HOME", raising=False)
+    customers = [{"customer_id": "12/34", "name": "Dupont", "email": "a@example.com"},
+                 {"customer_id": "12_34", "name": "Dupont", "email": "b@example.com"}]
+    orders = [dict(ORDERS[0], customer_id="12/34"), dict(ORDERS[1], customer_id="12_34")]
+    make_workbook(tmp_path, settings=settings_for(smtp_server), plans=_plans(),
+                  customers=customers, orders=orders)
+    old = tmp_path / "archive" / "12_34 - Dupont"
+    old.mkdir()
+    (old / "2026-03-01_CMD-9_step-1.eml").write_bytes(b"Subject: old\r\n\r\nx\r\n")
+    with Ledger(tmp_path / LEDGER) as ledger:
+        now = dt.datetime(2026, 3, 1, 7, 0)
+        ref = MessageRef("CMD-9", "12/34", "Baie", "baie", 1, dt.date(2026, 3, 1),
+                         "a@example.com")
+        ledger.finish(ledger.begin(ref, subject="old", now=now), status="sent", now=now,
+                      archive_file="archive/12_34 - Dupont/2026-03-01_CMD-9_step-1.eml")
+    assert main(["run", "--home", str(tmp_path), "--today", DAY1]) == 0
+    assert sorted(p.name for p in old.iterdir()) == [
+        "2026-03-01_CMD-9_step-1.eml", "2026-03-07_CMD-1_step-1.eml"]
+    others = [p for p in (tmp_path / "archive").iterdir() if p != old]
+    assert len(others) == 1 and [p.name for p in others[0].iterdir()] == [
+        "2026-03-07_CMD-2_step-1.eml"]

@@ -236,7 +236,8 @@ def _act(report: BounceReport, sent: SentMail, base: ReturnedMail, ledger,
     else:
         log.info("%s: a returned mail about an earlier send (nothing changed): %s", where,
                  report.reason)
-    result.handled.append(Handled(kind, f"{where}: {detail}", changed=changed))
+    line = detail if changed else f"{report.reason} (about an earlier send: nothing changed)"
+    result.handled.append(Handled(kind, f"{where}: {line}", changed=changed))
     return True
 
 

@@ -327,6 +327,12 @@ class Ledger(LedgerReads):
         """
         at = _at(now)
         with self._write() as db:
+            if item.report_id and db.execute(
+                    "SELECT 1 FROM returned WHERE report_id = ? AND send_id IS ? LIMIT 1",
+                    (item.report_id, item.send_id)).fetchone():
+                # The same report read again (the folder was rebuilt, or copied back).
+                _set_position(db, item.folder, item.uidvalidity, item.uid, at)
+                return "known"
             added = db.execute(
                 "INSERT INTO returned (at, day, folder, uidvalidity, uid, kind, send_id, "
                 "address, status, reason, subject, report_id) VALUES (?, ?, ?, ?, ?, ?, ?, "

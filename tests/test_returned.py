@@ -401,3 +401,28 @@ def test_message_ids_and_references_are_unique_per_mail():
     assert len({m.ref for m in built}) == 2000
     assert all(m["Message-ID"] == m.message_id and m["X-Commplan-Ref"] == m.ref
                for m in built[:5])
+
+
+def test_nothing_more_goes_to_an_address_that_does_not_exist(home, smtp_server, server,
+                                                             account):
+    """After a hard bounce, the customer's next mails are recorded failed, not sent, until
+    the address is corrected; then they go to the new address."""
+    name = "m365_recipient_not_found.eml"
+    address, order = ORIGINALS[name][0], ORDER_OF[name]
+    assert cli(home, "run", "--today", DAY1) == 0
+    deliver(server, account, smtp_server, name)
+    assert cli(home, "run", "--today", DAY2) == 1
+    step2 = (START + dt.timedelta(days=15)).isoformat()  # step 2 of every order is due
+    assert cli(home, "run", "--today", step2) == 1
+    assert len(sent_to(smtp_server, address)) == 1
+    (row,) = [d for o, s, d in sentlog(home) if o == order and d.startswith("not sent")]
+    assert row == (f"not sent: a mail to {address} came back, the address does not exist"
+                   f" (order {order} step 1); not retried: correct the address in the"
+                   " Customers sheet")
+    assert cli(home, "run", "--today", step2) == 0  # recorded once, not every run
+    rows = customers()
+    rows[0]["email"] = "jean.dupont@client-connu.fr"
+    make_workbook(home, settings=settings_rows(smtp_server.port, server.port, account),
+                  customers=rows, orders=orders())
+    assert cli(home, "run", "--today", step2) == 0
+    assert len(sent_to(smtp_server, "jean.dupont@client-connu.fr")) == 1  # step 2 only

@@ -373,6 +373,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
     s = site.settings
     archive_index = ArchiveIndex(s.archive_dir)
     decisions = decide(site, ledger.state(), today=day, sent_today=ledger.sent_on(day))
+    flagged = ledger.flagged_addresses() if s.bounces else {}  # known not to exist
     sends = [i for i, d in enumerate(decisions) if d.action == "send"]
     total = len(sends) if limit is None else min(len(sends), limit)
     cache = RunCache()
@@ -439,6 +440,9 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
             else:
                 ledger.record_waiting(message, now=now, day=day)
                 report.waiting += 1
+            return stopped
+        if flagged and _blocked(ledger, message, customer, flagged, report, now, day):
+            record_sent()
             return stopped
         try:
             prepared = build(i)
@@ -539,6 +543,23 @@ def _send_failed(site: Site, ledger, day: dt.date, report: RunReport, d: Decisio
         f"The mail server failed {connection_failures} times in a row, so this run stopped "
         "trying; the other mails stay due and the next run sends them."
     )
+    return True
+
+
+def _blocked(ledger, message: MessageRef, customer: Customer, flagged: Mapping[str, str],
+             report: RunReport, now: dt.datetime, day: dt.date) -> bool:
+    """Record, without sending, a mail to an address a returned mail showed not to exist;
+    False when the customer has no such address."""
+    from commplan_xl.run.returned import NOT_RETRIED
+
+    bad = next((a for a in customer.emails if a.lower() in flagged), None)
+    if bad is None:
+        return False
+    detail = (f"not sent: a mail to {bad} came back, the address does not exist"
+              f" ({flagged[bad.lower()]}); {NOT_RETRIED}")
+    ledger.record_blocked(message, detail=detail, now=now, day=day)
+    report.failed += 1
+    report.failures.append(f"Order {message.order_id} step {message.step}: {detail}")
     return True
 
 

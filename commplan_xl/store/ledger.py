@@ -280,6 +280,14 @@ class Ledger(LedgerReads):
                             refuse=_FINAL | {"skipped"}, what="mark it failed", event=True,
                             subject=subject)
 
+    def record_blocked(self, message: MessageRef, *, detail: str, now: dt.datetime,
+                       subject: str = "", day: dt.date | None = None) -> LedgerEntry:
+        """Record a message not sent because its address is known not to exist (a mail
+        to it came back): `failed_permanent`, so it waits for the address to change."""
+        return self._settle(message, state="failed_permanent", detail=detail, now=now,
+                            day=day, refuse=_FINAL | {"skipped"}, what="mark it failed",
+                            event=True, subject=subject)
+
     def _settle(self, m: MessageRef, *, state: str, detail: str, now: dt.datetime,
                 day: dt.date | None, refuse: Collection[str], what: str, event: bool,
                 subject: str = "") -> LedgerEntry:
@@ -300,8 +308,8 @@ class Ledger(LedgerReads):
                         (_day(now, day), m.order_id, m.plan_key, m.step),
                     )
                 if event:
-                    _add_event(db, m, status=state, at=at, day=_day(now, day),
-                               subject=subject, detail=detail)
+                    _add_event(db, m, status="failed" if state.startswith("failed") else state,
+                               at=at, day=_day(now, day), subject=subject, detail=detail)
         entry = self.entry(m.order_id, m.plan_key, m.step)
         assert entry is not None
         return entry

@@ -176,6 +176,18 @@ class LedgerReads:
         ).fetchone()
         return _datetime(row[0]) if row and row[0] else None
 
+    def flagged_addresses(self) -> dict[str, str]:
+        """Addresses a returned mail showed not to exist, while that mail is still failed
+        for it: address -> "order O1 step 1" (the mail that came back)."""
+        rows = self.db.execute(
+            "SELECT r.address, s.order_id, s.step FROM returned r "
+            "JOIN sends s ON s.id = r.send_id JOIN messages m ON m.order_id = s.order_id "
+            "AND m.plan_key = s.plan_key AND m.step = s.step AND m.send_id = s.id "
+            "WHERE m.state = 'failed_permanent' AND r.kind IN ('hard', 'soft') "
+            "AND r.address != '' ORDER BY r.id"
+        )
+        return {address: f"order {order_id} step {step}" for address, order_id, step in rows}
+
     def soft_in_a_row(self, address: str) -> int:
         """How many of the latest returned mails for `address` in a row are soft ones."""
         count = 0

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from commplan_xl.core.schedule import split_ledger
 from commplan_xl.excel.sheet_xml import Chart, ToolSheet
 from commplan_xl.model import LedgerEntry, Model, Outcome
-from commplan_xl.problems import CommplanError, SendFailure, WorkbookProblem
+from commplan_xl.problems import CommplanError, Problem, SendFailure, WorkbookProblem
 from commplan_xl.settings import Settings
 
 if TYPE_CHECKING:
@@ -50,8 +50,6 @@ FORECAST_HEADER = (
 )
 WARNING = "⚠ "
 
-# How validate.py phrases an order left out because its customer's row has a problem.
-_BAD_CUSTOMER = re.compile(r'customer "([^"]*)" has a problem in Customers row (\d+)')
 _FAILURE = re.compile(r"^Order (\S+) step (\d+)")
 LedgerKey = tuple[str, str, int]
 
@@ -213,16 +211,16 @@ def unreachable_orders(
             email_problems.setdefault(p.row, []).append(str(p))
     out: list[Unreachable] = []
     for p in problems:
-        if p.sheet != "Orders" or p.column != "customer_id" or p.row is None:
+        if p.kind is not Problem.ORDER_CUSTOMER_HAS_PROBLEM or p.row is None:
             continue
-        found = _BAD_CUSTOMER.search(p.message)
-        if not found or int(found.group(2)) not in email_problems:
+        customer_row = p.values["customer_row"]
+        if customer_row not in email_problems:
             continue
         out.append(Unreachable(
             order_id=order_ids.get(p.row) or f"(Orders row {p.row})",
-            customer_id=found.group(1),
+            customer_id=str(p.values["customer_id"]),
             email="",
-            problem="; ".join(email_problems[int(found.group(2))]),
+            problem="; ".join(email_problems[customer_row]),  # type: ignore[index]
         ))
     orders = {o.order_id: o for o in model.orders}
     refused: dict[str, list[LedgerEntry]] = {}

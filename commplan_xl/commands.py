@@ -274,7 +274,9 @@ def cmd_bounces(args: argparse.Namespace) -> int:
     site = _site(args)
     found, written = batch.bounces(site, today=args.today)
     for item in found.ordered():
-        _say(f"  {item.kind.replace('_', ' ')}: {item.line}")
+        label = item.kind.replace("_", " ")
+        _say(f"  {item.line}" if item.line.lower().startswith(label) else
+             f"  {label}: {item.line}")
     if found.error:
         from commplan_xl.run.returned import unread_sentence
 

@@ -299,7 +299,7 @@ def test_a_report_naming_our_customer_but_no_mail_is_to_review(home, smtp_server
     capsys.readouterr()
     assert cli(home, "bounces", "--today", DAY2) == 1
     out = capsys.readouterr().out
-    assert "to review: To review: a returned mail" in out
+    assert "  To review: a returned mail" in out
     assert "names sophie.bernart@gmail.com, a customer's address" in out
     assert "paul.girard" not in out
     assert [s for _o, s, _d in sentlog(home)].count("failed") == 0

@@ -69,7 +69,7 @@ class ReadResult:
 def login_user(settings: Settings) -> str:
     """Who reads the mailbox: imap_user, else the SMTP login, else the sender's address."""
     s = settings
-    return (s.imap_user.strip() or s.smtp_user.strip() or s.sender_email.strip())
+    return s.imap_user.strip() or s.smtp_user.strip() or s.sender_email.strip()
 
 
 def imap_host(settings: Settings) -> str:

@@ -584,7 +584,7 @@ def test_version_1_rows_move_to_order_and_step_keeping_every_row(path: Path) -> 
         assert states == {("cmd-1", 1): "sent", ("cmd-1", 2): "sending",
                           ("cmd-2", 1): "sent", ("cmd-2", 2): "failed",
                           ("cmd-3", 1): "waiting"}
-        assert led.db.execute("SELECT count(*) FROM messages_v1").fetchone()[0] == 7
+        assert led.db.execute("SELECT count(*) FROM messages_by_plan").fetchone()[0] == 7
         assert led.recorded_plans()["cmd-2"] == ("autre", "autre")
         with pytest.raises(LedgerConflict, match="already sent"):
             led.begin(msg(order_id="cmd-2", step=1), subject="S", now=NOW)

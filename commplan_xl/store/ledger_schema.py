@@ -75,24 +75,62 @@ CREATE INDEX IF NOT EXISTS messages_sending ON messages (state) WHERE state = 's
 CREATE INDEX IF NOT EXISTS events_sent_day ON events (day) WHERE status = 'sent';
 """
 
+_RETURNED_SCHEMA = """
+-- The Message-ID and our reference header of each mail handed to the server (by send
+-- attempt), to find the mail a returned one reports.
+CREATE TABLE IF NOT EXISTS mail_ids (
+    send_id    INTEGER PRIMARY KEY,
+    message_id TEXT    NOT NULL,
+    ref        TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mail_ids_message_id ON mail_ids (message_id);
+CREATE INDEX IF NOT EXISTS mail_ids_ref ON mail_ids (ref);
+
+-- How far the mailbox has been read, per folder: UIDVALIDITY and the last UID handled.
+CREATE TABLE IF NOT EXISTS mailbox_position (
+    folder      TEXT    PRIMARY KEY,
+    uidvalidity INTEGER NOT NULL,
+    uid         INTEGER NOT NULL,
+    updated     TEXT
+) WITHOUT ROWID;
+
+-- Returned mails acted on or listed: hard, soft, sender_side, delayed, to_review.
+CREATE TABLE IF NOT EXISTS returned (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          TEXT    NOT NULL,
+    day         TEXT    NOT NULL,
+    folder      TEXT    NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uid         INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,
+    send_id     INTEGER,
+    address     TEXT    NOT NULL DEFAULT '',
+    status      TEXT    NOT NULL DEFAULT '',
+    reason      TEXT    NOT NULL DEFAULT '',
+    subject     TEXT    NOT NULL DEFAULT '',
+    report_id   TEXT    NOT NULL DEFAULT '',
+    UNIQUE (folder, uidvalidity, uid)
+);
+CREATE INDEX IF NOT EXISTS returned_address ON returned (address);
+"""
 
 
-def _v2_order_and_step(db: sqlite3.Connection) -> None:
+def _v3_order_and_step(db: sqlite3.Connection) -> None:
     """Messages keyed by (order key, step) instead of (order id, plan key, step).
 
     The order key is the id folded as plan names are (case and surrounding spaces
     ignored), so lower-casing the ids, renaming a plan or moving an order to another plan
     never makes a message new again. Rows that now share a key are merged into the one
     that says the most (sending, uncertain, sent, skipped, then the failures and waits);
-    the old table stays as `messages_v1`, every row of it kept.
+    the old table stays as `messages_by_plan`, every row of it kept.
     """
     db.create_function("commplan_fold", 1, norm_key, deterministic=True)
-    for statement in _V2_STATEMENTS:
+    for statement in _V3_STATEMENTS:
         db.execute(statement)
 
 
-_V2_STATEMENTS = (
-    "ALTER TABLE messages RENAME TO messages_v1",
+_V3_STATEMENTS = (
+    "ALTER TABLE messages RENAME TO messages_by_plan",
     "DROP INDEX IF EXISTS messages_sending",
     """CREATE TABLE messages (
     order_key     TEXT    NOT NULL,
@@ -112,7 +150,7 @@ _V2_STATEMENTS = (
     PRIMARY KEY (order_key, step)
 ) WITHOUT ROWID""",
     # The name each plan key was last shown with (the SentLog's), for `moved` notes.
-    """CREATE TEMP TABLE v2_plan_names AS SELECT plan_key, plan, max(id) AS last
+    """CREATE TEMP TABLE v3_plan_names AS SELECT plan_key, plan, max(id) AS last
     FROM events GROUP BY plan_key""",
     """INSERT INTO messages (order_key, order_id, plan_key, plan, step, state, due_date,
     emails, detail, updated, attempts, first_waiting, send_id)
@@ -125,17 +163,18 @@ _V2_STATEMENTS = (
             CASE m.state WHEN 'sending' THEN 0 WHEN 'uncertain' THEN 1 WHEN 'sent' THEN 2
             WHEN 'skipped' THEN 3 WHEN 'failed_permanent' THEN 4 WHEN 'failed' THEN 5
             ELSE 6 END, m.updated DESC) AS rank
-        FROM messages_v1 m LEFT JOIN sends s ON s.id = m.send_id
-        LEFT JOIN v2_plan_names n ON n.plan_key = m.plan_key
+        FROM messages_by_plan m LEFT JOIN sends s ON s.id = m.send_id
+        LEFT JOIN v3_plan_names n ON n.plan_key = m.plan_key
     ) WHERE rank = 1""",
-    "DROP TABLE v2_plan_names",
+    "DROP TABLE v3_plan_names",
     "CREATE INDEX messages_sending ON messages (state) WHERE state = 'sending'",
 )
 
 # (number, SQL or function of the connection), numbered 1, 2, 3... in order.
 MIGRATIONS: tuple[Migration, ...] = (
     (1, _V1_SCHEMA),  # messages, send attempts and SentLog events
-    (2, _v2_order_and_step),  # a message is (order, step): ids fold, plans may change
+    (2, _RETURNED_SCHEMA),  # Message-IDs of sent mails, mailbox position, returned mails
+    (3, _v3_order_and_step),  # a message is (order, step): ids fold, plans may change
 )
 
 

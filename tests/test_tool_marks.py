@@ -136,3 +136,32 @@ def test_the_mark_follows_a_sheet_moved_first(home):
     assert cli(home, "run", "--today", "2026-03-08") == 0
     after = sheet_names(home)
     assert after[0] == "SentLog" and sorted(after) == sorted(names)
+
+
+def test_the_mark_as_excel_writes_it(home, tmp_path):
+    """Excel rewrites defined names in its own form (attributes reordered, no quotes, its
+    own names beside ours, sorted): the tool still knows its sheets."""
+    import re
+    import zipfile
+
+    assert cli(home, "run", "--today", DAY1) == 0
+    names = sheet_names(home)
+    path = workbook(home)
+    with zipfile.ZipFile(path) as z:
+        members = {i.filename: z.read(i.filename) for i in z.infolist()}
+    book = members["xl/workbook.xml"].decode("utf-8")
+    marks = re.findall(r'<definedName name="(commplan_tool_\w+)" localSheetId="(\d+)" '
+                       r'hidden="1">[^<]*</definedName>', book)
+    assert len(marks) == 3
+    excel = "".join(
+        f'<definedName hidden="1" localSheetId="{sheet}" name="{name}">'
+        f"{names[int(sheet)]}!$A$1</definedName>" for name, sheet in sorted(marks))
+    book = re.sub(r"<definedNames>.*</definedNames>", "<definedNames><definedName "
+                  'name="_xlnm._FilterDatabase" localSheetId="3" hidden="1">Orders!$A$1:$F$3'
+                  f"</definedName>{excel}</definedNames>", book)
+    members["xl/workbook.xml"] = book.encode("utf-8")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    assert cli(home, "run", "--today", "2026-03-08") == 0
+    assert sheet_names(home) == names

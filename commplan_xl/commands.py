@@ -294,15 +294,17 @@ def cmd_variables(args: argparse.Namespace) -> int:
     for name, example, description in rows:
         _say(f"  {{{{ {name} }}}}".ljust(width + 8) + f"  {example}"
              + (f"   ({description})" if description else ""))
+    from commplan_xl.excel.names import localise
     from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.problems import WorkbookLocked
 
-    sheet = ToolSheet(name="VariableList", header=("variable", "example", "description"),
-                      rows=[(f"{{{{ {n} }}}}", e, d) for n, e, d in rows],
-                      widths={"A": 34, "B": 40, "C": 60})
+    sheet = localise(ToolSheet(name="VariableList", header=("variable", "example", "description"),
+                               rows=[(f"{{{{ {n} }}}}", e, d) for n, e, d in rows],
+                               widths={"A": 34, "B": 40, "C": 60}),
+                     "variablelist", batch.site_language(site))
     try:
         batch.write_sheets(site, [sheet])
-        _say(f"{len(rows)} variables; the list is also in the VariableList sheet.")
+        _say(f"{len(rows)} variables; the list is also in the {sheet.name} sheet.")
     except WorkbookLocked as exc:
         _say(f"{exc}. Run `commplan variables` again once it is closed.")
         return EXIT_ATTENTION

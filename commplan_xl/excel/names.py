@@ -13,7 +13,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from commplan_xl.excel.sheet_xml import ToolSheet
 
 LANGUAGES = ("fr", "en")
 DEFAULT_LANGUAGE = "fr"
@@ -236,3 +240,17 @@ def outcome_word(status: str, lang: str) -> str:
 
 def outcome_words(lang: str) -> Mapping[str, str]:
     return {status: name(lang) for status, name in OUTCOMES.items()}
+
+
+def localise(sheet: ToolSheet, key: str, lang: str) -> ToolSheet:
+    """A tool sheet built with English names (`key` says which: "forecast"), named and
+    headed in `lang`; it knows its name and header in the other language, so a locale
+    change renames the old sheet instead of leaving it beside."""
+    header = tool_header(sheet.header, lang)
+    widths = {tool_label(k, lang) if isinstance(k, str) and k in sheet.header else k: width
+              for k, width in sheet.widths.items()}
+    former = tuple((tool_sheet(key, other), tool_header(sheet.header, other))
+                   for other in LANGUAGES
+                   if tool_sheet(key, other).casefold() != tool_sheet(key, lang).casefold())
+    return replace(sheet, name=tool_sheet(key, lang), header=header, widths=widths,
+                   former=former)

@@ -213,7 +213,9 @@ def find_step(site: Site, order_id: str, step_number: int) -> tuple[Order, Custo
     """The order, its customer, plan and step, or a sentence saying what is missing."""
     order = next((o for o in site.model.orders if o.order_id == order_id.strip()), None)
     if order is None:
-        bad = [p for p in site.problems if p.sheet == "Orders"]
+        from commplan_xl.excel.names import sheet_key
+
+        bad = [p for p in site.problems if sheet_key(p.sheet) == "orders"]
         hint = " (the Orders sheet has problems: run `commplan check`)" if bad else ""
         raise CommplanError(f'There is no order "{order_id}" in the Orders sheet{hint}.')
     plan = site.model.plans.get(order.plan)
@@ -578,13 +580,16 @@ def sentlog_rows(ledger) -> list[tuple]:
 
 def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
                   extra_sheets: list | tuple = ()) -> bool:
-    """Rebuild the SentLog sheet (and the report sheets given) from the ledger; False (with
-    a note) when the file is open."""
+    """Rebuild the SentLog sheet (and the report sheets given) from the ledger, in the
+    workbook's language; False (with a note) when the file is open."""
+    from commplan_xl.excel.names import localise
     from commplan_xl.excel.sheet_xml import ToolSheet
-    from commplan_xl.store.sentlog import SENTLOG_HEADER, SENTLOG_WIDTHS
+    from commplan_xl.store.sentlog import SENTLOG_HEADER, SENTLOG_WIDTHS, in_language
 
-    sheet = ToolSheet(name="SentLog", header=SENTLOG_HEADER, rows=sentlog_rows(ledger),
-                      widths=SENTLOG_WIDTHS)
+    lang = site_language(site)
+    sheet = localise(ToolSheet(name="SentLog", header=SENTLOG_HEADER,
+                               rows=in_language(sentlog_rows(ledger), lang),
+                               widths=SENTLOG_WIDTHS), "sentlog", lang)
     try:
         write_sheets(site, [sheet, *extra_sheets])
     except WorkbookLocked as exc:
@@ -596,6 +601,13 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
             report.notes.append(note)
         return False
     return True
+
+
+def site_language(site: Site) -> str:
+    """The language of the site's workbook, which its tool sheets are written in."""
+    from commplan_xl.excel.names import workbook_language
+
+    return workbook_language(site.settings.locale)
 
 
 def write_sheets(site: Site, sheets: list) -> None:

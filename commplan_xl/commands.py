@@ -58,7 +58,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     from commplan_xl.excel.starter import init_home
 
     home, workbook = batch.resolve_paths(args.home, args.workbook)
-    path = init_home(home, force=args.force, workbook=workbook)
+    path = init_home(home, force=args.force, workbook=workbook,
+                     lang=getattr(args, "lang", "fr"))
     _say(f"Created {path} with demo data, and the folders attachments/ and archive/ in {home}.")
     _say("Next: open the workbook, put your own plans, customers and orders in it, then run "
          "`commplan check`.")

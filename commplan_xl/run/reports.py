@@ -236,12 +236,15 @@ def unreachable_orders(
         entries = sorted(refused[order_id], key=lambda e: e.step)
         steps = ", ".join(str(e.step) for e in entries)
         word = "steps" if len(entries) > 1 else "step"
+        detail = entries[-1].detail
+        # A returned mail (bounce) says so: the server took it, then it came back.
+        what = ("the mail came back" if detail.startswith("returned")
+                else "the mail server refused the address")
         out.append(Unreachable(
             order_id=order_id,
             customer_id=orders[order_id].customer_id,
             email=entries[-1].emails,
-            problem=f"the mail server refused the address ({word} {steps}): "
-                    f"{entries[-1].detail}",
+            problem=f"{what} ({word} {steps}): {detail}",
         ))
     return tuple(out)
 
@@ -457,6 +460,13 @@ def what_to_do(failure: str, catch_up_days: int | None = None) -> str:
     found = _FAILURE.match(failure)
     resend = f"commplan resend {found.group(1)} {found.group(2)}" if found else \
         "commplan resend COMMANDE ÉTAPE"
+    if text.startswith("to review"):
+        return ("ouvrez ce mail revenu dans la boîte d'envoi : il nomme un client mais aucun "
+                "mail que commplan retrouve ; renvoyez à la main si besoin.")
+    if "sending account" in text:
+        return ("le compte d'envoi a été refusé, pas l'adresse du client : l'informaticien "
+                "doit vérifier le droit d'envoyer au nom de l'expéditeur et les "
+                "enregistrements SPF/DKIM du domaine ; le passage suivant le réessaie.")
     if "uncertain" in text:
         return (f"vérifiez avec le client s'il a reçu ce mail ; sinon lancez `{resend}` "
                 "(il n'est jamais renvoyé tout seul).")
@@ -487,6 +497,8 @@ def summary_text(
         lines.append(f"En attente (limite quotidienne atteinte) : {r.waiting}")
     if r.not_tried:
         lines.append(f"Non tentés (serveur de mail injoignable) : {r.not_tried}")
+    if r.returned:
+        lines.append(f"Mails revenus (non distribués) : {r.returned}")
     if r.failures:
         lines += ["", "À traiter :"]
         for failure in r.failures:

@@ -58,7 +58,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     from commplan_xl.excel.starter import init_home
 
     home, workbook = batch.resolve_paths(args.home, args.workbook)
-    path = init_home(home, force=args.force, workbook=workbook)
+    path = init_home(home, force=args.force, workbook=workbook,
+                     lang=getattr(args, "lang", "fr"))
     _say(f"Created {path} with demo data, and the folders attachments/ and archive/ in {home}.")
     _say("Next: open the workbook, put your own plans, customers and orders in it, then run "
          "`commplan check`.")
@@ -88,7 +89,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for p in problems:
         _say(str(p))
     notes, stops = _history_notes(site)
-    for line in history.tool_sheet_notes(site, batch.tool_sheet_headers()) + notes:
+    for line in history.tool_sheet_notes(site, batch.tool_sheet_specs(site)) + notes:
         _say(line)
     status = EXIT_ATTENTION if problems or stops else EXIT_OK
     note = batch.stale_lock_note(site.workbook)
@@ -387,15 +388,17 @@ def cmd_variables(args: argparse.Namespace) -> int:
     for name, example, description in rows:
         _say(f"  {{{{ {name} }}}}".ljust(width + 8) + f"  {example}"
              + (f"   ({description})" if description else ""))
+    from commplan_xl.excel.names import localise
     from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.problems import WorkbookLocked
 
-    sheet = ToolSheet(name=VARIABLE_LIST, header=VARIABLE_LIST_HEADER,
-                      rows=[(f"{{{{ {n} }}}}", e, d) for n, e, d in rows],
-                      widths={"A": 34, "B": 40, "C": 60})
+    sheet = localise(ToolSheet(name=VARIABLE_LIST, header=VARIABLE_LIST_HEADER,
+                               rows=[(f"{{{{ {n} }}}}", e, d) for n, e, d in rows],
+                               widths={"A": 34, "B": 40, "C": 60}),
+                     "variablelist", batch.site_language(site))
     try:
         batch.write_sheets(site, [sheet])
-        _say(f"{len(rows)} variables; the list is also in the VariableList sheet.")
+        _say(f"{len(rows)} variables; the list is also in the {sheet.name} sheet.")
     except WorkbookLocked as exc:
         _say(f"{exc}. Run `commplan variables` again once it is closed.")
         return EXIT_ATTENTION

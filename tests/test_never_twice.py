@@ -285,7 +285,8 @@ def test_no_retry_is_promised_past_catch_up(tmp_path, smtp_server, capsys, monke
     how to send it, in the SentLog detail and in what the run prints."""
     monkeypatch.delenv("COMMPLAN_HOME", raising=False)
     smtp_server.handler.rcpt_replies["alice@example.com"] = "451 4.3.0 try later"
-    make_workbook(tmp_path, settings=settings_for(smtp_server, catch_up_days=0),
+    make_workbook(tmp_path, settings=settings_for(smtp_server, catch_up_days=0,
+                                                  locale="en_GB"),
                   plans=_plans(), orders=ORDERS[:1])
     assert main(["run", "--home", str(tmp_path), "--today", DAY1]) == 1
     out = capsys.readouterr().out

@@ -23,7 +23,7 @@ def home(tmp_path, smtp_server, monkeypatch):
     for var in ("COMMPLAN_SMTP_PASSWORD", "COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT",
                 "COMMPLAN_HOME", "COMMPLAN_SENDER_EMAIL"):
         monkeypatch.delenv(var, raising=False)
-    make_workbook(tmp_path, settings=settings_for(smtp_server))
+    make_workbook(tmp_path, settings=settings_for(smtp_server, locale="en_GB"))
     return tmp_path
 
 
@@ -92,14 +92,20 @@ def test_the_mark_survives_a_save_as_is(home, tmp_path, save):
     assert sheet_names(home) == names
 
 
-@pytest.mark.parametrize("staff_name", ["Dashboard", "forecast", "SENTLOG"])
+@pytest.mark.parametrize(("locale", "staff_name", "tool_name"), [
+    ("en_GB", "Dashboard", "Dashboard"), ("en_GB", "forecast", "Forecast"),
+    ("en_GB", "SENTLOG", "SentLog"), ("fr_FR", "tableau de bord", "Tableau de bord"),
+    ("fr_FR", "Prévisions", "Prévisions"), ("fr_FR", "JOURNAL", "Journal"),
+])
 def test_a_staff_sheet_with_a_tool_name_is_never_overwritten(tmp_path, smtp_server,
-                                                             monkeypatch, capsys, staff_name):
-    """Staff's own sheet named like a tool sheet (any case) keeps its content; the tool
-    writes its sheet under another name, and `check` says so."""
+                                                             monkeypatch, capsys, locale,
+                                                             staff_name, tool_name):
+    """Staff's own sheet named like a tool sheet (any case, either language) keeps its
+    content; the tool writes its sheet under another name, and `check` says so."""
     monkeypatch.delenv("COMMPLAN_HOME", raising=False)
     mine = [["Objectifs", "Chiffre"], ["mars", 1200], ["avril", 1500]]
-    make_workbook(tmp_path, settings=settings_for(smtp_server), sheets={staff_name: mine})
+    make_workbook(tmp_path, settings=settings_for(smtp_server, locale=locale),
+                  sheets={staff_name: mine})
     capsys.readouterr()
     assert main(["check", "--home", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -108,8 +114,7 @@ def test_a_staff_sheet_with_a_tool_name_is_never_overwritten(tmp_path, smtp_serv
         assert main(["run", "--home", str(tmp_path), "--today", day]) == 0
     wb = openpyxl.load_workbook(workbook(tmp_path))
     assert [list(r) for r in wb[staff_name].iter_rows(values_only=True)] == mine
-    tool = {"dashboard": "Dashboard", "forecast": "Forecast", "sentlog": "SentLog"}
-    assert f"{tool[staff_name.casefold()]} (commplan)" in wb.sheetnames
+    assert f"{tool_name} (commplan)" in wb.sheetnames
     assert len(wb.sheetnames) == 5 + 1 + 3  # staff sheets, theirs, the tool's three
 
 
@@ -119,7 +124,8 @@ def test_a_sheet_an_older_version_wrote_is_still_the_tools(tmp_path, smtp_server
     monkeypatch.delenv("COMMPLAN_HOME", raising=False)
     old = [list(SENTLOG_HEADER), ["2026-03-01 07:00:00", "O1", "C1", "a@x.fr", "P", 1, "",
                                   "sent", "s", "", ""]]
-    make_workbook(tmp_path, settings=settings_for(smtp_server), sheets={"SentLog": old})
+    make_workbook(tmp_path, settings=settings_for(smtp_server, locale="en_GB"),
+                  sheets={"SentLog": old})
     assert main(["run", "--home", str(tmp_path), "--today", DAY1, "--new-ledger"]) == 0
     names = openpyxl.load_workbook(workbook(tmp_path), read_only=True).sheetnames
     assert "SentLog" in names and not any("(commplan)" in n for n in names)
@@ -165,3 +171,20 @@ def test_the_mark_as_excel_writes_it(home, tmp_path):
             z.writestr(name, data)
     assert cli(home, "run", "--today", "2026-03-08") == 0
     assert sheet_names(home) == names
+
+
+def test_a_locale_change_renames_the_marked_sheets_not_a_renamed_one(home):
+    """After the locale changes to French, the tool's marked sheets take their French
+    names, except one staff renamed on purpose, which keeps its name; none is doubled."""
+    assert cli(home, "run", "--today", DAY1) == 0
+    wb = openpyxl.load_workbook(workbook(home))
+    wb["Forecast"].title = "À venir"
+    settings = wb["Settings"]
+    for row in settings.iter_rows(min_row=2):
+        if row[0].value == "locale":
+            row[1].value = "fr_FR"
+    wb.save(workbook(home))
+    assert cli(home, "run", "--today", "2026-03-08") == 0
+    names = sheet_names(home)
+    assert {"Journal", "Tableau de bord", "À venir"} <= set(names)
+    assert not {"SentLog", "Dashboard", "Forecast", "Prévisions"} & set(names)

@@ -153,7 +153,9 @@ def _owned_parts(pkg: Package, sheet_part: str) -> set[str]:
 
 def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, bytes]) -> Graft:
     """What changes in the package to hold `sheets`, whose worksheet XML is `built` (by
-    sheet name): existing sheets of those names are replaced, the others added."""
+    sheet name): the tool's own sheets are replaced (renamed when the workbook's language
+    changed), the others added, each marked as the tool's (see tool_marks); a staff sheet
+    is never written."""
     graft = Graft()
     root_rels = [r for r in pkg.rels("") if r.type.endswith("/officeDocument")]
     if not root_rels:
@@ -167,16 +169,19 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
     by_rid = {r.rid: r for r in pkg.rels(book)}
     sheets_of, sheet_ids = _workbook_sheets(root, by_rid)
     places = place_sheets({k: (v[0], v[2]) for k, v in sheets_of.items()}, read_marks(root),
-                          {s.name: s.header for s in sheets},
-                          lambda part: first_row_texts(pkg, part))
+                          sheets, lambda part: first_row(pkg, part))
     taken = set(pkg.names)
     rid_numbers = [int(m) for r in by_rid for m in re.findall(r"^rId(\d+)$", r)] or [0]
     next_rid = max(rid_numbers) + 1
     base = posixpath.dirname(book)
     new_sheets, new_rels = [], []
+    renames = {p.renamed_from: p.name for p in places.values() if p.renamed_from}
+    book_xml = _rename_sheets(book_xml, renames)
     by_part = {v[0]: v[1] for v in sheets_of.values()}
     replaced_ids = {by_part[p.part] for p in places.values() if p.part}
     _drop_stale_calc_chain(graft, pkg, book, by_rid, replaced_ids)
+    if renames:
+        graft.replace[book] = book_xml.encode("utf-8")
 
     for sheet in sheets:
         place = places[sheet.name]
@@ -207,7 +212,8 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
     if new_sheets:
         _edit_workbook(graft, pkg, book, book_xml, new_sheets, new_rels)
     edited = graft.replace.get(book, b"").decode("utf-8") or book_xml
-    marked = set_marks(edited, {name: p.name for name, p in places.items()})
+    marked = set_marks(edited, {name: p.name for name, p in places.items()},
+                       former=[n for s in sheets for n, _h in s.former])
     if marked != edited:
         graft.replace[book] = marked.encode("utf-8")
     if graft.overrides or graft.drop_overrides:
@@ -231,9 +237,8 @@ def _workbook_sheets(root: ET.Element, by_rid: Mapping[str, Rel]
     return found, sheet_ids
 
 
-def tool_sheet_places(pkg: Package, wanted: Mapping[str, tuple[str, ...]]
-                      ) -> dict[str, Placement]:
-    """Where each tool sheet (name -> header) would be written in this package."""
+def tool_sheet_places(pkg: Package, sheets: Sequence[ToolSheet]) -> dict[str, Placement]:
+    """Where each tool sheet would be written in this package (by the sheet's name)."""
     root_rels = [r for r in pkg.rels("") if r.type.endswith("/officeDocument")]
     if not root_rels:
         return {}
@@ -241,10 +246,10 @@ def tool_sheet_places(pkg: Package, wanted: Mapping[str, tuple[str, ...]]
     root = ET.fromstring(pkg.read(book))
     sheets_of, _ids = _workbook_sheets(root, {r.rid: r for r in pkg.rels(book)})
     return place_sheets({k: (v[0], v[2]) for k, v in sheets_of.items()}, read_marks(root),
-                        wanted, lambda part: first_row_texts(pkg, part))
+                        sheets, lambda part: first_row(pkg, part))
 
 
-def first_row_texts(pkg: Package, part: str) -> list[str]:
+def first_row(pkg: Package, part: str) -> list[str]:
     """The texts of a sheet part's first row (read no further), shared strings resolved."""
     if not pkg.has(part):
         return []
@@ -255,18 +260,19 @@ def first_row_texts(pkg: Package, part: str) -> list[str]:
                 tag = _local(el.tag)
                 if tag == "c":
                     kind = el.get("t", "n")
-                    text = "".join(t.text or "" for t in el.iter() if _local(t.tag) in ("t", "v")
-                                   and (kind != "inlineStr" or _local(t.tag) == "t"))
+                    text = "".join(t.text or "" for t in el.iter()
+                                   if _local(t.tag) == "t" or (_local(t.tag) == "v"
+                                                               and kind != "inlineStr"))
                     cells.append((kind, text))
-                elif tag == "row" or tag == "sheetData":
+                elif tag in ("row", "sheetData"):
                     break
         except ET.ParseError:
             return []
-    if any(kind == "s" for kind, _t in cells):
-        strings = _shared_strings(pkg)
-        return [strings[int(t)] if kind == "s" and t.isdigit() and int(t) < len(strings) else t
-                for kind, t in cells]
-    return [t for _k, t in cells]
+    if not any(kind == "s" for kind, _t in cells):
+        return [t for _k, t in cells]
+    strings = _shared_strings(pkg)
+    return [strings[int(t)] if kind == "s" and t.isdigit() and int(t) < len(strings) else t
+            for kind, t in cells]
 
 
 def _shared_strings(pkg: Package) -> list[str]:
@@ -274,11 +280,23 @@ def _shared_strings(pkg: Package) -> list[str]:
                  if r.type.endswith("/sharedStrings")), "xl/sharedStrings.xml")
     if not pkg.has(part):
         return []
-    out = []
-    for si in ET.fromstring(pkg.read(part)):
-        if _local(si.tag) == "si":
-            out.append("".join(t.text or "" for t in si.iter() if _local(t.tag) == "t"))
-    return out
+    return ["".join(t.text or "" for t in si.iter() if _local(t.tag) == "t")
+            for si in ET.fromstring(pkg.read(part)) if _local(si.tag) == "si"]
+
+
+def _rename_sheets(book_xml: str, renames: Mapping[str, str]) -> str:
+    """`book_xml` with sheets renamed (old -> new), and the defined names (print titles,
+    filters) that name them following."""
+    for old, new in renames.items():
+        attr = re.escape(old.translate(XML_ATTR))
+        book_xml = re.sub(rf'(<(?:[\w.\-]+:)?sheet\b[^>]*\bname\s*=\s*")({attr})(")',
+                          lambda m, new=new: m.group(1) + new.translate(XML_ATTR) + m.group(3),
+                          book_xml, count=1)
+        quoted = "'" + new.replace("'", "''") + "'!"
+        for reference in ("'" + old.replace("'", "''") + "'!", old + "!"):
+            for before in (">", ","):  # a reference starts a defined name, or follows ","
+                book_xml = book_xml.replace(before + reference, before + quoted)
+    return book_xml
 
 
 def _drop_stale_calc_chain(

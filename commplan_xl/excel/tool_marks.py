@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from xml.etree import ElementTree as ET
 
 from commplan_xl.excel.ooxml import XML_TEXT
+from commplan_xl.excel.sheet_xml import ToolSheet
 from commplan_xl.problems import CommplanError
 
 MARK_PREFIX = "commplan_tool_"
@@ -66,46 +67,82 @@ def _local(tag: str) -> str:
 @dataclass(frozen=True)
 class Placement:
     """Where one tool sheet goes: `name` in the workbook, and the part it replaces ("" for a
-    new sheet); `staff_sheet` is the staff's sheet holding the wanted name, if any."""
+    new sheet); `renamed_from` the name its sheet had in another language (renamed now);
+    `staff_sheet` the staff's sheet holding the wanted name, if any."""
 
     name: str
     part: str = ""
+    renamed_from: str | None = None
     staff_sheet: str | None = None
 
 
 def place_sheets(
     existing: Mapping[str, tuple[str, str]],
     marks: Mapping[str, str],
-    wanted: Mapping[str, tuple[str, ...]],
+    sheets: Sequence[ToolSheet],
     first_row: Callable[[str], list[str]],
 ) -> dict[str, Placement]:
-    """Where each wanted tool sheet (name -> header) goes, given the workbook's sheets
-    (`existing`: name casefolded -> (part, display name)), its marks and a reader of a
-    sheet part's first row (to know sheets an older commplan wrote without a mark)."""
+    """Where each tool sheet goes (by its name), given the workbook's sheets (`existing`:
+    name casefolded -> (part, name as written)), its marks (see `read_marks`) and a reader
+    of a sheet part's first row (to know sheets an older commplan wrote without a mark).
+
+    A sheet is the tool's when it carries the mark of the sheet's name in any language, or
+    is unmarked with the tool's name and header (in any language): a sheet in another
+    language is renamed to the current one unless a staff sheet has that name. Any other
+    sheet is the staff's and is never written: the tool then picks another name.
+    """
     claimed = {marks[m].casefold() for m in marks if marks[m].casefold() in existing}
     taken = set(existing)
     out: dict[str, Placement] = {}
-    for name, header in wanted.items():
-        marked = marks.get(mark_name(name))
-        if marked is not None and marked.casefold() in existing:
-            part, shown = existing[marked.casefold()]
-            out[name] = Placement(shown, part)
-            continue
-        same = existing.get(name.casefold())
-        if same is None:
-            out[name] = Placement(name)
-            taken.add(name.casefold())
-            continue
-        part, shown = same
-        if name.casefold() not in claimed and _is_tool_header(first_row(part), header):
-            out[name] = Placement(shown, part)  # written by an older commplan, unmarked
-            claimed.add(name.casefold())
-            continue
-        other = _free_name(name, taken)
-        taken.add(other.casefold())
-        found = existing.get(other.casefold())
-        out[name] = Placement(other, found[0] if found else "", staff_sheet=shown)
+    for sheet in sheets:
+        names = ((sheet.name, sheet.header), *sheet.former)
+        found = _marked(existing, marks, names) or _unmarked(existing, claimed, names,
+                                                             first_row)
+        wanted = sheet.name.casefold()
+        staff = None
+        if wanted in existing and (found is None or found[1].casefold() != wanted):
+            staff = existing[wanted][1]
+        if found is not None:
+            part, shown = found
+            claimed.add(shown.casefold())
+            if shown.casefold() != wanted and staff is None and shown.casefold() in {
+                    n.casefold() for n, _h in sheet.former}:
+                taken.discard(shown.casefold())
+                taken.add(wanted)
+                out[sheet.name] = Placement(sheet.name, part, renamed_from=shown)
+            else:
+                out[sheet.name] = Placement(shown, part, staff_sheet=staff)
+        elif staff is None:
+            out[sheet.name] = Placement(sheet.name)
+            taken.add(wanted)
+        else:
+            other = _free_name(sheet.name, taken)
+            taken.add(other.casefold())
+            again = existing.get(other.casefold())
+            out[sheet.name] = Placement(other, again[0] if again else "", staff_sheet=staff)
     return out
+
+
+def _marked(existing: Mapping[str, tuple[str, str]], marks: Mapping[str, str],
+            names: Iterable[tuple[str, tuple[str, ...]]]) -> tuple[str, str] | None:
+    """(part, name) of the sheet carrying the mark of one of `names`, if any."""
+    for name, _header in names:
+        sheet = marks.get(mark_name(name))
+        if sheet is not None and sheet.casefold() in existing:
+            return existing[sheet.casefold()]
+    return None
+
+
+def _unmarked(existing: Mapping[str, tuple[str, str]], claimed: set[str],
+              names: Iterable[tuple[str, tuple[str, ...]]],
+              first_row: Callable[[str], list[str]]) -> tuple[str, str] | None:
+    """(part, name) of an unmarked sheet of one of `names` under that name's header."""
+    for name, header in names:
+        found = existing.get(name.casefold())
+        if found is not None and name.casefold() not in claimed \
+                and _is_tool_header(first_row(found[0]), header):
+            return found
+    return None
 
 
 def _is_tool_header(row: list[str], header: Iterable[str]) -> bool:
@@ -130,25 +167,29 @@ def _free_name(name: str, taken: set[str]) -> str:
         n += 1
 
 
-def set_marks(book_xml: str, names: Mapping[str, str]) -> str:
-    """`book_xml` with one mark per tool sheet (first name -> current name), scoped to
-    that sheet, the old marks of those sheets replaced; the text unchanged when the marks
-    are already right."""
+def set_marks(book_xml: str, names: Mapping[str, str], former: Iterable[str] = ()) -> str:
+    """`book_xml` with one mark per tool sheet (its name -> the name it has in the
+    workbook), scoped to that sheet; the old marks of those sheets and those of their
+    `former` names (other languages) removed. The text is unchanged when the marks are
+    already right."""
     root = ET.fromstring(book_xml)
-    if all(read_marks(root).get(mark_name(first)) == shown for first, shown in names.items()):
+    current = read_marks(root)
+    stale = {mark_name(name) for name in former} - {mark_name(name) for name in names}
+    if all(current.get(mark_name(n)) == shown for n, shown in names.items()) and not (
+            stale & set(current)):
         return book_xml
     index = {name: i for i, name in enumerate(sheet_names(root))}
     wanted = {
-        mark_name(first): (
-            f'<§definedName name="{mark_name(first)}" localSheetId="{index[shown]}" '
+        mark_name(name): (
+            f'<§definedName name="{mark_name(name)}" localSheetId="{index[shown]}" '
             f'hidden="1">{reference_to(shown).translate(XML_TEXT)}</§definedName>'
         )
-        for first, shown in names.items()
+        for name, shown in names.items()
     }
     xml = book_xml
     for element in {m.group(0) for m in _MARK_ELEMENT.finditer(book_xml)}:
         match = re.search(r"\bname\s*=\s*[\"']([^\"']*)[\"']", element)
-        if match and match.group(1).casefold() in wanted:
+        if match and match.group(1).casefold() in set(wanted) | stale:
             xml = xml.replace(element, "", 1)
     return _insert_defined_names(xml, "".join(wanted.values()))
 

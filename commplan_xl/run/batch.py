@@ -228,7 +228,9 @@ def find_step(site: Site, order_id: str, step_number: int) -> tuple[Order, Custo
     key = norm_key(order_id)
     order = next((o for o in site.model.orders if norm_key(o.order_id) == key), None)
     if order is None:
-        bad = [p for p in site.problems if p.sheet == "Orders"]
+        from commplan_xl.excel.names import sheet_key
+
+        bad = [p for p in site.problems if sheet_key(p.sheet) == "orders"]
         hint = " (the Orders sheet has problems: run `commplan check`)" if bad else ""
         raise CommplanError(f'There is no order "{order_id}" in the Orders sheet{hint}.')
     plan = site.model.plans.get(order.plan)
@@ -696,13 +698,16 @@ def sentlog_rows(ledger) -> list[tuple]:
 
 def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
                   extra_sheets: list | tuple = ()) -> bool:
-    """Rebuild the SentLog sheet (and the report sheets given) from the ledger; False (with
-    a note) when the file is open."""
+    """Rebuild the SentLog sheet (and the report sheets given) from the ledger, in the
+    workbook's language; False (with a note) when the file is open."""
+    from commplan_xl.excel.names import localise
     from commplan_xl.excel.sheet_xml import ToolSheet
-    from commplan_xl.store.sentlog import SENTLOG_HEADER, SENTLOG_WIDTHS
+    from commplan_xl.store.sentlog import SENTLOG_HEADER, SENTLOG_WIDTHS, in_language
 
-    sheet = ToolSheet(name="SentLog", header=SENTLOG_HEADER, rows=sentlog_rows(ledger),
-                      widths=SENTLOG_WIDTHS)
+    lang = site_language(site)
+    sheet = localise(ToolSheet(name="SentLog", header=SENTLOG_HEADER,
+                               rows=in_language(sentlog_rows(ledger), lang),
+                               widths=SENTLOG_WIDTHS), "sentlog", lang)
     try:
         write_sheets(site, [sheet, *extra_sheets])
     except WorkbookLocked as exc:
@@ -716,16 +721,29 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
     return True
 
 
-def tool_sheet_headers() -> dict[str, tuple[str, ...]]:
-    """The tool's sheets by the name it gives them, with their header row."""
+def site_language(site: Site) -> str:
+    """The language of the site's workbook, which its tool sheets are written in."""
+    from commplan_xl.excel.names import workbook_language
+
+    return workbook_language(site.settings.locale)
+
+
+def tool_sheet_specs(site: Site) -> list:
+    """The tool's sheets as it would write them in the site's language (no rows): their
+    names, headers and names in the other languages."""
+    from commplan_xl.excel.names import localise
+    from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.run import reports
     from commplan_xl.run.variables import VARIABLE_LIST, VARIABLE_LIST_HEADER
     from commplan_xl.store.sentlog import SENTLOG_HEADER
 
-    return {"SentLog": SENTLOG_HEADER,
-            reports.DASHBOARD: (*reports.DAY_HEADER, "", *reports.PLAN_HEADER),
-            reports.FORECAST: reports.FORECAST_HEADER,
-            VARIABLE_LIST: VARIABLE_LIST_HEADER}
+    lang = site_language(site)
+    english = (("sentlog", "SentLog", SENTLOG_HEADER),
+               ("dashboard", reports.DASHBOARD, (*reports.DAY_HEADER, "", *reports.PLAN_HEADER)),
+               ("forecast", reports.FORECAST, reports.FORECAST_HEADER),
+               ("variablelist", VARIABLE_LIST, VARIABLE_LIST_HEADER))
+    return [localise(ToolSheet(name=name, header=header, rows=()), key, lang)
+            for key, name, header in english]
 
 
 def write_sheets(site: Site, sheets: list) -> None:

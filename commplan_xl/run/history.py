@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from commplan_xl.problems import CommplanError
 
 if TYPE_CHECKING:
+    from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.run.batch import Site
 
 NEW_LEDGER_OPTION = "--new-ledger"
@@ -81,31 +82,26 @@ def missing_ledger_message(site: Site) -> str | None:
     )
 
 
-# The SentLog's header in French (the sheet may be called Journal), as people may write it.
-JOURNAL_HEADER = ("date", "commande", "client", "email", "plan", "étape", "échéance",
-                  "statut", "objet", "détail", "fichier archivé")
-
-
 def sentlog_with_rows(workbook: Path) -> str | None:
     """The name of the workbook's SentLog (or Journal) sheet when it has a row under its
-    header; None otherwise. The sheet is the tool's (marked), or one named SentLog or
-    Journal under the SentLog's header (English or French). Reads no further than its
-    second row."""
+    header; None otherwise. The sheet is the tool's: marked, or named SentLog or Journal
+    under that name's header. Reads no further than its second row."""
+    from commplan_xl.excel.names import localise
     from commplan_xl.excel.package import Package, tool_sheet_places
+    from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.store.sentlog import SENTLOG_HEADER
 
+    sentlog = localise(ToolSheet(name="SentLog", header=SENTLOG_HEADER, rows=()), "sentlog",
+                       "en")
     try:
         with zipfile.ZipFile(workbook) as zin:
             pkg = Package(zin)
-            places = tool_sheet_places(pkg, {"SentLog": SENTLOG_HEADER,
-                                             "Journal": JOURNAL_HEADER})
-            for place in places.values():
-                if place.part and place.staff_sheet is None and _has_second_row(pkg,
-                                                                                place.part):
-                    return place.name
+            place = tool_sheet_places(pkg, [sentlog]).get(sentlog.name)
+            if place is None or not place.part:
+                return None
+            return place.name if _has_second_row(pkg, place.part) else None
     except (OSError, zipfile.BadZipFile, KeyError, ValueError):
         return None
-    return None
 
 
 def _has_second_row(pkg, part: str) -> bool:
@@ -160,13 +156,13 @@ def recorded_plans(site: Site) -> dict[str, tuple[str, str]]:
         return ledger.recorded_plans()
 
 
-def tool_sheet_notes(site: Site, wanted: Mapping[str, tuple[str, ...]]) -> list[str]:
+def tool_sheet_notes(site: Site, sheets: Sequence[ToolSheet]) -> list[str]:
     """One sentence per staff sheet holding a tool sheet's name."""
     from commplan_xl.excel.package import Package, tool_sheet_places
 
     try:
         with zipfile.ZipFile(site.workbook) as zin:
-            places = tool_sheet_places(Package(zin), wanted)
+            places = tool_sheet_places(Package(zin), sheets)
     except (OSError, zipfile.BadZipFile, KeyError, ValueError):
         return []
     return [

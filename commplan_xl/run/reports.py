@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from commplan_xl.core.schedule import split_ledger
+from commplan_xl.excel.names import localise, sheet_key, workbook_language
 from commplan_xl.excel.sheet_xml import Chart, ToolSheet
 from commplan_xl.model import LedgerEntry, Model, Outcome, norm_key
 from commplan_xl.problems import CommplanError, Problem, SendFailure, WorkbookProblem
@@ -207,7 +208,7 @@ def unreachable_orders(
     """
     email_problems: dict[int, list[str]] = {}
     for p in problems:
-        if p.sheet == "Customers" and p.column == "email" and p.row is not None:
+        if sheet_key(p.sheet) == "customers" and p.column == "email" and p.row is not None:
             email_problems.setdefault(p.row, []).append(str(p))
     out: list[Unreachable] = []
     for p in problems:
@@ -424,7 +425,10 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
             ids = {}
         figures = dashboard_figures(events, today=today, model=site.model,
                                     ledger_state=state, problems=site.problems, order_ids=ids)
-    sheets = [figures_sheet(figures), forecast_sheet(forecast_rows(site, state, today=today))]
+    lang = workbook_language(site.settings.locale)
+    sheets = [localise(figures_sheet(figures), "dashboard", lang),
+              localise(forecast_sheet(forecast_rows(site, state, today=today)), "forecast",
+                       lang)]
     return sheets, figures
 
 

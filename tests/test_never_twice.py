@@ -185,16 +185,16 @@ def test_due_and_check_mention_the_missing_ledger(home, capsys):
 
 
 def test_restore_ledger_puts_back_the_newest_copy(home, smtp_server, capsys):
-    """Each run keeps a dated copy; `restore-ledger` lists them and puts the newest back,
-    keeping the ledger it replaces; the next run sends nothing again."""
+    """Each run keeps a dated copy (holding that day's sends); `restore-ledger` lists them
+    and puts the newest back, keeping the ledger it replaces; the next run sends nothing
+    again."""
     assert cli(home, "run", "--today", DAY1) == 0
-    assert cli(home, "run", "--today", "2026-03-08") == 0  # copies the ledger of DAY1
     copies = sorted(p.name for p in (home / BACKUP_FOLDER).iterdir())
-    assert copies == ["commplan-ledger-2026-03-08.sqlite3"]
+    assert copies == ["commplan-ledger-2026-03-07.sqlite3"]
     _remove_ledger(home, "blank")
     capsys.readouterr()
     assert cli(home, "restore-ledger", "--list") == 0
-    assert "commplan-ledger-2026-03-08.sqlite3" in capsys.readouterr().out
+    assert "commplan-ledger-2026-03-07.sqlite3  (5 outcome(s)" in capsys.readouterr().out
     assert cli(home, "restore-ledger") == 0
     out = capsys.readouterr().out
     assert "Restored" in out and "kept as" in out

@@ -332,10 +332,7 @@ def run(
             return _dry_run(site, day, report, limit)
         _before_sending(site, new_ledger)
         with Ledger(site.ledger_path) as ledger:
-            if not ledger.is_empty():
-                from commplan_xl.store.ledger_backup import make_backup
-
-                make_backup(ledger.db, site.home, day)
+            _copy_ledger(site, ledger, day, report)  # before sending: a safety net
             for entry in ledger.recover(now_in(site.settings), day=day):
                 report.uncertain += 1
                 report.notes.append(
@@ -347,7 +344,27 @@ def run(
                 read_returned(site, ledger, report, day)
             extra = _send_all(site, ledger, day, report, limit, progress, mailer_factory)
             write_sentlog(site, ledger, report, extra_sheets=extra)
+            _copy_ledger(site, ledger, day, report)  # the day's copy holds today's sends
     return report
+
+
+def _copy_ledger(site: Site, ledger, day: dt.date, report: RunReport) -> None:
+    """Keep the day's dated copy of the ledger (nothing for a ledger still empty); a copy
+    that cannot be made is said, never a reason to stop."""
+    import sqlite3
+
+    from commplan_xl.store.ledger_backup import backup_folder, make_backup
+
+    if ledger.is_empty():
+        return
+    try:
+        make_backup(ledger.db, site.home, day)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("no dated copy of the ledger: %s", exc)
+        note = (f"The dated copy of the ledger could not be made in {backup_folder(site.home)}"
+                f" ({exc}); check that folder.")
+        if note not in report.notes:
+            report.notes.append(note)
 
 
 def _before_sending(site: Site, new_ledger: bool) -> None:

@@ -1,10 +1,10 @@
-"""Dated copies of the ledger, made before each run sends, and putting one back.
+"""Dated copies of the ledger, made by each run, and putting one back.
 
 The ledger is the one truth of what was sent: a lost or emptied ledger would send again
-everything still within catch-up. Each run copies it first (SQLite's backup API, so the
-copy is whole even with a WAL beside the file) to `ledger-backups/` in the home folder,
-one file per day, the newest few kept. `restore` puts one back, keeping the ledger it
-replaces.
+everything still within catch-up. Each run copies it before sending and again at its end
+(SQLite's backup API, so the copy is whole even with a WAL beside the file) to
+`ledger-backups/` in the home folder, one file per day, the newest few kept. `restore`
+puts one back, keeping the ledger it replaces.
 """
 
 from __future__ import annotations

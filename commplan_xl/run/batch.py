@@ -332,7 +332,7 @@ def run(
             return _dry_run(site, day, report, limit)
         _before_sending(site, new_ledger)
         with Ledger(site.ledger_path) as ledger:
-            _copy_ledger(site, ledger, day, report)  # before sending: a safety net
+            _copy_ledger(site, ledger, day, report, unless_current=True)  # a safety net
             for entry in ledger.recover(now_in(site.settings), day=day):
                 report.uncertain += 1
                 report.notes.append(
@@ -348,14 +348,16 @@ def run(
     return report
 
 
-def _copy_ledger(site: Site, ledger, day: dt.date, report: RunReport) -> None:
-    """Keep the day's dated copy of the ledger (nothing for a ledger still empty); a copy
-    that cannot be made is said, never a reason to stop."""
+def _copy_ledger(site: Site, ledger, day: dt.date, report: RunReport, *,
+                 unless_current: bool = False) -> None:
+    """Keep the day's dated copy of the ledger (nothing for a ledger still empty; with
+    `unless_current`, nothing when the newest copy already holds the ledger as it is); a
+    copy that cannot be made is said, never a reason to stop."""
     import sqlite3
 
-    from commplan_xl.store.ledger_backup import backup_folder, make_backup
+    from commplan_xl.store.ledger_backup import backup_folder, is_current, make_backup
 
-    if ledger.is_empty():
+    if ledger.is_empty() or (unless_current and is_current(ledger.db, site.home)):
         return
     try:
         make_backup(ledger.db, site.home, day)

@@ -35,6 +35,31 @@ def backups(home: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if _DATED.match(p.name)), key=lambda p: p.name)
 
 
+def is_current(db: sqlite3.Connection, home: Path) -> bool:
+    """Whether the newest copy already holds what the open ledger `db` holds (the same last
+    outcome, send attempt and returned mail: nothing happened since it was made)."""
+    copies = backups(home)
+    if not copies:
+        return False
+    try:
+        copy = _read_only(copies[-1])
+        try:
+            return _fingerprint(copy) == _fingerprint(db)
+        finally:
+            copy.close()
+    except sqlite3.Error:
+        return False
+
+
+def _fingerprint(db: sqlite3.Connection) -> tuple:
+    """The newest row id of each table that only grows (each a primary-key look-up)."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master "
+                                             "WHERE type = 'table'")}
+    # The names come from the fixed tuple below, never from the file.
+    return tuple(db.execute(f"SELECT coalesce(max(rowid), 0) FROM {name}").fetchone()[0]
+                 if name in tables else None for name in ("events", "sends", "returned"))
+
+
 def make_backup(db: sqlite3.Connection, home: Path, day: dt.date,
                 keep: int = KEEP_BACKUPS) -> Path:
     """Copy the open ledger `db` to `ledger-backups/commplan-ledger-DAY.sqlite3` (a copy of
@@ -48,6 +73,8 @@ def make_backup(db: sqlite3.Connection, home: Path, day: dt.date,
         copy = sqlite3.connect(tmp)
         try:
             db.backup(copy)
+            # A copy is a single file, read without a WAL beside it.
+            copy.execute("PRAGMA journal_mode = DELETE")
         finally:
             copy.close()
         os.replace(tmp, target)
@@ -70,7 +97,7 @@ def describe(path: Path) -> str:
 
 
 def _summary(path: Path) -> tuple[int, str]:
-    db = sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True)
+    db = _read_only(path)
     try:
         count, last = db.execute("SELECT count(*), max(at) FROM events").fetchone()
     finally:
@@ -96,7 +123,8 @@ def restore(ledger: Path, source: Path, *, now: dt.datetime) -> Path | None:
         extra.unlink(missing_ok=True)
     tmp = ledger.with_name(f".{ledger.name}.restore.tmp")
     tmp.unlink(missing_ok=True)
-    src = sqlite3.connect(f"file:{source.as_posix()}?mode=ro", uri=True)
+    # Not immutable: a copy taken by hand may have its last changes in a WAL beside it.
+    src = sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro", uri=True)
     try:
         dst = sqlite3.connect(tmp)
         try:
@@ -107,6 +135,11 @@ def restore(ledger: Path, source: Path, *, now: dt.datetime) -> Path | None:
         src.close()
     os.replace(tmp, ledger)
     return kept
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes the file nor leaves a WAL or lock file beside it."""
+    return sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro&immutable=1", uri=True)
 
 
 def _side_files(ledger: Path) -> list[Path]:

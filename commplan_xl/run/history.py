@@ -175,21 +175,39 @@ def tool_sheet_notes(site: Site, sheets: Sequence[ToolSheet]) -> list[str]:
 
 def remove_leftovers(site: Site) -> int:
     """Remove what a killed run left: `.commplan.*.tmp` beside the workbook, `.tmp-*.part`
-    in the archive's customer folders, a half-made ledger copy. How many went."""
-    removed = 0
+    in the archive's customer folders. How many went.
+
+    Only the customer folders changed since the last run that ended (its dated copy of the
+    ledger) are looked into: a file added to a folder changes the folder's time.
+    """
+    from commplan_xl.store.ledger_backup import backups
+
     stem = site.workbook.stem
     candidates: list[Path] = []
     with contextlib.suppress(OSError):
         candidates += site.workbook.parent.glob(f".{stem}.*.tmp")
-    archive = site.settings.archive_dir
-    with contextlib.suppress(OSError), os.scandir(archive) as folders:
+    copies = backups(site.home)
+    try:
+        # Less 2 s: some file systems (FAT) keep times to 2 s.
+        since = copies[-1].stat().st_mtime_ns - 2_000_000_000 if copies else None
+    except OSError:
+        since = None
+    with contextlib.suppress(OSError), os.scandir(site.settings.archive_dir) as folders:
         for folder in folders:
-            if folder.is_dir(follow_symlinks=False):
-                with contextlib.suppress(OSError), os.scandir(folder.path) as files:
-                    candidates += [Path(f.path) for f in files
-                                   if f.name.startswith(".tmp-") and f.name.endswith(".part")]
+            if folder.is_dir(follow_symlinks=False) and (
+                    since is None or folder.stat(follow_symlinks=False).st_mtime_ns >= since):
+                candidates += _parts_in(folder.path)
+    removed = 0
     for path in candidates:
         with contextlib.suppress(OSError):
             path.unlink()
             removed += 1
     return removed
+
+
+def _parts_in(folder: str) -> list[Path]:
+    """The staged mail files (`.tmp-*.part`) left in one customer folder."""
+    with contextlib.suppress(OSError), os.scandir(folder) as files:
+        return [Path(f.path) for f in files
+                if f.name.startswith(".tmp-") and f.name.endswith(".part")]
+    return []

@@ -460,13 +460,19 @@ def what_to_do(failure: str, catch_up_days: int | None = None) -> str:
     found = _FAILURE.match(failure)
     resend = f"commplan resend {found.group(1)} {found.group(2)}" if found else \
         "commplan resend COMMANDE ÉTAPE"
+    # Past catch-up (always with catch_up_days 0) no later day's run retries a failure:
+    # never promise it.
+    last_day = "not be retried after today" in text or catch_up_days == 0
+    next_run = (f"aucun passage ne le réessaiera (délai de rattrapage catch_up_days "
+                f"dépassé) : lancez `{resend}` une fois réglé" if last_day
+                else "le passage suivant le réessaie")
     if text.startswith("to review"):
         return ("ouvrez ce mail revenu dans la boîte d'envoi : il nomme un client mais aucun "
                 "mail que commplan retrouve ; renvoyez à la main si besoin.")
     if "sending account" in text:
         return ("le compte d'envoi a été refusé, pas l'adresse du client : l'informaticien "
                 "doit vérifier le droit d'envoyer au nom de l'expéditeur et les "
-                "enregistrements SPF/DKIM du domaine ; le passage suivant le réessaie.")
+                f"enregistrements SPF/DKIM du domaine ; {next_run}.")
     if "uncertain" in text:
         return (f"vérifiez avec le client s'il a reçu ce mail ; sinon lancez `{resend}` "
                 "(il n'est jamais renvoyé tout seul).")
@@ -474,12 +480,11 @@ def what_to_do(failure: str, catch_up_days: int | None = None) -> str:
         then = (f"puis lancez `{resend}` (catch_up_days vaut 0 : aucun passage ne le "
                 "renverra)" if catch_up_days == 0 else "le mail repartira au passage suivant")
         return f"l'adresse a été refusée : corrigez-la dans la feuille Customers ; {then}."
-    if "not be retried after today" in text or catch_up_days == 0:
-        return (f"il ne sera plus réessayé après aujourd'hui (délai de rattrapage "
-                f"catch_up_days dépassé) : une fois le problème réglé, lancez `{resend}`.")
     if "once fixed" in text:
         return ("corrigez le modèle ou la pièce jointe dans le classeur (`commplan check` "
-                "montre où) ; le passage suivant le réessaie.")
+                f"montre où) ; {next_run}.")
+    if last_day:
+        return f"il ne sera plus réessayé après aujourd'hui : {next_run}."
     within = f" pendant {catch_up_days} jours après l'échéance" if catch_up_days else ""
     return f"rien à faire : les passages suivants le réessaient{within}."
 

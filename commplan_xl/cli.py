@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", parents=[common], help="validate the workbook")
     p.add_argument("--smtp", action="store_true",
                    help="also test the mail server connection and login")
+    p.add_argument("--today", type=_date, help=argparse.SUPPRESS)
 
     p = sub.add_parser("due", parents=[common], help="list what a run would send or skip")
     p.add_argument("--today", type=_date, help="the day of the run (YYYY-MM-DD)")

@@ -67,7 +67,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     site = _site(args)
-    problems = list(site.problems) + batch.check_messages(site)
+    problems = list(site.problems) + batch.check_messages(site, today=args.today)
     for p in problems:
         _say(str(p))
     status = EXIT_ATTENTION if problems else EXIT_OK
@@ -123,6 +123,7 @@ def _warm_imports() -> None:
 _CSV_HEADER = "order_id,customer_id,plan,step,due_date,action,reason\n"
 _NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 _WAITING = "daily limit reached: waits for the next run"
+_LIMIT = "daily limit reached"  # schedule.REASON_LIMIT (not imported: `due` starts lighter)
 
 
 def _csv_field(text: str) -> str:
@@ -132,11 +133,11 @@ def _csv_field(text: str) -> str:
 
 
 def _csv_tail(plan_name: str, step: int, due: object, action: str, reason: str) -> str:
-    """The end of a CSV row, from the plan on (a wait shows as a skip saying why)."""
+    """The end of a CSV row, from the plan on: action send, skip or wait, and why."""
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(
-        (plan_name, step, due, "send" if action == "send" else "skip",
-         _WAITING if action == "wait" else reason))
+        (plan_name, step, due, str(action),
+         _WAITING if action == "wait" and reason == _LIMIT else reason))
     return buffer.getvalue()
 
 
@@ -231,6 +232,8 @@ class _Progress:
 def print_report(report: batch.RunReport) -> None:
     for line in report.failures:
         _say(f"  failed: {line}")
+    for line in report.held:
+        _say(f"  waiting: {line}")
     for note in report.notes:
         _say(note)
     rows = [p for p in report.problems if not p.message_level]
@@ -244,6 +247,8 @@ def print_report(report: batch.RunReport) -> None:
         summary += f", waiting {report.waiting}"
     if report.not_tried:
         summary += f", not tried {report.not_tried}"
+    if report.held:
+        summary += f", waiting for a value {len(report.held)}"
     _say(summary + f" (run of {report.today:%d/%m/%Y}).")
     if report.dry_run:
         _say("Dry run: nothing was sent or recorded.")

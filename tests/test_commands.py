@@ -144,7 +144,7 @@ def test_due_csv_reads_back_as_the_decisions_whatever_the_values():
     assert rows[1:] == [
         ["O1", "C1", "Baie vitrée", "1", "2026-03-07", "send", "due"],
         ['O,2 "x"', "C\n2", 'Plan "A", B', "2", "2026-03-07", "skip", "superseded by step 3"],
-        ["O3", "C3;4", "Baie vitrée", "1", "2026-03-07", "skip",
+        ["O3", "C3;4", "Baie vitrée", "1", "2026-03-07", "wait",
          "daily limit reached: waits for the next run"],
         ["O4", "C4", "Baie vitrée", "1", "2026-03-07", "send", "due"],
         ["O5\r", " C5 ", "Baie vitrée", "4", "2026-03-07", "skip", "missed"],

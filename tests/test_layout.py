@@ -187,10 +187,12 @@ def test_missing_logo_holds_the_mail_and_check_says_why(home, smtp_server, capsy
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("<p>{{ content }</p>", "the layout has a mistake on line 1"),
-        ("<p>\n{% if logo %}{{ content }}</p>", "the layout has a mistake on line 2"),
+        ("<p>{{ content }</p>", 'the layout cannot be read: a "}}" is missing at the end of '
+         "line 1"),
+        ("<p>\n{% if logo %}{{ content }}</p>",
+         'the layout cannot be read: the "{% if %}" of line 2 is never closed'),
         ("<p>Bonjour</p>", "the layout never shows {{ content }}"),
-        ("<p>{{ content|nope }}</p>", "No filter named 'nope'"),
+        ("<p>{{ content|nope }}</p>", 'uses the filter "nope", which does not exist'),
     ],
 )
 def test_site_layout_problems_are_sentences(source: str, expected: str) -> None:
@@ -208,7 +210,8 @@ def test_check_reports_the_site_layout_and_signature_problems(home, capsys):
     assert 'layout.html: the layout uses "order.magasin", which does not exist' in out
     (home / "layout.html").write_text("<body>\n{{ content }</body>", encoding="utf-8")
     assert main(["check", "--home", str(home)]) == 1
-    assert "layout.html: the layout has a mistake on line 2" in capsys.readouterr().out
+    assert ('layout.html: the layout cannot be read: a "}}" is missing at the end of line 2'
+            in capsys.readouterr().out)
     (home / "layout.html").unlink()
     assert main(["check", "--home", str(home)]) == 0
     capsys.readouterr()
@@ -218,7 +221,8 @@ def test_signature_syntax_error_is_a_settings_problem(tmp_path) -> None:
     """A signature that cannot compile is reported on the Settings sheet."""
     settings = Settings(home=tmp_path, signature="Cordialement {{ sender.name }")
     (found,) = layout_problems(settings)
-    assert str(found).startswith("Settings (value): the signature has a mistake on line 1")
+    assert str(found).startswith('Settings (value): the signature cannot be read: a "}}" is '
+                                 "missing at the end of line 1")
 
 
 def test_a_logo_that_is_not_an_image_is_refused(tmp_path) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from itertools import compress, repeat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from commplan_xl.core.units import UNIT_ROWS, english_hint, parse_unit
 from commplan_xl.excel.read import Table, no_gc, normalise_header, parse_date, parse_yes_no
@@ -34,9 +34,6 @@ from commplan_xl.model import (
 )
 from commplan_xl.problems import WorkbookProblem
 from commplan_xl.settings import Settings, parse_settings, sheet_rows, unknown_key
-
-if TYPE_CHECKING:
-    from jinja2.sandbox import SandboxedEnvironment
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "settings": ("key", "value"),
@@ -263,17 +260,6 @@ class _PlanRows:
     steps: dict[int, Step]
 
 
-def _compile(env: SandboxedEnvironment, source: str) -> str | None:
-    """None when the template compiles, else the Jinja message with its line."""
-    from jinja2 import TemplateSyntaxError
-
-    try:
-        env.parse(source)
-    except TemplateSyntaxError as exc:
-        return f"on line {exc.lineno}: {(exc.message or 'syntax error').rstrip('.')}"
-    return None
-
-
 def _plans(
     tables: Mapping[str, Table], usable: set[str], settings: Settings,
     problems: list[WorkbookProblem],
@@ -285,10 +271,6 @@ def _plans(
     sheet = _Sheet(table, problems)
     orders = tables.get("orders")
     order_columns = set(orders.columns) if orders is not None else None
-    # Imported here, not at the top: `due` warms it in a thread while the workbook parses.
-    from jinja2.sandbox import SandboxedEnvironment
-
-    env = SandboxedEnvironment()
     plans: dict[str, _PlanRows] = {}
     named: dict[str, int] = {}
     step_rows: dict[tuple[str, int], int] = {}
@@ -361,16 +343,14 @@ def _plans(
             else:
                 required = value
 
+        # What the templates say (syntax, variables) is the message's problem, not the
+        # row's: `check` reports it and the step waits (run.readiness).
         subject = _text(values["subject"])
         body = _text(values["body"])
         if not subject.strip():
             sheet.add(row, "subject", "The subject is empty; write the subject of this mail.")
-        elif error := _compile(env, subject):
-            sheet.add(row, "subject", f"The subject template has an error {error}.")
         if not body.strip():
             sheet.add(row, "body", "The body is empty; write the text of this mail.")
-        elif error := _compile(env, body):
-            sheet.add(row, "body", f"The body template has an error {error}.")
 
         attachments: list[str] = []
         if has("attachments"):

@@ -59,7 +59,8 @@ def subjects(server) -> list[str]:
     return [r.message["Subject"] for r in server.received]
 
 
-DELIVERY_BODY = "Bonjour {{ customer.name }},\nlivraison prévue le {{ order.date_de_livraison|date }}."
+DELIVERY_BODY = ("Bonjour {{ customer.name }},\n"
+                 "livraison prévue le {{ order.date_de_livraison|date }}.")
 
 
 def test_empty_delivery_date_holds_the_step_until_the_cell_is_filled(

@@ -12,7 +12,7 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Protocol
 
-from commplan_xl.core.offsets import Calendar, add_delay, business_calendar
+from commplan_xl.core.offsets import WEEKENDS_ONLY, Calendar, add_delay, business_calendar
 from commplan_xl.model import (
     Action,
     Customer,
@@ -97,12 +97,16 @@ class _PlanView:
     """
 
     __slots__ = ("plan", "key", "groups", "columns", "by_starts", "today", "oldest",
-                 "calendar", "ready", "static", "reads", "numbered")
+                 "calendar", "ready", "static", "reads", "numbered", "business")
 
     def __init__(self, plan: Plan, *, today: dt.date, catch_up_days: int,
-                 calendar: Calendar | None, ready: Readiness | None = None) -> None:
+                 calendar: Calendar | None, ready: Readiness | None = None,
+                 business: bool = False) -> None:
         self.plan = plan
         self.ready = ready
+        # send_days "business": a message due on a day off goes on the next working day
+        # (its due date, which catch-up counts from, stays the planned one).
+        self.business = business
         self.static: dict[int, str | None] = {}  # step -> why no order can get it (once)
         self.reads: dict[int, bool] = {}  # step -> whether it depends on the values
         self.numbered = {step.number: step for step in plan.steps}
@@ -194,7 +198,9 @@ class _PlanView:
         bits = 0
         for step in steps:
             due = add_delay(start, step.delay, step.unit, self.calendar)
-            if due <= self.today:
+            goes = (self.calendar or WEEKENDS_ONLY).next_working_day(due) if self.business \
+                else due
+            if goes <= self.today:
                 out.append((step.number, step, due, due < self.oldest))
                 bits |= 1 << step.number
         return tuple(out), bits
@@ -223,7 +229,7 @@ def decide(
     done, ledger = split_ledger(ledger)
     done_of = done.get
     with_history = {(key[0], key[1]) for key in ledger}  # orders with open entries
-    for order, customer, view in _sendable(model, today, settings.catch_up_days, cal, ready):
+    for order, customer, view in _sendable(model, today, settings, cal, ready):
         bits, fresh, checks = view.settled(tuple(map(order.dates.get, view.columns)))
         pair = (order.order_id, view.key)
         finished = done_of(pair, 0)
@@ -250,13 +256,14 @@ def decide(
 
 
 def _sendable(
-    model: Model, today: dt.date, catch_up_days: int, calendar: Calendar | None,
+    model: Model, today: dt.date, settings: Settings, calendar: Calendar | None,
     ready: Readiness | None = None,
 ) -> Iterator[tuple[Order, Customer, _PlanView]]:
     """Active orders of customers who have not opted out, on a known plan, with its view."""
+    business = settings.send_days == "business"
     views = {
-        key: _PlanView(plan, today=today, catch_up_days=catch_up_days, calendar=calendar,
-                       ready=ready)
+        key: _PlanView(plan, today=today, catch_up_days=settings.catch_up_days,
+                       calendar=calendar, ready=ready, business=business)
         for key, plan in model.plans.items()
     }
     customer_of = model.customers.get
@@ -312,10 +319,12 @@ def decide_order(
     catch_up_days: int,
     calendar: Calendar | None = None,
     ready: Readiness | None = None,
+    business_days_only: bool = False,
 ) -> list[Decision]:
-    """The decisions for one order, before the daily limit (status and opt-out not checked)."""
+    """The decisions for one order, before the daily limit (status and opt-out not checked).
+    `business_days_only`: send_days "business"."""
     view = _PlanView(plan, today=today, catch_up_days=catch_up_days, calendar=calendar,
-                     ready=ready)
+                     ready=ready, business=business_days_only)
     done, others = split_ledger(ledger)
     return _decide_order(order, customer, view, others, done)
 
@@ -472,7 +481,7 @@ def forecast(
     done, others = split_ledger(ledger)
     open_orders = tuple(
         order
-        for order, customer, view in _sendable(model, last, settings.catch_up_days, cal)
+        for order, customer, view in _sendable(model, last, settings, cal)
         if _decide_order(order, customer, view, others, done, per_order=False)
     )
     model = dataclasses.replace(model, orders=open_orders)

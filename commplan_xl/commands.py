@@ -330,8 +330,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from commplan_xl.core.offsets import add_delay
-    from commplan_xl.core.schedule import settings_calendar
     from commplan_xl.model import norm_key
 
     site = _site(args)
@@ -339,16 +337,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if plan is None:
         names = ", ".join(f'"{p.name}"' for p in site.model.plans.values())
         raise CommplanError(f'There is no plan "{args.name}" in Plans (there are {names}).')
-    cal = settings_calendar(site.settings)
-    _say(f'Plan "{plan.name}" for an order whose dates are {args.start:%d/%m/%Y}:')
-    for step in plan.steps:
-        when = add_delay(args.start, step.delay, step.unit, cal)
+    _say(f'Plan "{plan.name}" for an order whose dates are {args.start:%d/%m/%Y} '
+         "(subjects shown with example values):")
+    problems = 0
+    for line in batch.plan_lines(site, plan, args.start):
+        step = line.step
         unit = step.unit.replace("_", " ")
-        extra = "" if step.active else "  (inactive)"
         src = "" if step.from_column == "start_date" else f" from {step.from_column}"
-        _say(f"  step {step.number:>2}: {when:%a %d/%m/%Y}  (+{step.delay:g} {unit}{src})  "
-             f"{step.subject}{extra}")
-    return EXIT_OK
+        moved = f", goes {line.goes:%a %d/%m/%Y}" if line.goes != line.due else ""
+        extra = "" if step.active else "  (inactive)"
+        _say(f"  step {step.number:>2}: {line.due:%a %d/%m/%Y}  (+{step.delay:g} {unit}{src}"
+             f"{moved})  {line.subject}{extra}")
+        if line.problem:
+            problems += 1
+            _say(f"           ⚠ {line.problem}")
+    left_out = sorted({p.row for p in site.problems
+                       if p.sheet == "Plans" and p.row is not None and not p.message_level})
+    if left_out:
+        _say(f"Plans rows {', '.join(map(str, left_out))} have problems and are left out of "
+             "every plan: `commplan check` lists them.")
+    if problems:
+        _say(f"{problems} step(s) marked ⚠ cannot be sent as they are: `commplan check` shows "
+             "where.")
+    return EXIT_ATTENTION if problems or left_out else EXIT_OK
 
 
 def cmd_auth(args: argparse.Namespace) -> int:

@@ -559,6 +559,11 @@ def render_message(step: Step, context: Mapping[str, Any], *, locale: str,
     return Rendered(subject=subject, text=text, html=page, images=images)
 
 
+def render_subject(source: str, context: Mapping[str, Any], *, locale: str) -> str:
+    """A subject template rendered on one line (RenderError with a sentence if it cannot)."""
+    return fold_line(_render("subject", _compiled("subject", _compile, locale, source), context))
+
+
 def _page(layout: Layout, context: Mapping[str, Any], *, locale: str, subject: str,
           content: str, signature: str) -> str:
     """The layout filled in, its <style> rules inlined on each element (mail programs

@@ -157,7 +157,7 @@ def readiness(site: Site) -> Readiness:
     """Whether each due mail of the site can be built (run.readiness)."""
     from commplan_xl.run.readiness import Readiness
 
-    return Readiness(site.model, site.settings)
+    return Readiness(site.model, site.settings, columns=site.letters)
 
 
 def read_ledger(home: Path) -> tuple[Mapping, Callable[[dt.date], int]]:
@@ -731,6 +731,50 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
         report.sent += 1
         write_sentlog(site, ledger, report)
     return report
+
+
+# ---------------------------------------------------------------- a plan's dates
+
+@dataclass(frozen=True)
+class PlanLine:
+    """One step of a plan for an order whose dates are a given day (`commplan plan`)."""
+
+    step: Step
+    due: dt.date  # the planned due date
+    goes: dt.date  # the day it is sent (the next business day with send_days business)
+    subject: str  # rendered on example values (the template itself when it cannot be)
+    problem: str | None  # why its mail cannot be made, or None
+
+
+def plan_lines(site: Site, plan: Plan, start: dt.date) -> list[PlanLine]:
+    """Every step of `plan` for an order whose dates are `start`, in date order, each
+    subject rendered on example values, and each step's problem when it has one."""
+    from commplan_xl.core.offsets import add_delay
+    from commplan_xl.core.schedule import settings_calendar
+    from commplan_xl.mail.render import RenderError, build_context, render_subject
+    from commplan_xl.run.variables import example_parts
+
+    s = site.settings
+    calendar = settings_calendar(s)
+    ready = readiness(site)
+    order, customer = example_parts(site, plan, start)
+    lines: list[PlanLine] = []
+    for step in plan.steps:
+        due_on = add_delay(start, step.delay, step.unit, calendar)
+        goes = calendar.next_working_day(due_on) if s.send_days == "business" else due_on
+        problem = ready.step_wait(plan.key, step)
+        subject = step.subject
+        try:
+            context = build_context(
+                order=order, customer=customer, plan_name=plan.name, step_number=step.number,
+                due_date=due_on, today=goes, sender_name=s.sender_name,
+                sender_email=s.sender_email, constants=site.model.constants)
+            subject = render_subject(step.subject, context, locale=s.locale)
+        except RenderError as exc:
+            problem = problem or str(exc)
+        lines.append(PlanLine(step, due_on, goes, subject, problem))
+    lines.sort(key=lambda line: (line.goes, line.step.number))
+    return lines
 
 
 # ---------------------------------------------------------------- check

@@ -6,7 +6,7 @@ workbook's columns, attachments, layout), each order only for what depends on it
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -36,7 +36,10 @@ class StepCheck:
 class Readiness:
     """schedule.Readiness for one site: answers `due`, `run`, `check` and the Forecast."""
 
-    def __init__(self, model: Model, settings: Settings) -> None:
+    def __init__(self, model: Model, settings: Settings, *,
+                 columns: Mapping[str, Iterable[str]] | None = None) -> None:
+        """`columns`: the header of each sheet ("orders", "customers"), when known (an
+        empty sheet still has its columns); else the first row's."""
         from commplan_xl.mail.template_check import known_names
 
         self.model = model
@@ -46,9 +49,12 @@ class Readiness:
         self.columns: Mapping[str, Sequence[Any]] | None = None  # the Orders columns
         if first_order is not None and type(first_order.fields) is RowFields:
             self.columns = first_order.fields._columns
+        headers = columns or {}
         self.known = known_names(
-            first_customer.fields if first_customer is not None else (),
-            first_order.fields if first_order is not None else (),
+            [*headers.get("customers", ()),
+             *(first_customer.fields if first_customer is not None else ())],
+            [*headers.get("orders", ()),
+             *(first_order.fields if first_order is not None else ())],
             model.constants)
         self._steps: dict[tuple[str, int], StepCheck] = {}
         self._empty_by_column: dict[str, frozenset[int]] = {}

@@ -273,8 +273,29 @@ def cmd_preview(args: argparse.Namespace) -> int:
     else:
         for path in paths:
             _say(f"Wrote {path}")
-        _say("Open the .html file in a browser, or the .eml file in your mail program.")
+        html = next((p for p in paths if p.suffix == ".html"), None)
+        if html is not None and args.open and _interactive() and _open_in_browser(html):
+            _say("Opened the .html file in your browser; open the .eml file in your mail "
+                 "program to see the whole mail.")
+        else:
+            _say("Open the .html file in a browser, or the .eml file in your mail program.")
     return EXIT_OK
+
+
+def _interactive() -> bool:
+    """A person at a terminal (never a scheduled task, a pipe, a test or CI)."""
+    return sys.stdout.isatty() and not os.environ.get("CI") and \
+        "PYTEST_CURRENT_TEST" not in os.environ
+
+
+def _open_in_browser(path: Path) -> bool:
+    """Show `path` in the default browser; False when there is none to ask."""
+    import webbrowser
+
+    try:
+        return webbrowser.open(path.resolve().as_uri())
+    except webbrowser.Error:
+        return False
 
 
 def cmd_resend(args: argparse.Namespace) -> int:

@@ -232,3 +232,19 @@ def test_a_logo_that_is_not_an_image_is_refused(tmp_path) -> None:
     settings = Settings(home=tmp_path, logo="logo.svg", attachments_dir=tmp_path / "attachments")
     (found,) = layout_problems(settings)
     assert "must be a PNG, JPEG or GIF image" in found.message
+
+
+def test_preview_html_shows_the_logo_by_itself_and_never_opens_in_tests(home, capsys):
+    """preview writes the HTML beside the .eml with the logo inside it as a data: URI (a
+    browser shows it without the mail), and opens no browser when not at a terminal."""
+    import base64
+
+    assert main(["preview", "O1001", "1", "--home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert "Opened" not in out and "Open the .html file in a browser" in out
+    (eml,) = (home / "previews").glob("*.eml")
+    page = eml.with_suffix(".html").read_text(encoding="utf-8")
+    logo = base64.b64encode((home / "attachments" / "logo.png").read_bytes()).decode()
+    assert f'src="data:image/png;base64,{logo}"' in page
+    assert "cid:" not in page
+    assert "<strong" in page and "&lt;script&gt;" in page

@@ -676,10 +676,26 @@ def preview(site: Site, order_id: str, step_number: int, *, to: str | None = Non
     stem = safe_name(f"{order.order_id}_step-{step.number}", max_len=100)
     eml = folder / f"{stem}.eml"
     eml.write_bytes(prepared.data)
-    html_part = prepared.message.get_body(preferencelist=("html",))  # type: ignore[attr-defined]
     html_path = folder / f"{stem}.html"
-    html_path.write_text(html_part.get_content() if html_part else "", encoding="utf-8")
+    html_path.write_text(preview_html(prepared.message), encoding="utf-8")
     return [eml, html_path]
+
+
+def preview_html(message) -> str:
+    """The mail's HTML part as a page a browser shows alone: each image the mail carries
+    inline (`cid:`, the logo) put in as a `data:` URI."""
+    import base64
+
+    html_part = message.get_body(preferencelist=("html",))
+    if html_part is None:
+        return ""
+    page = html_part.get_content()
+    for part in message.walk():
+        cid = (part.get("Content-ID") or "").strip().strip("<>")
+        if cid and f"cid:{cid}" in page:
+            data = base64.b64encode(part.get_payload(decode=True) or b"").decode("ascii")
+            page = page.replace(f"cid:{cid}", f"data:{part.get_content_type()};base64,{data}")
+    return page
 
 
 def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None = None,

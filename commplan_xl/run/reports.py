@@ -386,7 +386,7 @@ def _waiting_row(model: Model, day: dt.date, d: Decision) -> ForecastRow:
     return ForecastRow(
         date=day, order_id=d.order_id, customer_id=customer.customer_id,
         customer=customer.name, email=";".join(customer.emails), plan=d.plan_name,
-        step=d.step, subject=WARNING + d.reason, due_date=d.due_date, note=d.reason)
+        step=d.step, subject=WARNING + d.reason, due_date=d.due_date, note="")
 
 
 def _attachment_problem(settings: Settings, name: str, plans_row: int) -> str | None:

@@ -72,10 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", parents=[common], help="create the home folders and a workbook")
     p.add_argument("--force", action="store_true",
                    help="replace an existing workbook (kept as a backup)")
+    p.add_argument("--lang", choices=("fr", "en"), default="fr",
+                   help="the workbook's language: fr (default) or en")
 
     p = sub.add_parser("check", parents=[common], help="validate the workbook")
     p.add_argument("--smtp", action="store_true",
-                   help="also test the mail server connection and login")
+                   help="also test the mail server connection and login (and the mailbox's "
+                   "when bounces is yes)")
     p.add_argument("--today", type=_date, help=argparse.SUPPRESS)
 
     p = sub.add_parser("due", parents=[common], help="list what a run would send or skip")
@@ -87,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="render everything, send and record nothing")
     p.add_argument("--limit", type=_positive, help="send at most N mails in this run")
+
+    p = sub.add_parser("bounces", parents=[common],
+                       help="read returned mails from the mailbox, sending nothing")
+    p.add_argument("--today", type=_date, help=argparse.SUPPRESS)
 
     p = sub.add_parser("preview", parents=[common], help="render one message to a file")
     p.add_argument("order")

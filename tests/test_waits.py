@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import openpyxl
 import pytest
 
 from commplan_xl.cli import main
 from commplan_xl.mail.render import WaitingForValue, build_context, render_message
 from commplan_xl.model import Customer, Order, Step
 from tests.builders import DEFAULT_ORDERS, DEFAULT_PLANS, DEFAULT_SETTINGS, make_workbook
+from tests.test_run import sentlog as run_sentlog
 
 FIRST_RUN = "2026-03-12"  # O1001: step 1 (03-07) and step 2 (03-12) are both due
 
@@ -48,11 +48,8 @@ def cli(home: Path, *args: str) -> int:
 
 
 def sentlog(home: Path) -> list[tuple]:
-    wb = openpyxl.load_workbook(home / "workbooks" / "commplan.xlsx")
-    rows = list(wb["SentLog"].iter_rows(values_only=True))
-    header = rows[0]
-    return [(r[header.index("order_id")], r[header.index("step")], r[header.index("status")])
-            for r in rows[1:]]
+    """(order, step, status) of each row of the log sheet (the Journal: a French workbook)."""
+    return [(r["order_id"], r["step"], r["status"]) for r in run_sentlog(home)]
 
 
 def subjects(server) -> list[str]:

@@ -19,7 +19,10 @@ NAMESPACES: dict[str, frozenset[str] | None] = {
     "sender": frozenset({"name", "email"}),
     "today": None,  # a date: its own attributes (today.year)
 }
-CELLS = ("customer", "order")  # namespaces whose values are workbook cells
+# French names of the same namespaces (render.ALIASES).
+ALIASES = {"client": "customer", "commande": "order", "etape": "step", "expediteur": "sender"}
+NAMESPACES.update({alias: NAMESPACES[name] for alias, name in ALIASES.items()})
+CELLS = ("customer", "order", "client", "commande")  # namespaces of workbook cells
 _HINT = '(check the spelling; "commplan variables" lists them)'
 
 
@@ -32,6 +35,7 @@ class KnownNames:
     constants: frozenset[str] = frozenset()
 
     def attributes(self, name: str) -> frozenset[str] | None:
+        name = ALIASES.get(name, name)
         base = NAMESPACES[name]
         if name == "customer":
             return base | self.customer_columns  # type: ignore[operator]
@@ -53,8 +57,9 @@ class TemplateUse:
     private: frozenset[str] = frozenset()  # attributes starting with "_": the sandbox's
 
     def cells(self, namespace: str) -> tuple[str, ...]:
-        """The columns of `namespace` ("order", "customer") the template reads."""
-        return tuple(sorted(a for n, a in self.attributes if n == namespace))
+        """The columns of `namespace` ("order", "customer", or its French name) read."""
+        return tuple(sorted(a for n, a in self.attributes
+                            if ALIASES.get(n, n) == namespace))
 
 
 class _AnyName(dict):

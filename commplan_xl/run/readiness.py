@@ -82,7 +82,7 @@ class Readiness:
         from jinja2 import TemplateSyntaxError
 
         from commplan_xl.mail.render import environment
-        from commplan_xl.mail.template_check import template_problems, template_use
+        from commplan_xl.mail.template_check import ALIASES, template_problems, template_use
 
         env = environment(self.settings.locale)
         sources = [("subject", step.subject), ("body", step.body)]
@@ -104,7 +104,8 @@ class Readiness:
                 continue
             order_cells.update(use.cells("order"))
             customer_cells.update(use.cells("customer"))
-            formatted |= {f for f in use.filtered if f[2] in ("date", "money")}
+            formatted |= {(ALIASES.get(n, n), column, name) for n, column, name in use.filtered
+                          if name in ("date", "money")}
             whole = whole or bool(use.whole)
         if self.layout.problem:
             problems.append(("layout", self.layout.problem))

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from commplan_xl.core.schedule import is_limit_wait, split_ledger
+from commplan_xl.excel.names import localise, sheet_key, workbook_language
 from commplan_xl.excel.sheet_xml import Chart, ToolSheet
 from commplan_xl.model import Decision, LedgerEntry, Model, Outcome
-from commplan_xl.problems import CommplanError, SendFailure, WorkbookProblem
+from commplan_xl.problems import CommplanError, Problem, SendFailure, WorkbookProblem
 from commplan_xl.settings import Settings
 
 if TYPE_CHECKING:
@@ -50,8 +51,6 @@ FORECAST_HEADER = (
 )
 WARNING = "⚠ "
 
-# How validate.py phrases an order left out because its customer's row has a problem.
-_BAD_CUSTOMER = re.compile(r'customer "([^"]*)" has a problem in Customers row (\d+)')
 _FAILURE = re.compile(r"^Order (\S+) step (\d+)")
 LedgerKey = tuple[str, str, int]
 
@@ -209,20 +208,20 @@ def unreachable_orders(
     """
     email_problems: dict[int, list[str]] = {}
     for p in problems:
-        if p.sheet == "Customers" and p.column == "email" and p.row is not None:
+        if sheet_key(p.sheet) == "customers" and p.column == "email" and p.row is not None:
             email_problems.setdefault(p.row, []).append(str(p))
     out: list[Unreachable] = []
     for p in problems:
-        if p.sheet != "Orders" or p.column != "customer_id" or p.row is None:
+        if p.kind is not Problem.ORDER_CUSTOMER_HAS_PROBLEM or p.row is None:
             continue
-        found = _BAD_CUSTOMER.search(p.message)
-        if not found or int(found.group(2)) not in email_problems:
+        customer_row = p.values["customer_row"]
+        if customer_row not in email_problems:
             continue
         out.append(Unreachable(
             order_id=order_ids.get(p.row) or f"(Orders row {p.row})",
-            customer_id=found.group(1),
+            customer_id=str(p.values["customer_id"]),
             email="",
-            problem="; ".join(email_problems[int(found.group(2))]),
+            problem="; ".join(email_problems[customer_row]),  # type: ignore[index]
         ))
     orders = {o.order_id: o for o in model.orders}
     refused: dict[str, list[LedgerEntry]] = {}
@@ -237,12 +236,15 @@ def unreachable_orders(
         entries = sorted(refused[order_id], key=lambda e: e.step)
         steps = ", ".join(str(e.step) for e in entries)
         word = "steps" if len(entries) > 1 else "step"
+        detail = entries[-1].detail
+        # A returned mail (bounce) says so: the server took it, then it came back.
+        what = ("the mail came back" if detail.startswith("returned")
+                else "the mail server refused the address")
         out.append(Unreachable(
             order_id=order_id,
             customer_id=orders[order_id].customer_id,
             email=entries[-1].emails,
-            problem=f"the mail server refused the address ({word} {steps}): "
-                    f"{entries[-1].detail}",
+            problem=f"{what} ({word} {steps}): {detail}",
         ))
     return tuple(out)
 
@@ -442,7 +444,10 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
             ids = {}
         figures = dashboard_figures(events, today=today, model=site.model,
                                     ledger_state=state, problems=site.problems, order_ids=ids)
-    sheets = [figures_sheet(figures), forecast_sheet(forecast_rows(site, state, today=today))]
+    lang = workbook_language(site.settings.locale)
+    sheets = [localise(figures_sheet(figures), "dashboard", lang),
+              localise(forecast_sheet(forecast_rows(site, state, today=today)), "forecast",
+                       lang)]
     return sheets, figures
 
 
@@ -474,6 +479,13 @@ def what_to_do(failure: str, catch_up_days: int | None = None) -> str:
     found = _FAILURE.match(failure)
     resend = f"commplan resend {found.group(1)} {found.group(2)}" if found else \
         "commplan resend COMMANDE ÉTAPE"
+    if text.startswith("to review"):
+        return ("ouvrez ce mail revenu dans la boîte d'envoi : il nomme un client mais aucun "
+                "mail que commplan retrouve ; renvoyez à la main si besoin.")
+    if "sending account" in text:
+        return ("le compte d'envoi a été refusé, pas l'adresse du client : l'informaticien "
+                "doit vérifier le droit d'envoyer au nom de l'expéditeur et les "
+                "enregistrements SPF/DKIM du domaine ; le passage suivant le réessaie.")
     if "uncertain" in text:
         return (f"vérifiez avec le client s'il a reçu ce mail ; sinon lancez `{resend}` "
                 "(il n'est jamais renvoyé tout seul).")
@@ -504,6 +516,8 @@ def summary_text(
         lines.append(f"En attente (limite quotidienne atteinte) : {r.waiting}")
     if r.not_tried:
         lines.append(f"Non tentés (serveur de mail injoignable) : {r.not_tried}")
+    if r.returned:
+        lines.append(f"Mails revenus (non distribués) : {r.returned}")
     if r.failures:
         lines += ["", "À traiter :"]
         for failure in r.failures:

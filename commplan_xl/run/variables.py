@@ -55,6 +55,10 @@ def variable_list(site: batch.Site) -> list[tuple[str, str, str]]:
     if order is not None:
         for column, value in order.fields.items():
             rows.append((f"order.{column}", _show(value), "Orders column"))
+    from commplan_xl.mail.render import ALIASES
+
+    for alias, name in ALIASES.items():
+        rows.append((f"{alias}.…", "", f"the same as {name}.… ({alias}.x is {name}.x)"))
     for name, value in model.constants.items():
         rows.append((name, value, "Variables sheet"))
     return rows
@@ -78,7 +82,9 @@ def example_parts(site: batch.Site, plan: Plan, start: dt.date) -> tuple[Order, 
     model = site.model
     orders = [o for o in model.orders if o.plan == plan.key] or list(model.orders)
     sample = orders[:EXAMPLE_ORDERS]
-    columns = list(site.letters.get("orders", {})) or list(sample[0].fields if sample else ())
+    # The header's columns (an empty sheet has them too) and each under its own name.
+    columns = list(dict.fromkeys([*site.letters.get("orders", {}),
+                                  *(sample[0].fields if sample else ())]))
     fields: dict[str, object] = {}
     for column in columns:
         found = (o.fields.get(column) for o in sample)
@@ -91,7 +97,8 @@ def example_parts(site: batch.Site, plan: Plan, start: dt.date) -> tuple[Order, 
         customer = next(iter(model.customers.values()), None)
     if customer is None:
         customer = Customer(customer_id="[customer_id]", name="[name]", emails=("[email]",))
-    customer_columns = list(site.letters.get("customers", {})) or list(customer.fields)
+    customer_columns = list(dict.fromkeys([*site.letters.get("customers", {}),
+                                           *customer.fields]))
     customer_fields = {c: customer.fields.get(c) for c in customer_columns}
     customer_fields = {c: v if _filled(v) else _placeholder(c)
                        for c, v in customer_fields.items()}

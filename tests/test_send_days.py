@@ -67,3 +67,10 @@ def test_send_days_takes_all_or_business(tmp_path) -> None:
     assert settings.send_days == "all"
     assert [str(p) for p in problems] == [
         'Settings row 9 (value): send_days: "weekdays" is not one of all, business']
+
+
+def test_plan_shows_the_day_a_message_goes(tmp_path, capsys) -> None:
+    """`commplan plan` shows the next business day beside a due date on a day off."""
+    workbook(tmp_path, dt.date(2026, 3, 2))
+    assert main(["plan", "Baie vitrée", "--from", "2026-03-02", "--home", str(tmp_path)]) == 0
+    assert "step  1: Sat 07/03/2026  (+5 days, goes Mon 09/03/2026)" in capsys.readouterr().out

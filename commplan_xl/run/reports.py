@@ -518,6 +518,9 @@ def summary_text(
         lines.append(f"Non tentés (serveur de mail injoignable) : {r.not_tried}")
     if r.returned:
         lines.append(f"Mails revenus (non distribués) : {r.returned}")
+    if r.held:
+        lines += ["", "En attente d'une valeur (une cellule vide, le mail part dès qu'elle est "
+                  "remplie) :", *(f"- {line}" for line in r.held)]
     if r.failures:
         lines += ["", "À traiter :"]
         for failure in r.failures:

@@ -190,3 +190,13 @@ def test_forecast_names_the_order_and_the_column_a_mail_waits_for(
     rows = forecast_rows(site, {}, today=dt.date(2026, 3, 10), days=5)
     waiting = [(r.order_id, r.step, r.date, r.subject) for r in rows if r.subject[0] == "⚠"]
     assert waiting == [("O1001", 2, dt.date(2026, 3, 12), "⚠ waiting for date_de_livraison")]
+
+
+def test_preview_of_a_mail_waiting_for_a_value_says_which_cell(
+        tmp_path, smtp_server, clean_env, capsys):
+    """preview of a mail whose cell is empty says which column it waits for."""
+    make_workbook(tmp_path, settings=settings_for(smtp_server),
+                  plans=plans_with_step2(DELIVERY_BODY), orders=orders_with_delivery(None))
+    assert cli(tmp_path, "preview", "O1001", "2") == 1
+    assert ("Order O1001 step 2 cannot be made yet: it is waiting for date_de_livraison, "
+            "which is empty for this order.") in capsys.readouterr().err

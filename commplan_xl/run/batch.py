@@ -733,6 +733,21 @@ def bounces(site: Site, *, today: dt.date | None = None):
 
 # ---------------------------------------------------------------- one message on purpose
 
+def _prepare_one(site: Site, order: Order, customer: Customer, plan: Plan, step: Step, *,
+                 due_date: dt.date, today: dt.date, to: tuple[str, ...] | None = None
+                 ) -> Prepared:
+    """`prepare` for a command about one message: an empty cell is said in full."""
+    from commplan_xl.mail.render import WaitingForValue
+
+    try:
+        return prepare(site, order, customer, plan, step, due_date=due_date, today=today, to=to)
+    except WaitingForValue as exc:
+        raise CommplanError(
+            f"Order {order.order_id} step {step.number} cannot be made yet: it is waiting for "
+            f"{exc.column}, which is empty for this order. Fill the cell, or give the "
+            f'template a fallback ({{{{ ...|default("…") }}}}).') from None
+
+
 def preview(site: Site, order_id: str, step_number: int, *, to: str | None = None,
             today: dt.date | None = None, mailer_factory=None) -> list[Path]:
     """Render one message to files to look at, or send it to a test address (nothing recorded)."""
@@ -745,8 +760,8 @@ def preview(site: Site, order_id: str, step_number: int, *, to: str | None = Non
     order, customer, plan, step = find_step(site, order_id, step_number)
     due_on = compute_due(step, order, settings_calendar(site.settings)) or day
     recipients = tuple(split_emails(to)) if to else None
-    prepared = prepare(site, order, customer, plan, step, due_date=due_on, today=day,
-                       to=recipients)
+    prepared = _prepare_one(site, order, customer, plan, step, due_date=due_on, today=day,
+                            to=recipients)
     if to:
         from commplan_xl.mail.smtp import Mailer
 
@@ -796,7 +811,7 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
     if customer.opt_out:
         raise CommplanError(f"Customer {customer.customer_id} has opted out: nothing was sent.")
     due_on = compute_due(step, order, settings_calendar(site.settings)) or day
-    prepared = prepare(site, order, customer, plan, step, due_date=due_on, today=day)
+    prepared = _prepare_one(site, order, customer, plan, step, due_date=due_on, today=day)
     s = site.settings
     with run_lock(site.home), Ledger(site.ledger_path) as ledger:
         message = MessageRef(order_id=order.order_id, customer_id=customer.customer_id,

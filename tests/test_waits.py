@@ -200,3 +200,21 @@ def test_preview_of_a_mail_waiting_for_a_value_says_which_cell(
     assert cli(tmp_path, "preview", "O1001", "2") == 1
     assert ("Order O1001 step 2 cannot be made yet: it is waiting for date_de_livraison, "
             "which is empty for this order.") in capsys.readouterr().err
+
+
+def test_an_empty_customer_cell_read_by_its_french_name_holds_the_mail(
+        tmp_path, smtp_server, clean_env, capsys):
+    """`client.ville` is a cell too: empty for one customer, that customer's mail waits
+    (check points at the Customers cell) while the other customer's goes."""
+    from tests.builders import DEFAULT_CUSTOMERS
+
+    plans = [dict(p) for p in DEFAULT_PLANS]
+    plans[0] = {**plans[0], "body": "Votre magasin de {{ client.ville }} vous attend."}
+    customers = [{**DEFAULT_CUSTOMERS[0], "ville": None}, {**DEFAULT_CUSTOMERS[1], "ville": "Lyon"}]
+    make_workbook(tmp_path, settings=settings_for(smtp_server), plans=plans,
+                  customers=customers)
+    assert cli(tmp_path, "run", "--today", "2026-03-14") == 0
+    assert [r.rcpt_tos for r in smtp_server.received] == [["bruno@example.com"]]
+    assert cli(tmp_path, "check", "--today", "2026-03-14") == 1
+    assert ('Customers!D2 (ville): order O1001, step 1 of "Baie vitrée" (due 07/03/2026) is '
+            "waiting for ville: the cell is empty.") in capsys.readouterr().out

@@ -58,6 +58,7 @@ class Readiness:
             model.constants)
         self._steps: dict[tuple[str, int], StepCheck] = {}
         self._empty_by_column: dict[str, frozenset[int]] = {}
+        self._empty_by_customer_column: dict[str, frozenset[str]] = {}
         self._layout: Any = None
 
     # ------------------------------------------------------------ once per step
@@ -134,11 +135,18 @@ class Readiness:
             for column in check.order_cells:
                 rows |= self._empty_rows(column)
             check.empty_rows = frozenset(rows)
-        if check.customer_cells:
-            cells = check.customer_cells
-            check.empty_customers = frozenset(
+        customers: set[str] = set()
+        for column in check.customer_cells:
+            customers |= self._empty_customers(column)
+        check.empty_customers = frozenset(customers)
+
+    def _empty_customers(self, column: str) -> frozenset[str]:
+        found = self._empty_by_customer_column.get(column)
+        if found is None:
+            found = self._empty_by_customer_column[column] = frozenset(
                 cid for cid, c in self.model.customers.items()
-                if any(_is_empty(c.fields.get(col)) for col in cells))
+                if _is_empty(c.fields.get(column)))
+        return found
 
     def _empty_rows(self, column: str) -> frozenset[int]:
         found = self._empty_by_column.get(column)

@@ -27,6 +27,7 @@ _RESERVED = frozenset(
     | {f"{dev}{n}" for dev in ("COM", "LPT") for n in (*"123456789", "¹", "²", "³")}
 )
 _SEPARATOR = " - "
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,39}")  # a safe name as it is
 _ID_LEN = 40
 
 
@@ -222,10 +223,17 @@ def ids_to_settle(customer_ids: Iterable[str]) -> set[str]:
     version named without a hash (`12/34`), and those it gave the same folder name as
     another id (`12/34` and `12_34`)."""
     by_old: dict[str, list[str]] = {}
+    altered: set[str] = set()
+    plain = _PLAIN_ID.fullmatch
     for customer_id in customer_ids:
-        by_old.setdefault(_safe_id(customer_id).casefold(), []).append(customer_id)
-    return {c for ids in by_old.values() for c in ids
-            if len(ids) > 1 or folder_id(c) != _safe_id(c)}
+        if plain(customer_id) and customer_id.upper() not in _RESERVED:
+            sid = customer_id  # the usual id: its own safe name, no work
+        else:
+            sid = _safe_id(customer_id)
+            if sid != customer_id:
+                altered.add(customer_id)
+        by_old.setdefault(sid.casefold(), []).append(customer_id)
+    return altered | {c for ids in by_old.values() if len(ids) > 1 for c in ids}
 
 
 def _inside(archive_dir: Path, name: str, customer_id: str, *, root: Path) -> Path:

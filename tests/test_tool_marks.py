@@ -3,8 +3,10 @@ openpyxl saves tells them apart from staff sheets, whatever their names."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import openpyxl
@@ -115,6 +117,9 @@ def test_a_staff_sheet_with_a_tool_name_is_never_overwritten(tmp_path, smtp_serv
     wb = openpyxl.load_workbook(workbook(tmp_path))
     assert [list(r) for r in wb[staff_name].iter_rows(values_only=True)] == mine
     assert f"{tool_name} (commplan)" in wb.sheetnames
+    with zipfile.ZipFile(workbook(tmp_path)) as z:  # the chart reads the tool's sheet
+        charts = [z.read(n).decode() for n in z.namelist() if n.startswith("xl/charts/")]
+    assert charts and all(f"'{staff_name}'!" not in c for c in charts)
     assert len(wb.sheetnames) == 5 + 1 + 3  # staff sheets, theirs, the tool's three
 
 
@@ -147,9 +152,6 @@ def test_the_mark_follows_a_sheet_moved_first(home):
 def test_the_mark_as_excel_writes_it(home, tmp_path):
     """Excel rewrites defined names in its own form (attributes reordered, no quotes, its
     own names beside ours, sorted): the tool still knows its sheets."""
-    import re
-    import zipfile
-
     assert cli(home, "run", "--today", DAY1) == 0
     names = sheet_names(home)
     path = workbook(home)

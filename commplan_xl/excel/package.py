@@ -7,6 +7,7 @@ the parts only it used (its old drawing and charts) and a calc chain that names 
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 import zipfile
@@ -206,8 +207,8 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
                 graft.remove.add(pkg.name(old_rels))
                 # Freed names are reused, so an unchanged chart keeps its part names.
                 taken -= {name.lower() for name in graft.remove}
-        if sheet.charts:
-            _add_charts(graft, sheet, part, base, taken)
+        if sheet.charts:  # the charts name the sheet as the workbook has it
+            _add_charts(graft, dataclasses.replace(sheet, name=place.name), part, base, taken)
 
     if new_sheets:
         _edit_workbook(graft, pkg, book, book_xml, new_sheets, new_rels)

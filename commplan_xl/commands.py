@@ -116,6 +116,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problems:
         _say(f"{len(problems)} problem(s) to fix in {site.workbook.name}. Rows with a problem are "
              "left out of the run; every other row goes on.")
+    elif stops:
+        _say(f"{site.workbook.name} is fine, but the ledger is not: restore it (see above) "
+             "before the next run.")
     else:
         _say(f"{site.workbook.name} is fine: {len(m.plans)} plan(s), {len(m.customers)} "
              f"customer(s), {len(m.orders)} order(s). Next: `commplan due` to see what a run "

@@ -99,7 +99,8 @@ def sentlog_with_rows(workbook: Path) -> str | None:
             place = tool_sheet_places(pkg, [sentlog]).get(sentlog.name)
             if place is None or not place.part:
                 return None
-            return place.name if _has_second_row(pkg, place.part) else None
+            shown = place.renamed_from or place.name  # its name in the workbook now
+            return shown if _has_second_row(pkg, place.part) else None
     except (OSError, zipfile.BadZipFile, KeyError, ValueError):
         return None
 

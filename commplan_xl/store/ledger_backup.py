@@ -99,7 +99,7 @@ def describe(path: Path) -> str:
 def _summary(path: Path) -> tuple[int, str]:
     db = _read_only(path)
     try:
-        count, last = db.execute("SELECT count(*), max(at) FROM events").fetchone()
+        count, last = db.execute("SELECT count(*), max(day) FROM events").fetchone()
     finally:
         db.close()
     return count, last or ""

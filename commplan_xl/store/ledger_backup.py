@@ -154,6 +154,10 @@ def _keep_current(ledger: Path, folder: Path, now: dt.datetime) -> Path | None:
         return None
     folder.mkdir(parents=True, exist_ok=True)
     kept = folder / f"commplan-ledger-replaced-{now:%Y%m%d-%H%M%S}.sqlite3"
+    n = 1
+    while kept.exists():  # two restores in one second: keep both
+        n += 1
+        kept = folder / f"commplan-ledger-replaced-{now:%Y%m%d-%H%M%S}-{n}.sqlite3"
     try:
         db = sqlite3.connect(ledger)
         try:

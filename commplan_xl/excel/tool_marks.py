@@ -31,7 +31,7 @@ _MARK_ELEMENT = re.compile(
 
 
 def mark_name(wanted: str) -> str:
-    """The defined name marking the tool sheet first named `wanted`."""
+    """The defined name marking the tool sheet named `wanted` (in one language)."""
     return MARK_PREFIX + re.sub(r"[^0-9a-z]", "_", wanted.casefold())
 
 
@@ -146,9 +146,11 @@ def _unmarked(existing: Mapping[str, tuple[str, str]], claimed: set[str],
 
 
 def _is_tool_header(row: list[str], header: Iterable[str]) -> bool:
-    """Whether a first row is the header (ignoring case, accents, spaces, `-` and `_`)."""
-    expected = [_fold(h) for h in header if h]
-    return bool(expected) and [_fold(t) for t in row if t] == expected
+    """Whether a first row starts as the header does (its first three names, ignoring
+    case, accents, spaces, `-` and `_`): an older commplan may have had other columns
+    after them."""
+    expected = [_fold(h) for h in header if h][:3]
+    return bool(expected) and [_fold(t) for t in row if t][:3] == expected
 
 
 def _fold(text: str) -> str:

@@ -176,17 +176,20 @@ def tool_sheet_notes(site: Site, sheets: Sequence[ToolSheet]) -> list[str]:
 
 def remove_leftovers(site: Site) -> int:
     """Remove what a killed run left: `.commplan.*.tmp` beside the workbook, `.tmp-*.part`
-    in the archive's customer folders. How many went.
+    in the archive's customer folders, a ledger copy cut short. How many went.
 
     Only the customer folders changed since the last run that ended (its dated copy of the
     ledger) are looked into: a file added to a folder changes the folder's time.
     """
-    from commplan_xl.store.ledger_backup import backups
+    from commplan_xl.store.ledger_backup import backup_folder, backups
 
     stem = site.workbook.stem
     candidates: list[Path] = []
     with contextlib.suppress(OSError):
         candidates += site.workbook.parent.glob(f".{stem}.*.tmp")
+        # A ledger copy or restore cut short.
+        candidates += backup_folder(site.home).glob(".commplan-ledger-*.tmp")
+        candidates += site.home.glob(f".{site.ledger_path.name}.*.tmp")
     copies = backups(site.home)
     try:
         # Less 2 s: some file systems (FAT) keep times to 2 s.

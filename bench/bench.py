@@ -227,6 +227,7 @@ def bench_due(work: Path, orders: int, repeat: int) -> None:
 def fill_ledger(home: Path, day: dt.date) -> None:
     """Record what daily runs up to `day` did (every due message sent or skipped), as a
     site that has run every morning would have it."""
+    from commplan_xl.model import MessageRef
     from commplan_xl.run import batch
     from commplan_xl.store.ledger import Ledger
 
@@ -235,10 +236,10 @@ def fill_ledger(home: Path, day: dt.date) -> None:
     now = dt.datetime.combine(day, dt.time(6, 30))
     with Ledger(site.ledger_path) as ledger:
         for d in decisions:
-            ledger.record_skip(order_id=d.order_id, customer_id=d.customer_id,
-                               plan=d.plan_name, plan_key=d.plan, step=d.step,
-                               due_date=d.due_date, emails="", reason="bench", now=now,
-                               day=day)
+            message = MessageRef(order_id=d.order_id, customer_id=d.customer_id,
+                                 plan=d.plan_name, plan_key=d.plan, step=d.step,
+                                 due_date=d.due_date, emails="")
+            ledger.record_skip(message, reason="bench", now=now, day=day)
 
 
 def bench_run(work: Path, mails: int, repeat: int) -> None:

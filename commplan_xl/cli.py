@@ -72,10 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", parents=[common], help="create the home folders and a workbook")
     p.add_argument("--force", action="store_true",
                    help="replace an existing workbook (kept as a backup)")
+    p.add_argument("--lang", choices=("fr", "en"), default="fr",
+                   help="the workbook's language: fr (default) or en")
 
     p = sub.add_parser("check", parents=[common], help="validate the workbook")
     p.add_argument("--smtp", action="store_true",
-                   help="also test the mail server connection and login")
+                   help="also test the mail server connection and login (and the mailbox's "
+                   "when bounces is yes)")
+    p.add_argument("--today", type=_date, help=argparse.SUPPRESS)
 
     p = sub.add_parser("due", parents=[common], help="list what a run would send or skip")
     p.add_argument("--today", type=_date, help="the day of the run (YYYY-MM-DD)")
@@ -86,11 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="render everything, send and record nothing")
     p.add_argument("--limit", type=_positive, help="send at most N mails in this run")
+    p.add_argument("--new-ledger", action="store_true",
+                   help="confirm a fresh start: begin a new ledger although the workbook or "
+                   "the archive shows earlier sends (they may be sent again)")
+
+    p = sub.add_parser("restore-ledger", parents=[common],
+                       help="put back a dated copy of the ledger (the current one is kept)")
+    p.add_argument("--from", dest="source", help="the copy to restore (default: the newest "
+                   "in HOME/ledger-backups)")
+    p.add_argument("--list", action="store_true", help="list the copies, restore nothing")
+
+    p = sub.add_parser("bounces", parents=[common],
+                       help="read returned mails from the mailbox, sending nothing")
+    p.add_argument("--today", type=_date, help=argparse.SUPPRESS)
 
     p = sub.add_parser("preview", parents=[common], help="render one message to a file")
     p.add_argument("order")
     p.add_argument("step", type=int)
     p.add_argument("--to", help="send it to this test address instead (nothing recorded)")
+    p.add_argument("--no-open", dest="open", action="store_false",
+                   help="do not open the HTML in the browser (it opens only at a terminal)")
     p.add_argument("--today", type=_date, help=argparse.SUPPRESS)
 
     p = sub.add_parser("resend", parents=[common], help="send one message again on purpose")
@@ -148,7 +167,7 @@ def main(argv: list[str] | None = None, *, ends_process: bool = False) -> int:
     home = commands.home_of(args)
     _setup_logging(home, args.debug)
     try:
-        return getattr(commands, f"cmd_{args.command}")(args)
+        return getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args)
     except CommplanError as exc:
         log.error("%s: %s", args.command, exc)
         if args.debug:

@@ -15,7 +15,7 @@ from collections import Counter
 from operator import itemgetter
 from pathlib import Path
 
-from commplan_xl.excel.read import no_gc
+from commplan_xl.gc_pause import no_gc
 from commplan_xl.problems import CommplanError
 from commplan_xl.run import batch
 
@@ -58,19 +58,40 @@ def cmd_init(args: argparse.Namespace) -> int:
     from commplan_xl.excel.starter import init_home
 
     home, workbook = batch.resolve_paths(args.home, args.workbook)
-    path = init_home(home, force=args.force, workbook=workbook)
+    path = init_home(home, force=args.force, workbook=workbook,
+                     lang=getattr(args, "lang", "fr"))
     _say(f"Created {path} with demo data, and the folders attachments/ and archive/ in {home}.")
     _say("Next: open the workbook, put your own plans, customers and orders in it, then run "
          "`commplan check`.")
     return EXIT_OK
 
 
+def _history_notes(site: batch.Site, recorded: dict | None = None) -> tuple[list[str], bool]:
+    """The sentences `check` and `due` add about earlier runs, and whether one of them
+    stops a run (a missing ledger)."""
+    from commplan_xl.run import history
+
+    notes: list[str] = []
+    missing = history.missing_ledger_message(site)
+    if missing:
+        notes.append(missing.replace("so nothing was sent", "so a run would stop without "
+                                     "sending anything"))
+    plans = recorded if recorded is not None else history.recorded_plans(site)
+    notes += history.moved_notes(site, plans)
+    return notes, missing is not None
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    from commplan_xl.run import history
+
     site = _site(args)
-    problems = list(site.problems) + batch.check_messages(site)
+    problems = list(site.problems) + batch.check_messages(site, today=args.today)
     for p in problems:
         _say(str(p))
-    status = EXIT_ATTENTION if problems else EXIT_OK
+    notes, stops = _history_notes(site)
+    for line in history.tool_sheet_notes(site, batch.tool_sheet_specs(site)) + notes:
+        _say(line)
+    status = EXIT_ATTENTION if problems or stops else EXIT_OK
     note = batch.stale_lock_note(site.workbook)
     if note:
         _say(note)
@@ -83,10 +104,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         except SendFailure as exc:
             _say(str(exc))
             status = EXIT_ATTENTION
+        if site.settings.bounces:
+            from commplan_xl.run.returned import check_imap
+
+            try:
+                _say(check_imap(site.settings))
+            except CommplanError as exc:
+                _say(f"Returned mails cannot be read: {exc}.")
+                status = EXIT_ATTENTION
     m = site.model
     if problems:
         _say(f"{len(problems)} problem(s) to fix in {site.workbook.name}. Rows with a problem are "
              "left out of the run; every other row goes on.")
+    elif stops:
+        _say(f"{site.workbook.name} is fine, but the ledger is not: restore it (see above) "
+             "before the next run.")
     else:
         _say(f"{site.workbook.name} is fine: {len(m.plans)} plan(s), {len(m.customers)} "
              f"customer(s), {len(m.orders)} order(s). Next: `commplan due` to see what a run "
@@ -123,6 +155,7 @@ def _warm_imports() -> None:
 _CSV_HEADER = "order_id,customer_id,plan,step,due_date,action,reason\n"
 _NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 _WAITING = "daily limit reached: waits for the next run"
+_LIMIT = "daily limit reached"  # schedule.REASON_LIMIT (not imported: `due` starts lighter)
 
 
 def _csv_field(text: str) -> str:
@@ -132,11 +165,11 @@ def _csv_field(text: str) -> str:
 
 
 def _csv_tail(plan_name: str, step: int, due: object, action: str, reason: str) -> str:
-    """The end of a CSV row, from the plan on (a wait shows as a skip saying why)."""
+    """The end of a CSV row, from the plan on: action send, skip or wait, and why."""
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(
-        (plan_name, step, due, "send" if action == "send" else "skip",
-         _WAITING if action == "wait" else reason))
+        (plan_name, step, due, str(action),
+         _WAITING if action == "wait" and reason == _LIMIT else reason))
     return buffer.getvalue()
 
 
@@ -192,12 +225,17 @@ def _due(args: argparse.Namespace) -> int:
     ledger = batch.prefetch_ledger(home)
     site = batch.load_site(args.home, args.workbook, tables=tables)
     day = args.today or batch.today_in(site.settings)
-    decisions = batch.due(site, today=day, ledger=ledger.result())
+    state = ledger.result()
+    decisions = batch.due(site, today=day, ledger=state)
     _last_due[:] = [site, decisions]
+    notes, stops = _history_notes(site, getattr(state[0], "plans", {}))
+    status = EXIT_ATTENTION if stops else EXIT_OK
     if args.csv:
         _write(due_csv(decisions))
         _problems_summary(site)
-        return EXIT_OK
+        for note in notes:
+            print(note, file=sys.stderr)
+        return status
     actions = Counter(map(itemgetter(6), decisions))  # by Decision.action
     if not decisions:
         _say(f"Nothing is due on {day:%d/%m/%Y}.")
@@ -207,8 +245,10 @@ def _due(args: argparse.Namespace) -> int:
         skips, waits = actions["skip"], actions["wait"]
         _say(f"{actions['send']} to send, {skips} to skip" + (f", {waits} waiting" if waits else "")
              + ". Nothing was sent; `commplan run` sends them.")
+    for note in notes:
+        _say(note)
     _problems_summary(site)
-    return EXIT_OK
+    return status
 
 
 class _Progress:
@@ -231,6 +271,8 @@ class _Progress:
 def print_report(report: batch.RunReport) -> None:
     for line in report.failures:
         _say(f"  failed: {line}")
+    for line in report.held:
+        _say(f"  waiting: {line}")
     for note in report.notes:
         _say(note)
     rows = [p for p in report.problems if not p.message_level]
@@ -244,6 +286,10 @@ def print_report(report: batch.RunReport) -> None:
         summary += f", waiting {report.waiting}"
     if report.not_tried:
         summary += f", not tried {report.not_tried}"
+    if report.returned:
+        summary += f", returned {report.returned}"
+    if report.held:
+        summary += f", waiting for a value {len(report.held)}"
     _say(summary + f" (run of {report.today:%d/%m/%Y}).")
     if report.dry_run:
         _say("Dry run: nothing was sent or recorded.")
@@ -254,9 +300,35 @@ def print_report(report: batch.RunReport) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     site = _site(args)
     report = batch.run(site, today=args.today, dry_run=args.dry_run, limit=args.limit,
-                       progress=_Progress())
+                       progress=_Progress(), new_ledger=args.new_ledger)
     print_report(report)
     return EXIT_ATTENTION if report.needs_attention else EXIT_OK
+
+
+def cmd_bounces(args: argparse.Namespace) -> int:
+    """Read the mailbox for returned mails and record them, sending nothing."""
+    site = _site(args)
+    found, written = batch.bounces(site, today=args.today)
+    for item in found.ordered():
+        label = item.kind.replace("_", " ")
+        _say(f"  {item.line}" if item.line.lower().startswith(label) else
+             f"  {label}: {item.line}")
+    if found.error:
+        from commplan_xl.run.returned import unread_sentence
+
+        _say(unread_sentence(found.error))
+    if found.skipped:
+        _say(f"{found.skipped} message(s) could not be read as returned mails and were "
+             "skipped (see commplan.log).")
+    moved = f"; handled ones {found.moved} to {site.settings.bounce_folder_done}" \
+        if found.moved else ""
+    _say(f"Read {found.read} new message(s) in the mailbox: {len(found.failures)} returned "
+         f"mail(s) to handle{moved}. Nothing was sent.")
+    if not written:
+        _say("The SentLog sheet could not be written (the workbook is open); the next run "
+             "completes it.")
+    attention = found.error or found.failures or not written
+    return EXIT_ATTENTION if attention else EXIT_OK
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -268,8 +340,29 @@ def cmd_preview(args: argparse.Namespace) -> int:
     else:
         for path in paths:
             _say(f"Wrote {path}")
-        _say("Open the .html file in a browser, or the .eml file in your mail program.")
+        html = next((p for p in paths if p.suffix == ".html"), None)
+        if html is not None and args.open and _interactive() and _open_in_browser(html):
+            _say("Opened the .html file in your browser; open the .eml file in your mail "
+                 "program to see the whole mail.")
+        else:
+            _say("Open the .html file in a browser, or the .eml file in your mail program.")
     return EXIT_OK
+
+
+def _interactive() -> bool:
+    """A person at a terminal (never a scheduled task, a pipe, a test or CI)."""
+    return sys.stdout.isatty() and not os.environ.get("CI") and \
+        "PYTEST_CURRENT_TEST" not in os.environ
+
+
+def _open_in_browser(path: Path) -> bool:
+    """Show `path` in the default browser; False when there is none to ask."""
+    import webbrowser
+
+    try:
+        return webbrowser.open(path.resolve().as_uri())
+    except webbrowser.Error:
+        return False
 
 
 def cmd_resend(args: argparse.Namespace) -> int:
@@ -285,8 +378,38 @@ def cmd_resend(args: argparse.Namespace) -> int:
     return EXIT_ATTENTION if report.needs_attention else EXIT_OK
 
 
+def cmd_restore_ledger(args: argparse.Namespace) -> int:
+    """`commplan restore-ledger`: list the dated copies; put the newest (or --from) back."""
+    from commplan_xl.ops.runlock import run_lock
+    from commplan_xl.store import ledger_backup
+
+    home = home_of(args)
+    copies = ledger_backup.backups(home)
+    folder = ledger_backup.backup_folder(home)
+    if args.list or (not copies and not args.source):
+        if not copies:
+            _say(f"There is no dated copy of the ledger in {folder}.")
+            return EXIT_OK if args.list else EXIT_ATTENTION
+        _say(f"Dated copies of the ledger in {folder}, oldest first:")
+        for path in copies:
+            _say(f"  {ledger_backup.describe(path)}")
+        return EXIT_OK
+    source = Path(args.source).expanduser().absolute() if args.source else copies[-1]
+    if not source.is_file():
+        raise CommplanError(f"There is no file {source}; `commplan restore-ledger --list` "
+                            "shows the copies.")
+    ledger = home / batch.LEDGER_NAME
+    with run_lock(home):
+        kept = ledger_backup.restore(ledger, source, now=dt.datetime.now())
+    _say(f"Restored {ledger} from {ledger_backup.describe(source)}.")
+    if kept is not None:
+        _say(f"The ledger it replaced is kept as {kept}.")
+    _say("Next: `commplan due` shows what a run would send now.")
+    return EXIT_OK
+
+
 def cmd_variables(args: argparse.Namespace) -> int:
-    from commplan_xl.run.variables import variable_list
+    from commplan_xl.run.variables import VARIABLE_LIST, VARIABLE_LIST_HEADER, variable_list
 
     site = _site(args)
     rows = variable_list(site)
@@ -294,15 +417,17 @@ def cmd_variables(args: argparse.Namespace) -> int:
     for name, example, description in rows:
         _say(f"  {{{{ {name} }}}}".ljust(width + 8) + f"  {example}"
              + (f"   ({description})" if description else ""))
-    from commplan_xl.excel.graft import ToolSheet
+    from commplan_xl.excel.names import localise
+    from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.problems import WorkbookLocked
 
-    sheet = ToolSheet(name="VariableList", header=("variable", "example", "description"),
-                      rows=[(f"{{{{ {n} }}}}", e, d) for n, e, d in rows],
-                      widths={"A": 34, "B": 40, "C": 60})
+    sheet = localise(ToolSheet(name=VARIABLE_LIST, header=VARIABLE_LIST_HEADER,
+                               rows=[(f"{{{{ {n} }}}}", e, d) for n, e, d in rows],
+                               widths={"A": 34, "B": 40, "C": 60}),
+                     "variablelist", batch.site_language(site))
     try:
         batch.write_sheets(site, [sheet])
-        _say(f"{len(rows)} variables; the list is also in the VariableList sheet.")
+        _say(f"{len(rows)} variables; the list is also in the {sheet.name} sheet.")
     except WorkbookLocked as exc:
         _say(f"{exc}. Run `commplan variables` again once it is closed.")
         return EXIT_ATTENTION
@@ -325,8 +450,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from commplan_xl.core.offsets import add_delay
-    from commplan_xl.core.schedule import settings_calendar
     from commplan_xl.model import norm_key
 
     site = _site(args)
@@ -334,16 +457,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if plan is None:
         names = ", ".join(f'"{p.name}"' for p in site.model.plans.values())
         raise CommplanError(f'There is no plan "{args.name}" in Plans (there are {names}).')
-    cal = settings_calendar(site.settings)
-    _say(f'Plan "{plan.name}" for an order whose dates are {args.start:%d/%m/%Y}:')
-    for step in plan.steps:
-        when = add_delay(args.start, step.delay, step.unit, cal)
+    _say(f'Plan "{plan.name}" for an order whose dates are {args.start:%d/%m/%Y} '
+         "(subjects shown with example values):")
+    problems = 0
+    for line in batch.plan_lines(site, plan, args.start):
+        step = line.step
         unit = step.unit.replace("_", " ")
-        extra = "" if step.active else "  (inactive)"
         src = "" if step.from_column == "start_date" else f" from {step.from_column}"
-        _say(f"  step {step.number:>2}: {when:%a %d/%m/%Y}  (+{step.delay:g} {unit}{src})  "
-             f"{step.subject}{extra}")
-    return EXIT_OK
+        moved = f", goes {line.goes:%a %d/%m/%Y}" if line.goes != line.due else ""
+        extra = "" if step.active else "  (inactive)"
+        _say(f"  step {step.number:>2}: {line.due:%a %d/%m/%Y}  (+{step.delay:g} {unit}{src}"
+             f"{moved})  {line.subject}{extra}")
+        if line.problem:
+            problems += 1
+            _say(f"           ⚠ {line.problem}")
+    left_out = sorted({p.row for p in site.problems
+                       if p.sheet == "Plans" and p.row is not None and not p.message_level})
+    if left_out:
+        _say(f"Plans rows {', '.join(map(str, left_out))} have problems and are left out of "
+             "every plan: `commplan check` lists them.")
+    if problems:
+        _say(f"{problems} step(s) marked ⚠ cannot be sent as they are: `commplan check` shows "
+             "where.")
+    return EXIT_ATTENTION if problems or left_out else EXIT_OK
 
 
 def cmd_auth(args: argparse.Namespace) -> int:

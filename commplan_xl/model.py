@@ -6,14 +6,38 @@ import datetime as dt
 import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
-# Canonical units (what validate turns every spelling of SPEC into).
-Unit = Literal["days", "business_days", "weeks", "months"]
-# Canonical order statuses.
-Status = Literal["active", "paused", "cancelled", "done"]
+from commplan_xl.core.units import Unit
+
+
+class Status(StrEnum):
+    """An order's status, whatever the spelling in the Orders sheet."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    DONE = "done"
+
+
+class Action(StrEnum):
+    """What a run does with one due message."""
+
+    SEND = "send"
+    SKIP = "skip"
+    WAIT = "wait"  # held back by daily_limit, or its mail cannot be built yet
+
+
+class OutcomeStatus(StrEnum):
+    """How one message ended, as the SentLog shows it."""
+
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UNCERTAIN = "uncertain"
 
 
 def norm_key(value: str) -> str:
@@ -68,7 +92,7 @@ class Order(NamedTuple):
     order_id: str
     customer_id: str
     plan: str  # plan key (norm_key of the plan name)
-    status: Status = "active"
+    status: Status = Status.ACTIVE
     # Every date column the plans count from, parsed; None when the cell is empty.
     dates: Mapping[str, dt.date | None] = MappingProxyType({})
     # Every column, normalised names (a dict, or a RowFields view of the sheet's columns).
@@ -118,8 +142,8 @@ class Model:
         return tuple(sorted(self.orders, key=itemgetter(0)))  # Order.order_id
 
 
-# Ledger states of one (order, plan, step).
-LedgerState = Literal[
+# Ledger states of one message (order, step).
+MessageState = Literal[
     "sending",  # written just before the send; found at start of a run, it becomes uncertain
     "sent",
     "failed",  # temporary failure: retried while within catch-up
@@ -132,12 +156,13 @@ LedgerState = Literal[
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """What the ledger knows of one message (order, plan, step)."""
+    """What the ledger knows of one message (order, step); `plan` is the plan key it was
+    last recorded under."""
 
     order_id: str
     plan: str  # plan key
     step: int
-    state: LedgerState
+    state: MessageState
     due_date: dt.date | None = None
     emails: str = ""  # the addresses of the last attempt, "a@x;b@y"
     detail: str = ""
@@ -146,7 +171,18 @@ class LedgerEntry:
     first_waiting: dt.date | None = None  # the day it first waited for daily_limit
 
 
-Action = Literal["send", "skip", "wait"]
+@dataclass(frozen=True)
+class MessageRef:
+    """One message (order, step), the plan it goes out under and its recipient, as every
+    ledger write names it."""
+
+    order_id: str
+    customer_id: str
+    plan: str  # the plan's name as the SentLog shows it
+    plan_key: str
+    step: int
+    due_date: dt.date | None
+    emails: str  # the addresses, "a@x;b@y"
 
 
 class Decision(NamedTuple):
@@ -164,9 +200,6 @@ class Decision(NamedTuple):
     due_date: dt.date
     action: Action
     reason: str = ""  # "due", "retry", "missed", "superseded by step 4", "daily limit"…
-
-
-OutcomeStatus = Literal["sent", "failed", "skipped", "uncertain"]
 
 
 @dataclass(frozen=True)

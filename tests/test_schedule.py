@@ -18,11 +18,12 @@ from commplan_xl.core.schedule import (
     decide,
     decide_order,
     forecast,
+    message_key,
     record,
 )
 from commplan_xl.model import Customer, Decision, LedgerEntry, Model, Order, Plan, Step
 from commplan_xl.settings import Settings
-from commplan_xl.store.ledger import LedgerState
+from commplan_xl.store.ledger_snapshot import LedgerSnapshot
 
 D = dt.date
 START = D(2026, 6, 1)  # a Monday
@@ -68,8 +69,8 @@ def conf(**kw) -> Settings:
 
 
 def entry(state: str, step_number: int = 1, order_id: str = "O1", emails: str = EMAIL):
-    return {(order_id, KEY, step_number): LedgerEntry(order_id, KEY, step_number, state,  # type: ignore[arg-type]
-                                                      emails=emails)}
+    return {message_key(order_id, step_number): LedgerEntry(
+        order_id, KEY, step_number, state, emails=emails)}  # type: ignore[arg-type]
 
 
 def run(model: Model, today: D, ledger=None, **kw) -> list[tuple[str, int, str, str]]:
@@ -328,7 +329,7 @@ def test_waiting_messages_are_not_missed_later():
     for _ in range(30):
         for d in decide(model, ledger, today=day, settings=conf(daily_limit=1,
                                                                  catch_up_days=4)):
-            ledger[(d.order_id, d.plan, d.step)] = record(d, model)
+            ledger[message_key(d.order_id, d.step)] = record(d, model)
             assert d.reason != "missed"
             if d.action == "send":
                 sent_days[d.order_id] = day
@@ -428,7 +429,7 @@ def worlds(draw):
     return make_model(orders, steps=steps, customers=customers)
 
 
-def eligible(model: Model) -> dict[tuple[str, str, int], D]:
+def eligible(model: Model) -> dict[tuple[str, int], D]:
     """Every message a run may ever act on, with its due date."""
     out = {}
     for o in model.orders:
@@ -438,7 +439,7 @@ def eligible(model: Model) -> dict[tuple[str, str, int], D]:
         for s in model.plans[o.plan].steps:
             due = due_date(s, o, None)
             if s.active and s.number not in o.hold_steps and due is not None:
-                out[(o.order_id, KEY, s.number)] = due
+                out[message_key(o.order_id, s.number)] = due
     return out
 
 
@@ -466,10 +467,10 @@ def test_never_sent_twice_and_limit_respected(model, run_days, limit, catch_up, 
                            settings=conf(daily_limit=limit, catch_up_days=catch_up),
                            sent_today=sent_today)
         # The ledger file's packed state decides the same as the plain entries.
-        assert decide(model, LedgerState.of(ledger), today=BASE + dt.timedelta(days=offset),
+        assert decide(model, LedgerSnapshot.of(ledger), today=BASE + dt.timedelta(days=offset),
                       settings=conf(daily_limit=limit, catch_up_days=catch_up),
                       sent_today=sent_today) == decisions
-        keys = [(d.order_id, d.plan, d.step) for d in decisions]
+        keys = [message_key(d.order_id, d.step) for d in decisions]
         assert len(keys) == len(set(keys))
         assert decisions == sorted(decisions, key=lambda d: (d.due_date, d.order_id, d.step))
         sends = [d for d in decisions if d.action == "send"]
@@ -500,13 +501,14 @@ def test_every_message_ends_sent_or_skipped(model, limit, catch_up):
     while day <= horizon:
         decisions = decide(model, ledger, today=day,
                            settings=conf(daily_limit=limit, catch_up_days=catch_up))
-        decided = {(d.order_id, d.plan, d.step) for d in decisions}
+        decided = {message_key(d.order_id, d.step) for d in decisions}
         pending = {k for k, due in messages.items() if due <= day
-                   and ledger.get(k, LedgerEntry(*k, "waiting")).state == "waiting"}
+                   and ledger.get(k, LedgerEntry(k[0], KEY, k[1], "waiting")).state
+                   == "waiting"}
         assert pending <= decided  # nothing due and unfinished is silently dropped
         assert decided <= set(messages)  # and nothing else is decided
         for d in decisions:
-            ledger[(d.order_id, d.plan, d.step)] = record(d, model)
+            ledger[message_key(d.order_id, d.step)] = record(d, model)
         day += dt.timedelta(days=1)
     assert set(ledger) == set(messages)
     assert {e.state for e in ledger.values()} <= {"sent", "skipped"}
@@ -522,7 +524,7 @@ def test_forecast_matches_running_every_day(model, limit, first, days, done):
     ledger: dict = {}
     for offset in range(done):
         for d in decide(model, ledger, today=BASE + dt.timedelta(days=offset), settings=conf_):
-            ledger[(d.order_id, d.plan, d.step)] = record(d, model)
+            ledger[message_key(d.order_id, d.step)] = record(d, model)
     start = BASE + dt.timedelta(days=done + first)
     expected = []
     state = dict(ledger)
@@ -530,7 +532,66 @@ def test_forecast_matches_running_every_day(model, limit, first, days, done):
         day = start + dt.timedelta(days=offset)
         for d in decide(model, state, today=day, settings=conf_):
             expected.append((day, d))
-            state[(d.order_id, d.plan, d.step)] = record(d, model)
+            state[message_key(d.order_id, d.step)] = record(d, model)
     assert forecast(model, ledger, start=start, days=days, settings=conf_) == expected
-    assert forecast(model, LedgerState.of(ledger), start=start, days=days,
+    assert forecast(model, LedgerSnapshot.of(ledger), start=start, days=days,
                     settings=conf_) == expected
+
+
+# ------------------------------------------------------------------ mails that cannot be built
+
+
+class Blocked:
+    """A Readiness that says some steps cannot be built for every order, and some for one
+    order only (as an empty cell would)."""
+
+    def __init__(self, steps: dict[int, str], orders: dict[tuple[str, int], str]) -> None:
+        self.steps, self.orders = steps, orders
+
+    def step_wait(self, plan_key: str, step: Step) -> str | None:
+        return self.steps.get(step.number)
+
+    def reads_values(self, plan_key: str, step: Step) -> bool:
+        return any(number == step.number for _o, number in self.orders)
+
+    def order_wait(self, order: Order, customer: Customer, plan: Plan, step: Step,
+                   due: D) -> str | None:
+        return self.orders.get((order.order_id, step.number))
+
+
+def test_a_step_that_cannot_be_built_waits_and_supersedes_nothing():
+    """The highest step that can be built is sent; steps above it wait with their reason,
+    lower ones are superseded by it, required ones are sent (or wait) all the same."""
+    steps = (step(1, 1), step(2, 2, required=True), step(3, 3), step(4, 4))
+    model = make_model([order("O1"), order("O2")], steps=steps)
+    ready = Blocked({4: "the body uses x"}, {("O1", 3): "waiting for delivery",
+                                             ("O2", 2): "waiting for amount"})
+    decisions = decide(model, {}, today=D(2026, 6, 5), settings=conf(), ready=ready)
+    assert sorted((d.order_id, d.step, d.action, d.reason) for d in decisions) == [
+        ("O1", 1, "skip", "superseded by step 2"),
+        ("O1", 2, "send", "due"),
+        ("O1", 3, "wait", "waiting for delivery"),
+        ("O1", 4, "wait", "the body uses x"),
+        ("O2", 1, "skip", "superseded by step 3"),
+        ("O2", 2, "wait", "waiting for amount"),
+        ("O2", 3, "send", "due"),
+        ("O2", 4, "wait", "the body uses x"),
+    ]
+
+
+def test_a_waiting_step_is_decided_again_each_day_until_missed():
+    """A mail that cannot be built is decided again each day (nothing is kept for it, unlike
+    a daily_limit wait): a later step supersedes it, or it is missed after catch-up."""
+    ready = Blocked({}, {("O1", 1): "waiting for delivery"})
+    days = forecast(make_model(), {}, start=D(2026, 6, 6), days=6, settings=conf(),
+                    ready=ready)
+    assert [(day.day, d.step, d.action, d.reason) for day, d in days] == [
+        *((n, 1, "wait", "waiting for delivery") for n in range(6, 11)),
+        (11, 1, "skip", "superseded by step 2"),
+        (11, 2, "send", "due"),
+    ]
+    only_step_1 = make_model(steps=(step(1, 5),))
+    days = forecast(only_step_1, {}, start=D(2026, 6, 13), days=2, settings=conf(),
+                    ready=ready)
+    assert [(day.day, d.action, d.reason) for day, d in days] == [
+        (13, "wait", "waiting for delivery"), (14, "skip", "missed")]

@@ -8,17 +8,14 @@ import functools
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from dateutil.relativedelta import relativedelta
+from commplan_xl.core.units import UNIT_ROWS, Unit
+from commplan_xl.model import Order, Step
 
-from commplan_xl.model import Order, Step, Unit
-
-UNITS: tuple[str, ...] = ("days", "business_days", "weeks", "months")
-DAYS_PER_MONTH_FRACTION = 30  # SPEC: the fraction of a month counts 30 days
 # Float noise (0.1 * 3 = 0.30000000000000004) is cut away at this many decimal places.
 _NOISE = Decimal("1e-9")
 
-# Subdivision names of older holidays releases (and the SPEC's example) that the current
-# library no longer takes, mapped to the code that has the same holidays.
+# Subdivision names of older holidays releases that the current library no longer takes,
+# mapped to the code that has the same holidays.
 _LEGACY_SUBDIVS: dict[tuple[str, str], str | None] = {
     ("FR", "alsace-moselle"): "57",
     ("FR", "alsace moselle"): "57",
@@ -69,6 +66,26 @@ class Calendar:
             ]
             self._working[year] = days
         return days
+
+    def next_working_day(self, day: dt.date) -> dt.date:
+        """`day` itself when it is a working day, else the first working day after it."""
+        while not self.is_working_day(day):
+            day += dt.timedelta(days=1)
+        return day
+
+    def add_working_days(self, start: dt.date, count: int) -> dt.date:
+        """The `count`-th working day after `start` (0 → `start` itself, even on a weekend)."""
+        if count <= 0:
+            return start
+        year = start.year
+        after = start.toordinal()
+        while True:
+            days = self.working_days(year)
+            first = bisect.bisect_right(days, after)  # the first working day after `start`
+            if first + count <= len(days):
+                return dt.date.fromordinal(days[first + count - 1])
+            count -= len(days) - first
+            year += 1
 
 
 WEEKENDS_ONLY = Calendar()
@@ -154,37 +171,22 @@ def _as_decimal(delay: float | int | Decimal) -> Decimal:
     return value
 
 
-def _round_half_up(value: Decimal) -> int:
-    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
-
-
-def _whole(value: Decimal, unit: str) -> int:
+def _whole(value: Decimal, name: str) -> Decimal:
     if value != value.to_integral_value():
-        raise ValueError(f"A delay in {unit.replace('_', ' ')} must be a whole number, "
+        raise ValueError(f"A delay in {name} must be a whole number, "
                          f"not {value.normalize()}.")
-    return int(value)
+    return value
 
 
 def add_business_days(start: dt.date, count: int, calendar: Calendar | None) -> dt.date:
     """The `count`-th working day after `start` (0 → `start` itself, even on a weekend)."""
-    if count <= 0:
-        return start
-    cal = calendar or WEEKENDS_ONLY
-    year = start.year
-    after = start.toordinal()
-    while True:
-        days = cal.working_days(year)
-        first = bisect.bisect_right(days, after)  # the first working day after `start`
-        if first + count <= len(days):
-            return dt.date.fromordinal(days[first + count - 1])
-        count -= len(days) - first
-        year += 1
+    return (calendar or WEEKENDS_ONLY).add_working_days(start, count)
 
 
 def add_delay(
     start: dt.date, delay: float | int | Decimal, unit: Unit, calendar: Calendar | None = None
 ) -> dt.date:
-    """`start` + `delay` in `unit`, by the rules of SPEC "When a message is due".
+    """`start` + `delay` in `unit`, by the unit's row of the units table.
 
     - days, business days: whole numbers only (ValueError otherwise).
     - weeks: delay × 7 days, rounded to the nearest day, halves up (1.5 weeks = 11 days).
@@ -194,17 +196,12 @@ def add_delay(
       calendar's holidays (None = weekends only); 0 business days is `start` itself.
     """
     value = _as_decimal(delay)
-    if unit == "days":
-        return start + dt.timedelta(days=_whole(value, unit))
-    if unit == "business_days":
-        return add_business_days(start, _whole(value, unit), calendar)
-    if unit == "weeks":
-        return start + dt.timedelta(days=_round_half_up(value * 7))
-    if unit == "months":
-        months = int(value)  # value ≥ 0, so int() is the whole part
-        extra = _round_half_up((value - months) * DAYS_PER_MONTH_FRACTION)
-        return start + relativedelta(months=months) + dt.timedelta(days=extra)
-    raise ValueError(f'"{unit}" is not a unit (one of {", ".join(UNITS)}).')
+    row = UNIT_ROWS.get(unit)
+    if row is None:
+        raise ValueError(f'"{unit}" is not a unit (one of {", ".join(Unit)}).')
+    if row.whole:
+        value = _whole(value, row.english)
+    return row.add(start, value, calendar or WEEKENDS_ONLY)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from commplan_xl.model import Customer, Decision, Model, Order, Plan, Step
+from commplan_xl.model import Customer, Decision, MessageRef, Model, Order, Plan, Step, norm_key
 from commplan_xl.problems import (
     CommplanError,
     SendFailure,
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from commplan_xl.excel.read import Table
     from commplan_xl.mail.message import AttachmentCache, BuiltMessage
     from commplan_xl.mail.transport import Transport
+    from commplan_xl.run.readiness import Readiness
     from commplan_xl.run.reports import DashboardFigures
     from commplan_xl.store.archive import ArchiveIndex
 
@@ -38,10 +39,6 @@ __all__ = ["RunFailure", "RunReport", "Site", "load_site", "run"]
 log = logging.getLogger("commplan")
 
 LEDGER_NAME = "commplan-ledger.sqlite3"
-SENTLOG_HEADER = (
-    "date", "order_id", "customer_id", "email", "plan", "step", "due_date", "status",
-    "subject", "detail", "archive_file",
-)
 # After this many connection failures in a row the run stops trying (the server is down):
 # the rest stay due for the next run instead of filling the log with failures.
 MAX_CONNECTION_FAILURES = 3
@@ -72,10 +69,21 @@ class Site:
 # ---------------------------------------------------------------- loading
 
 def resolve_paths(home: Path | str | None, workbook: Path | str | None) -> tuple[Path, Path]:
-    """The home folder (--home, COMMPLAN_HOME, or the current folder) and the workbook path."""
-    home_path = Path(home or os.environ.get("COMMPLAN_HOME") or ".").expanduser().absolute()
-    wb = Path(workbook).expanduser() if workbook else home_path / "workbooks" / "commplan.xlsx"
-    return home_path, wb.absolute()
+    """The home folder and the workbook path.
+
+    The home is --home, else COMMPLAN_HOME, else the folder above a `workbooks` folder
+    holding the workbook given (a scheduled task starts in System32), else the current
+    folder.
+    """
+    wb = Path(workbook).expanduser().absolute() if workbook else None
+    chosen = home or os.environ.get("COMMPLAN_HOME")
+    if chosen:
+        home_path = Path(chosen).expanduser().absolute()
+    elif wb is not None and wb.parent.name.casefold() == "workbooks":
+        home_path = wb.parent.parent
+    else:
+        home_path = Path(".").absolute()
+    return home_path, wb or home_path / "workbooks" / "commplan.xlsx"
 
 
 def load_site(
@@ -123,12 +131,22 @@ def now_in(settings: Settings) -> dt.datetime:
 
 # ---------------------------------------------------------------- deciding
 
-def decide(site: Site, ledger_state: Mapping, *, today: dt.date, sent_today: int = 0
-           ) -> list[Decision]:
+def decide(site: Site, ledger_state: Mapping, *, today: dt.date, sent_today: int = 0,
+           ready: Readiness | None = None) -> list[Decision]:
+    """What a run on `today` does with each due message; the same decisions for `due` and
+    `run`: a mail that cannot be built (template, empty value, attachment, layout) waits
+    and supersedes nothing."""
     from commplan_xl.core.schedule import decide as schedule_decide
 
     return schedule_decide(site.model, ledger_state, today=today, settings=site.settings,
-                           sent_today=sent_today)
+                           sent_today=sent_today, ready=ready or readiness(site))
+
+
+def readiness(site: Site) -> Readiness:
+    """Whether each due mail of the site can be built (run.readiness)."""
+    from commplan_xl.run.readiness import Readiness
+
+    return Readiness(site.model, site.settings, columns=site.letters)
 
 
 def read_ledger(home: Path) -> tuple[Mapping, Callable[[dt.date], int]]:
@@ -140,6 +158,7 @@ def read_ledger(home: Path) -> tuple[Mapping, Callable[[dt.date], int]]:
         return {}, lambda day: 0
     with Ledger(path) as ledger:
         state = ledger.state()
+        state.plans = ledger.recorded_plans()  # for the notes of orders moved to a plan
         counts = ledger.sent_per_day()
     return state, lambda day: counts.get(day.isoformat(), 0)
 
@@ -195,9 +214,12 @@ class Prepared:
 
 def find_step(site: Site, order_id: str, step_number: int) -> tuple[Order, Customer, Plan, Step]:
     """The order, its customer, plan and step, or a sentence saying what is missing."""
-    order = next((o for o in site.model.orders if o.order_id == order_id.strip()), None)
+    key = norm_key(order_id)
+    order = next((o for o in site.model.orders if norm_key(o.order_id) == key), None)
     if order is None:
-        bad = [p for p in site.problems if p.sheet == "Orders"]
+        from commplan_xl.excel.names import sheet_key
+
+        bad = [p for p in site.problems if sheet_key(p.sheet) == "orders"]
         hint = " (the Orders sheet has problems: run `commplan check`)" if bad else ""
         raise CommplanError(f'There is no order "{order_id}" in the Orders sheet{hint}.')
     plan = site.model.plans.get(order.plan)
@@ -233,6 +255,7 @@ def prepare(
     """Render and build one message; raises CommplanError with a sentence if it cannot.
     A run passes one `cache` for all its messages."""
     from commplan_xl.mail.attachments import attachment_file
+    from commplan_xl.mail.layout import load_layout
     from commplan_xl.mail.message import build_message, message_bytes
     from commplan_xl.mail.render import build_context, render_message
 
@@ -242,7 +265,7 @@ def prepare(
         due_date=due_date, today=today, sender_name=s.sender_name, sender_email=s.sender_email,
         constants=site.model.constants,
     )
-    rendered = render_message(step, context, locale=s.locale)
+    rendered = render_message(step, context, locale=s.locale, layout=load_layout(s))
     paths = cache.paths.get(step.row) if cache is not None else None
     if paths is None:
         paths = [attachment_file(s.attachments_dir, name, step.row)
@@ -269,9 +292,14 @@ def run(
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     transport_factory: Callable[[Settings], Transport] | None = None,
+    new_ledger: bool = False,
 ) -> RunReport:
     """Send what is due, archive each mail, record every outcome, then rebuild the SentLog
-    and the managers' sheets from the ledger, and send the summary mail."""
+    and the managers' sheets from the ledger, and send the summary mail.
+
+    Refuses (CommplanError, nothing sent) to start a new ledger where the workbook or the
+    archive shows earlier sends, unless `new_ledger` confirms a fresh start.
+    """
     from commplan_xl.ops.runlock import run_lock
     from commplan_xl.run.reports import send_summary
     from commplan_xl.store.ledger import Ledger
@@ -285,14 +313,25 @@ def run(
         )
     with run_lock(site.home):
         if dry_run:
+            from commplan_xl.run.history import missing_ledger_message
+
+            stop = None if new_ledger else missing_ledger_message(site)
+            if stop:
+                report.notes.append(stop.replace("so nothing was sent", "so a real run "
+                                                 "would stop without sending anything"))
             return _dry_run(site, day, report, limit)
+        _before_sending(site, new_ledger)
         with Ledger(site.ledger_path) as ledger:
+            _copy_ledger(site, ledger, day, report, unless_current=True)  # a safety net
             _recover(site, ledger, day, report)
+            if site.settings.bounces:  # first, so a returned mail counts in today's plan
+                read_returned(site, ledger, report, day)
             with _transport(site.settings, transport_factory) as transport:
                 _SendLoop(site, ledger, transport, day, report).run(limit, progress)
                 extra, figures = _report_sheets(site, ledger, day, report)
                 send_summary(transport, site.settings, report, figures)
             write_sentlog(site, ledger, report, extra_sheets=extra)
+            _copy_ledger(site, ledger, day, report)  # the day's copy holds today's sends
     return report
 
 
@@ -331,6 +370,64 @@ def _report_sheets(site: Site, ledger, day: dt.date, report: RunReport
         return [], None
 
 
+def _copy_ledger(site: Site, ledger, day: dt.date, report: RunReport, *,
+                 unless_current: bool = False) -> None:
+    """Keep the day's dated copy of the ledger (nothing for a ledger still empty; with
+    `unless_current`, nothing when the newest copy already holds the ledger as it is); a
+    copy that cannot be made is said, never a reason to stop."""
+    import sqlite3
+
+    from commplan_xl.store.ledger_backup import backup_folder, is_current, make_backup
+
+    if ledger.is_empty() or (unless_current and is_current(ledger.db, site.home)):
+        return
+    try:
+        make_backup(ledger.db, site.home, day)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("no dated copy of the ledger: %s", exc)
+        note = (f"The dated copy of the ledger could not be made in {backup_folder(site.home)}"
+                f" ({exc}); check that folder.")
+        if note not in report.notes:
+            report.notes.append(note)
+
+
+def _before_sending(site: Site, new_ledger: bool) -> None:
+    """Clear a killed run's leftovers; stop before a new ledger is started over earlier
+    sends (see run.history)."""
+    from commplan_xl.run import history
+
+    removed = history.remove_leftovers(site)
+    if removed:
+        log.info("removed %d temporary file(s) a stopped run left", removed)
+    if not new_ledger:
+        message = history.missing_ledger_message(site)
+        if message:
+            raise CommplanError(message)
+
+
+def read_returned(site: Site, ledger, report: RunReport, day: dt.date) -> None:
+    """Read the mailbox for returned mails, record them and tell the report."""
+    from commplan_xl.run import returned
+
+    found = returned.read_returned(site.settings, ledger, now=now_in(site.settings), day=day)
+    failures = found.failures
+    report.returned += len(failures)
+    # Before the run's own failures; each line names its mail already.
+    report.failures[:0] = [RunFailure(h.order_id, h.step, _RETURNED_KINDS[h.kind], h.line,
+                                      named=False) for h in failures]
+    if found.error:
+        report.mailbox_error = found.error
+        report.notes.append(returned.unread_sentence(found.error))
+    if found.skipped:
+        report.notes.append(f"{found.skipped} message(s) of the mailbox could not be read as "
+                            "returned mails and were skipped (see commplan.log).")
+
+
+# What each kind of returned mail asks of people, as the summary's advice tells them apart.
+_RETURNED_KINDS = {"hard": SendKind.PERMANENT, "soft": SendKind.TEMPORARY,
+                   "sender_side": SendKind.SENDER_SIDE, "to_review": SendKind.TO_REVIEW}
+
+
 def _parts(site: Site, orders: Mapping[str, Order], d: Decision
            ) -> tuple[Order, Customer, Plan, Step]:
     """The order, customer, plan and step a decision is about (`orders` by id)."""
@@ -341,6 +438,8 @@ def _parts(site: Site, orders: Mapping[str, Order], d: Decision
 
 
 def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> RunReport:
+    from commplan_xl.core.schedule import is_limit_wait, is_value_wait
+
     decisions = due(site, today=day)
     orders = {o.order_id: o for o in site.model.orders}
     cache = RunCache()
@@ -348,6 +447,12 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
     for d in decisions:
         if d.action == "skip":
             report.skipped += 1
+        elif is_value_wait(d):
+            report.held.append(_held(d))
+        elif d.action == "wait" and not is_limit_wait(d):
+            report.failed += 1
+            report.failures.append(RunFailure(d.order_id, d.step, SendKind.NOT_BUILT,
+                                              d.reason))
         elif d.action == "wait" or (limit is not None and sends >= limit):
             report.waiting += 1
         else:
@@ -363,14 +468,19 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
     return report
 
 
+def _held(d: Decision) -> str:
+    """The sentence of a mail waiting for an empty cell to be filled."""
+    return f"Order {d.order_id} step {d.step} is {d.reason}: it goes once the cell is filled."
+
+
 @dataclass
 class _InFlight:
-    """The mail being sent: its ledger key and token, and its archive file (being written
-    by the stager, then named once the server has the mail)."""
+    """The mail being sent: which it is, and its archive file (being written by the stager,
+    then named once the server has the mail) and ledger token."""
 
     decision: Decision
-    key: dict
-    subject: str
+    message: MessageRef
+    prepared: Prepared
     staged: Future[Path]
     token: int | None = None
     archived: Path | None = None
@@ -384,7 +494,7 @@ class _SendLoop:
 
     def __init__(self, site: Site, ledger, transport: Transport, day: dt.date,
                  report: RunReport) -> None:
-        from commplan_xl.store.archive import ArchiveIndex
+        from commplan_xl.store.archive import ArchiveIndex, ids_to_settle
 
         self.site = site
         self.settings = site.settings
@@ -393,7 +503,11 @@ class _SendLoop:
         self.day = day
         self.report = report
         self.cache = RunCache()
-        self.archive_index = ArchiveIndex(site.settings.archive_dir)
+        owners = ledger.archive_owners(ids_to_settle(site.model.customers))
+        self.archive_index = ArchiveIndex(site.settings.archive_dir, owners=owners)
+        # Addresses a returned mail showed not to exist: no mail goes to them.
+        self.flagged: Mapping[str, str] = (ledger.flagged_addresses() if site.settings.bounces
+                                           else {})
         self.orders = {o.order_id: o for o in site.model.orders}
         self.limit: int | None = None
         self.accepted = 0  # mails the server took
@@ -430,22 +544,31 @@ class _SendLoop:
     def limit_reached(self, ahead: int = 0) -> bool:
         return self.limit is not None and self.accepted + ahead >= self.limit
 
-    def key(self, d: Decision) -> dict:
+    def key(self, d: Decision) -> MessageRef:
         """Which mail a ledger record is about."""
         customer = self.site.model.customers[self.orders[d.order_id].customer_id]
-        return dict(order_id=d.order_id, customer_id=customer.customer_id,
-                    plan=d.plan_name, plan_key=d.plan, step=d.step, due_date=d.due_date,
-                    emails=";".join(customer.emails), day=self.day)
+        return MessageRef(order_id=d.order_id, customer_id=customer.customer_id,
+                          plan=d.plan_name, plan_key=d.plan, step=d.step,
+                          due_date=d.due_date, emails=";".join(customer.emails))
 
     def record_not_sent(self, d: Decision) -> None:
-        """A skip, a mail left for later (daily limit), or one not tried (server down)."""
+        """A skip, a mail waiting for a value (nothing recorded: it goes once the cell is
+        filled), one that cannot be built, one left for later (daily limit), or one not
+        tried (server down)."""
+        from commplan_xl.core.schedule import is_limit_wait, is_value_wait
+
+        now = now_in(self.settings)
         if d.action == "skip":
-            self.ledger.record_skip(**self.key(d), reason=d.reason, now=now_in(self.settings))
+            self.ledger.record_skip(self.key(d), reason=d.reason, now=now, day=self.day)
             self.report.skipped += 1
+        elif is_value_wait(d):
+            self.report.held.append(_held(d))
+        elif d.action == "wait" and not is_limit_wait(d):
+            self.not_built(d, self.key(d), d.reason)
         elif self.stopped:
             self.report.not_tried += 1
         else:
-            self.ledger.record_waiting(**self.key(d), now=now_in(self.settings))
+            self.ledger.record_waiting(self.key(d), now=now, day=self.day)
             self.report.waiting += 1
 
     def build(self, d: Decision) -> Prepared:
@@ -461,17 +584,23 @@ class _SendLoop:
 
     def send(self, d: Decision) -> bool:
         """Build, record, send, archive and record one mail; whether the server took it."""
+        from commplan_xl.mail.render import WaitingForValue
         from commplan_xl.store.archive import relative
 
-        key = self.key(d)
+        message = self.key(d)
+        if self.flagged and self.blocked(d, message):
+            return False
         try:
             prepared = self.build(d)
+        except WaitingForValue as exc:
+            self.report.held.append(_held(d._replace(reason=str(exc))))
+            return False
         except CommplanError as exc:
-            self.not_built(d, key, exc)
+            self.not_built(d, message, str(exc))
             return False
         assert self.stager is not None
         staged = self.stager.submit(_stage, self.site, prepared, self.archive_index)
-        self.in_flight = _InFlight(d, key, prepared.subject, staged)
+        self.in_flight = _InFlight(d, message, prepared, staged)
         try:
             # The server reads each command and takes each mail in about the time the run
             # needs to record it in the ledger, name its archive file and build the next
@@ -504,7 +633,9 @@ class _SendLoop:
         """Record the mail in flight `sending`, before any of it goes out."""
         assert self.in_flight is not None
         f = self.in_flight
-        f.token = self.ledger.begin(**f.key, subject=f.subject, now=now_in(self.settings))
+        f.token = self.ledger.begin(f.message, subject=f.prepared.subject,
+                                    now=now_in(self.settings), day=self.day,
+                                    **_mail_ids(f.prepared))
 
     def while_the_server_takes_it(self) -> None:
         """Name the archive file of the mail in flight (removed again if the server refuses
@@ -540,45 +671,103 @@ class _SendLoop:
                            now=now_in(self.settings), day=self.day)
         self.report.sent += 1
 
-    def not_built(self, d: Decision, key: dict, exc: CommplanError) -> None:
-        """The mail could not be made (template, attachment, address): failed until fixed."""
-        detail = f"{exc}; will be retried once fixed"
-        self.ledger.record_failure_before_send(**key, detail=detail, now=now_in(self.settings))
+    def not_built(self, d: Decision, message: MessageRef, why: str) -> None:
+        """The mail could not be made (template, attachment, address): failed, retried by
+        the next runs once fixed while within catch-up."""
+        last = _last_try(self.site, d, self.day)
+        detail = f"{why}; " + retry_promise(self.site, d, self.day, "will be retried once fixed")
+        self.ledger.record_failure_before_send(message, detail=detail,
+                                               now=now_in(self.settings), day=self.day)
         self.report.failed += 1
-        self.report.failures.append(RunFailure(d.order_id, d.step, SendKind.NOT_BUILT, detail))
-        log.warning("order %s step %s not sent: %s", d.order_id, d.step, exc)
+        self.report.failures.append(RunFailure(d.order_id, d.step, SendKind.NOT_BUILT, detail,
+                                               last_try=last))
+        log.warning("order %s step %s not sent: %s", d.order_id, d.step, why)
+
+    def blocked(self, d: Decision, message: MessageRef) -> bool:
+        """Record, without sending, a mail to an address a returned mail showed not to
+        exist; False when the customer has no such address."""
+        from commplan_xl.run.returned import NOT_RETRIED
+
+        customer = self.site.model.customers[self.orders[d.order_id].customer_id]
+        bad = next((a for a in customer.emails if a.lower() in self.flagged), None)
+        if bad is None:
+            return False
+        detail = (f"not sent: a mail to {bad} came back, the address does not exist"
+                  f" ({self.flagged[bad.lower()]}); {NOT_RETRIED}")
+        self.ledger.record_blocked(message, detail=detail, now=now_in(self.settings),
+                                   day=self.day)
+        self.report.failed += 1
+        self.report.failures.append(RunFailure(d.order_id, d.step, SendKind.PERMANENT, detail))
+        return True
 
     def failed(self, d: Decision, token: int, exc: SendFailure) -> None:
         """Record a send that failed; stop trying the server after a few connection
         failures in a row."""
-        _record_failure(self.ledger, self.settings, self.day, self.report, d, token, exc)
+        _record_failure(self.site, self.ledger, self.day, self.report, d, token, exc)
         self.connection_failures = self.connection_failures + 1 if exc.connection else 0
         if self.connection_failures >= MAX_CONNECTION_FAILURES and not self.stopped:
             self.stopped = True
+            later = ("the other mails stay due and the next run sends them"
+                     if self.settings.catch_up_days else
+                     "the other mails stay due today only (catch_up_days is 0): run again "
+                     "today once the server works, or they count as missed tomorrow")
             self.report.notes.append(
                 f"The mail server failed {self.connection_failures} times in a row, so this"
-                " run stopped trying; the other mails stay due and the next run sends them."
+                f" run stopped trying; {later}."
             )
 
 
-def _record_failure(ledger, settings: Settings, day: dt.date, report: RunReport,
+def _record_failure(site: Site, ledger, day: dt.date, report: RunReport,
                     d: Decision, token: int, exc: SendFailure) -> None:
     """Record a send that failed in the ledger and the report."""
     if exc.kind is SendKind.UNCERTAIN:
         # The server may have the mail: never resend it by itself.
-        ledger.recover(now_in(settings), day=day)
+        ledger.recover(now_in(site.settings), day=day)
         report.uncertain += 1
         report.failures.append(RunFailure(d.order_id, d.step, exc.kind, str(exc)))
         log.warning("order %s step %s uncertain: %s", d.order_id, d.step, exc)
         return
+    last = exc.temporary and _last_try(site, d, day)
     status = "failed" if exc.temporary else "failed_permanent"
-    detail = str(exc) + ("; will be retried by the next run" if exc.temporary
-                         else "; not retried: correct the address")
+    detail = (_without_promise(str(exc)) + "; "
+              + retry_promise(site, d, day, "will be retried by the next run")
+              if exc.temporary else str(exc) + "; not retried: correct the address")
     ledger.finish(token, status=status, detail=detail, archive_file="",
-                  now=now_in(settings), day=day)
+                  now=now_in(site.settings), day=day)
     report.failed += 1
-    report.failures.append(RunFailure(d.order_id, d.step, exc.kind, detail))
+    report.failures.append(RunFailure(d.order_id, d.step, exc.kind, detail, last_try=last))
     log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
+
+
+_PROMISES = ("; it will be tried again on the next run", ": it will be tried again on the "
+             "next run")
+
+
+def _last_try(site: Site, d: Decision, day: dt.date) -> bool:
+    """Whether no later day's run tries the message again (past catch_up_days)."""
+    return d.due_date + dt.timedelta(days=site.settings.catch_up_days) <= day
+
+
+def retry_promise(site: Site, d: Decision, day: dt.date, promise: str) -> str:
+    """`promise` (a later run retries the message) when a later day's run still may:
+    with catch_up_days 0 (or a due date at the end of the window) it says the truth."""
+    if not _last_try(site, d, day):
+        return promise
+    return (f"will not be retried after today (catch_up_days is "
+            f"{site.settings.catch_up_days}); once fixed, `commplan resend {d.order_id} "
+            f"{d.step}` sends it")
+
+
+def _without_promise(text: str) -> str:
+    """The failure's sentence without the promise of a retry (the caller says when)."""
+    for promise in _PROMISES:
+        text = text.replace(promise, "")
+    return text
+
+
+def _mail_ids(prepared: Prepared) -> dict[str, str]:
+    """The Message-ID and reference of a built mail, for the ledger."""
+    return {"message_id": prepared.message.message_id, "ref": prepared.message.ref}
 
 
 def _stage(site: Site, prepared: Prepared, index: ArchiveIndex) -> Path:
@@ -620,15 +809,16 @@ def sentlog_rows(ledger) -> list[tuple]:
 
 def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
                   extra_sheets: list | tuple = ()) -> bool:
-    """Rebuild the SentLog sheet (and the report sheets given) from the ledger; False (with
-    a note) when the file is open."""
-    from commplan_xl.excel.graft import ToolSheet
+    """Rebuild the SentLog sheet (and the report sheets given) from the ledger, in the
+    workbook's language; False (with a note) when the file is open."""
+    from commplan_xl.excel.names import localise
+    from commplan_xl.excel.sheet_xml import ToolSheet
+    from commplan_xl.store.sentlog import SENTLOG_HEADER, SENTLOG_WIDTHS, in_language
 
-    sheet = ToolSheet(
-        name="SentLog", header=SENTLOG_HEADER, rows=sentlog_rows(ledger),
-        widths={"A": 20, "B": 16, "C": 12, "D": 28, "E": 18, "F": 6, "G": 12, "H": 10,
-                "I": 50, "J": 60, "K": 50},
-    )
+    lang = site_language(site)
+    sheet = localise(ToolSheet(name="SentLog", header=SENTLOG_HEADER,
+                               rows=in_language(sentlog_rows(ledger), lang),
+                               widths=SENTLOG_WIDTHS), "sentlog", lang)
     try:
         write_sheets(site, [sheet, *extra_sheets])
     except WorkbookLocked as exc:
@@ -642,6 +832,31 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
     return True
 
 
+def site_language(site: Site) -> str:
+    """The language of the site's workbook, which its tool sheets are written in."""
+    from commplan_xl.excel.names import workbook_language
+
+    return workbook_language(site.settings.locale)
+
+
+def tool_sheet_specs(site: Site) -> list:
+    """The tool's sheets as it would write them in the site's language (no rows): their
+    names, headers and names in the other languages."""
+    from commplan_xl.excel.names import localise
+    from commplan_xl.excel.sheet_xml import ToolSheet
+    from commplan_xl.run import reports
+    from commplan_xl.run.variables import VARIABLE_LIST, VARIABLE_LIST_HEADER
+    from commplan_xl.store.sentlog import SENTLOG_HEADER
+
+    lang = site_language(site)
+    english = (("sentlog", "SentLog", SENTLOG_HEADER),
+               ("dashboard", reports.DASHBOARD, (*reports.DAY_HEADER, "", *reports.PLAN_HEADER)),
+               ("forecast", reports.FORECAST, reports.FORECAST_HEADER),
+               ("variablelist", VARIABLE_LIST, VARIABLE_LIST_HEADER))
+    return [localise(ToolSheet(name=name, header=header, rows=()), key, lang)
+            for key, name, header in english]
+
+
 def write_sheets(site: Site, sheets: list) -> None:
     """Write the tool's own sheets into the workbook (a dated backup kept first)."""
     from commplan_xl.excel.graft import write_tool_sheets
@@ -650,7 +865,45 @@ def write_sheets(site: Site, sheets: list) -> None:
                       backup_dir=site.home / "workbooks" / "backups")
 
 
+# ---------------------------------------------------------------- returned mails alone
+
+def bounces(site: Site, *, today: dt.date | None = None):
+    """`commplan bounces`: read the mailbox for returned mails and record them, sending
+    nothing; then rebuild the SentLog and Dashboard. (ReadResult, SentLog written)."""
+    from commplan_xl.ops.runlock import run_lock
+    from commplan_xl.run import reports as reporting
+    from commplan_xl.run import returned
+    from commplan_xl.store.ledger import Ledger
+
+    day = today or today_in(site.settings)
+    with run_lock(site.home), Ledger(site.ledger_path) as ledger:
+        found = returned.read_returned(site.settings, ledger, now=now_in(site.settings),
+                                       day=day)
+        try:
+            extra, _figures = reporting.report_sheets(site, ledger, today=day)
+        except Exception:  # the managers' view must never cost the SentLog
+            log.exception("Dashboard/Forecast not built")
+            extra = []
+        written = write_sentlog(site, ledger, extra_sheets=extra)
+    return found, written
+
+
 # ---------------------------------------------------------------- one message on purpose
+
+def _prepare_one(site: Site, order: Order, customer: Customer, plan: Plan, step: Step, *,
+                 due_date: dt.date, today: dt.date, to: tuple[str, ...] | None = None
+                 ) -> Prepared:
+    """`prepare` for a command about one message: an empty cell is said in full."""
+    from commplan_xl.mail.render import WaitingForValue
+
+    try:
+        return prepare(site, order, customer, plan, step, due_date=due_date, today=today, to=to)
+    except WaitingForValue as exc:
+        raise CommplanError(
+            f"Order {order.order_id} step {step.number} cannot be made yet: it is waiting for "
+            f"{exc.column}, which is empty for this order. Fill the cell, or give the "
+            f'template a fallback ({{{{ ...|default("…") }}}}).') from None
+
 
 def preview(site: Site, order_id: str, step_number: int, *, to: str | None = None,
             today: dt.date | None = None,
@@ -665,8 +918,8 @@ def preview(site: Site, order_id: str, step_number: int, *, to: str | None = Non
     order, customer, plan, step = find_step(site, order_id, step_number)
     due_on = compute_due(step, order, settings_calendar(site.settings)) or day
     recipients = tuple(split_emails(to)) if to else None
-    prepared = prepare(site, order, customer, plan, step, due_date=due_on, today=day,
-                       to=recipients)
+    prepared = _prepare_one(site, order, customer, plan, step, due_date=due_on, today=day,
+                            to=recipients)
     if to:
         with _transport(site.settings, transport_factory) as transport:
             transport.send(prepared.message, sender=site.settings.sender_email,
@@ -677,10 +930,26 @@ def preview(site: Site, order_id: str, step_number: int, *, to: str | None = Non
     stem = safe_name(f"{order.order_id}_step-{step.number}", max_len=100)
     eml = folder / f"{stem}.eml"
     eml.write_bytes(prepared.data)
-    html_part = prepared.message.get_body(preferencelist=("html",))  # type: ignore[attr-defined]
     html_path = folder / f"{stem}.html"
-    html_path.write_text(html_part.get_content() if html_part else "", encoding="utf-8")
+    html_path.write_text(preview_html(prepared.message), encoding="utf-8")
     return [eml, html_path]
+
+
+def preview_html(message) -> str:
+    """The mail's HTML part as a page a browser shows alone: each image the mail carries
+    inline (`cid:`, the logo) put in as a `data:` URI."""
+    import base64
+
+    html_part = message.get_body(preferencelist=("html",))
+    if html_part is None:
+        return ""
+    page = html_part.get_content()
+    for part in message.walk():
+        cid = (part.get("Content-ID") or "").strip().strip("<>")
+        if cid and f"cid:{cid}" in page:
+            data = base64.b64encode(part.get_payload(decode=True) or b"").decode("ascii")
+            page = page.replace(f"cid:{cid}", f"data:{part.get_content_type()};base64,{data}")
+    return page
 
 
 def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None = None,
@@ -697,22 +966,26 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
     if customer.opt_out:
         raise CommplanError(f"Customer {customer.customer_id} has opted out: nothing was sent.")
     due_on = compute_due(step, order, settings_calendar(site.settings)) or day
-    prepared = prepare(site, order, customer, plan, step, due_date=due_on, today=day)
+    prepared = _prepare_one(site, order, customer, plan, step, due_date=due_on, today=day)
     s = site.settings
     with run_lock(site.home), Ledger(site.ledger_path) as ledger:
-        token = ledger.begin(order_id=order.order_id, customer_id=customer.customer_id,
+        message = MessageRef(order_id=order.order_id, customer_id=customer.customer_id,
                              plan=plan.name, plan_key=plan.key, step=step.number,
-                             due_date=due_on, emails=";".join(customer.emails),
-                             subject=prepared.subject, now=now_in(s), resend=True, day=day)
+                             due_date=due_on, emails=";".join(customer.emails))
+        token = ledger.begin(message, subject=prepared.subject, now=now_in(s), resend=True,
+                             day=day, **_mail_ids(prepared))
         with _transport(s, transport_factory) as transport:
             outcome = transport.send(prepared.data, sender=s.sender_email,
                                      recipients=list(prepared.to))
         d = Decision(order.order_id, customer.customer_id, plan.key, plan.name, step.number,
                      due_on, "send", "resend")
         if outcome.failure is None:
-            from commplan_xl.store.archive import relative
+            from commplan_xl.store.archive import ArchiveIndex, ids_to_settle, relative
 
-            archive_file = relative(_archive_file(site, customer, d, prepared, day), site.home)
+            owners = ledger.archive_owners(ids_to_settle(site.model.customers))
+            index = ArchiveIndex(s.archive_dir, owners=owners)
+            archive_file = relative(_archive_file(site, customer, d, prepared, day, index),
+                                    site.home, index=index)
             ledger.finish(token, status="sent", detail="resent on request",
                           archive_file=archive_file, now=now_in(s), day=day)
             report.sent += 1
@@ -737,16 +1010,63 @@ def _resend_failed(ledger, settings: Settings, day: dt.date, report: RunReport, 
     report.failed += 1
 
 
+# ---------------------------------------------------------------- a plan's dates
+
+@dataclass(frozen=True)
+class PlanLine:
+    """One step of a plan for an order whose dates are a given day (`commplan plan`)."""
+
+    step: Step
+    due: dt.date  # the planned due date
+    goes: dt.date  # the day it is sent (the next business day with send_days business)
+    subject: str  # rendered on example values (the template itself when it cannot be)
+    problem: str | None  # why its mail cannot be made, or None
+
+
+def plan_lines(site: Site, plan: Plan, start: dt.date) -> list[PlanLine]:
+    """Every step of `plan` for an order whose dates are `start`, in date order, each
+    subject rendered on example values, and each step's problem when it has one."""
+    from commplan_xl.core.offsets import add_delay
+    from commplan_xl.core.schedule import settings_calendar
+    from commplan_xl.mail.render import RenderError, build_context, render_subject
+    from commplan_xl.run.variables import example_parts
+
+    s = site.settings
+    calendar = settings_calendar(s)
+    ready = readiness(site)
+    order, customer = example_parts(site, plan, start)
+    lines: list[PlanLine] = []
+    for step in plan.steps:
+        due_on = add_delay(start, step.delay, step.unit, calendar)
+        goes = calendar.next_working_day(due_on) if s.send_days == "business" else due_on
+        problem = ready.step_wait(plan.key, step)
+        subject = step.subject
+        try:
+            context = build_context(
+                order=order, customer=customer, plan_name=plan.name, step_number=step.number,
+                due_date=due_on, today=goes, sender_name=s.sender_name,
+                sender_email=s.sender_email, constants=site.model.constants)
+            subject = render_subject(step.subject, context, locale=s.locale)
+        except RenderError as exc:
+            problem = problem or str(exc)
+        lines.append(PlanLine(step, due_on, goes, subject, problem))
+    lines.sort(key=lambda line: (line.goes, line.step.number))
+    return lines
+
+
 # ---------------------------------------------------------------- check
 
-def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: int = 3
+def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: int = 3,
+                   ledger: tuple[Mapping, Callable[[dt.date], int]] | None = None
                    ) -> list[WorkbookProblem]:
-    """Render every active plan step against each of its orders; report template errors
-    at the Plans row that holds them (validate reports missing attachment files)."""
-    from commplan_xl.mail.render import RenderError, build_context, render_message
+    """Every template problem of every active plan step, whether an order uses it yet or
+    not (each at its Plans cell, all of a row's at once); the values some orders' mails
+    cannot be made with (a filter that cannot format one); and the mails due on `today`
+    that wait for an empty cell, at that cell. Validate reports missing attachment files."""
+    from commplan_xl.mail.layout import layout_problems
 
     day = today or today_in(site.settings)
-    s = site.settings
+    ready = readiness(site)
     problems: list[WorkbookProblem] = []
     by_plan: dict[str, list[Order]] = {}
     for o in site.model.orders:
@@ -755,39 +1075,96 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
         for step in plan.steps:
             if not step.active:
                 continue
-            failing: list[tuple[str, str]] = []
-            for order in by_plan.get(plan.key, []):
-                customer = site.model.customers.get(order.customer_id)
-                if customer is None:
-                    continue
-                context = build_context(
-                    order=order, customer=customer, plan_name=plan.name,
-                    step_number=step.number, due_date=day, today=day,
-                    sender_name=s.sender_name, sender_email=s.sender_email,
-                    constants=site.model.constants)
-                try:
-                    render_message(step, context, locale=s.locale)
-                except RenderError as exc:
-                    failing.append((order.order_id, str(exc)))
-            shown: set[str] = set()
-            for order_id, message in failing:
-                if message in shown:
-                    continue
-                if len(shown) >= max_per_step:
-                    break
-                shown.add(message)
-                others = sum(1 for _o, m in failing if m == message) - 1
-                more = f" (and {others} other order{'s' if others > 1 else ''})" if others else ""
-                column = "subject" if message.startswith("the subject") else "body"
-                problems.append(WorkbookProblem(
-                    "Plans", step.row, column, f"order {order_id}{more}: {message}",
-                    cell=site.cell("Plans", column, step.row), message_level=True))
+            found = [(column, sentence) for column, sentence in ready.check(plan.key, step).problems
+                     if column in ("subject", "body")]
+            problems += [WorkbookProblem("Plans", step.row, column, sentence,
+                                         cell=site.cell("Plans", column, step.row),
+                                         message_level=True) for column, sentence in found]
+            if not ready.check(plan.key, step).problems:
+                problems += _value_problems(site, ready, plan, step, by_plan.get(plan.key, []),
+                                            day, max_per_step)
+    problems += _waiting_problems(site, due(site, today=day, ledger=ledger))
+    example = _example_context(site, day)
+    return problems + layout_problems(site.settings, example)
+
+
+def _value_problems(site: Site, ready: Readiness, plan: Plan, step: Step,
+                    orders: list[Order], day: dt.date, max_per_step: int
+                    ) -> list[WorkbookProblem]:
+    """The orders whose values the step's mail cannot be made with (an empty cell is not
+    one: it waits), grouped by sentence, at most `max_per_step` sentences."""
+    from commplan_xl.core.schedule import WAITING_FOR
+
+    failing: list[tuple[str, str]] = []
+    if ready.reads_values(plan.key, step):
+        for order in orders:
+            customer = site.model.customers.get(order.customer_id)
+            if customer is None:
+                continue
+            why = ready.order_wait(order, customer, plan, step, day)
+            if why is not None and not why.startswith(WAITING_FOR):
+                failing.append((order.order_id, why))
+    problems: list[WorkbookProblem] = []
+    shown: set[str] = set()
+    for order_id, message in failing:
+        if message in shown:
+            continue
+        if len(shown) >= max_per_step:
+            break
+        shown.add(message)
+        others = sum(1 for _o, m in failing if m == message) - 1
+        more = f" (and {others} other order{'s' if others > 1 else ''})" if others else ""
+        column = "subject" if message.startswith("the subject") else "body"
+        problems.append(WorkbookProblem(
+            "Plans", step.row, column, f"order {order_id}{more}: {message}",
+            cell=site.cell("Plans", column, step.row), message_level=True))
     return problems
+
+
+def _waiting_problems(site: Site, decisions: list[Decision]) -> list[WorkbookProblem]:
+    """The due mails waiting for an empty cell, each at that cell (Orders or Customers)."""
+    from commplan_xl.core.schedule import WAITING_FOR, is_value_wait
+
+    orders = {o.order_id: o for o in site.model.orders}
+    problems: list[WorkbookProblem] = []
+    for d in decisions:
+        if not is_value_wait(d):
+            continue
+        column = d.reason[len(WAITING_FOR):]
+        order = orders[d.order_id]
+        customer = site.model.customers.get(order.customer_id)
+        sheet, row = "Orders", order.row
+        if column not in order.fields and customer is not None and column in customer.fields:
+            sheet, row = "Customers", customer.row
+        problems.append(WorkbookProblem(
+            sheet, row, column,
+            f'order {d.order_id}, step {d.step} of "{d.plan_name}" (due {d.due_date:%d/%m/%Y}) '
+            f"is waiting for {column}: the cell is empty. Fill it and the next run sends the "
+            f'mail, or give the template a fallback ({{{{ ...|default("…") }}}}).',
+            cell=site.cell(sheet, column, row), message_level=True))
+    return problems
+
+
+def _example_context(site: Site, day: dt.date) -> dict | None:
+    """One order's variables, to try the layout and the signature with."""
+    from commplan_xl.mail.render import build_context
+
+    s = site.settings
+    for order in site.model.orders:
+        customer = site.model.customers.get(order.customer_id)
+        plan = site.model.plans.get(order.plan)
+        if customer is not None and plan is not None and plan.steps:
+            return build_context(
+                order=order, customer=customer, plan_name=plan.name,
+                step_number=plan.steps[0].number, due_date=day, today=day,
+                sender_name=s.sender_name, sender_email=s.sender_email,
+                constants=site.model.constants)
+    return None
 
 
 def stale_lock_note(workbook: Path) -> str | None:
     """A sentence about an Excel/LibreOffice lock file beside the workbook, if there is one."""
-    from commplan_xl.excel.graft import lock_file
+    from commplan_xl.excel.safe_replace import lock_file
 
     lock = lock_file(workbook)
     if lock is None:

@@ -16,8 +16,11 @@ class RunFailure:
     step: int
     kind: SendKind
     detail: str  # the sentence, as the ledger records it
-    # False when the person named the order and step themselves (`commplan resend`).
+    # False when the detail names the mail itself (a returned mail), or the person named
+    # the order and step themselves (`commplan resend`).
     named: bool = True
+    # True when no later day's run tries the mail again (past catch_up_days).
+    last_try: bool = False
 
     def __str__(self) -> str:
         if not self.named:
@@ -38,15 +41,19 @@ class RunReport:
     uncertain: int = 0
     waiting: int = 0
     not_tried: int = 0
+    # Mails waiting for an empty cell to be filled: "Order O1 step 3 waits for X" each.
+    held: list[str] = field(default_factory=list)
     dry_run: bool = False
     problems: tuple[WorkbookProblem, ...] = ()
     notes: list[str] = field(default_factory=list)  # sentences for people
     log_written: bool = True
     failures: list[RunFailure] = field(default_factory=list)
+    returned: int = 0  # mails found returned (bounced) in the mailbox, or to review
+    mailbox_error: str = ""  # why returned mails could not be read ("" when they were)
 
     @property
     def needs_attention(self) -> bool:
         return bool(
             self.failed or self.uncertain or self.problems or not self.log_written
-            or self.not_tried
+            or self.not_tried or self.returned or self.mailbox_error
         )

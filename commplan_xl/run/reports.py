@@ -12,17 +12,17 @@ Sheet headers are English like the SentLog's (staff scripts read them); the mail
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from commplan_xl.core.schedule import split_ledger
-from commplan_xl.excel.graft import Chart, ToolSheet
-from commplan_xl.model import LedgerEntry, Model, Outcome
-from commplan_xl.problems import CommplanError, SendFailure, SendKind, WorkbookProblem
+from commplan_xl.core.schedule import is_limit_wait, split_ledger
+from commplan_xl.excel.names import localise, sheet_key, workbook_language
+from commplan_xl.excel.sheet_xml import Chart, ToolSheet
+from commplan_xl.model import Decision, LedgerEntry, Model, Outcome, norm_key
+from commplan_xl.problems import CommplanError, Problem, SendFailure, SendKind, WorkbookProblem
 from commplan_xl.run.outcomes import RunFailure, RunReport
 from commplan_xl.settings import Settings
 
@@ -50,8 +50,6 @@ FORECAST_HEADER = (
 )
 WARNING = "⚠ "
 
-# How validate.py phrases an order left out because its customer's row has a problem.
-_BAD_CUSTOMER = re.compile(r'customer "([^"]*)" has a problem in Customers row (\d+)')
 LedgerKey = tuple[str, str, int]
 
 
@@ -171,11 +169,11 @@ def waiting_failures(
     ledger_state: Mapping[LedgerKey, LedgerEntry], model: Model
 ) -> tuple[WaitingFailure, ...]:
     """Every message in state `failed` (temporary), oldest due first."""
-    customer_of = {o.order_id: o.customer_id for o in model.orders}
+    customer_of = {norm_key(o.order_id): o.customer_id for o in model.orders}
     out = [
         WaitingFailure(
             order_id=e.order_id,
-            customer_id=customer_of.get(e.order_id, ""),
+            customer_id=customer_of.get(norm_key(e.order_id), ""),
             plan=_plan_name(model, e.plan),
             step=e.step,
             due_date=e.due_date,
@@ -208,40 +206,43 @@ def unreachable_orders(
     """
     email_problems: dict[int, list[str]] = {}
     for p in problems:
-        if p.sheet == "Customers" and p.column == "email" and p.row is not None:
+        if sheet_key(p.sheet) == "customers" and p.column == "email" and p.row is not None:
             email_problems.setdefault(p.row, []).append(str(p))
     out: list[Unreachable] = []
     for p in problems:
-        if p.sheet != "Orders" or p.column != "customer_id" or p.row is None:
+        if p.kind is not Problem.ORDER_CUSTOMER_HAS_PROBLEM or p.row is None:
             continue
-        found = _BAD_CUSTOMER.search(p.message)
-        if not found or int(found.group(2)) not in email_problems:
+        customer_row = p.values["customer_row"]
+        if customer_row not in email_problems:
             continue
         out.append(Unreachable(
             order_id=order_ids.get(p.row) or f"(Orders row {p.row})",
-            customer_id=found.group(1),
+            customer_id=str(p.values["customer_id"]),
             email="",
-            problem="; ".join(email_problems[int(found.group(2))]),
+            problem="; ".join(email_problems[customer_row]),  # type: ignore[index]
         ))
-    orders = {o.order_id: o for o in model.orders}
+    orders = {norm_key(o.order_id): o for o in model.orders}  # ids fold, as the ledger's
     refused: dict[str, list[LedgerEntry]] = {}
     for e in split_ledger(ledger_state)[1].values():  # failures are never among done ones
         if e.state != "failed_permanent":
             continue
-        order = orders.get(e.order_id)
+        order = orders.get(norm_key(e.order_id))
         customer = model.customers.get(order.customer_id) if order else None
         if customer is not None and e.emails == ";".join(customer.emails):
-            refused.setdefault(e.order_id, []).append(e)
+            refused.setdefault(order.order_id, []).append(e)  # type: ignore[union-attr]
     for order_id in sorted(refused):
         entries = sorted(refused[order_id], key=lambda e: e.step)
         steps = ", ".join(str(e.step) for e in entries)
         word = "steps" if len(entries) > 1 else "step"
+        detail = entries[-1].detail
+        # A returned mail (bounce) says so: the server took it, then it came back.
+        what = ("the mail came back" if detail.startswith("returned")
+                else "the mail server refused the address")
         out.append(Unreachable(
             order_id=order_id,
-            customer_id=orders[order_id].customer_id,
+            customer_id=orders[norm_key(order_id)].customer_id,
             email=entries[-1].emails,
-            problem=f"the mail server refused the address ({word} {steps}): "
-                    f"{entries[-1].detail}",
+            problem=f"{what} ({word} {steps}): {detail}",
         ))
     return tuple(out)
 
@@ -257,7 +258,7 @@ def figures_sheet(figures: DashboardFigures) -> ToolSheet:
     The side tables sit beside the day table rather than under it because the chart covers
     its columns down to the sheet's last row: rows under the days would become bars. When
     the side tables run longer than the 30 days, the chart only gains empty categories at
-    its end (xlsxgraft.Chart has no row range yet).
+    its end (sheet_xml.Chart has no row range yet).
     """
     left = [(day, *c.row()) for day, c in figures.days]
     side: list[tuple[object, ...]] = [(name, *c.row()) for name, c in figures.plans]
@@ -337,7 +338,17 @@ def forecast_rows(
     orders = {o.order_id: o for o in model.orders}
     attachment_problems: dict[str, str | None] = {}
     rows: list[ForecastRow] = []
-    for day, d in forecast(model, ledger_state, start=first, days=days, settings=settings):
+    from commplan_xl.run.readiness import Readiness
+
+    ready = Readiness(model, settings)
+    waits_shown: set[tuple[str, str, int]] = set()  # a mail that cannot be built: once
+    for day, d in forecast(model, ledger_state, start=first, days=days, settings=settings,
+                           ready=ready):
+        if d.action == "wait" and not is_limit_wait(d):
+            if (d.order_id, d.plan, d.step) not in waits_shown:
+                waits_shown.add((d.order_id, d.plan, d.step))
+                rows.append(_waiting_row(model, day, d))
+            continue
         if d.action != "send":
             continue
         order = orders[d.order_id]
@@ -367,6 +378,15 @@ def forecast_rows(
             note="" if d.reason == "due" else d.reason,
         ))
     return rows
+
+
+def _waiting_row(model: Model, day: dt.date, d: Decision) -> ForecastRow:
+    """The Forecast row of a mail that cannot be built yet (it waits; "⚠ why")."""
+    customer = model.customers[d.customer_id]
+    return ForecastRow(
+        date=day, order_id=d.order_id, customer_id=customer.customer_id,
+        customer=customer.name, email=";".join(customer.emails), plan=d.plan_name,
+        step=d.step, subject=WARNING + d.reason, due_date=d.due_date, note="")
 
 
 def _attachment_problem(settings: Settings, name: str, plans_row: int) -> str | None:
@@ -422,7 +442,10 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
             ids = {}
         figures = dashboard_figures(events, today=today, model=site.model,
                                     ledger_state=state, problems=site.problems, order_ids=ids)
-    sheets = [figures_sheet(figures), forecast_sheet(forecast_rows(site, state, today=today))]
+    lang = workbook_language(site.settings.locale)
+    sheets = [localise(figures_sheet(figures), "dashboard", lang),
+              localise(forecast_sheet(forecast_rows(site, state, today=today)), "forecast",
+                       lang)]
     return sheets, figures
 
 
@@ -450,15 +473,32 @@ def summary_subject(run_report: RunReport) -> str:
 
 def what_to_do(failure: RunFailure, catch_up_days: int | None = None) -> str:
     """The advice for one failure of the run, chosen by its kind."""
+    resend = f"commplan resend {failure.order_id} {failure.step}"
+    # Past catch-up (always with catch_up_days 0) no later day's run retries a failure:
+    # never promise it.
+    last_day = failure.last_try or catch_up_days == 0
+    next_run = (f"aucun passage ne le réessaiera (délai de rattrapage catch_up_days "
+                f"dépassé) : lancez `{resend}` une fois réglé" if last_day
+                else "le passage suivant le réessaie")
+    if failure.kind is SendKind.TO_REVIEW:
+        return ("ouvrez ce mail revenu dans la boîte d'envoi : il nomme un client mais aucun "
+                "mail que commplan retrouve ; renvoyez à la main si besoin.")
+    if failure.kind is SendKind.SENDER_SIDE:
+        return ("le compte d'envoi a été refusé, pas l'adresse du client : l'informaticien "
+                "doit vérifier le droit d'envoyer au nom de l'expéditeur et les "
+                f"enregistrements SPF/DKIM du domaine ; {next_run}.")
     if failure.kind is SendKind.UNCERTAIN:
-        return (f"vérifiez avec le client s'il a reçu ce mail ; sinon lancez `commplan resend "
-                f"{failure.order_id} {failure.step}` (il n'est jamais renvoyé tout seul).")
+        return (f"vérifiez avec le client s'il a reçu ce mail ; sinon lancez `{resend}` "
+                "(il n'est jamais renvoyé tout seul).")
     if failure.kind is SendKind.PERMANENT:
-        return ("l'adresse a été refusée : corrigez-la dans la feuille Customers ; le mail "
-                "repartira au passage suivant.")
+        then = (f"puis lancez `{resend}` (catch_up_days vaut 0 : aucun passage ne le "
+                "renverra)" if catch_up_days == 0 else "le mail repartira au passage suivant")
+        return f"l'adresse a été refusée : corrigez-la dans la feuille Customers ; {then}."
     if failure.kind is SendKind.NOT_BUILT:
         return ("corrigez le modèle ou la pièce jointe dans le classeur (`commplan check` "
-                "montre où) ; le passage suivant le réessaie.")
+                f"montre où) ; {next_run}.")
+    if last_day:
+        return f"il ne sera plus réessayé après aujourd'hui : {next_run}."
     within = f" pendant {catch_up_days} jours après l'échéance" if catch_up_days else ""
     return f"rien à faire : les passages suivants le réessaient{within}."
 
@@ -480,6 +520,11 @@ def summary_text(
         lines.append(f"En attente (limite quotidienne atteinte) : {r.waiting}")
     if r.not_tried:
         lines.append(f"Non tentés (serveur de mail injoignable) : {r.not_tried}")
+    if r.returned:
+        lines.append(f"Mails revenus (non distribués) : {r.returned}")
+    if r.held:
+        lines += ["", "En attente d'une valeur (une cellule vide, le mail part dès qu'elle est "
+                  "remplie) :", *(f"- {line}" for line in r.held)]
     if r.failures:
         lines += ["", "À traiter :"]
         for failure in r.failures:

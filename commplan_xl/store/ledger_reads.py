@@ -1,0 +1,266 @@
+"""What the ledger is asked: the state the schedule decides from, and the history the
+reports (SentLog, Dashboard, Forecast) are built from. Nothing here writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from commplan_xl.gc_pause import no_gc
+from commplan_xl.model import LedgerEntry, Outcome, norm_key
+from commplan_xl.store.ledger_snapshot import MAX_PACKED_STEP, LedgerSnapshot
+from commplan_xl.store.sentlog import SENTLOG_QUERY
+
+# The columns of a `messages` row as `_entry` reads them.
+ENTRY_COLUMNS = ("order_id, plan_key, step, state, due_date, emails, detail, updated, "
+                 "attempts, first_waiting")
+
+
+@dataclass(frozen=True)
+class SentMail:
+    """One mail handed to the server (a send attempt), as a returned mail names it."""
+
+    send_id: int
+    order_id: str
+    customer_id: str
+    plan: str  # display name
+    plan_key: str
+    step: int
+    emails: str
+    subject: str
+
+
+@dataclass(frozen=True)
+class ReturnedMail:
+    """One returned mail to record (see Ledger.record_returned)."""
+
+    folder: str
+    uidvalidity: int
+    uid: int
+    kind: str  # hard | soft | sender_side | delayed | to_review
+    send_id: int | None = None  # the mail it reports; None when to review
+    address: str = ""
+    status: str = ""
+    reason: str = ""
+    subject: str = ""
+    report_id: str = ""
+    state: str = ""  # the reported mail's new state: failed | failed_permanent | "" (none)
+    detail: str = ""  # the SentLog detail of its failed row
+
+
+class SentMails:
+    """Our mails by Message-ID or reference value (what `bounces.match` asks)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def get(self, key: str) -> SentMail | None:
+        row = self.db.execute(
+            "SELECT s.id, s.order_id, s.customer_id, s.plan, s.plan_key, s.step, s.emails, "
+            "s.subject FROM mail_ids i JOIN sends s ON s.id = i.send_id "
+            "WHERE i.ref = ?1 OR i.message_id = ?1 ORDER BY s.id DESC LIMIT 1", (key,),
+        ).fetchone()
+        return SentMail(*row) if row else None
+
+
+class Recipients:
+    """Whether an address (lower-case) is one we sent to (what `bounces.match` asks)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, str) or not address:
+            return False
+        return self.db.execute(
+            "SELECT 1 FROM sends WHERE instr(';' || lower(emails) || ';', ?) LIMIT 1",
+            (f";{address.lower()};",),
+        ).fetchone() is not None
+
+
+class LedgerReads:
+    """The read queries of `Ledger` (which provides the open connection as `db`)."""
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    def state(self) -> LedgerSnapshot:
+        """Every message the ledger knows, by (order key, step) (see `message_key`).
+
+        Messages that are done (sent, skipped, uncertain, sending) are the bulk of a
+        long-lived ledger and the schedule only asks whether they are done: SQLite sums them
+        into one row per order, a bit per done step and two bits for its state, so a
+        ledger of 200,000 messages reads as 40,000 rows (measured: 0.14 s instead of 0.34 s,
+        and a fifth of the Python objects).
+        """
+        rows = self.db.execute(
+            "SELECT order_key, sum(1 << step), sum((CASE state WHEN 'sent' THEN 0 "
+            "WHEN 'skipped' THEN 1 WHEN 'uncertain' THEN 2 ELSE 3 END) << (2 * step)) "
+            "FROM messages WHERE state IN ('sent', 'skipped', 'uncertain', 'sending') "
+            f"AND step BETWEEN 0 AND {MAX_PACKED_STEP} GROUP BY order_key"
+        )
+        steps: dict[str, int] = {}
+        codes: dict[str, int] = {}
+        with no_gc():  # many small acyclic objects
+            for order_key, mask, code in rows:
+                steps[order_key] = mask
+                codes[order_key] = code
+        # The rest (and a done step beyond what the bits hold, which validation never lets
+        # a plan have) as full entries.
+        rows = self.db.execute(
+            f"SELECT order_key, {ENTRY_COLUMNS} FROM messages "
+            "WHERE state NOT IN ('sent', 'skipped', 'uncertain', 'sending') "
+            f"OR step NOT BETWEEN 0 AND {MAX_PACKED_STEP}"
+        )
+        open_entries = {(row[0], row[3]): entry_of(row[1:]) for row in rows}
+        return LedgerSnapshot(steps, codes, open_entries)
+
+    def entry(self, order_id: str, step: int) -> LedgerEntry | None:
+        """What the ledger knows of one message (the order id folded), or None if nothing."""
+        row = self.db.execute(
+            f"SELECT {ENTRY_COLUMNS} FROM messages WHERE order_key = ? AND step = ?",
+            (norm_key(order_id), step),
+        ).fetchone()
+        return entry_of(row) if row else None
+
+    def recorded_plans(self) -> dict[str, tuple[str, str]]:
+        """Per order key, the plan (key, name) of its latest recorded message."""
+        rows = self.db.execute(
+            "SELECT order_key, plan_key, plan, max(coalesce(updated, '')) FROM messages "
+            "GROUP BY order_key"
+        )
+        return {key: (plan_key, plan or plan_key) for key, plan_key, plan, _at in rows}
+
+    def archive_owners(self, customer_ids: Collection[str]) -> dict[str, set[str]]:
+        """Archive folder name -> the customers (of those given) whose mails are in it."""
+        owners: dict[str, set[str]] = {}
+        wanted = set(customer_ids)
+        if not wanted:
+            return owners
+        rows = self.db.execute(
+            "SELECT DISTINCT customer_id, archive_file FROM events WHERE archive_file <> ''")
+        for customer_id, archive_file in rows:
+            if customer_id in wanted:
+                folder = PurePosixPath(archive_file).parent.name
+                owners.setdefault(folder, set()).add(customer_id)
+        return owners
+
+    def is_empty(self) -> bool:
+        """True when the ledger has recorded nothing at all (a new or emptied file)."""
+        return self.db.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM events) AND NOT EXISTS (SELECT 1 FROM messages)"
+        ).fetchone()[0] == 1
+
+    def sent_on(self, day: dt.date) -> int:
+        """How many mails were sent (resends included) on that calendar day."""
+        return self.db.execute(
+            "SELECT count(*) FROM events WHERE status = 'sent' AND day = ?", (day.isoformat(),)
+        ).fetchone()[0]
+
+    def sent_per_day(self) -> dict[str, int]:
+        """Mails sent (resends included) per calendar day, ISO day -> count."""
+        return dict(self.db.execute(
+            "SELECT day, count(*) FROM events WHERE status = 'sent' GROUP BY day"
+        ).fetchall())
+
+    def events(self, since_id: int = 0) -> list[Outcome]:
+        """Every outcome after event id `since_id`, oldest first (the SentLog rows)."""
+        rows = self.db.execute(
+            "SELECT at, order_id, customer_id, email, plan, step, due_date, status, subject, "
+            "detail, archive_file, day FROM events WHERE id > ? ORDER BY id",
+            (since_id,),
+        )
+        with no_gc():  # many small acyclic objects
+            return [_outcome(row) for row in rows]
+
+    def sentlog_rows(self) -> list[tuple]:
+        """Every outcome, oldest first, as the SentLog shows it (see `SENTLOG_COLUMNS`).
+        Formatted by SQLite, straight from the stored ISO text (a year's 200,000 events: a
+        fifth of the time of making Outcome objects first)."""
+        return self.db.execute(SENTLOG_QUERY).fetchall()
+
+    def sent_mails(self) -> SentMails:
+        """Our mails by Message-ID or reference, looked up one at a time."""
+        return SentMails(self.db)
+
+    def recipients(self) -> Recipients:
+        """The addresses we sent to, looked up one at a time."""
+        return Recipients(self.db)
+
+    def mailbox_position(self, folder: str) -> tuple[int, int] | None:
+        """(UIDVALIDITY, last UID handled) of a mailbox folder, None before its first read."""
+        row = self.db.execute(
+            "SELECT uidvalidity, uid FROM mailbox_position WHERE folder = ?", (folder,)
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def first_mail_time(self) -> dt.datetime | None:
+        """When the first mail whose Message-ID is kept was handed over (None: none yet)."""
+        row = self.db.execute(
+            "SELECT min(s.started) FROM mail_ids i JOIN sends s ON s.id = i.send_id"
+        ).fetchone()
+        return _datetime(row[0]) if row and row[0] else None
+
+    def flagged_addresses(self) -> dict[str, str]:
+        """Addresses a returned mail showed not to exist, while that mail is still failed
+        for it: address -> "order O1 step 1" (the mail that came back)."""
+        rows = self.db.execute(
+            "SELECT r.address, s.order_id, s.step FROM returned r "
+            "JOIN sends s ON s.id = r.send_id JOIN messages m ON m.order_key = "
+            "commplan_fold(s.order_id) AND m.step = s.step AND m.send_id = s.id "
+            "WHERE m.state = 'failed_permanent' AND r.kind IN ('hard', 'soft') "
+            "AND r.address != '' ORDER BY r.id"
+        )
+        return {address: f"order {order_id} step {step}" for address, order_id, step in rows}
+
+    def soft_in_a_row(self, address: str) -> int:
+        """How many of the latest returned mails for `address` in a row are soft ones."""
+        count = 0
+        for (kind,) in self.db.execute(
+                "SELECT kind FROM returned WHERE address = ? AND kind != 'delayed' "
+                "ORDER BY id DESC", (address,)):
+            if kind != "soft":
+                break
+            count += 1
+        return count
+
+    def last_event_id(self) -> int:
+        """The id of the newest event (0 when none): pass it to `events` next time."""
+        return self.db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+
+
+def entry_of(row: tuple) -> LedgerEntry:
+    """The LedgerEntry of a `messages` row selected as `ENTRY_COLUMNS`."""
+    (order_id, plan_key, step, state, due, emails, detail, updated, attempts,
+     first_waiting) = row
+    # Filling __dict__ of a bare instance skips the frozen dataclass __init__ (one
+    # object.__setattr__ per field), a third of the time of state() on 500,000 rows.
+    entry = _new(LedgerEntry)
+    entry.__dict__.update(
+        order_id=order_id, plan=plan_key, step=step, state=state,
+        due_date=_date(due) if due else None, emails=emails, detail=detail,
+        updated=_datetime(updated) if updated else None, attempts=attempts,
+        first_waiting=_date(first_waiting) if first_waiting else None,
+    )
+    return entry
+
+
+def _outcome(row: tuple) -> Outcome:
+    (at, order_id, customer_id, email, plan, step, due, status, subject, detail, archive,
+     day) = row
+    outcome = _new(Outcome)  # see entry_of
+    outcome.__dict__.update(
+        date=_datetime(at), order_id=order_id, customer_id=customer_id, email=email,
+        plan=plan, step=step, due_date=_date(due) if due else None, status=status,
+        subject=subject, detail=detail, archive_file=archive, day=_date(day) if day else None,
+    )
+    return outcome
+
+
+_new = object.__new__
+_date = dt.date.fromisoformat
+_datetime = dt.datetime.fromisoformat

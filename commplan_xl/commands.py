@@ -11,24 +11,82 @@ import os
 import re
 import sys
 import threading
+import time
 from collections import Counter
 from operator import itemgetter
 from pathlib import Path
 
+from commplan_xl import i18n
 from commplan_xl.gc_pause import no_gc
+from commplan_xl.i18n import N_, _, ngettext
 from commplan_xl.problems import CommplanError
 from commplan_xl.run import batch
 
 EXIT_OK, EXIT_ATTENTION = 0, 1
 
 
-
 def home_of(args: argparse.Namespace) -> Path:
     return batch.resolve_paths(args.home, args.workbook)[0]
 
 
-def _site(args: argparse.Namespace) -> batch.Site:
-    return batch.load_site(args.home, args.workbook)
+def _site(args: argparse.Namespace, *, tables=None) -> batch.Site:
+    """The home's workbook, read and checked; from now on the tool speaks its language."""
+    from commplan_xl.problems import Problem
+
+    before = i18n.current()
+    with working(_("Reading the workbook")):
+        if tables is None:
+            tables = batch.open_workbook(batch.resolve_paths(args.home, args.workbook)[1])
+        site = batch.load_site(args.home, args.workbook, tables=tables)
+        i18n.set_language(site.settings.locale)
+        if i18n.current() != before and any(p.kind is Problem.TEXT for p in site.problems):
+            # Some sentences are made while the sheets are checked, before the workbook
+            # names its language: checked again (the sheets are read once), they speak it.
+            site = batch.load_site(args.home, args.workbook, tables=tables)
+    return site
+
+
+class working:
+    """On a terminal, a line on stderr saying the tool is at work while the block lasts
+    longer than a moment; nothing when stderr is a file or a pipe."""
+
+    DELAY = 0.5  # seconds before the line appears: quick work shows nothing
+
+    def __init__(self, text: str, stream=None) -> None:
+        self.text = text
+        self.stream = stream or sys.stderr
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> working:
+        if _interactive(self.stream):
+            self.thread = threading.Thread(target=self._spin, daemon=True)
+            self.thread.start()
+        return self
+
+    def _spin(self) -> None:
+        start = time.monotonic()
+        shown = False
+        while not self.done.wait(self.DELAY if not shown else 0.25):
+            shown = True
+            seconds = int(time.monotonic() - start)
+            self.stream.write(f"\r{self.text}… {seconds} s ")
+            self.stream.flush()
+        if shown:
+            self.stream.write("\r" + " " * (len(self.text) + 12) + "\r")
+            self.stream.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+def _interactive(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def _say(text: str = "") -> None:
@@ -47,11 +105,11 @@ def _write(text: str) -> None:
 def _problems_summary(site: batch.Site) -> None:
     rows = [p for p in site.problems if not p.message_level]
     if rows:
-        print(
-            f"Note: {len(rows)} row(s) of the workbook have problems and are left out; "
-            "`commplan check` lists them.",
-            file=sys.stderr,
-        )
+        print(ngettext(
+            "Note: {n} row of the workbook has problems and is left out; `commplan check` "
+            "lists them.",
+            "Note: {n} rows of the workbook have problems and are left out; `commplan check` "
+            "lists them.", len(rows)).format(n=len(rows)), file=sys.stderr)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -59,17 +117,22 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     home, workbook = batch.resolve_paths(args.home, args.workbook)
     path = init_home(home, force=args.force, workbook=workbook)
-    _say(f"Created {path} with demo data, and the folders attachments/ and archive/ in {home}.")
-    _say("Next: open the workbook, put your own plans, customers and orders in it, then run "
-         "`commplan check`.")
+    _say(_("Created {path} with demo data, and the folders attachments/ and archive/ in "
+           "{home}.").format(path=path, home=home))
+    _say(_("Next: open the workbook, put your own plans, customers and orders in it, then run "
+           "`commplan check`."))
     return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     site = _site(args)
-    problems = list(site.problems) + batch.check_messages(site)
+    with working(_("Checking every message")):
+        problems = list(site.problems) + batch.check_messages(site)
     for p in problems:
         _say(str(p))
+    if not i18n.known_locale(site.settings.locale):
+        _say(_("Settings (locale): commplan speaks French or English; \"{locale}\" is neither, "
+               "so it speaks French. Write fr_FR or en_GB.").format(locale=site.settings.locale))
     status = EXIT_ATTENTION if problems else EXIT_OK
     note = batch.stale_lock_note(site.workbook)
     if note:
@@ -85,12 +148,20 @@ def cmd_check(args: argparse.Namespace) -> int:
             status = EXIT_ATTENTION
     m = site.model
     if problems:
-        _say(f"{len(problems)} problem(s) to fix in {site.workbook.name}. Rows with a problem are "
-             "left out of the run; every other row goes on.")
+        _say(ngettext(
+            "{n} problem to fix in {workbook}. Rows with a problem are left out of the run; "
+            "every other row goes on.",
+            "{n} problems to fix in {workbook}. Rows with a problem are left out of the run; "
+            "every other row goes on.", len(problems)).format(
+                n=len(problems), workbook=site.workbook.name))
     else:
-        _say(f"{site.workbook.name} is fine: {len(m.plans)} plan(s), {len(m.customers)} "
-             f"customer(s), {len(m.orders)} order(s). Next: `commplan due` to see what a run "
-             "would send.")
+        counts = ", ".join((
+            ngettext("{n} plan", "{n} plans", len(m.plans)).format(n=len(m.plans)),
+            ngettext("{n} customer", "{n} customers", len(m.customers)).format(
+                n=len(m.customers)),
+            ngettext("{n} order", "{n} orders", len(m.orders)).format(n=len(m.orders))))
+        _say(_("{workbook} is fine: {counts}. Next: `commplan due` to see what a run would "
+               "send.").format(workbook=site.workbook.name, counts=counts))
     return status
 
 
@@ -158,9 +229,27 @@ def due_csv(decisions: list) -> str:
     return "".join(lines)
 
 
+_ACTIONS = {"send": N_("send"), "skip": N_("skip"), "wait": N_("wait")}
+_REASONS = {"due": N_("due"), "retry": N_("retry"), "address changed": N_("address changed"),
+            "missed": N_("missed"), "daily limit reached": N_("daily limit reached")}
+_SUPERSEDED = re.compile(r"superseded by step (\d+)")
+
+
+def reason_text(reason: str) -> str:
+    """A decision's reason (as the ledger keeps it) in the current language."""
+    if reason in _REASONS:
+        return _(_REASONS[reason])
+    if match := _SUPERSEDED.fullmatch(reason):
+        return _("superseded by step {step}").format(step=match[1])
+    return reason
+
+
 def _listing_end(plan_name: str, step: int, due: dt.date, action: str,
                  reason: str) -> tuple[str, str]:
-    return f"{action:<4}", f"{plan_name} step {step}  due {due:%d/%m/%Y}  ({reason})\n"
+    width = max(len(_(verb)) for verb in _ACTIONS.values())
+    return f"{_(_ACTIONS.get(action, action)):<{width}}", _(
+        "{plan} step {step}  due {date}  ({reason})").format(
+            plan=plan_name, step=step, date=f"{due:%d/%m/%Y}", reason=reason_text(reason)) + "\n"
 
 
 def due_listing(decisions: list) -> str:
@@ -190,9 +279,10 @@ def _due(args: argparse.Namespace) -> int:
     tables = batch.open_workbook(workbook)
     threading.Thread(target=_warm_imports, daemon=True).start()
     ledger = batch.prefetch_ledger(home)
-    site = batch.load_site(args.home, args.workbook, tables=tables)
+    site = _site(args, tables=tables)
     day = args.today or batch.today_in(site.settings)
-    decisions = batch.due(site, today=day, ledger=ledger.result())
+    with working(_("Deciding what is due")):
+        decisions = batch.due(site, today=day, ledger=ledger.result())
     _last_due[:] = [site, decisions]
     if args.csv:
         _write(due_csv(decisions))
@@ -200,61 +290,102 @@ def _due(args: argparse.Namespace) -> int:
         return EXIT_OK
     actions = Counter(map(itemgetter(6), decisions))  # by Decision.action
     if not decisions:
-        _say(f"Nothing is due on {day:%d/%m/%Y}.")
+        _say(_("Nothing is due on {date}.").format(date=f"{day:%d/%m/%Y}"))
     else:
-        _say(f"A run on {day:%d/%m/%Y} would:")
+        _say(_("A run on {date} would:").format(date=f"{day:%d/%m/%Y}"))
         _write(due_listing(decisions))
-        skips, waits = actions["skip"], actions["wait"]
-        _say(f"{actions['send']} to send, {skips} to skip" + (f", {waits} waiting" if waits else "")
-             + ". Nothing was sent; `commplan run` sends them.")
+        counts = _("{send} to send, {skip} to skip").format(send=actions["send"],
+                                                            skip=actions["skip"])
+        if actions["wait"]:
+            counts += _(", {wait} waiting").format(wait=actions["wait"])
+        _say(_("{counts}. Nothing was sent; `commplan run` sends them.").format(counts=counts))
     _problems_summary(site)
     return EXIT_OK
 
 
-class _Progress:
-    """A one-line progress bar on a terminal; silent otherwise (Task Scheduler)."""
+class Progress:
+    """A one-line progress bar on a terminal (mails done of due, pace, time left); silent
+    when stderr is a file or a pipe (Task Scheduler's log stays clean)."""
 
-    def __init__(self) -> None:
-        self.active = sys.stderr.isatty()
+    WIDTH = 30
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.active = _interactive(self.stream)
+        self.start: float | None = None
+
+    def line(self, done: int, total: int, elapsed: float) -> str:
+        """The bar's text after `done` of `total` mails in `elapsed` seconds."""
+        filled = int(self.WIDTH * done / total) if total else self.WIDTH
+        text = _("Sending [{bar}] {done}/{total}").format(
+            bar="#" * filled + "." * (self.WIDTH - filled), done=done, total=total)
+        if done and elapsed > 0:
+            pace = done / elapsed
+            left = (total - done) / pace
+            text += "  " + _("{pace} mails/min, {left} left").format(
+                pace=f"{pace * 60:.0f}", left=_duration(left))
+        return text
 
     def __call__(self, done: int, total: int) -> None:
         if not self.active or total <= 0:
             return
-        width = 30
-        filled = int(width * done / total)
-        sys.stderr.write(f"\rSending [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        now = time.monotonic()
+        if self.start is None:
+            self.start = now
+        self.stream.write("\r" + self.line(done, total, now - self.start).ljust(70))
         if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    """"45 s", "3 min", "1 h 05"."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d}"
 
 
 def print_report(report: batch.RunReport) -> None:
     for line in report.failures:
-        _say(f"  failed: {line}")
+        _say(_("  failed: {detail}").format(detail=line))
     for note in report.notes:
         _say(note)
     rows = [p for p in report.problems if not p.message_level]
     if rows:
-        _say(f"{len(rows)} row(s) of the workbook have problems and were left out: run "
-             "`commplan check` to see them.")
-    word = "Would send" if report.dry_run else "Sent"
-    summary = (f"{word} {report.sent}, skipped {report.skipped}, failed {report.failed}, "
-               f"uncertain {report.uncertain}")
+        _say(ngettext(
+            "{n} row of the workbook has problems and was left out: run `commplan check` to "
+            "see it.",
+            "{n} rows of the workbook have problems and were left out: run `commplan check` to "
+            "see them.", len(rows)).format(n=len(rows)))
+    word = _("Would send") if report.dry_run else _("Sent")
+    summary = _("{sent_word} {sent}, skipped {skipped}, failed {failed}, uncertain "
+                "{uncertain}").format(sent_word=word, sent=report.sent, skipped=report.skipped,
+                                      failed=report.failed, uncertain=report.uncertain)
     if report.waiting:
-        summary += f", waiting {report.waiting}"
+        summary += _(", waiting {n}").format(n=report.waiting)
     if report.not_tried:
-        summary += f", not tried {report.not_tried}"
-    _say(summary + f" (run of {report.today:%d/%m/%Y}).")
+        summary += _(", not tried {n}").format(n=report.not_tried)
+    _say(_("{summary} (run of {date}).").format(summary=summary,
+                                                date=f"{report.today:%d/%m/%Y}"))
     if report.dry_run:
-        _say("Dry run: nothing was sent or recorded.")
+        _say(_("Dry run: nothing was sent or recorded."))
     elif report.needs_attention:
-        _say("Something needs attention: see above, the SentLog sheet and commplan.log.")
+        _say(_("Something needs attention: see above, the SentLog sheet and commplan.log."))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     site = _site(args)
+    today = batch.today_in(site.settings)
+    if args.today and args.today > today and not args.dry_run:
+        raise CommplanError(_(
+            "--today {day} is after today ({today}): a run sends what is due on its day, so "
+            "it cannot run in the future. Use --dry-run to see what that day would send."
+        ).format(day=f"{args.today:%d/%m/%Y}", today=f"{today:%d/%m/%Y}"))
     report = batch.run(site, today=args.today, dry_run=args.dry_run, limit=args.limit,
-                       progress=_Progress())
+                       progress=Progress())
     print_report(report)
     return EXIT_ATTENTION if report.needs_attention else EXIT_OK
 
@@ -263,12 +394,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
     site = _site(args)
     paths = batch.preview(site, args.order, args.step, to=args.to, today=args.today)
     if args.to:
-        _say(f"Sent order {args.order} step {args.step} to {args.to} as a test; nothing was "
-             "recorded.")
+        _say(_("Sent order {order} step {step} to {to} as a test; nothing was recorded.")
+             .format(order=args.order, step=args.step, to=args.to))
     else:
         for path in paths:
-            _say(f"Wrote {path}")
-        _say("Open the .html file in a browser, or the .eml file in your mail program.")
+            _say(_("Wrote {path}").format(path=path))
+        _say(_("Open the .html file in a browser, or the .eml file in your mail program."))
     return EXIT_OK
 
 
@@ -276,10 +407,10 @@ def cmd_resend(args: argparse.Namespace) -> int:
     site = _site(args)
     report = batch.resend(site, args.order, args.step, today=args.today)
     if report.sent:
-        _say(f"Sent order {args.order} step {args.step} again; the SentLog records it as a "
-             "resend.")
+        _say(_("Sent order {order} step {step} again; the SentLog records it as a resend.")
+             .format(order=args.order, step=args.step))
     for line in report.failures:
-        _say(f"Not sent: {line}")
+        _say(_("Not sent: {detail}").format(detail=line))
     for note in report.notes:
         _say(note)
     return EXIT_ATTENTION if report.needs_attention else EXIT_OK
@@ -302,9 +433,9 @@ def cmd_variables(args: argparse.Namespace) -> int:
                       widths={"A": 34, "B": 40, "C": 60})
     try:
         batch.write_sheets(site, [sheet])
-        _say(f"{len(rows)} variables; the list is also in the VariableList sheet.")
+        _say(_("{n} variables; the list is also in the VariableList sheet.").format(n=len(rows)))
     except WorkbookLocked as exc:
-        _say(f"{exc}. Run `commplan variables` again once it is closed.")
+        _say(_("{error}. Run `commplan variables` again once it is closed.").format(error=exc))
         return EXIT_ATTENTION
     return EXIT_OK
 
@@ -325,24 +456,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from babel.dates import format_date
+
     from commplan_xl.core.offsets import add_delay
     from commplan_xl.core.schedule import settings_calendar
+    from commplan_xl.core.units import UNIT_ROWS
     from commplan_xl.model import norm_key
 
     site = _site(args)
     plan = site.model.plans.get(norm_key(args.name))
     if plan is None:
         names = ", ".join(f'"{p.name}"' for p in site.model.plans.values())
-        raise CommplanError(f'There is no plan "{args.name}" in Plans (there are {names}).')
+        raise CommplanError(_('There is no plan "{plan}" in Plans (there are {names}).')
+                            .format(plan=args.name, names=names))
     cal = settings_calendar(site.settings)
-    _say(f'Plan "{plan.name}" for an order whose dates are {args.start:%d/%m/%Y}:')
+    lang = i18n.current()
+    _say(_('Plan "{plan}" for an order whose dates are {date}:').format(
+        plan=plan.name, date=f"{args.start:%d/%m/%Y}"))
     for step in plan.steps:
         when = add_delay(args.start, step.delay, step.unit, cal)
-        unit = step.unit.replace("_", " ")
-        extra = "" if step.active else "  (inactive)"
-        src = "" if step.from_column == "start_date" else f" from {step.from_column}"
-        _say(f"  step {step.number:>2}: {when:%a %d/%m/%Y}  (+{step.delay:g} {unit}{src})  "
-             f"{step.subject}{extra}")
+        row = UNIT_ROWS.get(step.unit)
+        unit = (row.english if lang == "en" else row.french) if row else str(step.unit)
+        extra = _("  (inactive)") if not step.active else ""
+        src = "" if step.from_column == "start_date" else _(" from {column}").format(
+            column=step.from_column)
+        day = format_date(when, "EEE dd/MM/yyyy", locale="en" if lang == "en" else "fr")
+        _say(_("  step {number}: {day}  (+{delay} {unit}{source})  {subject}{extra}").format(
+            number=f"{step.number:>2}", day=day, delay=f"{step.delay:g}", unit=unit, source=src,
+            subject=step.subject, extra=extra))
     return EXIT_OK
 
 
@@ -351,17 +492,18 @@ def cmd_auth(args: argparse.Namespace) -> int:
     from commplan_xl.mail.oauth import google_consent, google_token_file
 
     if not sys.stdin.isatty():
-        raise CommplanError("`commplan auth google` asks questions: run it in a terminal "
-                            "window, never from a scheduled task.")
+        raise CommplanError(_("`commplan auth google` asks questions: run it in a terminal "
+                              "window, never from a scheduled task."))
     site = _site(args)
     s = site.settings
     email = (s.smtp_user or s.sender_email).strip()
     if not email:
-        raise CommplanError("Put the Gmail or Google Workspace address in smtp_user (or "
-                            "sender_email) in the Settings sheet first.")
+        raise CommplanError(_("Put the Gmail or Google Workspace address in smtp_user (or "
+                              "sender_email) in the Settings sheet first."))
     path = google_consent(google_token_file(s), email=email, say=_say)
-    _say(f"Saved the consent for {email} in {path}; keep this file private.")
+    _say(_("Saved the consent for {email} in {path}; keep this file private.").format(
+        email=email, path=path))
     if s.smtp_auth != "oauth2-google":
-        _say("Next: set smtp_auth to oauth2-google in the Settings sheet.")
-    _say("Then run `commplan check --smtp` to test the login (nothing is sent).")
+        _say(_("Next: set smtp_auth to oauth2-google in the Settings sheet."))
+    _say(_("Then run `commplan check --smtp` to test the login (nothing is sent)."))
     return EXIT_OK

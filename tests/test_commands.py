@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import openpyxl
 
@@ -43,8 +44,8 @@ def test_demo_runs_from_an_empty_folder(tmp_path, capsys):
     home = tmp_path / "demo"
     assert main(["demo", "--home", str(home)]) == 0
     out = capsys.readouterr().out
-    assert "127.0.0.1" in out and "mail(s) arrived" in out
-    assert "attached: conditions-generales-de-vente.pdf" in out
+    assert "127.0.0.1" in out and "mails reçus" in out  # the starter workbook is French
+    assert "pièces jointes : conditions-generales-de-vente.pdf" in out
     assert list((home / "archive").rglob("*.eml"))
     wb = openpyxl.load_workbook(home / "workbooks" / "commplan.xlsx", read_only=True)
     assert {"SentLog", "Dashboard", "Forecast"} <= set(wb.sheetnames)
@@ -59,12 +60,13 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):
     (tmp_path / "precious.txt").write_text("x")
     assert main(["demo", "--home", str(tmp_path)]) == 1
     assert (tmp_path / "precious.txt").exists()
-    assert "not empty" in capsys.readouterr().err
+    assert "n'est pas vide" in capsys.readouterr().err
 
 
 def test_bad_command_line_exits_2(tmp_path):
     """A bad command line exits 2, as Task Scheduler's Last Run Result shows it."""
-    assert main(["run", "--today", "27/11/2026", "--home", str(tmp_path)]) == 2
+    assert main(["run", "--today", "31/02/2026", "--home", str(tmp_path)]) == 2
+    assert main(["run", "--today", "tomorrow", "--home", str(tmp_path)]) == 2
     assert main(["nosuchcommand"]) == 2
     assert main(["run", "--limit", "-3", "--home", str(tmp_path)]) == 2
 
@@ -83,7 +85,8 @@ def test_program_says_it_once_and_exits_with_the_status(tmp_path):
     import sys
 
     missing = subprocess.run([sys.executable, "-m", "commplan_xl", "due", "--home",
-                              str(tmp_path / "nowhere")], capture_output=True, text=True)
+                              str(tmp_path / "nowhere")], capture_output=True, text=True,
+                             env={**os.environ, "COMMPLAN_LANG": "en"})
     assert missing.returncode == 1
     assert missing.stderr.count("does not exist") == 1 and missing.stdout == ""
     make_workbook(tmp_path)
@@ -106,7 +109,7 @@ def test_check_exit_status_and_problem_places(tmp_path, capsys):
     make_workbook(tmp_path, orders=orders)
     assert main(["check", "--home", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert 'Orders!D2 (start_date): "31/02/2026" is not a date' in out
+    assert "Orders!D2 (start_date) : « 31/02/2026 » n'est pas une date" in out
     assert "Orders!B3 (customer_id)" in out and "C404" in out
 
 

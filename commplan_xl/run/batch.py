@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from commplan_xl.i18n import _, ngettext
 from commplan_xl.model import Customer, Decision, MessageRef, Model, Order, Plan, Step
 from commplan_xl.problems import (
     CommplanError,
@@ -213,24 +214,25 @@ def find_step(site: Site, order_id: str, step_number: int) -> tuple[Order, Custo
     """The order, its customer, plan and step, or a sentence saying what is missing."""
     order = next((o for o in site.model.orders if o.order_id == order_id.strip()), None)
     if order is None:
-        bad = [p for p in site.problems if p.sheet == "Orders"]
-        hint = " (the Orders sheet has problems: run `commplan check`)" if bad else ""
-        raise CommplanError(f'There is no order "{order_id}" in the Orders sheet{hint}.')
+        if any(p.sheet == "Orders" for p in site.problems):
+            raise CommplanError(_('There is no order "{order}" in the Orders sheet (the Orders '
+                                  "sheet has problems: run `commplan check`).").format(
+                                      order=order_id))
+        raise CommplanError(_('There is no order "{order}" in the Orders sheet.').format(
+            order=order_id))
     plan = site.model.plans.get(order.plan)
     if plan is None:
-        raise CommplanError(
-            f'Order {order.order_id} uses plan "{order.plan}", which is not in Plans.')
+        raise CommplanError(_('Order {order} uses plan "{plan}", which is not in Plans.').format(
+            order=order.order_id, plan=order.plan))
     step = next((s for s in plan.steps if s.number == step_number), None)
     if step is None:
         numbers = ", ".join(str(s.number) for s in plan.steps)
-        raise CommplanError(
-            f'Plan "{plan.name}" has no step {step_number} (its steps are {numbers}).'
-        )
+        raise CommplanError(_('Plan "{plan}" has no step {step} (its steps are {numbers}).')
+                            .format(plan=plan.name, step=step_number, numbers=numbers))
     customer = site.model.customers.get(order.customer_id)
     if customer is None:
-        raise CommplanError(
-            f"Order {order.order_id}'s customer {order.customer_id} is not in Customers."
-        )
+        raise CommplanError(_("Order {order}'s customer {customer} is not in Customers.").format(
+            order=order.order_id, customer=order.customer_id))
     return order, customer, plan, step
 
 
@@ -295,21 +297,19 @@ def run(
     day = today or today_in(site.settings)
     report = RunReport(today=day, dry_run=dry_run, problems=site.problems)
     if not site.settings.sender_email:
-        raise CommplanError(
+        raise CommplanError(_(
             "No sender address: fill `sender_email` in the Settings sheet (or set "
-            "COMMPLAN_SENDER_EMAIL), then run again."
-        )
+            "COMMPLAN_SENDER_EMAIL), then run again."))
     with run_lock(site.home):
         if dry_run:
             return _dry_run(site, day, report, limit)
         with Ledger(site.ledger_path) as ledger:
             for entry in ledger.recover(now_in(site.settings), day=day):
                 report.uncertain += 1
-                report.notes.append(
-                    f"Order {entry.order_id} step {entry.step} is uncertain: the last run stopped "
-                    "while sending it. Check with the customer, then use "
-                    f"`commplan resend {entry.order_id} {entry.step}` if it did not arrive."
-                )
+                report.notes.append(_(
+                    "Order {order} step {step} is uncertain: the last run stopped while sending "
+                    "it. Check with the customer, then use `commplan resend {order} {step}` if "
+                    "it did not arrive.").format(order=entry.order_id, step=entry.step))
             extra = _send_all(site, ledger, day, report, limit, progress, mailer_factory)
             write_sentlog(site, ledger, report, extra_sheets=extra)
     return report
@@ -342,7 +342,8 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
                 report.sent += 1
             except CommplanError as exc:
                 report.failed += 1
-                report.failures.append(f"Order {d.order_id} step {d.step}: {exc}")
+                report.failures.append(_("Order {order} step {step}: {detail}").format(
+                    order=d.order_id, step=d.step, detail=exc))
     return report
 
 
@@ -374,6 +375,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
             d, token, archive_file, refused = unrecorded.pop()
             ledger.finish(token, status="sent", detail="; ".join(refused.values()),
                           archive_file=archive_file, now=now_in(s), day=day)
+            log_mail(site, d, _("sent"))
             report.sent += 1
             if progress:
                 progress(report.sent, total)
@@ -424,11 +426,12 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
             prepared = build(i)
         except CommplanError as exc:
             record_sent()
-            detail = f"{exc}; will be retried once fixed"
+            detail = _("{error}; will be retried once fixed").format(error=exc)
             ledger.record_failure_before_send(message, detail=detail, now=now, day=day)
             report.failed += 1
-            report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
-            log.warning("order %s step %s not sent: %s", d.order_id, d.step, exc)
+            report.failures.append(_("Order {order} step {step}: {detail}").format(
+                order=d.order_id, step=d.step, detail=detail))
+            log_mail(site, d, _("not sent: {detail}").format(detail=detail), logging.WARNING)
             return stopped
         staged = stager.submit(_stage, site, customer, prepared, archive_index)
         tokens: list[int] = []
@@ -485,11 +488,14 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
             extra, figures = reporting.report_sheets(site, ledger, today=day)
         except Exception as exc:  # the managers' view must never cost the SentLog
             log.exception("Dashboard/Forecast not built")
-            report.notes.append(f"The Dashboard and Forecast sheets could not be built: {exc}")
+            report.notes.append(_("The Dashboard and Forecast sheets could not be built: "
+                                  "{error}").format(error=exc))
             extra, figures = [], None
         reporting.send_summary(mailer, s, report, figures)
-    log.info("run %s: %d sent, %d skipped, %d failed, %d waiting", day, report.sent,
-             report.skipped, report.failed, report.waiting)
+    log.info("%s", _("run of {date}: {sent} sent, {skipped} skipped, {failed} failed, "
+                     "{waiting} waiting").format(date=f"{day:%d/%m/%Y}", sent=report.sent,
+                                                 skipped=report.skipped, failed=report.failed,
+                                                 waiting=report.waiting))
     return extra
 
 
@@ -501,24 +507,36 @@ def _send_failed(site: Site, ledger, day: dt.date, report: RunReport, d: Decisio
         # The server may have the mail: never resend it by itself.
         ledger.recover(now_in(s), day=day)
         report.uncertain += 1
-        report.failures.append(f"Order {d.order_id} step {d.step} is uncertain: {exc}")
-        log.warning("order %s step %s uncertain: %s", d.order_id, d.step, exc)
+        report.failures.append(_("Order {order} step {step} is uncertain: {detail}").format(
+            order=d.order_id, step=d.step, detail=exc))
+        log_mail(site, d, _("uncertain: {detail}").format(detail=exc), logging.WARNING)
     else:
         status = "failed" if exc.temporary else "failed_permanent"
-        detail = str(exc) + ("; will be retried by the next run" if exc.temporary
-                             else "; not retried: correct the address")
+        detail = (_("{error}; will be retried by the next run") if exc.temporary
+                  else _("{error}; not retried: correct the address")).format(error=exc)
         ledger.finish(token, status=status, detail=detail, archive_file="",
                       now=now_in(s), day=day)
         report.failed += 1
-        report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
-        log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
+        report.failures.append(_("Order {order} step {step}: {detail}").format(
+            order=d.order_id, step=d.step, detail=detail))
+        log_mail(site, d, _("failed: {detail}").format(detail=detail), logging.WARNING)
     if connection_failures < MAX_CONNECTION_FAILURES:
         return False
-    report.notes.append(
-        f"The mail server failed {connection_failures} times in a row, so this run stopped "
-        "trying; the other mails stay due and the next run sends them."
-    )
+    report.notes.append(_(
+        "The mail server failed {n} times in a row, so this run stopped trying; the other "
+        "mails stay due and the next run sends them.").format(n=connection_failures))
     return True
+
+
+def log_mail(site: Site, d: Decision, outcome: str, level: int = logging.INFO) -> None:
+    """One line of commplan.log for one mail: order, step, customer, outcome."""
+    if not log.isEnabledFor(level):
+        return
+    customer = site.model.customers.get(d.customer_id)
+    who = f"{customer.name} <{', '.join(customer.emails)}>" if customer else ""
+    log.log(level, "%s", _("order {order} step {step} customer {customer} {who}: {outcome}")
+            .format(order=d.order_id, step=d.step, customer=d.customer_id, who=who,
+                    outcome=outcome))
 
 
 def _archive(site: Site, customer: Customer, d: Decision, prepared: Prepared, day: dt.date,
@@ -588,8 +606,8 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
     try:
         write_sheets(site, [sheet, *extra_sheets])
     except WorkbookLocked as exc:
-        note = (f"{exc}. The mails were sent; the SentLog will be completed on the next run "
-                "once the workbook is closed.")
+        note = _("{error}. The mails were sent; the SentLog will be completed on the next run "
+                 "once the workbook is closed.").format(error=exc)
         log.warning("%s", note)
         if report is not None:
             report.log_written = False
@@ -653,7 +671,8 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
     report = RunReport(today=day)
     order, customer, plan, step = find_step(site, order_id, step_number)
     if customer.opt_out:
-        raise CommplanError(f"Customer {customer.customer_id} has opted out: nothing was sent.")
+        raise CommplanError(_("Customer {customer} has opted out: nothing was sent.").format(
+            customer=customer.customer_id))
     due_on = compute_due(step, order, settings_calendar(site.settings)) or day
     prepared = prepare(site, order, customer, plan, step, due_date=due_on, today=day)
     s = site.settings
@@ -675,8 +694,8 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
                 return report
             except SendFailure as exc:
                 ledger.finish(token, status="failed" if exc.temporary else "failed_permanent",
-                              detail=f"resend failed: {exc}", archive_file="", now=now_in(s),
-                              day=day)
+                              detail=_("resend failed: {error}").format(error=exc),
+                              archive_file="", now=now_in(s), day=day)
                 report.failed += 1
                 report.failures.append(str(exc))
                 write_sentlog(site, ledger, report)
@@ -684,7 +703,7 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
         d = Decision(order.order_id, customer.customer_id, plan.key, plan.name, step.number,
                      due_on, "send", "resend")
         archive_file = _archive(site, customer, d, prepared, day)
-        ledger.finish(token, status="sent", detail="resent on request",
+        ledger.finish(token, status="sent", detail=_("resent on request"),
                       archive_file=archive_file, now=now_in(s), day=day)
         report.sent += 1
         write_sentlog(site, ledger, report)
@@ -725,19 +744,21 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
                 try:
                     render_message(step, context, locale=s.locale, html=False)
                 except RenderError as exc:
-                    failing.append((order.order_id, str(exc)))
+                    failing.append((order.order_id, str(exc), exc.part))
             shown: set[str] = set()
-            for order_id, message in failing:
+            for order_id, message, part in failing:
                 if message in shown:
                     continue
                 if len(shown) >= max_per_step:
                     break
                 shown.add(message)
-                others = sum(1 for _o, m in failing if m == message) - 1
-                more = f" (and {others} other order{'s' if others > 1 else ''})" if others else ""
-                column = "subject" if message.startswith("the subject") else "body"
+                others = sum(1 for _o, m, _p in failing if m == message) - 1
+                more = ngettext(" (and {n} other order)", " (and {n} other orders)",
+                                others).format(n=others) if others else ""
+                column = "subject" if part == "subject" else "body"
                 problems.append(WorkbookProblem(
-                    "Plans", step.row, column, f"order {order_id}{more}: {message}",
+                    "Plans", step.row, column, _("order {order}{more}: {message}").format(
+                        order=order_id, more=more, message=message),
                     cell=site.cell("Plans", column, step.row), message_level=True))
     return problems + layout_problems(s, example)
 
@@ -751,15 +772,15 @@ def stale_lock_note(workbook: Path) -> str | None:
         return None
     try:
         made = dt.datetime.fromtimestamp(lock.stat().st_mtime)
-        age, since = dt.datetime.now() - made, f" (it dates from {made:%d/%m/%Y %H:%M})"
+        age = dt.datetime.now() - made
+        since = _(" (it dates from {when})").format(when=f"{made:%d/%m/%Y %H:%M}")
     except OSError:
         age, since = dt.timedelta(0), ""
-    stale = (" It is more than a day old, so Excel probably crashed and left it behind."
+    stale = (_(" It is more than a day old, so Excel probably crashed and left it behind.")
              if age > dt.timedelta(days=1) else "")
-    return (
-        f"{workbook.name} looks open in Excel or LibreOffice: {lock.name} is beside it{since}."
-        f"{stale} While it is there, commplan sends mails but cannot write the SentLog. If "
-        f"nobody has the workbook open (check every PC that uses it), delete {lock} and the "
-        "next run completes the log."
-    )
-
+    return _(
+        "{workbook} looks open in Excel or LibreOffice: {lock_name} is beside it{since}."
+        "{stale} While it is there, commplan sends mails but cannot write the SentLog. If "
+        "nobody has the workbook open (check every PC that uses it), delete {lock} and the "
+        "next run completes the log.").format(workbook=workbook.name, lock_name=lock.name,
+                                              since=since, stale=stale, lock=lock)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from commplan_xl.core.schedule import split_ledger
 from commplan_xl.excel.sheet_xml import Chart, ToolSheet
+from commplan_xl.i18n import N_, _, ngettext, speaking
 from commplan_xl.model import LedgerEntry, Model, Outcome
 from commplan_xl.problems import CommplanError, Problem, SendFailure, WorkbookProblem
 from commplan_xl.settings import Settings
@@ -50,7 +51,7 @@ FORECAST_HEADER = (
 )
 WARNING = "⚠ "
 
-_FAILURE = re.compile(r"^Order (\S+) step (\d+)")
+_FAILURE = re.compile(r"^\S+ (\S+) \S+ (\d+)")  # "Order O1 step 2", "Commande O1 étape 2"
 LedgerKey = tuple[str, str, int]
 
 
@@ -428,75 +429,94 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
 # ---------------------------------------------------------------- summary mail
 
 
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    """French agreement: 0 and 1 take the singular."""
-    return f"{n} {word if n <= 1 else (plural or word + 's')}"
-
-
 def _date_fr(day: dt.date | None) -> str:
     return f"{day:%d/%m/%Y}" if day else ""
 
 
 def summary_subject(run_report: RunReport) -> str:
-    """E.g. "commplan — 27/11/2026 : 12 envoyés, 1 échec"."""
+    """E.g. "commplan — 27/11/2026 : 12 envoyés, 1 échec" (in the current language)."""
     r = run_report
-    parts = [_plural(r.sent, "envoyé"), _plural(r.failed, "échec")]
+    parts = [ngettext("{n} sent", "{n} sent", r.sent).format(n=r.sent),
+             ngettext("{n} failure", "{n} failures", r.failed).format(n=r.failed)]
     if r.uncertain:
-        parts.append(_plural(r.uncertain, "incertain"))
-    test = " (essai, rien envoyé)" if r.dry_run else ""
-    return f"commplan — {_date_fr(r.today)}{test} : {', '.join(parts)}"
+        parts.append(ngettext("{n} uncertain", "{n} uncertain", r.uncertain).format(
+            n=r.uncertain))
+    test = _(" (test, nothing sent)") if r.dry_run else ""
+    return _("commplan — {date}{test}: {counts}").format(
+        date=_date_fr(r.today), test=test, counts=", ".join(parts))
+
+
+def _says(failure: str, template: str) -> bool:
+    """Whether `failure` holds the fixed words of `template`, in English or in the current
+    language."""
+    for text in {template, _(template)}:
+        fixed = [part for part in re.split(r"\{[a-z_]+\}", text) if part.strip()]
+        if fixed and all(part.casefold() in failure for part in fixed):
+            return True
+    return False
 
 
 def what_to_do(failure: str, catch_up_days: int | None = None) -> str:
     """The advice for one line of RunReport.failures, read from how batch words it."""
     text = failure.casefold()
     found = _FAILURE.match(failure)
-    resend = f"commplan resend {found.group(1)} {found.group(2)}" if found else \
-        "commplan resend COMMANDE ÉTAPE"
-    if "uncertain" in text:
-        return (f"vérifiez avec le client s'il a reçu ce mail ; sinon lancez `{resend}` "
-                "(il n'est jamais renvoyé tout seul).")
-    if "not retried" in text:
-        return ("l'adresse a été refusée : corrigez-la dans la feuille Customers ; le mail "
-                "repartira au passage suivant.")
-    if "once fixed" in text:
-        return ("corrigez le modèle ou la pièce jointe dans le classeur (`commplan check` "
-                "montre où) ; le passage suivant le réessaie.")
-    within = f" pendant {catch_up_days} jours après l'échéance" if catch_up_days else ""
-    return f"rien à faire : les passages suivants le réessaient{within}."
+    resend = (f"commplan resend {found.group(1)} {found.group(2)}" if found
+              else _("commplan resend ORDER STEP"))
+    if _says(text, N_("Order {order} step {step} is uncertain: {detail}")):
+        return _("check with the customer whether this mail arrived; if not, run `{resend}` "
+                 "(it is never sent again by itself).").format(resend=resend)
+    if _says(text, N_("{error}; not retried: correct the address")):
+        return _("the address was refused: correct it in the Customers sheet; the mail goes "
+                 "out again on the next run.")
+    if _says(text, N_("{error}; will be retried once fixed")):
+        return _("correct the template or the attachment in the workbook (`commplan check` "
+                 "shows where); the next run tries again.")
+    if catch_up_days:
+        return ngettext(
+            "nothing to do: the next runs try again for {n} day after the due date.",
+            "nothing to do: the next runs try again for {n} days after the due date.",
+            catch_up_days).format(n=catch_up_days)
+    return _("nothing to do: the next runs try again.")
 
 
 def summary_text(
     settings: Settings, run_report: RunReport, figures: DashboardFigures | None
 ) -> str:
-    """The plain-text body of the summary mail."""
+    """The plain-text body of the summary mail (in the current language)."""
     r = run_report
-    lines = [f"Passage du {_date_fr(r.today)}" + (" (essai : rien n'a été envoyé)"
-                                                   if r.dry_run else ""), ""]
+    lines = [_("Run of {date}").format(date=_date_fr(r.today))
+             + (_(" (test: nothing was sent)") if r.dry_run else ""), ""]
     lines += [
-        f"Envoyés : {r.sent}",
-        f"Ignorés (manqués ou remplacés) : {r.skipped}",
-        f"Échecs : {r.failed}",
-        f"Incertains : {r.uncertain}",
+        _("Sent: {n}").format(n=r.sent),
+        _("Skipped (missed or superseded): {n}").format(n=r.skipped),
+        _("Failed: {n}").format(n=r.failed),
+        _("Uncertain: {n}").format(n=r.uncertain),
     ]
     if r.waiting:
-        lines.append(f"En attente (limite quotidienne atteinte) : {r.waiting}")
+        lines.append(_("Waiting (daily limit reached): {n}").format(n=r.waiting))
     if r.not_tried:
-        lines.append(f"Non tentés (serveur de mail injoignable) : {r.not_tried}")
+        lines.append(_("Not tried (mail server unreachable): {n}").format(n=r.not_tried))
     if r.failures:
-        lines += ["", "À traiter :"]
+        lines += ["", _("To deal with:")]
         for failure in r.failures:
             lines.append(f"- {failure}")
-            lines.append(f"  Que faire : {what_to_do(failure, settings.catch_up_days)}")
+            lines.append("  " + _("What to do: {advice}").format(
+                advice=what_to_do(failure, settings.catch_up_days)))
     if r.notes:
-        lines += ["", "Remarques :"]
+        lines += ["", _("Notes:")]
         lines += [f"- {note}" for note in r.notes]
     if r.problems:
-        lines += ["", f"Le classeur a {_plural(len(r.problems), 'problème')} : les lignes "
-                  "concernées sont laissées de côté. Lancez `commplan check` pour les voir."]
+        n = len(r.problems)
+        lines += ["", ngettext(
+            "The workbook has {n} problem: the rows concerned are left out. Run `commplan "
+            "check` to see them.",
+            "The workbook has {n} problems: the rows concerned are left out. Run `commplan "
+            "check` to see them.", n).format(n=n)]
     if figures is not None:
         lines += ["", *_figures_text(figures)]
-    lines += ["", "Le détail est dans les feuilles SentLog, Dashboard et Forecast du classeur."]
+    lines += ["", _("The details are in the {sentlog}, {dashboard} and {forecast} sheets of the "
+                    "workbook.").format(sentlog="SentLog", dashboard=DASHBOARD,
+                                        forecast=FORECAST)]
     return "\n".join(lines) + "\n"
 
 
@@ -504,21 +524,26 @@ def _figures_text(figures: DashboardFigures) -> list[str]:
     t = figures.total
     first = figures.days[0][0] if figures.days else figures.today
     lines = [
-        f"Tableau de bord du {_date_fr(first)} au {_date_fr(figures.today)} :",
-        f"Envoyés : {t.sent}, ignorés : {t.skipped}, échecs : {t.failed}, "
-        f"incertains : {t.uncertain}",
+        _("Dashboard from {first} to {last}:").format(first=_date_fr(first),
+                                                     last=_date_fr(figures.today)),
+        _("Sent: {sent}, skipped: {skipped}, failed: {failed}, uncertain: {uncertain}").format(
+            sent=t.sent, skipped=t.skipped, failed=t.failed, uncertain=t.uncertain),
     ]
     for name, c in figures.plans:
-        lines.append(f"- {name} : {_plural(c.sent, 'envoyé')}, {_plural(c.failed, 'échec')}")
-    lines += ["", f"Échecs en attente d'un nouvel essai : {len(figures.failures)}"]
+        lines.append(_("- {plan}: {sent}, {failed}").format(
+            plan=name, sent=ngettext("{n} sent", "{n} sent", c.sent).format(n=c.sent),
+            failed=ngettext("{n} failure", "{n} failures", c.failed).format(n=c.failed)))
+    lines += ["", _("Failures waiting for a retry: {n}").format(n=len(figures.failures))]
     lines += [
-        f"- Commande {f.order_id} étape {f.step} (échéance {_date_fr(f.due_date)}) : {f.reason}"
+        _("- Order {order} step {step} (due {date}): {reason}").format(
+            order=f.order_id, step=f.step, date=_date_fr(f.due_date), reason=f.reason)
         for f in figures.failures
     ]
-    lines += ["", f"Commandes dont le client n'a pas d'adresse valide : "
-              f"{len(figures.unreachable)}"]
+    lines += ["", _("Orders whose customer has no valid address: {n}").format(
+        n=len(figures.unreachable))]
     lines += [
-        f"- Commande {u.order_id} (client {u.customer_id}) : {u.problem}"
+        _("- Order {order} (customer {customer}): {problem}").format(
+            order=u.order_id, customer=u.customer_id, problem=u.problem)
         for u in figures.unreachable
     ]
     return lines
@@ -537,8 +562,9 @@ def summary_message(
     from commplan_xl.mail.render import Rendered, text_to_html
     from commplan_xl.mail.smtp import build_message
 
-    subject = summary_subject(run_report)
-    text = summary_text(settings, run_report, dashboard_figures)
+    with speaking(settings.locale):
+        subject = summary_subject(run_report)
+        text = summary_text(settings, run_report, dashboard_figures)
     lang = settings.locale.split("_")[0].split("-")[0] or "fr"
     rendered = Rendered(subject=subject, text=text,
                         html=text_to_html(text, title=subject, lang=lang))
@@ -560,8 +586,7 @@ def send_summary(
         msg = summary_message(settings, run_report, dashboard_figures=figures)
         mailer.send(msg, from_addr=settings.sender_email, to_addrs=list(settings.report_to))
     except SendFailure as exc:
-        run_report.notes.append(
-            f"The summary mail to {', '.join(settings.report_to)} could not be sent: {exc}"
-        )
+        run_report.notes.append(_("The summary mail to {to} could not be sent: {error}").format(
+            to=", ".join(settings.report_to), error=exc))
         return False
     return True

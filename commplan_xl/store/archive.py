@@ -13,6 +13,7 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError
 
 # Characters Windows forbids in names, every control character, and the Unicode line breaks.
@@ -152,10 +153,9 @@ def customer_folder(
 def _inside(archive_dir: Path, name: str, customer_id: str, *, root: Path) -> Path:
     folder = archive_dir / name
     if not folder.resolve().is_relative_to(root):
-        raise CommplanError(
-            f"The archive folder for customer {customer_id!r} would fall outside "
-            f"{archive_dir}; nothing was written."
-        )
+        raise CommplanError(_(
+            'The archive folder for customer "{customer}" would fall outside {folder}; '
+            "nothing was written.").format(customer=customer_id, folder=archive_dir))
     return folder
 
 

@@ -546,7 +546,7 @@ def smtp_lines(out: str) -> list[str]:
 @pytest.mark.parametrize(("accepted", "up", "status", "words"), [
     ("tok", True, 0, f"a répondu (sans chiffrement, connecté en tant que « {MAILBOX} » avec "
      "OAuth2) ; rien n'a été envoyé"),
-    ("other", True, 1, f'refused the login of "{MAILBOX}" (535 5.7.3'),
+    ("other", True, 1, f"a refusé la connexion de « {MAILBOX} » (535 5.7.3"),
     ("tok", False, 1, "impossible de joindre le serveur de mail 127.0.0.1:"),
 ])
 def test_check_smtp_reports_success_refusal_or_unreachable_in_one_sentence(

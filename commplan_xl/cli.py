@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None, *, ends_process: bool = False) -> int:
         print(_("Interrupted."), file=sys.stderr)
         return EXIT_ATTENTION
     except Exception as exc:  # the last net: one sentence, the traceback in the log file
-        log.exception("%s failed", args.command)
+        log.exception("%s", _("commplan {command} failed").format(command=args.command))
         if args.debug:
             traceback.print_exc()
         print(

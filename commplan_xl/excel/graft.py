@@ -119,7 +119,8 @@ def write_tool_sheets(
     for _attempt in range(3):
         before = stat_retrying(path)
         if expected_stat is not None and before != tuple(expected_stat):
-            log.info("%s changed since it was read; grafting into the current file", path.name)
+            log.info("%s", _("{name} changed since it was read; the sheets go into the file as it "
+                             "is now").format(name=path.name))
         try:
             tmp = _graft_to_temp(path, sheets, built)
         except PermissionError:

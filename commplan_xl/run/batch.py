@@ -480,14 +480,15 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
                 try:
                     record_sent()
                 except Exception:  # the error stopping the run is the one to report
-                    log.exception("could not record order %s step %s as sent (the next run "
-                                  "calls it uncertain)", last.order_id, last.step)
+                    log.exception("%s", _(
+                        "could not record order {order} step {step} as sent (the next run "
+                        "calls it uncertain)").format(order=last.order_id, step=last.step))
         from commplan_xl.run import reports as reporting
 
         try:
             extra, figures = reporting.report_sheets(site, ledger, today=day)
         except Exception as exc:  # the managers' view must never cost the SentLog
-            log.exception("Dashboard/Forecast not built")
+            log.exception("%s", _("the Dashboard and Forecast sheets were not built"))
             report.notes.append(_("The Dashboard and Forecast sheets could not be built: "
                                   "{error}").format(error=exc))
             extra, figures = [], None

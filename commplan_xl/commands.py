@@ -482,7 +482,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             column=step.from_column)
         day = format_date(when, "EEE dd/MM/yyyy", locale="en" if lang == "en" else "fr")
         _say(_("  step {number}: {day}  (+{delay} {unit}{source})  {subject}{extra}").format(
-            number=f"{step.number:>2}", day=day, delay=f"{step.delay:g}", unit=unit, source=src,
+            number=f"{step.number:>2}", day=day, unit=unit, source=src,
+            delay=f"{step.delay:g}" if lang == "en" else f"{step.delay:g}".replace(".", ","),
             subject=step.subject, extra=extra))
     return EXIT_OK
 

@@ -98,6 +98,7 @@ def _commands() -> list[tuple[str, str]]:
         ("check", _("validate the workbook")),
         ("due", _("list what a run would send or skip")),
         ("run", _("send what is due, archive, write SentLog")),
+        ("bounces", _("read returned mails from the mailbox, sending nothing")),
         ("preview", _("render one message to a file")),
         ("resend", _("send one message again on purpose")),
         ("variables", _("print the variables a mail may use")),
@@ -134,10 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], help=helps[name],
                               description=helps[name])
 
-    add("init").add_argument("--force", action="store_true",
-                             help=_("replace an existing workbook (kept as a backup)"))
-    add("check").add_argument("--smtp", action="store_true",
-                              help=_("also test the mail server connection and login"))
+    p = add("init")
+    p.add_argument("--force", action="store_true",
+                   help=_("replace an existing workbook (kept as a backup)"))
+    p.add_argument("--lang", choices=("fr", "en"), default="fr",
+                   help=_("the workbook's language: fr (default) or en"))
+    add("check").add_argument("--smtp", action="store_true", help=_(
+        "also test the mail server connection and login (and the mailbox's when bounces "
+        "is yes)"))
     p = add("due")
     _today_option(p)
     p.add_argument("--csv", action="store_true", help=_("print CSV"))
@@ -148,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=_("render everything, send and record nothing"))
     p.add_argument("--limit", type=_positive, metavar="N",
                    help=_("send at most N mails in this run"))
+
+    _today_option(add("bounces"), _("the day the returned mails are read on (default: today)"))
 
     p = add("preview")
     _message_arguments(p)

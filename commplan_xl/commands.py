@@ -116,7 +116,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     from commplan_xl.excel.starter import init_home
 
     home, workbook = batch.resolve_paths(args.home, args.workbook)
-    path = init_home(home, force=args.force, workbook=workbook)
+    path = init_home(home, force=args.force, workbook=workbook,
+                     lang=getattr(args, "lang", "fr"))
     _say(_("Created {path} with demo data, and the folders attachments/ and archive/ in "
            "{home}.").format(path=path, home=home))
     _say(_("Next: open the workbook, put your own plans, customers and orders in it, then run "
@@ -130,9 +131,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         problems = list(site.problems) + batch.check_messages(site)
     for p in problems:
         _say(str(p))
-    if not i18n.known_locale(site.settings.locale):
-        _say(_("Settings (locale): commplan speaks French or English; \"{locale}\" is neither, "
-               "so it speaks French. Write fr_FR or en_GB.").format(locale=site.settings.locale))
     status = EXIT_ATTENTION if problems else EXIT_OK
     note = batch.stale_lock_note(site.workbook)
     if note:
@@ -146,6 +144,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         except SendFailure as exc:
             _say(str(exc))
             status = EXIT_ATTENTION
+        if site.settings.bounces:
+            from commplan_xl.run.returned import check_imap
+
+            try:
+                _say(check_imap(site.settings))
+            except CommplanError as exc:
+                _say(_("Returned mails cannot be read: {error}.").format(error=exc))
+                status = EXIT_ATTENTION
     m = site.model
     if problems:
         _say(ngettext(
@@ -368,6 +374,8 @@ def print_report(report: batch.RunReport) -> None:
         summary += _(", waiting {n}").format(n=report.waiting)
     if report.not_tried:
         summary += _(", not tried {n}").format(n=report.not_tried)
+    if report.returned:
+        summary += _(", returned {n}").format(n=report.returned)
     _say(_("{summary} (run of {date}).").format(summary=summary,
                                                 date=f"{report.today:%d/%m/%Y}"))
     if report.dry_run:
@@ -388,6 +396,36 @@ def cmd_run(args: argparse.Namespace) -> int:
                        progress=Progress())
     print_report(report)
     return EXIT_ATTENTION if report.needs_attention else EXIT_OK
+
+
+def cmd_bounces(args: argparse.Namespace) -> int:
+    """Read the mailbox for returned mails and record them, sending nothing."""
+    site = _site(args)
+    found, written = batch.bounces(site, today=args.today)
+    for item in found.ordered():
+        label = item.kind.replace("_", " ")
+        _say(f"  {item.line}" if item.line.lower().startswith(label) else
+             f"  {label}: {item.line}")
+    if found.error:
+        from commplan_xl.run.returned import unread_sentence
+
+        _say(unread_sentence(found.error))
+    if found.skipped:
+        _say(ngettext(
+            "{n} message could not be read as a returned mail and was skipped (see "
+            "commplan.log).",
+            "{n} messages could not be read as returned mails and were skipped (see "
+            "commplan.log).", found.skipped).format(n=found.skipped))
+    moved = _("; handled ones {n} to {folder}").format(
+        n=found.moved, folder=site.settings.bounce_folder_done) if found.moved else ""
+    _say(_("Read {read} new message(s) in the mailbox: {returned} returned mail(s) to "
+           "handle{moved}. Nothing was sent.").format(read=found.read,
+                                                      returned=len(found.failures), moved=moved))
+    if not written:
+        _say(_("The SentLog sheet could not be written (the workbook is open); the next run "
+               "completes it."))
+    attention = found.error or found.failures or not written
+    return EXIT_ATTENTION if attention else EXIT_OK
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -425,15 +463,18 @@ def cmd_variables(args: argparse.Namespace) -> int:
     for name, example, description in rows:
         _say(f"  {{{{ {name} }}}}".ljust(width + 8) + f"  {example}"
              + (f"   ({description})" if description else ""))
+    from commplan_xl.excel.names import localise
     from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.problems import WorkbookLocked
 
-    sheet = ToolSheet(name="VariableList", header=("variable", "example", "description"),
-                      rows=[(f"{{{{ {n} }}}}", e, d) for n, e, d in rows],
-                      widths={"A": 34, "B": 40, "C": 60})
+    sheet = localise(ToolSheet(name="VariableList", header=("variable", "example", "description"),
+                               rows=[(f"{{{{ {n} }}}}", e, d) for n, e, d in rows],
+                               widths={"A": 34, "B": 40, "C": 60}),
+                     "variablelist", batch.site_language(site))
     try:
         batch.write_sheets(site, [sheet])
-        _say(_("{n} variables; the list is also in the VariableList sheet.").format(n=len(rows)))
+        _say(_("{n} variables; the list is also in the {sheet} sheet.").format(
+            n=len(rows), sheet=sheet.name))
     except WorkbookLocked as exc:
         _say(_("{error}. Run `commplan variables` again once it is closed.").format(error=exc))
         return EXIT_ATTENTION

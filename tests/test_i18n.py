@@ -154,8 +154,8 @@ def test_unknown_locale_speaks_french_and_check_says_so(tmp_path, capsys):
     make_workbook(tmp_path, settings=_settings(locale="de_DE"))
     main(["check", "--home", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "« de_DE » n'est ni l'un ni l'autre, il parle donc français" in out
-    assert "commplan.xlsx est correct" in out
+    assert "commplan parle français (fr_…) et anglais (en_…), pas « de_DE »" in out
+    assert out.splitlines()[-1].startswith("1 problème à corriger")
 
 
 def test_summary_mail_speaks_the_workbook_language():

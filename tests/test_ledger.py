@@ -511,12 +511,13 @@ def test_newer_than_known_schema_is_refused_untouched(path: Path) -> None:
 
 
 def test_sentlog_sheet_written_from_the_ledger_is_pinned(tmp_path: Path) -> None:
-    """The SentLog sheet the batch writes from the ledger keeps its exact XML: the header,
-    the column widths and the cells, byte for byte."""
+    """The SentLog sheet the batch writes from the ledger (of an en_GB workbook) keeps its
+    exact XML: the header, the column widths and the cells, byte for byte."""
     from commplan_xl.run.batch import load_site, write_sentlog
-    from tests.builders import make_workbook
+    from tests.builders import DEFAULT_SETTINGS, make_workbook
 
-    make_workbook(tmp_path)
+    make_workbook(tmp_path, settings=[*(r for r in DEFAULT_SETTINGS if r["key"] != "locale"),
+                                      {"key": "locale", "value": "en_GB"}])
     site = load_site(tmp_path)
     with zipfile.ZipFile(site.workbook) as z:
         before = set(z.namelist())

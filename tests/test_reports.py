@@ -14,6 +14,7 @@ import pytest
 from commplan_xl import i18n
 from commplan_xl.cli import main
 from commplan_xl.excel.graft import write_tool_sheets
+from commplan_xl.excel.names import tool_sheet
 from commplan_xl.mail.smtp import Mailer
 from commplan_xl.model import MessageRef
 from commplan_xl.run.batch import RunReport, load_site
@@ -33,6 +34,11 @@ from commplan_xl.run.reports import (
 from commplan_xl.settings import Settings
 from commplan_xl.store.ledger import Ledger
 from tests.builders import DEFAULT_PLANS, DEFAULT_SETTINGS, make_workbook
+
+# The test workbooks' locale is fr_FR: a run writes the Dashboard and the Forecast as
+# these sheets (figures_sheet and forecast_sheet alone build them in English).
+TABLEAU_DE_BORD = tool_sheet("dashboard", "fr")
+PREVISIONS = tool_sheet("forecast", "fr")
 
 D = dt.date
 BAIE, BAIE_KEY = "Baie vitrée", "baie vitrée"
@@ -202,11 +208,11 @@ def test_dashboard_chart_is_a_native_chart_of_the_day_table(dash_home):
         xml = z.read(charts[0]).decode()
     assert "<c:barChart>" in xml
     for column in ("A", "B", "D", "E"):
-        assert f"'Dashboard'!${column}$2:${column}$31" in xml
+        assert f"'{TABLEAU_DE_BORD}'!${column}$2:${column}$31" in xml
     assert "Mails per day" in xml
     wb = openpyxl.load_workbook(site.workbook)
-    assert len(wb[DASHBOARD]._charts) == 1
-    assert len(wb[FORECAST]._charts) == 0
+    assert len(wb[TABLEAU_DE_BORD]._charts) == 1
+    assert len(wb[PREVISIONS]._charts) == 0
 
 
 def test_unreachable_orders_are_named_by_id_when_the_workbook_is_read(dash_home):
@@ -235,7 +241,7 @@ def test_dashboard_opens_in_libreoffice_with_its_chart(dash_home, tmp_path_facto
         content = z.read("content.xml").decode()
         objects = [n for n in z.namelist() if n.startswith("Object") and n.endswith("content.xml")]
         chart = "".join(z.read(n).decode() for n in objects)
-    assert 'table:name="Dashboard"' in content
+    assert f'table:name="{TABLEAU_DE_BORD}"' in content
     assert "chart:chart" in chart and "Mails per day" in chart
 
 
@@ -437,9 +443,9 @@ def test_run_writes_dashboard_and_forecast_sheets(tmp_path, smtp_server):
     day = "2026-03-07"
     assert main(["run", "--today", day, "--home", str(tmp_path)]) == 0
     path = tmp_path / "workbooks" / "commplan.xlsx"
-    dash = sheet_rows(path, DASHBOARD)
+    dash = sheet_rows(path, TABLEAU_DE_BORD)
     assert cell_row(dash, 30, 0, 5) == (day, 1, 0, 0, 0, 1)  # the last row is the run's day
-    forecast = sheet_rows(path, FORECAST)
+    forecast = sheet_rows(path, PREVISIONS)
     assert [(r[0], r[1], r[6]) for r in forecast[1:]] == [
         ("2026-03-14", "O1002", 1), ("2026-03-17", "O1001", 2), ("2026-03-24", "O1002", 2),
         ("2026-04-02", "O1001", 3)]

@@ -53,6 +53,10 @@ class ToolSheet:
     rows: Sequence[Sequence[object]]
     widths: Mapping[int | str, float] = field(default_factory=dict)
     charts: tuple[Chart, ...] = ()
+    # This sheet's (name, header) in the other languages: a sheet of such a name with such
+    # a header is this tool sheet written before the workbook's locale changed; writing
+    # renames and replaces it.
+    former: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def check_sheet_name(name: str) -> None:

@@ -56,12 +56,6 @@ def language_of(locale: str | None) -> str:
     return DEFAULT
 
 
-def known_locale(locale: str | None) -> bool:
-    """True when `locale` names one of the tool's languages."""
-    text = (locale or "").strip().lower().replace("-", "_")
-    return text.split("_", 1)[0].split(".", 1)[0] in LANGUAGES
-
-
 def _windows_ui_locale() -> str | None:
     try:
         import ctypes

@@ -57,6 +57,7 @@ def run_demo(home: Path, *, days: int | None = None, out: Callable[[str], None] 
     from aiosmtpd.controller import Controller
     from babel.dates import format_date
 
+    from commplan_xl.excel.names import tool_sheet
     from commplan_xl.excel.starter import init_home
     from commplan_xl.run import batch
 
@@ -112,8 +113,10 @@ def run_demo(home: Path, *, days: int | None = None, out: Callable[[str], None] 
                      "simulated mornings.").format(sent=totals["sent"],
                                                   skipped=totals["skipped"],
                                                   failed=totals["failed"], days=days))
-        out(_("Open {workbook} (sheet SentLog) and the folders in {archive} to see them.")
-            .format(workbook=workbook, archive=home / "archive"))
+        journal = batch.site_language(site)
+        out(_("Open {workbook} (sheet {sheet}) and the folders in {archive} to see them.")
+            .format(workbook=workbook, sheet=tool_sheet("sentlog", journal),
+                    archive=home / "archive"))
     finally:
         controller.stop()
     return status

@@ -77,12 +77,14 @@ class RunReport:
     notes: list[str] = field(default_factory=list)  # sentences for people
     log_written: bool = True
     failures: list[str] = field(default_factory=list)
+    returned: int = 0  # mails found returned (bounced) in the mailbox, or to review
+    mailbox_error: str = ""  # why returned mails could not be read ("" when they were)
 
     @property
     def needs_attention(self) -> bool:
         return bool(
             self.failed or self.uncertain or self.problems or not self.log_written
-            or self.not_tried
+            or self.not_tried or self.returned or self.mailbox_error
         )
 
 
@@ -214,7 +216,9 @@ def find_step(site: Site, order_id: str, step_number: int) -> tuple[Order, Custo
     """The order, its customer, plan and step, or a sentence saying what is missing."""
     order = next((o for o in site.model.orders if o.order_id == order_id.strip()), None)
     if order is None:
-        if any(p.sheet == "Orders" for p in site.problems):
+        from commplan_xl.excel.names import sheet_key
+
+        if any(sheet_key(p.sheet) == "orders" for p in site.problems):
             raise CommplanError(_('There is no order "{order}" in the Orders sheet (the Orders '
                                   "sheet has problems: run `commplan check`).").format(
                                       order=order_id))
@@ -310,9 +314,27 @@ def run(
                     "Order {order} step {step} is uncertain: the last run stopped while sending "
                     "it. Check with the customer, then use `commplan resend {order} {step}` if "
                     "it did not arrive.").format(order=entry.order_id, step=entry.step))
+            if site.settings.bounces:  # first, so a returned mail counts in today's plan
+                read_returned(site, ledger, report, day)
             extra = _send_all(site, ledger, day, report, limit, progress, mailer_factory)
             write_sentlog(site, ledger, report, extra_sheets=extra)
     return report
+
+
+def read_returned(site: Site, ledger, report: RunReport, day: dt.date) -> None:
+    """Read the mailbox for returned mails, record them and tell the report."""
+    from commplan_xl.run import returned
+
+    found = returned.read_returned(site.settings, ledger, now=now_in(site.settings), day=day)
+    failures = found.failures
+    report.returned += len(failures)
+    report.failures[:0] = [h.line for h in failures]  # before the run's own failures
+    if found.error:
+        report.mailbox_error = found.error
+        report.notes.append(returned.unread_sentence(found.error))
+    if found.skipped:
+        report.notes.append(f"{found.skipped} message(s) of the mailbox could not be read as "
+                            "returned mails and were skipped (see commplan.log).")
 
 
 def _parts(site: Site, orders: Mapping[str, Order], d: Decision
@@ -354,6 +376,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
     s = site.settings
     archive_index = ArchiveIndex(s.archive_dir)
     decisions = decide(site, ledger.state(), today=day, sent_today=ledger.sent_on(day))
+    flagged = ledger.flagged_addresses() if s.bounces else {}  # known not to exist
     sends = [i for i, d in enumerate(decisions) if d.action == "send"]
     total = len(sends) if limit is None else min(len(sends), limit)
     cache = RunCache()
@@ -422,6 +445,9 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
                 ledger.record_waiting(message, now=now, day=day)
                 report.waiting += 1
             return stopped
+        if flagged and _blocked(ledger, message, customer, flagged, report, now, day):
+            record_sent()
+            return stopped
         try:
             prepared = build(i)
         except CommplanError as exc:
@@ -438,7 +464,8 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
 
         def begin() -> None:
             record_sent()
-            tokens.append(ledger.begin(message, subject=prepared.subject, now=now, day=day))
+            tokens.append(ledger.begin(message, subject=prepared.subject, now=now, day=day,
+                                       **_mail_ids(prepared)))
 
         placed: Path | None = None
         try:
@@ -540,6 +567,31 @@ def log_mail(site: Site, d: Decision, outcome: str, level: int = logging.INFO) -
                     outcome=outcome))
 
 
+def _blocked(ledger, message: MessageRef, customer: Customer, flagged: Mapping[str, str],
+             report: RunReport, now: dt.datetime, day: dt.date) -> bool:
+    """Record, without sending, a mail to an address a returned mail showed not to exist;
+    False when the customer has no such address."""
+    from commplan_xl.run.returned import NOT_RETRIED
+
+    bad = next((a for a in customer.emails if a.lower() in flagged), None)
+    if bad is None:
+        return False
+    detail = _("not sent: a mail to {address} came back, the address does not exist "
+               "({reason}); {not_retried}").format(address=bad, reason=flagged[bad.lower()],
+                                                   not_retried=NOT_RETRIED)
+    ledger.record_blocked(message, detail=detail, now=now, day=day)
+    report.failed += 1
+    report.failures.append(_("Order {order} step {step}: {detail}").format(
+        order=message.order_id, step=message.step, detail=detail))
+    return True
+
+
+def _mail_ids(prepared: Prepared) -> dict[str, str]:
+    """The Message-ID and reference of a built mail, for the ledger."""
+    return {"message_id": getattr(prepared.message, "message_id", ""),
+            "ref": getattr(prepared.message, "ref", "")}
+
+
 def _archive(site: Site, customer: Customer, d: Decision, prepared: Prepared, day: dt.date,
              index=None) -> str:
     """Write the mail to its customer's folder; `index` (archive.ArchiveIndex) is the
@@ -597,13 +649,16 @@ def sentlog_rows(ledger) -> list[tuple]:
 
 def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
                   extra_sheets: list | tuple = ()) -> bool:
-    """Rebuild the SentLog sheet (and the report sheets given) from the ledger; False (with
-    a note) when the file is open."""
+    """Rebuild the SentLog sheet (and the report sheets given) from the ledger, in the
+    workbook's language; False (with a note) when the file is open."""
+    from commplan_xl.excel.names import localise
     from commplan_xl.excel.sheet_xml import ToolSheet
-    from commplan_xl.store.sentlog import SENTLOG_HEADER, SENTLOG_WIDTHS
+    from commplan_xl.store.sentlog import SENTLOG_HEADER, SENTLOG_WIDTHS, in_language
 
-    sheet = ToolSheet(name="SentLog", header=SENTLOG_HEADER, rows=sentlog_rows(ledger),
-                      widths=SENTLOG_WIDTHS)
+    lang = site_language(site)
+    sheet = localise(ToolSheet(name="SentLog", header=SENTLOG_HEADER,
+                               rows=in_language(sentlog_rows(ledger), lang),
+                               widths=SENTLOG_WIDTHS), "sentlog", lang)
     try:
         write_sheets(site, [sheet, *extra_sheets])
     except WorkbookLocked as exc:
@@ -617,12 +672,42 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
     return True
 
 
+def site_language(site: Site) -> str:
+    """The language of the site's workbook, which its tool sheets are written in."""
+    from commplan_xl.excel.names import workbook_language
+
+    return workbook_language(site.settings.locale)
+
+
 def write_sheets(site: Site, sheets: list) -> None:
     """Write the tool's own sheets into the workbook (a dated backup kept first)."""
     from commplan_xl.excel.graft import write_tool_sheets
 
     write_tool_sheets(site.workbook, sheets, expected_stat=site.stat,
                       backup_dir=site.home / "workbooks" / "backups")
+
+
+# ---------------------------------------------------------------- returned mails alone
+
+def bounces(site: Site, *, today: dt.date | None = None):
+    """`commplan bounces`: read the mailbox for returned mails and record them, sending
+    nothing; then rebuild the SentLog and Dashboard. (ReadResult, SentLog written)."""
+    from commplan_xl.ops.runlock import run_lock
+    from commplan_xl.run import reports as reporting
+    from commplan_xl.run import returned
+    from commplan_xl.store.ledger import Ledger
+
+    day = today or today_in(site.settings)
+    with run_lock(site.home), Ledger(site.ledger_path) as ledger:
+        found = returned.read_returned(site.settings, ledger, now=now_in(site.settings),
+                                       day=day)
+        try:
+            extra, _figures = reporting.report_sheets(site, ledger, today=day)
+        except Exception:  # the managers' view must never cost the SentLog
+            log.exception("Dashboard/Forecast not built")
+            extra = []
+        written = write_sentlog(site, ledger, extra_sheets=extra)
+    return found, written
 
 
 # ---------------------------------------------------------------- one message on purpose
@@ -682,7 +767,7 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
                              plan=plan.name, plan_key=plan.key, step=step.number,
                              due_date=due_on, emails=";".join(customer.emails))
         token = ledger.begin(message, subject=prepared.subject, now=now_in(s), resend=True,
-                             day=day)
+                             day=day, **_mail_ids(prepared))
         with (mailer_factory or Mailer)(s) as mailer:
             try:
                 mailer.send(prepared.data, from_addr=s.sender_email,

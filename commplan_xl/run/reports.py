@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from commplan_xl.core.schedule import split_ledger
+from commplan_xl.excel.names import localise, sheet_key, workbook_language
 from commplan_xl.excel.sheet_xml import Chart, ToolSheet
 from commplan_xl.i18n import N_, _, ngettext, speaking
 from commplan_xl.model import LedgerEntry, Model, Outcome
@@ -208,7 +209,7 @@ def unreachable_orders(
     """
     email_problems: dict[int, list[str]] = {}
     for p in problems:
-        if p.sheet == "Customers" and p.column == "email" and p.row is not None:
+        if sheet_key(p.sheet) == "customers" and p.column == "email" and p.row is not None:
             email_problems.setdefault(p.row, []).append(str(p))
     out: list[Unreachable] = []
     for p in problems:
@@ -236,12 +237,15 @@ def unreachable_orders(
         entries = sorted(refused[order_id], key=lambda e: e.step)
         steps = ", ".join(str(e.step) for e in entries)
         word = "steps" if len(entries) > 1 else "step"
+        detail = entries[-1].detail
+        # A returned mail (bounce) says so: the server took it, then it came back.
+        what = ("the mail came back" if detail.startswith("returned")
+                else "the mail server refused the address")
         out.append(Unreachable(
             order_id=order_id,
             customer_id=orders[order_id].customer_id,
             email=entries[-1].emails,
-            problem=f"the mail server refused the address ({word} {steps}): "
-                    f"{entries[-1].detail}",
+            problem=f"{what} ({word} {steps}): {detail}",
         ))
     return tuple(out)
 
@@ -422,7 +426,10 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
             ids = {}
         figures = dashboard_figures(events, today=today, model=site.model,
                                     ledger_state=state, problems=site.problems, order_ids=ids)
-    sheets = [figures_sheet(figures), forecast_sheet(forecast_rows(site, state, today=today))]
+    lang = workbook_language(site.settings.locale)
+    sheets = [localise(figures_sheet(figures), "dashboard", lang),
+              localise(forecast_sheet(forecast_rows(site, state, today=today)), "forecast",
+                       lang)]
     return sheets, figures
 
 
@@ -462,10 +469,17 @@ def what_to_do(failure: str, catch_up_days: int | None = None) -> str:
     found = _FAILURE.match(failure)
     resend = (f"commplan resend {found.group(1)} {found.group(2)}" if found
               else _("commplan resend ORDER STEP"))
+    if text.startswith("to review"):
+        return _("open this returned mail in the sending mailbox: it names a customer but no "
+                 "mail commplan can find; send again by hand if needed.")
+    if "sending account" in text:
+        return _("the sending account was refused, not the customer's address: the IT person "
+                 "must check the right to send on behalf of the sender and the domain's "
+                 "SPF/DKIM records; the next run tries again.")
     if _says(text, N_("Order {order} step {step} is uncertain: {detail}")):
         return _("check with the customer whether this mail arrived; if not, run `{resend}` "
                  "(it is never sent again by itself).").format(resend=resend)
-    if _says(text, N_("{error}; not retried: correct the address")):
+    if "not retried" in text or _says(text, N_("{error}; not retried: correct the address")):
         return _("the address was refused: correct it in the Customers sheet; the mail goes "
                  "out again on the next run.")
     if _says(text, N_("{error}; will be retried once fixed")):
@@ -496,6 +510,8 @@ def summary_text(
         lines.append(_("Waiting (daily limit reached): {n}").format(n=r.waiting))
     if r.not_tried:
         lines.append(_("Not tried (mail server unreachable): {n}").format(n=r.not_tried))
+    if r.returned:
+        lines.append(_("Returned mails (not delivered): {n}").format(n=r.returned))
     if r.failures:
         lines += ["", _("To deal with:")]
         for failure in r.failures:

@@ -55,6 +55,11 @@ def variable_list(site: batch.Site) -> list[tuple[str, str, str]]:
     if order is not None:
         for column, value in order.fields.items():
             rows.append((f"order.{column}", _show(value), _("Orders column")))
+    from commplan_xl.mail.render import ALIASES
+
+    for alias, name in ALIASES.items():
+        rows.append((f"{alias}.…", "", _("the same as {name}.… ({alias}.x is {name}.x)").format(
+            name=name, alias=alias)))
     for name, value in model.constants.items():
         rows.append((name, value, _("Variables sheet")))
     return rows

@@ -357,3 +357,15 @@ def test_schtasks_line_runs_whether_or_not_the_user_is_logged_on():
                          r"BUREAU\marie")
     assert '/RU "BUREAU\\marie" /RP' in line
     assert r'/TR "\"C:\Données clients\commplan\commplan-daily.cmd\""' in line
+
+
+def test_a_french_workbook_names_its_own_sheet_and_column(tmp_path, capsys):
+    """In a workbook with French names the place names the sheet staff see:
+    Commandes!D2 (…) : « 31/02/2026 » n'est pas une date…"""
+    orders = [["n° commande", "code client", "plan", "date de début", "statut"],
+              ["O1", "C001", DEFAULT_PLANS[0]["plan"], "31/02/2026", "actif"]]
+    make_workbook(tmp_path, sheets={"Orders": None, "Commandes": orders})
+    assert main(["check", "--home", str(tmp_path)]) == 1
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if "31/02/2026" in ln]
+    assert line.startswith("Commandes!D2 (date")
+    assert line.endswith(" : « 31/02/2026 » n'est pas une date (ce jour n'existe pas).")

@@ -398,14 +398,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_ATTENTION if report.needs_attention else EXIT_OK
 
 
+# How `commplan bounces` labels each kind of returned mail.
+_RETURNED_KINDS = {"hard": N_("hard"), "soft": N_("soft"), "sender_side": N_("sender side"),
+                   "delayed": N_("delayed"), "to_review": N_("to review")}
+
+
 def cmd_bounces(args: argparse.Namespace) -> int:
     """Read the mailbox for returned mails and record them, sending nothing."""
     site = _site(args)
     found, written = batch.bounces(site, today=args.today)
     for item in found.ordered():
-        label = item.kind.replace("_", " ")
-        _say(f"  {item.line}" if item.line.lower().startswith(label) else
-             f"  {label}: {item.line}")
+        label = _(_RETURNED_KINDS.get(item.kind, item.kind))
+        _say(f"  {item.line}" if item.line.lower().startswith(label.lower()) else
+             "  " + _("{what}: {detail}").format(what=label, detail=item.line))
     if found.error:
         from commplan_xl.run.returned import unread_sentence
 

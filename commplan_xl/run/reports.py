@@ -52,6 +52,7 @@ FORECAST_HEADER = (
 )
 WARNING = "⚠ "
 
+RETURNED = N_("returned")  # how a returned mail's detail starts (the server took it)
 _FAILURE = re.compile(r"^\S+ (\S+) \S+ (\d+)")  # "Order O1 step 2", "Commande O1 étape 2"
 LedgerKey = tuple[str, str, int]
 
@@ -219,7 +220,7 @@ def unreachable_orders(
         if customer_row not in email_problems:
             continue
         out.append(Unreachable(
-            order_id=order_ids.get(p.row) or f"(Orders row {p.row})",
+            order_id=order_ids.get(p.row) or _("(Orders row {row})").format(row=p.row),
             customer_id=str(p.values["customer_id"]),
             email="",
             problem="; ".join(email_problems[customer_row]),  # type: ignore[index]
@@ -236,16 +237,18 @@ def unreachable_orders(
     for order_id in sorted(refused):
         entries = sorted(refused[order_id], key=lambda e: e.step)
         steps = ", ".join(str(e.step) for e in entries)
-        word = "steps" if len(entries) > 1 else "step"
         detail = entries[-1].detail
         # A returned mail (bounce) says so: the server took it, then it came back.
-        what = ("the mail came back" if detail.startswith("returned")
-                else "the mail server refused the address")
+        came_back = detail.startswith(("returned", _(RETURNED)))
+        what = ngettext("the mail came back (step {steps})", "the mail came back (steps {steps})",
+                        len(entries)) if came_back else ngettext(
+            "the mail server refused the address (step {steps})",
+            "the mail server refused the address (steps {steps})", len(entries))
         out.append(Unreachable(
             order_id=order_id,
             customer_id=orders[order_id].customer_id,
             email=entries[-1].emails,
-            problem=f"{what} ({word} {steps}): {detail}",
+            problem=_("{what}: {detail}").format(what=what.format(steps=steps), detail=detail),
         ))
     return tuple(out)
 
@@ -419,7 +422,8 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
     events = ledger.events()
     figures = dashboard_figures(events, today=today, model=site.model,
                                 ledger_state=state, problems=site.problems)
-    if any(u.order_id.startswith("(Orders row") for u in figures.unreachable):
+    unnamed = _("(Orders row {row})").split("{", 1)[0]
+    if any(u.order_id.startswith(unnamed) for u in figures.unreachable):
         try:
             ids = order_ids_by_row(site.workbook)
         except CommplanError:
@@ -469,17 +473,21 @@ def what_to_do(failure: str, catch_up_days: int | None = None) -> str:
     found = _FAILURE.match(failure)
     resend = (f"commplan resend {found.group(1)} {found.group(2)}" if found
               else _("commplan resend ORDER STEP"))
-    if text.startswith("to review"):
+    from commplan_xl.mail.bounces import SENDER_SIDE_REASON
+    from commplan_xl.run.returned import NOT_RETRIED, REVIEW_LINE
+
+    if text.startswith("to review") or _says(text, REVIEW_LINE):
         return _("open this returned mail in the sending mailbox: it names a customer but no "
                  "mail commplan can find; send again by hand if needed.")
-    if "sending account" in text:
+    if "sending account" in text or _says(text, SENDER_SIDE_REASON):
         return _("the sending account was refused, not the customer's address: the IT person "
                  "must check the right to send on behalf of the sender and the domain's "
                  "SPF/DKIM records; the next run tries again.")
     if _says(text, N_("Order {order} step {step} is uncertain: {detail}")):
         return _("check with the customer whether this mail arrived; if not, run `{resend}` "
                  "(it is never sent again by itself).").format(resend=resend)
-    if "not retried" in text or _says(text, N_("{error}; not retried: correct the address")):
+    if ("not retried" in text or _says(text, N_("{error}; not retried: correct the address"))
+            or _says(text, NOT_RETRIED)):
         return _("the address was refused: correct it in the Customers sheet; the mail goes "
                  "out again on the next run.")
     if _says(text, N_("{error}; will be retried once fixed")):

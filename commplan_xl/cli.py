@@ -140,9 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=_("replace an existing workbook (kept as a backup)"))
     p.add_argument("--lang", choices=("fr", "en"), default="fr",
                    help=_("the workbook's language: fr (default) or en"))
-    add("check").add_argument("--smtp", action="store_true", help=_(
+    p = add("check")
+    p.add_argument("--smtp", action="store_true", help=_(
         "also test the mail server connection and login (and the mailbox's when bounces "
         "is yes)"))
+    _today_option(p, _("the day the messages are tried for (default: today)"))
     p = add("due")
     _today_option(p)
     p.add_argument("--csv", action="store_true", help=_("print CSV"))
@@ -160,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     _message_arguments(p)
     p.add_argument("--to", metavar=_("ADDRESS"),
                    help=_("send it to this test address instead (nothing recorded)"))
+    p.add_argument("--no-open", dest="open", action="store_false",
+                   help=_("do not open the HTML in the browser (it opens only at a terminal)"))
     _today_option(p, _("the day the mail is rendered for (default: today)"))
 
     p = add("resend")

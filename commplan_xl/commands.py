@@ -59,7 +59,7 @@ class working:
         self.thread: threading.Thread | None = None
 
     def __enter__(self) -> working:
-        if _interactive(self.stream):
+        if _is_terminal(self.stream):
             self.thread = threading.Thread(target=self._spin, daemon=True)
             self.thread.start()
         return self
@@ -82,7 +82,8 @@ class working:
             self.thread.join()
 
 
-def _interactive(stream) -> bool:
+def _is_terminal(stream) -> bool:
+    """Whether `stream` is an interactive terminal (a file, a pipe or a closed stream: no)."""
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
@@ -128,7 +129,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     site = _site(args)
     with working(_("Checking every message")):
-        problems = list(site.problems) + batch.check_messages(site)
+        problems = list(site.problems) + batch.check_messages(site, today=args.today)
     for p in problems:
         _say(str(p))
     status = EXIT_ATTENTION if problems else EXIT_OK
@@ -200,6 +201,7 @@ def _warm_imports() -> None:
 _CSV_HEADER = "order_id,customer_id,plan,step,due_date,action,reason\n"
 _NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 _WAITING = "daily limit reached: waits for the next run"
+_LIMIT = "daily limit reached"  # schedule.REASON_LIMIT (not imported: `due` starts lighter)
 
 
 def _csv_field(text: str) -> str:
@@ -209,11 +211,11 @@ def _csv_field(text: str) -> str:
 
 
 def _csv_tail(plan_name: str, step: int, due: object, action: str, reason: str) -> str:
-    """The end of a CSV row, from the plan on (a wait shows as a skip saying why)."""
+    """The end of a CSV row, from the plan on: action send, skip or wait, and why."""
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(
-        (plan_name, step, due, "send" if action == "send" else "skip",
-         _WAITING if action == "wait" else reason))
+        (plan_name, step, due, str(action),
+         _WAITING if action == "wait" and reason == _LIMIT else reason))
     return buffer.getvalue()
 
 
@@ -247,6 +249,8 @@ def reason_text(reason: str) -> str:
         return _(_REASONS[reason])
     if match := _SUPERSEDED.fullmatch(reason):
         return _("superseded by step {step}").format(step=match[1])
+    if reason.startswith("waiting for "):
+        return _("waiting for {column}").format(column=reason.removeprefix("waiting for "))
     return reason
 
 
@@ -317,7 +321,7 @@ class Progress:
 
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stderr
-        self.active = _interactive(self.stream)
+        self.active = _is_terminal(self.stream)
         self.start: float | None = None
 
     def line(self, done: int, total: int, elapsed: float) -> str:
@@ -357,6 +361,8 @@ def _duration(seconds: float) -> str:
 def print_report(report: batch.RunReport) -> None:
     for line in report.failures:
         _say(_("  failed: {detail}").format(detail=line))
+    for line in report.held:
+        _say(_("  waiting: {detail}").format(detail=line))
     for note in report.notes:
         _say(note)
     rows = [p for p in report.problems if not p.message_level]
@@ -376,6 +382,8 @@ def print_report(report: batch.RunReport) -> None:
         summary += _(", not tried {n}").format(n=report.not_tried)
     if report.returned:
         summary += _(", returned {n}").format(n=report.returned)
+    if report.held:
+        summary += _(", waiting for a value {n}").format(n=len(report.held))
     _say(_("{summary} (run of {date}).").format(summary=summary,
                                                 date=f"{report.today:%d/%m/%Y}"))
     if report.dry_run:
@@ -442,8 +450,29 @@ def cmd_preview(args: argparse.Namespace) -> int:
     else:
         for path in paths:
             _say(_("Wrote {path}").format(path=path))
-        _say(_("Open the .html file in a browser, or the .eml file in your mail program."))
+        html = next((p for p in paths if p.suffix == ".html"), None)
+        if html is not None and args.open and _interactive() and _open_in_browser(html):
+            _say(_("Opened the .html file in your browser; open the .eml file in your mail "
+                   "program to see the whole mail."))
+        else:
+            _say(_("Open the .html file in a browser, or the .eml file in your mail program."))
     return EXIT_OK
+
+
+def _interactive() -> bool:
+    """A person at a terminal (never a scheduled task, a pipe, a test or CI)."""
+    return sys.stdout.isatty() and not os.environ.get("CI") and \
+        "PYTEST_CURRENT_TEST" not in os.environ
+
+
+def _open_in_browser(path: Path) -> bool:
+    """Show `path` in the default browser; False when there is none to ask."""
+    import webbrowser
+
+    try:
+        return webbrowser.open(path.resolve().as_uri())
+    except webbrowser.Error:
+        return False
 
 
 def cmd_resend(args: argparse.Namespace) -> int:
@@ -504,8 +533,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from babel.dates import format_date
 
-    from commplan_xl.core.offsets import add_delay
-    from commplan_xl.core.schedule import settings_calendar
     from commplan_xl.core.units import UNIT_ROWS
     from commplan_xl.model import norm_key
 
@@ -515,23 +542,39 @@ def cmd_plan(args: argparse.Namespace) -> int:
         names = ", ".join(f'"{p.name}"' for p in site.model.plans.values())
         raise CommplanError(_('There is no plan "{plan}" in Plans (there are {names}).')
                             .format(plan=args.name, names=names))
-    cal = settings_calendar(site.settings)
     lang = i18n.current()
-    _say(_('Plan "{plan}" for an order whose dates are {date}:').format(
-        plan=plan.name, date=f"{args.start:%d/%m/%Y}"))
-    for step in plan.steps:
-        when = add_delay(args.start, step.delay, step.unit, cal)
+
+    def day(when: dt.date) -> str:
+        return format_date(when, "EEE dd/MM/yyyy", locale="en" if lang == "en" else "fr")
+
+    _say(_('Plan "{plan}" for an order whose dates are {date} (subjects shown with example '
+           "values):").format(plan=plan.name, date=f"{args.start:%d/%m/%Y}"))
+    problems = 0
+    for line in batch.plan_lines(site, plan, args.start):
+        step = line.step
         row = UNIT_ROWS.get(step.unit)
         unit = (row.english if lang == "en" else row.french) if row else str(step.unit)
-        extra = _("  (inactive)") if not step.active else ""
         src = "" if step.from_column == "start_date" else _(" from {column}").format(
             column=step.from_column)
-        day = format_date(when, "EEE dd/MM/yyyy", locale="en" if lang == "en" else "fr")
+        moved = _(", goes {day}").format(day=day(line.goes)) if line.goes != line.due else ""
+        extra = "" if step.active else _("  (inactive)")
+        delay = f"{step.delay:g}" if lang == "en" else f"{step.delay:g}".replace(".", ",")
         _say(_("  step {number}: {day}  (+{delay} {unit}{source})  {subject}{extra}").format(
-            number=f"{step.number:>2}", day=day, unit=unit, source=src,
-            delay=f"{step.delay:g}" if lang == "en" else f"{step.delay:g}".replace(".", ","),
-            subject=step.subject, extra=extra))
-    return EXIT_OK
+            number=f"{step.number:>2}", day=day(line.due), delay=delay, unit=unit,
+            source=src + moved, subject=line.subject, extra=extra))
+        if line.problem:
+            problems += 1
+            _say(f"           ⚠ {line.problem}")
+    left_out = sorted({p.row for p in site.problems
+                       if p.sheet == "Plans" and p.row is not None and not p.message_level})
+    if left_out:
+        _say(_("Plans rows {rows} have problems and are left out of every plan: `commplan "
+               "check` lists them.").format(rows=", ".join(map(str, left_out))))
+    if problems:
+        _say(ngettext("{n} step marked ⚠ cannot be sent as it is: `commplan check` shows where.",
+                      "{n} steps marked ⚠ cannot be sent as they are: `commplan check` shows "
+                      "where.", problems).format(n=problems))
+    return EXIT_ATTENTION if problems or left_out else EXIT_OK
 
 
 def cmd_auth(args: argparse.Namespace) -> int:

@@ -268,7 +268,7 @@ def test_emoji_in_subjects_never_stop_output_to_a_windows_code_page(
     planned = _cli(tmp_path, "plan", "Baie 🎉", "--from", "02/03/2026", encoding=encoding)
     assert planned.returncode == 0, planned.stderr
     text = planned.stdout.decode(encoding)
-    assert "? Votre commande {{ order.order_id }} est en cours de traitement" in text
+    assert "? Votre commande O1001 est en cours de traitement" in text
     assert "étape" in text
     due = _cli(tmp_path, "due", "--today", "2026-03-20", encoding=encoding)
     assert due.returncode == 0, due.stderr

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from commplan_xl.core.schedule import split_ledger
+from commplan_xl.core.schedule import is_limit_wait, split_ledger
 from commplan_xl.excel.names import localise, sheet_key, workbook_language
 from commplan_xl.excel.sheet_xml import Chart, ToolSheet
 from commplan_xl.i18n import N_, _, ngettext, speaking
-from commplan_xl.model import LedgerEntry, Model, Outcome
+from commplan_xl.model import Decision, LedgerEntry, Model, Outcome
 from commplan_xl.problems import CommplanError, Problem, SendFailure, WorkbookProblem
 from commplan_xl.settings import Settings
 
@@ -344,7 +344,17 @@ def forecast_rows(
     orders = {o.order_id: o for o in model.orders}
     attachment_problems: dict[str, str | None] = {}
     rows: list[ForecastRow] = []
-    for day, d in forecast(model, ledger_state, start=first, days=days, settings=settings):
+    from commplan_xl.run.readiness import Readiness
+
+    ready = Readiness(model, settings)
+    waits_shown: set[tuple[str, str, int]] = set()  # a mail that cannot be built: once
+    for day, d in forecast(model, ledger_state, start=first, days=days, settings=settings,
+                           ready=ready):
+        if d.action == "wait" and not is_limit_wait(d):
+            if (d.order_id, d.plan, d.step) not in waits_shown:
+                waits_shown.add((d.order_id, d.plan, d.step))
+                rows.append(_waiting_row(model, day, d))
+            continue
         if d.action != "send":
             continue
         order = orders[d.order_id]
@@ -374,6 +384,15 @@ def forecast_rows(
             note="" if d.reason == "due" else d.reason,
         ))
     return rows
+
+
+def _waiting_row(model: Model, day: dt.date, d: Decision) -> ForecastRow:
+    """The Forecast row of a mail that cannot be built yet (it waits; "⚠ why")."""
+    customer = model.customers[d.customer_id]
+    return ForecastRow(
+        date=day, order_id=d.order_id, customer_id=customer.customer_id,
+        customer=customer.name, email=";".join(customer.emails), plan=d.plan_name,
+        step=d.step, subject=WARNING + d.reason, due_date=d.due_date, note="")
 
 
 def _attachment_problem(settings: Settings, name: str, plans_row: int) -> str | None:
@@ -520,6 +539,9 @@ def summary_text(
         lines.append(_("Not tried (mail server unreachable): {n}").format(n=r.not_tried))
     if r.returned:
         lines.append(_("Returned mails (not delivered): {n}").format(n=r.returned))
+    if r.held:
+        lines += ["", _("Waiting for a value (an empty cell; the mail goes as soon as it is "
+                        "filled):"), *(f"- {line}" for line in r.held)]
     if r.failures:
         lines += ["", _("To deal with:")]
         for failure in r.failures:

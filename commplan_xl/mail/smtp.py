@@ -111,25 +111,25 @@ def check_address(address: str) -> str:
         )
 
     if not text or any(ord(ch) < 32 or ord(ch) == 127 for ch in text) or " " in text:
-        raise bad("empty, or with spaces or line breaks" if text else "empty")
+        raise bad(_("empty, or with spaces or line breaks") if text else _("empty"))
     local, sep, domain = text.rpartition("@")
     if not sep or not local or not domain or "." not in domain.strip("."):
-        raise bad("it needs a name, @ and a domain like example.com")
+        raise bad(_("it needs a name, @ and a domain like example.com"))
     if not local.isascii():
-        raise bad("accented letters before the @ are not accepted by most mail servers")
+        raise bad(_("accented letters before the @ are not accepted by most mail servers"))
     if not domain.isascii():
         try:
             domain = domain.encode("idna").decode("ascii")
         except UnicodeError:
-            raise bad("the domain is not valid") from None
+            raise bad(_("the domain is not valid")) from None
     if _PLAIN_ADDRESS.fullmatch(f"{local}@{domain}"):
         return f"{local}@{domain}"  # what Address gives for these, at 1/50 of the cost
     try:
         parsed = Address(addr_spec=f"{local}@{domain}")
     except Exception:  # the email package raises several kinds for a malformed address
-        raise bad("it does not follow the rules of email addresses") from None
+        raise bad(_("it does not follow the rules of email addresses")) from None
     if parsed.addr_spec != f"{local}@{domain}":
-        raise bad("it does not follow the rules of email addresses")
+        raise bad(_("it does not follow the rules of email addresses"))
     return parsed.addr_spec
 
 
@@ -712,7 +712,7 @@ class Mailer:
         sender = check_address(from_addr)
         rcpts = [check_address(a) for a in to_addrs]
         if not rcpts:
-            raise self._fail("the message has no recipient", temporary=False)
+            raise self._fail(_("the message has no recipient"), temporary=False)
         for attempt in (1, 2):
             self.connect()
             try:

@@ -17,6 +17,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from commplan_xl import i18n
+from commplan_xl.core.schedule import reason_text
 from commplan_xl.gc_pause import no_gc
 from commplan_xl.i18n import N_, _, ngettext
 from commplan_xl.problems import CommplanError
@@ -238,20 +239,6 @@ def due_csv(decisions: list) -> str:
 
 
 _ACTIONS = {"send": N_("send"), "skip": N_("skip"), "wait": N_("wait")}
-_REASONS = {"due": N_("due"), "retry": N_("retry"), "address changed": N_("address changed"),
-            "missed": N_("missed"), "daily limit reached": N_("daily limit reached")}
-_SUPERSEDED = re.compile(r"superseded by step (\d+)")
-
-
-def reason_text(reason: str) -> str:
-    """A decision's reason (as the ledger keeps it) in the current language."""
-    if reason in _REASONS:
-        return _(_REASONS[reason])
-    if match := _SUPERSEDED.fullmatch(reason):
-        return _("superseded by step {step}").format(step=match[1])
-    if reason.startswith("waiting for "):
-        return _("waiting for {column}").format(column=reason.removeprefix("waiting for "))
-    return reason
 
 
 def _listing_end(plan_name: str, step: int, due: dt.date, action: str,

@@ -369,3 +369,17 @@ def test_a_french_workbook_names_its_own_sheet_and_column(tmp_path, capsys):
     (line,) = [ln for ln in capsys.readouterr().out.splitlines() if "31/02/2026" in ln]
     assert line.startswith("Commandes!D2 (date")
     assert line.endswith(" : « 31/02/2026 » n'est pas une date (ce jour n'existe pas).")
+
+
+def test_the_journal_says_its_reasons_in_french(tmp_path, smtp_server):
+    """A fr_FR workbook's Journal gives the reason of a skipped mail in French."""
+    import openpyxl
+
+    make_workbook(tmp_path, settings=_settings(smtp_port=smtp_server.port))
+    assert main(["run", "--today", "2026-04-20", "--home", str(tmp_path)]) == 0
+    sheet = openpyxl.load_workbook(tmp_path / "workbooks" / "commplan.xlsx")["Journal"]
+    rows = list(sheet.iter_rows(values_only=True))
+    detail = rows[0].index("détail")
+    details = {row[detail] for row in rows[1:]}
+    assert details & {"manqué", "remplacé par l'étape 3"}
+    assert not details & {"missed", "superseded by step 3"}

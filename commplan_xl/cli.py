@@ -106,6 +106,7 @@ def _commands() -> list[tuple[str, str]]:
         ("plan", _("show a plan's dates from a start date")),
         ("demo", _("run the whole flow on demo data")),
         ("auth", _("give the one-time OAuth2 consent for sending (Google)")),
+        ("restore-ledger", _("put back a dated copy of the ledger (the current one is kept)")),
     ]
 
 
@@ -155,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=_("render everything, send and record nothing"))
     p.add_argument("--limit", type=_positive, metavar="N",
                    help=_("send at most N mails in this run"))
+    p.add_argument("--new-ledger", action="store_true", help=_(
+        "confirm a fresh start: begin a new ledger although the workbook or the archive shows "
+        "earlier sends (they may be sent again)"))
+
+    p = add("restore-ledger")
+    p.add_argument("--from", dest="source", metavar=_("FILE"), help=_(
+        "the copy to restore (default: the newest in HOME/ledger-backups)"))
+    p.add_argument("--list", action="store_true", help=_("list the copies, restore nothing"))
 
     _today_option(add("bounces"), _("the day the returned mails are read on (default: today)"))
 
@@ -229,7 +238,7 @@ def main(argv: list[str] | None = None, *, ends_process: bool = False) -> int:
     home = commands.home_of(args)
     _setup_logging(home, args.debug)
     try:
-        return getattr(commands, f"cmd_{args.command}")(args)
+        return getattr(commands, f"cmd_{args.command.replace('-', '_')}")(args)
     except CommplanError as exc:
         log.error("%s: %s", args.command, exc)
         if args.debug:

@@ -127,13 +127,33 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _history_notes(site: batch.Site, recorded: dict | None = None) -> tuple[list[str], bool]:
+    """The sentences `check` and `due` add about earlier runs, and whether one of them
+    stops a run (a missing ledger)."""
+    from commplan_xl.run import history
+
+    notes: list[str] = []
+    missing = history.missing_ledger_message(site)
+    if missing:
+        notes.append(history.missing_ledger_message(
+            site, _("so a run would stop without sending anything")) or missing)
+    plans = recorded if recorded is not None else history.recorded_plans(site)
+    notes += history.moved_notes(site, plans)
+    return notes, missing is not None
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    from commplan_xl.run import history
+
     site = _site(args)
     with working(_("Checking every message")):
         problems = list(site.problems) + batch.check_messages(site, today=args.today)
     for p in problems:
         _say(str(p))
-    status = EXIT_ATTENTION if problems else EXIT_OK
+    notes, stops = _history_notes(site)
+    for line in history.tool_sheet_notes(site, batch.tool_sheet_specs(site)) + notes:
+        _say(line)
+    status = EXIT_ATTENTION if problems or stops else EXIT_OK
     note = batch.stale_lock_note(site.workbook)
     if note:
         _say(note)
@@ -162,6 +182,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             "{n} problems to fix in {workbook}. Rows with a problem are left out of the run; "
             "every other row goes on.", len(problems)).format(
                 n=len(problems), workbook=site.workbook.name))
+    elif stops:
+        _say(_("{workbook} is fine, but the ledger is not: restore it (see above) before the "
+               "next run.").format(workbook=site.workbook.name))
     else:
         counts = ", ".join((
             ngettext("{n} plan", "{n} plans", len(m.plans)).format(n=len(m.plans)),
@@ -278,13 +301,18 @@ def _due(args: argparse.Namespace) -> int:
     ledger = batch.prefetch_ledger(home)
     site = _site(args, tables=tables)
     day = args.today or batch.today_in(site.settings)
+    state = ledger.result()
     with working(_("Deciding what is due")):
-        decisions = batch.due(site, today=day, ledger=ledger.result())
+        decisions = batch.due(site, today=day, ledger=state)
     _last_due[:] = [site, decisions]
+    notes, stops = _history_notes(site, getattr(state[0], "plans", {}))
+    status = EXIT_ATTENTION if stops else EXIT_OK
     if args.csv:
         _write(due_csv(decisions))
         _problems_summary(site)
-        return EXIT_OK
+        for note in notes:
+            print(note, file=sys.stderr)
+        return status
     actions = Counter(map(itemgetter(6), decisions))  # by Decision.action
     if not decisions:
         _say(_("Nothing is due on {date}.").format(date=f"{day:%d/%m/%Y}"))
@@ -296,8 +324,10 @@ def _due(args: argparse.Namespace) -> int:
         if actions["wait"]:
             counts += _(", {wait} waiting").format(wait=actions["wait"])
         _say(_("{counts}. Nothing was sent; `commplan run` sends them.").format(counts=counts))
+    for note in notes:
+        _say(note)
     _problems_summary(site)
-    return EXIT_OK
+    return status
 
 
 class Progress:
@@ -388,7 +418,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "it cannot run in the future. Use --dry-run to see what that day would send."
         ).format(day=f"{args.today:%d/%m/%Y}", today=f"{today:%d/%m/%Y}"))
     report = batch.run(site, today=args.today, dry_run=args.dry_run, limit=args.limit,
-                       progress=Progress())
+                       progress=Progress(), new_ledger=args.new_ledger)
     print_report(report)
     return EXIT_ATTENTION if report.needs_attention else EXIT_OK
 
@@ -475,8 +505,39 @@ def cmd_resend(args: argparse.Namespace) -> int:
     return EXIT_ATTENTION if report.needs_attention else EXIT_OK
 
 
+def cmd_restore_ledger(args: argparse.Namespace) -> int:
+    """`commplan restore-ledger`: list the dated copies; put the newest (or --from) back."""
+    from commplan_xl.ops.runlock import run_lock
+    from commplan_xl.store import ledger_backup
+
+    home = home_of(args)
+    copies = ledger_backup.backups(home)
+    folder = ledger_backup.backup_folder(home)
+    if args.list or (not copies and not args.source):
+        if not copies:
+            _say(_("There is no dated copy of the ledger in {folder}.").format(folder=folder))
+            return EXIT_OK if args.list else EXIT_ATTENTION
+        _say(_("Dated copies of the ledger in {folder}, oldest first:").format(folder=folder))
+        for path in copies:
+            _say(f"  {ledger_backup.describe(path)}")
+        return EXIT_OK
+    source = Path(args.source).expanduser().absolute() if args.source else copies[-1]
+    if not source.is_file():
+        raise CommplanError(_("There is no file {path}; `commplan restore-ledger --list` "
+                              "shows the copies.").format(path=source))
+    ledger = home / batch.LEDGER_NAME
+    with run_lock(home):
+        kept = ledger_backup.restore(ledger, source, now=dt.datetime.now())
+    _say(_("Restored {ledger} from {copy}.").format(ledger=ledger,
+                                                    copy=ledger_backup.describe(source)))
+    if kept is not None:
+        _say(_("The ledger it replaced is kept as {path}.").format(path=kept))
+    _say(_("Next: `commplan due` shows what a run would send now."))
+    return EXIT_OK
+
+
 def cmd_variables(args: argparse.Namespace) -> int:
-    from commplan_xl.run.variables import variable_list
+    from commplan_xl.run.variables import VARIABLE_LIST, VARIABLE_LIST_HEADER, variable_list
 
     site = _site(args)
     rows = variable_list(site)
@@ -488,7 +549,7 @@ def cmd_variables(args: argparse.Namespace) -> int:
     from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.problems import WorkbookLocked
 
-    sheet = localise(ToolSheet(name="VariableList", header=("variable", "example", "description"),
+    sheet = localise(ToolSheet(name=VARIABLE_LIST, header=VARIABLE_LIST_HEADER,
                                rows=[(f"{{{{ {n} }}}}", e, d) for n, e, d in rows],
                                widths={"A": 34, "B": 40, "C": 60}),
                      "variablelist", batch.site_language(site))

@@ -138,8 +138,9 @@ SENTENCES: dict[Problem, str] = {
     Problem.EMAIL_INVALID: N_('"{address}" is not an email address; fix it (several addresses '
                               "are separated by ;)."),
     Problem.ORDER_ID_EMPTY: N_("The order id is empty; write one."),
-    Problem.ORDER_ID_REPEATED: N_('The order id "{id}" is already used in row {first_row}; give '
-                                  "each order its own id."),
+    Problem.ORDER_ID_REPEATED: N_('The order id "{id}" is already used in row {first_row} '
+                                  "(order ids ignore case and spaces); give each order its own "
+                                  "id."),
     Problem.ORDER_CUSTOMER_EMPTY: N_("The customer id is empty; write the customer's id from "
                                      "Customers."),
     Problem.ORDER_CUSTOMER_HAS_PROBLEM: N_('The customer "{customer_id}" has a problem in '

@@ -374,7 +374,7 @@ def _with_calc_chain(path: Path, chain: str, tool_sheet_formula: bool) -> None:
         'openxmlformats-officedocument.spreadsheetml.calcChain+xml"/></Types>')
     sheets = '<x:sheet name="Orders" sheetId="4" rel:id="rId7"/>'
     rels = f'<Relationship Id="rId3" Type="{rel}calcChain" Target="calcChain.xml"/>'
-    if tool_sheet_formula:
+    if tool_sheet_formula:  # the tool's own SentLog, marked as the tool marks it
         sheets += '<x:sheet name="SentLog" sheetId="9" rel:id="rId9"/>'
         rels += f'<Relationship Id="rId9" Type="{rel}worksheet" Target="worksheets/log.xml"/>'
         parts["xl/worksheets/log.xml"] = (
@@ -385,6 +385,11 @@ def _with_calc_chain(path: Path, chain: str, tool_sheet_formula: bool) -> None:
             'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>')
     parts["xl/workbook.xml"] = parts["xl/workbook.xml"].replace(
         '<x:sheet name="Orders" sheetId="4" rel:id="rId7"/>', sheets)
+    if tool_sheet_formula:
+        parts["xl/workbook.xml"] = parts["xl/workbook.xml"].replace(
+            "</x:sheets>", '</x:sheets><x:definedNames><x:definedName name="commplan_tool_'
+            "sentlog\" localSheetId=\"1\" hidden=\"1\">'SentLog'!$A$1</x:definedName>"
+            "</x:definedNames>")
     parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
         "</Relationships>", rels + "</Relationships>")
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:

@@ -72,6 +72,9 @@ def test_kill_mid_batch_then_rerun_delivers_each_mail_once(tmp_path):
     assert len(extra) <= len(uncertain)
     uncertain_orders = {r["order_id"] for r in rows if r["status"] == "uncertain"}
     assert all(any(o in name for o in uncertain_orders) for name in extra), (extra, uncertain)
+    # The killed run's temporary files are gone after the second run.
+    assert not list((tmp_path / "archive").rglob(".tmp-*.part"))
+    assert not list((tmp_path / "workbooks").glob(".commplan.*.tmp"))
 
 
 def test_second_run_while_one_is_running_exits_at_once(tmp_path):

@@ -541,16 +541,19 @@ def _plan_attachments(sheet: _Sheet, row: int, values: Mapping[str, object],
 
 
 def _ids(sheet: _Sheet, cells: pd.Series, column: str, empty: Problem,
-         repeated: Problem) -> tuple[pd.Series, dict[str, int]]:
+         repeated: Problem, fold: Callable[[str], str] | None = None
+         ) -> tuple[pd.Series, dict[str, int]]:
     """The ids as text, each reported when empty or already used above; and the first row
-    of every id."""
+    of every id. With `fold`, ids are compared folded (order ids ignore case and spaces,
+    like plan names) and `first_row` is keyed by the folded id."""
     ids = _texts(cells)
+    keys = ids.map(fold) if fold is not None else ids
     is_empty = ids.eq("")
-    first = ~ids.duplicated() & ~is_empty
-    first_row = dict(zip(ids[first].tolist(), ids.index[first].tolist(), strict=True))
+    first = ~keys.duplicated() & ~is_empty
+    first_row = dict(zip(keys[first].tolist(), ids.index[first].tolist(), strict=True))
     again = ~first & ~is_empty
     sheet.flag(is_empty, column, empty)
-    sheet.flag(again, column, repeated, id=ids, first_row=_rows_of(ids[again], first_row))
+    sheet.flag(again, column, repeated, id=ids, first_row=_rows_of(keys[again], first_row))
     return ids, first_row
 
 
@@ -657,7 +660,7 @@ def _orders(
     sheet = _Sheet(table, problems)
     cells = table.frame
     ids, _first_row = _ids(sheet, cells["order_id"], "order_id", Problem.ORDER_ID_EMPTY,
-                           Problem.ORDER_ID_REPEATED)
+                           Problem.ORDER_ID_REPEATED, fold=norm_key)
     customer_ids = _order_customers(sheet, cells["customer_id"], known)
     plan_keys = _order_plans(sheet, cells["plan"], known)
     dates = _order_dates(sheet, cells, plan_keys, plans)

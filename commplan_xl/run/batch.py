@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from commplan_xl.i18n import _, ngettext
-from commplan_xl.model import Customer, Decision, MessageRef, Model, Order, Plan, Step
+from commplan_xl.i18n import N_, _, ngettext
+from commplan_xl.model import Customer, Decision, MessageRef, Model, Order, Plan, Step, norm_key
 from commplan_xl.problems import (
     CommplanError,
     SendFailure,
@@ -94,10 +94,21 @@ class RunReport:
 # ---------------------------------------------------------------- loading
 
 def resolve_paths(home: Path | str | None, workbook: Path | str | None) -> tuple[Path, Path]:
-    """The home folder (--home, COMMPLAN_HOME, or the current folder) and the workbook path."""
-    home_path = Path(home or os.environ.get("COMMPLAN_HOME") or ".").expanduser().absolute()
-    wb = Path(workbook).expanduser() if workbook else home_path / "workbooks" / "commplan.xlsx"
-    return home_path, wb.absolute()
+    """The home folder and the workbook path.
+
+    The home is --home, else COMMPLAN_HOME, else the folder above a `workbooks` folder
+    holding the workbook given (a scheduled task starts in System32), else the current
+    folder.
+    """
+    wb = Path(workbook).expanduser().absolute() if workbook else None
+    chosen = home or os.environ.get("COMMPLAN_HOME")
+    if chosen:
+        home_path = Path(chosen).expanduser().absolute()
+    elif wb is not None and wb.parent.name.casefold() == "workbooks":
+        home_path = wb.parent.parent
+    else:
+        home_path = Path(".").absolute()
+    return home_path, wb or home_path / "workbooks" / "commplan.xlsx"
 
 
 def load_site(
@@ -172,6 +183,7 @@ def read_ledger(home: Path) -> tuple[Mapping, Callable[[dt.date], int]]:
         return {}, lambda day: 0
     with Ledger(path) as ledger:
         state = ledger.state()
+        state.plans = ledger.recorded_plans()  # for the notes of orders moved to a plan
         counts = ledger.sent_per_day()
     return state, lambda day: counts.get(day.isoformat(), 0)
 
@@ -227,7 +239,8 @@ class Prepared:
 
 def find_step(site: Site, order_id: str, step_number: int) -> tuple[Order, Customer, Plan, Step]:
     """The order, its customer, plan and step, or a sentence saying what is missing."""
-    order = next((o for o in site.model.orders if o.order_id == order_id.strip()), None)
+    key = norm_key(order_id)
+    order = next((o for o in site.model.orders if norm_key(o.order_id) == key), None)
     if order is None:
         from commplan_xl.excel.names import sheet_key
 
@@ -306,8 +319,13 @@ def run(
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     mailer_factory: Callable[[Settings], object] | None = None,
+    new_ledger: bool = False,
 ) -> RunReport:
-    """Send what is due, archive each mail, record every outcome, then rebuild the SentLog."""
+    """Send what is due, archive each mail, record every outcome, then rebuild the SentLog.
+
+    Refuses (CommplanError, nothing sent) to start a new ledger where the workbook or the
+    archive shows earlier sends, unless `new_ledger` confirms a fresh start.
+    """
     from commplan_xl.ops.runlock import run_lock
     from commplan_xl.store.ledger import Ledger
 
@@ -319,8 +337,16 @@ def run(
             "COMMPLAN_SENDER_EMAIL), then run again."))
     with run_lock(site.home):
         if dry_run:
+            from commplan_xl.run.history import missing_ledger_message
+
+            stop = None if new_ledger else missing_ledger_message(
+                site, _("so a real run would stop without sending anything"))
+            if stop:
+                report.notes.append(stop)
             return _dry_run(site, day, report, limit)
+        _before_sending(site, new_ledger)
         with Ledger(site.ledger_path) as ledger:
+            _copy_ledger(site, ledger, day, report, unless_current=True)  # a safety net
             for entry in ledger.recover(now_in(site.settings), day=day):
                 report.uncertain += 1
                 report.notes.append(_(
@@ -331,7 +357,43 @@ def run(
                 read_returned(site, ledger, report, day)
             extra = _send_all(site, ledger, day, report, limit, progress, mailer_factory)
             write_sentlog(site, ledger, report, extra_sheets=extra)
+            _copy_ledger(site, ledger, day, report)  # the day's copy holds today's sends
     return report
+
+
+def _copy_ledger(site: Site, ledger, day: dt.date, report: RunReport, *,
+                 unless_current: bool = False) -> None:
+    """Keep the day's dated copy of the ledger (nothing for a ledger still empty; with
+    `unless_current`, nothing when the newest copy already holds the ledger as it is); a
+    copy that cannot be made is said, never a reason to stop."""
+    import sqlite3
+
+    from commplan_xl.store.ledger_backup import backup_folder, is_current, make_backup
+
+    if ledger.is_empty() or (unless_current and is_current(ledger.db, site.home)):
+        return
+    try:
+        make_backup(ledger.db, site.home, day)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("no dated copy of the ledger: %s", exc)
+        note = (f"The dated copy of the ledger could not be made in {backup_folder(site.home)}"
+                f" ({exc}); check that folder.")
+        if note not in report.notes:
+            report.notes.append(note)
+
+
+def _before_sending(site: Site, new_ledger: bool) -> None:
+    """Clear a killed run's leftovers; stop before a new ledger is started over earlier
+    sends (see run.history)."""
+    from commplan_xl.run import history
+
+    removed = history.remove_leftovers(site)
+    if removed:
+        log.info("removed %d temporary file(s) a stopped run left", removed)
+    if not new_ledger:
+        message = history.missing_ledger_message(site)
+        if message:
+            raise CommplanError(message)
 
 
 def read_returned(site: Site, ledger, report: RunReport, day: dt.date) -> None:
@@ -399,11 +461,12 @@ def _held(d: Decision) -> str:
                                column=d.reason[len(WAITING_FOR):])
 
 
-def _not_built(ledger, report: RunReport, d: Decision, message: MessageRef, why: str,
-               now: dt.datetime, day: dt.date) -> None:
+def _not_built(site: Site, ledger, report: RunReport, d: Decision, message: MessageRef,
+               why: str, now: dt.datetime, day: dt.date) -> None:
     """Record a mail that could not be built (a template or attachment problem) failed:
     retried by the next runs once fixed, while within catch-up."""
-    detail = _("{error}; will be retried once fixed").format(error=why)
+    detail = _("{error}; {promise}").format(
+        error=why, promise=retry_promise(site, d, day, _("will be retried once fixed")))
     ledger.record_failure_before_send(message, detail=detail, now=now, day=day)
     report.failed += 1
     report.failures.append(_("Order {order} step {step}: {detail}").format(
@@ -417,10 +480,11 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
     from commplan_xl.core.schedule import is_limit_wait, is_value_wait
     from commplan_xl.mail.render import WaitingForValue
     from commplan_xl.mail.smtp import Mailer
-    from commplan_xl.store.archive import ArchiveIndex, discard_message, relative
+    from commplan_xl.store.archive import ArchiveIndex, discard_message, ids_to_settle, relative
 
     s = site.settings
-    archive_index = ArchiveIndex(s.archive_dir)
+    settle = ids_to_settle(site.model.customers)
+    archive_index = ArchiveIndex(s.archive_dir, owners=ledger.archive_owners(settle))
     decisions = decide(site, ledger.state(), today=day, sent_today=ledger.sent_on(day))
     flagged = ledger.flagged_addresses() if s.bounces else {}  # known not to exist
     sends = [i for i, d in enumerate(decisions) if d.action == "send"]
@@ -488,7 +552,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
             elif is_value_wait(d):  # nothing recorded: it goes once the cell is filled
                 report.held.append(_held(d))
             elif d.action == "wait" and not is_limit_wait(d):
-                _not_built(ledger, report, d, message, d.reason, now, day)
+                _not_built(site, ledger, report, d, message, d.reason, now, day)
             elif stopped:
                 report.not_tried += 1
             else:
@@ -506,7 +570,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
             return stopped
         except CommplanError as exc:
             record_sent()
-            _not_built(ledger, report, d, message, str(exc), now, day)
+            _not_built(site, ledger, report, d, message, str(exc), now, day)
             return stopped
         staged = stager.submit(_stage, site, customer, prepared, archive_index)
         tokens: list[int] = []
@@ -589,8 +653,10 @@ def _send_failed(site: Site, ledger, day: dt.date, report: RunReport, d: Decisio
         log_mail(site, d, _("uncertain: {detail}").format(detail=exc), logging.WARNING)
     else:
         status = "failed" if exc.temporary else "failed_permanent"
-        detail = (_("{error}; will be retried by the next run") if exc.temporary
-                  else _("{error}; not retried: correct the address")).format(error=exc)
+        detail = (_("{error}; {promise}").format(
+            error=_without_promise(str(exc)),
+            promise=retry_promise(site, d, day, _("will be retried by the next run")))
+            if exc.temporary else _("{error}; not retried: correct the address").format(error=exc))
         ledger.finish(token, status=status, detail=detail, archive_file="",
                       now=now_in(s), day=day)
         report.failed += 1
@@ -599,9 +665,11 @@ def _send_failed(site: Site, ledger, day: dt.date, report: RunReport, d: Decisio
         log_mail(site, d, _("failed: {detail}").format(detail=detail), logging.WARNING)
     if connection_failures < MAX_CONNECTION_FAILURES:
         return False
-    report.notes.append(_(
-        "The mail server failed {n} times in a row, so this run stopped trying; the other "
-        "mails stay due and the next run sends them.").format(n=connection_failures))
+    later = (_("the other mails stay due and the next run sends them") if s.catch_up_days
+             else _("the other mails stay due today only (catch_up_days is 0): run again today "
+                    "once the server works, or they count as missed tomorrow"))
+    report.notes.append(_("The mail server failed {n} times in a row, so this run stopped "
+                          "trying; {later}.").format(n=connection_failures, later=later))
     return True
 
 
@@ -614,6 +682,29 @@ def log_mail(site: Site, d: Decision, outcome: str, level: int = logging.INFO) -
     log.log(level, "%s", _("order {order} step {step} customer {customer} {who}: {outcome}")
             .format(order=d.order_id, step=d.step, customer=d.customer_id, who=who,
                     outcome=outcome))
+
+
+# The promise of a retry that a failure's sentence ends with (English, or as translated).
+_PROMISES = (N_("; it will be tried again on the next run"),
+             ": it will be tried again on the next run")
+
+
+def retry_promise(site: Site, d: Decision, day: dt.date, promise: str) -> str:
+    """`promise` (a later run retries the message) when a later day's run still may:
+    with catch_up_days 0 (or a due date at the end of the window) it says the truth."""
+    last = d.due_date + dt.timedelta(days=site.settings.catch_up_days)
+    if last > day:
+        return promise
+    return _("will not be retried after today (catch_up_days is {days}); once fixed, "
+             "`commplan resend {order} {step}` sends it").format(
+                 days=site.settings.catch_up_days, order=d.order_id, step=d.step)
+
+
+def _without_promise(text: str) -> str:
+    """The failure's sentence without the promise of a retry (the caller says when)."""
+    for promise in _PROMISES:
+        text = text.replace(promise, "").replace(_(promise), "")
+    return text
 
 
 def _blocked(ledger, message: MessageRef, customer: Customer, flagged: Mapping[str, str],
@@ -726,6 +817,24 @@ def site_language(site: Site) -> str:
     from commplan_xl.excel.names import workbook_language
 
     return workbook_language(site.settings.locale)
+
+
+def tool_sheet_specs(site: Site) -> list:
+    """The tool's sheets as it would write them in the site's language (no rows): their
+    names, headers and names in the other languages."""
+    from commplan_xl.excel.names import localise
+    from commplan_xl.excel.sheet_xml import ToolSheet
+    from commplan_xl.run import reports
+    from commplan_xl.run.variables import VARIABLE_LIST, VARIABLE_LIST_HEADER
+    from commplan_xl.store.sentlog import SENTLOG_HEADER
+
+    lang = site_language(site)
+    english = (("sentlog", "SentLog", SENTLOG_HEADER),
+               ("dashboard", reports.DASHBOARD, (*reports.DAY_HEADER, "", *reports.PLAN_HEADER)),
+               ("forecast", reports.FORECAST, reports.FORECAST_HEADER),
+               ("variablelist", VARIABLE_LIST, VARIABLE_LIST_HEADER))
+    return [localise(ToolSheet(name=name, header=header, rows=()), key, lang)
+            for key, name, header in english]
 
 
 def write_sheets(site: Site, sheets: list) -> None:
@@ -869,7 +978,11 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
                 return report
         d = Decision(order.order_id, customer.customer_id, plan.key, plan.name, step.number,
                      due_on, "send", "resend")
-        archive_file = _archive(site, customer, d, prepared, day)
+        from commplan_xl.store.archive import ArchiveIndex, ids_to_settle
+
+        owners = ledger.archive_owners(ids_to_settle(site.model.customers))
+        archive_file = _archive(site, customer, d, prepared, day,
+                                index=ArchiveIndex(s.archive_dir, owners=owners))
         ledger.finish(token, status="sent", detail=_("resent on request"),
                       archive_file=archive_file, now=now_in(s), day=day)
         report.sent += 1

@@ -23,7 +23,7 @@ from commplan_xl.core.schedule import is_limit_wait, split_ledger
 from commplan_xl.excel.names import localise, sheet_key, workbook_language
 from commplan_xl.excel.sheet_xml import Chart, ToolSheet
 from commplan_xl.i18n import N_, _, ngettext, speaking
-from commplan_xl.model import Decision, LedgerEntry, Model, Outcome
+from commplan_xl.model import Decision, LedgerEntry, Model, Outcome, norm_key
 from commplan_xl.problems import CommplanError, Problem, SendFailure, WorkbookProblem
 from commplan_xl.settings import Settings
 
@@ -173,11 +173,11 @@ def waiting_failures(
     ledger_state: Mapping[LedgerKey, LedgerEntry], model: Model
 ) -> tuple[WaitingFailure, ...]:
     """Every message in state `failed` (temporary), oldest due first."""
-    customer_of = {o.order_id: o.customer_id for o in model.orders}
+    customer_of = {norm_key(o.order_id): o.customer_id for o in model.orders}
     out = [
         WaitingFailure(
             order_id=e.order_id,
-            customer_id=customer_of.get(e.order_id, ""),
+            customer_id=customer_of.get(norm_key(e.order_id), ""),
             plan=_plan_name(model, e.plan),
             step=e.step,
             due_date=e.due_date,
@@ -225,15 +225,15 @@ def unreachable_orders(
             email="",
             problem="; ".join(email_problems[customer_row]),  # type: ignore[index]
         ))
-    orders = {o.order_id: o for o in model.orders}
+    orders = {norm_key(o.order_id): o for o in model.orders}  # ids fold, as the ledger's
     refused: dict[str, list[LedgerEntry]] = {}
     for e in split_ledger(ledger_state)[1].values():  # failures are never among done ones
         if e.state != "failed_permanent":
             continue
-        order = orders.get(e.order_id)
+        order = orders.get(norm_key(e.order_id))
         customer = model.customers.get(order.customer_id) if order else None
         if customer is not None and e.emails == ";".join(customer.emails):
-            refused.setdefault(e.order_id, []).append(e)
+            refused.setdefault(order.order_id, []).append(e)  # type: ignore[union-attr]
     for order_id in sorted(refused):
         entries = sorted(refused[order_id], key=lambda e: e.step)
         steps = ", ".join(str(e.step) for e in entries)
@@ -246,7 +246,7 @@ def unreachable_orders(
             "the mail server refused the address (steps {steps})", len(entries))
         out.append(Unreachable(
             order_id=order_id,
-            customer_id=orders[order_id].customer_id,
+            customer_id=orders[norm_key(order_id)].customer_id,
             email=entries[-1].emails,
             problem=_("{what}: {detail}").format(what=what.format(steps=steps), detail=detail),
         ))
@@ -495,23 +495,38 @@ def what_to_do(failure: str, catch_up_days: int | None = None) -> str:
     from commplan_xl.mail.bounces import SENDER_SIDE_REASON
     from commplan_xl.run.returned import NOT_RETRIED, REVIEW_LINE
 
+    # Past catch-up (always with catch_up_days 0) no later day's run retries a failure:
+    # never promise it.
+    last_day = ("not be retried after today" in text or catch_up_days == 0
+                or _says(text, N_("will not be retried after today (catch_up_days is {days}); "
+                                  "once fixed, `commplan resend {order} {step}` sends it")))
+    next_run = (_("no run will try it again (catch_up_days is past): run `{resend}` once it "
+                  "is fixed").format(resend=resend) if last_day
+                else _("the next run tries again"))
     if text.startswith("to review") or _says(text, REVIEW_LINE):
         return _("open this returned mail in the sending mailbox: it names a customer but no "
                  "mail commplan can find; send again by hand if needed.")
     if "sending account" in text or _says(text, SENDER_SIDE_REASON):
         return _("the sending account was refused, not the customer's address: the IT person "
                  "must check the right to send on behalf of the sender and the domain's "
-                 "SPF/DKIM records; the next run tries again.")
+                 "SPF/DKIM records; {next_run}.").format(next_run=next_run)
     if _says(text, N_("Order {order} step {step} is uncertain: {detail}")):
         return _("check with the customer whether this mail arrived; if not, run `{resend}` "
                  "(it is never sent again by itself).").format(resend=resend)
     if ("not retried" in text or _says(text, N_("{error}; not retried: correct the address"))
             or _says(text, NOT_RETRIED)):
+        if catch_up_days == 0:
+            return _("the address was refused: correct it in the Customers sheet, then run "
+                     "`{resend}` (catch_up_days is 0: no run will send it again).").format(
+                         resend=resend)
         return _("the address was refused: correct it in the Customers sheet; the mail goes "
                  "out again on the next run.")
-    if _says(text, N_("{error}; will be retried once fixed")):
+    if _says(text, N_("{error}; will be retried once fixed")) or "once fixed" in text:
         return _("correct the template or the attachment in the workbook (`commplan check` "
-                 "shows where); the next run tries again.")
+                 "shows where); {next_run}.").format(next_run=next_run)
+    if last_day:
+        return _("it will not be tried again after today: {next_run}.").format(
+            next_run=next_run)
     if catch_up_days:
         return ngettext(
             "nothing to do: the next runs try again for {n} day after the due date.",

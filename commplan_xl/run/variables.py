@@ -8,6 +8,9 @@ from commplan_xl.i18n import N_, _
 from commplan_xl.model import Customer, Order, Plan
 from commplan_xl.run import batch
 
+VARIABLE_LIST = "VariableList"  # the tool sheet listing them
+VARIABLE_LIST_HEADER = ("variable", "example", "description")
+
 BUILT_IN = (
     ("plan.name", N_("the plan's name")),
     ("step.number", N_("the step's number (1-10)")),

@@ -793,7 +793,7 @@ class Mailer:
         """The server's answer to a handed-over message (see `hand_over`)."""
         smtp = self._smtp
         if smtp is None:
-            raise self._uncertain(OSError("the connection was closed"))
+            raise self._uncertain(OSError(_("the connection was closed")))
         try:
             code, resp = smtp.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:

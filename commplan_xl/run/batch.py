@@ -376,8 +376,8 @@ def _copy_ledger(site: Site, ledger, day: dt.date, report: RunReport, *,
         make_backup(ledger.db, site.home, day)
     except (OSError, sqlite3.Error) as exc:
         log.warning("no dated copy of the ledger: %s", exc)
-        note = (f"The dated copy of the ledger could not be made in {backup_folder(site.home)}"
-                f" ({exc}); check that folder.")
+        note = _("The dated copy of the ledger could not be made in {folder} ({error}); check "
+                 "that folder.").format(folder=backup_folder(site.home), error=exc)
         if note not in report.notes:
             report.notes.append(note)
 

@@ -78,8 +78,8 @@ def test_renaming_a_plan_in_plans_and_orders_resends_nothing(home, smtp_server, 
     capsys.readouterr()
     assert cli(home, "due", "--today", DAY1) == 0
     out = capsys.readouterr().out
-    assert "Nothing is due" in out
-    assert 'order CMD-1 moved from plan Baie to plan Baie vitrée' in out
+    assert "Rien n'est dû" in out  # a fr_FR workbook
+    assert "la commande CMD-1 est passée du plan Baie au plan Baie vitrée" in out
     assert cli(home, "run", "--today", DAY1) == 0
     assert cli(home, "run", "--today", "2026-03-08") == 0
     assert len(smtp_server.received) == 5
@@ -110,9 +110,9 @@ def test_an_order_moved_to_another_plan_keeps_its_history(home, smtp_server, cap
     edit(home, "Orders", "plan", lambda r, v: "Autre" if r == 2 else v)  # CMD-1
     capsys.readouterr()
     assert cli(home, "check") == 0
-    assert 'order CMD-1 moved from plan Baie to plan Autre' in capsys.readouterr().out
+    assert "la commande CMD-1 est passée du plan Baie au plan Autre" in capsys.readouterr().out
     assert cli(home, "due", "--today", DAY1) == 0
-    assert 'order CMD-1 moved from plan Baie to plan Autre' in capsys.readouterr().out
+    assert "la commande CMD-1 est passée du plan Baie au plan Autre" in capsys.readouterr().out
     assert cli(home, "run", "--today", DAY1) == 0
     assert len(smtp_server.received) == 5
     assert cli(home, "run", "--today", DAY2) == 0
@@ -126,7 +126,7 @@ def test_two_order_ids_differing_by_case_are_a_check_problem(tmp_path, capsys):
     make_workbook(tmp_path, plans=_plans(), orders=orders)
     assert main(["check", "--home", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "Orders!A3" in out and "row 2" in out and "order_id" in out
+    assert "Orders!A3" in out and "ligne 2" in out and "order_id" in out
 
 
 # ---------------------------------------------------------------- a lost ledger
@@ -154,7 +154,7 @@ def test_a_lost_ledger_stops_the_run_before_any_send(home, smtp_server, capsys, 
     err = capsys.readouterr().err
     assert len(smtp_server.received) == 5
     assert "commplan restore-ledger" in err and "--new-ledger" in err
-    assert "nothing was sent" in err
+    assert "rien n'a donc été envoyé" in err
 
 
 @pytest.mark.parametrize("evidence", ["sentlog", "archive"])
@@ -181,7 +181,7 @@ def test_due_and_check_mention_the_missing_ledger(home, capsys):
     assert cli(home, "check") == 1
     assert "restore-ledger" in capsys.readouterr().out
     assert cli(home, "run", "--today", DAY1, "--dry-run") == 0
-    assert "a real run would stop" in capsys.readouterr().out
+    assert "un vrai passage s'arrêterait" in capsys.readouterr().out
     assert not (home / LEDGER).exists()  # looking never starts a ledger
 
 
@@ -195,10 +195,10 @@ def test_restore_ledger_puts_back_the_newest_copy(home, smtp_server, capsys):
     _remove_ledger(home, "blank")
     capsys.readouterr()
     assert cli(home, "restore-ledger", "--list") == 0
-    assert "commplan-ledger-2026-03-07.sqlite3  (5 outcome(s)" in capsys.readouterr().out
+    assert "commplan-ledger-2026-03-07.sqlite3  (5 résultat(s)" in capsys.readouterr().out
     assert cli(home, "restore-ledger") == 0
     out = capsys.readouterr().out
-    assert "Restored" in out and "kept as" in out
+    assert "est remis depuis" in out and "est gardé sous" in out
     kept = [p for p in (home / BACKUP_FOLDER).iterdir() if "replaced" in p.name]
     assert len(kept) == 1
     assert cli(home, "run", "--today", "2026-03-08") == 0

@@ -12,6 +12,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from commplan_xl import i18n
 from commplan_xl.cli import main
 from commplan_xl.excel.graft import write_tool_sheets
 from commplan_xl.excel.names import tool_sheet
@@ -379,6 +380,7 @@ def _report(**kw) -> RunReport:
 
 def test_summary_subject_counts_in_french():
     """The subject gives the day and the counts, French singular for 0 and 1."""
+    i18n.set_language("fr")
     assert summary_subject(_report(sent=12, failed=1)) == \
         "commplan — 27/11/2026 : 12 envoyés, 1 échec"
     assert summary_subject(_report(sent=1, failed=0)) == \
@@ -389,10 +391,12 @@ def test_summary_subject_counts_in_french():
 
 @pytest.mark.parametrize(("kind", "words"), [
     (SendKind.UNCERTAIN, "`commplan resend O7 3`"),
-    (SendKind.PERMANENT, "feuille Customers"),
+    (SendKind.PERMANENT, "Customers sheet"),
     (SendKind.NOT_BUILT, "`commplan check`"),
-    (SendKind.TEMPORARY, "rien à faire"),
-    (SendKind.UNREACHABLE, "rien à faire"),
+    (SendKind.TEMPORARY, "nothing to do"),
+    (SendKind.UNREACHABLE, "nothing to do"),
+    (SendKind.SENDER_SIDE, "sending account"),
+    (SendKind.TO_REVIEW, "returned mail"),
 ])
 def test_advice_follows_the_kind_of_failure_not_its_words(kind, words):
     """The summary's advice depends on the failure's kind: any wording of the detail gets
@@ -435,7 +439,7 @@ def test_summary_body_lists_each_failure_with_what_to_do(dash_home):
     advice = [ln for ln in lines if ln.startswith("  Que faire : ")]
     assert len(advice) == 4
     assert "réessaient pendant 7 jours" in advice[0]
-    assert "Customers" in advice[1]
+    assert "Clients" in advice[1]
     assert "commplan check" in advice[2]
     assert "`commplan resend O4 2`" in advice[3]
     assert "Envoyés : 4, ignorés : 1, échecs : 3, incertains : 1" in lines

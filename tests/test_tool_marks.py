@@ -111,7 +111,9 @@ def test_a_staff_sheet_with_a_tool_name_is_never_overwritten(tmp_path, smtp_serv
     capsys.readouterr()
     assert main(["check", "--home", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert f'the sheet "{staff_name}" is yours' in out and "(commplan)" in out
+    yours = (f'the sheet "{staff_name}" is yours' if locale.startswith("en")
+             else f"la feuille « {staff_name} » est à vous")
+    assert yours in out and "(commplan)" in out
     for day in (DAY1, "2026-03-08"):
         assert main(["run", "--home", str(tmp_path), "--today", day]) == 0
     wb = openpyxl.load_workbook(workbook(tmp_path))

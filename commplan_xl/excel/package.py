@@ -28,6 +28,7 @@ from commplan_xl.excel.ooxml import (
 )
 from commplan_xl.excel.sheet_xml import ToolSheet
 from commplan_xl.excel.tool_marks import Placement, place_sheets, read_marks, set_marks
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError
 
 
@@ -106,7 +107,8 @@ def _insert_before_close(xml: str, element: str, fragment: str, member: str) -> 
     """Insert `fragment` before the closing tag of `element`, with that tag's prefix."""
     closes = list(re.finditer(rf"</([A-Za-z_][\w.\-]*:)?{element}\s*>", xml))
     if not closes:
-        raise CommplanError(f"The workbook's {member} has no <{element}> list; is it damaged?")
+        raise CommplanError(_("The workbook's {member} has no <{element}> list; is it damaged?")
+                            .format(member=member, element=element))
     close = closes[-1]
     prefix = close.group(1) or ""
     return xml[: close.start()] + fragment.replace("<§", f"<{prefix}") + xml[close.start():]
@@ -160,13 +162,13 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
     graft = Graft()
     root_rels = [r for r in pkg.rels("") if r.type.endswith("/officeDocument")]
     if not root_rels:
-        raise CommplanError("The file has no workbook part; is it really an .xlsx workbook?")
+        raise CommplanError(_("The file has no workbook part; is it really an .xlsx workbook?"))
     book = root_rels[0].target
     book_xml = pkg.read(book).decode("utf-8")
     root = ET.fromstring(book_xml)
     if root.tag.startswith("{" + STRICT_MAIN):
-        raise CommplanError("The workbook is saved as 'Strict Open XML'; save it in Excel as "
-                            "an ordinary 'Excel Workbook (.xlsx)' and run again.")
+        raise CommplanError(_("The workbook is saved as 'Strict Open XML'; save it in Excel "
+                              "as an ordinary 'Excel Workbook (.xlsx)' and run again."))
     by_rid = {r.rid: r for r in pkg.rels(book)}
     sheets_of, sheet_ids = _workbook_sheets(root, by_rid)
     places = place_sheets({k: (v[0], v[2]) for k, v in sheets_of.items()}, read_marks(root),

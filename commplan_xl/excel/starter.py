@@ -31,6 +31,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from commplan_xl.core.units import UNIT_TABLE, parse_unit
 from commplan_xl.excel import names
 from commplan_xl.excel.safe_replace import lock_file
+from commplan_xl.i18n import _
 from commplan_xl.model import Status
 from commplan_xl.problems import CommplanError, WorkbookLocked
 from commplan_xl.settings import KEYS as SETTING_KEYS
@@ -817,14 +818,13 @@ def init_home(home: Path, *, force: bool = False, today: dt.date | None = None,
     path = Path(workbook) if workbook is not None else home / "workbooks" / WORKBOOK_NAME
     if path.exists():
         if not force:
-            raise CommplanError(
-                f"The workbook {path} already exists; use --force to replace it "
-                "(the old one is kept as a dated backup)."
-            )
+            raise CommplanError(_(
+                "The workbook {path} already exists; use --force to replace it (the old one "
+                "is kept as a dated backup).").format(path=path))
         if lock_file(path) is not None:
-            raise WorkbookLocked(
-                f"The workbook {path} is open in Excel or LibreOffice; close it and try again."
-            )
+            raise WorkbookLocked(_(
+                "The workbook {path} is open in Excel or LibreOffice; close it and try again."
+            ).format(path=path))
     for folder in ("workbooks", "attachments", "archive"):
         (home / folder).mkdir(parents=True, exist_ok=True)
     write_demo_attachments(home / "attachments")

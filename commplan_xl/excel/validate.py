@@ -26,6 +26,7 @@ import pandas as pd
 from commplan_xl.core.units import UNIT_ROWS, Unit, parse_unit
 from commplan_xl.excel import names
 from commplan_xl.excel.read import Table, no_gc, normalise_header, parse_date, parse_yes_no
+from commplan_xl.i18n import _
 from commplan_xl.mail.attachments import resolve_attachment
 from commplan_xl.model import (
     Customer,
@@ -300,10 +301,10 @@ def _settings(
         for row, values in table.rows:
             key = normalise_header(_text(values["key"]))
             if not key:
-                sheet.add(row, "key", "The setting has a value but no key; write its name.")
+                sheet.add(row, "key", _("The setting has a value but no key; write its name."))
             elif key in raw:
-                sheet.add(row, "key", f"The setting {key} is already in row {raw[key][1]}; "
-                          "keep only one.")
+                sheet.add(row, "key", _("The setting {key} is already in row {row}; keep only "
+                                        "one.").format(key=key, row=raw[key][1]))
             elif (unknown := unknown_key(key, values["key"])) is not None:
                 sheet.add(row, "key", unknown)
             else:
@@ -328,11 +329,12 @@ def _settings(
     if not settings.sender_email:
         found.append(WorkbookProblem(
             sheet_name, None, "sender_email",
-            "No sender address: add a row sender_email with the address mails come from, "
-            "or set COMMPLAN_SENDER_EMAIL.",
+            _("No sender address: add a row sender_email with the address mails come from, "
+              "or set COMMPLAN_SENDER_EMAIL."),
         ))
     elif not is_email(settings.sender_email):
-        bad("sender_email", f'"{settings.sender_email}" is not an email address.')
+        bad("sender_email", _('"{address}" is not an email address.').format(
+            address=settings.sender_email))
     if names.language_of(settings.locale) is None:
         row = rows.get("locale")
         cell = table.cell("value", row) if table is not None and row is not None else ""
@@ -346,9 +348,9 @@ def _settings(
         try:  # the calendar the run will use decides what is valid (case, old names)
             business_calendar(settings.holiday_country, settings.holiday_subdiv)
         except ValueError:
-            bad("holidays", f'"{settings.holidays}" is not a country (and subdivision) the '
-                "holidays library knows; write a country code such as FR, or FR-57 for "
-                "Alsace-Moselle.")
+            bad("holidays", _('"{text}" is not a country (and subdivision) the holidays '
+                              "library knows; write a country code such as FR, or FR-57 for "
+                              "Alsace-Moselle.").format(text=settings.holidays))
             settings = replace(settings, holidays="")
     problems.extend(sorted(found, key=lambda p: (p.row is None, p.row or 0)))
     return settings

@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
+from commplan_xl.i18n import _
 from commplan_xl.mail.bounces import REF_HEADER, new_ref
 from commplan_xl.mail.render import InlineImage, Rendered, fold_line
 from commplan_xl.problems import SendFailure, SendKind
@@ -62,13 +63,15 @@ def _load(path: Path) -> _Loaded:
     except FileNotFoundError:
         where = path.resolve()
         raise SendFailure(
-            f'the attachment "{where.name}" is missing from {where.parent}: add the file'
-            " or correct the attachments column of the Plans sheet",
+            _('the attachment "{name}" is missing from {folder}: add the file or correct the '
+              "attachments column of the Plans sheet").format(name=where.name,
+                                                              folder=where.parent),
             kind=SendKind.NOT_BUILT,
         ) from None
     except OSError as exc:
         raise SendFailure(
-            f'the attachment "{path.name}" could not be read ({exc.strerror or exc})',
+            _('the attachment "{name}" could not be read ({error})').format(
+                name=path.name, error=exc.strerror or exc),
             kind=SendKind.NOT_BUILT,
         ) from None
     ctype, encoding = mimetypes.guess_type(path.name)
@@ -88,30 +91,31 @@ def check_address(address: str) -> str:
 
     def bad(why: str) -> SendFailure:
         return SendFailure(
-            f'"{text}" is not a valid email address ({why}): correct the customer\'s email',
+            _('"{address}" is not a valid email address ({why}): correct the customer\'s email')
+            .format(address=text, why=why),
             kind=SendKind.PERMANENT, recipient=text,
         )
 
     if not text or any(ord(ch) < 32 or ord(ch) == 127 for ch in text) or " " in text:
-        raise bad("empty, or with spaces or line breaks" if text else "empty")
+        raise bad(_("empty, or with spaces or line breaks") if text else _("empty"))
     local, sep, domain = text.rpartition("@")
     if not sep or not local or not domain or "." not in domain.strip("."):
-        raise bad("it needs a name, @ and a domain like example.com")
+        raise bad(_("it needs a name, @ and a domain like example.com"))
     if not local.isascii():
-        raise bad("accented letters before the @ are not accepted by most mail servers")
+        raise bad(_("accented letters before the @ are not accepted by most mail servers"))
     if not domain.isascii():
         try:
             domain = domain.encode("idna").decode("ascii")
         except UnicodeError:
-            raise bad("the domain is not valid") from None
+            raise bad(_("the domain is not valid")) from None
     if _PLAIN_ADDRESS.fullmatch(f"{local}@{domain}"):
         return f"{local}@{domain}"  # what Address gives for these, far cheaper
     try:
         parsed = Address(addr_spec=f"{local}@{domain}")
     except Exception:  # the email package raises several kinds for a malformed address
-        raise bad("it does not follow the rules of email addresses") from None
+        raise bad(_("it does not follow the rules of email addresses")) from None
     if parsed.addr_spec != f"{local}@{domain}":
-        raise bad("it does not follow the rules of email addresses")
+        raise bad(_("it does not follow the rules of email addresses"))
     return parsed.addr_spec
 
 
@@ -184,7 +188,7 @@ def build_message(
     reference header (`ref`, a fresh one when not given), which a returned mail quotes.
     """
     if not to:
-        raise SendFailure("the customer has no email address", kind=SendKind.PERMANENT)
+        raise SendFailure(_("the customer has no email address"), kind=SendKind.PERMANENT)
     sender = check_address(sender_email)
     headers = [
         _from_header(fold_line(sender_name), sender),

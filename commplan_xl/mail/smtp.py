@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any
 
+from commplan_xl.i18n import N_, _
 from commplan_xl.mail import oauth
 from commplan_xl.mail.message import BuiltMessage, check_address, message_bytes
 from commplan_xl.mail.transport import Outcome, Refusal
@@ -60,13 +61,13 @@ def _reply_text(code: int, resp: bytes | str) -> str:
 def _why(exc: BaseException) -> str:
     """A few words for a network error, e.g. "connection refused"."""
     if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
+        return _("connection refused")
     if isinstance(exc, ConnectionResetError):
-        return "connection reset"
+        return _("connection reset")
     if isinstance(exc, TimeoutError | socket.timeout) or "timed out" in str(exc):
-        return "no answer in time"
+        return _("no answer in time")
     if isinstance(exc, smtplib.SMTPServerDisconnected):
-        return "connection closed by the server"
+        return _("connection closed by the server")
     if isinstance(exc, smtplib.SMTPResponseException):
         return _reply_text(exc.smtp_code, exc.smtp_error)
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -149,9 +150,10 @@ class SmtpTransport:
             self._password = smtp_password(user, self._environ)
             if not self._password:
                 raise self._fail(
-                    f'there is no SMTP password for the user "{user}": set the environment'
-                    f" variable {PASSWORD_ENV}, or store it in the system keyring (service"
-                    f' "{KEYRING_SERVICE}", user "{user}")',
+                    _('there is no SMTP password for the user "{user}": set the environment '
+                      'variable {variable}, or store it in the system keyring (service '
+                      '"{service}", user "{user}")').format(
+                          user=user, variable=PASSWORD_ENV, service=KEYRING_SERVICE),
                     kind=SendKind.SETUP,
                 )
         try:
@@ -170,46 +172,49 @@ class SmtpTransport:
             ) from None
         except smtplib.SMTPNotSupportedError as exc:
             self._drop()
-            what = "STARTTLS" if "STARTTLS" in str(exc).upper() else "a login (AUTH)"
+            what = "STARTTLS" if "STARTTLS" in str(exc).upper() else _("a login (AUTH)")
             if "XOAUTH2" in str(exc).upper():
-                what = "the OAuth2 login (AUTH XOAUTH2)"
+                what = _("the OAuth2 login (AUTH XOAUTH2)")
             raise self._fail(
-                f"the mail server {self.where} does not offer {what}: check smtp_security"
-                " and smtp_user in the Settings sheet",
+                _("the mail server {where} does not offer {what}: check smtp_security and "
+                  "smtp_user in the Settings sheet").format(where=self.where, what=what),
                 kind=SendKind.SETUP,
             ) from None
         except ssl.SSLError as exc:
             self._drop()
             raise self._fail(
-                f"could not open a secure connection to the mail server {self.where}"
-                f" ({exc.reason or exc}): check smtp_security (ssl for port 465, starttls"
-                " for 587)",
+                _("could not open a secure connection to the mail server {where} ({error}): "
+                  "check smtp_security (ssl for port 465, starttls for 587)").format(
+                      where=self.where, error=exc.reason or exc),
                 kind=SendKind.SETUP,
             ) from None
         except socket.gaierror:
             self._drop()
             raise self._fail(
-                f'could not find the mail server "{s.smtp_host}" (unknown host name):'
-                " check smtp_host in the Settings sheet",
+                _('could not find the mail server "{host}" (unknown host name): check '
+                  "smtp_host in the Settings sheet").format(host=s.smtp_host),
                 kind=SendKind.SETUP,
             ) from None
         except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
             self._drop()
-            if _why(exc) != "no answer in time":
+            if _why(exc) != _("no answer in time"):
                 raise self._fail(
-                    f"the mail server {self.where} closed the connection while connecting:"
-                    " is smtp_security right (ssl for port 465, starttls for 587)?",
+                    _("the mail server {where} closed the connection while connecting: is "
+                      "smtp_security right (ssl for port 465, starttls for 587)?").format(
+                          where=self.where),
                     kind=SendKind.UNREACHABLE,
                 ) from None
             raise self._fail(
-                f"the mail server {self.where} did not answer within {s.smtp_timeout:g} s:"
-                " is it running, and are smtp_host, smtp_port and smtp_security right?",
+                _("the mail server {where} did not answer within {seconds} s: is it running, "
+                  "and are smtp_host, smtp_port and smtp_security right?").format(
+                      where=self.where, seconds=f"{s.smtp_timeout:g}"),
                 kind=SendKind.UNREACHABLE,
             ) from None
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             raise self._fail(
-                f"could not reach the mail server {self.where} ({_why(exc)}): is it running?",
+                _("could not reach the mail server {where} ({why}): is it running?").format(
+                    where=self.where, why=_why(exc)),
                 kind=SendKind.UNREACHABLE,
             ) from None
         self.connections += 1
@@ -301,7 +306,7 @@ class SmtpTransport:
         mail_from = check_address(sender)
         rcpts = [check_address(a) for a in recipients]
         if not rcpts:
-            raise self._fail("the message has no recipient", kind=SendKind.PERMANENT)
+            raise self._fail(_("the message has no recipient"), kind=SendKind.PERMANENT)
         for attempt in (1, 2):
             self.open()
             try:
@@ -310,8 +315,9 @@ class SmtpTransport:
                 self._drop()
                 if attempt == 2:
                     raise self._fail(
-                        f"the mail server {self.where} hung up twice before taking the"
-                        f" message ({exc.reason}); it will be tried again on the next run",
+                        _("the mail server {where} hung up twice before taking the message "
+                          "({why}); it will be tried again on the next run").format(
+                              where=self.where, why=exc.reason),
                         kind=SendKind.UNREACHABLE,
                     ) from None
                 continue
@@ -347,7 +353,7 @@ class SmtpTransport:
                 raise _Dropped(_reply_text(code, resp))
             if code != 354:
                 self._reset()
-                raise self._reply_failure("did not take the message", code, resp)
+                raise self._reply_failure(N_("did not take the message"), code, resp)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             raise _Dropped(_why(exc)) from None
         return refused
@@ -393,16 +399,17 @@ class SmtpTransport:
         if code != 250:
             if code == 421:
                 self._drop()
-            raise self._reply_failure("did not take the message", code, resp)
+            raise self._reply_failure(N_("did not take the message"), code, resp)
         self.sent += 1
         return Outcome.delivered(code, _reply_text(code, resp), refused)
 
     def _uncertain(self, exc: BaseException) -> SendUncertain:
         self._drop()
         return SendUncertain(self._scrub(
-            f"the connection to the mail server {self.where} failed ({_why(exc)}) while"
-            " the message was being handed over: it may or may not have been sent, so it"
-            " will not be sent again automatically (check, then use `commplan resend`)"
+            _("the connection to the mail server {where} failed ({why}) while the message was "
+              "being handed over: it may or may not have been sent, so it will not be sent "
+              "again automatically (check, then use `commplan resend`)").format(
+                  where=self.where, why=_why(exc))
         ))
 
     def _reset(self) -> None:
@@ -418,21 +425,21 @@ class SmtpTransport:
         temporary = 400 <= code < 500
         reply = _reply_text(code, resp)
         return self._fail(
-            f"the mail server {what} ({reply})"
-            + ("; it will be tried again on the next run" if temporary else ""),
+            _("the mail server {what} ({reply})").format(what=_(what), reply=reply)
+            + (_("; it will be tried again on the next run") if temporary else ""),
             kind=SendKind.TEMPORARY if temporary else SendKind.PERMANENT,
             code=code, reply=reply,
         )
 
     def _mail_from_failure(self, sender: str, code: int, resp: bytes | str) -> SendFailure:
         if code == 552 or 400 <= code < 500:  # message too big, or a temporary refusal
-            return self._reply_failure("did not take the message", code, resp)
+            return self._reply_failure(N_("did not take the message"), code, resp)
         # Any other refusal of the sender is the site's configuration, not this message:
         # temporary (retried once fixed) and a connection problem (the run stops trying).
         reply = _reply_text(code, resp)
         return self._fail(
-            f"the mail server refused the sender address {sender} ({reply}): check"
-            " sender_email and smtp_user in the Settings sheet",
+            _("the mail server refused the sender address {sender} ({reply}): check sender_email "
+              "and smtp_user in the Settings sheet").format(sender=sender, reply=reply),
             kind=SendKind.SETUP, code=code, reply=reply,
         )
 
@@ -482,11 +489,11 @@ def check_connection(
     with SmtpTransport(settings, environ=environ, token_provider=token_provider) as transport:
         transport.open()
         user = transport.login_user
-    login = f'logged in as "{user}"' if user else "no login"
+    login = _('logged in as "{user}"').format(user=user) if user else _("no login")
     if settings.smtp_auth.startswith("oauth2"):
-        login += " with OAuth2"
-    security = {"ssl": "SSL", "starttls": "STARTTLS"}.get(settings.smtp_security, "no encryption")
-    return (
-        f"the mail server {settings.smtp_host}:{settings.smtp_port} answered ({security},"
-        f" {login}); nothing was sent"
-    )
+        login += _(" with OAuth2")
+    security = {"ssl": "SSL", "starttls": "STARTTLS"}.get(settings.smtp_security,
+                                                          _("no encryption"))
+    return _("the mail server {host}:{port} answered ({security}, {login}); nothing was sent"
+             ).format(host=settings.smtp_host, port=settings.smtp_port, security=security,
+                      login=login)

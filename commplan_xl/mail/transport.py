@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from commplan_xl.i18n import _
 from commplan_xl.mail.message import BuiltMessage
 from commplan_xl.problems import SendFailure, SendKind
 
@@ -34,10 +35,11 @@ class Refusal:
 
     def __str__(self) -> str:
         if 400 <= self.code < 500:
-            return (f"the mail server refused the address {self.address} for now"
-                    f" ({self.reply}): it will be tried again on the next run")
-        return (f"the mail server refused the address {self.address} ({self.reply}):"
-                " correct the customer's email")
+            return _("the mail server refused the address {address} for now ({reply}): it will "
+                     "be tried again on the next run").format(address=self.address,
+                                                              reply=self.reply)
+        return _("the mail server refused the address {address} ({reply}): correct the "
+                 "customer's email").format(address=self.address, reply=self.reply)
 
 
 @dataclass(frozen=True)

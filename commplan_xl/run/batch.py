@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from commplan_xl.i18n import N_, _, ngettext
 from commplan_xl.model import Customer, Decision, MessageRef, Model, Order, Plan, Step, norm_key
 from commplan_xl.problems import (
     CommplanError,
@@ -219,24 +220,25 @@ def find_step(site: Site, order_id: str, step_number: int) -> tuple[Order, Custo
     if order is None:
         from commplan_xl.excel.names import sheet_key
 
-        bad = [p for p in site.problems if sheet_key(p.sheet) == "orders"]
-        hint = " (the Orders sheet has problems: run `commplan check`)" if bad else ""
-        raise CommplanError(f'There is no order "{order_id}" in the Orders sheet{hint}.')
+        if any(sheet_key(p.sheet) == "orders" for p in site.problems):
+            raise CommplanError(_('There is no order "{order}" in the Orders sheet (the Orders '
+                                  "sheet has problems: run `commplan check`).").format(
+                                      order=order_id))
+        raise CommplanError(_('There is no order "{order}" in the Orders sheet.').format(
+            order=order_id))
     plan = site.model.plans.get(order.plan)
     if plan is None:
-        raise CommplanError(
-            f'Order {order.order_id} uses plan "{order.plan}", which is not in Plans.')
+        raise CommplanError(_('Order {order} uses plan "{plan}", which is not in Plans.').format(
+            order=order.order_id, plan=order.plan))
     step = next((s for s in plan.steps if s.number == step_number), None)
     if step is None:
         numbers = ", ".join(str(s.number) for s in plan.steps)
-        raise CommplanError(
-            f'Plan "{plan.name}" has no step {step_number} (its steps are {numbers}).'
-        )
+        raise CommplanError(_('Plan "{plan}" has no step {step} (its steps are {numbers}).')
+                            .format(plan=plan.name, step=step_number, numbers=numbers))
     customer = site.model.customers.get(order.customer_id)
     if customer is None:
-        raise CommplanError(
-            f"Order {order.order_id}'s customer {order.customer_id} is not in Customers."
-        )
+        raise CommplanError(_("Order {order}'s customer {customer} is not in Customers.").format(
+            order=order.order_id, customer=order.customer_id))
     return order, customer, plan, step
 
 
@@ -307,18 +309,17 @@ def run(
     day = today or today_in(site.settings)
     report = RunReport(today=day, dry_run=dry_run, problems=site.problems)
     if not site.settings.sender_email:
-        raise CommplanError(
+        raise CommplanError(_(
             "No sender address: fill `sender_email` in the Settings sheet (or set "
-            "COMMPLAN_SENDER_EMAIL), then run again."
-        )
+            "COMMPLAN_SENDER_EMAIL), then run again."))
     with run_lock(site.home):
         if dry_run:
             from commplan_xl.run.history import missing_ledger_message
 
-            stop = None if new_ledger else missing_ledger_message(site)
+            stop = None if new_ledger else missing_ledger_message(
+                site, _("so a real run would stop without sending anything"))
             if stop:
-                report.notes.append(stop.replace("so nothing was sent", "so a real run "
-                                                 "would stop without sending anything"))
+                report.notes.append(stop)
             return _dry_run(site, day, report, limit)
         _before_sending(site, new_ledger)
         with Ledger(site.ledger_path) as ledger:
@@ -349,11 +350,10 @@ def _recover(site: Site, ledger, day: dt.date, report: RunReport) -> None:
     """Call the mails a killed run left `sending` uncertain, with a note for each."""
     for entry in ledger.recover(now_in(site.settings), day=day):
         report.uncertain += 1
-        report.notes.append(
-            f"Order {entry.order_id} step {entry.step} is uncertain: the last run stopped "
-            "while sending it. Check with the customer, then use "
-            f"`commplan resend {entry.order_id} {entry.step}` if it did not arrive."
-        )
+        report.notes.append(_(
+            "Order {order} step {step} is uncertain: the last run stopped while sending "
+            "it. Check with the customer, then use `commplan resend {order} {step}` if "
+            "it did not arrive.").format(order=entry.order_id, step=entry.step))
 
 
 def _report_sheets(site: Site, ledger, day: dt.date, report: RunReport
@@ -365,8 +365,9 @@ def _report_sheets(site: Site, ledger, day: dt.date, report: RunReport
     try:
         return report_sheets(site, ledger, today=day)
     except Exception as exc:
-        log.exception("Dashboard/Forecast not built")
-        report.notes.append(f"The Dashboard and Forecast sheets could not be built: {exc}")
+        log.exception("%s", _("the Dashboard and Forecast sheets were not built"))
+        report.notes.append(_("The Dashboard and Forecast sheets could not be built: "
+                              "{error}").format(error=exc))
         return [], None
 
 
@@ -385,8 +386,8 @@ def _copy_ledger(site: Site, ledger, day: dt.date, report: RunReport, *,
         make_backup(ledger.db, site.home, day)
     except (OSError, sqlite3.Error) as exc:
         log.warning("no dated copy of the ledger: %s", exc)
-        note = (f"The dated copy of the ledger could not be made in {backup_folder(site.home)}"
-                f" ({exc}); check that folder.")
+        note = _("The dated copy of the ledger could not be made in {folder} ({error}); check "
+                 "that folder.").format(folder=backup_folder(site.home), error=exc)
         if note not in report.notes:
             report.notes.append(note)
 
@@ -470,7 +471,11 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
 
 def _held(d: Decision) -> str:
     """The sentence of a mail waiting for an empty cell to be filled."""
-    return f"Order {d.order_id} step {d.step} is {d.reason}: it goes once the cell is filled."
+    from commplan_xl.core.schedule import WAITING_FOR
+
+    return _("Order {order} step {step} is waiting for {column}: it goes once the cell is "
+             "filled.").format(order=d.order_id, step=d.step,
+                               column=d.reason[len(WAITING_FOR):])
 
 
 @dataclass
@@ -538,8 +543,10 @@ class _SendLoop:
                 else:
                     self.record_not_sent(d)
         r = self.report
-        log.info("run %s: %d sent, %d skipped, %d failed, %d waiting", self.day, r.sent,
-                 r.skipped, r.failed, r.waiting)
+        log.info("%s", _("run of {date}: {sent} sent, {skipped} skipped, {failed} failed, "
+                         "{waiting} waiting").format(date=f"{self.day:%d/%m/%Y}", sent=r.sent,
+                                                     skipped=r.skipped, failed=r.failed,
+                                                     waiting=r.waiting))
 
     def limit_reached(self, ahead: int = 0) -> bool:
         return self.limit is not None and self.accepted + ahead >= self.limit
@@ -667,21 +674,24 @@ class _SendLoop:
         discard_message(tmp)
 
     def finish_sent(self, token: int, detail: str, *, archive_file: str) -> None:
+        assert self.in_flight is not None
         self.ledger.finish(token, status="sent", detail=detail, archive_file=archive_file,
                            now=now_in(self.settings), day=self.day)
+        log_mail(self.site, self.in_flight.decision, _("sent"))
         self.report.sent += 1
 
     def not_built(self, d: Decision, message: MessageRef, why: str) -> None:
         """The mail could not be made (template, attachment, address): failed, retried by
         the next runs once fixed while within catch-up."""
         last = _last_try(self.site, d, self.day)
-        detail = f"{why}; " + retry_promise(self.site, d, self.day, "will be retried once fixed")
+        detail = _("{error}; {promise}").format(error=why, promise=retry_promise(
+            self.site, d, self.day, _("will be retried once fixed")))
         self.ledger.record_failure_before_send(message, detail=detail,
                                                now=now_in(self.settings), day=self.day)
         self.report.failed += 1
         self.report.failures.append(RunFailure(d.order_id, d.step, SendKind.NOT_BUILT, detail,
                                                last_try=last))
-        log.warning("order %s step %s not sent: %s", d.order_id, d.step, why)
+        log_mail(self.site, d, _("not sent: {detail}").format(detail=detail), logging.WARNING)
 
     def blocked(self, d: Decision, message: MessageRef) -> bool:
         """Record, without sending, a mail to an address a returned mail showed not to
@@ -692,8 +702,9 @@ class _SendLoop:
         bad = next((a for a in customer.emails if a.lower() in self.flagged), None)
         if bad is None:
             return False
-        detail = (f"not sent: a mail to {bad} came back, the address does not exist"
-                  f" ({self.flagged[bad.lower()]}); {NOT_RETRIED}")
+        detail = _("not sent: a mail to {address} came back, the address does not exist "
+                   "({reason}); {not_retried}").format(
+                       address=bad, reason=self.flagged[bad.lower()], not_retried=NOT_RETRIED)
         self.ledger.record_blocked(message, detail=detail, now=now_in(self.settings),
                                    day=self.day)
         self.report.failed += 1
@@ -707,14 +718,13 @@ class _SendLoop:
         self.connection_failures = self.connection_failures + 1 if exc.connection else 0
         if self.connection_failures >= MAX_CONNECTION_FAILURES and not self.stopped:
             self.stopped = True
-            later = ("the other mails stay due and the next run sends them"
+            later = (_("the other mails stay due and the next run sends them")
                      if self.settings.catch_up_days else
-                     "the other mails stay due today only (catch_up_days is 0): run again "
-                     "today once the server works, or they count as missed tomorrow")
-            self.report.notes.append(
-                f"The mail server failed {self.connection_failures} times in a row, so this"
-                f" run stopped trying; {later}."
-            )
+                     _("the other mails stay due today only (catch_up_days is 0): run again "
+                       "today once the server works, or they count as missed tomorrow"))
+            self.report.notes.append(_("The mail server failed {n} times in a row, so this run "
+                                       "stopped trying; {later}.").format(
+                                           n=self.connection_failures, later=later))
 
 
 def _record_failure(site: Site, ledger, day: dt.date, report: RunReport,
@@ -725,22 +735,35 @@ def _record_failure(site: Site, ledger, day: dt.date, report: RunReport,
         ledger.recover(now_in(site.settings), day=day)
         report.uncertain += 1
         report.failures.append(RunFailure(d.order_id, d.step, exc.kind, str(exc)))
-        log.warning("order %s step %s uncertain: %s", d.order_id, d.step, exc)
+        log_mail(site, d, _("uncertain: {detail}").format(detail=exc), logging.WARNING)
         return
     last = exc.temporary and _last_try(site, d, day)
     status = "failed" if exc.temporary else "failed_permanent"
-    detail = (_without_promise(str(exc)) + "; "
-              + retry_promise(site, d, day, "will be retried by the next run")
-              if exc.temporary else str(exc) + "; not retried: correct the address")
+    detail = (_("{error}; {promise}").format(
+        error=_without_promise(str(exc)),
+        promise=retry_promise(site, d, day, _("will be retried by the next run")))
+        if exc.temporary else _("{error}; not retried: correct the address").format(error=exc))
     ledger.finish(token, status=status, detail=detail, archive_file="",
                   now=now_in(site.settings), day=day)
     report.failed += 1
     report.failures.append(RunFailure(d.order_id, d.step, exc.kind, detail, last_try=last))
-    log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
+    log_mail(site, d, _("failed: {detail}").format(detail=detail), logging.WARNING)
 
 
-_PROMISES = ("; it will be tried again on the next run", ": it will be tried again on the "
-             "next run")
+def log_mail(site: Site, d: Decision, outcome: str, level: int = logging.INFO) -> None:
+    """One line of commplan.log for one mail: order, step, customer, outcome."""
+    if not log.isEnabledFor(level):
+        return
+    customer = site.model.customers.get(d.customer_id)
+    who = f"{customer.name} <{', '.join(customer.emails)}>" if customer else ""
+    log.log(level, "%s", _("order {order} step {step} customer {customer} {who}: {outcome}")
+            .format(order=d.order_id, step=d.step, customer=d.customer_id, who=who,
+                    outcome=outcome))
+
+
+# The promise of a retry that a failure's sentence ends with (English, or as translated).
+_PROMISES = (N_("; it will be tried again on the next run"),
+             ": it will be tried again on the next run")
 
 
 def _last_try(site: Site, d: Decision, day: dt.date) -> bool:
@@ -753,15 +776,15 @@ def retry_promise(site: Site, d: Decision, day: dt.date, promise: str) -> str:
     with catch_up_days 0 (or a due date at the end of the window) it says the truth."""
     if not _last_try(site, d, day):
         return promise
-    return (f"will not be retried after today (catch_up_days is "
-            f"{site.settings.catch_up_days}); once fixed, `commplan resend {d.order_id} "
-            f"{d.step}` sends it")
+    return _("will not be retried after today (catch_up_days is {days}); once fixed, "
+             "`commplan resend {order} {step}` sends it").format(
+                 days=site.settings.catch_up_days, order=d.order_id, step=d.step)
 
 
 def _without_promise(text: str) -> str:
     """The failure's sentence without the promise of a retry (the caller says when)."""
     for promise in _PROMISES:
-        text = text.replace(promise, "")
+        text = text.replace(promise, "").replace(_(promise), "")
     return text
 
 
@@ -822,8 +845,8 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
     try:
         write_sheets(site, [sheet, *extra_sheets])
     except WorkbookLocked as exc:
-        note = (f"{exc}. The mails were sent; the SentLog will be completed on the next run "
-                "once the workbook is closed.")
+        note = _("{error}. The mails were sent; the SentLog will be completed on the next run "
+                 "once the workbook is closed.").format(error=exc)
         log.warning("%s", note)
         if report is not None:
             report.log_written = False
@@ -899,10 +922,11 @@ def _prepare_one(site: Site, order: Order, customer: Customer, plan: Plan, step:
     try:
         return prepare(site, order, customer, plan, step, due_date=due_date, today=today, to=to)
     except WaitingForValue as exc:
-        raise CommplanError(
-            f"Order {order.order_id} step {step.number} cannot be made yet: it is waiting for "
-            f"{exc.column}, which is empty for this order. Fill the cell, or give the "
-            f'template a fallback ({{{{ ...|default("…") }}}}).') from None
+        raise CommplanError(_(
+            "Order {order} step {step} cannot be made yet: it is waiting for {column}, which "
+            "is empty for this order. Fill the cell, or give the template a fallback "
+            '({fallback}).').format(order=order.order_id, step=step.number, column=exc.column,
+                                    fallback='{{ ...|default("…") }}')) from None
 
 
 def preview(site: Site, order_id: str, step_number: int, *, to: str | None = None,
@@ -964,7 +988,8 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
     report = RunReport(today=day)
     order, customer, plan, step = find_step(site, order_id, step_number)
     if customer.opt_out:
-        raise CommplanError(f"Customer {customer.customer_id} has opted out: nothing was sent.")
+        raise CommplanError(_("Customer {customer} has opted out: nothing was sent.").format(
+            customer=customer.customer_id))
     due_on = compute_due(step, order, settings_calendar(site.settings)) or day
     prepared = _prepare_one(site, order, customer, plan, step, due_date=due_on, today=day)
     s = site.settings
@@ -986,7 +1011,7 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
             index = ArchiveIndex(s.archive_dir, owners=owners)
             archive_file = relative(_archive_file(site, customer, d, prepared, day, index),
                                     site.home, index=index)
-            ledger.finish(token, status="sent", detail="resent on request",
+            ledger.finish(token, status="sent", detail=_("resent on request"),
                           archive_file=archive_file, now=now_in(s), day=day)
             report.sent += 1
         else:
@@ -1005,7 +1030,8 @@ def _resend_failed(ledger, settings: Settings, day: dt.date, report: RunReport, 
         report.uncertain += 1
         return
     ledger.finish(token, status="failed" if exc.temporary else "failed_permanent",
-                  detail=f"resend failed: {exc}", archive_file="", now=now_in(settings),
+                  detail=_("resend failed: {error}").format(error=exc), archive_file="",
+                  now=now_in(settings),
                   day=day)
     report.failed += 1
 
@@ -1113,10 +1139,13 @@ def _value_problems(site: Site, ready: Readiness, plan: Plan, step: Step,
             break
         shown.add(message)
         others = sum(1 for _o, m in failing if m == message) - 1
-        more = f" (and {others} other order{'s' if others > 1 else ''})" if others else ""
-        column = "subject" if message.startswith("the subject") else "body"
+        more = ngettext(" (and {n} other order)", " (and {n} other orders)",
+                        others).format(n=others) if others else ""
+        column = ("subject" if message.startswith(("the subject", _("the subject")))
+                  else "body")
         problems.append(WorkbookProblem(
-            "Plans", step.row, column, f"order {order_id}{more}: {message}",
+            "Plans", step.row, column, _("order {order}{more}: {message}").format(
+                order=order_id, more=more, message=message),
             cell=site.cell("Plans", column, step.row), message_level=True))
     return problems
 
@@ -1138,9 +1167,12 @@ def _waiting_problems(site: Site, decisions: list[Decision]) -> list[WorkbookPro
             sheet, row = "Customers", customer.row
         problems.append(WorkbookProblem(
             sheet, row, column,
-            f'order {d.order_id}, step {d.step} of "{d.plan_name}" (due {d.due_date:%d/%m/%Y}) '
-            f"is waiting for {column}: the cell is empty. Fill it and the next run sends the "
-            f'mail, or give the template a fallback ({{{{ ...|default("…") }}}}).',
+            _('order {order}, step {step} of "{plan}" (due {date}) is waiting for {column}: '
+              "the cell is empty. Fill it and the next run sends the mail, or give the "
+              "template a fallback ({fallback}).").format(
+                  order=d.order_id, step=d.step, plan=d.plan_name,
+                  date=f"{d.due_date:%d/%m/%Y}", column=column,
+                  fallback='{{ ...|default("…") }}'),
             cell=site.cell(sheet, column, row), message_level=True))
     return problems
 
@@ -1171,15 +1203,15 @@ def stale_lock_note(workbook: Path) -> str | None:
         return None
     try:
         made = dt.datetime.fromtimestamp(lock.stat().st_mtime)
-        age, since = dt.datetime.now() - made, f" (it dates from {made:%d/%m/%Y %H:%M})"
+        age = dt.datetime.now() - made
+        since = _(" (it dates from {when})").format(when=f"{made:%d/%m/%Y %H:%M}")
     except OSError:
         age, since = dt.timedelta(0), ""
-    stale = (" It is more than a day old, so Excel probably crashed and left it behind."
+    stale = (_(" It is more than a day old, so Excel probably crashed and left it behind.")
              if age > dt.timedelta(days=1) else "")
-    return (
-        f"{workbook.name} looks open in Excel or LibreOffice: {lock.name} is beside it{since}."
-        f"{stale} While it is there, commplan sends mails but cannot write the SentLog. If "
-        f"nobody has the workbook open (check every PC that uses it), delete {lock} and the "
-        "next run completes the log."
-    )
-
+    return _(
+        "{workbook} looks open in Excel or LibreOffice: {lock_name} is beside it{since}."
+        "{stale} While it is there, commplan sends mails but cannot write the SentLog. If "
+        "nobody has the workbook open (check every PC that uses it), delete {lock} and the "
+        "next run completes the log.").format(workbook=workbook.name, lock_name=lock.name,
+                                              since=since, stale=stale, lock=lock)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from commplan_xl.i18n import _
 from commplan_xl.problems import SendKind, WorkbookProblem
 
 
@@ -26,8 +27,10 @@ class RunFailure:
         if not self.named:
             return self.detail
         if self.kind is SendKind.UNCERTAIN:
-            return f"Order {self.order_id} step {self.step} is uncertain: {self.detail}"
-        return f"Order {self.order_id} step {self.step}: {self.detail}"
+            return _("Order {order} step {step} is uncertain: {detail}").format(
+                order=self.order_id, step=self.step, detail=self.detail)
+        return _("Order {order} step {step}: {detail}").format(
+            order=self.order_id, step=self.step, detail=self.detail)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from commplan_xl.core.schedule import is_limit_wait, split_ledger
 from commplan_xl.excel.names import localise, sheet_key, workbook_language
 from commplan_xl.excel.sheet_xml import Chart, ToolSheet
+from commplan_xl.i18n import N_, _, ngettext, speaking
 from commplan_xl.model import Decision, LedgerEntry, Model, Outcome, norm_key
 from commplan_xl.problems import CommplanError, Problem, SendFailure, SendKind, WorkbookProblem
 from commplan_xl.run.outcomes import RunFailure, RunReport
@@ -50,6 +51,7 @@ FORECAST_HEADER = (
 )
 WARNING = "⚠ "
 
+RETURNED = N_("returned")  # how a returned mail's detail starts (the server took it)
 LedgerKey = tuple[str, str, int]
 
 
@@ -216,7 +218,7 @@ def unreachable_orders(
         if customer_row not in email_problems:
             continue
         out.append(Unreachable(
-            order_id=order_ids.get(p.row) or f"(Orders row {p.row})",
+            order_id=order_ids.get(p.row) or _("(Orders row {row})").format(row=p.row),
             customer_id=str(p.values["customer_id"]),
             email="",
             problem="; ".join(email_problems[customer_row]),  # type: ignore[index]
@@ -233,16 +235,18 @@ def unreachable_orders(
     for order_id in sorted(refused):
         entries = sorted(refused[order_id], key=lambda e: e.step)
         steps = ", ".join(str(e.step) for e in entries)
-        word = "steps" if len(entries) > 1 else "step"
         detail = entries[-1].detail
         # A returned mail (bounce) says so: the server took it, then it came back.
-        what = ("the mail came back" if detail.startswith("returned")
-                else "the mail server refused the address")
+        came_back = detail.startswith(("returned", _(RETURNED)))
+        what = ngettext("the mail came back (step {steps})", "the mail came back (steps {steps})",
+                        len(entries)) if came_back else ngettext(
+            "the mail server refused the address (step {steps})",
+            "the mail server refused the address (steps {steps})", len(entries))
         out.append(Unreachable(
             order_id=order_id,
             customer_id=orders[norm_key(order_id)].customer_id,
             email=entries[-1].emails,
-            problem=f"{what} ({word} {steps}): {detail}",
+            problem=_("{what}: {detail}").format(what=what.format(steps=steps), detail=detail),
         ))
     return tuple(out)
 
@@ -435,7 +439,8 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
     events = ledger.events()
     figures = dashboard_figures(events, today=today, model=site.model,
                                 ledger_state=state, problems=site.problems)
-    if any(u.order_id.startswith("(Orders row") for u in figures.unreachable):
+    unnamed = _("(Orders row {row})").split("{", 1)[0]
+    if any(u.order_id.startswith(unnamed) for u in figures.unreachable):
         try:
             ids = order_ids_by_row(site.workbook)
         except CommplanError:
@@ -452,23 +457,21 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
 # ---------------------------------------------------------------- summary mail
 
 
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    """French agreement: 0 and 1 take the singular."""
-    return f"{n} {word if n <= 1 else (plural or word + 's')}"
-
-
 def _date_fr(day: dt.date | None) -> str:
     return f"{day:%d/%m/%Y}" if day else ""
 
 
 def summary_subject(run_report: RunReport) -> str:
-    """E.g. "commplan — 27/11/2026 : 12 envoyés, 1 échec"."""
+    """E.g. "commplan — 27/11/2026 : 12 envoyés, 1 échec" (in the current language)."""
     r = run_report
-    parts = [_plural(r.sent, "envoyé"), _plural(r.failed, "échec")]
+    parts = [ngettext("{n} sent", "{n} sent", r.sent).format(n=r.sent),
+             ngettext("{n} failure", "{n} failures", r.failed).format(n=r.failed)]
     if r.uncertain:
-        parts.append(_plural(r.uncertain, "incertain"))
-    test = " (essai, rien envoyé)" if r.dry_run else ""
-    return f"commplan — {_date_fr(r.today)}{test} : {', '.join(parts)}"
+        parts.append(ngettext("{n} uncertain", "{n} uncertain", r.uncertain).format(
+            n=r.uncertain))
+    test = _(" (test, nothing sent)") if r.dry_run else ""
+    return _("commplan — {date}{test}: {counts}").format(
+        date=_date_fr(r.today), test=test, counts=", ".join(parts))
 
 
 def what_to_do(failure: RunFailure, catch_up_days: int | None = None) -> str:
@@ -477,68 +480,83 @@ def what_to_do(failure: RunFailure, catch_up_days: int | None = None) -> str:
     # Past catch-up (always with catch_up_days 0) no later day's run retries a failure:
     # never promise it.
     last_day = failure.last_try or catch_up_days == 0
-    next_run = (f"aucun passage ne le réessaiera (délai de rattrapage catch_up_days "
-                f"dépassé) : lancez `{resend}` une fois réglé" if last_day
-                else "le passage suivant le réessaie")
+    next_run = (_("no run will try it again (catch_up_days is past): run `{resend}` once it "
+                  "is fixed").format(resend=resend) if last_day
+                else _("the next run tries again"))
     if failure.kind is SendKind.TO_REVIEW:
-        return ("ouvrez ce mail revenu dans la boîte d'envoi : il nomme un client mais aucun "
-                "mail que commplan retrouve ; renvoyez à la main si besoin.")
+        return _("open this returned mail in the sending mailbox: it names a customer but no "
+                 "mail commplan can find; send again by hand if needed.")
     if failure.kind is SendKind.SENDER_SIDE:
-        return ("le compte d'envoi a été refusé, pas l'adresse du client : l'informaticien "
-                "doit vérifier le droit d'envoyer au nom de l'expéditeur et les "
-                f"enregistrements SPF/DKIM du domaine ; {next_run}.")
+        return _("the sending account was refused, not the customer's address: the IT person "
+                 "must check the right to send on behalf of the sender and the domain's "
+                 "SPF/DKIM records; {next_run}.").format(next_run=next_run)
     if failure.kind is SendKind.UNCERTAIN:
-        return (f"vérifiez avec le client s'il a reçu ce mail ; sinon lancez `{resend}` "
-                "(il n'est jamais renvoyé tout seul).")
+        return _("check with the customer whether this mail arrived; if not, run `{resend}` "
+                 "(it is never sent again by itself).").format(resend=resend)
     if failure.kind is SendKind.PERMANENT:
-        then = (f"puis lancez `{resend}` (catch_up_days vaut 0 : aucun passage ne le "
-                "renverra)" if catch_up_days == 0 else "le mail repartira au passage suivant")
-        return f"l'adresse a été refusée : corrigez-la dans la feuille Customers ; {then}."
+        if catch_up_days == 0:
+            return _("the address was refused: correct it in the Customers sheet, then run "
+                     "`{resend}` (catch_up_days is 0: no run will send it again).").format(
+                         resend=resend)
+        return _("the address was refused: correct it in the Customers sheet; the mail goes "
+                 "out again on the next run.")
     if failure.kind is SendKind.NOT_BUILT:
-        return ("corrigez le modèle ou la pièce jointe dans le classeur (`commplan check` "
-                f"montre où) ; {next_run}.")
+        return _("correct the template or the attachment in the workbook (`commplan check` "
+                 "shows where); {next_run}.").format(next_run=next_run)
     if last_day:
-        return f"il ne sera plus réessayé après aujourd'hui : {next_run}."
-    within = f" pendant {catch_up_days} jours après l'échéance" if catch_up_days else ""
-    return f"rien à faire : les passages suivants le réessaient{within}."
+        return _("it will not be tried again after today: {next_run}.").format(
+            next_run=next_run)
+    if catch_up_days:
+        return ngettext(
+            "nothing to do: the next runs try again for {n} day after the due date.",
+            "nothing to do: the next runs try again for {n} days after the due date.",
+            catch_up_days).format(n=catch_up_days)
+    return _("nothing to do: the next runs try again.")
 
 
 def summary_text(
     settings: Settings, run_report: RunReport, figures: DashboardFigures | None
 ) -> str:
-    """The plain-text body of the summary mail."""
+    """The plain-text body of the summary mail (in the current language)."""
     r = run_report
-    lines = [f"Passage du {_date_fr(r.today)}" + (" (essai : rien n'a été envoyé)"
-                                                   if r.dry_run else ""), ""]
+    lines = [_("Run of {date}").format(date=_date_fr(r.today))
+             + (_(" (test: nothing was sent)") if r.dry_run else ""), ""]
     lines += [
-        f"Envoyés : {r.sent}",
-        f"Ignorés (manqués ou remplacés) : {r.skipped}",
-        f"Échecs : {r.failed}",
-        f"Incertains : {r.uncertain}",
+        _("Sent: {n}").format(n=r.sent),
+        _("Skipped (missed or superseded): {n}").format(n=r.skipped),
+        _("Failed: {n}").format(n=r.failed),
+        _("Uncertain: {n}").format(n=r.uncertain),
     ]
     if r.waiting:
-        lines.append(f"En attente (limite quotidienne atteinte) : {r.waiting}")
+        lines.append(_("Waiting (daily limit reached): {n}").format(n=r.waiting))
     if r.not_tried:
-        lines.append(f"Non tentés (serveur de mail injoignable) : {r.not_tried}")
+        lines.append(_("Not tried (mail server unreachable): {n}").format(n=r.not_tried))
     if r.returned:
-        lines.append(f"Mails revenus (non distribués) : {r.returned}")
+        lines.append(_("Returned mails (not delivered): {n}").format(n=r.returned))
     if r.held:
-        lines += ["", "En attente d'une valeur (une cellule vide, le mail part dès qu'elle est "
-                  "remplie) :", *(f"- {line}" for line in r.held)]
+        lines += ["", _("Waiting for a value (an empty cell; the mail goes as soon as it is "
+                        "filled):"), *(f"- {line}" for line in r.held)]
     if r.failures:
-        lines += ["", "À traiter :"]
+        lines += ["", _("To deal with:")]
         for failure in r.failures:
             lines.append(f"- {failure}")
-            lines.append(f"  Que faire : {what_to_do(failure, settings.catch_up_days)}")
+            lines.append("  " + _("What to do: {advice}").format(
+                advice=what_to_do(failure, settings.catch_up_days)))
     if r.notes:
-        lines += ["", "Remarques :"]
+        lines += ["", _("Notes:")]
         lines += [f"- {note}" for note in r.notes]
     if r.problems:
-        lines += ["", f"Le classeur a {_plural(len(r.problems), 'problème')} : les lignes "
-                  "concernées sont laissées de côté. Lancez `commplan check` pour les voir."]
+        n = len(r.problems)
+        lines += ["", ngettext(
+            "The workbook has {n} problem: the rows concerned are left out. Run `commplan "
+            "check` to see them.",
+            "The workbook has {n} problems: the rows concerned are left out. Run `commplan "
+            "check` to see them.", n).format(n=n)]
     if figures is not None:
         lines += ["", *_figures_text(figures)]
-    lines += ["", "Le détail est dans les feuilles SentLog, Dashboard et Forecast du classeur."]
+    lines += ["", _("The details are in the {sentlog}, {dashboard} and {forecast} sheets of the "
+                    "workbook.").format(sentlog="SentLog", dashboard=DASHBOARD,
+                                        forecast=FORECAST)]
     return "\n".join(lines) + "\n"
 
 
@@ -546,21 +564,26 @@ def _figures_text(figures: DashboardFigures) -> list[str]:
     t = figures.total
     first = figures.days[0][0] if figures.days else figures.today
     lines = [
-        f"Tableau de bord du {_date_fr(first)} au {_date_fr(figures.today)} :",
-        f"Envoyés : {t.sent}, ignorés : {t.skipped}, échecs : {t.failed}, "
-        f"incertains : {t.uncertain}",
+        _("Dashboard from {first} to {last}:").format(first=_date_fr(first),
+                                                     last=_date_fr(figures.today)),
+        _("Sent: {sent}, skipped: {skipped}, failed: {failed}, uncertain: {uncertain}").format(
+            sent=t.sent, skipped=t.skipped, failed=t.failed, uncertain=t.uncertain),
     ]
     for name, c in figures.plans:
-        lines.append(f"- {name} : {_plural(c.sent, 'envoyé')}, {_plural(c.failed, 'échec')}")
-    lines += ["", f"Échecs en attente d'un nouvel essai : {len(figures.failures)}"]
+        lines.append(_("- {plan}: {sent}, {failed}").format(
+            plan=name, sent=ngettext("{n} sent", "{n} sent", c.sent).format(n=c.sent),
+            failed=ngettext("{n} failure", "{n} failures", c.failed).format(n=c.failed)))
+    lines += ["", _("Failures waiting for a retry: {n}").format(n=len(figures.failures))]
     lines += [
-        f"- Commande {f.order_id} étape {f.step} (échéance {_date_fr(f.due_date)}) : {f.reason}"
+        _("- Order {order} step {step} (due {date}): {reason}").format(
+            order=f.order_id, step=f.step, date=_date_fr(f.due_date), reason=f.reason)
         for f in figures.failures
     ]
-    lines += ["", f"Commandes dont le client n'a pas d'adresse valide : "
-              f"{len(figures.unreachable)}"]
+    lines += ["", _("Orders whose customer has no valid address: {n}").format(
+        n=len(figures.unreachable))]
     lines += [
-        f"- Commande {u.order_id} (client {u.customer_id}) : {u.problem}"
+        _("- Order {order} (customer {customer}): {problem}").format(
+            order=u.order_id, customer=u.customer_id, problem=u.problem)
         for u in figures.unreachable
     ]
     return lines
@@ -579,8 +602,9 @@ def summary_message(
     from commplan_xl.mail.message import build_message
     from commplan_xl.mail.render import Rendered, text_to_html
 
-    subject = summary_subject(run_report)
-    text = summary_text(settings, run_report, dashboard_figures)
+    with speaking(settings.locale):
+        subject = summary_subject(run_report)
+        text = summary_text(settings, run_report, dashboard_figures)
     lang = settings.locale.split("_")[0].split("-")[0] or "fr"
     rendered = Rendered(subject=subject, text=text,
                         html=text_to_html(text, title=subject, lang=lang))
@@ -607,8 +631,7 @@ def send_summary(
         failure = transport.send(msg, sender=settings.sender_email,
                                  recipients=list(settings.report_to)).failure
     if failure is not None:
-        run_report.notes.append(
-            f"The summary mail to {', '.join(settings.report_to)} could not be sent: {failure}"
-        )
+        run_report.notes.append(_("The summary mail to {to} could not be sent: {error}").format(
+            to=", ".join(settings.report_to), error=failure))
         return False
     return True

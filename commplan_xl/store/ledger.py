@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from commplan_xl.i18n import _
 from commplan_xl.model import LedgerEntry, MessageRef, norm_key
 from commplan_xl.problems import CommplanError
 from commplan_xl.store.ledger_reads import (
@@ -101,10 +102,9 @@ class Ledger(LedgerReads):
     def open(self) -> None:
         """Open (creating if needed) the file and bring its schema up to date."""
         if not self.path.parent.is_dir():
-            raise CommplanError(
-                f"Cannot open the ledger {self.path}: the folder {self.path.parent} does not "
-                "exist."
-            )
+            raise CommplanError(_(
+                "Cannot open the ledger {path}: the folder {folder} does not exist.").format(
+                    path=self.path, folder=self.path.parent))
         db = None
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
@@ -125,7 +125,8 @@ class Ledger(LedgerReads):
                 db.close()
             if isinstance(exc, CommplanError):
                 raise
-            raise CommplanError(f"Cannot open the ledger {self.path}: {exc}.") from exc
+            raise CommplanError(_("Cannot open the ledger {path}: {error}.").format(
+                path=self.path, error=exc)) from exc
 
     def close(self) -> None:
         if self._db is not None:

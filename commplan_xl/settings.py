@@ -66,6 +66,16 @@ def _count(text: str) -> int:
     return int(number)
 
 
+def _days(text: str) -> int:
+    try:
+        days = _count(text)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise ValueError(f'"{text}" is not a whole number of days ≥ 1')
+    return days
+
+
 def _seconds(text: str) -> float:
     try:
         seconds = float(text.replace(",", "."))
@@ -164,6 +174,9 @@ KEYS: tuple[Key, ...] = (
     Key("smtp_timeout", float, _seconds, 30.0,
         description="Secondes d'attente d'une réponse du serveur d'envoi avant d'abandonner. "
         "Vide = 30."),
+    Key("sentlog_days", int, _days, 365,
+        description="Nombre de jours que la feuille Journal (SentLog) montre. Vide = 365. "
+        "Tout reste dans l'historique : « commplan log » en sort n'importe quelle période."),
 )
 KEY_OF: dict[str, Key] = {key.name: key for key in KEYS}
 KNOWN_KEYS: tuple[str, ...] = tuple(KEY_OF)

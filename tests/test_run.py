@@ -251,7 +251,10 @@ def test_workbook_open_in_excel_still_sends_and_log_catches_up(home, smtp_server
 
 
 def test_staff_parts_of_the_workbook_stay_byte_for_byte(home, smtp_server):
-    """Writing the SentLog leaves every staff sheet's part of the file untouched."""
+    """Writing the SentLog leaves every staff sheet's part of the file untouched, and the
+    staff's style entries keep their bytes and numbers (the tool's are appended)."""
+    from tests.test_graft import _style_lists
+
     path = home / "workbooks" / "commplan.xlsx"
     with zipfile.ZipFile(path) as z:
         before = {n: z.read(n) for n in z.namelist()}
@@ -260,7 +263,11 @@ def test_staff_parts_of_the_workbook_stay_byte_for_byte(home, smtp_server):
         after = {n: z.read(n) for n in z.namelist()}
     changed = {n for n in before if before[n] != after.get(n)}
     assert changed <= {"xl/workbook.xml", "xl/_rels/workbook.xml.rels", "[Content_Types].xml",
-                       "docProps/app.xml"}
+                       "docProps/app.xml", "xl/styles.xml"}
+    old_styles, new_styles = _style_lists(before["xl/styles.xml"]), _style_lists(
+        after["xl/styles.xml"])
+    for name, entries in old_styles.items():
+        assert new_styles[name][: len(entries)] == entries
     assert (home / "workbooks" / "backups").is_dir()
 
 

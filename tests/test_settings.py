@@ -88,6 +88,9 @@ def test_bad_environment_value_has_no_row(tmp_path: Path) -> None:
      ("catch_up_days", "2,5", '"2,5" is not a whole number ≥ 0'),
      ("daily_limit", "-3", '"-3" is not a whole number ≥ 0'),
      ("smtp_timeout", "0", '"0" is not a number of seconds above 0'),
+     ("sentlog_days", "0", '"0" is not a whole number of days ≥ 1'),
+     ("sentlog_days", "30,5", '"30,5" is not a whole number of days ≥ 1'),
+     ("sentlog_days", "un an", '"un an" is not a whole number of days ≥ 1'),
      ("timezone", "Europe/Lyon", '"Europe/Lyon" is not a time zone (e.g. Europe/Paris)'),
      ("locale", "zz_ZZ_ZZ", '"zz_ZZ_ZZ" is not a locale (e.g. fr_FR)')],
 )

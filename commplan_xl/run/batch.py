@@ -570,20 +570,21 @@ def _archive_stem(day: dt.date, d: Decision) -> str:
 SENTLOG_MAX_ROWS = 1_048_575
 
 
-def sentlog_rows(ledger) -> list[tuple]:
-    """The SentLog rows from the ledger's events, oldest first (the newest when too many)."""
-    return ledger.sentlog_rows()[-SENTLOG_MAX_ROWS:]
+def sentlog_rows(ledger, first_day: dt.date | None = None) -> list[tuple]:
+    """The SentLog rows from the ledger's events of the run days from `first_day` on,
+    oldest first (the newest when too many)."""
+    return ledger.sentlog_rows(first_day)[-SENTLOG_MAX_ROWS:]
 
 
 def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
                   extra_sheets: list | tuple = ()) -> bool:
-    """Rebuild the SentLog sheet (and the report sheets given) from the ledger; False (with
-    a note) when the file is open."""
-    from commplan_xl.excel.sheet_xml import ToolSheet
-    from commplan_xl.store.sentlog import SENTLOG_HEADER, SENTLOG_WIDTHS
+    """Rebuild the SentLog sheet (its last `sentlog_days` days, with the report sheets
+    given) from the ledger; False (with a note) when the file is open."""
+    from commplan_xl.run.reports import sentlog_sheet
 
-    sheet = ToolSheet(name="SentLog", header=SENTLOG_HEADER, rows=sentlog_rows(ledger),
-                      widths=SENTLOG_WIDTHS)
+    day = report.today if report is not None else today_in(site.settings)
+    first = day - dt.timedelta(days=site.settings.sentlog_days - 1)
+    sheet = sentlog_sheet(sentlog_rows(ledger, first))
     try:
         write_sheets(site, [sheet, *extra_sheets])
     except WorkbookLocked as exc:

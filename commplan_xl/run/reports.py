@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from commplan_xl.run.batch import RunReport
 
+SENTLOG = "SentLog"
 DASHBOARD = "Dashboard"
 FORECAST = "Forecast"
 WINDOW_DAYS = 30
@@ -282,6 +283,17 @@ def figures_sheet(figures: DashboardFigures) -> ToolSheet:
         widths={0: 12, 1: 9, 2: 9, 3: 9, 4: 10, 5: 9, len(DAY_HEADER): 3, SIDE_COL: 22},
         charts=(Chart("Mails per day (last 30 days)", 0, (1, 3, 4)),),
     )
+
+
+# ---------------------------------------------------------------- SentLog
+
+
+def sentlog_sheet(rows: Sequence[Sequence[object]], name: str = SENTLOG) -> ToolSheet:
+    """The SentLog sheet (or a `commplan log` export): one row per outcome, oldest first."""
+    from commplan_xl.store.sentlog import SENTLOG_FORMATS, SENTLOG_HEADER, SENTLOG_WIDTHS
+
+    return ToolSheet(name=name, header=SENTLOG_HEADER, rows=rows, widths=SENTLOG_WIDTHS,
+                     formats=SENTLOG_FORMATS)
 
 
 # ---------------------------------------------------------------- Forecast

@@ -6,7 +6,6 @@ import datetime as dt
 import sqlite3
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest

@@ -28,7 +28,8 @@ def chart_xml(sheet: ToolSheet, chart: Chart) -> bytes:
         smooth = '<c:smooth val="0"/>' if chart.kind == "line" else ""
         series.append(
             f'<c:ser><c:idx val="{n}"/><c:order val="{n}"/>'
-            f"<c:tx><c:strRef><c:f>{_ref(sheet.name, col, first - 1)}</c:f></c:strRef></c:tx>{extra}"
+            f"<c:tx><c:strRef><c:f>{_ref(sheet.name, col, first - 1)}</c:f></c:strRef>"
+            f"</c:tx>{extra}"
             f"<c:cat><c:strRef><c:f>{_ref(sheet.name, chart.category_col, first, last)}</c:f>"
             f"</c:strRef></c:cat>"
             f"<c:val><c:numRef><c:f>{_ref(sheet.name, col, first, last)}</c:f></c:numRef></c:val>"

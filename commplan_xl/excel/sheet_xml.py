@@ -84,6 +84,7 @@ class ToolSheet:
     title_rows: int = 1
     hidden_cols: tuple[int, ...] = ()
     landscape: bool = True
+    heights: Mapping[int, float] = field(default_factory=dict)  # Excel row -> points
 
     @property
     def ncols(self) -> int:
@@ -266,8 +267,12 @@ def _sheet_body(sheet: ToolSheet, ncols: int, style_ids: Mapping[str, int] | Non
     # turned into XML once per column (keyed with its type: True, 1 and 1.0 differ).
     ends: list[dict[object, str | None]] = [{} for _ in range(ncols)]
     cell_styles = sheet.styles
+    heights = sheet.heights
     for r, row in enumerate([sheet.header, *sheet.rows], start=1):
-        cells = [f'<row r="{r}">']
+        if heights and r in heights:
+            cells = [f'<row r="{r}" ht="{heights[r]:g}" customHeight="1">']
+        else:
+            cells = [f'<row r="{r}">']
         for i, raw in enumerate(row):
             if r == 1 or (cell_styles and (r, i) in cell_styles):
                 end = _one_end(raw, cell_styles.get((r, i)) or (

@@ -13,16 +13,21 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from commplan_xl.core.schedule import split_ledger
-from commplan_xl.excel.sheet_xml import Chart, ToolSheet
-from commplan_xl.model import LedgerEntry, Model, Outcome
-from commplan_xl.problems import CommplanError, SendFailure, WorkbookProblem
+from commplan_xl.excel.sheet_xml import ToolSheet
+from commplan_xl.model import LedgerEntry, Model
+from commplan_xl.problems import CommplanError, SendFailure
+from commplan_xl.run.dashboard import (  # noqa: F401 - the Dashboard's names, also from here
+    DASHBOARD,
+    WINDOW_DAYS,
+    DashboardFigures,
+    dashboard_figures,
+    figures_sheet,
+    to_handle_items,
+)
 from commplan_xl.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,258 +36,15 @@ if TYPE_CHECKING:
     from commplan_xl.run.batch import RunReport
 
 SENTLOG = "SentLog"
-DASHBOARD = "Dashboard"
 FORECAST = "Forecast"
-WINDOW_DAYS = 30
-STATUSES = ("sent", "skipped", "failed", "uncertain")
-DAY_HEADER = ("date", "sent", "skipped", "failed", "uncertain", "total")
-PLAN_HEADER = ("plan (last 30 days)", "sent", "skipped", "failed", "uncertain", "total")
-FAILURES_TITLE = "Failures waiting for a retry"
-FAILURES_HEADER = ("order_id", "customer_id", "plan", "step", "due_date", "attempts", "reason")
-UNREACHABLE_TITLE = "Orders whose customer has no valid address"
-UNREACHABLE_HEADER = ("order_id", "customer_id", "email", "problem")
-NONE_ROW = "(none)"
-ALL_PLANS = "All plans"
-# The side tables start in column H, one empty column right of the day table.
-SIDE_COL = len(DAY_HEADER) + 1
 FORECAST_HEADER = (
     "date", "order_id", "customer_id", "customer", "email", "plan", "step", "subject",
     "due_date", "note",
 )
 WARNING = "⚠ "
 
-# How validate.py phrases an order left out because its customer's row has a problem.
-_BAD_CUSTOMER = re.compile(r'customer "([^"]*)" has a problem in Customers row (\d+)')
 _FAILURE = re.compile(r"^Order (\S+) step (\d+)")
 LedgerKey = tuple[str, str, int]
-
-
-# ---------------------------------------------------------------- figures
-
-
-@dataclass(frozen=True)
-class Counts:
-    """Outcomes by status."""
-
-    sent: int = 0
-    skipped: int = 0
-    failed: int = 0
-    uncertain: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.sent + self.skipped + self.failed + self.uncertain
-
-    def row(self) -> tuple[int, int, int, int, int]:
-        return (self.sent, self.skipped, self.failed, self.uncertain, self.total)
-
-
-@dataclass(frozen=True)
-class WaitingFailure:
-    """A message in ledger state `failed`: a later run retries it while within catch-up."""
-
-    order_id: str
-    customer_id: str
-    plan: str
-    step: int
-    due_date: dt.date | None
-    attempts: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Unreachable:
-    """An order whose customer has no valid address, and why."""
-
-    order_id: str
-    customer_id: str
-    email: str
-    problem: str
-
-
-@dataclass(frozen=True)
-class DashboardFigures:
-    """Everything the Dashboard shows (and the summary mail repeats)."""
-
-    today: dt.date
-    days: tuple[tuple[dt.date, Counts], ...]  # the window's days, oldest first
-    plans: tuple[tuple[str, Counts], ...]  # by plan display name, over the window
-    failures: tuple[WaitingFailure, ...]
-    unreachable: tuple[Unreachable, ...]
-
-    @property
-    def total(self) -> Counts:
-        return _sum(c for _day, c in self.days)
-
-
-def event_day(outcome: Outcome) -> dt.date:
-    """The run day of an outcome: its `day` when the ledger gives it, else its clock date."""
-    if outcome.day is not None:
-        return outcome.day
-    when = outcome.date
-    return when.date() if isinstance(when, dt.datetime) else when
-
-
-def _sum(counts: Iterable[Counts]) -> Counts:
-    total = Counter[str]()
-    for c in counts:
-        total.update({s: getattr(c, s) for s in STATUSES})
-    return Counts(**{s: total[s] for s in STATUSES})
-
-
-def _counts(statuses: Counter[str]) -> Counts:
-    return Counts(**{s: statuses[s] for s in STATUSES})
-
-
-def dashboard_figures(
-    events: Sequence[Outcome],
-    *,
-    today: dt.date,
-    model: Model,
-    ledger_state: Mapping[LedgerKey, LedgerEntry],
-    problems: Sequence[WorkbookProblem],
-    order_ids: Mapping[int, str] | None = None,
-    days: int = WINDOW_DAYS,
-) -> DashboardFigures:
-    """The Dashboard's figures for the `days` days ending `today` (included).
-
-    `order_ids` maps an Orders Excel row to its order id, to name the orders validate left
-    out because of their customer's address; without it they are named by their row.
-    """
-    first = today - dt.timedelta(days=days - 1)
-    by_day: dict[dt.date, Counter[str]] = {
-        first + dt.timedelta(days=n): Counter() for n in range(days)
-    }
-    by_plan: dict[str, Counter[str]] = {}
-    for o in events:
-        day = event_day(o)
-        if not first <= day <= today:
-            continue
-        by_day[day][o.status] += 1
-        by_plan.setdefault(o.plan, Counter())[o.status] += 1
-    return DashboardFigures(
-        today=today,
-        days=tuple((day, _counts(c)) for day, c in by_day.items()),
-        plans=tuple((name, _counts(by_plan[name])) for name in sorted(by_plan, key=str.casefold)),
-        failures=waiting_failures(ledger_state, model),
-        unreachable=unreachable_orders(problems, ledger_state, model, order_ids or {}),
-    )
-
-
-def waiting_failures(
-    ledger_state: Mapping[LedgerKey, LedgerEntry], model: Model
-) -> tuple[WaitingFailure, ...]:
-    """Every message in state `failed` (temporary), oldest due first."""
-    customer_of = {o.order_id: o.customer_id for o in model.orders}
-    out = [
-        WaitingFailure(
-            order_id=e.order_id,
-            customer_id=customer_of.get(e.order_id, ""),
-            plan=_plan_name(model, e.plan),
-            step=e.step,
-            due_date=e.due_date,
-            attempts=e.attempts,
-            reason=e.detail,
-        )
-        for e in split_ledger(ledger_state)[1].values()
-        if e.state == "failed"
-    ]
-    out.sort(key=lambda f: (f.due_date or dt.date.min, f.order_id, f.step))
-    return tuple(out)
-
-
-def _plan_name(model: Model, key: str) -> str:
-    plan = model.plans.get(key)
-    return plan.name if plan is not None else key
-
-
-def unreachable_orders(
-    problems: Sequence[WorkbookProblem],
-    ledger_state: Mapping[LedgerKey, LedgerEntry],
-    model: Model,
-    order_ids: Mapping[int, str],
-) -> tuple[Unreachable, ...]:
-    """Orders whose customer has no valid address.
-
-    Two sources: Customers rows with an email problem (validate leaves that customer and
-    its orders out of the model, reporting each order row), and messages the mail server
-    refused for good (`failed_permanent`) while the customer's address is still the same.
-    """
-    email_problems: dict[int, list[str]] = {}
-    for p in problems:
-        if p.sheet == "Customers" and p.column == "email" and p.row is not None:
-            email_problems.setdefault(p.row, []).append(str(p))
-    out: list[Unreachable] = []
-    for p in problems:
-        if p.sheet != "Orders" or p.column != "customer_id" or p.row is None:
-            continue
-        found = _BAD_CUSTOMER.search(p.message)
-        if not found or int(found.group(2)) not in email_problems:
-            continue
-        out.append(Unreachable(
-            order_id=order_ids.get(p.row) or f"(Orders row {p.row})",
-            customer_id=found.group(1),
-            email="",
-            problem="; ".join(email_problems[int(found.group(2))]),
-        ))
-    orders = {o.order_id: o for o in model.orders}
-    refused: dict[str, list[LedgerEntry]] = {}
-    for e in split_ledger(ledger_state)[1].values():  # failures are never among done ones
-        if e.state != "failed_permanent":
-            continue
-        order = orders.get(e.order_id)
-        customer = model.customers.get(order.customer_id) if order else None
-        if customer is not None and e.emails == ";".join(customer.emails):
-            refused.setdefault(e.order_id, []).append(e)
-    for order_id in sorted(refused):
-        entries = sorted(refused[order_id], key=lambda e: e.step)
-        steps = ", ".join(str(e.step) for e in entries)
-        word = "steps" if len(entries) > 1 else "step"
-        out.append(Unreachable(
-            order_id=order_id,
-            customer_id=orders[order_id].customer_id,
-            email=entries[-1].emails,
-            problem=f"the mail server refused the address ({word} {steps}): "
-                    f"{entries[-1].detail}",
-        ))
-    return tuple(out)
-
-
-# ---------------------------------------------------------------- Dashboard sheet
-
-
-def figures_sheet(figures: DashboardFigures) -> ToolSheet:
-    """Lay the figures out: the day table in A:F (rows 2-31, oldest first, so the chart reads
-    left to right), and from column H the totals by plan, then the failures waiting for a
-    retry, then the orders without a valid address, one under the other.
-
-    The side tables sit beside the day table rather than under it because the chart covers
-    its columns down to the sheet's last row: rows under the days would become bars. When
-    the side tables run longer than the 30 days, the chart only gains empty categories at
-    its end (sheet_xml.Chart has no row range yet).
-    """
-    left = [(day, *c.row()) for day, c in figures.days]
-    side: list[tuple[object, ...]] = [(name, *c.row()) for name, c in figures.plans]
-    side.append((ALL_PLANS, *figures.total.row()))
-    side += [(), (FAILURES_TITLE,), FAILURES_HEADER]
-    side += [(f.order_id, f.customer_id, f.plan, f.step, f.due_date, f.attempts, f.reason)
-             for f in figures.failures] or [(NONE_ROW,)]
-    side += [(), (UNREACHABLE_TITLE,), UNREACHABLE_HEADER]
-    side += [(u.order_id, u.customer_id, u.email or None, u.problem)
-             for u in figures.unreachable] or [(NONE_ROW,)]
-    blank = (None,) * len(DAY_HEADER)
-    rows = [
-        (*(left[i] if i < len(left) else blank), None,
-         *(side[i] if i < len(side) else ()))
-        for i in range(max(len(left), len(side)))
-    ]
-    return ToolSheet(
-        name=DASHBOARD,
-        header=(*DAY_HEADER, "", *PLAN_HEADER),
-        rows=rows,
-        widths={0: 12, 1: 9, 2: 9, 3: 9, 4: 10, 5: 9, len(DAY_HEADER): 3, SIDE_COL: 22},
-        charts=(Chart("Mails per day (last 30 days)", 0, (1, 3, 4)),),
-    )
 
 
 # ---------------------------------------------------------------- SentLog
@@ -421,22 +183,32 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
     """The Dashboard and Forecast sheets of a run on `today`, and the Dashboard figures.
 
     `site` is a batch.Site, `ledger` an open Ledger after the run recorded its outcomes.
-    The workbook's Orders sheet is read again only when some order was left out for its
-    customer's address, to name it by its id.
+    Only the window's outcomes are read from the ledger. The workbook's Orders sheet is
+    read again only when some order was left out for its customer's address, to name it
+    by its id.
     """
     state = ledger.state()
-    events = ledger.events()
-    figures = dashboard_figures(events, today=today, model=site.model,
-                                ledger_state=state, problems=site.problems)
+    first = today - dt.timedelta(days=WINDOW_DAYS - 1)
+    events = ledger.log_events(first=first, last=today)
+    coming = forecast_rows(site, state, today=today)
+    planned_7 = sum(1 for r in coming if r.date <= today + dt.timedelta(days=7))
+    held_since = today - dt.timedelta(days=site.settings.catch_up_days)
+    items = to_handle_items(ledger.entries_in("failed_permanent", "uncertain"), site.model,
+                            today=today, held_since=held_since)
+
+    def figures_with(ids: Mapping[int, str] | None) -> DashboardFigures:
+        return dashboard_figures(events, today=today, model=site.model, ledger_state=state,
+                                 problems=site.problems, order_ids=ids, to_handle=items,
+                                 planned_7=planned_7)
+
+    figures = figures_with(None)
     if any(u.order_id.startswith("(Orders row") for u in figures.unreachable):
         try:
             ids = order_ids_by_row(site.workbook)
         except CommplanError:
             ids = {}
-        figures = dashboard_figures(events, today=today, model=site.model,
-                                    ledger_state=state, problems=site.problems, order_ids=ids)
-    sheets = [figures_sheet(figures), forecast_sheet(forecast_rows(site, state, today=today))]
-    return sheets, figures
+        figures = figures_with(ids)
+    return [figures_sheet(figures), forecast_sheet(coming)], figures
 
 
 # ---------------------------------------------------------------- summary mail
@@ -515,26 +287,31 @@ def summary_text(
 
 
 def _figures_text(figures: DashboardFigures) -> list[str]:
+    """The Dashboard in the mail: the items to handle (every day until resolved), then the
+    counts of the last 30 days."""
+    from commplan_xl.run.dashboard import TO_HANDLE_KINDS
+
+    lines = [f"À traiter (jusqu'à résolution) : {len(figures.to_handle)}"]
+    for item in figures.to_handle:
+        what = TO_HANDLE_KINDS[item.kind].label_fr
+        step = f" étape {item.step}" if item.step is not None else ""
+        due = f" (échéance {_date_fr(item.due_date)})" if item.due_date else ""
+        lines.append(f"- {what} : commande {item.order_id}{step}{due}"
+                     + (f" — {item.detail}" if item.detail else ""))
+        lines.append(f"  Que faire : {item.todo(french=True)}")
     t = figures.total
     first = figures.days[0][0] if figures.days else figures.today
-    lines = [
+    lines += [
+        "",
         f"Tableau de bord du {_date_fr(first)} au {_date_fr(figures.today)} :",
-        f"Envoyés : {t.sent}, ignorés : {t.skipped}, échecs : {t.failed}, "
+        f"Envoyés : {t.sent} (hier : {figures.sent_yesterday}, 7 derniers jours : "
+        f"{figures.sent_since(7)}), ignorés : {t.skipped}, échecs : {t.failed}, "
         f"incertains : {t.uncertain}",
+        f"En attente d'un nouvel essai : {len(figures.failures)} ; prévus les 7 prochains "
+        f"jours : {figures.planned_7}",
     ]
     for name, c in figures.plans:
         lines.append(f"- {name} : {_plural(c.sent, 'envoyé')}, {_plural(c.failed, 'échec')}")
-    lines += ["", f"Échecs en attente d'un nouvel essai : {len(figures.failures)}"]
-    lines += [
-        f"- Commande {f.order_id} étape {f.step} (échéance {_date_fr(f.due_date)}) : {f.reason}"
-        for f in figures.failures
-    ]
-    lines += ["", f"Commandes dont le client n'a pas d'adresse valide : "
-              f"{len(figures.unreachable)}"]
-    lines += [
-        f"- Commande {u.order_id} (client {u.customer_id}) : {u.problem}"
-        for u in figures.unreachable
-    ]
     return lines
 
 

@@ -63,6 +63,13 @@ class LedgerReads:
         ).fetchone()
         return entry_of(row) if row else None
 
+    def entries_in(self, *states: str) -> list[LedgerEntry]:
+        """Every message in one of `states` (e.g. failed_permanent, uncertain)."""
+        marks = ", ".join("?" * len(states))
+        rows = self.db.execute(
+            f"SELECT {ENTRY_COLUMNS} FROM messages WHERE state IN ({marks})", states)
+        return [entry_of(row) for row in rows]
+
     def sent_on(self, day: dt.date) -> int:
         """How many mails were sent (resends included) on that calendar day."""
         return self.db.execute(

@@ -27,10 +27,13 @@ log = logging.getLogger("commplan")
 
 
 def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'"{text}" is not a date as YYYY-MM-DD') from None
+    """A date as YYYY-MM-DD or DD/MM/YYYY (always day first)."""
+    for form in ("%Y-%m-%d", "%d/%m/%Y"):
+        try:
+            return dt.datetime.strptime(text.strip(), form).date()
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f'"{text}" is not a date as YYYY-MM-DD or DD/MM/YYYY')
 
 
 def _positive(text: str) -> int:
@@ -78,11 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also test the mail server connection and login")
 
     p = sub.add_parser("due", parents=[common], help="list what a run would send or skip")
-    p.add_argument("--today", type=_date, help="the day of the run (YYYY-MM-DD)")
+    p.add_argument("--today", type=_date, help="the day of the run (YYYY-MM-DD or DD/MM/YYYY)")
     p.add_argument("--csv", action="store_true", help="print CSV")
 
     p = sub.add_parser("run", parents=[common], help="send what is due, archive, write SentLog")
-    p.add_argument("--today", type=_date, help="the day of the run (YYYY-MM-DD)")
+    p.add_argument("--today", type=_date, help="the day of the run (YYYY-MM-DD or DD/MM/YYYY)")
     p.add_argument("--dry-run", action="store_true",
                    help="render everything, send and record nothing")
     p.add_argument("--limit", type=_positive, help="send at most N mails in this run")
@@ -111,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("auth", parents=[common],
                        help="give the one-time OAuth2 consent for sending (Google)")
     p.add_argument("provider", choices=["google"], help="whose consent to give")
+
+    p = sub.add_parser("log", parents=[common], help="every outcome of a period, from the ledger")
+    p.add_argument("--from", dest="first", type=_date, help="first run day (default: the first)")
+    p.add_argument("--to", dest="last", type=_date, help="last run day (default: the last)")
+    p.add_argument("--order", help="only this order")
+    p.add_argument("--customer", help="only this customer")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--xlsx", metavar="FILE", help="write an Excel file made for reading")
+    out.add_argument("--csv", action="store_true", help="print CSV")
 
     p = sub.add_parser("plan", parents=[common], help="show a plan's dates from a start date")
     p.add_argument("name")

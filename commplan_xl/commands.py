@@ -365,3 +365,82 @@ def cmd_auth(args: argparse.Namespace) -> int:
         _say("Next: set smtp_auth to oauth2-google in the Settings sheet.")
     _say("Then run `commplan check --smtp` to test the login (nothing is sent).")
     return EXIT_OK
+
+
+def _log_row(o) -> tuple:
+    """One outcome as the SentLog columns hold it (dates as Python dates)."""
+    return (o.date, o.order_id, o.customer_id, o.email, o.plan, o.step, o.due_date, o.status,
+            o.subject, o.detail, o.archive_file)
+
+
+def log_csv(outcomes: list) -> str:
+    """`commplan log --csv`: the SentLog's header, then one row per outcome (ISO dates)."""
+    from commplan_xl.store.sentlog import SENTLOG_HEADER
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SENTLOG_HEADER)
+    for o in outcomes:
+        row = list(_log_row(o))
+        row[0] = f"{o.date:%Y-%m-%d %H:%M:%S}"
+        row[6] = o.due_date.isoformat() if o.due_date else ""
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def log_listing(outcomes: list) -> str:
+    """`commplan log`: one line per outcome, for people."""
+    lines = []
+    for o in outcomes:
+        due = f" due {o.due_date:%d/%m/%Y}" if o.due_date else ""
+        what = "  ".join(t for t in (o.subject, o.detail) if t)
+        lines.append(f"{o.date:%d/%m/%Y %H:%M}  {o.status:<9}  {o.order_id}  {o.customer_id}  "
+                     f"{o.plan} step {o.step}{due}" + (f"  {what}" if what else "") + "\n")
+    return "".join(lines)
+
+
+def _period(args: argparse.Namespace) -> str:
+    first = f"{args.first:%d/%m/%Y}" if args.first else "the first run"
+    last = f"{args.last:%d/%m/%Y}" if args.last else "the last run"
+    return f"from {first} to {last}"
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from commplan_xl.store.ledger import Ledger
+
+    if args.first and args.last and args.first > args.last:
+        print(f"--from {args.first:%d/%m/%Y} is after --to {args.last:%d/%m/%Y}.",
+              file=sys.stderr)
+        return 2
+    home = home_of(args)
+    path = home / batch.LEDGER_NAME
+    if not path.exists():
+        raise CommplanError(f"There is no ledger in {home} yet: nothing was sent from this "
+                            "home folder (or --home names another one).")
+    with Ledger(path) as ledger:
+        for column, value, word in (("order_id", args.order, "order"),
+                                    ("customer_id", args.customer, "customer")):
+            if value is not None and not ledger.knows(column, value):
+                raise CommplanError(f'The ledger has no outcome for {word} "{value}": check '
+                                    "the id (it is compared ignoring case and spaces).")
+        outcomes = ledger.log_events(first=args.first, last=args.last, order_id=args.order,
+                                     customer_id=args.customer)
+    if args.csv:
+        _write(log_csv(outcomes))
+        return EXIT_OK
+    if args.xlsx:
+        from commplan_xl.excel.export import write_new_workbook
+        from commplan_xl.problems import WorkbookLocked
+        from commplan_xl.run.reports import sentlog_sheet
+
+        target = Path(args.xlsx).expanduser().absolute()
+        try:
+            write_new_workbook(target, [sentlog_sheet([_log_row(o) for o in outcomes])])
+        except WorkbookLocked:
+            raise CommplanError(f"{target.name} is open in Excel or LibreOffice: close it and "
+                                "run the command again (nothing was written).") from None
+        _say(f"Wrote {len(outcomes)} outcome(s) {_period(args)} to {target}.")
+        return EXIT_OK
+    _write(log_listing(outcomes))
+    _say(f"{len(outcomes)} outcome(s) {_period(args)}.")
+    return EXIT_OK

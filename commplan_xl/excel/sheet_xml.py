@@ -353,6 +353,10 @@ def sheet_xml(sheet: ToolSheet, style_ids: Mapping[str, int] | None = None) -> b
     widths.update({i: max(widths[i], DATE_WIDTHS[f]) for i, f in formats.items()
                    if f in DATE_WIDTHS and i < ncols})
     widths.update(_explicit_widths(sheet, ncols))
+    if sheet.header_style == "header":  # a column is never narrower than its name
+        for i, name in enumerate(sheet.header):
+            if name and i < ncols:
+                widths[i] = max(widths[i], len(name) + 2.0)
     hidden = set(sheet.hidden_cols)
     cols = "".join(
         f'<col min="{i + 1}" max="{i + 1}" width="{w:g}" customWidth="1"'

@@ -324,7 +324,7 @@ def unreachable_orders(problems: Sequence[WorkbookProblem], order_ids: Mapping[i
 
 
 def to_handle_items(entries: Iterable[LedgerEntry], model: Model, *, today: dt.date,
-                    held_since: dt.date) -> list[ToHandle]:
+                    held_since: dt.date, settings=None) -> list[ToHandle]:
     """The items the ledger and the workbook hold: permanent failures (until resent or
     sent again), uncertain mails (for UNCERTAIN_LISTED_DAYS), and held steps that fell due
     from `held_since` to `today`.
@@ -345,7 +345,7 @@ def to_handle_items(entries: Iterable[LedgerEntry], model: Model, *, today: dt.d
             kind = "failed_required" if _required(model, e.plan, e.step) else "failed"
         items.append(ToHandle(kind, e.order_id, customer_id, plan_name(model, e.plan), e.step,
                               e.due_date, f"{e.emails}: {e.detail}" if e.emails else e.detail))
-    items += held_steps_due(model, today=today, since=held_since)
+    items += held_steps_due(model, today=today, since=held_since, settings=settings)
     return items
 
 

@@ -194,7 +194,7 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
     planned_7 = sum(1 for r in coming if r.date <= today + dt.timedelta(days=7))
     held_since = today - dt.timedelta(days=site.settings.catch_up_days)
     items = to_handle_items(ledger.entries_in("failed_permanent", "uncertain"), site.model,
-                            today=today, held_since=held_since)
+                            today=today, held_since=held_since, settings=site.settings)
 
     def figures_with(ids: Mapping[int, str] | None) -> DashboardFigures:
         return dashboard_figures(events, today=today, model=site.model, ledger_state=state,

@@ -77,6 +77,8 @@ def test_run_sends_due_message_with_parts_archive_and_sentlog(home, smtp_server)
     rows = sentlog(home)
     assert [(r["order_id"], r["step"], r["status"]) for r in rows] == [("O1001", 1, "sent")]
     assert rows[0]["email"] == "alice@example.com"
+    # --today stands for the current date: the outcome is dated on it, a real Excel date.
+    assert rows[0]["date"].date() == dt.date.fromisoformat(DAY1)
     assert rows[0]["archive_file"].startswith("archive/")
     assert (home / rows[0]["archive_file"]).exists()
 

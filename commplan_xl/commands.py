@@ -71,9 +71,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     for p in problems:
         _say(str(p))
     status = EXIT_ATTENTION if problems else EXIT_OK
-    note = batch.stale_lock_note(site.workbook)
-    if note:
-        _say(note)
+    for note in (batch.stale_lock_note(site.workbook), _demo_note(site)):
+        if note:
+            _say(note)
     if args.smtp:
         from commplan_xl.mail.smtp import check_connection
         from commplan_xl.problems import SendFailure
@@ -92,6 +92,18 @@ def cmd_check(args: argparse.Namespace) -> int:
              f"customer(s), {len(m.orders)} order(s). Next: `commplan due` to see what a run "
              "would send.")
     return status
+
+
+def _demo_note(site: batch.Site) -> str | None:
+    """A sentence while the demo rows of `commplan init` are still in the workbook."""
+    from commplan_xl.excel.starter import demo_note
+    from commplan_xl.run.reports import order_ids_by_row
+
+    try:
+        order_ids = list(order_ids_by_row(site.workbook).values())
+    except CommplanError:
+        order_ids = []
+    return demo_note(order_ids, site.model.customers)
 
 
 def cmd_due(args: argparse.Namespace) -> int:

@@ -88,7 +88,7 @@ def staff_book(tmp_path: Path) -> Path:
 
 def _sentlog(n: int = 3) -> ToolSheet:
     rows = [
-        [dt.datetime(2026, 11, 27, 6, 30), f"O{i:03d}", f"C{i}", f"c{i}@example.com",
+        [dt.datetime(2026, 11, 27, 6, 30), f"O{i:03d}", f"C{i}", f"c{i}@example.test",
          "Baie vitrée", i, dt.date(2026, 11, 27), "sent", f"Commande {i}", "", f"C{i}/m.eml"]
         for i in range(1, n + 1)
     ]

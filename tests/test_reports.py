@@ -34,8 +34,8 @@ from tests.builders import DEFAULT_PLANS, DEFAULT_SETTINGS, make_workbook
 D = dt.date
 BAIE, BAIE_KEY = "Baie vitrée", "baie vitrée"
 PORTE, PORTE_KEY = "Porte d'entrée", "porte d'entrée"
-ALICE, BRUNO, DENISE = "alice@example.com", "bruno@example.com", "denise@example.com"
-BOSS = "boss@example.com"
+ALICE, BRUNO, DENISE = "alice@example.test", "bruno@example.test", "denise@example.test"
+BOSS = "boss@example.test"
 
 
 @pytest.fixture(autouse=True)
@@ -384,8 +384,8 @@ def test_summary_body_lists_each_failure_with_what_to_do(dash_home):
     site = load_site(dash_home)
     with Ledger(site.ledger_path) as ledger:
         _sheets, figures = report_sheets(site, ledger, today=TODAY)
-    settings = Settings(home=dash_home, sender_email="service@example.com",
-                        report_to=(BOSS, "chef@example.com"))
+    settings = Settings(home=dash_home, sender_email="service@example.test",
+                        report_to=(BOSS, "chef@example.test"))
     report = _report(sent=3, failed=3, uncertain=1, failures=[
         "Order O1 step 2: 450 mailbox busy; will be retried by the next run",
         "Order O2 step 1: 550 no such user; not retried: correct the address",
@@ -393,7 +393,7 @@ def test_summary_body_lists_each_failure_with_what_to_do(dash_home):
         "Order O4 step 2 is uncertain: the connection dropped",
     ])
     msg = summary_message(settings, report, dashboard_figures=figures)
-    assert msg["To"] == f"{BOSS}, chef@example.com"
+    assert msg["To"] == f"{BOSS}, chef@example.test"
     assert msg["Subject"] == "commplan — 27/11/2026 : 3 envoyés, 3 échecs, 1 incertain"
     text = msg.get_body(preferencelist=("plain",)).get_content()
     lines = text.splitlines()
@@ -416,7 +416,7 @@ def test_summary_body_lists_each_failure_with_what_to_do(dash_home):
 def test_send_summary_goes_to_report_to_only(tmp_path, smtp_server):
     """The summary goes to every report_to address over the run's connection; without
     report_to nothing is sent."""
-    base = dict(home=tmp_path, sender_email="service@example.com", smtp_host="127.0.0.1",
+    base = dict(home=tmp_path, sender_email="service@example.test", smtp_host="127.0.0.1",
                 smtp_port=smtp_server.port, smtp_timeout=5.0)
     with Mailer(Settings(**base)) as mailer:
         assert send_summary(mailer, Settings(**base), _report(sent=1), None) is False
@@ -443,6 +443,9 @@ def test_run_writes_dashboard_and_forecast_sheets(tmp_path, smtp_server):
     assert cell_row(dash, 30, 26, 30) == ("07/03", 1, 0, 0, 0)  # the last day is the run's
     assert cell_row(dash, 2, 0, 1) == ("Sent yesterday", 0)
     assert cell_row(dash, 4, 0, 1) == ("Sent, last 30 days", 1)
+    plan_list = openpyxl.load_workbook(path)["PlanList"]  # the plan drop-down's list
+    assert plan_list.sheet_state == "hidden"
+    assert [r[0].value for r in plan_list.iter_rows()] == ["plan", BAIE]
     forecast = [_iso(r) for r in sheet_rows(path, FORECAST)]
     assert [(r[0], r[1], r[6]) for r in forecast[1:]] == [
         ("2026-03-14", "O1002", 1), ("2026-03-17", "O1001", 2), ("2026-03-24", "O1002", 2),

@@ -50,7 +50,7 @@ def test_empty_sheet_gives_the_defaults(tmp_path: Path) -> None:
 
 
 ENV_SAMPLES = {
-    "sender_email": ("Ops@Example.com", "ops@example.com"),
+    "sender_email": ("Ops@Example.com", "ops@example.test"),
     "smtp_host": ("mail.example.com", "mail.example.com"),
     "smtp_port": ("465", 465),
     "smtp_security": ("SSL", "ssl"),
@@ -118,7 +118,7 @@ def test_unknown_key_names_every_known_key(tmp_path: Path) -> None:
 def test_every_known_key_is_accepted(tmp_path: Path) -> None:
     """No key of the table is refused as unknown by `check`."""
     rows = [{"key": key.name, "value": ""} for key in KEYS]
-    rows[0]["value"] = "service@example.com"
+    rows[0]["value"] = "service@example.test"
     tables = read_tables(make_workbook(tmp_path, settings=rows))
     _model, _settings, problems = validate(tables, home=tmp_path, environ={})
     assert [p for p in problems if p.sheet == "Settings"] == []

@@ -195,7 +195,7 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
             next_rid += 1
             graft.add[part] = built[sheet.name]
             graft.overrides[part] = CT_WORKSHEET
-            new_sheets.append((sheet.name, sheet_ids[-1], rid))
+            new_sheets.append((sheet.name, sheet_ids[-1], rid, sheet.hidden))
             new_rels.append((rid, "worksheet", relative_target(book, part)))
         else:
             graft.replace[pkg.name(part)] = built[sheet.name]
@@ -214,7 +214,7 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
     rels = _plan_styles(graft, pkg, book, by_rid, f"rId{next_rid}")
     new_rels += rels
     order = [el.get("name", "").casefold() for el in root.iter() if _local(el.tag) == "sheet"]
-    order += [name.casefold() for name, _id, _rid in new_sheets]
+    order += [new[0].casefold() for new in new_sheets]
     names = {order.index(s.name.casefold()): (s.name, defined_names(s)) for s in sheets}
     _edit_workbook(graft, pkg, book, book_xml, new_sheets, new_rels, names)
     if graft.overrides or graft.drop_overrides:
@@ -272,7 +272,7 @@ def _edit_workbook(
     pkg: Package,
     book: str,
     book_xml: str,
-    new_sheets: list[tuple[str, int, str]],
+    new_sheets: list[tuple[str, int, str, bool]],
     new_rels: list[tuple[str, str, str]],
     names: Mapping[int, tuple[str, Mapping[str, str]]],
 ) -> None:
@@ -297,16 +297,18 @@ def _edit_workbook(
         rels_xml, "Relationships", fragment, rels_member).encode()
 
 
-def _add_sheet_elements(book_xml: str, book: str, new_sheets: list[tuple[str, int, str]]
-                        ) -> str:
+def _add_sheet_elements(book_xml: str, book: str,
+                        new_sheets: list[tuple[str, int, str, bool]]) -> str:
     start = re.search(r"<(?![?!])[^>]*>", book_xml)
     declared = re.search(rf'xmlns:([\w.\-]+)\s*=\s*["\']{re.escape(REL_NS)}["\']',
                          start.group(0) if start else "")
     fragment = ""
-    for name, sheet_id, rid in new_sheets:
+    for name, sheet_id, rid, hidden in new_sheets:
         rid_attr = (f'{declared.group(1)}:id="{rid}"' if declared
                     else f'r:id="{rid}" xmlns:r="{REL_NS}"')
-        fragment += f'<§sheet name="{name.translate(XML_ATTR)}" sheetId="{sheet_id}" {rid_attr}/>'
+        state = ' state="hidden"' if hidden else ""
+        fragment += (f'<§sheet name="{name.translate(XML_ATTR)}" sheetId="{sheet_id}"{state} '
+                     f"{rid_attr}/>")
     return _insert_before_close(book_xml, "sheets", fragment, book)
 
 

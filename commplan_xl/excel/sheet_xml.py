@@ -32,6 +32,8 @@ DATE_STYLES = {"date", "datetime"}
 # A column of dates gets this width; Excel shows "########" in a cell too narrow.
 DATE_WIDTHS = {"date": 11.0, "datetime": 16.5}
 EXCEL_EPOCH = dt.datetime(1899, 12, 30)
+# The tool's hidden sheet listing each plan once (the Orders plan drop-down reads it).
+PLAN_LIST = "PlanList"
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class ToolSheet:
     hidden_cols: tuple[int, ...] = ()
     landscape: bool = True
     heights: Mapping[int, float] = field(default_factory=dict)  # Excel row -> points
+    hidden: bool = False  # a new sheet is added hidden (a list the tool keeps)
 
     @property
     def ncols(self) -> int:

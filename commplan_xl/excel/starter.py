@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,16 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from commplan_xl.core.units import UNIT_TABLE, choices
 from commplan_xl.excel.safe_replace import lock_file
+from commplan_xl.excel.sheet_xml import PLAN_LIST
 from commplan_xl.model import Status
 from commplan_xl.problems import CommplanError, WorkbookLocked
 from commplan_xl.settings import KEYS as SETTING_KEYS
 
 WORKBOOK_NAME = "commplan.xlsx"
 SHEETS = ("Orders", "Customers", "Plans", "Variables", "Settings")
-FORMATTED_ROWS = 1000  # rows below the header that get formats and drop-downs ready
+FORMATTED_ROWS = 1000  # rows below the header that get formats ready
+EXCEL_ROWS = 1_048_576  # drop-downs cover the whole column
+PLAN_LIST_SOURCE = f"OFFSET({PLAN_LIST}!$A$2,0,0,MAX(1,COUNTA({PLAN_LIST}!$A:$A)-1),1)"
 # Sheets that stay short get fewer ready rows (plans: at most 10 steps each).
 READY_ROWS = {"Plans": 300, "Variables": 100, "Settings": 100}
 DATE_FORMAT = "DD/MM/YYYY"
@@ -233,19 +237,29 @@ POSE_STEPS: tuple[tuple[int, float, str, str, str, str, str], ...] = (
 )
 
 # customer_id, name, email, opt_out, telephone
+# customer_id, name, email, opt_out, telephone. The addresses are at documentation domains
+# (example.com, .net, .org): the tool never sends to them, so the demo rows reach nobody.
 DEMO_CUSTOMERS: tuple[tuple[str, str, str, str, str], ...] = (
-    ("C0001", "Éloïse Lefèvre", "eloise.lefevre@example.fr", "non", "06 12 34 56 78"),
+    ("C0001", "Éloïse Lefèvre", "eloise.lefevre@example.net", "non", "06 12 34 56 78"),
     ("C0002", "François Nguyễn", "francois.nguyen@example.com", "non", "06 23 45 67 89"),
-    ("C0003", "Hélène Mercier", "helene.mercier@example.fr", "non", "07 34 56 78 90"),
-    ("C0004", "Jérôme Bénard", "jerome.benard@example.com; secretariat.benard@example.fr",
+    ("C0003", "Hélène Mercier", "helene.mercier@example.org", "non", "07 34 56 78 90"),
+    ("C0004", "Jérôme Bénard", "jerome.benard@example.com; secretariat.benard@mail.example.org",
      "non", "04 78 12 34 56"),
-    ("C0005", "Anaïs Noël", "anais.noel@example.fr", "non", "06 45 67 89 01"),
+    ("C0005", "Anaïs Noël", "anais.noel@example.net", "non", "06 45 67 89 01"),
     ("C0006", "Maëlle Côté", "maelle.cote@example.com", "non", "06 56 78 90 12"),
-    ("C0007", "Raphaël Dupré", "raphael.dupre@example.fr", "oui", "06 67 89 01 23"),
+    ("C0007", "Raphaël Dupré", "raphael.dupre@example.org", "oui", "06 67 89 01 23"),
     ("C0008", "Léa Fournier", "lea.fournier@example.com", "non", "07 78 90 12 34"),
-    ("C0009", "Aurélien Lemaître", "aurelien.lemaitre@example.fr", "non", "06 89 01 23 45"),
+    ("C0009", "Aurélien Lemaître", "aurelien.lemaitre@example.net", "non", "06 89 01 23 45"),
     ("C0010", "Inès Bouchard", "ines.bouchard@example.com", "non", "06 90 12 34 56"),
 )
+# `commplan demo` sends to its own local server: its customers get addresses at this
+# domain (.test is for test servers, and the tool sends to it).
+DEMO_SERVER_DOMAIN = "clients.test"
+
+
+def _demo_address(text: str, domain: str | None) -> str:
+    return text if domain is None else re.sub(r"@[^;,\s]+", f"@{domain}", text)
+
 
 _BAIE_PRODUCT = "baie vitrée coulissante alu 240 × 215 cm"
 _POSE_PRODUCT = "4 fenêtres PVC double vitrage"
@@ -284,8 +298,20 @@ DEMO_ORDERS: tuple[DemoOrder, ...] = (
 )
 
 
-def demo_rows(today: dt.date) -> dict[str, list[list[Any]]]:
-    """The demo data rows of each sheet, values in column order, dates relative to `today`."""
+def demo_note(order_ids: Iterable[str], customer_ids: Iterable[str]) -> str | None:
+    """A sentence for `check` while the workbook still holds demo rows of `init`."""
+    orders = sorted({o.order_id for o in DEMO_ORDERS} & set(order_ids))
+    customers = {c[0] for c in DEMO_CUSTOMERS} & set(customer_ids)
+    if not orders and not customers:
+        return None
+    what = f"the demo orders ({orders[0]}…)" if orders else "the demo customers"
+    return (f"The workbook still holds {what} that `commplan init` wrote: replace them with "
+            "your own customers and orders (their example addresses are never sent to).")
+
+
+def demo_rows(today: dt.date, *, domain: str | None = None) -> dict[str, list[list[Any]]]:
+    """The demo data rows of each sheet, values in column order, dates relative to `today`;
+    the customers' addresses at `domain` when given."""
 
     def ago(days: int | None) -> dt.date | None:
         return None if days is None else today - dt.timedelta(days=days)
@@ -304,7 +330,8 @@ def demo_rows(today: dt.date) -> dict[str, list[list[Any]]]:
     ]
     return {
         "Orders": orders,
-        "Customers": [list(c) for c in DEMO_CUSTOMERS],
+        "Customers": [[c[0], c[1], _demo_address(c[2], domain), *c[3:]]
+                      for c in DEMO_CUSTOMERS],
         "Plans": plans,
         "Variables": [list(v) for v in VARIABLE_ROWS],
     }
@@ -315,11 +342,13 @@ def demo_rows(today: dt.date) -> dict[str, list[list[Any]]]:
 # ---------------------------------------------------------------------------
 
 
-def create_workbook(path: Path, *, demo: bool = True, today: dt.date) -> None:
-    """Write the ready-to-edit workbook at `path` (demo rows when `demo`)."""
+def create_workbook(path: Path, *, demo: bool = True, today: dt.date,
+                    demo_domain: str | None = None) -> None:
+    """Write the ready-to-edit workbook at `path` (demo rows when `demo`, their customers'
+    addresses at `demo_domain` when given)."""
     wb = Workbook()
     wb.remove(wb.active)
-    rows = demo_rows(today) if demo else {}
+    rows = demo_rows(today, domain=demo_domain) if demo else {}
     for name in SHEETS:
         ws = wb.create_sheet(name)
         layout = LAYOUTS[name]
@@ -327,6 +356,7 @@ def create_workbook(path: Path, *, demo: bool = True, today: dt.date) -> None:
         data = _setting_rows(demo) if name == "Settings" else rows.get(name, [])
         _write_rows(ws, data)
         _format_columns(ws, layout, len(data))
+    _add_plan_list(wb, rows.get("Plans", []))
     _add_validations(wb)
     wb.active = 0
     _save_atomically(wb, path)
@@ -384,6 +414,19 @@ def _format_columns(ws: Worksheet, layout: Sequence[Column], n_rows: int) -> Non
             cell.alignment = _TOP_WRAP if column.kind == "wrap" else _TOP
 
 
+def _add_plan_list(wb: Workbook, plans: list[list[Any]]) -> None:
+    """The tool's hidden sheet listing each plan once, for the Orders plan drop-down (each
+    run writes it again from Plans)."""
+    ws = wb.create_sheet(PLAN_LIST)
+    ws.append(["plan"])
+    seen: set[str] = set()
+    for row in plans:
+        if row and row[0] and str(row[0]).casefold() not in seen:
+            seen.add(str(row[0]).casefold())
+            ws.append([row[0]])
+    ws.sheet_state = "hidden"
+
+
 def _list_validation(source: str, *, prompt: str, strict: bool = True) -> DataValidation:
     """A drop-down list; `strict` refuses other values, else it only suggests."""
     dv = DataValidation(type="list", formula1=source, allow_blank=True)
@@ -404,7 +447,7 @@ def _quoted(values: Sequence[str]) -> str:
 
 
 def _add_validations(wb: Workbook) -> None:
-    span = f"2:{FORMATTED_ROWS + 1}"
+    span = f"2:{EXCEL_ROWS}"  # the whole column, like Excel's own drop-downs
 
     def col(sheet: str, name: str) -> str:
         index = [c.name for c in LAYOUTS[sheet]].index(name) + 1
@@ -419,11 +462,10 @@ def _add_validations(wb: Workbook) -> None:
 
     yes_no = _quoted(YES_NO)
     add("Orders", _list_validation(_quoted(STATUSES), prompt="Statut"), "status")
-    # A list read from another sheet: fine in Excel 2010+ and LibreOffice. Duplicated plan
-    # names (one per step) show more than once in the list; harmless.
-    add("Orders", _list_validation(f"Plans!$A$2:$A${FORMATTED_ROWS + 1}", prompt="Plan"),
-        "plan")
-    add("Orders", _list_validation(f"Customers!$A$2:$A${FORMATTED_ROWS + 1}",
+    # A list read from another sheet: fine in Excel 2010+ and LibreOffice. Each plan once,
+    # from the tool's hidden list, as long as the list is.
+    add("Orders", _list_validation(PLAN_LIST_SOURCE, prompt="Plan"), "plan")
+    add("Orders", _list_validation(f"Customers!$A$2:$A${EXCEL_ROWS}",
                                    prompt="Client", strict=False), "customer_id")
     add("Customers", _list_validation(yes_no, prompt="oui / non"), "opt_out")
     add("Plans", _list_validation(_quoted(UNITS), prompt="Unité"), "unit")
@@ -551,7 +593,7 @@ def write_demo_attachments(folder: Path) -> list[Path]:
 
 
 def init_home(home: Path, *, force: bool = False, today: dt.date | None = None,
-              workbook: Path | None = None) -> Path:
+              workbook: Path | None = None, demo_domain: str | None = None) -> Path:
     """Create the home folders, demo attachments and workbook; return the workbook path.
 
     Refuses to replace an existing workbook unless `force`; then the old one is kept as a
@@ -575,5 +617,5 @@ def init_home(home: Path, *, force: bool = False, today: dt.date | None = None,
     if path.exists():
         # Copy, then replace atomically: a workbook stays at `path` at every moment.
         shutil.copy2(path, backup_path(path, dt.datetime.now()))
-    create_workbook(path, demo=True, today=today or default_today())
+    create_workbook(path, demo=True, today=today or default_today(), demo_domain=demo_domain)
     return path

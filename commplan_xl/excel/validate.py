@@ -83,6 +83,16 @@ def is_email(address: str) -> bool:
     return _EMAIL.fullmatch(address) is not None
 
 
+# Documentation domains (RFC 2606): addresses there reach nobody, or someone who never asked.
+_EXAMPLE_DOMAIN = re.compile(r"@(?:[^@]*\.)?example\.(?:com|net|org)$|\.(?:example|invalid)$")
+
+
+def is_example_address(address: str) -> bool:
+    """An address at a documentation domain (example.com/.net/.org and their subdomains,
+    the .example and .invalid top-level domains): the tool never sends to it."""
+    return _EXAMPLE_DOMAIN.search(address.lower()) is not None
+
+
 def split_emails(text: str) -> list[str]:
     """The addresses of an email cell: split on ";" or ",", trimmed, lower-cased."""
     if ";" not in text and "," not in text:
@@ -494,6 +504,9 @@ def _customers(tables: Mapping[str, Table], usable: set[str],
             if not is_email(address):
                 sheet.add(row, "email", f'"{address}" is not an email address; fix it '
                           "(several addresses are separated by ;).")
+            elif is_example_address(address):
+                sheet.add(row, "email", f'"{address}" is an example address (a documentation '
+                          "domain): it is never sent to; write the customer's real address.")
         opt_out = False
         if has_opt_out:
             try:
@@ -527,7 +540,7 @@ def _customers(tables: Mapping[str, Table], usable: set[str],
             checked_row(row, values)
             continue
         address = email.lower()
-        if not address or _EMAIL.fullmatch(address) is None:
+        if not address or _EMAIL.fullmatch(address) is None or is_example_address(address):
             checked_row(row, values)
             continue
         customers[ident] = _record(

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from commplan_xl.excel.sheet_xml import ToolSheet
+from commplan_xl.excel.sheet_xml import PLAN_LIST, ToolSheet
 from commplan_xl.model import LedgerEntry, Model
 from commplan_xl.problems import CommplanError, SendFailure
 from commplan_xl.run.dashboard import (  # noqa: F401 - the Dashboard's names, also from here
@@ -56,6 +56,13 @@ def sentlog_sheet(rows: Sequence[Sequence[object]], name: str = SENTLOG) -> Tool
 
     return ToolSheet(name=name, header=SENTLOG_HEADER, rows=rows, widths=SENTLOG_WIDTHS,
                      formats=SENTLOG_FORMATS)
+
+
+def plan_list_sheet(model: Model) -> ToolSheet:
+    """The tool's hidden list of the plans, each once, for the Orders plan drop-down."""
+    return ToolSheet(name=PLAN_LIST, header=("plan",), rows=[[p.name] for p in
+                                                              model.plans.values()],
+                     widths={0: 30}, filter_area=None, title_rows=0, hidden=True)
 
 
 # ---------------------------------------------------------------- Forecast
@@ -208,7 +215,7 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
         except CommplanError:
             ids = {}
         figures = figures_with(ids)
-    return [figures_sheet(figures), forecast_sheet(coming)], figures
+    return [figures_sheet(figures), forecast_sheet(coming), plan_list_sheet(site.model)], figures
 
 
 # ---------------------------------------------------------------- summary mail

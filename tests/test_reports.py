@@ -235,6 +235,46 @@ def test_dashboard_opens_in_libreoffice_with_its_chart(dash_home, tmp_path_facto
     assert "chart:chart" in chart and "Mails per day" in chart
 
 
+def _pdf_pages(workbook: Path, out: Path) -> list[str]:
+    """The text of each page LibreOffice prints of the workbook."""
+    soffice = shutil.which("soffice")
+    if not soffice or not shutil.which("pdftotext"):
+        pytest.skip("LibreOffice or pdftotext is not installed (.ci/run installs them)")
+    subprocess.run([soffice, "--headless", f"-env:UserInstallation=file://{out}/profile",
+                    "--convert-to", "pdf", "--outdir", str(out), str(workbook)],
+                   check=True, capture_output=True, timeout=120)
+    text = subprocess.run(["pdftotext", "-layout", str(out / f"{workbook.stem}.pdf"), "-"],
+                          check=True, capture_output=True, text=True).stdout
+    return text.split("\f")
+
+
+def test_printed_dashboard_and_sentlog_read_like_reports(dash_home, tmp_path_factory):
+    """Printed through LibreOffice, the Dashboard's first page holds its key figures, the
+    chart and the start of To handle; the SentLog prints one page wide, its header on every
+    page."""
+    from commplan_xl.run.batch import write_sentlog
+
+    site = load_site(dash_home)
+    with Ledger(site.ledger_path) as ledger:
+        for i in range(80):  # a SentLog longer than a page
+            _send(ledger, D(2026, 3, 1) + dt.timedelta(days=i % 19), f"O2{i:03d}", "C002",
+                  1, BRUNO)
+        sheets, _figures = report_sheets(site, ledger, today=TODAY)
+        assert write_sentlog(site, ledger, RunReport(today=TODAY), extra_sheets=sheets)
+    pages = _pdf_pages(site.workbook, tmp_path_factory.mktemp("pdf"))
+    dashboard = [p for p in pages if "Dashboard — run of 20/03/2026" in p]
+    assert len(dashboard) == 1
+    for text in ("Key figures", "Sent yesterday", "Planned, next 7 days",
+                 "Mails per day, last 30 days", "To handle: messages that need a person (3)",
+                 "Totals per plan"):
+        assert text in dashboard[0], text
+    sentlog = [p for p in pages if p.strip() and  # the footer names the sheet
+               p.strip().splitlines()[-1].split()[:1] == ["SentLog"]]
+    assert len(sentlog) >= 2
+    assert all("archive_file" in p and "customer_id" in p for p in sentlog)  # one page wide
+    assert "19/03/2026" in "".join(sentlog)  # real dates, shown DD/MM/YYYY
+
+
 # ---------------------------------------------------------------- Forecast
 
 

@@ -50,7 +50,7 @@ def test_empty_sheet_gives_the_defaults(tmp_path: Path) -> None:
 
 
 ENV_SAMPLES = {
-    "sender_email": ("Ops@Example.com", "ops@example.test"),
+    "sender_email": ("Ops@Example.test", "ops@example.test"),
     "smtp_host": ("mail.example.com", "mail.example.com"),
     "smtp_port": ("465", 465),
     "smtp_security": ("SSL", "ssl"),

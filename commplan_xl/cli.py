@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", parents=[common], help="validate the workbook")
     p.add_argument("--smtp", action="store_true",
-                   help="also test the mail server connection and login")
+                   help="also test the mail server connection and login (and the mailbox's "
+                   "when bounces is yes)")
 
     p = sub.add_parser("due", parents=[common], help="list what a run would send or skip")
     p.add_argument("--today", type=_date, help="the day of the run (YYYY-MM-DD or DD/MM/YYYY)")
@@ -89,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="render everything, send and record nothing")
     p.add_argument("--limit", type=_positive, help="send at most N mails in this run")
+
+    p = sub.add_parser("bounces", parents=[common],
+                       help="read returned mails from the mailbox, sending nothing")
+    p.add_argument("--today", type=_date, help=argparse.SUPPRESS)
 
     p = sub.add_parser("preview", parents=[common], help="render one message to a file")
     p.add_argument("order")

@@ -83,6 +83,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         except SendFailure as exc:
             _say(str(exc))
             status = EXIT_ATTENTION
+        if site.settings.bounces:
+            from commplan_xl.run.returned import check_imap
+
+            try:
+                _say(check_imap(site.settings))
+            except CommplanError as exc:
+                _say(f"Returned mails cannot be read: {exc}.")
+                status = EXIT_ATTENTION
     m = site.model
     if problems:
         _say(f"{len(problems)} problem(s) to fix in {site.workbook.name}. Rows with a problem are "
@@ -256,6 +264,8 @@ def print_report(report: batch.RunReport) -> None:
         summary += f", waiting {report.waiting}"
     if report.not_tried:
         summary += f", not tried {report.not_tried}"
+    if report.returned:
+        summary += f", returned {report.returned}"
     _say(summary + f" (run of {report.today:%d/%m/%Y}).")
     if report.dry_run:
         _say("Dry run: nothing was sent or recorded.")
@@ -269,6 +279,32 @@ def cmd_run(args: argparse.Namespace) -> int:
                        progress=_Progress())
     print_report(report)
     return EXIT_ATTENTION if report.needs_attention else EXIT_OK
+
+
+def cmd_bounces(args: argparse.Namespace) -> int:
+    """Read the mailbox for returned mails and record them, sending nothing."""
+    site = _site(args)
+    found, written = batch.bounces(site, today=args.today)
+    for item in found.ordered():
+        label = item.kind.replace("_", " ")
+        _say(f"  {item.line}" if item.line.lower().startswith(label) else
+             f"  {label}: {item.line}")
+    if found.error:
+        from commplan_xl.run.returned import unread_sentence
+
+        _say(unread_sentence(found.error))
+    if found.skipped:
+        _say(f"{found.skipped} message(s) could not be read as returned mails and were "
+             "skipped (see commplan.log).")
+    moved = f"; handled ones {found.moved} to {site.settings.bounce_folder_done}" \
+        if found.moved else ""
+    _say(f"Read {found.read} new message(s) in the mailbox: {len(found.failures)} returned "
+         f"mail(s) to handle{moved}. Nothing was sent.")
+    if not written:
+        _say("The SentLog sheet could not be written (the workbook is open); the next run "
+             "completes it.")
+    attention = found.error or found.failures or not written
+    return EXIT_ATTENTION if attention else EXIT_OK
 
 
 def cmd_preview(args: argparse.Namespace) -> int:

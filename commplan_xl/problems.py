@@ -1,8 +1,12 @@
-"""The small exception hierarchy: every error carries a sentence for people."""
+"""The small exception hierarchy, and workbook problems as data with their sentences."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
+
+from commplan_xl.core.units import english_hint
 
 
 class CommplanError(Exception):
@@ -17,25 +21,185 @@ class RunLocked(CommplanError):
     """Another run holds the home folder."""
 
 
-@dataclass(frozen=True)
+class Problem(Enum):
+    """The kinds of workbook problem; `SENTENCES` says each one to staff."""
+
+    TEXT = "text"  # a sentence made elsewhere (Settings values, template rendering)
+    # Sheets and columns
+    NO_SHEET = "no_sheet"
+    REPEATED_COLUMN = "repeated_column"
+    MISSING_COLUMN = "missing_column"
+    # Cells of any sheet
+    NOT_YES_NO = "not_yes_no"
+    DATE_TEXT_NOT_A_DATE = "date_text_not_a_date"
+    NOT_A_DATE = "not_a_date"
+    DATE_NO_SUCH_DAY = "date_no_such_day"
+    STEP_EMPTY = "step_empty"
+    STEP_NOT_A_NUMBER = "step_not_a_number"
+    # Variables
+    VARIABLE_NO_NAME = "variable_no_name"
+    VARIABLE_BAD_NAME = "variable_bad_name"
+    VARIABLE_BUILT_IN = "variable_built_in"
+    VARIABLE_REPEATED = "variable_repeated"
+    # Plans
+    PLAN_NAME_EMPTY = "plan_name_empty"
+    STEP_REPEATED = "step_repeated"
+    UNIT_EMPTY = "unit_empty"
+    UNIT_UNKNOWN = "unit_unknown"
+    DELAY_EMPTY = "delay_empty"
+    DELAY_NOT_A_NUMBER = "delay_not_a_number"
+    DELAY_NEGATIVE = "delay_negative"
+    DELAY_NOT_WHOLE = "delay_not_whole"
+    FROM_UNKNOWN = "from_unknown"
+    SUBJECT_EMPTY = "subject_empty"
+    BODY_EMPTY = "body_empty"
+    TEMPLATE_ERROR = "template_error"
+    ATTACHMENT_REFUSED = "attachment_refused"
+    ATTACHMENT_MISSING = "attachment_missing"
+    # Customers
+    CUSTOMER_ID_EMPTY = "customer_id_empty"
+    CUSTOMER_ID_REPEATED = "customer_id_repeated"
+    EMAIL_EMPTY = "email_empty"
+    EMAIL_INVALID = "email_invalid"
+    EMAIL_EXAMPLE = "email_example"
+    # Orders
+    ORDER_ID_EMPTY = "order_id_empty"
+    ORDER_ID_REPEATED = "order_id_repeated"
+    ORDER_CUSTOMER_EMPTY = "order_customer_empty"
+    ORDER_CUSTOMER_HAS_PROBLEM = "order_customer_has_problem"
+    ORDER_CUSTOMER_UNKNOWN = "order_customer_unknown"
+    ORDER_PLAN_EMPTY = "order_plan_empty"
+    ORDER_PLAN_HAS_PROBLEMS = "order_plan_has_problems"
+    ORDER_PLAN_UNKNOWN = "order_plan_unknown"
+    ORDER_PLAN_UNKNOWN_NO_PLANS = "order_plan_unknown_no_plans"
+    START_DATE_EMPTY = "start_date_empty"
+    STATUS_UNKNOWN = "status_unknown"
+    HOLD_STEPS_INVALID = "hold_steps_invalid"
+
+
+_UNITS_HINT = f"write {english_hint()}."
+_DELAY_HINT = "write how many units after the start date (e.g. 5)."
+_STEP_HINT = "write a whole number from 1 to 10."
+
+# One sentence per kind, filled from the problem's values (str.format).
+SENTENCES: dict[Problem, str] = {
+    Problem.TEXT: "{text}",
+    Problem.NO_SHEET: "The workbook has no sheet {sheet}; add it with the columns {columns} "
+                      "in row 1.",
+    Problem.REPEATED_COLUMN: "Column {letter} repeats the column {column} (already column "
+                             "{first_letter}); rename or remove one of them.",
+    Problem.MISSING_COLUMN: "The column {name} is missing; add it to row 1.",
+    Problem.NOT_YES_NO: '"{text}" is not yes or no (write yes, no, or x).',
+    Problem.DATE_TEXT_NOT_A_DATE: '"{text}" is not a date; write it day first, e.g. 05/03/2026.',
+    Problem.NOT_A_DATE: '"{text}" is not a date.',
+    Problem.DATE_NO_SUCH_DAY: '"{text}" is not a date (there is no such day).',
+    Problem.STEP_EMPTY: "The step is empty; " + _STEP_HINT,
+    Problem.STEP_NOT_A_NUMBER: '"{text}" is not a step number; ' + _STEP_HINT,
+    Problem.VARIABLE_NO_NAME: "The variable has no name; write one (e.g. company_phone) or "
+                              "clear the row.",
+    Problem.VARIABLE_BAD_NAME: '"{name}" cannot be a variable name; use letters, digits and '
+                               "_, starting with a letter (e.g. company_phone).",
+    Problem.VARIABLE_BUILT_IN: '"{name}" is a built-in name ({built_in}); choose another name.',
+    Problem.VARIABLE_REPEATED: "The variable {name} is already in row {first_row}; keep only "
+                               "one.",
+    Problem.PLAN_NAME_EMPTY: "The plan name is empty; write the plan this step belongs to.",
+    Problem.STEP_REPEATED: 'Step {step} of plan "{plan}" is already in row {first_row}; give '
+                           "each step its own number.",
+    Problem.UNIT_EMPTY: "The unit is empty; " + _UNITS_HINT,
+    Problem.UNIT_UNKNOWN: '"{text}" is not a unit; ' + _UNITS_HINT,
+    Problem.DELAY_EMPTY: "The delay is empty; " + _DELAY_HINT,
+    Problem.DELAY_NOT_A_NUMBER: '"{text}" is not a number; ' + _DELAY_HINT,
+    Problem.DELAY_NEGATIVE: 'The delay "{text}" is negative; write 0 or more.',
+    Problem.DELAY_NOT_WHOLE: 'The delay "{text}" is not a whole number; a delay in days must '
+                             "be whole (or use weeks or months).",
+    Problem.FROM_UNKNOWN: 'Orders has no column "{text}"; write the name of a date column of '
+                          "Orders (e.g. start_date).",
+    Problem.SUBJECT_EMPTY: "The subject is empty; write the subject of this mail.",
+    Problem.BODY_EMPTY: "The body is empty; write the text of this mail.",
+    Problem.TEMPLATE_ERROR: "The {part} template has an error on line {line}: {error}.",
+    Problem.ATTACHMENT_REFUSED: "{reason}",
+    Problem.ATTACHMENT_MISSING: 'The attachment "{name}" is not in the attachments folder '
+                                "{folder}; add the file or fix its name.",
+    Problem.CUSTOMER_ID_EMPTY: "The customer id is empty; write one.",
+    Problem.CUSTOMER_ID_REPEATED: 'The customer id "{id}" is already used in row {first_row}; '
+                                  "give each customer its own id.",
+    Problem.EMAIL_EMPTY: "The email is empty; write the customer's address.",
+    Problem.EMAIL_INVALID: '"{address}" is not an email address; fix it (several addresses '
+                           "are separated by ;).",
+    Problem.EMAIL_EXAMPLE: '"{address}" is an example address (a documentation domain): it is '
+                           "never sent to; write the customer's real address.",
+    Problem.ORDER_ID_EMPTY: "The order id is empty; write one.",
+    Problem.ORDER_ID_REPEATED: 'The order id "{id}" is already used in row {first_row}; give '
+                               "each order its own id.",
+    Problem.ORDER_CUSTOMER_EMPTY: "The customer id is empty; write the customer's id from "
+                                  "Customers.",
+    Problem.ORDER_CUSTOMER_HAS_PROBLEM: 'The customer "{customer_id}" has a problem in '
+                                        "Customers row {customer_row}; fix that row first.",
+    Problem.ORDER_CUSTOMER_UNKNOWN: 'There is no customer "{customer_id}" in Customers; add '
+                                    "the customer or fix the id.",
+    Problem.ORDER_PLAN_EMPTY: "The plan is empty; write the name of a plan from Plans.",
+    Problem.ORDER_PLAN_HAS_PROBLEMS: 'The plan "{plan}" has problems in Plans (row '
+                                     "{plan_row}); fix them first.",
+    Problem.ORDER_PLAN_UNKNOWN: 'There is no plan "{plan}" in Plans; write one of {known}.',
+    Problem.ORDER_PLAN_UNKNOWN_NO_PLANS: 'There is no plan "{plan}" in Plans; add the plan to '
+                                         "Plans or fix the name.",
+    Problem.START_DATE_EMPTY: "The start date is empty; write the date the order starts (e.g. "
+                              "05/03/2026).",
+    Problem.STATUS_UNKNOWN: '"{text}" is not a status; write active, paused, cancelled or done '
+                            "(empty means active).",
+    Problem.HOLD_STEPS_INVALID: '"{text}" is not a list of steps; write step numbers from 1 to '
+                                "10 separated by ; (e.g. 3;4).",
+}
+
+
+def sentence(kind: Problem, values: Mapping[str, object]) -> str:
+    """The English sentence of a problem of `kind` with `values`."""
+    return SENTENCES[kind].format_map(values)
+
+
+@dataclass(frozen=True, init=False)
 class WorkbookProblem:
-    """One problem in the workbook, at its place as Excel shows it.
+    """One problem in the workbook: its kind, its place as Excel shows it, and the values
+    its sentence names.
 
     `row` is Excel's row number (header = 1) or None for a whole sheet; `column` is the
-    normalised column name or None.
+    normalised column name or None. Built from a sentence instead of a kind, it is of kind
+    `Problem.TEXT`.
     """
 
     sheet: str
     row: int | None
     column: str | None
-    message: str
-    cell: str | None = None  # e.g. "D7" when the column letter is known
+    kind: Problem
+    values: Mapping[str, object]
+    cell: str | None  # e.g. "D7" when the column letter is known
     # A problem of one message rather than of the row (a missing attachment file, a template
     # that cannot render for one order): reported, but the step stays scheduled and its
     # message is recorded `failed` (temporary) until fixed.
-    message_level: bool = False
+    message_level: bool
 
-    def __str__(self) -> str:
+    def __init__(
+        self, sheet: str, row: int | None, column: str | None, kind: Problem | str,
+        values: Mapping[str, object] | None = None, *, cell: str | None = None,
+        message_level: bool = False,
+    ) -> None:
+        if isinstance(kind, str):
+            kind, values = Problem.TEXT, {"text": kind}
+        for name, value in (("sheet", sheet), ("row", row), ("column", column), ("kind", kind),
+                            ("values", dict(values or {})), ("cell", cell),
+                            ("message_level", message_level)):
+            object.__setattr__(self, name, value)
+
+    __hash__ = None  # type: ignore[assignment]  # `values` is a dict
+
+    @property
+    def message(self) -> str:
+        """The sentence, without its place."""
+        return sentence(self.kind, self.values)
+
+    @property
+    def place(self) -> str:
+        """Where it is, as staff find it: "Orders!D7 (start_date)", "Settings"…"""
         place = self.sheet
         if self.cell:
             place += f"!{self.cell}"
@@ -43,7 +207,20 @@ class WorkbookProblem:
             place += f"!{self.row}" if self.column is None else f" row {self.row}"
         if self.column:
             place += f" ({self.column})"
-        return f"{place}: {self.message}"
+        return place
+
+    def __str__(self) -> str:
+        return f"{self.place}: {self.message}"
+
+
+class CellError(ValueError):
+    """A cell that does not read as its column needs; `kind` and `values` say why (the
+    exception's text is the sentence, without its final full stop)."""
+
+    def __init__(self, kind: Problem, **values: object) -> None:
+        self.kind = kind
+        self.values = values
+        super().__init__(sentence(kind, values).removesuffix("."))
 
 
 class SendFailure(CommplanError):

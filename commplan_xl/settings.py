@@ -15,11 +15,17 @@ from typing import Any
 from commplan_xl.problems import WorkbookProblem
 
 SECURITIES = ("starttls", "ssl", "none")
+IMAP_SECURITIES = ("ssl", "starttls", "none")
 AUTHS = ("password", "oauth2-google", "oauth2-microsoft")
 # smtp_auth -> (host, port, security) used when the sheet and environment leave smtp_host empty.
 PROVIDER_PRESETS = {
     "oauth2-microsoft": ("smtp.office365.com", 587, "starttls"),
     "oauth2-google": ("smtp.gmail.com", 587, "starttls"),
+}
+# smtp_auth -> the mailbox server read for returned mails when imap_host is empty.
+IMAP_PRESETS = {
+    "oauth2-microsoft": "outlook.office365.com",
+    "oauth2-google": "imap.gmail.com",
 }
 
 
@@ -74,6 +80,15 @@ def _days(text: str) -> int:
     if days < 1:
         raise ValueError(f'"{text}" is not a whole number of days ≥ 1')
     return days
+
+
+def _yes_no(text: str) -> bool:
+    word = text.lower()
+    if word in ("yes", "oui", "true", "vrai", "1", "y", "o"):
+        return True
+    if word in ("no", "non", "false", "faux", "0", "n"):
+        return False
+    raise ValueError(f'"{text}" is not yes or no')
 
 
 def _seconds(text: str) -> float:
@@ -174,6 +189,31 @@ KEYS: tuple[Key, ...] = (
     Key("smtp_timeout", float, _seconds, 30.0,
         description="Secondes d'attente d'une réponse du serveur d'envoi avant d'abandonner. "
         "Vide = 30."),
+    Key("logo", str, _text, "",
+        description="Logo en haut de chaque mail : le nom d'un fichier image (PNG, JPEG) du "
+        "dossier attachments. Vide = pas de logo."),
+    Key("signature", str, _text, "",
+        description="Signature sous chaque mail (Markdown, variables permises, ex. "
+        "{{ sender.name }}). Vide = pas de signature."),
+    Key("bounces", bool, _yes_no, False,
+        description="yes : chaque envoi lit d'abord les mails revenus (adresse inexistante, "
+        "boîte pleine) dans la boîte d'expédition. Vide = no."),
+    Key("imap_host", str, _text, "", "COMMPLAN_IMAP_HOST",
+        "Serveur de lecture (IMAP) de la boîte d'expédition. Vide = outlook.office365.com "
+        "ou imap.gmail.com selon smtp_auth."),
+    Key("imap_port", int, _port, 993, "COMMPLAN_IMAP_PORT",
+        "Port du serveur IMAP : 993 (SSL) en général."),
+    Key("imap_security", str, _one_of(IMAP_SECURITIES), "", "COMMPLAN_IMAP_SECURITY",
+        "ssl, starttls ou none. Vide = déduit du port (993 ssl, 143 starttls)."),
+    Key("imap_user", str, _text, "", "COMMPLAN_IMAP_USER",
+        "Identifiant de la boîte à lire. Vide = celui de l'envoi (smtp_user). Le mot de "
+        "passe : variable COMMPLAN_IMAP_PASSWORD, sinon celui de l'envoi."),
+    Key("imap_folder", str, _text, "INBOX",
+        description="Dossier où arrivent les mails revenus. Vide = INBOX (boîte de "
+        "réception)."),
+    Key("bounce_folder_done", str, _text, "",
+        description="Dossier (existant) où ranger les mails revenus une fois traités. Vide = "
+        "ils restent où ils sont."),
     Key("sentlog_days", int, _days, 365,
         description="Nombre de jours que la feuille Journal (SentLog) montre. Vide = 365. "
         "Tout reste dans l'historique : « commplan log » en sort n'importe quelle période."),

@@ -18,7 +18,7 @@ from commplan_xl.excel.read import (
     parse_yes_no,
     read_tables,
 )
-from commplan_xl.problems import CommplanError
+from commplan_xl.problems import CellError, CommplanError, Problem
 from tests.builders import make_workbook, write_xlsx
 
 
@@ -176,6 +176,18 @@ def test_parse_date_rejects_what_is_not_a_date(value: object) -> None:
     """Impossible days, month-first dates and words are not dates."""
     with pytest.raises(ValueError, match="is not a date"):
         parse_date(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [("31/02/2026", Problem.DATE_NO_SUCH_DAY), ("demain", Problem.DATE_TEXT_NOT_A_DATE),
+     (0, Problem.NOT_A_DATE)],
+)
+def test_a_bad_date_says_its_kind_and_text(value: object, kind: Problem) -> None:
+    """A cell that is not a date says why as data: the kind of problem and the text read."""
+    with pytest.raises(CellError) as raised:
+        parse_date(value)
+    assert (raised.value.kind, raised.value.values) == (kind, {"text": str(value)})
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
+import re
 
 import pytest
 
@@ -142,9 +144,10 @@ def test_html_escapes_values_while_text_keeps_them() -> None:
 def test_html_turns_lines_into_paragraphs_and_breaks() -> None:
     """Blank lines make paragraphs and single line breaks make <br> in the HTML version."""
     out = render("Bonjour,\nligne deux\n\nCordialement")
-    assert "<p>Bonjour,<br>\nligne deux</p>" in out.html
-    assert "<p>Cordialement</p>" in out.html
+    assert re.search(r"<p[^>]*>Bonjour,<br>\nligne deux</p>", out.html)
+    assert re.search(r"<p[^>]*>Cordialement</p>", out.html)
     assert out.html.startswith("<!DOCTYPE html>") and 'lang="fr"' in out.html
+    assert out.text == "Bonjour,\nligne deux\n\nCordialement"
 
 
 def test_template_syntax_inside_data_is_not_rendered_again() -> None:
@@ -197,3 +200,105 @@ def test_example_variables_lists_every_name_with_a_value() -> None:
     assert rows["today"] == "2026-11-01"
     assert rows["company_phone"] == "01 23 45 67 89"
     assert {"plan.name", "step.number", "sender.name", "sender.email"} <= rows.keys()
+
+
+# ---------------------------------------------------------------- Markdown bodies
+
+
+def content_of(page: str) -> str:
+    """The body's HTML inside the layout."""
+    found = re.search(r'class="content"[^>]*>(.*?)</td>', page, re.S)
+    assert found
+    return found.group(1)
+
+
+def test_markdown_bold_italic_lists_and_links_reach_both_parts() -> None:
+    """`**gras**`, `*italique*`, lists and `[texte](url)` become HTML, and plain text."""
+    out = render("Votre **commande** est *prête*.\n\n- retrait\n- pose\n\n"
+                 "1. un\n2. deux\n\n[Suivre](https://shop.fr/suivi)")
+    assert re.search(r"<strong[^>]*>commande</strong>", out.html)
+    assert re.search(r"<em[^>]*>prête</em>", out.html)
+    assert re.search(r"<li[^>]*>retrait</li>", out.html) and "<ol" in out.html
+    assert re.search(r'<a href="https://shop.fr/suivi"[^>]*>Suivre</a>', out.html)
+    assert out.text == ("Votre commande est prête.\n\n- retrait\n- pose\n\n1. un\n2. deux\n\n"
+                        "Suivre (https://shop.fr/suivi)")
+
+
+def test_bare_web_and_mail_addresses_become_links() -> None:
+    """A bare web or mail address typed in a body is a link; the text part shows it once."""
+    out = render("Voir www.shop.fr, https://shop.fr/aide ou contact@shop.fr")
+    assert '<a href="http://www.shop.fr"' in out.html
+    assert '<a href="http://shop.fr"' in render("Voir shop.fr.").html
+    assert '<a href="https://shop.fr/aide"' in out.html
+    assert '<a href="mailto:contact@shop.fr"' in out.html
+    assert out.text == "Voir www.shop.fr, https://shop.fr/aide ou contact@shop.fr"
+
+
+def test_raw_html_typed_in_a_body_is_shown_as_text() -> None:
+    """HTML typed by staff is shown as typed, never interpreted."""
+    out = render('Cliquez <a href="https://x.fr">ici</a> <img src=x onerror=alert(1)>')
+    content = content_of(out.html)
+    assert "<img" not in content and '<a href="https://x.fr">ici' not in content
+    assert "Cliquez &lt;a href=" in content and "&gt;ici&lt;/a&gt;" in content
+    assert "&lt;img src=x onerror=alert(1)&gt;" in content
+    assert out.text == 'Cliquez <a href="https://x.fr">ici</a> <img src=x onerror=alert(1)>'
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["<script>alert(1)</script>", "**x**", "[a](javascript:alert(1))", "www.evil.example",
+     "pirate@evil.example", "# Titre\n- item\n\n    code", "&amp; &lt;b&gt;", "_x_ `y` \\*"],
+)
+def test_a_workbook_value_stays_literal_text_in_both_parts(value: str) -> None:
+    """A customer's cell never becomes markup, a link or an entity: shown as typed."""
+    out = render("Bonjour {{ customer.name }} !", name=value)
+    shown = " ".join(line.strip() for line in value.splitlines() if line.strip())
+    assert out.text.replace("\n", " ") == f"Bonjour {shown} !"
+    content = content_of(out.html)
+    for tag in ("<a ", "<script", "<strong", "<em", "<h1", "<li", "<code", "<pre"):
+        assert tag not in content
+    assert html.unescape(re.sub(r"<[^>]+>", "", content)).replace("\n", " ").strip() == \
+        f"Bonjour {shown} !"
+
+
+def test_a_value_inside_a_link_address_completes_it() -> None:
+    """`[texte](https://…/{{ order.order_id }})` links to the address with the value."""
+    out = render("[Suivre](https://shop.fr/suivi/{{ order.order_id }})")
+    assert '<a href="https://shop.fr/suivi/O-001"' in out.html
+    assert out.text == "Suivre (https://shop.fr/suivi/O-001)"
+
+
+def test_a_javascript_link_is_never_made() -> None:
+    """A `javascript:` address typed in a body is shown as text, not made a link."""
+    out = render("[clic](javascript:alert(1))")
+    assert "<a " not in content_of(out.html)
+
+
+def test_the_html_part_is_never_the_text_with_br_and_the_text_never_html() -> None:
+    """The text part is plain text (no tags); the HTML is a whole laid-out document."""
+    out = render("Bonjour,\nà **bientôt** sur https://shop.fr")
+    assert out.text == "Bonjour,\nà bientôt sur https://shop.fr"
+    assert "<" not in out.text
+    assert "max-width: 600px" in out.html and "<table" in out.html
+
+
+def test_site_constants_and_sender_are_markdown_like_the_template() -> None:
+    """The staff's constants and sender address become links; a customer's cell does not."""
+    context = make_context(name="www.client.example")
+    context.update(build_context(
+        order=Order(order_id="O-001", customer_id="00123", plan="p", dates={}, fields={}),
+        customer=Customer(customer_id="00123", name="x", emails=(), fields={}),
+        plan_name="p", step_number=1, due_date=DUE, today=DUE, sender_name="Dupont",
+        sender_email="contact@menuiserie.fr",
+        constants={"company_website": "www.menuiserie.fr", "hours": "**9 h - 18 h**"},
+    ))
+    context["customer"] = make_context(name="www.client.example")["customer"]
+    step = Step(plan="p", number=1, delay=1, unit="days", subject="s",
+                body="{{ company_website }} {{ sender.email }} {{ hours }} {{ customer.name }}")
+    out = render_message(step, context, locale="fr_FR")
+    content = content_of(out.html)
+    assert '<a href="http://www.menuiserie.fr"' in content
+    assert '<a href="mailto:contact@menuiserie.fr"' in content
+    assert re.search(r"<strong[^>]*>9 h - 18 h</strong>", content)
+    assert "www.client.example" in content and "http://www.client.example" not in content
+    assert out.text == "www.menuiserie.fr contact@menuiserie.fr 9 h - 18 h www.client.example"

@@ -55,6 +55,10 @@ ENV_SAMPLES = {
     "smtp_port": ("465", 465),
     "smtp_security": ("SSL", "ssl"),
     "smtp_user": ("ops", "ops"),
+    "imap_host": ("imap.example.com", "imap.example.com"),
+    "imap_port": ("143", 143),
+    "imap_security": ("STARTTLS", "starttls"),
+    "imap_user": ("ops@example.com", "ops@example.com"),
 }
 
 

@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from commplan_xl.excel.read import read_tables
 from commplan_xl.excel.validate import validate
 from commplan_xl.mail.attachments import resolve_attachment
 from commplan_xl.model import Model
-from commplan_xl.problems import WorkbookProblem
+from commplan_xl.problems import SENTENCES, Problem, WorkbookProblem, sentence
 from commplan_xl.settings import Settings
 from tests.builders import (
     DEFAULT_CUSTOMERS,
@@ -372,6 +370,26 @@ def test_order_of_a_customer_with_a_problem_says_which_row(tmp_path: Path) -> No
     assert [o.order_id for o in model.orders] == ["O1001"]
 
 
+def test_problems_are_data_with_their_kind_and_values(tmp_path: Path) -> None:
+    """A problem carries its kind and the values its sentence names, so a report can find
+    the customer behind an order without reading the sentence."""
+    customers = rows(DEFAULT_CUSTOMERS, {}, {"email": "pas une adresse"})
+    _, _, (customer_problem, order_problem) = check(tmp_path, customers=customers)
+    assert (customer_problem.kind, customer_problem.values) == (
+        Problem.EMAIL_INVALID, {"address": "pas une adresse"})
+    assert (order_problem.kind, order_problem.values) == (
+        Problem.ORDER_CUSTOMER_HAS_PROBLEM, {"customer_id": "C002", "customer_row": 3})
+    assert order_problem.message == sentence(order_problem.kind, order_problem.values)
+
+
+def test_every_kind_of_problem_has_its_sentence() -> None:
+    """The table of sentences says every kind of problem, and a sentence made elsewhere
+    is kept as it is."""
+    assert set(SENTENCES) == set(Problem)
+    made = WorkbookProblem("Settings", 4, "value", "timezone: unknown.", cell="B4")
+    assert (made.kind, str(made)) == (Problem.TEXT, "Settings!B4 (value): timezone: unknown.")
+
+
 # --- Orders ------------------------------------------------------------------------------
 
 
@@ -613,65 +631,83 @@ def test_usual_and_unusual_rows_mixed_give_the_same_model(tmp_path: Path) -> Non
     assert model.customers["C001"].name == "Alice Martin"
 
 
-# --- the column-wise checks of Orders against the row-by-row reference
-
-_CELLS = {
-    "order_id": ["O1", "O2", "O3", "O1", "", "  ", 12.0, dt.date(2026, 3, 2), None],
-    "customer_id": ["C1", "C2", "C404", "", 7.0, dt.date(2026, 1, 1), None],
-    "plan": ["Baie vitrée", "BAIE  VITRÉE", "Porte", "Inconnu", "", 3.0, None],
-    "start_date": [dt.date(2026, 3, 2), "05/03/2026", "2026-03-31", "31/02/2026", "",
-                   "demain", 46000.0, dt.datetime(2026, 3, 2, 10, 30), None],
-    "livraison": [dt.date(2026, 4, 1), "", "bientôt", "01/04/2026", None],
-    "date_pose": [dt.date(2026, 5, 1), "", "pas encore", "02/05/2026", None],
-    "status": ["", "active", "Paused", "annulé", "done", "perdu", 1.0, None],
-    "hold_steps": ["", "", "", "2", "1;2", "x", None],
-    "note": ["", "à l'étage", 3.5, None],
-}
+# --- the rules of Orders, one row each
 
 
-@st.composite
-def orders_sheets(draw):
-    columns = ["order_id", "customer_id", "plan", "start_date"]
-    columns += [c for c in ("livraison", "date_pose", "status", "hold_steps", "note")
-                if draw(st.booleans())]
-    rows = draw(st.lists(st.tuples(*(st.sampled_from(_CELLS[c]) for c in columns)),
-                         max_size=12))
-    return [columns, *map(list, rows)]
-
-
-@settings(max_examples=300, deadline=None)
-@given(grid=orders_sheets(), from_livraison=st.booleans(), active=st.booleans())
-def test_orders_checked_by_column_as_row_by_row(grid, from_livraison, active, tmp_path_factory):
-    """Whatever the Orders rows hold, the column-wise checks keep the same orders (with the
-    same values) and report the same problems as checking each row on its own."""
-    import functools
-
-    from commplan_xl.excel import validate as validation
+def test_orders_rules_one_row_each(tmp_path: Path) -> None:
+    """Each rule of an Orders row reports its own sentence at its cell and leaves that row
+    out; the rows breaking no rule are kept with their values."""
     from commplan_xl.excel.read import _table
 
-    home = tmp_path_factory.getbasetemp()
-    plans = [["plan", "step", "delay", "unit", "subject", "body", "from", "active"],
-             ["Baie vitrée", 1, 0, "days", "S", "B", "", "oui"],
-             ["Baie vitrée", 2, 3, "days", "S", "B", "livraison" if from_livraison else "",
-              "oui" if active else "non"],
-             ["Porte", 1, 5, "days", "S", "B", "", "oui"]]
+    march_2 = dt.date(2026, 3, 2)
+    plans = [["plan", "step", "delay", "unit", "subject", "body", "from"],
+             ["Baie vitrée", 1, 0, "days", "S", "B", ""],
+             ["Baie vitrée", 2, 3, "days", "S", "B", "livraison"],
+             ["Porte", 1, 5, "days", "S", "B", ""],
+             ["Cassée", 1, -1, "days", "S", "B", ""]]
+    customers = [["customer_id", "name", "email"], ["C1", "A", "a@x.fr"],
+                 ["C2", "B", "b@x.fr"], ["C3", "C", "pas une adresse"]]
+    orders = [
+        ["order_id", "customer_id", "plan", "start_date", "livraison", "status", "hold_steps"],
+        ["O1", "C1", "Baie vitrée", march_2, "01/04/2026", "", ""],  # kept
+        ["O1", "C2", "Porte", march_2, "", "", ""],
+        ["", "C1", "Porte", march_2, "", "", ""],
+        ["O4", "", "Porte", march_2, "", "", ""],
+        ["O5", "C404", "Porte", march_2, "", "", ""],
+        ["O6", "C3", "Porte", march_2, "", "", ""],
+        ["O7", "C1", "", march_2, "", "", ""],
+        ["O8", "C1", "Inconnu", march_2, "", "", ""],
+        ["O9", "C1", "Cassée", march_2, "", "", ""],
+        ["O10", "C1", "Porte", "31/02/2026", "", "", ""],
+        ["O11", "C1", "Porte", "", "", "", ""],
+        ["O12", "C1", "baie  VITRÉE", march_2, "bientôt", "", ""],
+        ["O13", "C1", "Porte", march_2, "bientôt", "", ""],  # kept: Porte counts from start
+        ["O14", "C2", "Porte", "05/03/2026", "", "En pause", ""],  # kept
+        ["O15", "C1", "Porte", march_2, "", "perdu", ""],
+        ["O16", "C1", "Porte", march_2, "", "", "1;2"],  # kept
+        ["O17", "C1", "Porte", march_2, "", "", "x"],
+        ["O18", "C1", "Porte", "demain", "", "", ""],
+    ]
     tables = {
         "settings": _table("Settings", [["key", "value"], ["sender_email", "s@x.fr"]]),
         "plans": _table("Plans", plans),
-        "customers": _table("Customers", [["customer_id", "name", "email"],
-                                          ["C1", "A", "a@x.fr"], ["C2", "B", "b@x.fr"]]),
-        "orders": _table("Orders", grid),
+        "customers": _table("Customers", customers),
+        "orders": _table("Orders", orders),
     }
-    by_column = validation.validate(tables, home=home)
-    reference = functools.partial(validation._orders, by_column=False)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(validation, "_orders", reference)
-        tables["orders"] = _table("Orders", grid)  # fresh rows: nothing shared between runs
-        by_row = validation.validate(tables, home=home)
-    assert by_column[0].orders == by_row[0].orders
-    def plain(order):  # every value, the fields as a dict
-        return {**order._asdict(), "fields": dict(order.fields), "dates": dict(order.dates)}
-
-    assert [plain(o) for o in by_column[0].orders] == [plain(o) for o in by_row[0].orders]
-    assert all(list(o.fields) == list(tables["orders"].columns) for o in by_column[0].orders)
-    assert by_column[2] == by_row[2]
+    model, _, problems = validate(tables, home=tmp_path, environ={})
+    assert [str(p) for p in problems if p.sheet == "Orders"] == [
+        'Orders!A3 (order_id): The order id "O1" is already used in row 2; give each order '
+        "its own id.",
+        "Orders!A4 (order_id): The order id is empty; write one.",
+        "Orders!B5 (customer_id): The customer id is empty; write the customer's id from "
+        "Customers.",
+        'Orders!B6 (customer_id): There is no customer "C404" in Customers; add the customer '
+        "or fix the id.",
+        'Orders!B7 (customer_id): The customer "C3" has a problem in Customers row 4; fix '
+        "that row first.",
+        "Orders!C8 (plan): The plan is empty; write the name of a plan from Plans.",
+        'Orders!C9 (plan): There is no plan "Inconnu" in Plans; write one of "Baie vitrée", '
+        '"Porte".',
+        'Orders!C10 (plan): The plan "Cassée" has problems in Plans (row 5); fix them first.',
+        'Orders!D11 (start_date): "31/02/2026" is not a date (there is no such day).',
+        "Orders!D12 (start_date): The start date is empty; write the date the order starts "
+        "(e.g. 05/03/2026).",
+        'Orders!E13 (livraison): "bientôt" is not a date; write it day first, e.g. '
+        "05/03/2026.",
+        'Orders!F16 (status): "perdu" is not a status; write active, paused, cancelled or '
+        "done (empty means active).",
+        'Orders!G18 (hold_steps): "x" is not a list of steps; write step numbers from 1 to 10 '
+        "separated by ; (e.g. 3;4).",
+        'Orders!D19 (start_date): "demain" is not a date; write it day first, e.g. '
+        "05/03/2026.",
+    ]
+    kept = {o.order_id: o for o in model.orders}
+    assert list(kept) == ["O1", "O13", "O14", "O16"]
+    assert kept["O1"].dates == {"livraison": dt.date(2026, 4, 1), "start_date": march_2}
+    assert (kept["O13"].dates["livraison"], kept["O13"].fields["livraison"]) == (None, "")
+    assert (kept["O14"].status, kept["O14"].customer_id, kept["O14"].row) == ("paused", "C2", 15)
+    assert kept["O14"].fields["start_date"] == dt.date(2026, 3, 5)
+    assert kept["O16"].hold_steps == frozenset({1, 2})
+    assert dict(kept["O1"].fields) == {
+        "order_id": "O1", "customer_id": "C1", "plan": "Baie vitrée", "start_date": march_2,
+        "livraison": dt.date(2026, 4, 1), "status": "", "hold_steps": ""}

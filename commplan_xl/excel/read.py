@@ -1,8 +1,9 @@
 """Reading the staff's workbook: sheets as plain tables of trimmed values.
 
 Only this module (and excel/graft, which writes the tool's own sheets) knows about Excel.
-Reading uses python-calamine directly: it is what pandas' "calamine" engine calls, without
-building a DataFrame we would only turn back into Python values.
+Each sheet is read by `pandas.read_excel` with the calamine engine as raw cells (no header,
+no type guessing, "NA" stays "NA"); this module then names the columns and turns each cell
+into the text or date the tool works with.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from dataclasses import dataclass, field
 from itertools import compress, repeat
 from pathlib import Path
 
+import pandas as pd
 from python_calamine import CalamineWorkbook
 
 from commplan_xl.excel.sheet_xml import column_letter
 from commplan_xl.gc_pause import no_gc
-from commplan_xl.problems import CommplanError
+from commplan_xl.problems import CellError, CommplanError, Problem
 
 # The sheets validation needs; reading only these keeps a run fast on big workbooks.
 INPUT_SHEETS = ("settings", "plans", "customers", "orders", "variables")
@@ -70,6 +72,12 @@ class Table:
         values = map(dict, map(zip, repeat(columns), by_row))  # noqa: B905 - as above
         return tuple(zip(self.numbers, values))  # noqa: B905 - one number per row
 
+    @functools.cached_property
+    def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame of cell values (objects), indexed by Excel row number."""
+        return pd.DataFrame(self.data, index=pd.Index(self.numbers, dtype="int64"),
+                            columns=list(self.columns), dtype=object)
+
     def values(self, index: int) -> dict[str, object]:
         """The values by column of the row at `index` (of `numbers`)."""
         return {column: self.data[column][index] for column in self.columns}
@@ -88,33 +96,43 @@ def cell_value(value: object) -> object:
     kind = type(value)
     if kind is str:
         return value.strip()  # type: ignore[union-attr]
+    if kind is int:
+        return str(value)
     if kind is float:
         if value.is_integer():  # type: ignore[union-attr]
             return str(int(value))  # type: ignore[call-overload]
         return f"{value:.15g}"  # Excel keeps 15 significant digits
-    if kind is dt.date:
+    if isinstance(value, dt.datetime):
+        # A date cell holding midnight is a plain date (read_excel gives dates as midnight).
+        if value.time() == dt.time():
+            return dt.date(value.year, value.month, value.day)
+        return value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+    if isinstance(value, dt.date):
         return value
-    if kind is dt.datetime:
-        # A date cell holding midnight is a plain date.
-        return value.date() if value.time() == dt.time() else value  # type: ignore[union-attr]
     if value is None:
         return ""
     if kind is bool:
         return "TRUE" if value else "FALSE"
-    if kind is int:
-        return str(value)
+    if isinstance(value, pd.Timedelta):  # older pandas wrap durations
+        value = value.to_pytimedelta()
     return str(value).strip()  # time, timedelta
 
 
-def _table(name: str, grid: list[list[object]]) -> Table:
-    """A Table from a sheet's cells, the header in row 1."""
-    if not grid:
+def _table(name: str, cells: pd.DataFrame | list[list[object]]) -> Table:
+    """A Table from a sheet's raw cells (as `_read_sheet` gives them, or a list of rows), the
+    header in row 1."""
+    if not isinstance(cells, pd.DataFrame):  # short rows read as empty cells, like Excel
+        width = max(map(len, cells), default=0)
+        cells = pd.DataFrame([[*row, *[""] * (width - len(row))] for row in cells],
+                             dtype=object)
+    frame = cells
+    if frame.empty:
         return Table(sheet=name, columns=(), letters={})
     columns: list[str] = []
     letters: dict[str, str] = {}
     positions: list[int] = []
     duplicates: list[tuple[str, str]] = []
-    for index, header in enumerate(grid[0]):
+    for index, header in enumerate(frame.iloc[0].tolist()):
         column = normalise_header(str(cell_value(header)))
         if not column:
             continue  # a column without a header is not data
@@ -124,65 +142,38 @@ def _table(name: str, grid: list[list[object]]) -> Table:
         columns.append(column)
         letters[column] = column_letter(index)
         positions.append(index)
-    numbers, data = _columns(columns, positions, grid)
+    numbers, data = _columns(columns, [frame.columns[p] for p in positions], frame.iloc[1:])
     return Table(
         sheet=name, columns=tuple(columns), letters=letters, numbers=numbers, data=data,
         duplicate_columns=tuple(duplicates),
     )
 
 
-_TEXT = frozenset({str})
-_DATE = frozenset({dt.date})
-_TEXT_OR_DATE = frozenset({str, dt.date})
-_NUMBER_KINDS = frozenset({float})
-_FIFTEEN_DIGITS = "{:.15g}".format
-
-
-def _column(cells: tuple[object, ...]) -> list[object] | tuple[object, ...]:
-    """One column's cells converted by `cell_value`, a whole column at a time.
-
-    Most columns hold only text (or only dates): those are converted by C-level `map`
-    calls, which costs a fraction of one Python call per cell on 50,000-row sheets.
-    """
+def _column(cells: list[object]) -> list[object]:
+    """One column's cells converted by `cell_value`."""
     kinds = set(map(type, cells))
-    if kinds <= _TEXT:
+    if kinds == {str}:  # the usual column: text only
         return list(map(str.strip, cells))
-    if kinds <= _DATE:
-        return cells
-    if kinds <= _TEXT_OR_DATE:
-        return [v.strip() if type(v) is str else v for v in cells]  # type: ignore[union-attr]
-    if kinds <= _NUMBER_KINDS:
-        texts = list(map(_FIFTEEN_DIGITS, cells))
-        # "{:.15g}" is what cell_value gives, except for exponents, -0, inf and nan: the
-        # rare column with one of those goes cell by cell.
-        joined = "\0".join(texts)
-        if "e" not in joined and "-0" not in joined and "n" not in joined:
-            return texts
-    return list(map(cell_value, cells))
+    if bool in kinds:  # True == 1: equal cells may not convert alike
+        return list(map(cell_value, cells))
+    # Date and number columns repeat a few distinct values: each is converted once.
+    converted = {cell: cell_value(cell) for cell in set(cells)}
+    return list(map(converted.__getitem__, cells))
 
 
 def _columns(
-    columns: list[str], positions: list[int], grid: list[list[object]]
+    columns: list[str], labels: list[object], body: pd.DataFrame
 ) -> tuple[tuple[int, ...], dict[str, list[object]]]:
-    """The Excel row numbers of the non-empty data rows, and their values by column,
-    converted a column at a time."""
-    body = grid[1:]
-    if not body or not columns:
+    """The Excel row numbers of the non-empty data rows, and their values by column."""
+    if body.empty or not columns:
         return (), {column: [] for column in columns}
-    # Short rows are padded with empty cells, so a ragged grid reads like Excel shows it.
-    width = max(positions) + 1
-    if min(map(len, body)) < width:
-        body = [[*raw, *[None] * (width - len(raw))] for raw in body]
-    transposed = list(zip(*body))  # noqa: B905 - every row is at least `width` wide
-    cells = [_column(transposed[pos]) for pos in positions]
-    # Dates are truthy; "" is the only empty value left after conversion. Every step below
-    # is a C-level iterator: no Python code runs per row.
+    cells = [_column(body[label].tolist()) for label in labels]
+    # Dates are truthy; "" is the only empty value left after conversion.
     keep = list(map(any, zip(*cells)))  # noqa: B905 - columns of one length
     numbers = tuple(compress(range(2, len(body) + 2), keep))
     if len(numbers) < len(keep):
         cells = [list(compress(values, keep)) for values in cells]
-    return numbers, {column: list(values) for column, values in zip(columns, cells,
-                                                                     strict=True)}
+    return numbers, dict(zip(columns, cells, strict=True))
 
 
 def _load(path: Path) -> bytes:
@@ -194,14 +185,14 @@ def _load(path: Path) -> bytes:
     return data
 
 
-def _parse_sheet(data: bytes, name: str) -> list[list[object]]:
-    """One sheet's cells. Runs in a worker thread: calamine parses without holding the GIL,
-    so the big Orders sheet parses while the main thread converts the others."""
-    book = CalamineWorkbook.from_filelike(io.BytesIO(data))
-    try:
-        return book.get_sheet_by_name(name).to_python(skip_empty_area=False)
-    finally:
-        book.close()
+def _read_sheet(data: bytes, name: str) -> pd.DataFrame:
+    """One sheet's raw cells, row 1 included: text as typed (leading zeros, "NA"), numbers,
+    datetimes. Runs in a worker thread: calamine parses without holding the GIL, so the big
+    Orders sheet parses while the main thread checks the others."""
+    return pd.read_excel(
+        io.BytesIO(data), sheet_name=name, engine="calamine", header=None, dtype=object,
+        keep_default_na=False, na_filter=False,
+    )
 
 
 def read_tables(
@@ -259,7 +250,7 @@ class _PendingTables(Mapping[str, Table]):
         pool = ThreadPoolExecutor(max_workers=2)
         # Biggest sheets first, so both workers start on them.
         order = sorted(chosen, key=lambda k: k not in ("orders", "customers"))
-        self._futures = {key: pool.submit(_parse_sheet, data, chosen[key]) for key in order}
+        self._futures = {key: pool.submit(_read_sheet, data, chosen[key]) for key in order}
         pool.shutdown(wait=False)  # the workers end with their last sheet
 
     def __getitem__(self, key: str) -> Table:
@@ -267,9 +258,9 @@ class _PendingTables(Mapping[str, Table]):
         if table is None:
             future = self._futures[key]  # KeyError: no such sheet
             try:
-                grid = future.result()
+                cells = future.result()
                 with no_gc():
-                    table = self._tables[key] = _table(self._names[key], grid)
+                    table = self._tables[key] = _table(self._names[key], cells)
             except Exception as exc:
                 raise _unreadable(self._path, exc) from exc
         return table
@@ -319,45 +310,43 @@ _DAY_FIRST = re.compile(r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4}|\d{2})(?: \d{1,2}:\d
 
 def _serial(number: float, text: str) -> dt.date:
     if not 1 <= number < 2958466:  # 1900-01-01 .. 9999-12-31
-        raise ValueError(f'"{text}" is not a date')
+        raise CellError(Problem.NOT_A_DATE, text=text)
     return _EXCEL_EPOCH + dt.timedelta(days=int(number))
 
 
 def parse_date(value: object) -> dt.date | None:
     """A date cell as a date: real dates, Excel serials, ISO or day-first text.
 
-    None when empty. Text is always day-first (05/03/2026 is 5 March). Raises ValueError
-    with a sentence when the value is not a date.
+    None when empty. Text is always day-first (05/03/2026 is 5 March). Raises CellError
+    (a ValueError with a sentence) when the value is not a date.
     """
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
         return value
-    if value is None or isinstance(value, bool):
-        if value is None:
-            return None
-        raise ValueError(f'"{value}" is not a date')
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise CellError(Problem.NOT_A_DATE, text=str(value))
     if isinstance(value, int | float):
         return _serial(float(value), str(value))
     text = str(value).strip()
     if not text:
         return None
+    if _NUMBER.fullmatch(text):
+        return _serial(float(text.replace(",", ".")), text)
+    if match := _ISO.fullmatch(text):
+        year, month, day = (int(g) for g in match.groups())
+    elif match := _DAY_FIRST.fullmatch(text):
+        day, month, year = int(match[1]), int(match[3]), int(match[4])
+        if len(match[4]) == 2:
+            year += 2000
+    else:
+        raise CellError(Problem.DATE_TEXT_NOT_A_DATE, text=text)
     try:
-        if _NUMBER.fullmatch(text):
-            return _serial(float(text.replace(",", ".")), text)
-        if match := _ISO.fullmatch(text):
-            year, month, day = (int(g) for g in match.groups())
-        elif match := _DAY_FIRST.fullmatch(text):
-            day, month, year = int(match[1]), int(match[3]), int(match[4])
-            if len(match[4]) == 2:
-                year += 2000
-        else:
-            raise ValueError(f'"{text}" is not a date; write it day first, e.g. 05/03/2026')
         return dt.date(year, month, day)
-    except ValueError as exc:
-        if str(exc).startswith('"'):
-            raise
-        raise ValueError(f'"{text}" is not a date (there is no such day)') from None
+    except ValueError:
+        raise CellError(Problem.DATE_NO_SUCH_DAY, text=text) from None
 
 
 _YES = frozenset({"yes", "oui", "true", "vrai", "1", "x", "y", "o"})
@@ -375,4 +364,4 @@ def parse_yes_no(value: object, default: bool) -> bool:
         return True
     if text in _NO:
         return False
-    raise ValueError(f'"{str(value).strip()}" is not yes or no (write yes, no, or x)')
+    raise CellError(Problem.NOT_YES_NO, text=str(value).strip())

@@ -1,25 +1,29 @@
 """Tables → the validated Model, its Settings and every problem at once.
 
-A row with a problem is left out of the model; every other row stays in. Each problem names
-its sheet, Excel row, column and cell, in a sentence staff can act on.
+A row with a problem is left out of the model; every other row stays in. Each problem is a
+WorkbookProblem: its kind, its sheet, Excel row, column and cell, and the values its sentence
+names. Plans, Settings and Variables hold a few rows and are checked row by row; Customers
+and Orders hold thousands, and each of their rules is checked over whole columns.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import keyword
-import operator
+import math
 import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
-from itertools import compress, repeat
+from dataclasses import dataclass, field, replace
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from commplan_xl.core.units import UNIT_ROWS, english_hint, parse_unit
+import pandas as pd
+
+from commplan_xl.core.units import UNIT_ROWS, Unit, parse_unit
 from commplan_xl.excel.read import Table, no_gc, normalise_header, parse_date, parse_yes_no
 from commplan_xl.mail.attachments import resolve_attachment
 from commplan_xl.model import (
@@ -32,7 +36,7 @@ from commplan_xl.model import (
     Step,
     norm_key,
 )
-from commplan_xl.problems import WorkbookProblem
+from commplan_xl.problems import CellError, Problem, WorkbookProblem
 from commplan_xl.settings import Settings, parse_settings, sheet_rows, unknown_key
 
 if TYPE_CHECKING:
@@ -103,18 +107,51 @@ def split_emails(text: str) -> list[str]:
 
 @dataclass
 class _Sheet:
-    """Collects the problems of one sheet, with its Excel places."""
+    """Collects the problems of one sheet, with their Excel places.
+
+    `add` reports one problem at once; `flag` reports a rule's problems over whole columns,
+    kept aside until `done` lists them row by row (each row's in the order of its checks).
+    """
 
     table: Table
     problems: list[WorkbookProblem]
+    pending: list[tuple[int, WorkbookProblem]] = field(default_factory=list)
 
-    def add(self, row: int | None, column: str | None, message: str, *,
-            message_level: bool = False) -> None:
+    def problem(self, row: int | None, column: str | None, kind: Problem | str,
+                values: Mapping[str, object], message_level: bool = False) -> WorkbookProblem:
         cell = self.table.cell(column, row) if column and row is not None else ""
-        self.problems.append(WorkbookProblem(
-            sheet=self.table.sheet, row=row, column=column, message=message,
-            cell=cell or None, message_level=message_level,
-        ))
+        return WorkbookProblem(self.table.sheet, row, column, kind, values, cell=cell or None,
+                               message_level=message_level)
+
+    def add(self, row: int | None, column: str | None, kind: Problem | str, *,
+            message_level: bool = False, **values: object) -> None:
+        self.problems.append(self.problem(row, column, kind, values, message_level))
+
+    def add_error(self, row: int, column: str, error: CellError) -> None:
+        self.add(row, column, error.kind, **error.values)
+
+    def add_later(self, row: int, column: str, kind: Problem, **values: object) -> None:
+        """Report one problem with those `flag` reports (listed by `done`)."""
+        self.pending.append((row, self.problem(row, column, kind, values)))
+
+    def flag(self, where: pd.Series, column: str, kind: Problem,
+             **values: pd.Series | object) -> None:
+        """Report `kind` at each row where `where` holds; a Series value is read at the row."""
+        for row in where.index[where.to_numpy(dtype=bool)].tolist():
+            found = {name: value.at[row] if isinstance(value, pd.Series) else value
+                     for name, value in values.items()}
+            self.pending.append((row, self.problem(row, column, kind, found)))
+
+    def flag_errors(self, read: pd.Series, where: pd.Series, column: str) -> None:
+        """Report the CellError of `read` at each row where `where` holds."""
+        for row, error in read[where].items():
+            self.pending.append((row, self.problem(row, column, error.kind, error.values)))
+
+    def done(self) -> set[int]:
+        """List the flagged problems row by row; return the rows that have one."""
+        self.pending.sort(key=itemgetter(0))  # stable: a row's problems keep their order
+        self.problems.extend(problem for _row, problem in self.pending)
+        return {row for row, _problem in self.pending}
 
 
 def _text(value: object) -> str:
@@ -128,21 +165,41 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def _texts(column: pd.Series) -> pd.Series:
+    """A column as text: cells are trimmed strings already, or dates."""
+    if pd.api.types.infer_dtype(column, skipna=False) == "string":
+        return column
+    return column.map(_text)
+
+
+def _per_value(column: pd.Series, func: Callable[[Any], Any]) -> pd.Series:
+    """`func` of each cell of `column`, called once per distinct value (a column repeats a
+    few plans, statuses and dates over thousands of rows)."""
+    distinct = column.unique()
+    results = pd.Series(list(map(func, distinct)), index=pd.Index(distinct, dtype=object),
+                        dtype=object)
+    return column.map(results)
+
+
+def _is_error(column: pd.Series) -> pd.Series:
+    return column.map(type).eq(CellError)
+
+
 def _number(text: str) -> float:
     return float(text.replace(",", ".").replace(" ", "").replace("\u00a0", ""))
 
 
 def _whole_step(value: object) -> int:
-    """A step number 1..10 from a cell, or ValueError."""
+    """A step number 1..10 from a cell, or CellError."""
     text = _text(value).strip()
     if not text:
-        raise ValueError("The step is empty; write a whole number from 1 to 10")
+        raise CellError(Problem.STEP_EMPTY)
     try:
         number = _number(text)
     except ValueError:
         number = -1.0
     if not number.is_integer() or not 1 <= number <= MAX_STEP:
-        raise ValueError(f'"{text}" is not a step number; write a whole number from 1 to 10')
+        raise CellError(Problem.STEP_NOT_A_NUMBER, text=text)
     return int(number)
 
 
@@ -157,22 +214,20 @@ def _check_sheets(tables: Mapping[str, Table], problems: list[WorkbookProblem],
         if table is None:
             if key in REQUIRED_SHEETS:
                 problems.append(WorkbookProblem(
-                    SHEET_TITLES[key], None, None,
-                    f"The workbook has no sheet {SHEET_TITLES[key]}; add it with the columns "
-                    + ", ".join(required) + " in row 1.",
+                    SHEET_TITLES[key], None, None, Problem.NO_SHEET,
+                    {"sheet": SHEET_TITLES[key], "columns": ", ".join(required)},
                 ))
             continue
         sheet = _Sheet(table, problems)
         for column, letter in table.duplicate_columns:
             problems.append(WorkbookProblem(
-                table.sheet, 1, column,
-                f"Column {letter} repeats the column {column} (already column "
-                f"{table.letters[column]}); rename or remove one of them.",
+                table.sheet, 1, column, Problem.REPEATED_COLUMN,
+                {"letter": letter, "column": column, "first_letter": table.letters[column]},
                 cell=f"{letter}1",
             ))
         missing = [c for c in required if c not in table.letters]
         for column in missing:
-            sheet.add(1, column, f"The column {column} is missing; add it to row 1.")
+            sheet.add(1, column, Problem.MISSING_COLUMN, name=column)
         if not missing:
             usable.add(key)
     return usable
@@ -249,39 +304,29 @@ def _variables(tables: Mapping[str, Table], usable: set[str],
         raw_name = _text(values["variable"]).strip()
         name = normalise_header(raw_name)
         if not raw_name:
-            sheet.add(row, "variable", "The variable has no name; write one (e.g. "
-                      "company_phone) or clear the row.")
+            sheet.add(row, "variable", Problem.VARIABLE_NO_NAME)
         elif not name.isidentifier() or keyword.iskeyword(name) or name in (
                 "true", "false", "none"):
-            sheet.add(row, "variable", f'"{raw_name}" cannot be a variable name; use letters, '
-                      "digits and _, starting with a letter (e.g. company_phone).")
+            sheet.add(row, "variable", Problem.VARIABLE_BAD_NAME, name=raw_name)
         elif name in BUILTIN_NAMES:
-            sheet.add(row, "variable", f'"{raw_name}" is a built-in name ('
-                      + ", ".join(sorted(BUILTIN_NAMES)) + "); choose another name.")
+            sheet.add(row, "variable", Problem.VARIABLE_BUILT_IN, name=raw_name,
+                      built_in=", ".join(sorted(BUILTIN_NAMES)))
         elif name in first_row:
-            sheet.add(row, "variable", f"The variable {name} is already in row "
-                      f"{first_row[name]}; keep only one.")
+            sheet.add(row, "variable", Problem.VARIABLE_REPEATED, name=name,
+                      first_row=first_row[name])
         else:
             first_row[name] = row
             constants[name] = _text(values["value"])
     return constants
 
 
+# ---------------------------------------------------------------- Plans (a few rows)
+
+
 @dataclass
 class _PlanRows:
     name: str
     steps: dict[int, Step]
-
-
-def _compile(env: SandboxedEnvironment, source: str) -> str | None:
-    """None when the template compiles, else the Jinja message with its line."""
-    from jinja2 import TemplateSyntaxError
-
-    try:
-        env.parse(source)
-    except TemplateSyntaxError as exc:
-        return f"on line {exc.lineno}: {(exc.message or 'syntax error').rstrip('.')}"
-    return None
 
 
 def _plans(
@@ -302,112 +347,28 @@ def _plans(
     plans: dict[str, _PlanRows] = {}
     named: dict[str, int] = {}
     step_rows: dict[tuple[str, int], int] = {}
-    has = table.letters.__contains__
     for row, values in table.rows:
         before = len(problems)
         name = _text(values["plan"]).strip()
-        key = norm_key(name)
-        if not name:
-            sheet.add(row, "plan", "The plan name is empty; write the plan this step "
-                      "belongs to.")
+        if name:
+            named.setdefault(norm_key(name), row)
         else:
-            named.setdefault(key, row)
-
-        number = 0
-        try:
-            number = _whole_step(values["step"])
-        except ValueError as exc:
-            sheet.add(row, "step", str(exc) + ".")
-        if name and number:
-            first = step_rows.setdefault((key, number), row)
-            if first != row:
-                sheet.add(row, "step", f'Step {number} of plan "{name}" is already in row '
-                          f"{first}; give each step its own number.")
-
-        unit_text = _text(values["unit"]).strip()
-        unit = parse_unit(unit_text)
-        if unit is None:
-            sheet.add(row, "unit", (f'"{unit_text}" is not a unit' if unit_text
-                                    else "The unit is empty")
-                      + f"; write {english_hint()}.")
-
-        delay_text = _text(values["delay"]).strip()
-        delay = 0.0
-        try:
-            delay = _number(delay_text)
-            if delay != delay or delay in (float("inf"), float("-inf")):
-                raise ValueError
-        except ValueError:
-            sheet.add(row, "delay", (f'"{delay_text}" is not a number' if delay_text
-                                     else "The delay is empty")
-                      + "; write how many units after the start date (e.g. 5).")
-        else:
-            if delay < 0:
-                sheet.add(row, "delay", f'The delay "{delay_text}" is negative; write 0 '
-                          "or more.")
-            elif unit is not None and UNIT_ROWS[unit].whole and not delay.is_integer():
-                sheet.add(row, "delay", f'The delay "{delay_text}" is not a whole number; '
-                          "a delay in days must be whole (or use weeks or months).")
-
-        from_column = "start_date"
-        if has("from"):
-            from_text = _text(values["from"]).strip()
-            if from_text:
-                from_column = normalise_header(from_text)
-                if order_columns is not None and from_column not in order_columns:
-                    sheet.add(row, "from", f'Orders has no column "{from_text}"; write the '
-                              "name of a date column of Orders (e.g. start_date).")
-
-        active = required = False
-        for column, default in (("active", True), ("required", False)):
-            value: bool = default
-            if has(column):
-                try:
-                    value = parse_yes_no(values[column], default)
-                except ValueError as exc:
-                    sheet.add(row, column, str(exc) + ".")
-            if column == "active":
-                active = value
-            else:
-                required = value
-
-        subject = _text(values["subject"])
-        body = _text(values["body"])
-        if not subject.strip():
-            sheet.add(row, "subject", "The subject is empty; write the subject of this mail.")
-        elif error := _compile(env, subject):
-            sheet.add(row, "subject", f"The subject template has an error {error}.")
-        if not body.strip():
-            sheet.add(row, "body", "The body is empty; write the text of this mail.")
-        elif error := _compile(env, body):
-            sheet.add(row, "body", f"The body template has an error {error}.")
-
-        attachments: list[str] = []
-        if has("attachments"):
-            for item in _text(values["attachments"]).split(";"):
-                item = item.strip()
-                if not item:
-                    continue
-                try:
-                    path = resolve_attachment(settings.attachments_dir, item)
-                except ValueError as exc:
-                    sheet.add(row, "attachments", str(exc))
-                    continue
-                attachments.append(item)
-                if not path.is_file():
-                    # A message problem, not a row problem: the step stays scheduled.
-                    sheet.add(row, "attachments",
-                              f'The attachment "{item}" is not in the attachments folder '
-                              f"{settings.attachments_dir}; add the file or fix its name.",
-                              message_level=True)
-
+            sheet.add(row, "plan", Problem.PLAN_NAME_EMPTY)
+        number = _plan_step(sheet, row, values, name, step_rows)
+        unit = _plan_unit(sheet, row, values)
+        delay = _plan_delay(sheet, row, values, unit)
+        from_column = _plan_from(sheet, row, values, order_columns)
+        active = _yes_no(sheet, row, values, "active", True)
+        required = _yes_no(sheet, row, values, "required", False)
+        subject, body = _plan_templates(sheet, row, values, env)
+        attachments = _plan_attachments(sheet, row, values, settings.attachments_dir)
         if any(not p.message_level for p in problems[before:]):
             continue
-        plan = plans.setdefault(key, _PlanRows(name=name, steps={}))
+        plan = plans.setdefault(norm_key(name), _PlanRows(name=name, steps={}))
         plan.steps[number] = Step(
             plan=plan.name, number=number, delay=delay, unit=unit,  # type: ignore[arg-type]
-            subject=subject, body=body, from_column=from_column,
-            attachments=tuple(attachments), active=active, required=required, row=row,
+            subject=subject, body=body, from_column=from_column, attachments=attachments,
+            active=active, required=required, row=row,
         )
     result = {
         key: Plan(name=p.name, steps=tuple(p.steps[n] for n in sorted(p.steps)))
@@ -416,337 +377,133 @@ def _plans(
     return result, named
 
 
-def _ids(sheet: _Sheet, row: int, column: str, value: object, first_row: dict[str, int],
-         what: str) -> str | None:
-    """The row's id, or None after reporting it empty or repeated (the first one stays)."""
-    ident = _text(value).strip()
-    if not ident:
-        sheet.add(row, column, f"The {what} id is empty; write one.")
-        return None
-    first = first_row.setdefault(ident, row)
-    if first != row:
-        sheet.add(row, column, f'The {what} id "{ident}" is already used in row {first}; '
-                  f"give each {what} its own id.")
-        return None
-    return ident
-
-
-def _memo(func: Callable[[str], Any]) -> Callable[[str], Any]:
-    """`func` with a cache: a column holds few distinct plans, statuses or dates."""
-    cache: dict[str, Any] = {}
-
-    def cached(text: str) -> Any:
-        try:
-            return cache[text]
-        except KeyError:
-            result = cache[text] = func(text)
-            return result
-
-    return cached
-
-
-def _date_or_error(value: object) -> dt.date | None | ValueError:
+def _plan_step(sheet: _Sheet, row: int, values: Mapping[str, object], name: str,
+               step_rows: dict[tuple[str, int], int]) -> int:
+    """The step number (0 when it is not one), each step once per plan."""
     try:
-        return parse_date(value)
-    except ValueError as exc:
-        return exc
+        number = _whole_step(values["step"])
+    except CellError as error:
+        sheet.add_error(row, "step", error)
+        return 0
+    if name:
+        first = step_rows.setdefault((norm_key(name), number), row)
+        if first != row:
+            sheet.add(row, "step", Problem.STEP_REPEATED, step=number, plan=name,
+                      first_row=first)
+    return number
 
 
-def _fields(values: dict[str, object], date_columns: set[str]) -> dict[str, Any]:
-    """Every column's value for templates: dates parsed where the header says date."""
-    fields: dict[str, Any] = dict(values)
-    for column in date_columns:
-        if column in fields:
-            fields[column] = _field_date(fields[column])
-    return fields
+def _plan_unit(sheet: _Sheet, row: int, values: Mapping[str, object]) -> Unit | None:
+    text = _text(values["unit"]).strip()
+    unit = parse_unit(text)
+    if unit is None:
+        sheet.add(row, "unit", Problem.UNIT_UNKNOWN if text else Problem.UNIT_EMPTY, text=text)
+    return unit
 
 
-def _date_columns(columns: tuple[str, ...], extra: set[str]) -> set[str]:
-    return {c for c in columns if c.endswith("date")} | (extra & set(columns))
+def _plan_delay(sheet: _Sheet, row: int, values: Mapping[str, object],
+                unit: Unit | None) -> float:
+    """The delay: a number, 0 or more, whole when counted in days."""
+    text = _text(values["delay"]).strip()
+    try:
+        delay = _number(text)
+    except ValueError:
+        delay = float("nan")
+    if not math.isfinite(delay):
+        sheet.add(row, "delay", Problem.DELAY_NOT_A_NUMBER if text else Problem.DELAY_EMPTY,
+                  text=text)
+        return 0.0
+    if delay < 0:
+        sheet.add(row, "delay", Problem.DELAY_NEGATIVE, text=text)
+    elif unit is not None and UNIT_ROWS[unit].whole and not delay.is_integer():
+        sheet.add(row, "delay", Problem.DELAY_NOT_WHOLE, text=text)
+    return delay
 
 
-def _record(cls: type, **values: Any) -> Any:
-    """A frozen dataclass instance from every one of its fields, without its __init__.
-
-    The generated __init__ of a frozen dataclass sets each field through
-    object.__setattr__; filling __dict__ at once is about 3x cheaper, which counts on
-    70,000 rows (the same trick as ledger._entry). Callers pass every field.
-    """
-    record = _new(cls)
-    record.__dict__.update(values)
-    return record
-
-
-_new = object.__new__
+def _plan_from(sheet: _Sheet, row: int, values: Mapping[str, object],
+               order_columns: set[str] | None) -> str:
+    """The Orders date column the delay counts from (start_date when the cell is empty)."""
+    text = _text(values.get("from", "")).strip()
+    if not text:
+        return "start_date"
+    column = normalise_header(text)
+    if order_columns is not None and column not in order_columns:
+        sheet.add(row, "from", Problem.FROM_UNKNOWN, text=text)
+    return column
 
 
-def _customers(tables: Mapping[str, Table], usable: set[str],
-               problems: list[WorkbookProblem]) -> tuple[dict[str, Customer], dict[str, int]]:
-    """The valid customers by id, and the row of every id seen (even if invalid)."""
-    table = tables.get("customers")
-    if table is None or "customers" not in usable:
-        return {}, {}
-    sheet = _Sheet(table, problems)
-    customers: dict[str, Customer] = {}
-    first_row: dict[str, int] = {}
-    date_columns = _date_columns(table.columns, set())
-    has_opt_out = "opt_out" in table.letters
+def _yes_no(sheet: _Sheet, row: int, values: Mapping[str, object], column: str,
+            default: bool) -> bool:
+    try:
+        return parse_yes_no(values.get(column, ""), default)
+    except CellError as error:
+        sheet.add_error(row, column, error)
+        return default
 
-    def checked_row(row: int, values: dict[str, object]) -> None:
-        """Every check of one row, each problem reported; adds the customer when valid."""
-        before = len(problems)
-        ident = _ids(sheet, row, "customer_id", values["customer_id"], first_row, "customer")
-        text = _text(values["email"])
-        emails = split_emails(text)
-        if not emails:
-            sheet.add(row, "email", "The email is empty; write the customer's address.")
-        for address in emails:
-            if not is_email(address):
-                sheet.add(row, "email", f'"{address}" is not an email address; fix it '
-                          "(several addresses are separated by ;).")
-            elif is_example_address(address):
-                sheet.add(row, "email", f'"{address}" is an example address (a documentation '
-                          "domain): it is never sent to; write the customer's real address.")
-        opt_out = False
-        if has_opt_out:
-            try:
-                opt_out = parse_yes_no(values["opt_out"], False)
-            except ValueError as exc:
-                sheet.add(row, "opt_out", str(exc) + ".")
-        if ident is None or len(problems) > before:
-            return
-        customers[ident] = _record(
-            Customer, customer_id=ident, name=_text(values["name"]).strip(),
-            emails=tuple(emails), opt_out=opt_out, fields=_fields(values, date_columns),
-            row=row,
-        )
 
-    # The usual row (text id seen once, one valid address, a known yes/no) takes the short
-    # path below; any other row goes through checked_row, which reports its problems.
-    # Table cells are already trimmed, so text needs no strip here.
-    yes_no: dict[object, bool] = {"": False}
-    for row, values in table.rows:
-        ident = values["customer_id"]
-        email = values["email"]
-        opt_out = yes_no.get(values["opt_out"]) if has_opt_out else False
-        if opt_out is None:
-            with contextlib.suppress(ValueError):
-                opt_out = yes_no[values["opt_out"]] = parse_yes_no(values["opt_out"], False)
-        name = values["name"]
-        if (opt_out is None or type(ident) is not str or not ident
-                or type(email) is not str or "," in email or ";" in email
-                or type(name) is not str
-                or first_row.setdefault(ident, row) != row):
-            checked_row(row, values)
+def _plan_templates(sheet: _Sheet, row: int, values: Mapping[str, object],
+                    env: SandboxedEnvironment) -> tuple[str, str]:
+    """The subject and body sources, each reported when empty or not a valid template."""
+    from jinja2 import TemplateSyntaxError
+
+    sources = []
+    for part, empty in (("subject", Problem.SUBJECT_EMPTY), ("body", Problem.BODY_EMPTY)):
+        source = _text(values[part])
+        sources.append(source)
+        if not source.strip():
+            sheet.add(row, part, empty)
             continue
-        address = email.lower()
-        if not address or _EMAIL.fullmatch(address) is None or is_example_address(address):
-            checked_row(row, values)
+        try:
+            env.parse(source)
+        except TemplateSyntaxError as exc:
+            sheet.add(row, part, Problem.TEMPLATE_ERROR, part=part, line=exc.lineno,
+                      error=(exc.message or "syntax error").rstrip("."))
+    return sources[0], sources[1]
+
+
+def _plan_attachments(sheet: _Sheet, row: int, values: Mapping[str, object],
+                      folder: Path) -> tuple[str, ...]:
+    """The attachment names; a file missing from the folder is a problem of the message
+    only (the step stays scheduled), a name outside the folder one of the row."""
+    names: list[str] = []
+    for item in _text(values.get("attachments", "")).split(";"):
+        name = item.strip()
+        if not name:
             continue
-        customers[ident] = _record(
-            Customer, customer_id=ident, name=name, emails=(address,), opt_out=opt_out,
-            fields=_fields(values, date_columns) if date_columns else dict(values), row=row,
-        )
-    return customers, first_row
+        try:
+            path = resolve_attachment(folder, name)
+        except ValueError as exc:
+            sheet.add(row, "attachments", Problem.ATTACHMENT_REFUSED, name=name,
+                      reason=str(exc))
+            continue
+        names.append(name)
+        if not path.is_file():
+            sheet.add(row, "attachments", Problem.ATTACHMENT_MISSING, name=name,
+                      folder=folder, message_level=True)
+    return tuple(names)
 
 
-def _orders(
-    tables: Mapping[str, Table], usable: set[str], plans: dict[str, Plan],
-    plan_rows: dict[str, int], customers: dict[str, Customer], customer_rows: dict[str, int],
-    problems: list[WorkbookProblem], *, by_column: bool = True,
-) -> tuple[Order, ...]:
-    """The valid orders, in row order. `by_column=False` checks every row one by one (the
-    reference the tests hold the column-wise checks to)."""
-    table = tables.get("orders")
-    if table is None or "orders" not in usable:
-        return ()
-    sheet = _Sheet(table, problems)
-    plans_usable = "plans" in usable
-    customers_usable = "customers" in usable
-    # Columns each plan counts from with an active step: a bad date there fails the row.
-    checked: dict[str, set[str]] = {
-        key: {s.from_column for s in plan.steps if s.active} | {"start_date"}
-        for key, plan in plans.items()
-    }
-    all_from = {s.from_column for p in plans.values() for s in p.steps} | {"start_date"}
-    from_columns = tuple(sorted(all_from & set(table.columns)))
-    date_columns = _date_columns(table.columns, set(from_columns))
-    other_dates = date_columns - set(from_columns)
-    has_status = "status" in table.letters
-    has_hold = "hold_steps" in table.letters
-    first_row: dict[str, int] = {}
-    orders: list[Order] = []
-    names = [f'"{p.name}"' for p in plans.values()]
-    known_plans = ("write one of " + ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
-                   + "." if names else "add the plan to Plans or fix the name.")
-    plan_key_of = _memo(norm_key)
-    status_of = _memo(lambda text: STATUSES.get(_fold(text)))
-    date_of = _memo(_date_or_error)
-
-    def order_of(row: int, values: dict[str, object], ident: str, customer_id: str,
-                 plan_key: str, status: Status, dates: dict[str, dt.date | None],
-                 hold: frozenset[int]) -> Order:
-        fields = _fields(values, other_dates) if other_dates else dict(values)
-        for column, date in dates.items():
-            fields[column] = "" if date is None else date
-        return Order(order_id=ident, customer_id=customer_id, plan=plan_key, status=status,
-                     dates=dates, fields=fields, hold_steps=hold, row=row)
-
-    def checked_row(row: int, values: dict[str, object]) -> None:
-        """Every check of one row, each problem reported; adds the order when valid."""
-        before = len(problems)
-        ident = _ids(sheet, row, "order_id", values["order_id"], first_row, "order")
-
-        customer_id = _text(values["customer_id"]).strip()
-        if not customer_id:
-            sheet.add(row, "customer_id", "The customer id is empty; write the customer's "
-                      "id from Customers.")
-        elif customer_id not in customers:
-            if customer_id in customer_rows:
-                sheet.add(row, "customer_id", f'The customer "{customer_id}" has a problem in '
-                          f"Customers row {customer_rows[customer_id]}; fix that row first.")
-            elif customers_usable:
-                sheet.add(row, "customer_id", f'There is no customer "{customer_id}" in '
-                          "Customers; add the customer or fix the id.")
-
-        plan_name = _text(values["plan"]).strip()
-        plan_key = plan_key_of(plan_name)
-        if not plan_name:
-            sheet.add(row, "plan", "The plan is empty; write the name of a plan from Plans.")
-        elif plan_key not in plans:
-            if plan_key in plan_rows:
-                sheet.add(row, "plan", f'The plan "{plan_name}" has problems in Plans (row '
-                          f"{plan_rows[plan_key]}); fix them first.")
-            elif plans_usable:
-                sheet.add(row, "plan", f'There is no plan "{plan_name}" in Plans; '
-                          + known_plans)
-
-        dates: dict[str, dt.date | None] = {}
-        needed = checked.get(plan_key, {"start_date"})
-        for column in from_columns:
-            value = values[column]
-            date = value if type(value) is dt.date else date_of(_text(value))
-            if isinstance(date, ValueError):
-                dates[column] = None
-                if column in needed:
-                    sheet.add(row, column, f"{date}.")
-            else:
-                dates[column] = date
-        if dates.get("start_date") is None and values["start_date"] == "":
-            sheet.add(row, "start_date", "The start date is empty; write the date the "
-                      "order starts (e.g. 05/03/2026).")
-
-        status: Status = "active"
-        if has_status:
-            status_text = _text(values["status"]).strip()
-            if status_text:
-                found = status_of(status_text)
-                if found is None:
-                    sheet.add(row, "status", f'"{status_text}" is not a status; write active, '
-                              "paused, cancelled or done (empty means active).")
-                else:
-                    status = found
-
-        hold: frozenset[int] = frozenset()
-        if has_hold:
-            hold_text = _text(values["hold_steps"]).strip()
-            if hold_text:
-                try:
-                    hold = frozenset(_whole_step(p) for p in re.split(r"[;,\s]+", hold_text)
-                                     if p)
-                except ValueError:
-                    sheet.add(row, "hold_steps", f'"{hold_text}" is not a list of steps; write '
-                              "step numbers from 1 to 10 separated by ; (e.g. 3;4).")
-
-        if ident is None or len(problems) > before or plan_key not in plans \
-                or customer_id not in customers:
-            return
-        orders.append(order_of(row, values, ident, customer_id, plan_key, status, dates, hold))
-
-    # The usual row is settled by the column-wise checks below (C-level maps, no Python code
-    # per row): a text id seen first there, a known customer and plan, good dates, a known
-    # status, no held steps. Any other row goes through checked_row, which reports its
-    # problems. Table cells are already trimmed.
-    numbers = table.numbers
-    data = table.data
-    if not by_column:
-        for index, row in enumerate(numbers):
-            checked_row(row, table.values(index))
-        return tuple(orders)
-    if not numbers:
-        return ()
-    ids = data["order_id"]
-    all_text = set(map(type, ids)) == {str}
-    keys = ids if all_text else [v if type(v) is str else _text(v).strip() for v in ids]
-    firsts = list(map(first_row.setdefault, keys, numbers))  # as checked_row's _ids would
-    plan_keys: dict[object, str] = {}  # plan cell -> key, for known plans only
-    for name in set(data["plan"]):
-        if type(name) is str and name and plan_key_of(name) in plans:
-            plan_keys[name] = plan_key_of(name)
-    plan_col = list(map(plan_keys.get, data["plan"]))
-    status_col: list[Status | None] | repeat[Status] = repeat("active")
-    if has_status:
-        statuses: dict[object, Status | None] = {"": "active"}
-        for text in set(data["status"]):
-            if type(text) is str and text:
-                statuses[text] = status_of(text)
-        status_col = list(map(statuses.get, data["status"]))
-    checks = [
-        map(bool, ids) if all_text else map(_is_text, ids), map(operator.eq, firsts, numbers),
-        map(customers.__contains__, data["customer_id"]),
-        map(operator.is_not, plan_col, repeat(None)),
-    ]
-    if has_status:
-        checks.append(map(operator.is_not, status_col, repeat(None)))
-    if has_hold:
-        checks.append(map(operator.not_, data["hold_steps"]))
-    date_cols: list[list[dt.date | None]] = []
-    for column in from_columns:
-        cells = data[column]
-        parsed = {v: date_of(_text(v)) for v in set(cells) if type(v) is not dt.date}
-        bad = {v for v, date in parsed.items() if isinstance(date, ValueError)}
-        if column == "start_date":
-            bad |= {v for v, date in parsed.items() if date is None}  # empty
-            checks.append(map(operator.not_, map(bad.__contains__, cells)))
-        elif bad:  # a bad date fails the row only where its plan counts from the column
-            counts = {key for key, used in checked.items() if column in used}
-            checks.append(map(operator.not_, map(operator.and_,
-                                                 map(bad.__contains__, cells),
-                                                 map(counts.__contains__, plan_col))))
-        good = {v: (None if isinstance(date, ValueError) else date)
-                for v, date in parsed.items()}
-        date_cols.append(list(map(good.get, cells, cells)))
-    ok = list(map(all, zip(*checks, strict=True)))
-    fields_data = dict(data)
-    for column, dates in zip(from_columns, date_cols, strict=True):
-        fields_data[column] = ["" if date is None else date for date in dates]
-    for column in other_dates:
-        fields_data[column] = list(map(_field_date, data[column]))
-    all_ok = all(ok)
-    pick = (lambda values: values) if all_ok else (lambda values: compress(values, ok))
-    fields = map(RowFields, repeat(fields_data), pick(range(len(numbers))))
-    # start_date is a required column: there is always one date column here.
-    dates = map(dict, map(zip, repeat(from_columns), zip(*map(pick, date_cols), strict=True)))
-    good_orders = list(map(_tuple_new, repeat(Order), zip(
-        pick(keys), pick(data["customer_id"]), pick(plan_col),
-        pick(status_col) if has_status else repeat("active"), dates, fields,
-        repeat(frozenset()), pick(numbers),
-    )))
-    if all_ok:
-        return tuple(good_orders)
-    for index in compress(range(len(numbers)), map(operator.not_, ok)):
-        checked_row(numbers[index], table.values(index))
-    orders.extend(good_orders)
-    orders.sort(key=_ROW)
-    return tuple(orders)
+# ---------------------------------------------------------------- Customers and Orders
+# Thousands of rows: each rule is checked over whole columns.
 
 
-_ROW = operator.attrgetter("row")
-_tuple_new = tuple.__new__
+def _ids(sheet: _Sheet, cells: pd.Series, column: str, empty: Problem,
+         repeated: Problem) -> tuple[pd.Series, dict[str, int]]:
+    """The ids as text, each reported when empty or already used above; and the first row
+    of every id."""
+    ids = _texts(cells)
+    is_empty = ids.eq("")
+    first = ~ids.duplicated() & ~is_empty
+    first_row = dict(zip(ids[first].tolist(), ids.index[first].tolist(), strict=True))
+    again = ~first & ~is_empty
+    sheet.flag(is_empty, column, empty)
+    sheet.flag(again, column, repeated, id=ids, first_row=_rows_of(ids[again], first_row))
+    return ids, first_row
 
 
-def _is_text(value: object) -> bool:
-    return type(value) is str and value != ""
+def _rows_of(keys: pd.Series, rows: dict[str, int]) -> pd.Series:
+    """The row of each key, as Python ints (for sentences)."""
+    return keys.map(rows).astype(object)
 
 
 def _field_date(value: object) -> object:
@@ -758,6 +515,195 @@ def _field_date(value: object) -> object:
         return parse_date(value)
     except ValueError:
         return value
+
+
+def _date_or_error(value: object) -> dt.date | None | CellError:
+    try:
+        return parse_date(value)
+    except CellError as error:
+        return error
+
+
+def _yes_no_or_error(value: object) -> bool | CellError:
+    try:
+        return parse_yes_no(value, False)
+    except CellError as error:
+        return error
+
+
+def _date_columns(columns: Iterable[str]) -> set[str]:
+    """The columns whose header says they hold dates."""
+    return {c for c in columns if c.endswith("date")}
+
+
+def _customers(tables: Mapping[str, Table], usable: set[str],
+               problems: list[WorkbookProblem]) -> tuple[dict[str, Customer], dict[str, int]]:
+    """The valid customers by id, and the row of every id seen (even if invalid)."""
+    table = tables.get("customers")
+    if table is None or "customers" not in usable:
+        return {}, {}
+    sheet = _Sheet(table, problems)
+    cells = table.frame
+    ids, first_row = _ids(sheet, cells["customer_id"], "customer_id",
+                          Problem.CUSTOMER_ID_EMPTY, Problem.CUSTOMER_ID_REPEATED)
+    emails = _per_value(cells["email"], lambda cell: tuple(split_emails(_text(cell))))
+    sheet.flag(emails.map(len).eq(0), "email", Problem.EMAIL_EMPTY)
+    addresses = emails.explode().dropna()  # one row per address
+    valid_address = addresses.map(is_email)
+    for row, address in addresses[~valid_address].items():
+        sheet.add_later(row, "email", Problem.EMAIL_INVALID, address=address)
+    for row, address in addresses[valid_address & addresses.map(is_example_address)].items():
+        sheet.add_later(row, "email", Problem.EMAIL_EXAMPLE, address=address)
+    opt_out = pd.Series(False, index=cells.index, dtype=object)
+    if "opt_out" in cells:
+        opt_out = _per_value(cells["opt_out"], _yes_no_or_error)
+        sheet.flag_errors(opt_out, _is_error(opt_out), "opt_out")
+    valid = ~cells.index.isin(list(sheet.done())) & ids.ne("")
+    fields = {column: cells[column][valid].tolist() for column in cells.columns}
+    for column in _date_columns(cells.columns):
+        fields[column] = _per_value(cells[column][valid], _field_date).tolist()
+    records = zip(
+        ids[valid].tolist(), _texts(cells["name"])[valid].tolist(), emails[valid].tolist(),
+        opt_out[valid].tolist(), [dict(zip(fields, row, strict=True))
+                                  for row in zip(*fields.values(), strict=True)],
+        cells.index[valid].tolist(), strict=True,
+    )
+    customers = {record[0]: Customer(*record) for record in records}
+    return customers, first_row
+
+
+@dataclass(frozen=True)
+class _OrderContext:
+    """What the Orders checks need to know of the other sheets."""
+
+    plans: dict[str, Plan]
+    plan_rows: dict[str, int]  # first Plans row of every plan named, even if invalid
+    customers: dict[str, Customer]
+    customer_rows: dict[str, int]  # first Customers row of every id, even if invalid
+    plans_usable: bool
+    customers_usable: bool
+
+
+def _orders(
+    tables: Mapping[str, Table], usable: set[str], plans: dict[str, Plan],
+    plan_rows: dict[str, int], customers: dict[str, Customer], customer_rows: dict[str, int],
+    problems: list[WorkbookProblem],
+) -> tuple[Order, ...]:
+    """The valid orders, in row order."""
+    table = tables.get("orders")
+    if table is None or "orders" not in usable:
+        return ()
+    known = _OrderContext(plans, plan_rows, customers, customer_rows,
+                          "plans" in usable, "customers" in usable)
+    sheet = _Sheet(table, problems)
+    cells = table.frame
+    ids, _first_row = _ids(sheet, cells["order_id"], "order_id", Problem.ORDER_ID_EMPTY,
+                           Problem.ORDER_ID_REPEATED)
+    customer_ids = _order_customers(sheet, cells["customer_id"], known)
+    plan_keys = _order_plans(sheet, cells["plan"], known)
+    dates = _order_dates(sheet, cells, plan_keys, plans)
+    sheet.flag(cells["start_date"].eq(""), "start_date", Problem.START_DATE_EMPTY)
+    statuses = _order_statuses(sheet, cells)
+    holds = _order_holds(sheet, cells)
+    valid = (~cells.index.isin(list(sheet.done())) & plan_keys.isin(list(plans))
+             & customer_ids.isin(list(customers)))
+    return _order_records(table, valid, ids, customer_ids, plan_keys, statuses, dates, holds)
+
+
+def _order_customers(sheet: _Sheet, cells: pd.Series, known: _OrderContext) -> pd.Series:
+    """The customer ids, each reported when empty, unknown or of a customer with a problem."""
+    ids = _texts(cells)
+    missing = ids.ne("") & ~ids.isin(list(known.customers))
+    broken = missing & ids.isin(list(known.customer_rows))
+    sheet.flag(ids.eq(""), "customer_id", Problem.ORDER_CUSTOMER_EMPTY)
+    sheet.flag(broken, "customer_id", Problem.ORDER_CUSTOMER_HAS_PROBLEM, customer_id=ids,
+               customer_row=_rows_of(ids[broken], known.customer_rows))
+    if known.customers_usable:
+        sheet.flag(missing & ~broken, "customer_id", Problem.ORDER_CUSTOMER_UNKNOWN,
+                   customer_id=ids)
+    return ids
+
+
+def _order_plans(sheet: _Sheet, cells: pd.Series, known: _OrderContext) -> pd.Series:
+    """The plan keys, each reported when empty, unknown or of a plan with problems."""
+    names = _texts(cells)
+    keys = _per_value(names, norm_key)
+    missing = names.ne("") & ~keys.isin(list(known.plans))
+    broken = missing & keys.isin(list(known.plan_rows))
+    sheet.flag(names.eq(""), "plan", Problem.ORDER_PLAN_EMPTY)
+    sheet.flag(broken, "plan", Problem.ORDER_PLAN_HAS_PROBLEMS, plan=names,
+               plan_row=_rows_of(keys[broken], known.plan_rows))
+    if known.plans_usable:
+        quoted = [f'"{p.name}"' for p in known.plans.values()]
+        sheet.flag(missing & ~broken, "plan",
+                   Problem.ORDER_PLAN_UNKNOWN if quoted else Problem.ORDER_PLAN_UNKNOWN_NO_PLANS,
+                   plan=names, known=", ".join(quoted[:5]) + (", …" if len(quoted) > 5 else ""))
+    return keys
+
+
+def _order_dates(sheet: _Sheet, cells: pd.DataFrame, plan_keys: pd.Series,
+                 plans: dict[str, Plan]) -> dict[str, pd.Series]:
+    """Every date column a plan counts from, parsed (None when empty or not a date). A bad
+    date is a problem where the row's plan counts from its column with an active step (and
+    always in start_date)."""
+    dates: dict[str, pd.Series] = {}
+    counted = {s.from_column for p in plans.values() for s in p.steps} | {"start_date"}
+    for column in sorted(counted & set(cells.columns)):
+        read = _per_value(cells[column], _date_or_error)
+        bad = _is_error(read)
+        counting = [key for key, plan in plans.items()
+                    if any(s.active and s.from_column == column for s in plan.steps)]
+        needed = plan_keys.isin(counting) | (column == "start_date")
+        sheet.flag_errors(read, bad & needed, column)
+        dates[column] = read.mask(bad, None)
+    return dates
+
+
+def _order_statuses(sheet: _Sheet, cells: pd.DataFrame) -> pd.Series:
+    """The canonical statuses (empty is active), each reported when not a status."""
+    if "status" not in cells:
+        return pd.Series("active", index=cells.index, dtype=object)
+    texts = _per_value(cells["status"], _text)
+    statuses = _per_value(texts, lambda text: STATUSES.get(_fold(text)) if text else "active")
+    sheet.flag(statuses.isna(), "status", Problem.STATUS_UNKNOWN, text=texts)
+    return statuses
+
+
+def _held(text: str) -> frozenset[int] | CellError:
+    try:
+        return frozenset(_whole_step(p) for p in re.split(r"[;,\s]+", text) if p)
+    except CellError:
+        return CellError(Problem.HOLD_STEPS_INVALID, text=text)
+
+
+def _order_holds(sheet: _Sheet, cells: pd.DataFrame) -> pd.Series:
+    """The steps held back for each order, reported when not a list of steps."""
+    if "hold_steps" not in cells:
+        return pd.Series([frozenset()] * len(cells), index=cells.index, dtype=object)
+    holds = _per_value(cells["hold_steps"], lambda cell: _held(_text(cell)))
+    sheet.flag_errors(holds, _is_error(holds), "hold_steps")
+    return holds
+
+
+def _order_records(table: Table, valid: pd.Series, ids: pd.Series,
+                   customer_ids: pd.Series, plan_keys: pd.Series, statuses: pd.Series,
+                   dates: dict[str, pd.Series], holds: pd.Series) -> tuple[Order, ...]:
+    """The Orders of the valid rows. Their fields are read from the sheet's columns (dates
+    parsed) when a template asks, not copied into a dict per order."""
+    columns: dict[str, list[object]] = dict(table.data)
+    for column, read in dates.items():
+        columns[column] = read.fillna("").tolist()
+    for column in _date_columns(table.columns) - set(dates):
+        columns[column] = _per_value(table.frame[column], _field_date).tolist()
+    kept = valid.to_numpy().nonzero()[0].tolist()  # positions of the valid rows
+    order_dates = [dict(zip(dates, values, strict=True))
+                   for values in zip(*(read[valid].tolist() for read in dates.values()),
+                                     strict=True)]
+    return tuple(map(Order._make, zip(
+        ids[valid].tolist(), customer_ids[valid].tolist(), plan_keys[valid].tolist(),
+        statuses[valid].tolist(), order_dates, map(RowFields, repeat(columns), kept),
+        holds[valid].tolist(), table.frame.index[valid].tolist(), strict=True,
+    )))
 
 
 def validate(

@@ -1,4 +1,5 @@
-"""Render a plan step for one order: Jinja2 sandbox, strict variables, text and simple HTML."""
+"""Render a plan step for one order: Jinja2 sandbox, strict variables, a Markdown body made
+into a text part and an HTML part in the site's layout."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from babel.dates import format_date
 from babel.numbers import format_currency
@@ -17,10 +19,17 @@ from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedErro
 from jinja2.exceptions import SecurityError, TemplateError, TemplateRuntimeError
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
+from markupsafe import Markup
 
 from commplan_xl.excel.read import parse_date
 from commplan_xl.model import Customer, Order, Step
 from commplan_xl.problems import CommplanError
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from markdown_it.tree import SyntaxTreeNode
+
+    from commplan_xl.mail.layout import Layout
 
 _HINT = '(check the spelling; "commplan variables" lists them)'
 
@@ -30,10 +39,19 @@ class RenderError(CommplanError):
 
 
 @dataclass(frozen=True)
+class InlineImage:
+    """An image the HTML shows by `cid:` (the logo), carried inside the mail."""
+
+    cid: str  # the Content-ID without its angle brackets
+    path: Path  # the file, read when the mail is built
+
+
+@dataclass(frozen=True)
 class Rendered:
     subject: str  # one line, trimmed
-    text: str  # the plain-text body, "\n" line endings
-    html: str  # a small HTML document of the same text, every character escaped
+    text: str  # the plain-text body (Markdown made readable), "\n" line endings
+    html: str  # the HTML document: the body's Markdown as HTML in the layout, CSS inlined
+    images: tuple[InlineImage, ...] = ()  # shown inline by the HTML (the logo)
 
 
 class UnknownVariable(UndefinedError):
@@ -155,20 +173,72 @@ def _money_filter(locale: str):
     return money
 
 
-@lru_cache(maxsize=16)
-def environment(locale: str = "fr_FR") -> SandboxedEnvironment:
-    """The sandbox for one locale (built once): strict variables, `date` and `money`."""
-    env = SandboxedEnvironment(
-        undefined=_Undefined, autoescape=False, keep_trailing_newline=True
-    )
+# Every ASCII punctuation character may be backslash-escaped in CommonMark, and then stands
+# for itself: nothing in an escaped value can start markup, a link or an HTML entity.
+_MD_SPECIAL = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
+
+
+class StaffText(str):
+    """Text the staff wrote in Settings or Variables (the site's constants): Markdown like
+    the template itself, so `www.shop.fr` in a constant becomes a link. Customer and order
+    cells are data and stay escaped."""
+
+    __slots__ = ()
+
+
+def markdown_value(value: Any) -> str:
+    """A value as Markdown text that shows it literally: punctuation backslash-escaped, its
+    line breaks kept (never a blank line or an indent, which would start a new block)."""
+    if type(value) is StaffText:
+        return str.__str__(value)
+    text = "" if value is None else str(value)
+    if "\r" in text or "\n" in text:
+        lines = _normalise_newlines(text).split("\n")
+        text = "\n".join(line.strip() for line in lines if line.strip())
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _sandbox(locale: str, **options: Any) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(undefined=_Undefined, keep_trailing_newline=True, **options)
     env.filters["date"] = _date_filter(locale)
     env.filters["money"] = _money_filter(locale)
     return env
 
 
+@lru_cache(maxsize=16)
+def environment(locale: str = "fr_FR") -> SandboxedEnvironment:
+    """The sandbox for one locale (built once): strict variables, `date` and `money`."""
+    return _sandbox(locale, autoescape=False)
+
+
+@lru_cache(maxsize=16)
+def markdown_environment(locale: str = "fr_FR") -> SandboxedEnvironment:
+    """The sandbox for Markdown bodies and signatures: each `{{ … }}` prints its value
+    escaped for Markdown, so workbook data never becomes markup or a link."""
+    return _sandbox(locale, autoescape=False, finalize=markdown_value)
+
+
+@lru_cache(maxsize=16)
+def layout_environment(locale: str = "fr_FR") -> SandboxedEnvironment:
+    """The sandbox for layouts (HTML): values HTML-escaped, `content` and `signature` given
+    as ready HTML."""
+    return _sandbox(locale, autoescape=True)
+
+
 @lru_cache(maxsize=512)
 def _compile(locale: str, source: str) -> Template:
     return environment(locale).from_string(source)
+
+
+@lru_cache(maxsize=512)
+def _compile_markdown(locale: str, source: str) -> Template:
+    return markdown_environment(locale).from_string(source)
+
+
+@lru_cache(maxsize=16)
+def compile_layout(locale: str, source: str) -> Template:
+    """A layout's compiled template (raises jinja2's TemplateError when it cannot compile)."""
+    return layout_environment(locale).from_string(source)
 
 
 # ---------------------------------------------------------------- context
@@ -203,15 +273,18 @@ def build_context(
     sender_email: str,
     constants: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Every variable a template may use. Built-in names win over a same-named constant."""
-    context: dict[str, Any] = dict(constants)
+    """Every variable a template may use. Built-in names win over a same-named constant.
+    The staff's own text (constants, sender) is Markdown in a body; workbook data is not."""
+    context: dict[str, Any] = {k: StaffText(v) if isinstance(v, str) else v
+                               for k, v in constants.items()}
     context.update(
         customer=Namespace("customer", _customer_values(customer)),
         order=Namespace("order", _order_values(order)),
         plan=Namespace("plan", {"name": plan_name}),
         step=Namespace("step", {"number": step_number, "due_date": due_date}),
         today=today,
-        sender=Namespace("sender", {"name": sender_name, "email": sender_email}),
+        sender=Namespace("sender", {"name": StaffText(sender_name),
+                                    "email": StaffText(sender_email)}),
     )
     return context
 
@@ -297,23 +370,161 @@ def _explain(part: str, exc: Exception) -> str:
     return f"the {part} could not be rendered: {exc or type(exc).__name__}"
 
 
-def _render(part: str, source: str, context: Mapping[str, Any], locale: str) -> str:
+def _render(part: str, template: Template, context: Mapping[str, Any]) -> str:
     try:
-        return _compile(locale, source).render(context)
+        return template.render(context)
     except Exception as exc:  # any template failure is this message's problem, not a crash
         raise RenderError(_explain(part, exc)) from exc
 
 
+def _compiled(part: str, compile_: Any, locale: str, source: str) -> Template:
+    try:
+        return compile_(locale, source)
+    except Exception as exc:
+        raise RenderError(_explain(part, exc)) from exc
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+@lru_cache(maxsize=1)
+def markdown_parser() -> MarkdownIt:
+    """CommonMark with bare web and mail addresses made links, raw HTML shown as text and a
+    line break inside a paragraph kept as a line break."""
+    from markdown_it import MarkdownIt
+
+    options = {"html": False, "linkify": True, "breaks": True, "xhtmlOut": False}
+    md = MarkdownIt("commonmark", options).enable("linkify")
+    # linkify-it tries its large patterns on every paragraph and piece of text (about half
+    # the time of a mail); only text with "name.tld", "@" or "//" can hold a link.
+    linkify = md.linkify
+    pretest, test = linkify.pretest, linkify.test
+    linkify.pretest = lambda text: bool(_MAYBE_LINK.search(text)) and pretest(text)
+    linkify.test = lambda text: bool(_MAYBE_LINK.search(text)) and test(text)
+    return md
+
+
+_MAYBE_LINK = re.compile(r"\w\.[^\W\d_]|@|//|mailto:", re.IGNORECASE)
+
+
+@lru_cache(maxsize=64)  # a site's signature is often the same in every mail
+def markdown_parts(source: str) -> tuple[str, str]:
+    """The HTML fragment and the readable plain text of one Markdown text."""
+    from markdown_it.tree import SyntaxTreeNode
+
+    md = markdown_parser()
+    tokens = md.parse(source)
+    return md.renderer.render(tokens, md.options, {}), _text_blocks(SyntaxTreeNode(tokens))
+
+
+def _text_blocks(node: SyntaxTreeNode, sep: str = "\n\n") -> str:
+    return sep.join(t for t in (_text_block(child) for child in node.children) if t)
+
+
+def _indent(text: str, first: str, rest: str) -> str:
+    lines = text.split("\n")
+    return "\n".join([first + lines[0], *((rest + line) if line else line for line in lines[1:])])
+
+
+def _text_block(node: SyntaxTreeNode) -> str:
+    kind = node.type
+    if kind in ("paragraph", "heading"):
+        return _text_inline(node.children[0]) if node.children else ""
+    if kind in ("bullet_list", "ordered_list"):
+        start = int(str(node.attrs.get("start", 1)))
+        items = []
+        for number, item in enumerate(node.children, start=start):
+            marker = "- " if kind == "bullet_list" else f"{number}. "
+            items.append(_indent(_text_blocks(item, "\n"), marker, " " * len(marker)))
+        return "\n".join(items)
+    if kind == "blockquote":
+        return "\n".join(f"> {line}".rstrip() for line in _text_blocks(node).split("\n"))
+    if kind in ("code_block", "fence", "html_block"):
+        return node.content.rstrip("\n")
+    if kind == "hr":
+        return "-" * 20
+    return _text_blocks(node)
+
+
+def _text_inline(node: SyntaxTreeNode) -> str:
+    parts: list[str] = []
+    for child in node.children:
+        kind = child.type
+        if kind in ("softbreak", "hardbreak"):
+            parts.append("\n")
+        elif kind == "link":
+            label, href = _text_inline(child), str(child.attrs.get("href", ""))
+            bare = {href, href.removeprefix("mailto:"), href.removeprefix("http://"),
+                    href.removeprefix("https://")}
+            parts.append(label if label in bare else f"{label} ({href})")
+        elif child.children:  # strong, em, image: their words
+            parts.append(_text_inline(child))
+        else:  # text, code_inline, html_inline (shown as typed)
+            parts.append(child.content)
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------- a whole message
+
+
 def render_message(step: Step, context: Mapping[str, Any], *, locale: str,
-                   html: bool = True) -> Rendered:
-    """Subject (one line), text body and its HTML twin for one step and one context
-    (`html=False`: no twin, for a caller that only checks the mail can be made)."""
-    subject = fold_line(_render("subject", step.subject, context, locale))
-    text = _normalise_newlines(_render("body", step.body, context, locale))
+                   html: bool = True, layout: Layout | None = None) -> Rendered:
+    """Subject (one line), text part and HTML part for one step and one context.
+
+    The body and the layout's signature are Markdown templates whose values print escaped;
+    the HTML is the body's Markdown in the layout (the built-in one by default), the text
+    the same Markdown made readable. `html=False` renders the templates only (the text is
+    the rendered Markdown, the HTML empty), for a caller that checks a mail can be made.
+    """
+    if layout is None:
+        from commplan_xl.mail.layout import builtin_layout
+
+        layout = builtin_layout()
+    subject = fold_line(_render("subject", _compile(locale, step.subject), context))
+    body = _normalise_newlines(
+        _render("body", _compiled("body", _compile_markdown, locale, step.body), context))
+    signature = ""
+    if layout.signature.strip():
+        template = _compiled("signature", _compile_markdown, locale, layout.signature)
+        signature = _normalise_newlines(_render("signature", template, context))
     if not html:
-        return Rendered(subject=subject, text=text, html="")
-    lang = locale.split("_")[0].split("-")[0] or "fr"
-    return Rendered(subject=subject, text=text, html=text_to_html(text, title=subject, lang=lang))
+        return Rendered(subject=subject, text=body, html="")
+    if layout.problem:
+        raise RenderError(layout.problem)
+    content, text = markdown_parts(body)
+    signature_html, signature_text = markdown_parts(signature) if signature else ("", "")
+    if signature_text:
+        text += "\n\n-- \n" + signature_text
+    page = _page(layout, context, locale=locale, subject=subject, content=content,
+                 signature=signature_html)
+    images = (layout.logo,) if layout.logo is not None else ()
+    return Rendered(subject=subject, text=text, html=page, images=images)
+
+
+def _page(layout: Layout, context: Mapping[str, Any], *, locale: str, subject: str,
+          content: str, signature: str) -> str:
+    """The layout filled in, its <style> rules inlined on each element (mail programs
+    such as Gmail drop or ignore style sheets)."""
+    logo = None
+    if layout.logo is not None:
+        logo = Namespace("logo", {"src": f"cid:{layout.logo.cid}", "alt": layout.logo_alt,
+                                  "width": layout.logo_width})
+    values = dict(context)
+    values.update(content=Markup(content), signature=Markup(signature), subject=subject,
+                  lang=locale.split("_")[0].split("-")[0] or "fr", logo=logo)
+    template = _compiled("layout", compile_layout, locale, layout.source)
+    page = _render("layout", template, values)
+    try:
+        return _inliner().inline(page)
+    except ValueError as exc:  # css_inline.InlineError: a style rule it cannot read
+        raise RenderError(f"the layout's styles could not be applied: {exc}") from None
+
+
+@lru_cache(maxsize=1)
+def _inliner() -> Any:
+    import css_inline
+
+    return css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
 
 
 def template_error(source: str, *, part: str = "template") -> str | None:

@@ -76,12 +76,14 @@ class RunReport:
     notes: list[str] = field(default_factory=list)  # sentences for people
     log_written: bool = True
     failures: list[str] = field(default_factory=list)
+    returned: int = 0  # mails found returned (bounced) in the mailbox, or to review
+    mailbox_error: str = ""  # why returned mails could not be read ("" when they were)
 
     @property
     def needs_attention(self) -> bool:
         return bool(
             self.failed or self.uncertain or self.problems or not self.log_written
-            or self.not_tried
+            or self.not_tried or self.returned or self.mailbox_error
         )
 
 
@@ -249,6 +251,7 @@ def prepare(
     """Render and build one message; raises CommplanError with a sentence if it cannot.
     A run passes one `cache` for all its messages."""
     from commplan_xl.mail.attachments import attachment_file
+    from commplan_xl.mail.layout import load_layout
     from commplan_xl.mail.render import build_context, render_message
     from commplan_xl.mail.smtp import build_message, message_bytes
 
@@ -258,7 +261,7 @@ def prepare(
         due_date=due_date, today=today, sender_name=s.sender_name, sender_email=s.sender_email,
         constants=site.model.constants,
     )
-    rendered = render_message(step, context, locale=s.locale)
+    rendered = render_message(step, context, locale=s.locale, layout=load_layout(s))
     paths = cache.paths.get(step.row) if cache is not None else None
     if paths is None:
         paths = [attachment_file(s.attachments_dir, name, step.row)
@@ -309,9 +312,27 @@ def run(
                     "while sending it. Check with the customer, then use "
                     f"`commplan resend {entry.order_id} {entry.step}` if it did not arrive."
                 )
+            if site.settings.bounces:  # first, so a returned mail counts in today's plan
+                read_returned(site, ledger, report, day)
             extra = _send_all(site, ledger, day, report, limit, progress, mailer_factory)
             write_sentlog(site, ledger, report, extra_sheets=extra)
     return report
+
+
+def read_returned(site: Site, ledger, report: RunReport, day: dt.date) -> None:
+    """Read the mailbox for returned mails, record them and tell the report."""
+    from commplan_xl.run import returned
+
+    found = returned.read_returned(site.settings, ledger, now=now_in(site.settings), day=day)
+    failures = found.failures
+    report.returned += len(failures)
+    report.failures[:0] = [h.line for h in failures]  # before the run's own failures
+    if found.error:
+        report.mailbox_error = found.error
+        report.notes.append(returned.unread_sentence(found.error))
+    if found.skipped:
+        report.notes.append(f"{found.skipped} message(s) of the mailbox could not be read as "
+                            "returned mails and were skipped (see commplan.log).")
 
 
 def _parts(site: Site, orders: Mapping[str, Order], d: Decision
@@ -352,6 +373,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
     s = site.settings
     archive_index = ArchiveIndex(s.archive_dir)
     decisions = decide(site, ledger.state(), today=day, sent_today=ledger.sent_on(day))
+    flagged = ledger.flagged_addresses() if s.bounces else {}  # known not to exist
     sends = [i for i, d in enumerate(decisions) if d.action == "send"]
     total = len(sends) if limit is None else min(len(sends), limit)
     cache = RunCache()
@@ -419,6 +441,9 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
                 ledger.record_waiting(message, now=now, day=day)
                 report.waiting += 1
             return stopped
+        if flagged and _blocked(ledger, message, customer, flagged, report, now, day):
+            record_sent()
+            return stopped
         try:
             prepared = build(i)
         except CommplanError as exc:
@@ -434,7 +459,8 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
 
         def begin() -> None:
             record_sent()
-            tokens.append(ledger.begin(message, subject=prepared.subject, now=now, day=day))
+            tokens.append(ledger.begin(message, subject=prepared.subject, now=now, day=day,
+                                       **_mail_ids(prepared)))
 
         placed: Path | None = None
         try:
@@ -518,6 +544,29 @@ def _send_failed(site: Site, ledger, day: dt.date, report: RunReport, d: Decisio
         "trying; the other mails stay due and the next run sends them."
     )
     return True
+
+
+def _blocked(ledger, message: MessageRef, customer: Customer, flagged: Mapping[str, str],
+             report: RunReport, now: dt.datetime, day: dt.date) -> bool:
+    """Record, without sending, a mail to an address a returned mail showed not to exist;
+    False when the customer has no such address."""
+    from commplan_xl.run.returned import NOT_RETRIED
+
+    bad = next((a for a in customer.emails if a.lower() in flagged), None)
+    if bad is None:
+        return False
+    detail = (f"not sent: a mail to {bad} came back, the address does not exist"
+              f" ({flagged[bad.lower()]}); {NOT_RETRIED}")
+    ledger.record_blocked(message, detail=detail, now=now, day=day)
+    report.failed += 1
+    report.failures.append(f"Order {message.order_id} step {message.step}: {detail}")
+    return True
+
+
+def _mail_ids(prepared: Prepared) -> dict[str, str]:
+    """The Message-ID and reference of a built mail, for the ledger."""
+    return {"message_id": getattr(prepared.message, "message_id", ""),
+            "ref": getattr(prepared.message, "ref", "")}
 
 
 def _archive(site: Site, customer: Customer, d: Decision, prepared: Prepared, day: dt.date,
@@ -606,6 +655,29 @@ def write_sheets(site: Site, sheets: list) -> None:
                       backup_dir=site.home / "workbooks" / "backups")
 
 
+# ---------------------------------------------------------------- returned mails alone
+
+def bounces(site: Site, *, today: dt.date | None = None):
+    """`commplan bounces`: read the mailbox for returned mails and record them, sending
+    nothing; then rebuild the SentLog and Dashboard. (ReadResult, SentLog written)."""
+    from commplan_xl.ops.runlock import run_lock
+    from commplan_xl.run import reports as reporting
+    from commplan_xl.run import returned
+    from commplan_xl.store.ledger import Ledger
+
+    day = today or today_in(site.settings)
+    with run_lock(site.home), Ledger(site.ledger_path) as ledger:
+        found = returned.read_returned(site.settings, ledger, now=now_in(site.settings),
+                                       day=day)
+        try:
+            extra, _figures = reporting.report_sheets(site, ledger, today=day)
+        except Exception:  # the managers' view must never cost the SentLog
+            log.exception("Dashboard/Forecast not built")
+            extra = []
+        written = write_sentlog(site, ledger, extra_sheets=extra)
+    return found, written
+
+
 # ---------------------------------------------------------------- one message on purpose
 
 def preview(site: Site, order_id: str, step_number: int, *, to: str | None = None,
@@ -662,7 +734,7 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
                              plan=plan.name, plan_key=plan.key, step=step.number,
                              due_date=due_on, emails=";".join(customer.emails))
         token = ledger.begin(message, subject=prepared.subject, now=now_in(s), resend=True,
-                             day=day)
+                             day=day, **_mail_ids(prepared))
         with (mailer_factory or Mailer)(s) as mailer:
             try:
                 mailer.send(prepared.data, from_addr=s.sender_email,
@@ -697,11 +769,13 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
                    ) -> list[WorkbookProblem]:
     """Render every active plan step against each of its orders; report template errors
     at the Plans row that holds them (validate reports missing attachment files)."""
+    from commplan_xl.mail.layout import layout_problems
     from commplan_xl.mail.render import RenderError, build_context, render_message
 
     day = today or today_in(site.settings)
     s = site.settings
     problems: list[WorkbookProblem] = []
+    example: dict | None = None  # one order's variables, to try the layout and signature
     by_plan: dict[str, list[Order]] = {}
     for o in site.model.orders:
         by_plan.setdefault(o.plan, []).append(o)
@@ -719,8 +793,9 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
                     step_number=step.number, due_date=day, today=day,
                     sender_name=s.sender_name, sender_email=s.sender_email,
                     constants=site.model.constants)
+                example = example or context
                 try:
-                    render_message(step, context, locale=s.locale)
+                    render_message(step, context, locale=s.locale, html=False)
                 except RenderError as exc:
                     failing.append((order.order_id, str(exc)))
             shown: set[str] = set()
@@ -736,7 +811,7 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
                 problems.append(WorkbookProblem(
                     "Plans", step.row, column, f"order {order_id}{more}: {message}",
                     cell=site.cell("Plans", column, step.row), message_level=True))
-    return problems
+    return problems + layout_problems(s, example)
 
 
 def stale_lock_note(workbook: Path) -> str | None:

@@ -12,7 +12,6 @@ the summary mail's French words sit beside them.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from commplan_xl.core.schedule import split_ledger
 from commplan_xl.excel.sheet_xml import Chart, ToolSheet
 from commplan_xl.model import LedgerEntry, Model, Outcome
-from commplan_xl.problems import WorkbookProblem
+from commplan_xl.problems import Problem, WorkbookProblem
 
 DASHBOARD = "Dashboard"
 WINDOW_DAYS = 30
@@ -109,8 +108,6 @@ TO_HANDLE_KINDS: dict[str, Kind] = {
         "retirez l'étape de hold_steps dans Orders pour l'envoyer, ou laissez-la suspendue."),
 }
 
-# How validate.py phrases an order left out because its customer's row has a problem.
-_BAD_CUSTOMER = re.compile(r'customer "([^"]*)" has a problem in Customers row (\d+)')
 UNCERTAIN_LISTED_DAYS = 30
 
 
@@ -309,16 +306,16 @@ def unreachable_orders(problems: Sequence[WorkbookProblem], order_ids: Mapping[i
             email_problems.setdefault(p.row, []).append(str(p))
     out: list[Unreachable] = []
     for p in problems:
-        if p.sheet != "Orders" or p.column != "customer_id" or p.row is None:
+        if p.kind is not Problem.ORDER_CUSTOMER_HAS_PROBLEM or p.row is None:
             continue
-        found = _BAD_CUSTOMER.search(p.message)
-        if not found or int(found.group(2)) not in email_problems:
+        customer_row = p.values["customer_row"]
+        if customer_row not in email_problems:
             continue
         out.append(Unreachable(
             order_id=order_ids.get(p.row) or f"(Orders row {p.row})",
-            customer_id=found.group(1),
+            customer_id=str(p.values["customer_id"]),
             email="",
-            problem="; ".join(email_problems[int(found.group(2))]),
+            problem="; ".join(email_problems[customer_row]),  # type: ignore[index]
         ))
     return tuple(out)
 
@@ -341,6 +338,8 @@ def to_handle_items(entries: Iterable[LedgerEntry], model: Model, *, today: dt.d
             if e.updated is not None and e.updated.date() < oldest_uncertain:
                 continue
             kind = "uncertain"
+        elif e.detail.startswith("returned"):  # a bounce: the mail came back
+            kind = "returned"
         else:
             kind = "failed_required" if _required(model, e.plan, e.step) else "failed"
         items.append(ToHandle(kind, e.order_id, customer_id, plan_name(model, e.plan), e.step,

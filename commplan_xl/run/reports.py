@@ -246,6 +246,13 @@ def what_to_do(failure: str, catch_up_days: int | None = None) -> str:
     found = _FAILURE.match(failure)
     resend = f"commplan resend {found.group(1)} {found.group(2)}" if found else \
         "commplan resend COMMANDE ÉTAPE"
+    if text.startswith("to review"):
+        return ("ouvrez ce mail revenu dans la boîte d'envoi : il nomme un client mais aucun "
+                "mail que commplan retrouve ; renvoyez à la main si besoin.")
+    if "sending account" in text:
+        return ("le compte d'envoi a été refusé, pas l'adresse du client : l'informaticien "
+                "doit vérifier le droit d'envoyer au nom de l'expéditeur et les "
+                "enregistrements SPF/DKIM du domaine ; le passage suivant le réessaie.")
     if "uncertain" in text:
         return (f"vérifiez avec le client s'il a reçu ce mail ; sinon lancez `{resend}` "
                 "(il n'est jamais renvoyé tout seul).")
@@ -276,6 +283,8 @@ def summary_text(
         lines.append(f"En attente (limite quotidienne atteinte) : {r.waiting}")
     if r.not_tried:
         lines.append(f"Non tentés (serveur de mail injoignable) : {r.not_tried}")
+    if r.returned:
+        lines.append(f"Mails revenus (non distribués) : {r.returned}")
     if r.failures:
         lines += ["", "À traiter :"]
         for failure in r.failures:

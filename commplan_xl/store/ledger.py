@@ -27,13 +27,20 @@ from typing import Literal
 
 from commplan_xl.model import LedgerEntry, MessageRef
 from commplan_xl.problems import CommplanError
-from commplan_xl.store.ledger_reads import ENTRY_COLUMNS, LedgerReads, entry_of
+from commplan_xl.store.ledger_reads import (
+    ENTRY_COLUMNS,
+    LedgerReads,
+    ReturnedMail,
+    SentMail,
+    entry_of,
+)
 from commplan_xl.store.ledger_schema import latest_version, migrate
 from commplan_xl.store.ledger_snapshot import LedgerSnapshot
 
 __all__ = [
     "BUSY_TIMEOUT_MS", "RESENT_DETAIL", "SCHEMA_VERSION", "UNCERTAIN_DETAIL", "FinishStatus",
-    "Ledger", "LedgerConflict", "LedgerSnapshot", "MessageRef", "failure_detail",
+    "Ledger", "LedgerConflict", "LedgerSnapshot", "MessageRef", "ReturnedMail", "SentMail",
+    "failure_detail",
 ]
 
 SCHEMA_VERSION = latest_version()
@@ -135,11 +142,13 @@ class Ledger(LedgerReads):
     # ------------------------------------------------------------------ around a send
 
     def begin(self, message: MessageRef, *, subject: str, now: dt.datetime,
-              resend: bool = False, day: dt.date | None = None) -> int:
+              resend: bool = False, day: dt.date | None = None, message_id: str = "",
+              ref: str = "") -> int:
         """Durably record `sending` before a send; return the token for `finish`.
 
         Refuses (LedgerConflict) a message already sent, skipped or uncertain unless
-        `resend`, and any message another run is sending.
+        `resend`, and any message another run is sending. The mail's Message-ID and
+        reference header, when given, are kept to recognise it when it comes back.
         """
         m = message
         at = _at(now, day)
@@ -163,6 +172,9 @@ class Ledger(LedgerReads):
                 "excluded.updated, attempts = attempts + 1, send_id = excluded.send_id",
                 (m.order_id, m.plan_key, m.step, _iso_date(m.due_date), m.emails, at, token),
             )
+            if message_id or ref:
+                db.execute("INSERT INTO mail_ids (send_id, message_id, ref) VALUES (?, ?, ?)",
+                           (token, message_id, ref))
         assert token is not None
         return token
 
@@ -268,6 +280,14 @@ class Ledger(LedgerReads):
                             refuse=_FINAL | {"skipped"}, what="mark it failed", event=True,
                             subject=subject)
 
+    def record_blocked(self, message: MessageRef, *, detail: str, now: dt.datetime,
+                       subject: str = "", day: dt.date | None = None) -> LedgerEntry:
+        """Record a message not sent because its address is known not to exist (a mail
+        to it came back): `failed_permanent`, so it waits for the address to change."""
+        return self._settle(message, state="failed_permanent", detail=detail, now=now,
+                            day=day, refuse=_FINAL | {"skipped"}, what="mark it failed",
+                            event=True, subject=subject)
+
     def _settle(self, m: MessageRef, *, state: str, detail: str, now: dt.datetime,
                 day: dt.date | None, refuse: Collection[str], what: str, event: bool,
                 subject: str = "") -> LedgerEntry:
@@ -288,11 +308,71 @@ class Ledger(LedgerReads):
                         (_day(now, day), m.order_id, m.plan_key, m.step),
                     )
                 if event:
-                    _add_event(db, m, status=state, at=at, day=_day(now, day),
-                               subject=subject, detail=detail)
+                    _add_event(db, m, status="failed" if state.startswith("failed") else state,
+                               at=at, day=_day(now, day), subject=subject, detail=detail)
         entry = self.entry(m.order_id, m.plan_key, m.step)
         assert entry is not None
         return entry
+
+
+    # ------------------------------------------------------------------ returned mails
+
+    def set_mailbox_position(self, folder: str, uidvalidity: int, uid: int, *,
+                             now: dt.datetime) -> None:
+        """Remember that `folder` was read up to `uid` (in its `uidvalidity`)."""
+        with self._write() as db:
+            _set_position(db, folder, uidvalidity, uid, _at(now))
+
+    def record_returned(self, item: ReturnedMail, *, now: dt.datetime,
+                        day: dt.date | None = None) -> str:
+        """Record one returned mail read back, and the mailbox position after it.
+
+        With `item.state` ("failed" or "failed_permanent") the mail it reports becomes
+        that, with a `failed` SentLog event saying `item.detail`, when it is still `sent`
+        by that very attempt. Returns "recorded" (the mail changed), "noted" (kept for the
+        record only: a note, a mail to review, or one since resent or already failed) or
+        "known" (this message of the mailbox was recorded before).
+        """
+        at = _at(now)
+        with self._write() as db:
+            if item.report_id and db.execute(
+                    "SELECT 1 FROM returned WHERE report_id = ? AND send_id IS ? LIMIT 1",
+                    (item.report_id, item.send_id)).fetchone():
+                # The same report read again (the folder was rebuilt, or copied back).
+                _set_position(db, item.folder, item.uidvalidity, item.uid, at)
+                return "known"
+            added = db.execute(
+                "INSERT INTO returned (at, day, folder, uidvalidity, uid, kind, send_id, "
+                "address, status, reason, subject, report_id) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                "?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (at, _day(now, day), item.folder, item.uidvalidity, item.uid, item.kind,
+                 item.send_id, item.address, item.status, item.reason, item.subject,
+                 item.report_id),
+            ).rowcount
+            _set_position(db, item.folder, item.uidvalidity, item.uid, at)
+            if not added:
+                return "known"
+            if not item.state or item.send_id is None:
+                return "noted"
+            row = db.execute(
+                "SELECT s.order_id, s.customer_id, s.plan, s.plan_key, s.step, s.due_date, "
+                "s.emails, s.subject FROM sends s JOIN messages m ON m.order_id = s.order_id "
+                "AND m.plan_key = s.plan_key AND m.step = s.step AND m.send_id = s.id "
+                "WHERE s.id = ? AND m.state = 'sent'", (item.send_id,),
+            ).fetchone()
+            if row is None:
+                return "noted"
+            order_id, customer_id, plan, plan_key, step, due, emails, subject = row
+            m = MessageRef(order_id, customer_id, plan, plan_key, step,
+                           _date(due) if due else None, emails)
+            db.execute(
+                "UPDATE messages SET state = ?, detail = ?, updated = ? "
+                "WHERE order_id = ? AND plan_key = ? AND step = ?",
+                (item.state, item.detail, at, order_id, plan_key, step),
+            )
+            _add_event(db, m, status="failed", at=at, day=_day(now, day), subject=subject,
+                       detail=item.detail)
+        return "recorded"
 
 
 class _Transaction:
@@ -354,6 +434,18 @@ def _current(db: sqlite3.Connection, m: MessageRef) -> str | None:
         (m.order_id, m.plan_key, m.step),
     ).fetchone()
     return row[0] if row else None
+
+
+def _set_position(db: sqlite3.Connection, folder: str, uidvalidity: int, uid: int,
+                  at: str) -> None:
+    """Move the folder's position forward (a new UIDVALIDITY replaces it)."""
+    db.execute(
+        "INSERT INTO mailbox_position (folder, uidvalidity, uid, updated) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT DO UPDATE SET uid = CASE WHEN uidvalidity = excluded.uidvalidity THEN "
+        "max(uid, excluded.uid) ELSE excluded.uid END, uidvalidity = excluded.uidvalidity, "
+        "updated = excluded.updated",
+        (folder, uidvalidity, uid, at),
+    )
 
 
 def _upsert(db: sqlite3.Connection, m: MessageRef, *, state: str, detail: str, at: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from dataclasses import dataclass
 
 from commplan_xl.gc_pause import no_gc
 from commplan_xl.model import LedgerEntry, Outcome
@@ -14,6 +15,68 @@ from commplan_xl.store.sentlog import SENTLOG_QUERY
 # The columns of a `messages` row as `_entry` reads them.
 ENTRY_COLUMNS = ("order_id, plan_key, step, state, due_date, emails, detail, updated, "
                  "attempts, first_waiting")
+
+
+@dataclass(frozen=True)
+class SentMail:
+    """One mail handed to the server (a send attempt), as a returned mail names it."""
+
+    send_id: int
+    order_id: str
+    customer_id: str
+    plan: str  # display name
+    plan_key: str
+    step: int
+    emails: str
+    subject: str
+
+
+@dataclass(frozen=True)
+class ReturnedMail:
+    """One returned mail to record (see Ledger.record_returned)."""
+
+    folder: str
+    uidvalidity: int
+    uid: int
+    kind: str  # hard | soft | sender_side | delayed | to_review
+    send_id: int | None = None  # the mail it reports; None when to review
+    address: str = ""
+    status: str = ""
+    reason: str = ""
+    subject: str = ""
+    report_id: str = ""
+    state: str = ""  # the reported mail's new state: failed | failed_permanent | "" (none)
+    detail: str = ""  # the SentLog detail of its failed row
+
+
+class SentMails:
+    """Our mails by Message-ID or reference value (what `bounces.match` asks)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def get(self, key: str) -> SentMail | None:
+        row = self.db.execute(
+            "SELECT s.id, s.order_id, s.customer_id, s.plan, s.plan_key, s.step, s.emails, "
+            "s.subject FROM mail_ids i JOIN sends s ON s.id = i.send_id "
+            "WHERE i.ref = ?1 OR i.message_id = ?1 ORDER BY s.id DESC LIMIT 1", (key,),
+        ).fetchone()
+        return SentMail(*row) if row else None
+
+
+class Recipients:
+    """Whether an address (lower-case) is one we sent to (what `bounces.match` asks)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, str) or not address:
+            return False
+        return self.db.execute(
+            "SELECT 1 FROM sends WHERE instr(';' || lower(emails) || ';', ?) LIMIT 1",
+            (f";{address.lower()};",),
+        ).fetchone() is not None
 
 
 class LedgerReads:
@@ -131,6 +194,51 @@ class LedgerReads:
         return self.db.execute(
             f"SELECT 1 FROM events WHERE lower(trim({column})) = lower(trim(?)) LIMIT 1",
             (value,)).fetchone() is not None
+
+    def sent_mails(self) -> SentMails:
+        """Our mails by Message-ID or reference, looked up one at a time."""
+        return SentMails(self.db)
+
+    def recipients(self) -> Recipients:
+        """The addresses we sent to, looked up one at a time."""
+        return Recipients(self.db)
+
+    def mailbox_position(self, folder: str) -> tuple[int, int] | None:
+        """(UIDVALIDITY, last UID handled) of a mailbox folder, None before its first read."""
+        row = self.db.execute(
+            "SELECT uidvalidity, uid FROM mailbox_position WHERE folder = ?", (folder,)
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def first_mail_time(self) -> dt.datetime | None:
+        """When the first mail whose Message-ID is kept was handed over (None: none yet)."""
+        row = self.db.execute(
+            "SELECT min(s.started) FROM mail_ids i JOIN sends s ON s.id = i.send_id"
+        ).fetchone()
+        return _datetime(row[0]) if row and row[0] else None
+
+    def flagged_addresses(self) -> dict[str, str]:
+        """Addresses a returned mail showed not to exist, while that mail is still failed
+        for it: address -> "order O1 step 1" (the mail that came back)."""
+        rows = self.db.execute(
+            "SELECT r.address, s.order_id, s.step FROM returned r "
+            "JOIN sends s ON s.id = r.send_id JOIN messages m ON m.order_id = s.order_id "
+            "AND m.plan_key = s.plan_key AND m.step = s.step AND m.send_id = s.id "
+            "WHERE m.state = 'failed_permanent' AND r.kind IN ('hard', 'soft') "
+            "AND r.address != '' ORDER BY r.id"
+        )
+        return {address: f"order {order_id} step {step}" for address, order_id, step in rows}
+
+    def soft_in_a_row(self, address: str) -> int:
+        """How many of the latest returned mails for `address` in a row are soft ones."""
+        count = 0
+        for (kind,) in self.db.execute(
+                "SELECT kind FROM returned WHERE address = ? AND kind != 'delayed' "
+                "ORDER BY id DESC", (address,)):
+            if kind != "soft":
+                break
+            count += 1
+        return count
 
     def last_event_id(self) -> int:
         """The id of the newest event (0 when none): pass it to `events` next time."""

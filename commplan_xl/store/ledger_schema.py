@@ -74,9 +74,49 @@ CREATE INDEX IF NOT EXISTS messages_sending ON messages (state) WHERE state = 's
 CREATE INDEX IF NOT EXISTS events_sent_day ON events (day) WHERE status = 'sent';
 """
 
+_RETURNED_SCHEMA = """
+-- The Message-ID and our reference header of each mail handed to the server (by send
+-- attempt), to find the mail a returned one reports.
+CREATE TABLE IF NOT EXISTS mail_ids (
+    send_id    INTEGER PRIMARY KEY,
+    message_id TEXT    NOT NULL,
+    ref        TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mail_ids_message_id ON mail_ids (message_id);
+CREATE INDEX IF NOT EXISTS mail_ids_ref ON mail_ids (ref);
+
+-- How far the mailbox has been read, per folder: UIDVALIDITY and the last UID handled.
+CREATE TABLE IF NOT EXISTS mailbox_position (
+    folder      TEXT    PRIMARY KEY,
+    uidvalidity INTEGER NOT NULL,
+    uid         INTEGER NOT NULL,
+    updated     TEXT
+) WITHOUT ROWID;
+
+-- Returned mails acted on or listed: hard, soft, sender_side, delayed, to_review.
+CREATE TABLE IF NOT EXISTS returned (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          TEXT    NOT NULL,
+    day         TEXT    NOT NULL,
+    folder      TEXT    NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uid         INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,
+    send_id     INTEGER,
+    address     TEXT    NOT NULL DEFAULT '',
+    status      TEXT    NOT NULL DEFAULT '',
+    reason      TEXT    NOT NULL DEFAULT '',
+    subject     TEXT    NOT NULL DEFAULT '',
+    report_id   TEXT    NOT NULL DEFAULT '',
+    UNIQUE (folder, uidvalidity, uid)
+);
+CREATE INDEX IF NOT EXISTS returned_address ON returned (address);
+"""
+
 # (number, SQL or function of the connection), numbered 1, 2, 3... in order.
 MIGRATIONS: tuple[Migration, ...] = (
     (1, _V1_SCHEMA),  # messages, send attempts and SentLog events
+    (2, _RETURNED_SCHEMA),  # Message-IDs of sent mails, mailbox position, returned mails
 )
 
 

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", parents=[common], help="create the home folders and a workbook")
     p.add_argument("--force", action="store_true",
                    help="replace an existing workbook (kept as a backup)")
+    p.add_argument("--lang", choices=("fr", "en"), default="fr",
+                   help="the workbook's language: fr (default) or en")
 
     p = sub.add_parser("check", parents=[common], help="validate the workbook")
     p.add_argument("--smtp", action="store_true",

@@ -58,7 +58,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     from commplan_xl.excel.starter import init_home
 
     home, workbook = batch.resolve_paths(args.home, args.workbook)
-    path = init_home(home, force=args.force, workbook=workbook)
+    path = init_home(home, force=args.force, workbook=workbook,
+                     lang=getattr(args, "lang", "fr"))
     _say(f"Created {path} with demo data, and the folders attachments/ and archive/ in {home}.")
     _say("Next: open the workbook, put your own plans, customers and orders in it, then run "
          "`commplan check`.")
@@ -342,15 +343,17 @@ def cmd_variables(args: argparse.Namespace) -> int:
     for name, example, description in rows:
         _say(f"  {{{{ {name} }}}}".ljust(width + 8) + f"  {example}"
              + (f"   ({description})" if description else ""))
+    from commplan_xl.excel.names import localise
     from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.problems import WorkbookLocked
 
-    sheet = ToolSheet(name="VariableList", header=("variable", "example", "description"),
-                      rows=[(f"{{{{ {n} }}}}", e, d) for n, e, d in rows],
-                      widths={"A": 34, "B": 40, "C": 60})
+    sheet = localise(ToolSheet(name="VariableList", header=("variable", "example", "description"),
+                               rows=[(f"{{{{ {n} }}}}", e, d) for n, e, d in rows],
+                               widths={"A": 34, "B": 40, "C": 60}),
+                     "variablelist", batch.site_language(site))
     try:
         batch.write_sheets(site, [sheet])
-        _say(f"{len(rows)} variables; the list is also in the VariableList sheet.")
+        _say(f"{len(rows)} variables; the list is also in the {sheet.name} sheet.")
     except WorkbookLocked as exc:
         _say(f"{exc}. Run `commplan variables` again once it is closed.")
         return EXIT_ATTENTION
@@ -453,6 +456,16 @@ def _period(args: argparse.Namespace) -> str:
     return f"from {first} to {last}"
 
 
+def _workbook_language(args: argparse.Namespace) -> str:
+    """The language of the home's workbook (French when it cannot be read)."""
+    from commplan_xl.excel.names import DEFAULT_LANGUAGE
+
+    try:
+        return batch.site_language(_site(args))
+    except CommplanError:
+        return DEFAULT_LANGUAGE
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     from commplan_xl.store.ledger import Ledger
 
@@ -483,7 +496,8 @@ def cmd_log(args: argparse.Namespace) -> int:
 
         target = Path(args.xlsx).expanduser().absolute()
         try:
-            write_new_workbook(target, [sentlog_sheet([_log_row(o) for o in outcomes])])
+            write_new_workbook(target, [sentlog_sheet([_log_row(o) for o in outcomes],
+                                                      _workbook_language(args))])
         except WorkbookLocked:
             raise CommplanError(f"{target.name} is open in Excel or LibreOffice: close it and "
                                 "run the command again (nothing was written).") from None

@@ -28,6 +28,8 @@ class Problem(Enum):
     # Sheets and columns
     NO_SHEET = "no_sheet"
     REPEATED_COLUMN = "repeated_column"
+    SAME_MEANING_COLUMNS = "same_meaning_columns"
+    SAME_MEANING_SHEETS = "same_meaning_sheets"
     MISSING_COLUMN = "missing_column"
     # Cells of any sheet
     NOT_YES_NO = "not_yes_no"
@@ -75,6 +77,8 @@ class Problem(Enum):
     START_DATE_EMPTY = "start_date_empty"
     STATUS_UNKNOWN = "status_unknown"
     HOLD_STEPS_INVALID = "hold_steps_invalid"
+    # Settings
+    LOCALE_NOT_SPOKEN = "locale_not_spoken"
 
 
 _UNITS_HINT = f"write {english_hint()}."
@@ -88,6 +92,11 @@ SENTENCES: dict[Problem, str] = {
                       "in row 1.",
     Problem.REPEATED_COLUMN: "Column {letter} repeats the column {column} (already column "
                              "{first_letter}); rename or remove one of them.",
+    Problem.SAME_MEANING_COLUMNS: 'Columns {first_letter} ("{first}") and {letter} ("{other}") '
+                                  "mean the same; keep only one (column {letter} is "
+                                  "ignored).",
+    Problem.SAME_MEANING_SHEETS: 'The sheets "{first}" and "{other}" mean the same; keep only '
+                                 'one (the sheet "{other}" is ignored).',
     Problem.MISSING_COLUMN: "The column {name} is missing; add it to row 1.",
     Problem.NOT_YES_NO: '"{text}" is not yes or no (write yes, no, or x).',
     Problem.DATE_TEXT_NOT_A_DATE: '"{text}" is not a date; write it day first, e.g. 05/03/2026.',
@@ -149,6 +158,9 @@ SENTENCES: dict[Problem, str] = {
                             "(empty means active).",
     Problem.HOLD_STEPS_INVALID: '"{text}" is not a list of steps; write step numbers from 1 to '
                                 "10 separated by ; (e.g. 3;4).",
+    Problem.LOCALE_NOT_SPOKEN: 'locale: commplan speaks French (fr_…) and English (en_…), '
+                               'not "{locale}", so it uses French (fr_FR); write fr_FR or '
+                               "en_GB.",
 }
 
 
@@ -163,8 +175,9 @@ class WorkbookProblem:
     its sentence names.
 
     `row` is Excel's row number (header = 1) or None for a whole sheet; `column` is the
-    normalised column name or None. Built from a sentence instead of a kind, it is of kind
-    `Problem.TEXT`.
+    column's key (its English name, "start_date") or None; `header` the column as the sheet
+    names it ("date_de_debut") when that differs. Built from a sentence instead of a kind,
+    it is of kind `Problem.TEXT`.
     """
 
     sheet: str
@@ -177,17 +190,18 @@ class WorkbookProblem:
     # that cannot render for one order): reported, but the step stays scheduled and its
     # message is recorded `failed` (temporary) until fixed.
     message_level: bool
+    header: str | None
 
     def __init__(
         self, sheet: str, row: int | None, column: str | None, kind: Problem | str,
         values: Mapping[str, object] | None = None, *, cell: str | None = None,
-        message_level: bool = False,
+        message_level: bool = False, header: str | None = None,
     ) -> None:
         if isinstance(kind, str):
             kind, values = Problem.TEXT, {"text": kind}
         for name, value in (("sheet", sheet), ("row", row), ("column", column), ("kind", kind),
                             ("values", dict(values or {})), ("cell", cell),
-                            ("message_level", message_level)):
+                            ("message_level", message_level), ("header", header)):
             object.__setattr__(self, name, value)
 
     __hash__ = None  # type: ignore[assignment]  # `values` is a dict
@@ -205,8 +219,8 @@ class WorkbookProblem:
             place += f"!{self.cell}"
         elif self.row is not None:
             place += f"!{self.row}" if self.column is None else f" row {self.row}"
-        if self.column:
-            place += f" ({self.column})"
+        if self.header or self.column:
+            place += f" ({self.header or self.column})"
         return place
 
     def __str__(self) -> str:

@@ -157,7 +157,9 @@ KEYS: tuple[Key, ...] = (
         description="Mode de connexion : password (mot de passe), oauth2-microsoft "
         "(Microsoft 365) ou oauth2-google (Gmail). Vide = password."),
     Key("locale", str, _locale, "fr_FR",
-        description="Langue des dates dans les mails (fr_FR : 27 novembre 2026)."),
+        description="Langue du classeur : fr_FR (français, 27 novembre 2026 dans les mails) "
+        "ou en_GB (anglais). Elle nomme les feuilles que commplan écrit (Journal ou "
+        "SentLog…)."),
     Key("timezone", str, _time_zone, "Europe/Paris",
         description="Fuseau horaire qui fixe « aujourd'hui »."),
     # "FR", or "FR-57"/"FR:57" for a subdivision; empty = weekends only

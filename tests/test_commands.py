@@ -48,9 +48,9 @@ def test_demo_runs_from_an_empty_folder(tmp_path, capsys):
     assert "attached: conditions-generales-de-vente.pdf" in out
     assert list((home / "archive").rglob("*.eml"))
     wb = openpyxl.load_workbook(home / "workbooks" / "commplan.xlsx", read_only=True)
-    assert {"SentLog", "Dashboard", "Forecast"} <= set(wb.sheetnames)
-    statuses = {row[7] for row in wb["SentLog"].iter_rows(min_row=2, values_only=True)}
-    assert statuses == {"sent"}
+    assert {"Journal", "Tableau de bord", "Prévisions"} <= set(wb.sheetnames)
+    statuses = {row[7] for row in wb["Journal"].iter_rows(min_row=2, values_only=True)}
+    assert statuses == {"envoyé"}
     # a second demo in the same folder starts afresh instead of refusing
     assert main(["demo", "--home", str(home), "--days", "3"]) == 0
 

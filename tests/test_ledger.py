@@ -531,14 +531,16 @@ def test_newer_than_known_schema_is_refused_untouched(path: Path) -> None:
 
 
 def test_sentlog_sheet_written_from_the_ledger_reads_back(tmp_path: Path) -> None:
-    """The SentLog sheet the batch writes from the ledger reads back as the outcomes: the
-    header, real dates with a date format, numbers, text, an empty due date left empty."""
+    """The SentLog sheet the batch writes from the ledger (of an en_GB workbook) reads back
+    as the outcomes: the header, real dates with a date format, numbers, text, an empty due
+    date left empty."""
     import openpyxl
 
     from commplan_xl.run.batch import load_site, write_sentlog
-    from tests.builders import make_workbook
+    from tests.builders import DEFAULT_SETTINGS, make_workbook
 
-    make_workbook(tmp_path)
+    make_workbook(tmp_path, settings=[*(r for r in DEFAULT_SETTINGS if r["key"] != "locale"),
+                                      {"key": "locale", "value": "en_GB"}])
     site = load_site(tmp_path)
     with Ledger(site.ledger_path) as led:
         led.finish(led.begin(msg(step=1), subject="Sujet é", now=NOW), status="sent",

@@ -78,6 +78,7 @@ def test_xlsx_is_a_styled_sheet_of_real_dates(home: Path, tmp_path: Path, capsys
     assert log(home, "--customer", "C1", "--xlsx", str(target)) == 0
     assert "Wrote 2 outcome(s)" in capsys.readouterr().out
     ws = openpyxl.load_workbook(target).active
+    assert ws.title == "Journal" and ws["B1"].value == "commande"  # the workbook's language
     assert ws["A1"].value == "date" and ws["A1"].font.b and ws.freeze_panes == "A2"
     assert ws.auto_filter.ref == "A1:K3"
     assert ws["A2"].value == dt.datetime(2026, 3, 1, 12, 15, 30)
@@ -110,6 +111,6 @@ def test_xlsx_opens_in_libreoffice(home: Path, tmp_path: Path) -> None:
     text = subprocess.run(["pdftotext", "-layout", str(out / "journal.pdf"), "-"],
                           check=True, capture_output=True, text=True).stdout
     lines = [line.split() for line in text.splitlines() if line.strip()]
-    assert lines[0][:3] == ["date", "order_id", "customer_id"]
+    assert lines[0][:3] == ["date", "commande", "client"]  # the workbook's language
     assert lines[1][:4] == ["01/03/2026", "12:15", "O1", "C1"]
-    assert "01/03/2026" in lines[3] and lines[4] == ["SentLog", "1/1"]  # one page
+    assert "01/03/2026" in lines[3] and lines[4] == ["Journal", "1/1"]  # one page

@@ -13,12 +13,11 @@ import pytest
 
 from commplan_xl.cli import main
 from commplan_xl.excel.graft import write_tool_sheets
+from commplan_xl.excel.names import tool_sheet
 from commplan_xl.mail.smtp import Mailer
 from commplan_xl.model import MessageRef
 from commplan_xl.run.batch import RunReport, load_site
 from commplan_xl.run.reports import (
-    DASHBOARD,
-    FORECAST,
     FORECAST_HEADER,
     forecast_rows,
     forecast_sheet,
@@ -30,6 +29,11 @@ from commplan_xl.run.reports import (
 from commplan_xl.settings import Settings
 from commplan_xl.store.ledger import Ledger
 from tests.builders import DEFAULT_PLANS, DEFAULT_SETTINGS, make_workbook
+
+# The test workbooks' locale is fr_FR: a run writes the Dashboard and the Forecast as
+# these sheets (figures_sheet and forecast_sheet alone build them in English).
+TABLEAU_DE_BORD = tool_sheet("dashboard", "fr")
+PREVISIONS = tool_sheet("forecast", "fr")
 
 D = dt.date
 BAIE, BAIE_KEY = "Baie vitrée", "baie vitrée"
@@ -140,7 +144,7 @@ def _dashboard(site) -> list[tuple]:
     with Ledger(site.ledger_path) as ledger:
         sheets, _figures = report_sheets(site, ledger, today=TODAY)
     write_tool_sheets(site.workbook, sheets)
-    return sheet_rows(site.workbook, DASHBOARD)
+    return sheet_rows(site.workbook, TABLEAU_DE_BORD)
 
 
 def test_dashboard_reads_top_to_bottom(dash_home):
@@ -150,8 +154,8 @@ def test_dashboard_reads_top_to_bottom(dash_home):
     site = load_site(dash_home)
     rows = _dashboard(site)
     visible = [cell_row(rows, i, 0, 7) for i in range(len(rows))]
-    assert visible[0][0] == "Dashboard — run of 20/03/2026"
-    assert visible[1][0] == "Key figures"
+    assert visible[0][0] == "Dashboard"
+    assert visible[1][0] == "Key figures, run of 20/03/2026"
     assert [r[:2] for r in visible[2:8]] == [
         ("Sent yesterday", 0), ("Sent, last 7 days", 3), ("Sent, last 30 days", 4),
         ("Waiting for a retry", 1), ("To handle", 3), ("Planned, next 7 days", 2)]
@@ -176,10 +180,10 @@ def test_dashboard_reads_top_to_bottom(dash_home):
         ("All plans", 4, 1, 3, 1, 9, None, None),
     ]
     days = [cell_row(rows, i, 26, 30) for i in range(31)]
-    assert days[0] == ("day", "sent", "skipped", "failed", "uncertain")
+    assert days[0] == ("day", "envoyés", "ignorés", "échecs", "incertains")  # a fr_FR workbook
     assert days[17] == ("07/03", 1, 0, 0, 0) and days[30] == ("20/03", 1, 0, 0, 0)
     assert days[29] == ("19/03", 0, 0, 1, 1) and days[1] == ("19/02", 0, 0, 0, 0)
-    ws = openpyxl.load_workbook(site.workbook)[DASHBOARD]
+    ws = openpyxl.load_workbook(site.workbook)[TABLEAU_DE_BORD]
     assert all(ws.column_dimensions[c].hidden for c in ("AA", "AB", "AC", "AD", "AE"))
     assert ws["A1"].font.b and ws["B3"].font.b
     assert ws.auto_filter.ref == f"A{top + 2}:H{top + 5}"
@@ -198,12 +202,12 @@ def test_dashboard_chart_is_a_native_chart_of_the_hidden_day_data(dash_home):
                        if n.startswith("xl/drawings/drawing"))
     assert "<c:barChart>" in xml and '<c:grouping val="stacked"/>' in xml
     for column in ("AA", "AB", "AC", "AD", "AE"):
-        assert f"'Dashboard'!${column}$2:${column}$31" in xml
+        assert f"'{TABLEAU_DE_BORD}'!${column}$2:${column}$31" in xml
     assert "Mails per day" in xml
     assert "<xdr:col>2</xdr:col>" in drawing  # column C, beside the figures in A:B
     wb = openpyxl.load_workbook(site.workbook)
-    assert len(wb[DASHBOARD]._charts) == 1
-    assert len(wb[FORECAST]._charts) == 0
+    assert len(wb[TABLEAU_DE_BORD]._charts) == 1
+    assert len(wb[PREVISIONS]._charts) == 0
 
 
 def test_unreachable_orders_are_named_by_id_when_the_workbook_is_read(dash_home):
@@ -231,7 +235,7 @@ def test_dashboard_opens_in_libreoffice_with_its_chart(dash_home, tmp_path_facto
         content = z.read("content.xml").decode()
         objects = [n for n in z.namelist() if n.startswith("Object") and n.endswith("content.xml")]
         chart = "".join(z.read(n).decode() for n in objects)
-    assert 'table:name="Dashboard"' in content
+    assert f'table:name="{TABLEAU_DE_BORD}"' in content
     assert "chart:chart" in chart and "Mails per day" in chart
 
 
@@ -262,16 +266,16 @@ def test_printed_dashboard_and_sentlog_read_like_reports(dash_home, tmp_path_fac
         sheets, _figures = report_sheets(site, ledger, today=TODAY)
         assert write_sentlog(site, ledger, RunReport(today=TODAY), extra_sheets=sheets)
     pages = _pdf_pages(site.workbook, tmp_path_factory.mktemp("pdf"))
-    dashboard = [p for p in pages if "Dashboard — run of 20/03/2026" in p]
+    dashboard = [p for p in pages if "Key figures, run of 20/03/2026" in p]
     assert len(dashboard) == 1
-    for text in ("Key figures", "Sent yesterday", "Planned, next 7 days",
+    for text in ("Dashboard", "Sent yesterday", "Planned, next 7 days",
                  "Mails per day, last 30 days", "To handle: messages that need a person (3)",
                  "Totals per plan"):
         assert text in dashboard[0], text
     sentlog = [p for p in pages if p.strip() and  # the footer names the sheet
-               p.strip().splitlines()[-1].split()[:1] == ["SentLog"]]
+               p.strip().splitlines()[-1].split()[:1] == ["Journal"]]
     assert len(sentlog) >= 2
-    assert all("archive_file" in p and "customer_id" in p for p in sentlog)  # one page wide
+    assert all("fichier archivé" in p and "commande" in p for p in sentlog)  # one page wide
     assert "19/03/2026" in "".join(sentlog)  # real dates, shown DD/MM/YYYY
 
 
@@ -308,7 +312,7 @@ def test_forecast_cells(tmp_path):
               detail="the mail server is down")
         rows = forecast_rows(site, ledger.state(), today=today)
     write_tool_sheets(site.workbook, [forecast_sheet(rows)])
-    got = [_iso(r) for r in sheet_rows(site.workbook, FORECAST)]
+    got = [_iso(r) for r in sheet_rows(site.workbook, "Forecast")]  # as built, in English
     assert got[0] == FORECAST_HEADER
     alice = ("C001", "Alice Martin", ALICE, BAIE)
     bruno = ("C002", "Bruno Petit", BRUNO)
@@ -479,14 +483,14 @@ def test_run_writes_dashboard_and_forecast_sheets(tmp_path, smtp_server):
     day = "2026-03-07"
     assert main(["run", "--today", day, "--home", str(tmp_path)]) == 0
     path = tmp_path / "workbooks" / "commplan.xlsx"
-    dash = sheet_rows(path, DASHBOARD)
+    dash = sheet_rows(path, TABLEAU_DE_BORD)
     assert cell_row(dash, 30, 26, 30) == ("07/03", 1, 0, 0, 0)  # the last day is the run's
     assert cell_row(dash, 2, 0, 1) == ("Sent yesterday", 0)
     assert cell_row(dash, 4, 0, 1) == ("Sent, last 30 days", 1)
     plan_list = openpyxl.load_workbook(path)["PlanList"]  # the plan drop-down's list
     assert plan_list.sheet_state == "hidden"
     assert [r[0].value for r in plan_list.iter_rows()] == ["plan", BAIE]
-    forecast = [_iso(r) for r in sheet_rows(path, FORECAST)]
+    forecast = [_iso(r) for r in sheet_rows(path, PREVISIONS)]
     assert [(r[0], r[1], r[6]) for r in forecast[1:]] == [
         ("2026-03-14", "O1002", 1), ("2026-03-17", "O1001", 2), ("2026-03-24", "O1002", 2),
         ("2026-04-02", "O1001", 3)]
@@ -512,7 +516,7 @@ def test_run_without_report_to_sends_no_summary(tmp_path, smtp_server):
 
 def _to_handle(path: Path) -> list[tuple]:
     """The (what, order, step) of each item of the Dashboard's To handle list."""
-    rows = sheet_rows(path, DASHBOARD)
+    rows = sheet_rows(path, TABLEAU_DE_BORD)
     top = next(i for i, r in enumerate(rows) if str(r[0]).startswith("To handle:"))
     out = []
     for row in rows[top + 2:]:

@@ -14,6 +14,7 @@ import openpyxl
 import pytest
 
 from commplan_xl.cli import main
+from commplan_xl.excel.names import outcome_words, tool_label, tool_sheet
 from commplan_xl.mail.bounces import classify
 from commplan_xl.run.returned import imap_config
 from commplan_xl.settings import parse_settings
@@ -133,15 +134,24 @@ def deliver(server, account: str, smtp_server, name: str, nth: int = -1) -> None
 
 
 def sentlog(home: Path) -> list[tuple]:
-    ws = openpyxl.load_workbook(home / "workbooks" / "commplan.xlsx")["SentLog"]
+    """(order, status, detail) of each row of the Journal (the fr_FR SentLog), the status
+    in English."""
+    ws = openpyxl.load_workbook(home / "workbooks" / "commplan.xlsx")[tool_sheet("sentlog",
+                                                                                   "fr")]
     rows = list(ws.iter_rows(values_only=True))
     header = rows[0]
-    return [(r[header.index("order_id")], r[header.index("status")],
-             r[header.index("detail")] or "") for r in rows[1:]]
+    english = {word: status for status, word in outcome_words("fr").items()}
+
+    def at(row: tuple, column: str) -> object:
+        return row[header.index(tool_label(column, "fr"))]
+
+    return [(at(r, "order_id"), english[at(r, "status")], at(r, "detail") or "")
+            for r in rows[1:]]
 
 
 def dashboard_text(home: Path) -> str:
-    ws = openpyxl.load_workbook(home / "workbooks" / "commplan.xlsx")["Dashboard"]
+    ws = openpyxl.load_workbook(home / "workbooks" / "commplan.xlsx")[tool_sheet("dashboard",
+                                                                                   "fr")]
     return "\n".join(" | ".join(str(c) for c in row if c is not None)
                      for row in ws.iter_rows(values_only=True))
 

@@ -13,6 +13,8 @@ import openpyxl
 import pytest
 
 from commplan_xl.cli import main
+from commplan_xl.excel.names import outcome_words, tool_label, tool_sheet
+from commplan_xl.store.sentlog import SENTLOG_HEADER
 from tests.builders import (
     DEFAULT_CUSTOMERS,
     DEFAULT_ORDERS,
@@ -47,12 +49,22 @@ def cli(home: Path, *args: str) -> int:
     return main([*args, "--home", str(home)])
 
 
+# The test workbooks' locale is fr_FR: the SentLog is the sheet Journal, in French.
+SENTLOG = tool_sheet("sentlog", "fr")
+ENGLISH_COLUMN = {tool_label(name, "fr"): name for name in SENTLOG_HEADER}
+ENGLISH_STATUS = {word: status for status, word in outcome_words("fr").items()}
+
+
 def sentlog(home: Path) -> list[dict]:
+    """The Journal's rows keyed by the SentLog's English column names, statuses in English."""
     wb = openpyxl.load_workbook(home / "workbooks" / "commplan.xlsx")
-    ws = wb["SentLog"]
+    ws = wb[SENTLOG]
     rows = list(ws.iter_rows(values_only=True))
-    header = rows[0]
-    return [dict(zip(header, r, strict=False)) for r in rows[1:]]
+    header = [ENGLISH_COLUMN[h] for h in rows[0]]
+    out = [dict(zip(header, r, strict=False)) for r in rows[1:]]
+    for row in out:
+        row["status"] = ENGLISH_STATUS[row["status"]]
+    return out
 
 
 def test_run_sends_due_message_with_parts_archive_and_sentlog(home, smtp_server):
@@ -106,7 +118,7 @@ def test_deleted_sentlog_rows_do_not_cause_resends(home, smtp_server):
     assert cli(home, "run", "--today", DAY1) == 0
     path = home / "workbooks" / "commplan.xlsx"
     wb = openpyxl.load_workbook(path)
-    wb.remove(wb["SentLog"])
+    wb.remove(wb[SENTLOG])
     wb.save(path)
     assert cli(home, "run", "--today", DAY1) == 0
     assert len(smtp_server.received) == 1
@@ -148,7 +160,7 @@ def test_hostile_customer_values_stay_text(tmp_path, smtp_server, monkeypatch):
     text = bruno.get_body(preferencelist=("plain",)).get_content()
     assert "<b>x</b>" in text
     wb = openpyxl.load_workbook(tmp_path / "workbooks" / "commplan.xlsx")
-    ws = wb["SentLog"]
+    ws = wb[SENTLOG]
     for row in ws.iter_rows(min_row=2):
         for cell in row:
             assert cell.data_type != "f"
@@ -328,8 +340,8 @@ def test_variables_prints_and_writes_variable_list(home, capsys):
     for name in ("customer.name", "order.product", "step.due_date", "company_phone"):
         assert name in out
     wb = openpyxl.load_workbook(home / "workbooks" / "commplan.xlsx")
-    assert "VariableList" in wb.sheetnames
-    names = [c.value for c in wb["VariableList"]["A"]]
+    assert "Liste des variables" in wb.sheetnames
+    names = [c.value for c in wb["Liste des variables"]["A"]]
     assert "{{ customer.name }}" in names
     assert "Variables" in wb.sheetnames  # staff's sheet untouched, still there
 
@@ -376,7 +388,7 @@ def test_new_user_flow_init_check_due(tmp_path):
     assert r.returncode == 0, r.stderr
     r = subprocess.run([*env_cmd, "check", "--home", str(home)], capture_output=True, text=True)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert 'Customers!C2 (email): "eloise.lefevre@example.net" is an example address' in r.stdout
+    assert 'Clients!C2 (email): "eloise.lefevre@example.net" is an example address' in r.stdout
     assert "The workbook still holds the demo orders (CMD-2026-0001…)" in r.stdout
     r = subprocess.run([*env_cmd, "due", "--home", str(home)], capture_output=True, text=True)
     assert r.returncode == 0 and "Nothing is due" in r.stdout, r.stdout + r.stderr

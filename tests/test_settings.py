@@ -132,6 +132,6 @@ def test_starter_has_a_row_per_key_with_its_description(tmp_path: Path) -> None:
     """The starter workbook's Settings sheet lists every key, in the table's order, with
     the key's description beside it."""
     create_workbook(tmp_path / "w.xlsx", today=dt.date(2026, 11, 27))
-    ws = openpyxl.load_workbook(tmp_path / "w.xlsx")["Settings"]
+    ws = openpyxl.load_workbook(tmp_path / "w.xlsx")["Paramètres"]
     rows = [(r[0], r[2]) for r in ws.iter_rows(min_row=2, values_only=True) if r[0]]
     assert rows == [(key.name, key.description) for key in KEYS]

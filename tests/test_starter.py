@@ -16,18 +16,22 @@ from openpyxl.worksheet.worksheet import Worksheet
 from commplan_xl.excel.starter import (
     CGV_PDF,
     GUIDE_PDF,
-    STATUSES,
-    UNITS,
     backup_path,
     create_workbook,
     init_home,
     minimal_pdf,
+    statuses,
+    units,
 )
 from commplan_xl.excel.validate import is_example_address
 from commplan_xl.model import norm_key
 from commplan_xl.problems import CommplanError, WorkbookLocked
 
 TODAY = dt.date(2026, 11, 27)
+# Most tests here read the English workbook (`init --lang en`), whose names SPEC fixes;
+# tests/test_starter_fr.py reads the French one `init` writes by default.
+STATUSES = statuses("en")
+UNITS = units("en")
 
 # Column names as SPEC fixes them (required and optional), in order, then our extras.
 SPEC_HEADERS = {
@@ -50,9 +54,9 @@ YES_NO_WORDS = {"oui", "non", "yes", "no", "true", "false", "1", "0", "x", ""}
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One initialised home folder shared by the read-only tests of this module."""
+    """One initialised home folder (English) shared by the read-only tests of this module."""
     folder = tmp_path_factory.mktemp("home")
-    init_home(folder, today=TODAY)
+    init_home(folder, today=TODAY, lang="en")
     return folder
 
 
@@ -156,7 +160,7 @@ def test_init_force_keeps_dated_backup(tmp_path: Path) -> None:
     assert len(backups) == 1
     assert backups[0].read_bytes() == before
     assert path.read_bytes() != before
-    assert openpyxl.load_workbook(path, read_only=True).sheetnames[0] == "Orders"
+    assert openpyxl.load_workbook(path, read_only=True).sheetnames[0] == "Mode d'emploi"
 
 
 def test_backup_names_never_collide(tmp_path: Path) -> None:
@@ -194,11 +198,11 @@ def test_init_keeps_attachments_staff_replaced(tmp_path: Path) -> None:
 
 
 def test_sheets_in_order(wb: openpyxl.Workbook) -> None:
-    """The workbook holds exactly Orders, Customers, Plans, Variables, Settings, in order,
-    then the tool's hidden list of plans."""
-    assert wb.sheetnames == ["Orders", "Customers", "Plans", "Variables", "Settings",
+    """The workbook holds exactly How to, Orders, Customers, Plans, Variables, Settings, in
+    order, then the tool's hidden list of plans."""
+    assert wb.sheetnames == ["How to", "Orders", "Customers", "Plans", "Variables", "Settings",
                              "PlanList"]
-    assert [ws.sheet_state for ws in wb.worksheets] == ["visible"] * 5 + ["hidden"]
+    assert [ws.sheet_state for ws in wb.worksheets] == ["visible"] * 6 + ["hidden"]
 
 
 @pytest.mark.parametrize("sheet", list(EXPECTED_HEADERS))
@@ -277,7 +281,7 @@ def test_drop_down_lists(wb: openpyxl.Workbook) -> None:
     assert unit.formula1.strip('"').split(",") == list(UNITS)
     for ws, column in ((plans, "active"), (plans, "required"), (customers, "opt_out")):
         dv = validation_for(ws, f"{column_letter(ws, column)}2")
-        assert dv.type == "list" and dv.formula1 == '"oui,non"'
+        assert dv.type == "list" and dv.formula1 == '"yes,no"'
     assert validation_for(plans, f"{column_letter(plans, 'step')}2").type == "whole"
 
 
@@ -302,7 +306,7 @@ def test_settings_rows(wb: openpyxl.Workbook) -> None:
     assert (values["smtp_host"], values["smtp_port"]) == ("localhost", "25")
     assert values["smtp_security"] == "" and values["smtp_user"] == ""
     assert (values["locale"], values["timezone"], values["holidays"]) == (
-        "fr_FR", "Europe/Paris", "FR")
+        "en_GB", "Europe/Paris", "FR")
     assert values["catch_up_days"] == "7"
     assert values["daily_limit"] == "" and values["report_to"] == ""
     assert all(r["description"] for r in records(wb["Settings"]))
@@ -314,8 +318,8 @@ def test_baie_vitree_plan(wb: openpyxl.Workbook) -> None:
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5]
     assert [r["delay"] for r in steps] == [5, 15, 1, 1.5, 2]
     assert [r["unit"] for r in steps] == ["days", "days", "months", "months", "months"]
-    assert steps[0]["required"] == "oui" and steps[0]["attachments"] == CGV_PDF
-    assert all(r["required"] == "non" for r in steps[1:])
+    assert steps[0]["required"] == "yes" and steps[0]["attachments"] == CGV_PDF
+    assert all(r["required"] == "no" for r in steps[1:])
     assert steps[-1]["attachments"] == GUIDE_PDF
     assert all("\n" in r["body"] for r in steps), "bodies are several lines"
 
@@ -325,7 +329,7 @@ def test_second_plan_counts_business_days_from_an_orders_column(wb: openpyxl.Wor
     steps from a date column that exists in Orders."""
     steps = [r for r in records(wb["Plans"]) if r["plan"] != "Baie vitrée"]
     assert 3 <= len(steps) <= 4 and len({r["plan"] for r in steps}) == 1
-    assert all(r["unit"] == "jours ouvrés" for r in steps)
+    assert all(r["unit"] == "business days" for r in steps)
     assert steps[0]["from"] in ("", "start_date")
     later = {r["from"] for r in steps if r["from"] not in ("", "start_date")}
     assert later == {"date_de_livraison"}
@@ -342,7 +346,7 @@ def test_customers(wb: openpyxl.Workbook) -> None:
     addresses = [a.strip() for r in rows for a in r["email"].split(";")]
     assert all(is_example_address(a) for a in addresses)
     assert sum(";" in r["email"] for r in rows) == 1
-    assert [r["opt_out"] for r in rows].count("oui") == 1
+    assert [r["opt_out"] for r in rows].count("yes") == 1
 
 
 def test_orders_spread_over_the_past_75_days(wb: openpyxl.Workbook) -> None:
@@ -370,20 +374,20 @@ def test_orders_spread_over_the_past_75_days(wb: openpyxl.Workbook) -> None:
 
 def test_demo_dates_follow_today(tmp_path: Path) -> None:
     """The demo's dates move with `today`, so `due` always finds work."""
-    create_workbook(tmp_path / "a.xlsx", today=dt.date(2030, 1, 10))
+    create_workbook(tmp_path / "a.xlsx", today=dt.date(2030, 1, 10), lang="en")
     first = openpyxl.load_workbook(tmp_path / "a.xlsx", read_only=True)["Orders"]["D2"].value
     assert first.date() == dt.date(2030, 1, 10) - dt.timedelta(days=6)
 
 
 def test_workbook_without_demo(tmp_path: Path) -> None:
     """Without demo data the sheets keep headers, formats and Settings keys but no rows."""
-    create_workbook(tmp_path / "blank.xlsx", demo=False, today=TODAY)
+    create_workbook(tmp_path / "blank.xlsx", demo=False, today=TODAY, lang="en")
     blank = openpyxl.load_workbook(tmp_path / "blank.xlsx")
     for sheet in ("Orders", "Customers", "Plans", "Variables"):
         assert records(blank[sheet]) == [], sheet
         assert headers(blank[sheet]) == EXPECTED_HEADERS[sheet]
     settings = {r["key"]: r["value"] for r in records(blank["Settings"])}
-    assert settings["sender_email"] == "" and settings["locale"] == "fr_FR"
+    assert settings["sender_email"] == "" and settings["locale"] == "en_GB"
 
 
 # --- templates render against the demo data --------------------------------------------

@@ -83,7 +83,7 @@ def test_unknown_unit_message_names_the_table(tmp_path: Path) -> None:
 def test_starter_drop_down_and_help_come_from_the_table(tmp_path: Path) -> None:
     """The starter's unit drop-down offers every unit's English and French name, and the
     unit column's help names them too; each name reads back as its unit."""
-    create_workbook(tmp_path / "w.xlsx", today=dt.date(2026, 11, 27))
+    create_workbook(tmp_path / "w.xlsx", today=dt.date(2026, 11, 27), lang="en")
     ws = openpyxl.load_workbook(tmp_path / "w.xlsx")["Plans"]
     column = [c.value for c in ws[1]].index("unit") + 1
     letter = openpyxl.utils.get_column_letter(column)

@@ -172,7 +172,7 @@ def test_headers_match_loosely(tmp_path: Path) -> None:
 
 def test_repeated_header_is_a_problem(tmp_path: Path) -> None:
     """Two headers naming the same column are reported at the second one."""
-    customers = [["customer_id", "name", "email", "E mail", "EMAIL"],
+    customers = [["customer_id", "name", "email", "Notes", "EMAIL"],
                  ["C001", "A", "a@x.fr", "", "b@x.fr"], ["C002", "B", "b@x.fr", "", ""]]
     _, _, problems = check(tmp_path, customers=customers)
     problem = only(problems)

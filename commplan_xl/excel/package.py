@@ -183,8 +183,14 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
     next_rid = max(rid_numbers) + 1
     base = posixpath.dirname(book)
     new_sheets, new_rels = [], []
+    renames = _former_sheets(pkg, sheets, existing)
+    for old, new in renames.items():
+        existing[new.casefold()] = existing.pop(old.casefold())
+    book_xml = _rename_sheets(book_xml, renames)
     replaced_ids = {existing[s.name.casefold()][1] for s in sheets if s.name.casefold() in existing}
     _drop_stale_calc_chain(graft, pkg, book, by_rid, replaced_ids)
+    if renames:
+        graft.replace[book] = book_xml.encode("utf-8")
 
     for sheet in sheets:
         part = existing.get(sheet.name.casefold(), ("", ""))[0]
@@ -213,13 +219,94 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
 
     rels = _plan_styles(graft, pkg, book, by_rid, f"rId{next_rid}")
     new_rels += rels
-    order = [el.get("name", "").casefold() for el in root.iter() if _local(el.tag) == "sheet"]
+    order = [renames.get(el.get("name", ""), el.get("name", "")).casefold()
+             for el in root.iter() if _local(el.tag) == "sheet"]
     order += [new[0].casefold() for new in new_sheets]
     names = {order.index(s.name.casefold()): (s.name, defined_names(s)) for s in sheets}
     _edit_workbook(graft, pkg, book, book_xml, new_sheets, new_rels, names)
     if graft.overrides or graft.drop_overrides:
         _edit_content_types(graft, pkg)
     return graft
+
+
+def _former_sheets(pkg: Package, sheets: Sequence[ToolSheet],
+                   existing: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+    """Old name -> new name of each tool sheet written under another name before (in
+    another language): a sheet of a former name whose first row is that name's header. A
+    staff sheet of that name (another first row) is left alone."""
+    renames: dict[str, str] = {}
+    wanted = {s.name.casefold() for s in sheets}
+    for sheet in sheets:
+        if sheet.name.casefold() in existing:
+            continue
+        for name, header in sheet.former:
+            found = existing.get(name.casefold())
+            if found is None or name.casefold() in wanted or name in renames:
+                continue
+            if [t for t in first_row(pkg, found[0]) if t] == [h for h in header if h]:
+                renames[_sheet_name(pkg, name)] = sheet.name
+                break
+    return renames
+
+
+def _sheet_name(pkg: Package, name: str) -> str:
+    """`name` as the workbook writes it (sheet names compare without case)."""
+    root_rels = [r for r in pkg.rels("") if r.type.endswith("/officeDocument")]
+    root = ET.fromstring(pkg.read(root_rels[0].target))
+    for el in root.iter():
+        if _local(el.tag) == "sheet" and el.get("name", "").casefold() == name.casefold():
+            return el.get("name", "")
+    return name
+
+
+def first_row(pkg: Package, part: str) -> list[str]:
+    """The texts of a sheet part's first row (read no further), shared strings resolved."""
+    if not pkg.has(part):
+        return []
+    cells: list[tuple[str, str]] = []  # (type, text)
+    with pkg.zin.open(pkg.name(part)) as stream:
+        try:
+            for _event, el in ET.iterparse(stream, events=("end",)):
+                tag = _local(el.tag)
+                if tag == "c":
+                    kind = el.get("t", "n")
+                    text = "".join(t.text or "" for t in el.iter()
+                                   if _local(t.tag) == "t" or (_local(t.tag) == "v"
+                                                               and kind != "inlineStr"))
+                    cells.append((kind, text))
+                elif tag in ("row", "sheetData"):
+                    break
+        except ET.ParseError:
+            return []
+    if not any(kind == "s" for kind, _t in cells):
+        return [t for _k, t in cells]
+    strings = _shared_strings(pkg)
+    return [strings[int(t)] if kind == "s" and t.isdigit() and int(t) < len(strings) else t
+            for kind, t in cells]
+
+
+def _shared_strings(pkg: Package) -> list[str]:
+    part = next((r.target for r in pkg.rels("xl/workbook.xml")
+                 if r.type.endswith("/sharedStrings")), "xl/sharedStrings.xml")
+    if not pkg.has(part):
+        return []
+    return ["".join(t.text or "" for t in si.iter() if _local(t.tag) == "t")
+            for si in ET.fromstring(pkg.read(part)) if _local(si.tag) == "si"]
+
+
+def _rename_sheets(book_xml: str, renames: Mapping[str, str]) -> str:
+    """`book_xml` with sheets renamed (old -> new), and the defined names (print titles,
+    filters) that name them following."""
+    for old, new in renames.items():
+        attr = re.escape(old.translate(XML_ATTR))
+        book_xml = re.sub(rf'(<(?:[\w.\-]+:)?sheet\b[^>]*\bname\s*=\s*")({attr})(")',
+                          lambda m, new=new: m.group(1) + new.translate(XML_ATTR) + m.group(3),
+                          book_xml, count=1)
+        quoted = "'" + new.replace("'", "''") + "'!"
+        for reference in ("'" + old.replace("'", "''") + "'!", old + "!"):
+            for before in (">", ","):  # a reference starts a defined name, or follows ","
+                book_xml = book_xml.replace(before + reference, before + quoted)
+    return book_xml
 
 
 def _drop_stale_calc_chain(

@@ -13,25 +13,24 @@ import functools
 import io
 import re
 import time
-import unicodedata
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 from python_calamine import CalamineWorkbook
 
+from commplan_xl.excel.names import column_key, fold, sheet_key
 from commplan_xl.excel.sheet_xml import column_letter
 from commplan_xl.gc_pause import no_gc
 from commplan_xl.problems import CellError, CommplanError, Problem
 
 # The sheets validation needs; reading only these keeps a run fast on big workbooks.
 INPUT_SHEETS = ("settings", "plans", "customers", "orders", "variables")
-
-_SEPARATORS = re.compile(r"[\W_]+")
 
 
 def normalise_header(name: str) -> str:
@@ -41,11 +40,17 @@ def normalise_header(name: str) -> str:
     `date_de_livraison`. Other punctuation counts as a separator too, so every name is a
     usable template variable.
     """
-    text = unicodedata.normalize("NFKD", str(name))
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    return _SEPARATORS.sub("_", text.casefold()).strip("_")
+    return fold(name)
 
 
+class Clash(NamedTuple):
+    """Two headers (or sheets) that mean the same thing: the second is ignored."""
+
+    key: str  # what both mean: a column key ("email") or a sheet key ("customers")
+    first: str  # the first one as written ("email"), and where (column letter, "" for sheets)
+    first_at: str
+    other: str  # the ignored one ("courriel"), and where
+    other_at: str
 
 
 @dataclass(frozen=True)
@@ -57,12 +62,20 @@ class Table:
     """
 
     sheet: str  # the sheet's name as in the file
-    columns: tuple[str, ...]  # normalised, in sheet order, without duplicates
-    letters: dict[str, str]  # normalised column -> Excel letter ("D")
+    # Column keys, in sheet order, without duplicates: a known column of an input sheet
+    # by its English name ("start_date" for "Date de début"), any other header normalised.
+    columns: tuple[str, ...]
+    letters: dict[str, str]  # column key -> Excel letter ("D")
     numbers: tuple[int, ...] = ()  # the Excel row number of each non-empty row
     data: dict[str, list[object]] = field(default_factory=dict)  # column -> values by row
     # Headers that normalise to a column already seen: (column, letter of the ignored one).
     duplicate_columns: tuple[tuple[str, str], ...] = field(default=())
+    # Headers written in another spelling of a column already seen ("courriel" after
+    # "email"): the later one is ignored.
+    clashes: tuple[Clash, ...] = field(default=())
+    # Column key -> its header normalised, where they differ ("start_date" ->
+    # "date_de_debut"): templates know the column by both names.
+    headers: dict[str, str] = field(default_factory=dict)
 
     @functools.cached_property
     def rows(self) -> tuple[tuple[int, dict[str, object]], ...]:
@@ -118,9 +131,10 @@ def cell_value(value: object) -> object:
     return str(value).strip()  # time, timedelta
 
 
-def _table(name: str, cells: pd.DataFrame | list[list[object]]) -> Table:
+def _table(name: str, cells: pd.DataFrame | list[list[object]], key: str = "") -> Table:
     """A Table from a sheet's raw cells (as `_read_sheet` gives them, or a list of rows), the
-    header in row 1."""
+    header in row 1. `key` is the input sheet it is ("orders"), whose columns are named by
+    their keys in either language; by default the sheet's name says."""
     if not isinstance(cells, pd.DataFrame):  # short rows read as empty cells, like Excel
         width = max(map(len, cells), default=0)
         cells = pd.DataFrame([[*row, *[""] * (width - len(row))] for row in cells],
@@ -128,24 +142,34 @@ def _table(name: str, cells: pd.DataFrame | list[list[object]]) -> Table:
     frame = cells
     if frame.empty:
         return Table(sheet=name, columns=(), letters={})
+    key = key or sheet_key(name)
     columns: list[str] = []
     letters: dict[str, str] = {}
+    written: dict[str, str] = {}  # column key -> its header normalised
     positions: list[int] = []
     duplicates: list[tuple[str, str]] = []
+    clashes: list[Clash] = []
     for index, header in enumerate(frame.iloc[0].tolist()):
-        column = normalise_header(str(cell_value(header)))
-        if not column:
+        own = normalise_header(str(cell_value(header)))
+        if not own:
             continue  # a column without a header is not data
+        column = column_key(key, own)
         if column in letters:
-            duplicates.append((column, column_letter(index)))
+            if own == written[column]:
+                duplicates.append((column, column_letter(index)))
+            else:
+                clashes.append(Clash(column, written[column], letters[column], own,
+                                     column_letter(index)))
             continue
         columns.append(column)
         letters[column] = column_letter(index)
+        written[column] = own
         positions.append(index)
     numbers, data = _columns(columns, [frame.columns[p] for p in positions], frame.iloc[1:])
     return Table(
         sheet=name, columns=tuple(columns), letters=letters, numbers=numbers, data=data,
-        duplicate_columns=tuple(duplicates),
+        duplicate_columns=tuple(duplicates), clashes=tuple(clashes),
+        headers={c: own for c, own in written.items() if c != own},
     )
 
 
@@ -202,9 +226,10 @@ def read_tables(
     attempts: int = 5,
     pause: float = 0.2,
 ) -> dict[str, Table]:
-    """Read the workbook's sheets as Tables, keyed by normalised sheet name.
+    """Read the workbook's sheets as Tables, keyed by sheet key: an input sheet's English
+    name folded ("customers" for "Clients"), any other sheet's name normalised.
 
-    `only` lists the normalised sheet names to read (default: the input sheets; None reads
+    `only` lists the sheets to read by name or key (default: the input sheets; None reads
     every sheet). A failed read is retried `attempts` times, because during an Excel save
     the file briefly does not exist.
     """
@@ -222,7 +247,7 @@ def open_tables(
     waits for that sheet only, so the caller works on Customers while Orders parses."""
     path = Path(path)
     data = _load_retrying(path, attempts, pause)
-    wanted = None if only is None else {normalise_header(name) for name in only}
+    wanted = None if only is None else {sheet_key(name) for name in only}
     try:
         book = CalamineWorkbook.from_filelike(io.BytesIO(data))
         try:
@@ -232,26 +257,40 @@ def open_tables(
     except Exception as exc:
         raise _unreadable(path, exc) from exc
     chosen: dict[str, str] = {}
+    clashes: list[Clash] = []
     for name in names:
-        key = normalise_header(name)
-        if key not in chosen and (wanted is None or key in wanted):
+        key = sheet_key(name)
+        if wanted is not None and key not in wanted:
+            continue
+        if key not in chosen:
             chosen[key] = name
-    return _PendingTables(path, data, chosen)
+        elif normalise_header(name) != normalise_header(chosen[key]):
+            clashes.append(Clash(key, chosen[key], "", name, ""))
+    return _PendingTables(path, data, chosen, tuple(clashes))
 
 
 class _PendingTables(Mapping[str, Table]):
     """The chosen sheets of a workbook, parsing in two worker threads (calamine parses
     without holding the GIL); each is converted to a Table when first looked up."""
 
-    def __init__(self, path: Path, data: bytes, chosen: dict[str, str]) -> None:
+    def __init__(self, path: Path, data: bytes, chosen: dict[str, str],
+                 clashes: tuple[Clash, ...] = ()) -> None:
         self._path = path
         self._names = chosen  # in the workbook's order
+        # Sheets named in another language beside the one read ("Clients" after
+        # "Customers"): ignored, and reported by validation.
+        self.sheet_clashes = clashes
         self._tables: dict[str, Table] = {}
         pool = ThreadPoolExecutor(max_workers=2)
         # Biggest sheets first, so both workers start on them.
         order = sorted(chosen, key=lambda k: k not in ("orders", "customers"))
         self._futures = {key: pool.submit(_read_sheet, data, chosen[key]) for key in order}
         pool.shutdown(wait=False)  # the workers end with their last sheet
+
+    @property
+    def sheet_names(self) -> list[str]:
+        """The chosen sheets' names, as in the workbook (known before they parse)."""
+        return list(self._names.values())
 
     def __getitem__(self, key: str) -> Table:
         table = self._tables.get(key)
@@ -260,7 +299,7 @@ class _PendingTables(Mapping[str, Table]):
             try:
                 cells = future.result()
                 with no_gc():
-                    table = self._tables[key] = _table(self._names[key], cells)
+                    table = self._tables[key] = _table(self._names[key], cells, key)
             except Exception as exc:
                 raise _unreadable(self._path, exc) from exc
         return table

@@ -88,6 +88,10 @@ class ToolSheet:
     landscape: bool = True
     heights: Mapping[int, float] = field(default_factory=dict)  # Excel row -> points
     hidden: bool = False  # a new sheet is added hidden (a list the tool keeps)
+    # This sheet's (name, header) in the other languages: a sheet of such a name with such
+    # a header is this tool sheet written before the workbook's locale changed; writing
+    # renames and replaces it.
+    former: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def ncols(self) -> int:

@@ -1,5 +1,10 @@
 """`commplan init`: the home folders and a ready-to-edit workbook with demo data.
 
+The workbook is French by default (sheets Commandes, Clients, Plans, Variables, Paramètres,
+French headers, statuses and yes/no words, templates using the French names) or English;
+its first sheet, "Mode d'emploi" ("How to"), tells staff how to use it. Names come from
+excel/names.py.
+
 The workbook is written once, here, with openpyxl; the tool never saves the staff's copy
 through openpyxl again: an openpyxl save rebuilds the file and drops what it does not know
 (shapes, text boxes, some chart and validation features).
@@ -11,9 +16,10 @@ import datetime as dt
 import os
 import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from string import Template
 from typing import Any
 
 from openpyxl import Workbook
@@ -23,7 +29,8 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.worksheet import Worksheet
 
-from commplan_xl.core.units import UNIT_TABLE, choices
+from commplan_xl.core.units import UNIT_TABLE, parse_unit
+from commplan_xl.excel import names
 from commplan_xl.excel.safe_replace import lock_file
 from commplan_xl.excel.sheet_xml import PLAN_LIST
 from commplan_xl.model import Status
@@ -31,17 +38,34 @@ from commplan_xl.problems import CommplanError, WorkbookLocked
 from commplan_xl.settings import KEYS as SETTING_KEYS
 
 WORKBOOK_NAME = "commplan.xlsx"
-SHEETS = ("Orders", "Customers", "Plans", "Variables", "Settings")
+# The input sheets by key, in tab order (after the "Mode d'emploi").
+SHEETS = ("orders", "customers", "plans", "variables", "settings")
+HOW_TO_TITLE = names.Name("How to", "Mode d'emploi")
 FORMATTED_ROWS = 1000  # rows below the header that get formats ready
 EXCEL_ROWS = 1_048_576  # drop-downs cover the whole column
 PLAN_LIST_SOURCE = f"OFFSET({PLAN_LIST}!$A$2,0,0,MAX(1,COUNTA({PLAN_LIST}!$A:$A)-1),1)"
 # Sheets that stay short get fewer ready rows (plans: at most 10 steps each).
-READY_ROWS = {"Plans": 300, "Variables": 100, "Settings": 100}
+READY_ROWS = {"plans": 300, "variables": 100, "settings": 100}
 DATE_FORMAT = "DD/MM/YYYY"
 TEXT_FORMAT = "@"
-YES_NO = ("oui", "non")
-UNITS = choices()  # the Plans unit drop-down
-STATUSES = tuple(status.value for status in Status)
+LOCALES = {"fr": "fr_FR", "en": "en_GB"}
+
+
+def yes_no(lang: str) -> tuple[str, str]:
+    """The yes/no drop-down of a workbook in `lang`."""
+    return names.YES(lang), names.NO(lang)
+
+
+def units(lang: str) -> tuple[str, ...]:
+    """The Plans unit drop-down: the workbook's language first, then the other's."""
+    english = tuple(row.english for row in UNIT_TABLE)
+    french = tuple(row.french for row in UNIT_TABLE)
+    return french + english if lang == "fr" else english + french
+
+
+def statuses(lang: str) -> tuple[str, ...]:
+    """The Orders status drop-down."""
+    return tuple(names.STATUSES[status.value](lang) for status in Status)
 
 DEMO_SENDER_EMAIL = "service.client@example.com"
 DEMO_SENDER_NAME = "Menuiseries Dupont — Service client"
@@ -59,12 +83,57 @@ _TOP = Alignment(vertical="top")
 
 @dataclass(frozen=True)
 class Column:
-    """One column of a sheet as `init` lays it out."""
+    """One column of a sheet as `init` lays it out.
+
+    `name` is the column's key (names.COLUMNS gives its header in each language) or, for
+    the demo's extra columns, its English header, `fr` the French one. In `help`,
+    `$Orders`-like words are names in the workbook's language (see `_words`).
+    """
 
     name: str
     help: str  # the header cell's comment, for staff
     width: float = 14
     kind: str = ""  # "date", "text", "wrap" or "" (general)
+    fr: str = ""  # the French header of an extra column
+
+
+def header(sheet: str, column: Column, lang: str) -> str:
+    """The header `init` writes for `column` of `sheet` (a key) in `lang`."""
+    if column.name in names.COLUMNS.get(sheet, {}):
+        return names.column_title(sheet, column.name, lang)
+    return column.fr if lang == "fr" and column.fr else column.name
+
+
+# Template variables of the demo's templates and help, English -> French names.
+_FRENCH_VARIABLES = {
+    "order.order_id": "commande.n_commande",
+    "order.product": "commande.produit",
+    "order.store": "commande.point_de_vente",
+    "customer.name": "client.nom",
+    "customer.telephone": "client.telephone",
+}
+
+
+def in_language(text: str, lang: str) -> str:
+    """A help text or demo template for a workbook in `lang`: its `$words` named in `lang`,
+    and in French its variables by their French names (`{{ client.nom }}`)."""
+    text = Template(text).safe_substitute(_words(lang))
+    if lang == "fr":
+        for english, french in _FRENCH_VARIABLES.items():
+            text = text.replace(english, french)
+    return text
+
+
+def _words(lang: str) -> dict[str, str]:
+    """The `$words` of help texts: sheet names ($Orders), column headers ($start_date,
+    $from, $date_de_livraison), statuses ($active) and yes/no ($yes, $no)."""
+    words = {names.SHEETS[key].en: names.sheet_title(key, lang) for key in names.SHEETS}
+    words.update(start_date=names.column_title("orders", "start_date", lang),
+                 **{"from": names.column_title("plans", "from", lang)},
+                 date_de_livraison="date de livraison" if lang == "fr" else "date_de_livraison",
+                 yes=names.YES(lang), no=names.NO(lang))
+    words.update({status: name(lang) for status, name in names.STATUSES.items()})
+    return words
 
 
 def _unit_help() -> str:
@@ -80,30 +149,33 @@ def _unit_help() -> str:
 ORDERS = (
     Column("order_id", "Numéro de commande, unique (ex. CMD-2026-0001). Saisi comme texte.",
            17, "text"),
-    Column("customer_id", "Numéro du client, tel qu'il figure dans l'onglet Customers "
+    Column("customer_id", "Code du client, tel qu'il figure dans l'onglet $Customers "
            "(ex. C0001). Saisi comme texte pour garder les zéros.", 13, "text"),
     Column("plan", "Nom du plan de messages à suivre, choisi dans la liste (onglet Plans).", 18),
     Column("start_date", "Date de départ du plan (date de commande), au format JJ/MM/AAAA. "
            "Les délais des étapes se comptent à partir d'elle.", 13, "date"),
-    Column("status", "active (vide = active) : les messages partent ; paused : en pause ; "
-           "cancelled : annulée ; done : terminée. Rien ne part sauf si active.", 11),
-    Column("product", "Produit commandé. Utilisable dans les mails : {{ order.product }}.", 38),
-    Column("store", "Point de vente. Utilisable dans les mails : {{ order.store }}.", 24),
+    Column("status", "$active (ou vide) : les messages partent ; $paused : plus rien ne part "
+           "jusqu'à la reprise ; $cancelled ou $done : plus rien ne part.", 11),
+    Column("product", "Produit commandé. Utilisable dans les mails : {{ order.product }}.", 38,
+           fr="produit"),
+    Column("store", "Point de vente. Utilisable dans les mails : {{ order.store }}.", 24,
+           fr="point de vente"),
     Column("date_de_livraison", "Date de livraison (JJ/MM/AAAA). Des étapes peuvent compter à "
-           "partir d'elle (colonne from de Plans). Vide = ces étapes attendent.", 17, "date"),
+           "partir d'elle (colonne $from de Plans). Vide = ces étapes attendent.", 17, "date",
+           fr="date de livraison"),
     Column("hold_steps", "Numéros d'étapes à NE PAS envoyer pour cette commande, séparés par "
            "; (ex. 3;4). Laisser vide en général.", 12, "text"),
 )
 CUSTOMERS = (
-    Column("customer_id", "Numéro client, unique (ex. C0001). Saisi comme texte pour garder "
+    Column("customer_id", "Code client, unique (ex. C0001). Saisi comme texte pour garder "
            "les zéros.", 13, "text"),
     Column("name", "Nom du client tel qu'il apparaît dans les mails : {{ customer.name }}.", 26),
     Column("email", "Adresse e-mail. Plusieurs adresses : séparez-les par ; "
            "(ex. a@exemple.fr; b@exemple.fr).", 46),
-    Column("opt_out", "oui = le client ne veut plus de mails : rien ne lui est envoyé. "
-           "Vide ou non = il reçoit les mails.", 9),
+    Column("opt_out", "$yes = le client ne veut plus de mails : rien ne lui est envoyé. "
+           "Vide ou $no = il reçoit les mails.", 9),
     Column("telephone", "Téléphone du client (colonne libre). Toute colonne ajoutée devient "
-           "une variable : {{ customer.telephone }}.", 16, "text"),
+           "une variable : {{ customer.telephone }}.", 16, "text", fr="téléphone"),
 )
 PLANS = (
     Column("plan", "Nom du plan. Une ligne par message ; toutes les lignes d'un plan portent "
@@ -117,13 +189,13 @@ PLANS = (
     Column("body", "Texte du mail. Variables entre doubles accolades : {{ customer.name }}, "
            "{{ step.due_date|date }}… La liste complète : commande « commplan variables ».",
            80, "wrap"),
-    Column("from", "Colonne de date de l'onglet Orders à partir de laquelle compter "
-           "(vide = start_date), ex. date_de_livraison.", 17),
+    Column("from", "Colonne de date de l'onglet $Orders à partir de laquelle compter "
+           "(vide = $start_date), ex. $date_de_livraison.", 17),
     Column("attachments", "Pièces jointes : noms de fichiers du dossier attachments, séparés "
            "par ;", 32, "wrap"),
-    Column("active", "oui (ou vide) = ce message est envoyé ; non = il n'est plus envoyé.", 8),
-    Column("required", "oui = message obligatoire (ex. conditions de vente) : envoyé même si "
-           "une étape suivante est déjà due. Vide = non.", 10),
+    Column("active", "$yes (ou vide) = ce message est envoyé ; $no = il n'est plus envoyé.", 8),
+    Column("required", "$yes = message obligatoire (ex. conditions de vente) : envoyé même si "
+           "une étape suivante est déjà due. Vide = $no.", 10),
 )
 VARIABLES = (
     Column("variable", "Nom de la constante, utilisable dans tous les mails : "
@@ -137,8 +209,8 @@ SETTINGS = (
     Column("description", "Explication du réglage.", 90, "wrap"),
 )
 LAYOUTS: dict[str, tuple[Column, ...]] = {
-    "Orders": ORDERS, "Customers": CUSTOMERS, "Plans": PLANS,
-    "Variables": VARIABLES, "Settings": SETTINGS,
+    "orders": ORDERS, "customers": CUSTOMERS, "plans": PLANS,
+    "variables": VARIABLES, "settings": SETTINGS,
 }
 
 # The values the starter workbook fills in; every other key of the Settings table gets an
@@ -148,7 +220,6 @@ SETTING_VALUES: dict[str, str] = {
     "sender_name": DEMO_SENDER_NAME,
     "smtp_host": "localhost",
     "smtp_port": "25",
-    "locale": "fr_FR",
     "timezone": "Europe/Paris",
     "holidays": "FR",
     "catch_up_days": "7",
@@ -309,31 +380,48 @@ def demo_note(order_ids: Iterable[str], customer_ids: Iterable[str]) -> str | No
             "your own customers and orders (their example addresses are never sent to).")
 
 
-def demo_rows(today: dt.date, *, domain: str | None = None) -> dict[str, list[list[Any]]]:
-    """The demo data rows of each sheet, values in column order, dates relative to `today`;
-    the customers' addresses at `domain` when given."""
+def demo_rows(today: dt.date, lang: str = "fr", *, domain: str | None = None
+              ) -> dict[str, list[list[Any]]]:
+    """The demo data rows of each sheet (by key), values in column order, dates relative to
+    `today`, words and templates in `lang`; the customers' addresses at `domain` when
+    given."""
 
     def ago(days: int | None) -> dt.date | None:
         return None if days is None else today - dt.timedelta(days=days)
 
+    yes, no = yes_no(lang)
+
+    def unit(text: str) -> str:
+        row = next(r for r in UNIT_TABLE if r.unit == parse_unit(text))
+        return row.french if lang == "fr" else row.english
+
+    def column(name: str) -> str:
+        return header("orders", next(c for c in ORDERS if c.name == name), lang)
+
+    def status(text: str) -> str:
+        return names.STATUSES[text or "active"](lang)
+
     plans: list[list[Any]] = [
-        [BAIE, n, delay, unit, subject, body, "", att, "oui", "oui" if req else "non"]
-        for n, delay, unit, subject, body, att, req in BAIE_STEPS
+        [BAIE, n, delay, unit(u), in_language(subject, lang), in_language(body, lang), "", att,
+         yes, yes if req else no]
+        for n, delay, u, subject, body, att, req in BAIE_STEPS
     ] + [
-        [POSE, n, delay, unit, subject, body, src, att, "oui", "non"]
-        for n, delay, unit, src, subject, body, att in POSE_STEPS
+        [POSE, n, delay, unit(u), in_language(subject, lang), in_language(body, lang),
+         column(src), att, yes, no]
+        for n, delay, u, src, subject, body, att in POSE_STEPS
     ]
     orders = [
-        [o.order_id, o.customer_id, o.plan, ago(o.start_ago), o.status or "active", o.product,
+        [o.order_id, o.customer_id, o.plan, ago(o.start_ago), status(o.status), o.product,
          o.store, ago(o.delivery_ago), ""]
         for o in DEMO_ORDERS
     ]
+    customers = [[c[0], c[1], _demo_address(c[2], domain), yes if c[3] == "oui" else no, c[4]]
+                 for c in DEMO_CUSTOMERS]
     return {
-        "Orders": orders,
-        "Customers": [[c[0], c[1], _demo_address(c[2], domain), *c[3:]]
-                      for c in DEMO_CUSTOMERS],
-        "Plans": plans,
-        "Variables": [list(v) for v in VARIABLE_ROWS],
+        "orders": orders,
+        "customers": customers,
+        "plans": plans,
+        "variables": [list(v) for v in VARIABLE_ROWS],
     }
 
 
@@ -342,46 +430,51 @@ def demo_rows(today: dt.date, *, domain: str | None = None) -> dict[str, list[li
 # ---------------------------------------------------------------------------
 
 
-def create_workbook(path: Path, *, demo: bool = True, today: dt.date,
+def create_workbook(path: Path, *, demo: bool = True, today: dt.date, lang: str = "fr",
                     demo_domain: str | None = None) -> None:
     """Write the ready-to-edit workbook at `path` (demo rows when `demo`, their customers'
-    addresses at `demo_domain` when given)."""
+    addresses at `demo_domain` when given) in `lang` ("fr" or "en"): its "Mode d'emploi"
+    first, then the input sheets, then the tool's hidden list of plans."""
+    if lang not in names.LANGUAGES:
+        raise CommplanError(f'"{lang}" is not a language of commplan; write fr or en.')
     wb = Workbook()
     wb.remove(wb.active)
-    rows = demo_rows(today, domain=demo_domain) if demo else {}
-    for name in SHEETS:
-        ws = wb.create_sheet(name)
-        layout = LAYOUTS[name]
-        _write_header(ws, layout)
-        data = _setting_rows(demo) if name == "Settings" else rows.get(name, [])
+    _write_how_to(wb.create_sheet(HOW_TO_TITLE(lang)), lang)
+    rows = demo_rows(today, lang, domain=demo_domain) if demo else {}
+    for key in SHEETS:
+        ws = wb.create_sheet(names.sheet_title(key, lang))
+        layout = LAYOUTS[key]
+        _write_header(ws, key, layout, lang)
+        data = _setting_rows(demo, lang) if key == "settings" else rows.get(key, [])
         _write_rows(ws, data)
-        _format_columns(ws, layout, len(data))
-    _add_plan_list(wb, rows.get("Plans", []))
-    _add_validations(wb)
+        _format_columns(ws, layout, len(data), READY_ROWS.get(key, FORMATTED_ROWS))
+    _add_plan_list(wb, rows.get("plans", []))
+    _add_validations(wb, lang)
     wb.active = 0
     _save_atomically(wb, path)
 
 
-def _setting_rows(demo: bool) -> list[list[Any]]:
+def _setting_rows(demo: bool, lang: str) -> list[list[Any]]:
     """Every Settings key with its description; without demo the sender is left for staff
     to fill in."""
+    values = {**SETTING_VALUES, "locale": LOCALES[lang]}
     rows = []
     for key in SETTING_KEYS:
-        value = SETTING_VALUES.get(key.name, "")
+        value = values.get(key.name, "")
         if not demo and key.name.startswith("sender"):
             value = ""
         rows.append([key.name, value, key.description])
     return rows
 
 
-def _write_header(ws: Worksheet, layout: Sequence[Column]) -> None:
+def _write_header(ws: Worksheet, sheet: str, layout: Sequence[Column], lang: str) -> None:
     for index, column in enumerate(layout, start=1):
-        cell = ws.cell(row=1, column=index, value=column.name)
+        cell = ws.cell(row=1, column=index, value=header(sheet, column, lang))
         cell.font = _HEADER_FONT
         cell.fill = _HEADER_FILL
         cell.border = _HEADER_BORDER
         cell.alignment = Alignment(vertical="center")
-        comment = Comment(column.help, "commplan")
+        comment = Comment(in_language(column.help, lang), "commplan")
         comment.width, comment.height = 300, 110  # points; the default box cuts the text
         cell.comment = comment
         ws.column_dimensions[get_column_letter(index)].width = column.width
@@ -399,9 +492,9 @@ def _write_rows(ws: Worksheet, rows: list[list[Any]]) -> None:
             ws.cell(row=r, column=c, value=value)
 
 
-def _format_columns(ws: Worksheet, layout: Sequence[Column], n_rows: int) -> None:
-    """Formats on the sheet's ready rows too, so rows staff add get them."""
-    last = max(READY_ROWS.get(ws.title, FORMATTED_ROWS), n_rows) + 1
+def _format_columns(ws: Worksheet, layout: Sequence[Column], n_rows: int, ready: int) -> None:
+    """Formats on the sheet's `ready` rows too, so rows staff add get them."""
+    last = max(ready, n_rows) + 1
     for c, column in enumerate(layout, start=1):
         # Only cells that need a style are created: fewer cells, a faster file.
         end = last if column.kind else n_rows + 1
@@ -446,7 +539,12 @@ def _quoted(values: Sequence[str]) -> str:
     return '"' + ",".join(values) + '"'
 
 
-def _add_validations(wb: Workbook) -> None:
+def _sheet_ref(title: str) -> str:
+    """A sheet's name in a formula ('Paramètres'!…)."""
+    return "'" + title.replace("'", "''") + "'"
+
+
+def _add_validations(wb: Workbook, lang: str) -> None:
     span = f"2:{EXCEL_ROWS}"  # the whole column, like Excel's own drop-downs
 
     def col(sheet: str, name: str) -> str:
@@ -456,31 +554,189 @@ def _add_validations(wb: Workbook) -> None:
         return f"{letter}{first}:{letter}{last}"
 
     def add(sheet: str, dv: DataValidation, *columns: str) -> None:
-        wb[sheet].add_data_validation(dv)
+        wb[names.sheet_title(sheet, lang)].add_data_validation(dv)
         for name in columns:
             dv.add(col(sheet, name))
 
-    yes_no = _quoted(YES_NO)
-    add("Orders", _list_validation(_quoted(STATUSES), prompt="Statut"), "status")
+    def first_column(sheet: str) -> str:
+        return f"{_sheet_ref(names.sheet_title(sheet, lang))}!$A$2:$A${EXCEL_ROWS}"
+
+    yes_no_list = _quoted(yes_no(lang))
+    yes_no_prompt = " / ".join(yes_no(lang))
+    add("orders", _list_validation(_quoted(statuses(lang)), prompt="Statut"), "status")
     # A list read from another sheet: fine in Excel 2010+ and LibreOffice. Each plan once,
     # from the tool's hidden list, as long as the list is.
-    add("Orders", _list_validation(PLAN_LIST_SOURCE, prompt="Plan"), "plan")
-    add("Orders", _list_validation(f"Customers!$A$2:$A${EXCEL_ROWS}",
-                                   prompt="Client", strict=False), "customer_id")
-    add("Customers", _list_validation(yes_no, prompt="oui / non"), "opt_out")
-    add("Plans", _list_validation(_quoted(UNITS), prompt="Unité"), "unit")
-    add("Plans", _list_validation(yes_no, prompt="oui / non"), "active", "required")
+    add("orders", _list_validation(PLAN_LIST_SOURCE, prompt="Plan"), "plan")
+    add("orders", _list_validation(first_column("customers"), prompt="Client", strict=False),
+        "customer_id")
+    add("customers", _list_validation(yes_no_list, prompt=yes_no_prompt), "opt_out")
+    add("plans", _list_validation(_quoted(units(lang)), prompt="Unité"), "unit")
+    add("plans", _list_validation(yes_no_list, prompt=yes_no_prompt), "active", "required")
     # Staff may add other date columns to Orders: suggest, do not refuse.
-    add("Plans", _list_validation(_quoted(("start_date", "date_de_livraison")),
-                                  prompt="Colonne de date", strict=False), "from")
+    dates = [header("orders", c, lang) for c in ORDERS if c.kind == "date"]
+    add("plans", _list_validation(_quoted(dates), prompt="Colonne de date", strict=False),
+        "from")
     step = DataValidation(type="whole", operator="between", formula1="1", formula2="10",
                           allow_blank=True, showErrorMessage=True, errorTitle="commplan",
                           error="Le numéro d'étape est un nombre entier de 1 à 10.")
-    add("Plans", step, "step")
+    add("plans", step, "step")
     delay = DataValidation(type="decimal", operator="greaterThanOrEqual", formula1="0",
                            allow_blank=True, showErrorMessage=True, errorTitle="commplan",
                            error="Le délai est un nombre positif ou nul (ex. 5 ou 1,5).")
-    add("Plans", delay, "delay")
+    add("plans", delay, "delay")
+
+
+# ---------------------------------------------------------------------------
+# Mode d'emploi
+# ---------------------------------------------------------------------------
+
+# The "Mode d'emploi" sheet, a line per row: "# " starts a title, "- " a list item.
+HOW_TO: Mapping[str, tuple[str, ...]] = {
+    "fr": (
+        "# Mode d'emploi de commplan",
+        "commplan envoie chaque matin à vos clients les mails prévus pour leur commande. "
+        "Tout se règle dans ce classeur ; la commande « commplan check » le vérifie.",
+        "",
+        "# À quoi sert chaque feuille",
+        "- Commandes : une ligne par commande suivie (n° commande, code client, plan, date de "
+        "début, statut). Les colonnes que vous ajoutez (produit, point de vente…) sont "
+        "utilisables dans les mails.",
+        "- Clients : une ligne par client (code client, nom, email ; plusieurs adresses "
+        "séparées par ;). désabonné = oui : le client ne reçoit plus rien.",
+        "- Plans : les messages de chaque plan, une ligne par message (10 au plus par plan).",
+        "- Variables : vos constantes (téléphone, site…), utilisables dans tous les mails par "
+        "leur nom, ex. {{ company_phone }}.",
+        "- Paramètres : l'adresse d'expédition, le serveur de mail, la langue (locale) et les "
+        "autres réglages, chacun expliqué à sa droite.",
+        "- Journal, Tableau de bord, Prévisions, Liste des variables : écrites par commplan à "
+        "chaque passage. Ne les modifiez pas : elles sont réécrites.",
+        "",
+        "# Ajouter un plan",
+        "- Dans Plans, une ligne par message, toutes avec le même nom de plan, étapes 1, 2, "
+        "3…",
+        "- délai et unité : quand part le message, compté depuis la date de début de la "
+        "commande (ou depuis la colonne de date nommée dans « depuis »), ex. 5 jours, "
+        "2 semaines, 1,5 mois.",
+        "- objet et message : le texte du mail. Les variables s'écrivent entre doubles "
+        "accolades, ex. {{ client.nom }} ; « commplan variables » les liste toutes.",
+        "- obligatoire = oui : le message part même si une étape suivante est déjà due.",
+        "",
+        "# Ajouter une commande",
+        "- Le client doit être dans Clients : ajoutez-le d'abord si besoin.",
+        "- Dans Commandes, une ligne : n° commande (unique), code client, plan (dans la "
+        "liste), date de début (JJ/MM/AAAA).",
+        "- Chaque message part au passage du matin, à sa date. « commplan due » montre ce qui "
+        "partira.",
+        "",
+        "# Les statuts d'une commande",
+        "- actif (ou vide) : les messages partent à leur date.",
+        "- en pause : rien ne part tant que la commande n'est pas remise à actif.",
+        "- annulé : plus rien ne part.",
+        "- terminé : plus rien ne part, la commande est close.",
+        "",
+        "# Lire le Journal",
+        "Une ligne par événement, le plus ancien en haut. La colonne statut dit :",
+        "- envoyé : le serveur de mail a accepté le mail ; sa copie est dans le dossier "
+        "archive (colonne fichier archivé).",
+        "- échec : le mail n'est pas parti ; détail dit pourquoi et s'il sera réessayé.",
+        "- ignoré : pas envoyé exprès (trop en retard, ou remplacé par une étape suivante).",
+        "- incertain : l'envoi a été interrompu. Demandez au client s'il l'a reçu ; sinon "
+        "« commplan resend COMMANDE ÉTAPE » le renvoie.",
+        "",
+        "# Lire le Tableau de bord",
+        "Les mails des 30 derniers jours par jour et par plan, les échecs en attente d'un "
+        "nouvel essai et les commandes dont le client n'a pas d'adresse valide. Prévisions "
+        "liste les mails des 30 prochains jours.",
+        "",
+        "# Quand « commplan check » signale un problème",
+        "Chaque ligne nomme la feuille, la cellule et la colonne, ex. Commandes!D7 "
+        "(date_de_debut), et dit quoi faire. Corrigez la cellule, enregistrez le classeur, "
+        "relancez « commplan check ». Une ligne en erreur est laissée de côté ; les autres "
+        "partent quand même.",
+    ),
+    "en": (
+        "# How to use commplan",
+        "Every morning commplan sends your customers the mails planned for their order. "
+        "Everything is set in this workbook; the command \"commplan check\" checks it.",
+        "",
+        "# What each sheet is for",
+        "- Orders: one row per order followed (order_id, customer_id, plan, start_date, "
+        "status). Columns you add (product, store…) can be used in mails.",
+        "- Customers: one row per customer (customer_id, name, email; several addresses "
+        "separated by ;). opt_out = yes: the customer gets nothing more.",
+        "- Plans: the messages of each plan, one row per message (at most 10 per plan).",
+        "- Variables: your constants (phone, website…), usable in every mail by their name, "
+        "e.g. {{ company_phone }}.",
+        "- Settings: the sender address, the mail server, the language (locale) and the other "
+        "settings, each explained on its right.",
+        "- SentLog, Dashboard, Forecast, VariableList: written by commplan on each run. Do "
+        "not edit them: they are rewritten.",
+        "",
+        "# Adding a plan",
+        "- In Plans, one row per message, all with the same plan name, steps 1, 2, 3…",
+        "- delay and unit: when the message goes, counted from the order's start_date (or "
+        "from the date column named in \"from\"), e.g. 5 days, 2 weeks, 1.5 months.",
+        "- subject and body: the mail's text. Variables go between double braces, e.g. "
+        "{{ customer.name }}; \"commplan variables\" lists them all.",
+        "- required = yes: the message goes even when a later step is already due.",
+        "",
+        "# Adding an order",
+        "- The customer must be in Customers: add them first if needed.",
+        "- In Orders, one row: order_id (unique), customer_id, plan (from the list), "
+        "start_date (DD/MM/YYYY).",
+        "- Each message goes with the morning run, on its date. \"commplan due\" shows what "
+        "will go.",
+        "",
+        "# An order's status",
+        "- active (or empty): the messages go on their dates.",
+        "- paused: nothing goes until the order is active again.",
+        "- cancelled: nothing more goes.",
+        "- done: nothing more goes; the order is closed.",
+        "",
+        "# Reading the SentLog",
+        "One row per event, the oldest at the top. The status column says:",
+        "- sent: the mail server took the mail; its copy is in the archive folder "
+        "(archive_file column).",
+        "- failed: the mail did not go; detail says why and whether it is retried.",
+        "- skipped: not sent on purpose (too late, or superseded by a later step).",
+        "- uncertain: sending was interrupted. Ask the customer whether it arrived; if not, "
+        "\"commplan resend ORDER STEP\" sends it again.",
+        "",
+        "# Reading the Dashboard",
+        "The mails of the last 30 days by day and by plan, the failures waiting for a retry "
+        "and the orders whose customer has no valid address. Forecast lists the mails of the "
+        "next 30 days.",
+        "",
+        "# When \"commplan check\" reports a problem",
+        "Each line names the sheet, the cell and the column, e.g. Orders!D7 (start_date), "
+        "and says what to do. Fix the cell, save the workbook, run \"commplan check\" again. "
+        "A row with a problem is left out; the others still go.",
+    ),
+}
+_TITLE_FONT = Font(bold=True, size=14, color="1F3864")
+_HEADING_FONT = Font(bold=True, size=12, color="1F3864")
+
+
+def _write_how_to(ws: Worksheet, lang: str) -> None:
+    """The "Mode d'emploi" sheet: one wide wrapped column, readable on screen and printed
+    (A4 portrait, one page wide)."""
+    ws.column_dimensions["A"].width = 100
+    for r, line in enumerate(HOW_TO[lang], start=1):
+        if not line:
+            continue
+        title = line.startswith("# ")
+        cell = ws.cell(row=r, column=1, value=line[2:] if title else line)
+        cell.alignment = Alignment(vertical="top", wrap_text=True,
+                                   indent=1 if line.startswith("- ") else 0)
+        if title:
+            cell.font = _TITLE_FONT if r == 1 else _HEADING_FONT
+    ws.sheet_view.showGridLines = False
+    ws.page_setup.orientation = "portrait"
+    ws.page_setup.paperSize = ws.PAPERSIZE_A4
+    ws.page_setup.fitToWidth = 1
+    ws.page_setup.fitToHeight = 0
+    ws.sheet_properties.pageSetUpPr.fitToPage = True
+    ws.print_options.gridLines = False
 
 
 def _save_atomically(wb: Workbook, path: Path) -> None:
@@ -593,8 +849,10 @@ def write_demo_attachments(folder: Path) -> list[Path]:
 
 
 def init_home(home: Path, *, force: bool = False, today: dt.date | None = None,
-              workbook: Path | None = None, demo_domain: str | None = None) -> Path:
-    """Create the home folders, demo attachments and workbook; return the workbook path.
+              workbook: Path | None = None, lang: str = "fr",
+              demo_domain: str | None = None) -> Path:
+    """Create the home folders, demo attachments and workbook (in `lang`, "fr" or "en";
+    the demo customers' addresses at `demo_domain` when given); return the workbook path.
 
     Refuses to replace an existing workbook unless `force`; then the old one is kept as a
     dated backup beside it. `workbook` overrides home/workbooks/commplan.xlsx.
@@ -617,5 +875,6 @@ def init_home(home: Path, *, force: bool = False, today: dt.date | None = None,
     if path.exists():
         # Copy, then replace atomically: a workbook stays at `path` at every moment.
         shutil.copy2(path, backup_path(path, dt.datetime.now()))
-    create_workbook(path, demo=True, today=today or default_today(), demo_domain=demo_domain)
+    create_workbook(path, demo=True, today=today or default_today(), lang=lang,
+                    demo_domain=demo_domain)
     return path

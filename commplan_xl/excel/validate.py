@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from commplan_xl.core.units import UNIT_ROWS, Unit, parse_unit
+from commplan_xl.excel import names
 from commplan_xl.excel.read import Table, no_gc, normalise_header, parse_date, parse_yes_no
 from commplan_xl.mail.attachments import resolve_attachment
 from commplan_xl.model import (
@@ -49,12 +50,10 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "orders": ("order_id", "customer_id", "plan", "start_date"),
     "variables": ("variable", "value"),
 }
-SHEET_TITLES = {
-    "settings": "Settings", "plans": "Plans", "customers": "Customers", "orders": "Orders",
-    "variables": "Variables",
-}
+SHEET_TITLES = {key: name.en for key, name in names.SHEETS.items()}
 REQUIRED_SHEETS = ("plans", "customers", "orders")
-BUILTIN_NAMES = frozenset({"customer", "order", "plan", "step", "today", "sender"})
+BUILTIN_NAMES = frozenset({"customer", "order", "plan", "step", "today", "sender",
+                           "client", "commande", "etape", "expediteur"})
 MAX_STEP = 10
 
 
@@ -64,15 +63,9 @@ def _fold(text: str) -> str:
     return "".join(ch for ch in text if not unicodedata.combining(ch))
 
 
-def _spellings(canonical: str, *names: str) -> dict[str, str]:
-    return {_fold(name): canonical for name in names}
-
-
-STATUSES: dict[str, Status] = {  # type: ignore[assignment]
-    **_spellings("active", "active", "actif", "active", "en cours"),
-    **_spellings("paused", "paused", "pause", "en pause", "suspendu", "suspendue"),
-    **_spellings("cancelled", "cancelled", "canceled", "annulé", "annulée"),
-    **_spellings("done", "done", "terminé", "terminée", "fini", "finie"),
+STATUSES: dict[str, Status] = {
+    _fold(spelling): Status(status)
+    for status, name in names.STATUSES.items() for spelling in name.spellings()
 }
 
 _EMAIL = re.compile(
@@ -121,7 +114,8 @@ class _Sheet:
                 values: Mapping[str, object], message_level: bool = False) -> WorkbookProblem:
         cell = self.table.cell(column, row) if column and row is not None else ""
         return WorkbookProblem(self.table.sheet, row, column, kind, values, cell=cell or None,
-                               message_level=message_level)
+                               message_level=message_level,
+                               header=self.table.headers.get(column) if column else None)
 
     def add(self, row: int | None, column: str | None, kind: Problem | str, *,
             message_level: bool = False, **values: object) -> None:
@@ -203,34 +197,106 @@ def _whole_step(value: object) -> int:
     return int(number)
 
 
+def _sheet_names(tables: Mapping[str, Table]) -> list[str]:
+    """The names of the workbook's input sheets, without waiting for any to parse."""
+    chosen = getattr(tables, "sheet_names", None)
+    if chosen is not None:
+        return list(chosen)
+    return [table.sheet for table in tables.values()]
+
+
+def _language_of_names(written: Iterable[str], spelled: Callable[[str], names.Name | None],
+                       default: str) -> str:
+    """The language names are written in: the one with more names only it spells, else
+    `default`."""
+    votes = {"fr": 0, "en": 0}
+    for text in written:
+        name = spelled(text)
+        if name is None or names.fold(name.en) == names.fold(name.fr):
+            continue
+        folded = names.fold(text)
+        if folded == names.fold(name.en):
+            votes["en"] += 1
+        elif folded in {names.fold(s) for s in (name.fr, *name.also)}:
+            votes["fr"] += 1
+    if votes["fr"] != votes["en"]:
+        return "fr" if votes["fr"] > votes["en"] else "en"
+    return default
+
+
+def _workbook_language(tables: Mapping[str, Table]) -> str:
+    """The language the input sheets are named in (French when they do not say)."""
+    return _language_of_names(_sheet_names(tables),
+                              lambda n: names.SHEETS.get(names.sheet_key(n)),
+                              names.DEFAULT_LANGUAGE)
+
+
+def _table_language(key: str, table: Table, default: str) -> str:
+    """The language a sheet's headers are written in (its name's, when they do not say)."""
+    columns = names.COLUMNS.get(key, {})
+    own = [table.headers.get(c, c) for c in table.columns]
+    by_sheet = _language_of_names([table.sheet], lambda n: names.SHEETS.get(key), default)
+    return _language_of_names(own, lambda h: columns.get(names.column_key(key, h)), by_sheet)
+
+
 def _check_sheets(tables: Mapping[str, Table], problems: list[WorkbookProblem],
                   keys: Iterable[str] = REQUIRED_COLUMNS) -> set[str]:
     """Report missing sheets, columns and repeated headers of the sheets `keys`; return the
-    usable ones."""
+    usable ones. A missing sheet or column is named in the language of the workbook's
+    sheet names, or of the sheet's headers."""
     usable: set[str] = set()
     for key in keys:
         required = REQUIRED_COLUMNS[key]
         table = tables.get(key) if key in tables else None
         if table is None:
             if key in REQUIRED_SHEETS:
+                lang = _workbook_language(tables)
+                title = names.sheet_title(key, lang)
                 problems.append(WorkbookProblem(
-                    SHEET_TITLES[key], None, None, Problem.NO_SHEET,
-                    {"sheet": SHEET_TITLES[key], "columns": ", ".join(required)},
+                    title, None, None, Problem.NO_SHEET,
+                    {"sheet": title,
+                     "columns": ", ".join(names.column_titles(key, required, lang))},
                 ))
             continue
         sheet = _Sheet(table, problems)
-        for column, letter in table.duplicate_columns:
-            problems.append(WorkbookProblem(
-                table.sheet, 1, column, Problem.REPEATED_COLUMN,
-                {"letter": letter, "column": column, "first_letter": table.letters[column]},
-                cell=f"{letter}1",
-            ))
+        _repeated_columns(table, problems)
         missing = [c for c in required if c not in table.letters]
+        lang = _table_language(key, table, _workbook_language(tables)) if missing else ""
         for column in missing:
-            sheet.add(1, column, Problem.MISSING_COLUMN, name=column)
+            title = names.column_title(key, column, lang)
+            sheet.problems.append(WorkbookProblem(
+                table.sheet, 1, column, Problem.MISSING_COLUMN, {"name": title},
+                header=normalise_header(title) if title != column else None))
         if not missing:
             usable.add(key)
     return usable
+
+
+def _repeated_columns(table: Table, problems: list[WorkbookProblem]) -> None:
+    """Report headers repeated, or written twice in two spellings (`email`, `courriel`)."""
+    for column, letter in table.duplicate_columns:
+        problems.append(WorkbookProblem(
+            table.sheet, 1, column, Problem.REPEATED_COLUMN,
+            {"letter": letter, "column": table.headers.get(column, column),
+             "first_letter": table.letters[column]},
+            cell=f"{letter}1", header=table.headers.get(column),
+        ))
+    for clash in table.clashes:
+        problems.append(WorkbookProblem(
+            table.sheet, 1, clash.key, Problem.SAME_MEANING_COLUMNS,
+            {"first": clash.first, "first_letter": clash.first_at, "other": clash.other,
+             "letter": clash.other_at},
+            cell=f"{clash.other_at}1", header=clash.other,
+        ))
+
+
+def _sheet_clashes(tables: Mapping[str, Table]) -> list[WorkbookProblem]:
+    """Two sheets that mean the same ("Customers" and "Clients"): the second is ignored."""
+    return [
+        WorkbookProblem(clash.other, None, None, Problem.SAME_MEANING_SHEETS,
+                        {"first": clash.first, "other": clash.other})
+        for clash in getattr(tables, "sheet_clashes", ())
+    ]
 
 
 def _settings(
@@ -256,10 +322,12 @@ def _settings(
             else:
                 raw[key] = (_text(values["value"]).strip(), row)
     settings, parsed = parse_settings(raw, home=home, environ=env)
+    value_header = table.headers.get("value") if table is not None else None
     for problem in parsed:
         if table is not None and problem.row is not None and problem.column:
             problem = replace(problem, sheet=table.sheet,
-                              cell=table.cell(problem.column, problem.row) or None)
+                              cell=table.cell(problem.column, problem.row) or None,
+                              header=table.headers.get(problem.column))
         found.append(problem)
     sheet_name = table.sheet if table is not None else "Settings"
     rows = sheet_rows(raw, env)
@@ -268,7 +336,7 @@ def _settings(
         row = rows.get(key)
         cell = table.cell("value", row) if table is not None and row is not None else ""
         found.append(WorkbookProblem(sheet_name, row, "value", f"{key}: {message}",
-                                     cell=cell or None))
+                                     cell=cell or None, header=value_header))
 
     if not settings.sender_email:
         found.append(WorkbookProblem(
@@ -278,6 +346,13 @@ def _settings(
         ))
     elif not is_email(settings.sender_email):
         bad("sender_email", f'"{settings.sender_email}" is not an email address.')
+    if names.language_of(settings.locale) is None:
+        row = rows.get("locale")
+        cell = table.cell("value", row) if table is not None and row is not None else ""
+        found.append(WorkbookProblem(sheet_name, row, "value", Problem.LOCALE_NOT_SPOKEN,
+                                     {"locale": settings.locale}, cell=cell or None,
+                                     header=value_header))
+        settings = replace(settings, locale="fr_FR")
     if settings.holidays:
         from commplan_xl.core.offsets import business_calendar
 
@@ -426,7 +501,7 @@ def _plan_from(sheet: _Sheet, row: int, values: Mapping[str, object],
     text = _text(values.get("from", "")).strip()
     if not text:
         return "start_date"
-    column = normalise_header(text)
+    column = names.column_key("orders", text)
     if order_columns is not None and column not in order_columns:
         sheet.add(row, "from", Problem.FROM_UNKNOWN, text=text)
     return column
@@ -532,8 +607,16 @@ def _yes_no_or_error(value: object) -> bool | CellError:
 
 
 def _date_columns(columns: Iterable[str]) -> set[str]:
-    """The columns whose header says they hold dates."""
-    return {c for c in columns if c.endswith("date")}
+    """The columns whose header says they hold dates (`delivery_date`, `date_de_livraison`)."""
+    return {c for c in columns if c.endswith("date") or c.startswith("date_")}
+
+
+def _own_names(fields: dict[str, list[object]], table: Table) -> None:
+    """Add each column under its header's own name too (`date_de_debut` beside
+    `start_date`), so templates know it by both; a column of that name wins."""
+    for column, own in table.headers.items():
+        if column in fields:
+            fields.setdefault(own, fields[column])
 
 
 def _customers(tables: Mapping[str, Table], usable: set[str],
@@ -562,6 +645,7 @@ def _customers(tables: Mapping[str, Table], usable: set[str],
     fields = {column: cells[column][valid].tolist() for column in cells.columns}
     for column in _date_columns(cells.columns):
         fields[column] = _per_value(cells[column][valid], _field_date).tolist()
+    _own_names(fields, table)
     records = zip(
         ids[valid].tolist(), _texts(cells["name"])[valid].tolist(), emails[valid].tolist(),
         opt_out[valid].tolist(), [dict(zip(fields, row, strict=True))
@@ -695,6 +779,7 @@ def _order_records(table: Table, valid: pd.Series, ids: pd.Series,
         columns[column] = read.fillna("").tolist()
     for column in _date_columns(table.columns) - set(dates):
         columns[column] = _per_value(table.frame[column], _field_date).tolist()
+    _own_names(columns, table)
     kept = valid.to_numpy().nonzero()[0].tolist()  # positions of the valid rows
     order_dates = [dict(zip(dates, values, strict=True))
                    for values in zip(*(read[valid].tolist() for read in dates.values()),
@@ -736,7 +821,8 @@ def validate(
     with no_gc():
         orders = _orders(tables, usable, plans, plan_rows, customers, customer_rows,
                          found["orders"])
-    problems = [p for key in REQUIRED_COLUMNS for p in structure[key]]
+    problems = _sheet_clashes(tables)
+    problems += [p for key in REQUIRED_COLUMNS for p in structure[key]]
     problems += [p for key in ("settings", "variables", "plans", "customers", "orders")
                  for p in found[key]]
     model = Model(plans=plans, customers=customers, orders=orders, constants=constants)

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from commplan_xl.mail.layout import Layout
 
 _HINT = '(check the spelling; "commplan variables" lists them)'
+# French names of the built-in variables: the same objects under a second name.
+ALIASES = {"client": "customer", "commande": "order", "etape": "step", "expediteur": "sender"}
 
 
 class RenderError(CommplanError):
@@ -286,6 +288,9 @@ def build_context(
         sender=Namespace("sender", {"name": StaffText(sender_name),
                                     "email": StaffText(sender_email)}),
     )
+    for alias, name in ALIASES.items():
+        space = context[name]
+        context[alias] = Namespace(alias, space._values)
     return context
 
 
@@ -321,7 +326,7 @@ def example_variables(
         rows += [(f"{name}.{key}", _example(space[key])) for key in space]
     rows.append(("today", _example(today)))
     rows += [(f"sender.{key}", _example(context["sender"][key])) for key in ("name", "email")]
-    builtins = {"customer", "order", "plan", "step", "today", "sender"}
+    builtins = {"customer", "order", "plan", "step", "today", "sender", *ALIASES}
     rows += [(k, _example(v)) for k, v in constants.items() if k not in builtins]
     return rows
 

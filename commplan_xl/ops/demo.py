@@ -54,6 +54,7 @@ def run_demo(home: Path, *, days: int | None = None, out: Callable[[str], None] 
     """Create a demo home, start a local SMTP server, run the batch every simulated morning."""
     from aiosmtpd.controller import Controller
 
+    from commplan_xl.excel.names import tool_sheet
     from commplan_xl.excel.starter import DEMO_SERVER_DOMAIN, init_home
     from commplan_xl.run import batch
 
@@ -99,7 +100,9 @@ def run_demo(home: Path, *, days: int | None = None, out: Callable[[str], None] 
                 out(f"  failed: {line}")
         out(f"\n{totals['sent']} mails sent, {totals['skipped']} skipped, {totals['failed']} "
             f"failed over {days} simulated mornings.")
-        out(f"Open {workbook} (sheet SentLog) and the folders in {home / 'archive'} to see them.")
+        journal = batch.site_language(site)
+        out(f"Open {workbook} (sheet {tool_sheet('sentlog', journal)}) and the folders in "
+            f"{home / 'archive'} to see them.")
     finally:
         controller.stop()
     return status

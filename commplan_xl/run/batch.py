@@ -215,7 +215,9 @@ def find_step(site: Site, order_id: str, step_number: int) -> tuple[Order, Custo
     """The order, its customer, plan and step, or a sentence saying what is missing."""
     order = next((o for o in site.model.orders if o.order_id == order_id.strip()), None)
     if order is None:
-        bad = [p for p in site.problems if p.sheet == "Orders"]
+        from commplan_xl.excel.names import sheet_key
+
+        bad = [p for p in site.problems if sheet_key(p.sheet) == "orders"]
         hint = " (the Orders sheet has problems: run `commplan check`)" if bad else ""
         raise CommplanError(f'There is no order "{order_id}" in the Orders sheet{hint}.')
     plan = site.model.plans.get(order.plan)
@@ -627,13 +629,14 @@ def sentlog_rows(ledger, first_day: dt.date | None = None) -> list[tuple]:
 
 def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
                   extra_sheets: list | tuple = ()) -> bool:
-    """Rebuild the SentLog sheet (its last `sentlog_days` days, with the report sheets
-    given) from the ledger; False (with a note) when the file is open."""
+    """Rebuild the SentLog sheet (its last `sentlog_days` days, in the workbook's language,
+    with the report sheets given) from the ledger; False (with a note) when the file is
+    open."""
     from commplan_xl.run.reports import sentlog_sheet
 
     day = report.today if report is not None else today_in(site.settings)
     first = day - dt.timedelta(days=site.settings.sentlog_days - 1)
-    sheet = sentlog_sheet(sentlog_rows(ledger, first))
+    sheet = sentlog_sheet(sentlog_rows(ledger, first), site_language(site))
     try:
         write_sheets(site, [sheet, *extra_sheets])
     except WorkbookLocked as exc:
@@ -645,6 +648,13 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
             report.notes.append(note)
         return False
     return True
+
+
+def site_language(site: Site) -> str:
+    """The language of the site's workbook, which its tool sheets are written in."""
+    from commplan_xl.excel.names import workbook_language
+
+    return workbook_language(site.settings.locale)
 
 
 def write_sheets(site: Site, sheets: list) -> None:

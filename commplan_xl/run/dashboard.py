@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from commplan_xl.core.schedule import split_ledger
+from commplan_xl.excel.names import sheet_key
 from commplan_xl.excel.sheet_xml import Chart, ToolSheet
 from commplan_xl.model import LedgerEntry, Model, Outcome
 from commplan_xl.problems import Problem, WorkbookProblem
@@ -28,8 +29,8 @@ LedgerKey = tuple[str, str, int]
 
 # The sheet's words, in one place.
 LABELS = {
-    "title": "Dashboard — run of {day}",
-    "figures": "Key figures",
+    "title": "Dashboard",  # the same every day: a locale change finds the sheet by it
+    "figures": "Key figures, run of {day}",
     "sent_yesterday": "Sent yesterday",
     "sent_7": "Sent, last 7 days",
     "sent_30": "Sent, last 30 days",
@@ -302,7 +303,7 @@ def unreachable_orders(problems: Sequence[WorkbookProblem], order_ids: Mapping[i
     reports each order row of that customer)."""
     email_problems: dict[int, list[str]] = {}
     for p in problems:
-        if p.sheet == "Customers" and p.column == "email" and p.row is not None:
+        if sheet_key(p.sheet) == "customers" and p.column == "email" and p.row is not None:
             email_problems.setdefault(p.row, []).append(str(p))
     out: list[Unreachable] = []
     for p in problems:
@@ -418,7 +419,7 @@ def figures_sheet(figures: DashboardFigures) -> ToolSheet:
             styles[r, 1] = cells
         return r
 
-    put([L["figures"]], "subtitle")
+    put([L["figures"].format(day=f"{figures.today:%d/%m/%Y}")], "subtitle")
     for label, value in (
         (L["sent_yesterday"], figures.sent_yesterday),
         (L["sent_7"], figures.sent_since(7)),
@@ -454,7 +455,7 @@ def figures_sheet(figures: DashboardFigures) -> ToolSheet:
     last = 1 + len(figures.days)
     return ToolSheet(
         name=DASHBOARD,
-        header=(L["title"].format(day=f"{figures.today:%d/%m/%Y}"),
+        header=(L["title"],
                 *([None] * (DATA_COL - 1)), L["day"], *STATUSES),  # type: ignore[arg-type]
         rows=rows,
         widths={**WIDTHS, **{DATA_COL + i: 9 for i in range(5)}},

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from commplan_xl.excel.names import localise, workbook_language
 from commplan_xl.excel.sheet_xml import PLAN_LIST, ToolSheet
 from commplan_xl.model import LedgerEntry, Model
 from commplan_xl.problems import CommplanError, SendFailure
@@ -50,12 +51,18 @@ LedgerKey = tuple[str, str, int]
 # ---------------------------------------------------------------- SentLog
 
 
-def sentlog_sheet(rows: Sequence[Sequence[object]], name: str = SENTLOG) -> ToolSheet:
-    """The SentLog sheet (or a `commplan log` export): one row per outcome, oldest first."""
-    from commplan_xl.store.sentlog import SENTLOG_FORMATS, SENTLOG_HEADER, SENTLOG_WIDTHS
+def sentlog_sheet(rows: list[tuple], lang: str) -> ToolSheet:
+    """The SentLog sheet (or a `commplan log` export) in `lang`: one row per outcome,
+    oldest first."""
+    from commplan_xl.store.sentlog import (
+        SENTLOG_FORMATS,
+        SENTLOG_HEADER,
+        SENTLOG_WIDTHS,
+        in_language,
+    )
 
-    return ToolSheet(name=name, header=SENTLOG_HEADER, rows=rows, widths=SENTLOG_WIDTHS,
-                     formats=SENTLOG_FORMATS)
+    return localise(ToolSheet(name=SENTLOG, header=SENTLOG_HEADER, rows=in_language(rows, lang),
+                              widths=SENTLOG_WIDTHS, formats=SENTLOG_FORMATS), "sentlog", lang)
 
 
 def plan_list_sheet(model: Model) -> ToolSheet:
@@ -215,7 +222,10 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
         except CommplanError:
             ids = {}
         figures = figures_with(ids)
-    return [figures_sheet(figures), forecast_sheet(coming), plan_list_sheet(site.model)], figures
+    lang = workbook_language(site.settings.locale)
+    sheets = [localise(figures_sheet(figures), "dashboard", lang),
+              localise(forecast_sheet(coming), "forecast", lang), plan_list_sheet(site.model)]
+    return sheets, figures
 
 
 # ---------------------------------------------------------------- summary mail

@@ -54,6 +54,10 @@ def variable_list(site: batch.Site) -> list[tuple[str, str, str]]:
     if order is not None:
         for column, value in order.fields.items():
             rows.append((f"order.{column}", _show(value), "Orders column"))
+    from commplan_xl.mail.render import ALIASES
+
+    for alias, name in ALIASES.items():
+        rows.append((f"{alias}.…", "", f"the same as {name}.… ({alias}.x is {name}.x)"))
     for name, value in model.constants.items():
         rows.append((name, value, "Variables sheet"))
     return rows

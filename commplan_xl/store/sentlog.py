@@ -1,6 +1,9 @@
 """The SentLog sheet's columns, defined once: its header, its widths, its formats and the
 ledger query. The same columns make `commplan log`'s export.
 
+The names here are English; the sheet is written in the workbook's language (the French
+names are in excel/names.py: Journal, `commande`, `envoyé`…).
+
 A new SentLog column is one entry of `SENTLOG_COLUMNS` (plus a ledger migration when the
 value is not stored yet).
 """
@@ -43,7 +46,23 @@ SENTLOG_COLUMNS: tuple[SentLogColumn, ...] = (
 
 SENTLOG_HEADER: tuple[str, ...] = tuple(c.name for c in SENTLOG_COLUMNS)
 SENTLOG_WIDTHS: dict[str, float] = {c.name: c.width for c in SENTLOG_COLUMNS}
-SENTLOG_FORMATS: dict[str, str] = {c.name: c.format for c in SENTLOG_COLUMNS if c.format}
+# By column index: the header is written in the workbook's language.
+SENTLOG_FORMATS: dict[int, str] = {i: c.format for i, c in enumerate(SENTLOG_COLUMNS)
+                                   if c.format}
+STATUS_COLUMN = SENTLOG_HEADER.index("status")
+
+
+def in_language(rows: list[tuple], lang: str) -> list[tuple]:
+    """The SentLog rows with their status in `lang` (`envoyé` for `sent` in French)."""
+    from commplan_xl.excel.names import outcome_words
+
+    words = outcome_words(lang)
+    if all(word == status for status, word in words.items()):
+        return rows
+    i = STATUS_COLUMN
+    return [(*row[:i], words.get(row[i], row[i]), *row[i + 1:]) for row in rows]
+
+
 # The outcomes of the run days from a first day on (a parameter), oldest first.
 SENTLOG_QUERY = (
     f"SELECT {', '.join(c.sql for c in SENTLOG_COLUMNS)} FROM events WHERE day >= ? "

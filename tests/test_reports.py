@@ -19,6 +19,7 @@ from commplan_xl.model import MessageRef
 from commplan_xl.run.batch import RunReport, load_site
 from commplan_xl.run.reports import (
     FORECAST_HEADER,
+    figures_sheet,
     forecast_rows,
     forecast_sheet,
     report_sheets,
@@ -148,45 +149,62 @@ def _dashboard(site) -> list[tuple]:
 
 
 def test_dashboard_reads_top_to_bottom(dash_home):
-    """The Dashboard shows its title, the key figures, "To handle" (permanent failures,
-    uncertain mails, orders without a valid address, each with what to do) and the totals
-    per plan; the day counts sit only in the hidden columns the chart reads."""
+    """The Dashboard (Tableau de bord of a French workbook) shows its title, the key figures,
+    "To handle" (permanent failures, uncertain mails, orders without a valid address, each
+    with what to do) and the totals per plan; the day counts sit only in the hidden columns
+    the chart reads."""
     site = load_site(dash_home)
     rows = _dashboard(site)
     visible = [cell_row(rows, i, 0, 7) for i in range(len(rows))]
-    assert visible[0][0] == "Dashboard"
-    assert visible[1][0] == "Key figures, run of 20/03/2026"
+    assert visible[0][0] == "Tableau de bord"
+    assert visible[1][0] == "Chiffres clés, passage du 20/03/2026"
     assert [r[:2] for r in visible[2:8]] == [
-        ("Sent yesterday", 0), ("Sent, last 7 days", 3), ("Sent, last 30 days", 4),
-        ("Waiting for a retry", 1), ("To handle", 3), ("Planned, next 7 days", 2)]
-    top = next(i for i, r in enumerate(visible) if str(r[0]).startswith("To handle:"))
-    assert visible[top][0] == "To handle: messages that need a person (3)"
-    assert visible[top + 1] == ("what", "order_id", "customer_id", "plan", "step", "due_date",
-                                "detail", "what to do")
+        ("Envoyés hier", 0), ("Envoyés, 7 derniers jours", 3),
+        ("Envoyés, 30 derniers jours", 4), ("En attente d'un nouvel essai", 1),
+        ("À traiter", 3), ("Prévus, 7 prochains jours", 2)]
+    top = next(i for i, r in enumerate(visible) if str(r[0]).startswith("À traiter :"))
+    assert visible[top][0] == "À traiter : les messages qui demandent une personne (3)"
+    assert visible[top + 1] == ("à traiter", "commande", "client", "plan", "étape",
+                                "échéance", "détail", "que faire")
     items = visible[top + 2: top + 5]
     assert [r[:6] for r in items] == [
-        ("Permanent failure", "O1004", "C004", BAIE, 1, dt.datetime(2026, 3, 14)),
-        ("Uncertain: may not have arrived", "O1005", "C001", BAIE, 3, dt.datetime(2026, 3, 19)),
-        ("No valid address", "O1003", "C003", None, None, None),
+        ("Échec définitif", "O1004", "C004", BAIE, 1, dt.datetime(2026, 3, 14)),
+        ("Incertain : peut-être pas arrivé", "O1005", "C001", BAIE, 3,
+         dt.datetime(2026, 3, 19)),
+        ("Pas d'adresse valide", "O1003", "C003", None, None, None),
     ]
-    assert "550 no such user" in items[0][6] and "Customers" in items[0][7]
+    assert "550 no such user" in items[0][6] and items[0][7].startswith("Corrigez l'adresse")
     assert "`commplan resend O1005 3`" in items[1][7]
     assert "chloe@" in items[2][6]
-    plans = next(i for i, r in enumerate(visible) if r[0] == "Totals per plan, last 30 days")
+    plans = next(i for i, r in enumerate(visible) if r[0] == "Totaux par plan, 30 derniers jours")
     assert visible[plans + 1: plans + 5] == [
-        ("plan", "sent", "skipped", "failed", "uncertain", "total", None, None),
+        ("plan", "envoyés", "ignorés", "échecs", "incertains", "total", None, None),
         (BAIE, 3, 1, 3, 1, 8, None, None),
         (PORTE, 1, 0, 0, 0, 1, None, None),
-        ("All plans", 4, 1, 3, 1, 9, None, None),
+        ("Tous les plans", 4, 1, 3, 1, 9, None, None),
     ]
     days = [cell_row(rows, i, 26, 30) for i in range(31)]
-    assert days[0] == ("day", "envoyés", "ignorés", "échecs", "incertains")  # a fr_FR workbook
+    assert days[0] == ("jour", "envoyés", "ignorés", "échecs", "incertains")
     assert days[17] == ("07/03", 1, 0, 0, 0) and days[30] == ("20/03", 1, 0, 0, 0)
     assert days[29] == ("19/03", 0, 0, 1, 1) and days[1] == ("19/02", 0, 0, 0, 0)
     ws = openpyxl.load_workbook(site.workbook)[TABLEAU_DE_BORD]
     assert all(ws.column_dimensions[c].hidden for c in ("AA", "AB", "AC", "AD", "AE"))
     assert ws["A1"].font.b and ws["B3"].font.b
     assert ws.auto_filter.ref == f"A{top + 2}:H{top + 5}"
+
+
+def test_dashboard_in_english(dash_home):
+    """In English the Dashboard's words are English: the same table of labels."""
+    site = load_site(dash_home)
+    with Ledger(site.ledger_path) as ledger:
+        _sheets, figures = report_sheets(site, ledger, today=TODAY)
+    sheet = figures_sheet(figures, "en")
+    assert sheet.name == "Dashboard" and sheet.header[0] == "Dashboard"
+    texts = [row[0] for row in sheet.rows if row]
+    assert "Key figures, run of 20/03/2026" in texts and "Sent yesterday" in texts
+    assert "Permanent failure" in texts and "Totals per plan, last 30 days" in texts
+    table = next(row for row in sheet.rows if row and row[0] == "what")
+    assert table[1:3] == ["order_id", "customer_id"] and table[7] == "what to do"
 
 
 def test_dashboard_chart_is_a_native_chart_of_the_hidden_day_data(dash_home):
@@ -203,7 +221,7 @@ def test_dashboard_chart_is_a_native_chart_of_the_hidden_day_data(dash_home):
     assert "<c:barChart>" in xml and '<c:grouping val="stacked"/>' in xml
     for column in ("AA", "AB", "AC", "AD", "AE"):
         assert f"'{TABLEAU_DE_BORD}'!${column}$2:${column}$31" in xml
-    assert "Mails per day" in xml
+    assert "Mails par jour" in xml
     assert "<xdr:col>2</xdr:col>" in drawing  # column C, beside the figures in A:B
     wb = openpyxl.load_workbook(site.workbook)
     assert len(wb[TABLEAU_DE_BORD]._charts) == 1
@@ -236,7 +254,7 @@ def test_dashboard_opens_in_libreoffice_with_its_chart(dash_home, tmp_path_facto
         objects = [n for n in z.namelist() if n.startswith("Object") and n.endswith("content.xml")]
         chart = "".join(z.read(n).decode() for n in objects)
     assert f'table:name="{TABLEAU_DE_BORD}"' in content
-    assert "chart:chart" in chart and "Mails per day" in chart
+    assert "chart:chart" in chart and "Mails par jour" in chart
 
 
 def _pdf_pages(workbook: Path, out: Path) -> list[str]:
@@ -266,11 +284,11 @@ def test_printed_dashboard_and_sentlog_read_like_reports(dash_home, tmp_path_fac
         sheets, _figures = report_sheets(site, ledger, today=TODAY)
         assert write_sentlog(site, ledger, RunReport(today=TODAY), extra_sheets=sheets)
     pages = _pdf_pages(site.workbook, tmp_path_factory.mktemp("pdf"))
-    dashboard = [p for p in pages if "Key figures, run of 20/03/2026" in p]
+    dashboard = [p for p in pages if "Chiffres clés, passage du 20/03/2026" in p]
     assert len(dashboard) == 1
-    for text in ("Dashboard", "Sent yesterday", "Planned, next 7 days",
-                 "Mails per day, last 30 days", "To handle: messages that need a person (3)",
-                 "Totals per plan"):
+    for text in ("Tableau de bord", "Envoyés hier", "Prévus, 7 prochains jours",
+                 "Mails par jour, 30 derniers jours", "À traiter : les messages qui demandent",
+                 "Totaux par plan"):
         assert text in dashboard[0], text
     sentlog = [p for p in pages if p.strip() and  # the footer names the sheet
                p.strip().splitlines()[-1].split()[:1] == ["Journal"]]
@@ -485,8 +503,8 @@ def test_run_writes_dashboard_and_forecast_sheets(tmp_path, smtp_server):
     path = tmp_path / "workbooks" / "commplan.xlsx"
     dash = sheet_rows(path, TABLEAU_DE_BORD)
     assert cell_row(dash, 30, 26, 30) == ("07/03", 1, 0, 0, 0)  # the last day is the run's
-    assert cell_row(dash, 2, 0, 1) == ("Sent yesterday", 0)
-    assert cell_row(dash, 4, 0, 1) == ("Sent, last 30 days", 1)
+    assert cell_row(dash, 2, 0, 1) == ("Envoyés hier", 0)
+    assert cell_row(dash, 4, 0, 1) == ("Envoyés, 30 derniers jours", 1)
     plan_list = openpyxl.load_workbook(path)["PlanList"]  # the plan drop-down's list
     assert plan_list.sheet_state == "hidden"
     assert [r[0].value for r in plan_list.iter_rows()] == ["plan", BAIE]
@@ -517,10 +535,10 @@ def test_run_without_report_to_sends_no_summary(tmp_path, smtp_server):
 def _to_handle(path: Path) -> list[tuple]:
     """The (what, order, step) of each item of the Dashboard's To handle list."""
     rows = sheet_rows(path, TABLEAU_DE_BORD)
-    top = next(i for i, r in enumerate(rows) if str(r[0]).startswith("To handle:"))
+    top = next(i for i, r in enumerate(rows) if str(r[0]).startswith("À traiter :"))
     out = []
     for row in rows[top + 2:]:
-        if row[0] is None or row[0] == "Nothing to handle.":
+        if row[0] is None or row[0] == "Rien à traiter.":
             break
         out.append((row[0], row[1], row[4]))
     return out
@@ -534,7 +552,7 @@ def test_permanent_failure_of_a_required_step_stays_to_handle_until_resent(
     make_workbook(tmp_path, plans=plans, settings=settings_for(smtp_server, report_to=BOSS))
     smtp_server.handler.rcpt_replies[ALICE] = "550 5.1.1 no such user"
     path = tmp_path / "workbooks" / "commplan.xlsx"
-    item = ("Permanent failure, required step", "O1001", 1)
+    item = ("Échec définitif, étape obligatoire", "O1001", 1)
     for day in ("2026-03-07", "2026-03-08", "2026-03-12"):
         main(["run", "--today", day, "--home", str(tmp_path)])
         assert _to_handle(path) == [item], day

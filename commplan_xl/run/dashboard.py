@@ -5,8 +5,8 @@ Top to bottom: the key figures with the chart of the last 30 days beside them, t
 with what to do), then the totals per plan. The chart's day data sit in hidden columns far
 right: no table of empty days in view.
 
-Every word the sheet shows is in the tables below (LABELS, TO_HANDLE_KINDS), in English;
-the summary mail's French words sit beside them.
+Every word the sheet shows is in the tables below (LABELS, TO_HANDLE_KINDS), in English
+and French; the sheet is written in the workbook's language.
 """
 
 from __future__ import annotations
@@ -17,36 +17,44 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from commplan_xl.core.schedule import split_ledger
-from commplan_xl.excel.names import sheet_key
+from commplan_xl.excel.names import LANGUAGES, Name, sheet_key, tool_label, tool_sheet
 from commplan_xl.excel.sheet_xml import Chart, ToolSheet
 from commplan_xl.model import LedgerEntry, Model, Outcome
 from commplan_xl.problems import Problem, WorkbookProblem
 
-DASHBOARD = "Dashboard"
 WINDOW_DAYS = 30
 STATUSES = ("sent", "skipped", "failed", "uncertain")
 LedgerKey = tuple[str, str, int]
 
-# The sheet's words, in one place.
-LABELS = {
-    "title": "Dashboard",  # the same every day: a locale change finds the sheet by it
-    "figures": "Key figures, run of {day}",
-    "sent_yesterday": "Sent yesterday",
-    "sent_7": "Sent, last 7 days",
-    "sent_30": "Sent, last 30 days",
-    "retrying": "Waiting for a retry",
-    "to_handle": "To handle",
-    "planned_7": "Planned, next 7 days",
-    "chart": "Mails per day, last 30 days",
-    "to_handle_title": "To handle: messages that need a person ({count})",
-    "nothing": "Nothing to handle.",
-    "plans_title": "Totals per plan, last 30 days",
-    "all_plans": "All plans",
-    "day": "day",
+# The sheet's words, in one place, in English and French (the workbook's language).
+LABELS: dict[str, Name] = {
+    "title": Name("Dashboard", "Tableau de bord"),  # the same every day: a locale change
+    "figures": Name("Key figures, run of {day}", "Chiffres clés, passage du {day}"),
+    "sent_yesterday": Name("Sent yesterday", "Envoyés hier"),
+    "sent_7": Name("Sent, last 7 days", "Envoyés, 7 derniers jours"),
+    "sent_30": Name("Sent, last 30 days", "Envoyés, 30 derniers jours"),
+    "retrying": Name("Waiting for a retry", "En attente d'un nouvel essai"),
+    "to_handle": Name("To handle", "À traiter"),
+    "planned_7": Name("Planned, next 7 days", "Prévus, 7 prochains jours"),
+    "chart": Name("Mails per day, last 30 days", "Mails par jour, 30 derniers jours"),
+    "to_handle_title": Name("To handle: messages that need a person ({count})",
+                            "À traiter : les messages qui demandent une personne ({count})"),
+    "nothing": Name("Nothing to handle.", "Rien à traiter."),
+    "plans_title": Name("Totals per plan, last 30 days", "Totaux par plan, 30 derniers jours"),
+    "all_plans": Name("All plans", "Tous les plans"),
+    "day": Name("day", "jour"),
+    "total": Name("total", "total"),
+    "what": Name("what", "à traiter"),
+    "todo": Name("what to do", "que faire"),
 }
+# The tables' headers: these words, or the tool sheets' own (names.tool_label: order_id...).
 TO_HANDLE_HEADER = ("what", "order_id", "customer_id", "plan", "step", "due_date", "detail",
-                    "what to do")
+                    "todo")
 PLAN_HEADER = ("plan", *STATUSES, "total")
+
+
+def _label(word: str, lang: str) -> str:
+    return LABELS[word](lang) if word in LABELS else tool_label(word, lang)
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,15 @@ class ToHandle:
     def todo(self, *, french: bool = False) -> str:
         kind = TO_HANDLE_KINDS[self.kind]
         return (kind.todo_fr if french else kind.todo).format(resend=self.resend)
+
+    def label(self, lang: str) -> str:
+        kind = TO_HANDLE_KINDS[self.kind]
+        return kind.label_fr if lang == "fr" else kind.label
+
+    def todo_sentence(self, lang: str) -> str:
+        """What to do, as a sentence of its own (the sheet's cell)."""
+        text = self.todo(french=lang == "fr")
+        return text[:1].upper() + text[1:]
 
 
 @dataclass(frozen=True)
@@ -398,11 +415,19 @@ def _lines(text: str, width: float) -> int:
     return sum(max(1, -(-len(part) // per_line)) for part in text.split("\n"))
 
 
-def figures_sheet(figures: DashboardFigures) -> ToolSheet:
-    """Lay the figures out: the title; the key figures in A:B with the chart beside them;
-    "To handle" (a table with a filter); the totals per plan; the chart's day data hidden
-    in columns AA:AE."""
-    L = LABELS
+def _header(lang: str) -> tuple[str, ...]:
+    """The sheet's first row: its title, and the names of the chart's hidden day data."""
+    return (LABELS["title"](lang), *([None] * (DATA_COL - 1)),  # type: ignore[list-item]
+            *(_label(word, lang) for word in ("day", *STATUSES)))
+
+
+def figures_sheet(figures: DashboardFigures, lang: str = "en") -> ToolSheet:
+    """Lay the figures out in `lang`: the title; the key figures in A:B with the chart
+    beside them; "To handle" (a table with a filter); the totals per plan; the chart's day
+    data hidden in columns AA:AE."""
+    def L(word: str) -> str:  # noqa: N802 - reads like the table it looks up
+        return LABELS[word](lang)
+
     rows: list[list[object]] = []
     styles: dict[tuple[int, int], str] = {}
     heights: dict[int, float] = {1: 24}
@@ -419,44 +444,43 @@ def figures_sheet(figures: DashboardFigures) -> ToolSheet:
             styles[r, 1] = cells
         return r
 
-    put([L["figures"].format(day=f"{figures.today:%d/%m/%Y}")], "subtitle")
+    put([L("figures").format(day=f"{figures.today:%d/%m/%Y}")], "subtitle")
     for label, value in (
-        (L["sent_yesterday"], figures.sent_yesterday),
-        (L["sent_7"], figures.sent_since(7)),
-        (L["sent_30"], figures.sent_since(WINDOW_DAYS)),
-        (L["retrying"], len(figures.failures)),
-        (L["to_handle"], len(figures.to_handle)),
-        (L["planned_7"], figures.planned_7),
+        (L("sent_yesterday"), figures.sent_yesterday),
+        (L("sent_7"), figures.sent_since(7)),
+        (L("sent_30"), figures.sent_since(WINDOW_DAYS)),
+        (L("retrying"), len(figures.failures)),
+        (L("to_handle"), len(figures.to_handle)),
+        (L("planned_7"), figures.planned_7),
     ):
         heights[put([label, value], cells="figure")] = 22
     while len(rows) < 16:  # the chart's height beside the figures
         put([])
-    put([L["to_handle_title"].format(count=len(figures.to_handle))], "subtitle")
-    table_top = put(TO_HANDLE_HEADER, "header")
+    put([L("to_handle_title").format(count=len(figures.to_handle))], "subtitle")
+    table_top = put([_label(word, lang) for word in TO_HANDLE_HEADER], "header")
     for item in figures.to_handle:
-        r = put([TO_HANDLE_KINDS[item.kind].label, item.order_id, item.customer_id or None,
-                 item.plan or None, item.step, item.due_date, item.detail or None,
-                 item.todo()])
+        todo = item.todo_sentence(lang)
+        r = put([item.label(lang), item.order_id, item.customer_id or None, item.plan or None,
+                 item.step, item.due_date, item.detail or None, todo])
         for col in (0, 1, 2, 3, 6, 7):  # top-aligned, the long ones wrapped
             styles[r, col] = "wrap"
-        lines = max(_lines(item.detail, WIDTHS[6]), _lines(item.todo(), WIDTHS[7]))
+        lines = max(_lines(item.detail, WIDTHS[6]), _lines(todo, WIDTHS[7]))
         if lines > 1:
             heights[r] = 15 * lines
     if not figures.to_handle:
-        put([L["nothing"]])
+        put([L("nothing")])
     table_bottom = len(rows) + 1
     put([])
-    put([L["plans_title"]], "subtitle")
-    put(PLAN_HEADER, "header")
+    put([L("plans_title")], "subtitle")
+    put([_label(word, lang) for word in PLAN_HEADER], "header")
     for name, c in figures.plans:
         put([name, *c.row()])
-    put([L["all_plans"], *figures.total.row()], "subtitle")
+    put([L("all_plans"), *figures.total.row()], "subtitle")
     _put_day_data(rows, figures)
     last = 1 + len(figures.days)
     return ToolSheet(
-        name=DASHBOARD,
-        header=(L["title"],
-                *([None] * (DATA_COL - 1)), L["day"], *STATUSES),  # type: ignore[arg-type]
+        name=tool_sheet("dashboard", lang),
+        header=_header(lang),
         rows=rows,
         widths={**WIDTHS, **{DATA_COL + i: 9 for i in range(5)}},
         heights=heights,
@@ -466,9 +490,12 @@ def figures_sheet(figures: DashboardFigures) -> ToolSheet:
         filter_area=(table_top, 0, table_bottom, len(TO_HANDLE_HEADER) - 1),
         title_rows=0,
         hidden_cols=tuple(range(DATA_COL, DATA_COL + 5)),
-        charts=(Chart(L["chart"], DATA_COL, tuple(range(DATA_COL + 1, DATA_COL + 5)),
+        charts=(Chart(L("chart"), DATA_COL, tuple(range(DATA_COL + 1, DATA_COL + 5)),
                       kind="stacked", first_row=2, last_row=last, anchor=(2, 1),
                       size=(17.5, 7.8)),),
+        # Written in the other language before a locale change: renamed and replaced.
+        former=tuple((tool_sheet("dashboard", other), _header(other))
+                     for other in LANGUAGES if other != lang),
     )
 
 

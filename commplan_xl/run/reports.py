@@ -22,7 +22,6 @@ from commplan_xl.excel.sheet_xml import PLAN_LIST, ToolSheet
 from commplan_xl.model import LedgerEntry, Model
 from commplan_xl.problems import CommplanError, SendFailure
 from commplan_xl.run.dashboard import (  # noqa: F401 - the Dashboard's names, also from here
-    DASHBOARD,
     WINDOW_DAYS,
     DashboardFigures,
     dashboard_figures,
@@ -223,7 +222,7 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
             ids = {}
         figures = figures_with(ids)
     lang = workbook_language(site.settings.locale)
-    sheets = [localise(figures_sheet(figures), "dashboard", lang),
+    sheets = [figures_sheet(figures, lang),
               localise(forecast_sheet(coming), "forecast", lang), plan_list_sheet(site.model)]
     return sheets, figures
 

@@ -590,3 +590,19 @@ def test_tool_sheet_reads_like_a_report(staff_book: Path) -> None:
     assert ws.sheet_properties.pageSetUpPr.fitToPage
     assert ws.print_title_rows == "$1:$1"
     assert ws.column_dimensions["A"].width >= 10
+
+
+def test_sheets_are_made_again_when_the_styles_moved(staff_book: Path) -> None:
+    """Sheets built with style numbers that no longer match the file (staff saved it
+    meanwhile) are made again with the numbers the graft finds: dates stay dates."""
+    from commplan_xl.excel import graft
+    from commplan_xl.excel.sheet_xml import sheet_xml
+
+    sheet = _sentlog()
+    built = {sheet.name: sheet_xml(sheet, {})}  # made without knowing the styles
+    ids: dict[str, int] = {}
+    tmp = graft._graft_to_temp(staff_book, [sheet], built, ids)
+    os.replace(tmp, staff_book)
+    assert ids and b' s="' in built[sheet.name]
+    ws = openpyxl.load_workbook(staff_book)["SentLog"]
+    assert ws["A2"].number_format == "dd/mm/yyyy hh:mm"

@@ -29,7 +29,7 @@ from commplan_xl.run.reports import (
 )
 from commplan_xl.settings import Settings
 from commplan_xl.store.ledger import Ledger
-from tests.builders import DEFAULT_PLANS, DEFAULT_SETTINGS, make_workbook
+from tests.builders import DEFAULT_ORDERS, DEFAULT_PLANS, DEFAULT_SETTINGS, make_workbook
 
 # The test workbooks' locale is fr_FR: a run writes the Dashboard and the Forecast as
 # these sheets (figures_sheet and forecast_sheet alone build them in English).
@@ -564,3 +564,24 @@ def test_permanent_failure_of_a_required_step_stays_to_handle_until_resent(
                  str(tmp_path)]) == 0
     assert main(["run", "--today", "2026-03-13", "--home", str(tmp_path)]) == 0
     assert _to_handle(path) == []
+
+
+def test_held_step_now_due_is_to_handle(tmp_path):
+    """A step an order holds (hold_steps) is to handle once it falls due, while a run could
+    still send it (within catch_up_days); not before, not long after."""
+    from commplan_xl.run.dashboard import to_handle_items
+
+    orders = [{**DEFAULT_ORDERS[0], "hold_steps": "2"}]
+    make_workbook(tmp_path, orders=orders)
+    site = load_site(tmp_path)
+    due = D(2026, 3, 17)  # step 2: 15 days after 2026-03-02
+
+    def held(today: D) -> list[tuple]:
+        items = to_handle_items([], site.model, today=today,
+                                held_since=today - dt.timedelta(days=7), settings=site.settings)
+        return [(i.kind, i.order_id, i.step, i.due_date) for i in items]
+
+    assert held(due - dt.timedelta(days=1)) == []
+    assert held(due) == [("held_due", "O1001", 2, due)]
+    assert held(due + dt.timedelta(days=7)) == [("held_due", "O1001", 2, due)]
+    assert held(due + dt.timedelta(days=8)) == []

@@ -25,7 +25,7 @@ _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]
 _OOXML_ESCAPE = re.compile(r"_(x[0-9A-Fa-f]{4}_)")
 
 
-# The cell styles a tool sheet may use, by name; `package.append_styles` adds them to the
+# The cell styles a tool sheet may use, by name; `styles.append_styles` adds them to the
 # workbook's styles (appended, never changing the staff's) and gives their numbers.
 STYLE_NAMES = ("header", "date", "datetime", "title", "subtitle", "figure", "wrap")
 DATE_STYLES = {"date", "datetime"}

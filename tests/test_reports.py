@@ -173,7 +173,8 @@ def test_dashboard_reads_top_to_bottom(dash_home):
          dt.datetime(2026, 3, 19)),
         ("Pas d'adresse valide", "O1003", "C003", None, None, None),
     ]
-    assert "550 no such user" in items[0][6] and items[0][7].startswith("Corrigez l'adresse")
+    assert "550 no such user" in items[0][6]
+    assert items[0][7].startswith("Corrigez l'adresse dans Clients")  # the sheet's own name
     assert "`commplan resend O1005 3`" in items[1][7]
     assert "chloe@" in items[2][6]
     plans = next(i for i, r in enumerate(visible) if r[0] == "Totaux par plan, 30 derniers jours")

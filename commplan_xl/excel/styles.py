@@ -48,8 +48,10 @@ STYLES: dict[str, StyleSpec] = {
                "</bottom><diagonal/></border>",
         alignment='vertical="center" wrapText="1"',
     ),
-    "date": StyleSpec(number_format="dd/mm/yyyy", alignment='horizontal="center"'),
-    "datetime": StyleSpec(number_format="dd/mm/yyyy hh:mm", alignment='horizontal="center"'),
+    "date": StyleSpec(number_format="dd/mm/yyyy",
+                      alignment='horizontal="center" vertical="top"'),
+    "datetime": StyleSpec(number_format="dd/mm/yyyy hh:mm",
+                          alignment='horizontal="center" vertical="top"'),
     "title": StyleSpec(font=_font(16)),
     "subtitle": StyleSpec(
         font=_font(12),

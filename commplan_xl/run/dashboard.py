@@ -17,7 +17,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from commplan_xl.core.schedule import split_ledger
-from commplan_xl.excel.names import LANGUAGES, Name, sheet_key, tool_label, tool_sheet
+from commplan_xl.excel.names import (
+    LANGUAGES,
+    Name,
+    column_title,
+    sheet_key,
+    sheet_title,
+    tool_label,
+    tool_sheet,
+)
 from commplan_xl.excel.sheet_xml import Chart, ToolSheet
 from commplan_xl.model import LedgerEntry, Model, Outcome
 from commplan_xl.problems import Problem, WorkbookProblem
@@ -59,8 +67,9 @@ def _label(word: str, lang: str) -> str:
 
 @dataclass(frozen=True)
 class Kind:
-    """One kind of item of the To handle list: its label and what to do, in English (the
-    sheet) and French (the summary mail). `{resend}` stands for the resend command."""
+    """One kind of item of the To handle list: its label and what to do, in English and
+    French. `{resend}` stands for the resend command; `{customers}`, `{orders}` and
+    `{hold_steps}` for those sheets and that column in the workbook's language."""
 
     label: str
     todo: str
@@ -73,16 +82,16 @@ class Kind:
 TO_HANDLE_KINDS: dict[str, Kind] = {
     "failed_required": Kind(
         "Permanent failure, required step",
-        "Correct the address in Customers (the next run sends it again), or reach the "
+        "Correct the address in {customers} (the next run sends it again), or reach the "
         "customer another way and then `{resend}`.",
         "Échec définitif, étape obligatoire",
-        "corrigez l'adresse dans Customers (le passage suivant le renvoie), ou joignez le "
+        "corrigez l'adresse dans {customers} (le passage suivant le renvoie), ou joignez le "
         "client autrement puis lancez `{resend}`."),
     "failed": Kind(
         "Permanent failure",
-        "Correct the address in Customers: the next run sends it again.",
+        "Correct the address in {customers}: the next run sends it again.",
         "Échec définitif",
-        "corrigez l'adresse dans Customers : le passage suivant le renvoie."),
+        "corrigez l'adresse dans {customers} : le passage suivant le renvoie."),
     "uncertain": Kind(
         "Uncertain: may not have arrived",
         "Ask the customer; if it did not arrive, `{resend}` (never resent by itself). "
@@ -92,14 +101,14 @@ TO_HANDLE_KINDS: dict[str, Kind] = {
         "tout seul). Listé 30 jours."),
     "refused": Kind(
         "Recipient refused",
-        "Check the address with the customer and correct it in Customers.",
+        "Check the address with the customer and correct it in {customers}.",
         "Destinataire refusé",
-        "vérifiez l'adresse avec le client et corrigez-la dans Customers."),
+        "vérifiez l'adresse avec le client et corrigez-la dans {customers}."),
     "no_address": Kind(
         "No valid address",
-        "Correct the customer's email in Customers (`commplan check` shows the cell).",
+        "Correct the customer's email in {customers} (`commplan check` shows the cell).",
         "Pas d'adresse valide",
-        "corrigez l'e-mail du client dans Customers (`commplan check` montre la cellule)."),
+        "corrigez l'e-mail du client dans {customers} (`commplan check` montre la cellule)."),
     "waiting_value": Kind(
         "Waiting for a value",
         "Fill the empty cell the message uses; the next run sends it.",
@@ -107,14 +116,14 @@ TO_HANDLE_KINDS: dict[str, Kind] = {
         "remplissez la cellule vide que le message utilise ; le passage suivant l'envoie."),
     "returned": Kind(
         "Returned mail",
-        "Check the address with the customer and correct it in Customers.",
+        "Check the address with the customer and correct it in {customers}.",
         "Mail revenu",
-        "vérifiez l'adresse avec le client et corrigez-la dans Customers."),
+        "vérifiez l'adresse avec le client et corrigez-la dans {customers}."),
     "held_due": Kind(
         "Held step now due",
-        "Remove the step from hold_steps in Orders to send it, or leave it held.",
+        "Remove the step from {hold_steps} in {orders} to send it, or leave it held.",
         "Étape suspendue arrivée à échéance",
-        "retirez l'étape de hold_steps dans Orders pour l'envoyer, ou laissez-la suspendue."),
+        "retirez l'étape de {hold_steps} dans {orders} pour l'envoyer, ou laissez-la suspendue."),
 }
 
 UNCERTAIN_LISTED_DAYS = 30
@@ -182,7 +191,11 @@ class ToHandle:
 
     def todo(self, *, french: bool = False) -> str:
         kind = TO_HANDLE_KINDS[self.kind]
-        return (kind.todo_fr if french else kind.todo).format(resend=self.resend)
+        lang = "fr" if french else "en"
+        return (kind.todo_fr if french else kind.todo).format(
+            resend=self.resend, customers=sheet_title("customers", lang),
+            orders=sheet_title("orders", lang),
+            hold_steps=column_title("orders", "hold_steps", lang))
 
     def label(self, lang: str) -> str:
         kind = TO_HANDLE_KINDS[self.kind]
@@ -406,7 +419,7 @@ DATA_COL = 26  # column AA
 FIGURE_ROWS = 3  # the key figures start on this Excel row
 
 
-WIDTHS = {0: 34, 1: 14, 2: 12, 3: 16, 4: 9, 5: 11, 6: 44, 7: 58}
+WIDTHS = {0: 34, 1: 14, 2: 12, 3: 16, 4: 11, 5: 11, 6: 44, 7: 56}
 
 
 def _lines(text: str, width: float) -> int:
@@ -462,7 +475,7 @@ def figures_sheet(figures: DashboardFigures, lang: str = "en") -> ToolSheet:
         todo = item.todo_sentence(lang)
         r = put([item.label(lang), item.order_id, item.customer_id or None, item.plan or None,
                  item.step, item.due_date, item.detail or None, todo])
-        for col in (0, 1, 2, 3, 6, 7):  # top-aligned, the long ones wrapped
+        for col in (0, 1, 2, 3, 4, 6, 7):  # top-aligned, the long ones wrapped
             styles[r, col] = "wrap"
         lines = max(_lines(item.detail, WIDTHS[6]), _lines(todo, WIDTHS[7]))
         if lines > 1:

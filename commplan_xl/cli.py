@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smtp", action="store_true",
                    help="also test the mail server connection and login (and the mailbox's "
                    "when bounces is yes)")
+    p.add_argument("--today", type=_date, help=argparse.SUPPRESS)
 
     p = sub.add_parser("due", parents=[common], help="list what a run would send or skip")
     p.add_argument("--today", type=_date, help="the day of the run (YYYY-MM-DD or DD/MM/YYYY)")
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("order")
     p.add_argument("step", type=int)
     p.add_argument("--to", help="send it to this test address instead (nothing recorded)")
+    p.add_argument("--no-open", dest="open", action="store_false",
+                   help="do not open the HTML in the browser (it opens only at a terminal)")
     p.add_argument("--today", type=_date, help=argparse.SUPPRESS)
 
     p = sub.add_parser("resend", parents=[common], help="send one message again on purpose")

@@ -68,7 +68,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     site = _site(args)
-    problems = list(site.problems) + batch.check_messages(site)
+    problems = list(site.problems) + batch.check_messages(site, today=args.today)
     for p in problems:
         _say(str(p))
     status = EXIT_ATTENTION if problems else EXIT_OK
@@ -144,6 +144,7 @@ def _warm_imports() -> None:
 _CSV_HEADER = "order_id,customer_id,plan,step,due_date,action,reason\n"
 _NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 _WAITING = "daily limit reached: waits for the next run"
+_LIMIT = "daily limit reached"  # schedule.REASON_LIMIT (not imported: `due` starts lighter)
 
 
 def _csv_field(text: str) -> str:
@@ -153,11 +154,11 @@ def _csv_field(text: str) -> str:
 
 
 def _csv_tail(plan_name: str, step: int, due: object, action: str, reason: str) -> str:
-    """The end of a CSV row, from the plan on (a wait shows as a skip saying why)."""
+    """The end of a CSV row, from the plan on: action send, skip or wait, and why."""
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(
-        (plan_name, step, due, "send" if action == "send" else "skip",
-         _WAITING if action == "wait" else reason))
+        (plan_name, step, due, str(action),
+         _WAITING if action == "wait" and reason == _LIMIT else reason))
     return buffer.getvalue()
 
 
@@ -252,6 +253,8 @@ class _Progress:
 def print_report(report: batch.RunReport) -> None:
     for line in report.failures:
         _say(f"  failed: {line}")
+    for line in report.held:
+        _say(f"  waiting: {line}")
     for note in report.notes:
         _say(note)
     rows = [p for p in report.problems if not p.message_level]
@@ -267,6 +270,8 @@ def print_report(report: batch.RunReport) -> None:
         summary += f", not tried {report.not_tried}"
     if report.returned:
         summary += f", returned {report.returned}"
+    if report.held:
+        summary += f", waiting for a value {len(report.held)}"
     _say(summary + f" (run of {report.today:%d/%m/%Y}).")
     if report.dry_run:
         _say("Dry run: nothing was sent or recorded.")
@@ -317,8 +322,29 @@ def cmd_preview(args: argparse.Namespace) -> int:
     else:
         for path in paths:
             _say(f"Wrote {path}")
-        _say("Open the .html file in a browser, or the .eml file in your mail program.")
+        html = next((p for p in paths if p.suffix == ".html"), None)
+        if html is not None and args.open and _interactive() and _open_in_browser(html):
+            _say("Opened the .html file in your browser; open the .eml file in your mail "
+                 "program to see the whole mail.")
+        else:
+            _say("Open the .html file in a browser, or the .eml file in your mail program.")
     return EXIT_OK
+
+
+def _interactive() -> bool:
+    """A person at a terminal (never a scheduled task, a pipe, a test or CI)."""
+    return sys.stdout.isatty() and not os.environ.get("CI") and \
+        "PYTEST_CURRENT_TEST" not in os.environ
+
+
+def _open_in_browser(path: Path) -> bool:
+    """Show `path` in the default browser; False when there is none to ask."""
+    import webbrowser
+
+    try:
+        return webbrowser.open(path.resolve().as_uri())
+    except webbrowser.Error:
+        return False
 
 
 def cmd_resend(args: argparse.Namespace) -> int:
@@ -376,8 +402,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from commplan_xl.core.offsets import add_delay
-    from commplan_xl.core.schedule import settings_calendar
     from commplan_xl.model import norm_key
 
     site = _site(args)
@@ -385,16 +409,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if plan is None:
         names = ", ".join(f'"{p.name}"' for p in site.model.plans.values())
         raise CommplanError(f'There is no plan "{args.name}" in Plans (there are {names}).')
-    cal = settings_calendar(site.settings)
-    _say(f'Plan "{plan.name}" for an order whose dates are {args.start:%d/%m/%Y}:')
-    for step in plan.steps:
-        when = add_delay(args.start, step.delay, step.unit, cal)
+    _say(f'Plan "{plan.name}" for an order whose dates are {args.start:%d/%m/%Y} '
+         "(subjects shown with example values):")
+    problems = 0
+    for line in batch.plan_lines(site, plan, args.start):
+        step = line.step
         unit = step.unit.replace("_", " ")
-        extra = "" if step.active else "  (inactive)"
         src = "" if step.from_column == "start_date" else f" from {step.from_column}"
-        _say(f"  step {step.number:>2}: {when:%a %d/%m/%Y}  (+{step.delay:g} {unit}{src})  "
-             f"{step.subject}{extra}")
-    return EXIT_OK
+        moved = f", goes {line.goes:%a %d/%m/%Y}" if line.goes != line.due else ""
+        extra = "" if step.active else "  (inactive)"
+        _say(f"  step {step.number:>2}: {line.due:%a %d/%m/%Y}  (+{step.delay:g} {unit}{src}"
+             f"{moved})  {line.subject}{extra}")
+        if line.problem:
+            problems += 1
+            _say(f"           ⚠ {line.problem}")
+    left_out = sorted({p.row for p in site.problems
+                       if p.sheet == "Plans" and p.row is not None and not p.message_level})
+    if left_out:
+        _say(f"Plans rows {', '.join(map(str, left_out))} have problems and are left out of "
+             "every plan: `commplan check` lists them.")
+    if problems:
+        _say(f"{problems} step(s) marked ⚠ cannot be sent as they are: `commplan check` shows "
+             "where.")
+    return EXIT_ATTENTION if problems or left_out else EXIT_OK
 
 
 def cmd_auth(args: argparse.Namespace) -> int:

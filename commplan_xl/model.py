@@ -28,7 +28,7 @@ class Action(StrEnum):
 
     SEND = "send"
     SKIP = "skip"
-    WAIT = "wait"  # held back by daily_limit
+    WAIT = "wait"  # held back by daily_limit, or its mail cannot be built yet
 
 
 class OutcomeStatus(StrEnum):

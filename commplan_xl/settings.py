@@ -194,6 +194,9 @@ KEYS: tuple[Key, ...] = (
     Key("logo", str, _text, "",
         description="Logo en haut de chaque mail : le nom d'un fichier image (PNG, JPEG) du "
         "dossier attachments. Vide = pas de logo."),
+    Key("send_days", str, _one_of(("all", "business")), "all",
+        description="Jours d'envoi : all (tous les jours) ou business (un message dû un "
+        "week-end ou un jour férié de holidays part le jour ouvré suivant). Vide = all."),
     Key("signature", str, _text, "",
         description="Signature sous chaque mail (Markdown, variables permises, ex. "
         "{{ sender.name }}). Vide = pas de signature."),

@@ -146,7 +146,7 @@ def test_due_csv_reads_back_as_the_decisions_whatever_the_values():
     assert rows[1:] == [
         ["O1", "C1", "Baie vitrée", "1", "2026-03-07", "send", "due"],
         ['O,2 "x"', "C\n2", 'Plan "A", B', "2", "2026-03-07", "skip", "superseded by step 3"],
-        ["O3", "C3;4", "Baie vitrée", "1", "2026-03-07", "skip",
+        ["O3", "C3;4", "Baie vitrée", "1", "2026-03-07", "wait",
          "daily limit reached: waits for the next run"],
         ["O4", "C4", "Baie vitrée", "1", "2026-03-07", "send", "due"],
         ["O5\r", " C5 ", "Baie vitrée", "4", "2026-03-07", "skip", "missed"],
@@ -154,3 +154,21 @@ def test_due_csv_reads_back_as_the_decisions_whatever_the_values():
     expected = io.StringIO()
     csv.writer(expected, lineterminator="\n").writerows(rows[:5])
     assert text.startswith(expected.getvalue())  # byte for byte as the csv module writes
+
+
+def test_plan_lists_steps_in_date_order_with_subjects_and_problems(tmp_path, capsys):
+    """`commplan plan` lists the steps by date, each subject rendered on example values,
+    and marks a step with a problem instead of leaving it out."""
+    plans = [
+        {"plan": "Baie vitrée", "step": 1, "delay": 2, "unit": "weeks",
+         "subject": "Votre {{ order.product }} ({{ order.order_id }})", "body": "b"},
+        {"plan": "Baie vitrée", "step": 2, "delay": 3, "unit": "days",
+         "subject": "Bonjour {{ customer.name }}", "body": "{{ order.prodcut }}"},
+    ]
+    make_workbook(tmp_path, plans=plans)
+    assert main(["plan", "Baie vitrée", "--from", "2026-03-02", "--home", str(tmp_path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("  step  2: Thu 05/03/2026  (+3 days)  Bonjour Alice Martin")
+    assert lines[2].strip().startswith('⚠ the body uses "order.prodcut", which does not exist')
+    assert lines[3] == ("  step  1: Mon 16/03/2026  (+2 weeks)  Votre Baie coulissante "
+                        "(O1001)")

@@ -187,10 +187,12 @@ def test_missing_logo_holds_the_mail_and_check_says_why(home, smtp_server, capsy
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ("<p>{{ content }</p>", "the layout has a mistake on line 1"),
-        ("<p>\n{% if logo %}{{ content }}</p>", "the layout has a mistake on line 2"),
+        ("<p>{{ content }</p>", 'the layout cannot be read: a "}}" is missing at the end of '
+         "line 1"),
+        ("<p>\n{% if logo %}{{ content }}</p>",
+         'the layout cannot be read: the "{% if %}" of line 2 is never closed'),
         ("<p>Bonjour</p>", "the layout never shows {{ content }}"),
-        ("<p>{{ content|nope }}</p>", "No filter named 'nope'"),
+        ("<p>{{ content|nope }}</p>", 'uses the filter "nope", which does not exist'),
     ],
 )
 def test_site_layout_problems_are_sentences(source: str, expected: str) -> None:
@@ -208,7 +210,8 @@ def test_check_reports_the_site_layout_and_signature_problems(home, capsys):
     assert 'layout.html: the layout uses "order.magasin", which does not exist' in out
     (home / "layout.html").write_text("<body>\n{{ content }</body>", encoding="utf-8")
     assert main(["check", "--home", str(home)]) == 1
-    assert "layout.html: the layout has a mistake on line 2" in capsys.readouterr().out
+    assert ('layout.html: the layout cannot be read: a "}}" is missing at the end of line 2'
+            in capsys.readouterr().out)
     (home / "layout.html").unlink()
     assert main(["check", "--home", str(home)]) == 0
     capsys.readouterr()
@@ -218,7 +221,8 @@ def test_signature_syntax_error_is_a_settings_problem(tmp_path) -> None:
     """A signature that cannot compile is reported on the Settings sheet."""
     settings = Settings(home=tmp_path, signature="Cordialement {{ sender.name }")
     (found,) = layout_problems(settings)
-    assert str(found).startswith("Settings (value): the signature has a mistake on line 1")
+    assert str(found).startswith('Settings (value): the signature cannot be read: a "}}" is '
+                                 "missing at the end of line 1")
 
 
 def test_a_logo_that_is_not_an_image_is_refused(tmp_path) -> None:
@@ -228,3 +232,19 @@ def test_a_logo_that_is_not_an_image_is_refused(tmp_path) -> None:
     settings = Settings(home=tmp_path, logo="logo.svg", attachments_dir=tmp_path / "attachments")
     (found,) = layout_problems(settings)
     assert "must be a PNG, JPEG or GIF image" in found.message
+
+
+def test_preview_html_shows_the_logo_by_itself_and_never_opens_in_tests(home, capsys):
+    """preview writes the HTML beside the .eml with the logo inside it as a data: URI (a
+    browser shows it without the mail), and opens no browser when not at a terminal."""
+    import base64
+
+    assert main(["preview", "O1001", "1", "--home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert "Opened" not in out and "Open the .html file in a browser" in out
+    (eml,) = (home / "previews").glob("*.eml")
+    page = eml.with_suffix(".html").read_text(encoding="utf-8")
+    logo = base64.b64encode((home / "attachments" / "logo.png").read_bytes()).decode()
+    assert f'src="data:image/png;base64,{logo}"' in page
+    assert "cid:" not in page
+    assert "<strong" in page and "&lt;script&gt;" in page

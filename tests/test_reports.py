@@ -586,3 +586,14 @@ def test_held_step_now_due_is_to_handle(tmp_path):
     assert held(due) == [("held_due", "O1001", 2, due)]
     assert held(due + dt.timedelta(days=7)) == [("held_due", "O1001", 2, due)]
     assert held(due + dt.timedelta(days=8)) == []
+
+
+def test_mail_waiting_for_a_value_is_to_handle(tmp_path, smtp_server):
+    """A due mail that waits for an empty cell it uses is on the To handle list, with why."""
+    plans = [{**DEFAULT_PLANS[0], "subject": "Votre {{ order.product }}"}, *DEFAULT_PLANS[1:]]
+    orders = [{**DEFAULT_ORDERS[0], "product": ""}, DEFAULT_ORDERS[1]]
+    make_workbook(tmp_path, plans=plans, orders=orders, settings=settings_for(smtp_server))
+    main(["run", "--today", "2026-03-07", "--home", str(tmp_path)])
+    assert smtp_server.received == []
+    path = tmp_path / "workbooks" / "commplan.xlsx"
+    assert _to_handle(path) == [("En attente : ne peut pas être préparé", "O1001", 1)]

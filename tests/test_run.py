@@ -399,13 +399,13 @@ def test_new_user_flow_init_check_due(tmp_path):
 
 
 def test_due_csv_shows_messages_held_by_the_daily_limit(smtp_server, home, capsys):
-    """due --csv writes a message held back by daily_limit as a skip that waits."""
+    """due --csv writes a message held back by daily_limit as a wait, saying why."""
     make_workbook(home, settings=settings_for(smtp_server, daily_limit=1))
     assert cli(home, "due", "--today", "2026-03-14", "--csv") == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split(",") for line in lines[1:]] == [
         ["O1001", "C001", "Baie vitrée", "1", "2026-03-07", "send", "due"],
-        ["O1002", "C002", "Baie vitrée", "1", "2026-03-14", "skip",
+        ["O1002", "C002", "Baie vitrée", "1", "2026-03-14", "wait",
          "daily limit reached: waits for the next run"],
     ]
 

@@ -534,3 +534,62 @@ def test_forecast_matches_running_every_day(model, limit, first, days, done):
     assert forecast(model, ledger, start=start, days=days, settings=conf_) == expected
     assert forecast(model, LedgerSnapshot.of(ledger), start=start, days=days,
                     settings=conf_) == expected
+
+
+# ------------------------------------------------------------------ mails that cannot be built
+
+
+class Blocked:
+    """A Readiness that says some steps cannot be built for every order, and some for one
+    order only (as an empty cell would)."""
+
+    def __init__(self, steps: dict[int, str], orders: dict[tuple[str, int], str]) -> None:
+        self.steps, self.orders = steps, orders
+
+    def step_wait(self, plan_key: str, step: Step) -> str | None:
+        return self.steps.get(step.number)
+
+    def reads_values(self, plan_key: str, step: Step) -> bool:
+        return any(number == step.number for _o, number in self.orders)
+
+    def order_wait(self, order: Order, customer: Customer, plan: Plan, step: Step,
+                   due: D) -> str | None:
+        return self.orders.get((order.order_id, step.number))
+
+
+def test_a_step_that_cannot_be_built_waits_and_supersedes_nothing():
+    """The highest step that can be built is sent; steps above it wait with their reason,
+    lower ones are superseded by it, required ones are sent (or wait) all the same."""
+    steps = (step(1, 1), step(2, 2, required=True), step(3, 3), step(4, 4))
+    model = make_model([order("O1"), order("O2")], steps=steps)
+    ready = Blocked({4: "the body uses x"}, {("O1", 3): "waiting for delivery",
+                                             ("O2", 2): "waiting for amount"})
+    decisions = decide(model, {}, today=D(2026, 6, 5), settings=conf(), ready=ready)
+    assert sorted((d.order_id, d.step, d.action, d.reason) for d in decisions) == [
+        ("O1", 1, "skip", "superseded by step 2"),
+        ("O1", 2, "send", "due"),
+        ("O1", 3, "wait", "waiting for delivery"),
+        ("O1", 4, "wait", "the body uses x"),
+        ("O2", 1, "skip", "superseded by step 3"),
+        ("O2", 2, "wait", "waiting for amount"),
+        ("O2", 3, "send", "due"),
+        ("O2", 4, "wait", "the body uses x"),
+    ]
+
+
+def test_a_waiting_step_is_decided_again_each_day_until_missed():
+    """A mail that cannot be built is decided again each day (nothing is kept for it, unlike
+    a daily_limit wait): a later step supersedes it, or it is missed after catch-up."""
+    ready = Blocked({}, {("O1", 1): "waiting for delivery"})
+    days = forecast(make_model(), {}, start=D(2026, 6, 6), days=6, settings=conf(),
+                    ready=ready)
+    assert [(day.day, d.step, d.action, d.reason) for day, d in days] == [
+        *((n, 1, "wait", "waiting for delivery") for n in range(6, 11)),
+        (11, 1, "skip", "superseded by step 2"),
+        (11, 2, "send", "due"),
+    ]
+    only_step_1 = make_model(steps=(step(1, 5),))
+    days = forecast(only_step_1, {}, start=D(2026, 6, 13), days=2, settings=conf(),
+                    ready=ready)
+    assert [(day.day, d.action, d.reason) for day, d in days] == [
+        (13, "wait", "waiting for delivery"), (14, "skip", "missed")]

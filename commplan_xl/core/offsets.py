@@ -67,6 +67,12 @@ class Calendar:
             self._working[year] = days
         return days
 
+    def next_working_day(self, day: dt.date) -> dt.date:
+        """`day` itself when it is a working day, else the first working day after it."""
+        while not self.is_working_day(day):
+            day += dt.timedelta(days=1)
+        return day
+
     def add_working_days(self, start: dt.date, count: int) -> dt.date:
         """The `count`-th working day after `start` (0 → `start` itself, even on a weekend)."""
         if count <= 0:

@@ -10,8 +10,9 @@ import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
+from typing import Protocol
 
-from commplan_xl.core.offsets import Calendar, add_delay, business_calendar
+from commplan_xl.core.offsets import WEEKENDS_ONLY, Calendar, add_delay, business_calendar
 from commplan_xl.model import (
     Action,
     Customer,
@@ -37,6 +38,8 @@ REASON_RETRY = "retry"
 REASON_ADDRESS = "address changed"
 REASON_MISSED = "missed"
 REASON_LIMIT = "daily limit reached"
+# The reason of a message that waits for an empty cell to be filled: "waiting for X".
+WAITING_FOR = "waiting for "
 
 
 def superseded_reason(step: int) -> str:
@@ -44,13 +47,44 @@ def superseded_reason(step: int) -> str:
     return f"superseded by step {step}"
 
 
+def is_limit_wait(decision: Decision) -> bool:
+    """A wait for daily_limit (it keeps its place and is never missed), not a message
+    that cannot be built yet."""
+    return decision.action == Action.WAIT and decision.reason == REASON_LIMIT
+
+
+def is_value_wait(decision: Decision) -> bool:
+    """A message waiting for an empty cell to be filled ("waiting for date_de_livraison")."""
+    return decision.action == Action.WAIT and decision.reason.startswith(WAITING_FOR)
+
+
+class Readiness(Protocol):
+    """Whether a due message can be built (templates, values, attachments, layout), so
+    that one that cannot waits instead of superseding a lower step. The schedule asks;
+    the answers come from outside (rendering is not pure)."""
+
+    def step_wait(self, plan_key: str, step: Step) -> str | None:
+        """Why no order can get this step now (a template or attachment problem), or None."""
+
+    def reads_values(self, plan_key: str, step: Step) -> bool:
+        """Whether the step's mail depends on the order's values (its cells)."""
+
+    def order_wait(self, order: Order, customer: Customer, plan: Plan, step: Step,
+                   due: dt.date) -> str | None:
+        """Why this order's mail cannot be built ("waiting for X", a value a filter cannot
+        format), or None; asked only when reads_values."""
+
+
 # One due message of a plan for one start date: (step number, step, due date, past catch-up).
 _Due = tuple[int, Step, dt.date, bool]
 # The due messages of a group of steps for one start date, and their numbers as bits.
 _DueSet = tuple[tuple[_Due, ...], int]
-# Due steps as bits, and the decisions' ends (step, due date, action, reason) of an order
-# without history: see _PlanView.settled.
-_Settled = tuple[int, tuple[tuple[int, dt.date, Action, str], ...]]
+# Due steps as bits, the decisions' ends (step, due date, action, reason) of an order
+# without history, and the sends among them whose mail depends on the order's values:
+# see _PlanView.settled.
+_Settled = tuple[int, tuple[tuple[int, dt.date, Action, str], ...],
+                 tuple[tuple[Step, dt.date], ...]]
+_UNKNOWN = object()
 _NOBODY = Customer(customer_id="", name="", emails=())
 
 
@@ -63,11 +97,19 @@ class _PlanView:
     """
 
     __slots__ = ("plan", "key", "groups", "columns", "by_starts", "today", "oldest",
-                 "calendar")
+                 "calendar", "ready", "static", "reads", "numbered", "business")
 
     def __init__(self, plan: Plan, *, today: dt.date, catch_up_days: int,
-                 calendar: Calendar | None) -> None:
+                 calendar: Calendar | None, ready: Readiness | None = None,
+                 business: bool = False) -> None:
         self.plan = plan
+        self.ready = ready
+        # send_days "business": a message due on a day off goes on the next working day
+        # (its due date, which catch-up counts from, stays the planned one).
+        self.business = business
+        self.static: dict[int, str | None] = {}  # step -> why no order can get it (once)
+        self.reads: dict[int, bool] = {}  # step -> whether it depends on the values
+        self.numbered = {step.number: step for step in plan.steps}
         self.key = plan.key
         self.today = today
         self.oldest = today - dt.timedelta(days=catch_up_days)  # due before this: missed
@@ -90,11 +132,47 @@ class _PlanView:
         if found is None:
             dates = dict(zip(self.columns, starts, strict=True))
             template = Order(order_id="", customer_id="", plan=self.key, dates=dates)
-            fresh = _decide_order(template, _NOBODY, self, {}, {})
+            fresh = _decide_order(template, _NOBODY, self, {}, {}, per_order=False)
             fresh.sort(key=_STEP)  # decide lists an order's decisions in step order
+            checks = tuple((self.numbered[d.step], d.due_date) for d in fresh
+                           if d.action == _SEND and self.reads_values(self.numbered[d.step]))
             found = self.by_starts[starts] = (
-                self.due_bits(dates), tuple(tuple(d[4:]) for d in fresh))
+                self.due_bits(dates), tuple(tuple(d[4:]) for d in fresh), checks)
         return found
+
+    def reads_values(self, step: Step) -> bool:
+        """Whether the step's mail depends on an order's values (asked once per step)."""
+        if self.ready is None:
+            return False
+        found = self.reads.get(step.number)
+        if found is None:
+            found = self.reads[step.number] = self.ready.reads_values(self.key, step)
+        return found
+
+    def wait_reason(self, order: Order, customer: Customer, step: Step, due: dt.date,
+                    per_order: bool = True) -> str | None:
+        """Why the step's mail cannot be built for this order (None: it can). The
+        template and attachment checks are made once per step; `per_order` False leaves
+        out what depends on the order's values."""
+        ready = self.ready
+        if ready is None:
+            return None
+        why = self.static.get(step.number, _UNKNOWN)
+        if why is _UNKNOWN:
+            why = self.static[step.number] = ready.step_wait(self.key, step)
+        if why is not None:
+            return why  # type: ignore[return-value]
+        if per_order and self.reads_values(step):
+            return ready.order_wait(order, customer, self.plan, step, due)
+        return None
+
+    def order_waits(self, order: Order, customer: Customer,
+                    checks: tuple[tuple[Step, dt.date], ...]) -> bool:
+        """Whether one of `checks` (sends of an order without history) waits for it."""
+        order_wait = self.ready.order_wait  # type: ignore[union-attr]
+        plan = self.plan
+        return any(order_wait(order, customer, plan, step, due) is not None
+                   for step, due in checks)
 
     def due_set(self, known: dict[dt.date, _DueSet], steps: tuple[Step, ...],
                 start: dt.date) -> _DueSet:
@@ -120,7 +198,9 @@ class _PlanView:
         bits = 0
         for step in steps:
             due = add_delay(start, step.delay, step.unit, self.calendar)
-            if due <= self.today:
+            goes = (self.calendar or WEEKENDS_ONLY).next_working_day(due) if self.business \
+                else due
+            if goes <= self.today:
                 out.append((step.number, step, due, due < self.oldest))
                 bits |= 1 << step.number
         return tuple(out), bits
@@ -134,12 +214,14 @@ def decide(
     settings: Settings,
     sent_today: int = 0,
     calendar: Calendar | None = None,
+    ready: Readiness | None = None,
 ) -> list[Decision]:
     """Every message a run on `today` acts on, sorted by (due_date, order_id, step).
 
     `ledger` maps (order_id, plan key, step) to what the ledger knows; `sent_today` is how
     many messages were already sent today (they count against `daily_limit`). `calendar`
-    None means the calendar of `settings.holidays`.
+    None means the calendar of `settings.holidays`. `ready` says which mails can be built:
+    one that cannot waits and supersedes nothing (None: every mail can).
     """
     cal = calendar if calendar is not None else settings_calendar(settings)
     decisions: list[Decision] = []
@@ -147,15 +229,16 @@ def decide(
     done, ledger = split_ledger(ledger)
     done_of = done.get
     with_history = {(key[0], key[1]) for key in ledger}  # orders with open entries
-    for order, customer, view in _sendable(model, today, settings.catch_up_days, cal):
-        bits, fresh = view.settled(tuple(map(order.dates.get, view.columns)))
+    for order, customer, view in _sendable(model, today, settings, cal, ready):
+        bits, fresh, checks = view.settled(tuple(map(order.dates.get, view.columns)))
         pair = (order.order_id, view.key)
         finished = done_of(pair, 0)
         # Most orders of a usual morning have every due step done: two integers say so,
         # before any per-step work (50,000 orders: about half the time of this loop).
         if not bits & ~finished:
             continue
-        if not finished and not order.hold_steps and pair not in with_history:
+        if (not finished and not order.hold_steps and pair not in with_history
+                and not (checks and view.order_waits(order, customer, checks))):
             # No history (a first run): the decisions every order with these dates gets.
             head = (order.order_id, order.customer_id, view.key, view.plan.name)
             extend(map(_tuple_new, repeat(Decision), map(head.__add__, fresh)))
@@ -173,11 +256,14 @@ def decide(
 
 
 def _sendable(
-    model: Model, today: dt.date, catch_up_days: int, calendar: Calendar | None
+    model: Model, today: dt.date, settings: Settings, calendar: Calendar | None,
+    ready: Readiness | None = None,
 ) -> Iterator[tuple[Order, Customer, _PlanView]]:
     """Active orders of customers who have not opted out, on a known plan, with its view."""
+    business = settings.send_days == "business"
     views = {
-        key: _PlanView(plan, today=today, catch_up_days=catch_up_days, calendar=calendar)
+        key: _PlanView(plan, today=today, catch_up_days=settings.catch_up_days,
+                       calendar=calendar, ready=ready, business=business)
         for key, plan in model.plans.items()
     }
     customer_of = model.customers.get
@@ -232,9 +318,13 @@ def decide_order(
     today: dt.date,
     catch_up_days: int,
     calendar: Calendar | None = None,
+    ready: Readiness | None = None,
+    business_days_only: bool = False,
 ) -> list[Decision]:
-    """The decisions for one order, before the daily limit (status and opt-out not checked)."""
-    view = _PlanView(plan, today=today, catch_up_days=catch_up_days, calendar=calendar)
+    """The decisions for one order, before the daily limit (status and opt-out not checked).
+    `business_days_only`: send_days "business"."""
+    view = _PlanView(plan, today=today, catch_up_days=catch_up_days, calendar=calendar,
+                     ready=ready, business=business_days_only)
     done, others = split_ledger(ledger)
     return _decide_order(order, customer, view, others, done)
 
@@ -245,9 +335,12 @@ def _decide_order(
     view: _PlanView,
     ledger: Mapping[LedgerKey, LedgerEntry],
     done: Mapping[tuple[str, str], int],
+    *,
+    per_order: bool = True,
 ) -> list[Decision]:
     """The decisions for one order, before the daily limit. `done` and `ledger` are what
-    `split_ledger` gives: done steps as bits, and the other entries."""
+    `split_ledger` gives: done steps as bits, and the other entries. `per_order` False
+    leaves out the readiness checks that depend on the order's values."""
     dates = order.dates
     order_id = order.order_id
     plan_key = view.key
@@ -299,20 +392,50 @@ def _decide_order(
         for number, due in missed
     ]
     if sends:
-        top = max(step.number for step, _due, _reason in sends)
-        superseded = superseded_reason(top)
-        for step, due, reason in sends:
-            if step.number == top or step.required:
-                out.append(_tuple_new(Decision, (order_id, customer_id, plan_key, name,
-                                                 step.number, due, _SEND, reason)))
-            else:
-                out.append(_tuple_new(Decision, (order_id, customer_id, plan_key, name,
-                                                 step.number, due, _SKIP, superseded)))
+        head = (order_id, customer_id, plan_key, name)
+        out += _sends(order, customer, view, sends, head, per_order)
     return out
 
 
+def _sends(order: Order, customer: Customer, view: _PlanView,
+           sends: list[tuple[Step, dt.date, str]], head: tuple[str, str, str, str],
+           per_order: bool) -> list[Decision]:
+    """The due, unsent messages of one order: the highest step whose mail can be built is
+    sent; steps above it wait (they cannot be built), lower ones are skipped as superseded,
+    except required ones, which are sent too (or wait)."""
+    waits: dict[int, str] = {}
+    top = 0
+    for step, due, _reason in sorted(sends, key=_FIRST_NUMBER, reverse=True):
+        why = view.wait_reason(order, customer, step, due, per_order)
+        if why is None:
+            top = step.number
+            break
+        waits[step.number] = why
+    superseded = superseded_reason(top)
+    out: list[Decision] = []
+    for step, due, reason in sends:
+        number = step.number
+        action = _SEND
+        if number in waits:
+            action, reason = _WAIT, waits[number]
+        elif number != top:
+            if not step.required:
+                action, reason = _SKIP, superseded
+            elif (why := view.wait_reason(order, customer, step, due, per_order)) is not None:
+                action, reason = _WAIT, why
+        out.append(_tuple_new(Decision, (*head, number, due, action, reason)))
+    return out
+
+
+def _first_number(send: tuple[Step, dt.date, str]) -> int:
+    return send[0].number
+
+
+_FIRST_NUMBER = _first_number
+
+
 _tuple_new = tuple.__new__
-_SEND, _SKIP = Action.SEND, Action.SKIP
+_SEND, _SKIP, _WAIT = Action.SEND, Action.SKIP, Action.WAIT
 # Sorting key of decisions: (due_date, order_id, step), by position in Decision.
 _order_key: Callable[[Decision], tuple[dt.date, str, int]] = itemgetter(5, 0, 4)
 _STEP, _DUE = itemgetter(4), itemgetter(5)  # Decision.step, Decision.due_date
@@ -341,11 +464,13 @@ def forecast(
     days: int,
     settings: Settings,
     calendar: Calendar | None = None,
+    ready: Readiness | None = None,
 ) -> list[tuple[dt.date, Decision]]:
     """What the daily runs from `start` to `start + days - 1` would do, as (run day, decision).
 
-    Each run is assumed to do what it decides (sends succeed, skips and waits are recorded),
-    so a message shows up once as sent or skipped, after any days it waits.
+    Each run is assumed to do what it decides (sends succeed, skips and daily_limit waits
+    are recorded), so a message shows up once as sent or skipped, after any days it waits.
+    A message that cannot be built shows up as a wait on each day until it is missed.
     """
     if days <= 0:
         return []
@@ -356,8 +481,8 @@ def forecast(
     done, others = split_ledger(ledger)
     open_orders = tuple(
         order
-        for order, customer, view in _sendable(model, last, settings.catch_up_days, cal)
-        if _decide_order(order, customer, view, others, done)
+        for order, customer, view in _sendable(model, last, settings, cal)
+        if _decide_order(order, customer, view, others, done, per_order=False)
     )
     model = dataclasses.replace(model, orders=open_orders)
     # A simulated send or skip is done, as a run leaves it: in the done steps (a copy),
@@ -366,11 +491,13 @@ def forecast(
     out: list[tuple[dt.date, Decision]] = []
     for offset in range(days):
         day = start + dt.timedelta(days=offset)
-        for d in decide(model, state, today=day, settings=settings, calendar=cal):
+        for d in decide(model, state, today=day, settings=settings, calendar=cal,
+                        ready=ready):
             out.append((day, d))
             key = (d.order_id, d.plan, d.step)
             if d.action == Action.WAIT:
-                state.open[key] = record(d, model)
+                if d.reason == REASON_LIMIT:
+                    state.open[key] = record(d, model)
             else:
                 state.open.pop(key, None)
                 pair = (d.order_id, d.plan)

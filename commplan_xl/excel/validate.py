@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -39,9 +39,6 @@ from commplan_xl.model import (
 )
 from commplan_xl.problems import CellError, Problem, WorkbookProblem
 from commplan_xl.settings import Settings, parse_settings, sheet_rows, unknown_key
-
-if TYPE_CHECKING:
-    from jinja2.sandbox import SandboxedEnvironment
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "settings": ("key", "value"),
@@ -415,10 +412,6 @@ def _plans(
     sheet = _Sheet(table, problems)
     orders = tables.get("orders")
     order_columns = set(orders.columns) if orders is not None else None
-    # Imported here, not at the top: `due` warms it in a thread while the workbook parses.
-    from jinja2.sandbox import SandboxedEnvironment
-
-    env = SandboxedEnvironment()
     plans: dict[str, _PlanRows] = {}
     named: dict[str, int] = {}
     step_rows: dict[tuple[str, int], int] = {}
@@ -435,7 +428,7 @@ def _plans(
         from_column = _plan_from(sheet, row, values, order_columns)
         active = _yes_no(sheet, row, values, "active", True)
         required = _yes_no(sheet, row, values, "required", False)
-        subject, body = _plan_templates(sheet, row, values, env)
+        subject, body = _plan_templates(sheet, row, values)
         attachments = _plan_attachments(sheet, row, values, settings.attachments_dir)
         if any(not p.message_level for p in problems[before:]):
             continue
@@ -516,23 +509,16 @@ def _yes_no(sheet: _Sheet, row: int, values: Mapping[str, object], column: str,
         return default
 
 
-def _plan_templates(sheet: _Sheet, row: int, values: Mapping[str, object],
-                    env: SandboxedEnvironment) -> tuple[str, str]:
-    """The subject and body sources, each reported when empty or not a valid template."""
-    from jinja2 import TemplateSyntaxError
-
+def _plan_templates(sheet: _Sheet, row: int, values: Mapping[str, object]) -> tuple[str, str]:
+    """The subject and body sources, each reported when empty. What a template says (its
+    syntax, its variables) is its message's problem, not the row's: `check` reports it and
+    the step waits (run.readiness)."""
     sources = []
     for part, empty in (("subject", Problem.SUBJECT_EMPTY), ("body", Problem.BODY_EMPTY)):
         source = _text(values[part])
         sources.append(source)
         if not source.strip():
             sheet.add(row, part, empty)
-            continue
-        try:
-            env.parse(source)
-        except TemplateSyntaxError as exc:
-            sheet.add(row, part, Problem.TEMPLATE_ERROR, part=part, line=exc.lineno,
-                      error=(exc.message or "syntax error").rstrip("."))
     return sources[0], sources[1]
 
 

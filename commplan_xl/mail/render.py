@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from babel.dates import format_date
 from babel.numbers import format_currency
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined, UndefinedError
 from jinja2.exceptions import SecurityError, TemplateError, TemplateRuntimeError
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import missing
@@ -60,6 +60,46 @@ class UnknownVariable(UndefinedError):
     """A template used a variable that does not exist; the message is its dotted name."""
 
 
+class EmptyValue(UndefinedError):
+    """A template printed (or computed with) an empty cell without a fallback; the message
+    is the column's name."""
+
+
+class WaitingForValue(RenderError):
+    """The message waits: a cell it uses is empty for this order (`column`)."""
+
+    def __init__(self, column: str) -> None:
+        super().__init__(f"waiting for {column}")
+        self.column = column
+
+
+class EmptyCell(Undefined):
+    """An empty cell of Customers or Orders: false in `{% if %}`, replaced by `|default`,
+    `or` and `if`, but printing it (or any other use) raises EmptyValue: the message waits
+    for the value rather than going out with a hole in it."""
+
+    __slots__ = ()
+
+    def __init__(self, column: str) -> None:
+        super().__init__(name=column, exc=EmptyValue)
+
+    @property
+    def _undefined_message(self) -> str:
+        return str(self._undefined_name)
+
+    def __str__(self) -> str:
+        self._fail_with_undefined_error()
+        return ""  # pragma: no cover - the line above always raises
+
+    def __html__(self) -> str:
+        return self.__str__()
+
+
+def is_empty(value: Any) -> bool:
+    """True for an empty cell: nothing, or only spaces."""
+    return value is None or (type(value) is str and not value.strip())
+
+
 class FilterError(ValueError):
     """A filter got a value it cannot format; the message is a sentence."""
 
@@ -71,20 +111,23 @@ class Namespace:
     templates, so any column name (even `items` or `keys`) stays a column.
     """
 
-    __slots__ = ("_path", "_values")
+    __slots__ = ("_path", "_values", "_cells")
 
-    def __init__(self, path: str, values: Mapping[str, Any]) -> None:
+    def __init__(self, path: str, values: Mapping[str, Any], *, cells: bool = False) -> None:
         self._path = path
         self._values = dict(values)
+        self._cells = cells  # workbook cells: an empty one is an EmptyCell
 
     def __getattr__(self, name: str) -> Any:
         try:
-            return self._values[name]
+            value = self._values[name]
         except KeyError:
             raise AttributeError(name) from None
+        return EmptyCell(name) if self._cells and is_empty(value) else value
 
     def __getitem__(self, name: str) -> Any:
-        return self._values[name]
+        value = self._values[name]
+        return EmptyCell(name) if self._cells and is_empty(value) else value
 
     def __contains__(self, name: object) -> bool:
         return name in self._values
@@ -149,12 +192,20 @@ def parse_amount(value: Any) -> Decimal:
     return amount
 
 
+def _defined(value: Any) -> None:
+    """Raise the error of an undefined value (an empty cell, an unknown variable) given
+    to a filter, as printing it would."""
+    if isinstance(value, Undefined):
+        str(value)
+
+
 def _date_filter(locale: str):
     @lru_cache(maxsize=4096)  # a run's mails share a few dates; Babel takes ~40 µs each
     def formatted(day: dt.date, fmt: str) -> str:
         return format_date(day, format=fmt, locale=locale)
 
     def date(value: Any, fmt: str = "long") -> str:
+        _defined(value)
         if value is None or (isinstance(value, str) and not value.strip()):
             return ""
         try:  # the same date rules as the workbook's date columns
@@ -168,6 +219,7 @@ def _date_filter(locale: str):
 
 def _money_filter(locale: str):
     def money(value: Any, currency: str = "EUR") -> str:
+        _defined(value)
         if value is None or (isinstance(value, str) and not value.strip()):
             return ""
         return format_currency(parse_amount(value), currency, locale=locale)
@@ -280,8 +332,8 @@ def build_context(
     context: dict[str, Any] = {k: StaffText(v) if isinstance(v, str) else v
                                for k, v in constants.items()}
     context.update(
-        customer=Namespace("customer", _customer_values(customer)),
-        order=Namespace("order", _order_values(order)),
+        customer=Namespace("customer", _customer_values(customer), cells=True),
+        order=Namespace("order", _order_values(order), cells=True),
         plan=Namespace("plan", {"name": plan_name}),
         step=Namespace("step", {"number": step_number, "due_date": due_date}),
         today=today,
@@ -290,7 +342,7 @@ def build_context(
     )
     for alias, name in ALIASES.items():
         space = context[name]
-        context[alias] = Namespace(alias, space._values)
+        context[alias] = Namespace(alias, space._values, cells=space._cells)
     return context
 
 
@@ -323,7 +375,7 @@ def example_variables(
     rows: list[tuple[str, str]] = []
     for name in ("customer", "order", "plan", "step"):
         space = context[name]
-        rows += [(f"{name}.{key}", _example(space[key])) for key in space]
+        rows += [(f"{name}.{key}", _example(space._values[key])) for key in space]
     rows.append(("today", _example(today)))
     rows += [(f"sender.{key}", _example(context["sender"][key])) for key in ("name", "email")]
     builtins = {"customer", "order", "plan", "step", "today", "sender", *ALIASES}
@@ -360,6 +412,8 @@ def text_to_html(text: str, *, title: str = "", lang: str = "fr") -> str:
 
 def _explain(part: str, exc: Exception) -> str:
     """A sentence for people about why `part` ("subject" or "body") could not render."""
+    if isinstance(exc, EmptyValue):
+        return f"waiting for {exc.message}"
     if isinstance(exc, UnknownVariable):
         return f'the {part} uses "{exc.message}", which does not exist {_HINT}'
     if isinstance(exc, SecurityError):
@@ -367,7 +421,9 @@ def _explain(part: str, exc: Exception) -> str:
         what = f'"{found.group(1)}"' if found else "something"
         return f"the {part} uses {what}, which mail templates may not use (sandbox)"
     if isinstance(exc, TemplateSyntaxError):
-        return f"the {part} has a mistake on line {exc.lineno}: {exc.message}"
+        from commplan_xl.mail.template_check import syntax_sentence
+
+        return f"the {part} {syntax_sentence(exc, getattr(exc, 'source', None) or '')}"
     if isinstance(exc, FilterError):
         return f"the {part} could not be formatted: {exc}"
     if isinstance(exc, TemplateError):
@@ -378,6 +434,8 @@ def _explain(part: str, exc: Exception) -> str:
 def _render(part: str, template: Template, context: Mapping[str, Any]) -> str:
     try:
         return template.render(context)
+    except EmptyValue as exc:
+        raise WaitingForValue(str(exc.message)) from exc
     except Exception as exc:  # any template failure is this message's problem, not a crash
         raise RenderError(_explain(part, exc)) from exc
 
@@ -504,6 +562,11 @@ def render_message(step: Step, context: Mapping[str, Any], *, locale: str,
                  signature=signature_html)
     images = (layout.logo,) if layout.logo is not None else ()
     return Rendered(subject=subject, text=text, html=page, images=images)
+
+
+def render_subject(source: str, context: Mapping[str, Any], *, locale: str) -> str:
+    """A subject template rendered on one line (RenderError with a sentence if it cannot)."""
+    return fold_line(_render("subject", _compiled("subject", _compile, locale, source), context))
 
 
 def _page(layout: Layout, context: Mapping[str, Any], *, locale: str, subject: str,

@@ -29,6 +29,7 @@ from commplan_xl.settings import Settings
 if TYPE_CHECKING:
     from commplan_xl.excel.read import Table
     from commplan_xl.mail.smtp import AttachmentCache
+    from commplan_xl.run.readiness import Readiness
 
 log = logging.getLogger("commplan")
 
@@ -71,6 +72,8 @@ class RunReport:
     uncertain: int = 0
     waiting: int = 0
     not_tried: int = 0
+    # Mails waiting for an empty cell to be filled: "Order O1 step 3 waits for X" each.
+    held: list[str] = field(default_factory=list)
     dry_run: bool = False
     problems: tuple[WorkbookProblem, ...] = ()
     notes: list[str] = field(default_factory=list)  # sentences for people
@@ -141,12 +144,22 @@ def now_in(settings: Settings) -> dt.datetime:
 
 # ---------------------------------------------------------------- deciding
 
-def decide(site: Site, ledger_state: Mapping, *, today: dt.date, sent_today: int = 0
-           ) -> list[Decision]:
+def decide(site: Site, ledger_state: Mapping, *, today: dt.date, sent_today: int = 0,
+           ready: Readiness | None = None) -> list[Decision]:
+    """What a run on `today` does with each due message; the same decisions for `due` and
+    `run`: a mail that cannot be built (template, empty value, attachment, layout) waits
+    and supersedes nothing."""
     from commplan_xl.core.schedule import decide as schedule_decide
 
     return schedule_decide(site.model, ledger_state, today=today, settings=site.settings,
-                           sent_today=sent_today)
+                           sent_today=sent_today, ready=ready or readiness(site))
+
+
+def readiness(site: Site) -> Readiness:
+    """Whether each due mail of the site can be built (run.readiness)."""
+    from commplan_xl.run.readiness import Readiness
+
+    return Readiness(site.model, site.settings, columns=site.letters)
 
 
 def read_ledger(home: Path) -> tuple[Mapping, Callable[[dt.date], int]]:
@@ -347,6 +360,8 @@ def _parts(site: Site, orders: Mapping[str, Order], d: Decision
 
 
 def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> RunReport:
+    from commplan_xl.core.schedule import is_limit_wait, is_value_wait
+
     decisions = due(site, today=day)
     orders = {o.order_id: o for o in site.model.orders}
     cache = RunCache()
@@ -354,6 +369,11 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
     for d in decisions:
         if d.action == "skip":
             report.skipped += 1
+        elif is_value_wait(d):
+            report.held.append(_held(d))
+        elif d.action == "wait" and not is_limit_wait(d):
+            report.failed += 1
+            report.failures.append(f"Order {d.order_id} step {d.step}: {d.reason}")
         elif d.action == "wait" or (limit is not None and sends >= limit):
             report.waiting += 1
         else:
@@ -368,7 +388,25 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
     return report
 
 
+def _held(d: Decision) -> str:
+    """The sentence of a mail waiting for an empty cell to be filled."""
+    return f"Order {d.order_id} step {d.step} is {d.reason}: it goes once the cell is filled."
+
+
+def _not_built(ledger, report: RunReport, d: Decision, message: MessageRef, why: str,
+               now: dt.datetime, day: dt.date) -> None:
+    """Record a mail that could not be built (a template or attachment problem) failed:
+    retried by the next runs once fixed, while within catch-up."""
+    detail = f"{why}; will be retried once fixed"
+    ledger.record_failure_before_send(message, detail=detail, now=now, day=day)
+    report.failed += 1
+    report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
+    log.warning("order %s step %s not sent: %s", d.order_id, d.step, why)
+
+
 def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> list:
+    from commplan_xl.core.schedule import is_limit_wait, is_value_wait
+    from commplan_xl.mail.render import WaitingForValue
     from commplan_xl.mail.smtp import Mailer
     from commplan_xl.store.archive import ArchiveIndex, discard_message, relative
 
@@ -437,6 +475,10 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
             if d.action == "skip":
                 ledger.record_skip(message, reason=d.reason, now=now, day=day)
                 report.skipped += 1
+            elif is_value_wait(d):  # nothing recorded: it goes once the cell is filled
+                report.held.append(_held(d))
+            elif d.action == "wait" and not is_limit_wait(d):
+                _not_built(ledger, report, d, message, d.reason, now, day)
             elif stopped:
                 report.not_tried += 1
             else:
@@ -448,13 +490,13 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
             return stopped
         try:
             prepared = build(i)
+        except WaitingForValue as exc:
+            record_sent()
+            report.held.append(_held(d._replace(reason=str(exc))))
+            return stopped
         except CommplanError as exc:
             record_sent()
-            detail = f"{exc}; will be retried once fixed"
-            ledger.record_failure_before_send(message, detail=detail, now=now, day=day)
-            report.failed += 1
-            report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
-            log.warning("order %s step %s not sent: %s", d.order_id, d.step, exc)
+            _not_built(ledger, report, d, message, str(exc), now, day)
             return stopped
         staged = stager.submit(_stage, site, customer, prepared, archive_index)
         tokens: list[int] = []
@@ -690,6 +732,21 @@ def bounces(site: Site, *, today: dt.date | None = None):
 
 # ---------------------------------------------------------------- one message on purpose
 
+def _prepare_one(site: Site, order: Order, customer: Customer, plan: Plan, step: Step, *,
+                 due_date: dt.date, today: dt.date, to: tuple[str, ...] | None = None
+                 ) -> Prepared:
+    """`prepare` for a command about one message: an empty cell is said in full."""
+    from commplan_xl.mail.render import WaitingForValue
+
+    try:
+        return prepare(site, order, customer, plan, step, due_date=due_date, today=today, to=to)
+    except WaitingForValue as exc:
+        raise CommplanError(
+            f"Order {order.order_id} step {step.number} cannot be made yet: it is waiting for "
+            f"{exc.column}, which is empty for this order. Fill the cell, or give the "
+            f'template a fallback ({{{{ ...|default("…") }}}}).') from None
+
+
 def preview(site: Site, order_id: str, step_number: int, *, to: str | None = None,
             today: dt.date | None = None, mailer_factory=None) -> list[Path]:
     """Render one message to files to look at, or send it to a test address (nothing recorded)."""
@@ -702,8 +759,8 @@ def preview(site: Site, order_id: str, step_number: int, *, to: str | None = Non
     order, customer, plan, step = find_step(site, order_id, step_number)
     due_on = compute_due(step, order, settings_calendar(site.settings)) or day
     recipients = tuple(split_emails(to)) if to else None
-    prepared = prepare(site, order, customer, plan, step, due_date=due_on, today=day,
-                       to=recipients)
+    prepared = _prepare_one(site, order, customer, plan, step, due_date=due_on, today=day,
+                            to=recipients)
     if to:
         from commplan_xl.mail.smtp import Mailer
 
@@ -716,10 +773,26 @@ def preview(site: Site, order_id: str, step_number: int, *, to: str | None = Non
     stem = safe_name(f"{order.order_id}_step-{step.number}", max_len=100)
     eml = folder / f"{stem}.eml"
     eml.write_bytes(prepared.data)
-    html_part = prepared.message.get_body(preferencelist=("html",))  # type: ignore[attr-defined]
     html_path = folder / f"{stem}.html"
-    html_path.write_text(html_part.get_content() if html_part else "", encoding="utf-8")
+    html_path.write_text(preview_html(prepared.message), encoding="utf-8")
     return [eml, html_path]
+
+
+def preview_html(message) -> str:
+    """The mail's HTML part as a page a browser shows alone: each image the mail carries
+    inline (`cid:`, the logo) put in as a `data:` URI."""
+    import base64
+
+    html_part = message.get_body(preferencelist=("html",))
+    if html_part is None:
+        return ""
+    page = html_part.get_content()
+    for part in message.walk():
+        cid = (part.get("Content-ID") or "").strip().strip("<>")
+        if cid and f"cid:{cid}" in page:
+            data = base64.b64encode(part.get_payload(decode=True) or b"").decode("ascii")
+            page = page.replace(f"cid:{cid}", f"data:{part.get_content_type()};base64,{data}")
+    return page
 
 
 def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None = None,
@@ -737,7 +810,7 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
     if customer.opt_out:
         raise CommplanError(f"Customer {customer.customer_id} has opted out: nothing was sent.")
     due_on = compute_due(step, order, settings_calendar(site.settings)) or day
-    prepared = prepare(site, order, customer, plan, step, due_date=due_on, today=day)
+    prepared = _prepare_one(site, order, customer, plan, step, due_date=due_on, today=day)
     s = site.settings
     with run_lock(site.home), Ledger(site.ledger_path) as ledger:
         message = MessageRef(order_id=order.order_id, customer_id=customer.customer_id,
@@ -773,19 +846,64 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
     return report
 
 
+# ---------------------------------------------------------------- a plan's dates
+
+@dataclass(frozen=True)
+class PlanLine:
+    """One step of a plan for an order whose dates are a given day (`commplan plan`)."""
+
+    step: Step
+    due: dt.date  # the planned due date
+    goes: dt.date  # the day it is sent (the next business day with send_days business)
+    subject: str  # rendered on example values (the template itself when it cannot be)
+    problem: str | None  # why its mail cannot be made, or None
+
+
+def plan_lines(site: Site, plan: Plan, start: dt.date) -> list[PlanLine]:
+    """Every step of `plan` for an order whose dates are `start`, in date order, each
+    subject rendered on example values, and each step's problem when it has one."""
+    from commplan_xl.core.offsets import add_delay
+    from commplan_xl.core.schedule import settings_calendar
+    from commplan_xl.mail.render import RenderError, build_context, render_subject
+    from commplan_xl.run.variables import example_parts
+
+    s = site.settings
+    calendar = settings_calendar(s)
+    ready = readiness(site)
+    order, customer = example_parts(site, plan, start)
+    lines: list[PlanLine] = []
+    for step in plan.steps:
+        due_on = add_delay(start, step.delay, step.unit, calendar)
+        goes = calendar.next_working_day(due_on) if s.send_days == "business" else due_on
+        problem = ready.step_wait(plan.key, step)
+        subject = step.subject
+        try:
+            context = build_context(
+                order=order, customer=customer, plan_name=plan.name, step_number=step.number,
+                due_date=due_on, today=goes, sender_name=s.sender_name,
+                sender_email=s.sender_email, constants=site.model.constants)
+            subject = render_subject(step.subject, context, locale=s.locale)
+        except RenderError as exc:
+            problem = problem or str(exc)
+        lines.append(PlanLine(step, due_on, goes, subject, problem))
+    lines.sort(key=lambda line: (line.goes, line.step.number))
+    return lines
+
+
 # ---------------------------------------------------------------- check
 
-def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: int = 3
+def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: int = 3,
+                   ledger: tuple[Mapping, Callable[[dt.date], int]] | None = None
                    ) -> list[WorkbookProblem]:
-    """Render every active plan step against each of its orders; report template errors
-    at the Plans row that holds them (validate reports missing attachment files)."""
+    """Every template problem of every active plan step, whether an order uses it yet or
+    not (each at its Plans cell, all of a row's at once); the values some orders' mails
+    cannot be made with (a filter that cannot format one); and the mails due on `today`
+    that wait for an empty cell, at that cell. Validate reports missing attachment files."""
     from commplan_xl.mail.layout import layout_problems
-    from commplan_xl.mail.render import RenderError, build_context, render_message
 
     day = today or today_in(site.settings)
-    s = site.settings
+    ready = readiness(site)
     problems: list[WorkbookProblem] = []
-    example: dict | None = None  # one order's variables, to try the layout and signature
     by_plan: dict[str, list[Order]] = {}
     for o in site.model.orders:
         by_plan.setdefault(o.plan, []).append(o)
@@ -793,35 +911,91 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
         for step in plan.steps:
             if not step.active:
                 continue
-            failing: list[tuple[str, str]] = []
-            for order in by_plan.get(plan.key, []):
-                customer = site.model.customers.get(order.customer_id)
-                if customer is None:
-                    continue
-                context = build_context(
-                    order=order, customer=customer, plan_name=plan.name,
-                    step_number=step.number, due_date=day, today=day,
-                    sender_name=s.sender_name, sender_email=s.sender_email,
-                    constants=site.model.constants)
-                example = example or context
-                try:
-                    render_message(step, context, locale=s.locale, html=False)
-                except RenderError as exc:
-                    failing.append((order.order_id, str(exc)))
-            shown: set[str] = set()
-            for order_id, message in failing:
-                if message in shown:
-                    continue
-                if len(shown) >= max_per_step:
-                    break
-                shown.add(message)
-                others = sum(1 for _o, m in failing if m == message) - 1
-                more = f" (and {others} other order{'s' if others > 1 else ''})" if others else ""
-                column = "subject" if message.startswith("the subject") else "body"
-                problems.append(WorkbookProblem(
-                    "Plans", step.row, column, f"order {order_id}{more}: {message}",
-                    cell=site.cell("Plans", column, step.row), message_level=True))
-    return problems + layout_problems(s, example)
+            found = [(column, sentence) for column, sentence in ready.check(plan.key, step).problems
+                     if column in ("subject", "body")]
+            problems += [WorkbookProblem("Plans", step.row, column, sentence,
+                                         cell=site.cell("Plans", column, step.row),
+                                         message_level=True) for column, sentence in found]
+            if not ready.check(plan.key, step).problems:
+                problems += _value_problems(site, ready, plan, step, by_plan.get(plan.key, []),
+                                            day, max_per_step)
+    problems += _waiting_problems(site, due(site, today=day, ledger=ledger))
+    example = _example_context(site, day)
+    return problems + layout_problems(site.settings, example)
+
+
+def _value_problems(site: Site, ready: Readiness, plan: Plan, step: Step,
+                    orders: list[Order], day: dt.date, max_per_step: int
+                    ) -> list[WorkbookProblem]:
+    """The orders whose values the step's mail cannot be made with (an empty cell is not
+    one: it waits), grouped by sentence, at most `max_per_step` sentences."""
+    from commplan_xl.core.schedule import WAITING_FOR
+
+    failing: list[tuple[str, str]] = []
+    if ready.reads_values(plan.key, step):
+        for order in orders:
+            customer = site.model.customers.get(order.customer_id)
+            if customer is None:
+                continue
+            why = ready.order_wait(order, customer, plan, step, day)
+            if why is not None and not why.startswith(WAITING_FOR):
+                failing.append((order.order_id, why))
+    problems: list[WorkbookProblem] = []
+    shown: set[str] = set()
+    for order_id, message in failing:
+        if message in shown:
+            continue
+        if len(shown) >= max_per_step:
+            break
+        shown.add(message)
+        others = sum(1 for _o, m in failing if m == message) - 1
+        more = f" (and {others} other order{'s' if others > 1 else ''})" if others else ""
+        column = "subject" if message.startswith("the subject") else "body"
+        problems.append(WorkbookProblem(
+            "Plans", step.row, column, f"order {order_id}{more}: {message}",
+            cell=site.cell("Plans", column, step.row), message_level=True))
+    return problems
+
+
+def _waiting_problems(site: Site, decisions: list[Decision]) -> list[WorkbookProblem]:
+    """The due mails waiting for an empty cell, each at that cell (Orders or Customers)."""
+    from commplan_xl.core.schedule import WAITING_FOR, is_value_wait
+
+    orders = {o.order_id: o for o in site.model.orders}
+    problems: list[WorkbookProblem] = []
+    for d in decisions:
+        if not is_value_wait(d):
+            continue
+        column = d.reason[len(WAITING_FOR):]
+        order = orders[d.order_id]
+        customer = site.model.customers.get(order.customer_id)
+        sheet, row = "Orders", order.row
+        if column not in order.fields and customer is not None and column in customer.fields:
+            sheet, row = "Customers", customer.row
+        problems.append(WorkbookProblem(
+            sheet, row, column,
+            f'order {d.order_id}, step {d.step} of "{d.plan_name}" (due {d.due_date:%d/%m/%Y}) '
+            f"is waiting for {column}: the cell is empty. Fill it and the next run sends the "
+            f'mail, or give the template a fallback ({{{{ ...|default("…") }}}}).',
+            cell=site.cell(sheet, column, row), message_level=True))
+    return problems
+
+
+def _example_context(site: Site, day: dt.date) -> dict | None:
+    """One order's variables, to try the layout and the signature with."""
+    from commplan_xl.mail.render import build_context
+
+    s = site.settings
+    for order in site.model.orders:
+        customer = site.model.customers.get(order.customer_id)
+        plan = site.model.plans.get(order.plan)
+        if customer is not None and plan is not None and plan.steps:
+            return build_context(
+                order=order, customer=customer, plan_name=plan.name,
+                step_number=plan.steps[0].number, due_date=day, today=day,
+                sender_name=s.sender_name, sender_email=s.sender_email,
+                constants=site.model.constants)
+    return None
 
 
 def stale_lock_note(workbook: Path) -> str | None:

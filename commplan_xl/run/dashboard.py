@@ -110,10 +110,12 @@ TO_HANDLE_KINDS: dict[str, Kind] = {
         "Pas d'adresse valide",
         "corrigez l'e-mail du client dans {customers} (`commplan check` montre la cellule)."),
     "waiting_value": Kind(
-        "Waiting for a value",
-        "Fill the empty cell the message uses; the next run sends it.",
-        "En attente d'une valeur",
-        "remplissez la cellule vide que le message utilise ; le passage suivant l'envoie."),
+        "Waiting: cannot be built",
+        "Fill the empty cell it uses, or fix what the detail says (`commplan check` shows "
+        "where): the next run sends it.",
+        "En attente : ne peut pas être préparé",
+        "remplissez la cellule vide qu'il utilise, ou corrigez ce que dit le détail "
+        "(`commplan check` montre où) : le passage suivant l'envoie."),
     "returned": Kind(
         "Returned mail",
         "Check the address with the customer and correct it in {customers}.",

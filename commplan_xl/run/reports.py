@@ -17,13 +17,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from commplan_xl.core.schedule import is_limit_wait
 from commplan_xl.excel.names import localise, workbook_language
 from commplan_xl.excel.sheet_xml import PLAN_LIST, ToolSheet
-from commplan_xl.model import LedgerEntry, Model
+from commplan_xl.model import Decision, LedgerEntry, Model
 from commplan_xl.problems import CommplanError, SendFailure
 from commplan_xl.run.dashboard import (  # noqa: F401 - the Dashboard's names, also from here
     WINDOW_DAYS,
     DashboardFigures,
+    ToHandle,
     dashboard_figures,
     figures_sheet,
     to_handle_items,
@@ -125,7 +127,17 @@ def forecast_rows(
     orders = {o.order_id: o for o in model.orders}
     attachment_problems: dict[str, str | None] = {}
     rows: list[ForecastRow] = []
-    for day, d in forecast(model, ledger_state, start=first, days=days, settings=settings):
+    from commplan_xl.run.readiness import Readiness
+
+    ready = Readiness(model, settings)
+    waits_shown: set[tuple[str, str, int]] = set()  # a mail that cannot be built: once
+    for day, d in forecast(model, ledger_state, start=first, days=days, settings=settings,
+                           ready=ready):
+        if d.action == "wait" and not is_limit_wait(d):
+            if (d.order_id, d.plan, d.step) not in waits_shown:
+                waits_shown.add((d.order_id, d.plan, d.step))
+                rows.append(_waiting_row(model, day, d))
+            continue
         if d.action != "send":
             continue
         order = orders[d.order_id]
@@ -155,6 +167,15 @@ def forecast_rows(
             note="" if d.reason == "due" else d.reason,
         ))
     return rows
+
+
+def _waiting_row(model: Model, day: dt.date, d: Decision) -> ForecastRow:
+    """The Forecast row of a mail that cannot be built yet (it waits; "⚠ why")."""
+    customer = model.customers[d.customer_id]
+    return ForecastRow(
+        date=day, order_id=d.order_id, customer_id=customer.customer_id,
+        customer=customer.name, email=";".join(customer.emails), plan=d.plan_name,
+        step=d.step, subject=WARNING + d.reason, due_date=d.due_date, note="")
 
 
 def _attachment_problem(settings: Settings, name: str, plans_row: int) -> str | None:
@@ -192,6 +213,14 @@ def order_ids_by_row(workbook: Path) -> dict[int, str]:
     return {row: str(values.get("order_id", "")).strip() for row, values in table.rows}
 
 
+def waiting_items(coming: Sequence[ForecastRow], *, today: dt.date) -> list[ToHandle]:
+    """The mails due by `today` that cannot be built (an empty cell they use, a template
+    or attachment problem): the Forecast lists each once with why."""
+    return [ToHandle("waiting_value", r.order_id, r.customer_id, r.plan, r.step, r.due_date,
+                     r.subject[len(WARNING):])
+            for r in coming if r.subject.startswith(WARNING) and r.due_date <= today]
+
+
 def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], DashboardFigures]:
     """The Dashboard and Forecast sheets of a run on `today`, and the Dashboard figures.
 
@@ -208,6 +237,7 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
     held_since = today - dt.timedelta(days=site.settings.catch_up_days)
     items = to_handle_items(ledger.entries_in("failed_permanent", "uncertain"), site.model,
                             today=today, held_since=held_since, settings=site.settings)
+    items += waiting_items(coming, today=today)
 
     def figures_with(ids: Mapping[int, str] | None) -> DashboardFigures:
         return dashboard_figures(events, today=today, model=site.model, ledger_state=state,
@@ -294,6 +324,9 @@ def summary_text(
         lines.append(f"Non tentés (serveur de mail injoignable) : {r.not_tried}")
     if r.returned:
         lines.append(f"Mails revenus (non distribués) : {r.returned}")
+    if r.held:
+        lines += ["", "En attente d'une valeur (une cellule vide, le mail part dès qu'elle est "
+                  "remplie) :", *(f"- {line}" for line in r.held)]
     if r.failures:
         lines += ["", "À traiter :"]
         for failure in r.failures:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from commplan_xl.model import Customer, Order, Plan
 from commplan_xl.run import batch
 
 BUILT_IN = (
@@ -61,3 +62,48 @@ def variable_list(site: batch.Site) -> list[tuple[str, str, str]]:
     for name, value in model.constants.items():
         rows.append((name, value, "Variables sheet"))
     return rows
+
+
+EXAMPLE_ORDERS = 200  # the orders looked at for an example value of each column
+
+
+def _placeholder(column: str) -> str:
+    return f"[{column}]"
+
+
+def _filled(value: object) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def example_parts(site: batch.Site, plan: Plan, start: dt.date) -> tuple[Order, Customer]:
+    """An order of `plan` whose dates are all `start`, with an example value in each
+    column (the first filled one among the plan's orders, else "[column]"), and its
+    customer: what `commplan plan` renders subjects with."""
+    model = site.model
+    orders = [o for o in model.orders if o.plan == plan.key] or list(model.orders)
+    sample = orders[:EXAMPLE_ORDERS]
+    # The header's columns (an empty sheet has them too) and each under its own name.
+    columns = list(dict.fromkeys([*site.letters.get("orders", {}),
+                                  *(sample[0].fields if sample else ())]))
+    fields: dict[str, object] = {}
+    for column in columns:
+        found = (o.fields.get(column) for o in sample)
+        fields[column] = next((v for v in found if _filled(v)), _placeholder(column))
+    dates = {column: start for column in {"start_date", *(s.from_column for s in plan.steps)}}
+    fields.update(dates)
+    order_id = str(fields.get("order_id") or "[order_id]")
+    customer = model.customers.get(sample[0].customer_id) if sample else None
+    if customer is None:
+        customer = next(iter(model.customers.values()), None)
+    if customer is None:
+        customer = Customer(customer_id="[customer_id]", name="[name]", emails=("[email]",))
+    customer_columns = list(dict.fromkeys([*site.letters.get("customers", {}),
+                                           *customer.fields]))
+    customer_fields = {c: customer.fields.get(c) for c in customer_columns}
+    customer_fields = {c: v if _filled(v) else _placeholder(c)
+                       for c, v in customer_fields.items()}
+    customer = Customer(customer_id=customer.customer_id, name=customer.name,
+                        emails=customer.emails, fields=customer_fields)
+    order = Order(order_id=order_id, customer_id=customer.customer_id, plan=plan.key,
+                  dates=dates, fields=fields)
+    return order, customer

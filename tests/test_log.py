@@ -114,3 +114,30 @@ def test_xlsx_opens_in_libreoffice(home: Path, tmp_path: Path) -> None:
     assert lines[0][:3] == ["date", "commande", "client"]  # the workbook's language
     assert lines[1][:4] == ["01/03/2026", "12:15", "O1", "C1"]
     assert "01/03/2026" in lines[3] and lines[4] == ["Journal", "1/1"]  # one page
+
+
+def test_sentlog_shows_its_window_and_log_every_outcome(tmp_path: Path, capsys) -> None:
+    """The SentLog shows the last `sentlog_days` run days; `commplan log` still has every
+    outcome, the older ones included."""
+    from commplan_xl.run.batch import RunReport, load_site, write_sentlog
+    from tests.builders import DEFAULT_SETTINGS
+
+    make_workbook(tmp_path, settings=[*DEFAULT_SETTINGS, {"key": "sentlog_days", "value": 5}])
+    with Ledger(tmp_path / "commplan-ledger.sqlite3") as ledger:
+        for day, order, step in ((D(2026, 3, 1), "O1", 1), (D(2026, 3, 5), "O2", 1),
+                                 (D(2026, 3, 9), "O1", 2)):
+            ledger.record_skip(_msg(order, "C1", step), reason="missed", now=NOON, day=day)
+        site = load_site(tmp_path)
+        assert site.settings.sentlog_days == 5
+        assert write_sentlog(site, ledger, RunReport(today=D(2026, 3, 9)))
+    journal = openpyxl.load_workbook(site.workbook)["Journal"]
+    assert [(r[0].date(), r[1]) for r in journal.iter_rows(min_row=2, values_only=True)] == [
+        (D(2026, 3, 5), "O2"), (D(2026, 3, 9), "O1")]
+    assert log(tmp_path, "--csv") == 0
+    assert capsys.readouterr().out.count("\n") == 1 + 3
+
+
+def test_from_after_to_is_a_bad_command_line(home: Path, capsys) -> None:
+    """--from after --to says so and exits 2."""
+    assert log(home, "--from", "2026-03-09", "--to", "2026-03-01") == 2
+    assert "is after --to" in capsys.readouterr().err

@@ -36,7 +36,8 @@ LedgerKey = tuple[str, str, int]
 
 # The sheet's words, in one place, in English and French (the workbook's language).
 LABELS: dict[str, Name] = {
-    "title": Name("Dashboard", "Tableau de bord"),  # the same every day: a locale change
+    # The title is the same every day: a locale change finds the sheet by its first row.
+    "title": Name("Dashboard", "Tableau de bord"),
     "figures": Name("Key figures, run of {day}", "Chiffres clés, passage du {day}"),
     "sent_yesterday": Name("Sent yesterday", "Envoyés hier"),
     "sent_7": Name("Sent, last 7 days", "Envoyés, 7 derniers jours"),
@@ -418,7 +419,6 @@ def held_steps_due(model: Model, *, today: dt.date, since: dt.date, settings=Non
 
 # The chart's day data: hidden columns from here on (far right, out of the printed page).
 DATA_COL = 26  # column AA
-FIGURE_ROWS = 3  # the key figures start on this Excel row
 
 
 WIDTHS = {0: 34, 1: 14, 2: 12, 3: 16, 4: 11, 5: 11, 6: 44, 7: 56}

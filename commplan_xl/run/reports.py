@@ -1,12 +1,12 @@
-"""What managers see: the Dashboard and Forecast sheets, and the summary mail after a run.
+"""What managers see: the SentLog, Dashboard and Forecast sheets, and the summary mail.
 
-The Dashboard counts the ledger's events by the run's day over the last 30 days, lists the
-failures waiting for a retry and the orders whose customer has no valid address. The
-Forecast lists the mails the runs of the next 30 days would send, from the very schedule
-the batch uses. The summary mail repeats the run's counts, what needs doing, and the
-Dashboard figures, for the Settings' `report_to` addresses.
+The SentLog shows the outcomes of the last `sentlog_days` run days. The Dashboard (built in
+run/dashboard.py) counts the ledger's outcomes by the run's day over the last 30 days and
+lists what needs a person. The Forecast lists the mails the runs of the next 30 days would
+send, from the very schedule the batch uses. The summary mail repeats the run's counts and
+the items to handle, for the Settings' `report_to` addresses.
 
-Sheet headers are English like the SentLog's (staff scripts read them); the mail is French.
+The sheets are written in the workbook's language (excel/names.py); the mail is French.
 """
 
 from __future__ import annotations

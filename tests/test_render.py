@@ -33,8 +33,8 @@ def make_context(*, name: str = "Éloïse Lefèvre", **order_fields: object) -> 
         dates={"start_date": dt.date(2026, 10, 1)}, fields=fields,
     )
     customer = Customer(
-        customer_id="00123", name=name, emails=("eloise@example.test",),
-        fields={"customer_id": "00123", "name": name, "email": "eloise@example.test",
+        customer_id="00123", name=name, emails=("eloise@example.com",),
+        fields={"customer_id": "00123", "name": name, "email": "eloise@example.com",
                 "telephone": "06 12 34 56 78"},
     )
     return build_context(
@@ -129,8 +129,8 @@ def test_filter_error_is_a_render_error() -> None:
 def test_subject_with_line_breaks_is_folded_to_one_line() -> None:
     """Line breaks in data never reach the Subject header: folded to single spaces."""
     out = render("x", subject="  Bonjour {{ customer.name }}  ",
-                 name="Éloïse\r\nBcc: evil@example.test\u2028Lefèvre\n")
-    assert out.subject == "Bonjour Éloïse Bcc: evil@example.test Lefèvre"
+                 name="Éloïse\r\nBcc: evil@example.com\u2028Lefèvre\n")
+    assert out.subject == "Bonjour Éloïse Bcc: evil@example.com Lefèvre"
     assert "\n" not in out.subject and "\r" not in out.subject
 
 
@@ -187,14 +187,14 @@ def test_example_variables_lists_every_name_with_a_value() -> None:
                   dates={"start_date": dt.date(2026, 10, 1)},
                   fields={"order_id": "O-001", "product": "Baie vitrée"})
     customer = Customer(customer_id="00123", name="Éloïse Lefèvre",
-                        emails=("eloise@example.test",), fields={"name": "Éloïse Lefèvre"})
+                        emails=("eloise@example.com",), fields={"name": "Éloïse Lefèvre"})
     rows = dict(example_variables(
         order=order, customer=customer, plan_name="Baie vitrée", step_number=1, due_date=DUE,
         today=dt.date(2026, 11, 1), sender_name="Menuiserie Dupont",
         sender_email="contact@menuiserie.fr", constants={"company_phone": "01 23 45 67 89"},
     ))
     assert rows["customer.name"] == "Éloïse Lefèvre"
-    assert rows["customer.email"] == "eloise@example.test"
+    assert rows["customer.email"] == "eloise@example.com"
     assert rows["order.product"] == "Baie vitrée"
     assert rows["order.start_date"] == "2026-10-01"
     assert rows["step.due_date"] == "2026-11-27"

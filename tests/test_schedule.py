@@ -28,7 +28,7 @@ D = dt.date
 START = D(2026, 6, 1)  # a Monday
 PLAN = "Baie vitrée"
 KEY = "baie vitrée"
-EMAIL = "alice@example.test"
+EMAIL = "alice@example.com"
 
 
 def step(number: int, delay: float, unit: str = "days", **kw) -> Step:
@@ -233,13 +233,13 @@ PAST = D(2026, 6, 20)  # 14 days late
         ("skipped", EMAIL, WITHIN, []),
         ("uncertain", EMAIL, WITHIN, []),
         ("sending", EMAIL, WITHIN, []),
-        ("sent", "old@example.test", WITHIN, []),  # an address change never resends a sent one
+        ("sent", "old@example.com", WITHIN, []),  # an address change never resends a sent one
         ("failed", EMAIL, WITHIN, [("O1", 1, "send", "retry")]),
         ("failed", EMAIL, PAST, [("O1", 1, "skip", "missed")]),
         ("failed_permanent", EMAIL, WITHIN, []),
         ("failed_permanent", EMAIL, PAST, []),
-        ("failed_permanent", "old@example.test", WITHIN, [("O1", 1, "send", "address changed")]),
-        ("failed_permanent", "old@example.test", PAST, [("O1", 1, "skip", "missed")]),
+        ("failed_permanent", "old@example.com", WITHIN, [("O1", 1, "send", "address changed")]),
+        ("failed_permanent", "old@example.com", PAST, [("O1", 1, "skip", "missed")]),
         ("waiting", "", WITHIN, [("O1", 1, "send", "due")]),
         ("waiting", "", PAST, [("O1", 1, "send", "due")]),  # waiting is never missed
     ],

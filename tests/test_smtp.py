@@ -68,7 +68,7 @@ def files(tmp_path: Path) -> list[Path]:
 def test_message_to_two_addresses_arrives_complete(smtp_server, tmp_path, files) -> None:
     """A mail reaches both addresses with From name, Reply-To, a plain text part, an HTML
     alternative and each attachment with its bytes, type and (accented) name."""
-    to = ["eloise@example.test", "francois@example.org"]
+    to = ["eloise@example.com", "francois@example.org"]
     with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
         assert send(mailer, make(to, files), to) == {}
     smtp_server.wait_for(1)
@@ -96,13 +96,13 @@ def test_message_to_two_addresses_arrives_complete(smtp_server, tmp_path, files)
 
 def test_identical_mails_have_unique_message_ids() -> None:
     """Two mails with the same sender, recipient and subject still get distinct Message-IDs."""
-    first, second = make(["a@example.test"]), make(["a@example.test"])
+    first, second = make(["a@example.com"]), make(["a@example.com"])
     assert first["Message-ID"] != second["Message-ID"]
 
 
 def test_message_bytes_are_stable_and_crlf() -> None:
     """The bytes archived are the bytes sent: serialising twice gives the same CRLF bytes."""
-    msg = make(["a@example.test"])
+    msg = make(["a@example.com"])
     data = message_bytes(msg)
     assert data == message_bytes(msg)
     assert b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
@@ -110,19 +110,19 @@ def test_message_bytes_are_stable_and_crlf() -> None:
 
 def test_no_header_injection_from_data() -> None:
     """Line breaks in a subject or sender name never create a header."""
-    msg = build_message(rendered=rendered(subject="Bonjour\r\nBcc: evil@example.test"),
-                        sender_email=SENDER, sender_name="Dupont\nBcc: evil@example.test",
-                        reply_to="", to=["a@example.test"], attachments=[])
+    msg = build_message(rendered=rendered(subject="Bonjour\r\nBcc: evil@example.com"),
+                        sender_email=SENDER, sender_name="Dupont\nBcc: evil@example.com",
+                        reply_to="", to=["a@example.com"], attachments=[])
     headers = message_bytes(msg).split(b"\r\n\r\n", 1)[0]
     assert b"\r\nBcc:" not in headers
-    assert msg["Subject"] == "Bonjour Bcc: evil@example.test"
+    assert msg["Subject"] == "Bonjour Bcc: evil@example.com"
     assert msg["Reply-To"] is None
 
 
 @pytest.mark.parametrize(
     "address",
-    ["not-an-address", "a@", "@example.test", "a b@example.test",
-     "a@example.test\r\nBcc: evil@example.test", "éloïse@example.test", "a@b@c.fr"],
+    ["not-an-address", "a@", "@example.com", "a b@example.com",
+     "a@example.com\r\nBcc: evil@example.com", "éloïse@example.com", "a@b@c.fr"],
 )
 def test_malformed_address_is_a_permanent_failure(address: str) -> None:
     """A malformed address is refused before sending, permanently, with a sentence."""
@@ -142,17 +142,17 @@ def test_accented_domain_is_sent_in_ascii_form() -> None:
 def test_attachment_bytes_are_read_once_per_cache(files) -> None:
     """With a shared cache a file is read once: later mails still carry it after it is gone."""
     cache = AttachmentCache()
-    make(["a@example.test"], files, cache=cache)
+    make(["a@example.com"], files, cache=cache)
     for f in files:
         f.unlink()
-    again = make(["a@example.test"], files, cache=cache)
+    again = make(["a@example.com"], files, cache=cache)
     assert len(list(again.iter_attachments())) == 2
 
 
 def test_missing_attachment_is_a_temporary_failure_naming_it(tmp_path) -> None:
     """A missing attachment file fails the message temporarily and names the file."""
     with pytest.raises(SendFailure, match='"tarifs.pdf" is missing') as caught:
-        make(["a@example.test"], [tmp_path / "tarifs.pdf"])
+        make(["a@example.com"], [tmp_path / "tarifs.pdf"])
     assert caught.value.temporary is True
 
 
@@ -163,7 +163,7 @@ def _parse(data: bytes):  # type: ignore[no-untyped-def]
 def test_message_is_standard_mime_without_defects(files) -> None:
     """The bytes form multipart/mixed > (alternative: plain + html, quoted-printable) +
     base64 attachments, with no parsing defect and no line over 78 characters."""
-    data = message_bytes(make(["a@example.test"], files))
+    data = message_bytes(make(["a@example.com"], files))
     msg = _parse(data)
     tree = [(p.get_content_type(), p["Content-Transfer-Encoding"]) for p in msg.walk()]
     assert tree == [("multipart/mixed", None), ("multipart/alternative", None),
@@ -176,7 +176,7 @@ def test_message_is_standard_mime_without_defects(files) -> None:
 
 def test_message_without_attachment_is_the_alternative_itself() -> None:
     """A mail without attachments is one multipart/alternative of plain text and HTML."""
-    msg = _parse(message_bytes(make(["a@example.test"])))
+    msg = _parse(message_bytes(make(["a@example.com"])))
     assert [p.get_content_type() for p in msg.walk()] == [
         "multipart/alternative", "text/plain", "text/html"]
 
@@ -191,7 +191,7 @@ def test_long_accented_headers_and_names_survive(tmp_path) -> None:
     plain_name = 'Dupont, "SARL"'
     data = message_bytes(build_message(
         rendered=rendered(subject=subject), sender_email=SENDER, sender_name=name,
-        reply_to="", to=["a@example.test"], attachments=[doc]))
+        reply_to="", to=["a@example.com"], attachments=[doc]))
     msg = _parse(data)
     assert msg["Subject"] == subject
     assert msg["From"].addresses[0].display_name == name
@@ -199,14 +199,14 @@ def test_long_accented_headers_and_names_survive(tmp_path) -> None:
     assert max(len(line) for line in data.split(b"\r\n")) <= 78
     other = _parse(message_bytes(build_message(
         rendered=rendered(), sender_email=SENDER, sender_name=plain_name, reply_to="",
-        to=["a@example.test"], attachments=[])))
+        to=["a@example.com"], attachments=[])))
     assert other["From"].addresses[0].display_name == plain_name
 
 
 def test_body_text_cannot_break_the_structure() -> None:
     """Text that looks like a MIME boundary or header stays text: the parts are unchanged."""
     text = "--=_0\n--=_\n\nContent-Type: text/html\n--\n" + "=" * 100 + "\n"
-    msg = make(["a@example.test"], r=rendered(text=text))
+    msg = make(["a@example.com"], r=rendered(text=text))
     parsed = _parse(message_bytes(msg))
     assert [p.get_content_type() for p in parsed.walk()] == [
         "multipart/alternative", "text/plain", "text/html"]
@@ -218,15 +218,15 @@ def test_attachment_is_encoded_once_per_cache(files) -> None:
     """A shared cache encodes each file once: every mail carries the very same base64."""
     cache = AttachmentCache()
     assert cache.load(files[0]) is cache.load(files[0])
-    first = message_bytes(make(["a@example.test"], files[:1], cache=cache))
-    second = message_bytes(make(["b@example.test"], files[:1], cache=cache))
+    first = message_bytes(make(["a@example.com"], files[:1], cache=cache))
+    second = message_bytes(make(["b@example.com"], files[:1], cache=cache))
     body = cache.load(files[0]).body
     assert body in first and body in second
 
 
 @pytest.mark.parametrize(
     "address",
-    ["a@example.test", "Jean.Dupont+devis@menuiserie-lyon.co.uk", "o'brien@example.ie",
+    ["a@example.com", "Jean.Dupont+devis@menuiserie-lyon.co.uk", "o'brien@example.ie",
      "x_y@sub.example.fr", "a@[127.0.0.1]"],
 )
 def test_check_address_agrees_with_the_email_package(address: str) -> None:
@@ -238,7 +238,7 @@ def test_lines_starting_with_a_dot_arrive_intact(smtp_server, tmp_path) -> None:
     """Lines that start with "." (also after a quoted-printable soft break) are not lost."""
     text = "".join(f"{'x' * n}.{'y' * 80}\n.{n}\n" for n in range(70, 80))
     with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
-        send(mailer, make(["a@example.test"], r=rendered(text=text)), ["a@example.test"])
+        send(mailer, make(["a@example.com"], r=rendered(text=text)), ["a@example.com"])
     smtp_server.wait_for(1)
     plain = smtp_server.received[0].message.get_body(preferencelist=("plain",))
     assert plain.get_content().replace("\r\n", "\n") == text
@@ -251,8 +251,8 @@ def test_many_messages_use_one_connection(smtp_server, tmp_path) -> None:
     """A run sends every message over one SMTP connection (no login per mail)."""
     with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
         for i in range(25):
-            msg = make([f"client{i}@example.test"], r=rendered(subject=f"mail {i}"))
-            send(mailer, msg, [f"client{i}@example.test"])
+            msg = make([f"client{i}@example.com"], r=rendered(subject=f"mail {i}"))
+            send(mailer, msg, [f"client{i}@example.com"])
         assert mailer.connections == 1
     smtp_server.wait_for(25)
     assert len(smtp_server.received) == 25
@@ -262,38 +262,38 @@ def test_many_messages_use_one_connection(smtp_server, tmp_path) -> None:
 def test_550_for_one_of_two_addresses_is_sent_and_reported(tmp_path) -> None:
     """When one address is refused and the other accepted, the mail is sent and the refused
     address is returned with a sentence."""
-    with SMTPServer(rcpt_replies={"bad@example.test": "550 5.1.1 no such user"}) as srv:
+    with SMTPServer(rcpt_replies={"bad@example.com": "550 5.1.1 no such user"}) as srv:
         with Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
-            to = ["good@example.test", "bad@example.test"]
+            to = ["good@example.com", "bad@example.com"]
             refused = send(mailer, make(to), to)
         srv.wait_for(1)
-        assert srv.received[0].rcpt_tos == ["good@example.test"]
-    assert refused == {"bad@example.test": "the mail server refused the address bad@example.test"
+        assert srv.received[0].rcpt_tos == ["good@example.com"]
+    assert refused == {"bad@example.com": "the mail server refused the address bad@example.com"
                        " (550 5.1.1 no such user): correct the customer's email"}
 
 
 def test_550_for_the_only_address_is_permanent(tmp_path) -> None:
     """A 5xx refusal of every address is a permanent failure naming the address."""
-    with SMTPServer(rcpt_replies={"bad@example.test": "550 5.1.1 no such user"}) as srv:
+    with SMTPServer(rcpt_replies={"bad@example.com": "550 5.1.1 no such user"}) as srv:
         with Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
             with pytest.raises(SendFailure) as caught:
-                send(mailer, make(["bad@example.test"]), ["bad@example.test"])
+                send(mailer, make(["bad@example.com"]), ["bad@example.com"])
             # the connection is still good for the next customer
-            send(mailer, make(["ok@example.test"]), ["ok@example.test"])
+            send(mailer, make(["ok@example.com"]), ["ok@example.com"])
         srv.wait_for(1)
         assert len(srv.received) == 1
     assert caught.value.temporary is False and caught.value.connection is False
-    assert "refused the address bad@example.test (550 5.1.1 no such user)" in str(caught.value)
+    assert "refused the address bad@example.com (550 5.1.1 no such user)" in str(caught.value)
 
 
 def test_451_is_temporary(tmp_path) -> None:
     """A 4xx refusal is a temporary failure, retried by a later run."""
     with (
-        SMTPServer(rcpt_replies={"later@example.test": "451 4.7.1 greylisted"}) as srv,
+        SMTPServer(rcpt_replies={"later@example.com": "451 4.7.1 greylisted"}) as srv,
         Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer,
         pytest.raises(SendFailure, match="451 4.7.1 greylisted") as caught,
     ):
-        send(mailer, make(["later@example.test"]), ["later@example.test"])
+        send(mailer, make(["later@example.com"]), ["later@example.com"])
     assert caught.value.temporary is True
 
 
@@ -304,7 +304,7 @@ def test_server_down_is_temporary_connection_failure(tmp_path) -> None:
         Mailer(settings_for(port, tmp_path), environ=NO_ENV) as mailer,
         pytest.raises(SendFailure) as caught,
     ):
-        send(mailer, make(["a@example.test"]), ["a@example.test"])
+        send(mailer, make(["a@example.com"]), ["a@example.com"])
     assert caught.value.temporary is True and caught.value.connection is True
     assert str(caught.value) == (
         f"could not reach the mail server 127.0.0.1:{port} (connection refused): is it running?"
@@ -317,8 +317,8 @@ def test_dropped_connection_mid_batch_reconnects_and_sends_each_once(tmp_path) -
     with SMTPServer(drop_at_mail={4, 8}) as srv:
         with Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
             for i in range(10):
-                send(mailer, make([f"c{i}@example.test"], r=rendered(subject=f"mail {i}")),
-                     [f"c{i}@example.test"])
+                send(mailer, make([f"c{i}@example.com"], r=rendered(subject=f"mail {i}")),
+                     [f"c{i}@example.com"])
             assert mailer.connections == 3
         srv.wait_for(10)
         subjects = [r.message["Subject"] for r in srv.received]
@@ -333,7 +333,7 @@ def test_silent_server_times_out_instead_of_hanging(tmp_path) -> None:
             Mailer(settings, environ=NO_ENV) as mailer,
             pytest.raises(SendFailure, match="did not answer within 0.5 s") as caught,
         ):
-            send(mailer, make(["a@example.test"]), ["a@example.test"])
+            send(mailer, make(["a@example.com"]), ["a@example.com"])
     assert caught.value.temporary is True and caught.value.connection is True
 
 
@@ -345,7 +345,7 @@ def test_no_answer_after_the_message_is_uncertain_not_resent(tmp_path) -> None:
         Mailer(settings_for(srv.port, tmp_path, smtp_timeout=0.5), environ=NO_ENV) as m,
     ):
         with pytest.raises(SendUncertain, match="may or may not have been sent"):
-            send(m, make(["a@example.test"]), ["a@example.test"])
+            send(m, make(["a@example.com"]), ["a@example.com"])
         assert m.connections == 1
 
 
@@ -363,7 +363,7 @@ def test_user_without_password_fails_with_a_sentence_not_a_prompt(
             Mailer(settings, environ=NO_ENV) as mailer,
             pytest.raises(SendFailure, match="COMMPLAN_SMTP_PASSWORD") as caught,
         ):
-            send(mailer, make(["a@example.test"]), ["a@example.test"])
+            send(mailer, make(["a@example.com"]), ["a@example.com"])
         assert srv.connections == 0
     assert caught.value.temporary is True and caught.value.connection is True
 
@@ -373,7 +373,7 @@ def test_login_with_password_from_environment(tmp_path) -> None:
     with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
         settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
         with Mailer(settings, environ={"COMMPLAN_SMTP_PASSWORD": PASSWORD}) as mailer:
-            send(mailer, make(["a@example.test"]), ["a@example.test"])
+            send(mailer, make(["a@example.com"]), ["a@example.com"])
         srv.wait_for(1)
         assert len(srv.received) == 1
         assert srv.handler.logins == ["shop@menuiserie.fr"]
@@ -385,7 +385,7 @@ def test_login_with_password_from_keyring(tmp_path, memory_keyring) -> None:
     with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
         settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
         with Mailer(settings, environ=NO_ENV) as mailer:
-            send(mailer, make(["a@example.test"]), ["a@example.test"])
+            send(mailer, make(["a@example.com"]), ["a@example.com"])
         srv.wait_for(1)
         assert len(srv.received) == 1
         assert srv.handler.logins == ["shop@menuiserie.fr"]
@@ -401,7 +401,7 @@ def test_wrong_password_is_refused_without_revealing_it(tmp_path) -> None:
             Mailer(settings, environ={"COMMPLAN_SMTP_PASSWORD": wrong}) as mailer,
             pytest.raises(SendFailure) as caught,
         ):
-            send(mailer, make(["a@example.test"]), ["a@example.test"])
+            send(mailer, make(["a@example.com"]), ["a@example.com"])
         assert srv.received == [] and srv.handler.logins == []
     text = str(caught.value)
     assert caught.value.temporary is True and caught.value.connection is True
@@ -436,8 +436,8 @@ def test_hand_over_runs_the_callers_work_once_and_keeps_it_apart(smtp_server, tm
     SendFailure."""
     calls: list[int] = []
     with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
-        msg = make(["a@example.test"])
-        handed = mailer.hand_over(msg, from_addr=SENDER, to_addrs=["a@example.test"],
+        msg = make(["a@example.com"])
+        handed = mailer.hand_over(msg, from_addr=SENDER, to_addrs=["a@example.com"],
                                   meanwhile=lambda: calls.append(len(smtp_server.received)))
         assert handed.reply() == {}
         assert calls == [0]
@@ -446,16 +446,16 @@ def test_hand_over_runs_the_callers_work_once_and_keeps_it_apart(smtp_server, tm
             raise OSError("disk full while recording")
 
         with pytest.raises(OSError, match="disk full"):
-            mailer.hand_over(make(["b@example.test"]), from_addr=SENDER,
-                             to_addrs=["b@example.test"], meanwhile=broken)
-        mailer.hand_over(make(["c@example.test"]), from_addr=SENDER,
-                         to_addrs=["c@example.test"], meanwhile=lambda: calls.append(-1)).reply()
+            mailer.hand_over(make(["b@example.com"]), from_addr=SENDER,
+                             to_addrs=["b@example.com"], meanwhile=broken)
+        mailer.hand_over(make(["c@example.com"]), from_addr=SENDER,
+                         to_addrs=["c@example.com"], meanwhile=lambda: calls.append(-1)).reply()
         assert calls == [0, -1] and mailer.connections == 2
     smtp_server.wait_for(2)
-    assert [m.rcpt_tos for m in smtp_server.received] == [["a@example.test"], ["c@example.test"]]
+    assert [m.rcpt_tos for m in smtp_server.received] == [["a@example.com"], ["c@example.com"]]
     down = settings_for(free_port(), tmp_path)
     ran: list[bool] = []
     with Mailer(down, environ=NO_ENV) as mailer, pytest.raises(SendFailure):
-        mailer.hand_over(make(["d@example.test"]), from_addr=SENDER, to_addrs=["d@example.test"],
+        mailer.hand_over(make(["d@example.com"]), from_addr=SENDER, to_addrs=["d@example.com"],
                          meanwhile=lambda: ran.append(True))
     assert ran == [True]

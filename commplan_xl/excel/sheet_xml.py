@@ -170,8 +170,7 @@ def to_cell_value(value: object) -> str | int | float | bool | None:
 
 def _cell_end(value: str | int | float | bool) -> str:
     """One cell's XML after its `<c r="A1"`. Text is XML-escaped here; illegal characters,
-    CRs and "_xHHHH_" are handled once for the whole sheet by `_finish_text` (the markup
-    has none of them)."""
+    CRs and "_xHHHH_" are handled by `_finish_text`, once per distinct text (`_one_end`)."""
     if type(value) is str:
         if len(value) > MAX_CELL_TEXT:
             value = value[:MAX_CELL_TEXT]
@@ -262,8 +261,9 @@ def _display_width(value: str | int | float | bool, style: str | None) -> float:
 
 
 def _sheet_body(sheet: ToolSheet, ncols: int, style_ids: Mapping[str, int] | None
-                ) -> tuple[list[str], list[float]]:
-    """The <row> elements and each column's widest value (of the first 2,000 rows)."""
+                ) -> tuple[list[bytes], list[float]]:
+    """The <row> elements (UTF-8: a long log is never one more text copy) and each
+    column's widest value (of the first 2,000 rows)."""
     letters = [column_letter(i) for i in range(ncols)]
     opening = [f'<c r="{letter}' for letter in letters]
     formats = column_formats(sheet)
@@ -302,15 +302,17 @@ def _sheet_body(sheet: ToolSheet, ncols: int, style_ids: Mapping[str, int] | Non
                 longest[i] = max(longest[i], _display_width(
                     value, _style_of(raw, col_style[i]) if r > 1 else None))  # type: ignore[arg-type]
         cells.append("</row>")
-        body.append("".join(cells))
+        body.append("".join(cells).encode("utf-8"))
     return body, longest
 
 
 def _one_end(raw: object, style: str | None, style_ids: Mapping[str, int] | None) -> str | None:
+    """One cell's XML after its `<c r="A1"`, text cleaned (`_finish_text`)."""
     value = raw if type(raw) is str else to_cell_value(raw)
     if value is None:
         return None
-    return _s(style, style_ids) + _cell_end(value)
+    end = _s(style, style_ids) + _cell_end(value)
+    return _finish_text(end) if type(value) is str else end
 
 
 def defined_names(sheet: ToolSheet) -> dict[str, str]:
@@ -400,4 +402,4 @@ def sheet_xml(sheet: ToolSheet, style_ids: Mapping[str, int] | None = None) -> b
         '<drawing r:id="rId1"/>' if sheet.charts else "",
         "</worksheet>",
     ]
-    return _finish_text("".join(parts)).encode("utf-8")
+    return b"".join(part if type(part) is bytes else part.encode("utf-8") for part in parts)

@@ -142,7 +142,7 @@ class Model:
         return tuple(sorted(self.orders, key=itemgetter(0)))  # Order.order_id
 
 
-# Ledger states of one (order, plan, step).
+# Ledger states of one message (order, step).
 MessageState = Literal[
     "sending",  # written just before the send; found at start of a run, it becomes uncertain
     "sent",
@@ -156,7 +156,8 @@ MessageState = Literal[
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """What the ledger knows of one message (order, plan, step)."""
+    """What the ledger knows of one message (order, step); `plan` is the plan key it was
+    last recorded under."""
 
     order_id: str
     plan: str  # plan key
@@ -172,7 +173,8 @@ class LedgerEntry:
 
 @dataclass(frozen=True)
 class MessageRef:
-    """One message (order, plan, step) and its recipient, as every ledger write names it."""
+    """One message (order, step), the plan it goes out under and its recipient, as every
+    ledger write names it."""
 
     order_id: str
     customer_id: str

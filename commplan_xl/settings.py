@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
+from commplan_xl.i18n import _
 from commplan_xl.problems import WorkbookProblem
 
 SECURITIES = ("starttls", "ssl", "none")
@@ -47,7 +48,7 @@ def _port(text: str) -> int:
     except (ValueError, OverflowError):
         port = 0
     if not 0 < port < 65536:
-        raise ValueError(f'"{text}" is not a port number (e.g. 587)')
+        raise ValueError(_('"{text}" is not a port number (e.g. 587)').format(text=text))
     return port
 
 
@@ -55,7 +56,8 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         word = text.lower()
         if word not in choices:
-            raise ValueError(f'"{word}" is not one of {", ".join(choices)}')
+            raise ValueError(_('"{word}" is not one of {choices}').format(
+                word=word, choices=", ".join(choices)))
         return word
 
     return parse
@@ -68,7 +70,7 @@ def _count(text: str) -> int:
     except (ValueError, OverflowError):
         whole = False
     if not whole:
-        raise ValueError(f'"{text}" is not a whole number ≥ 0')
+        raise ValueError(_('"{text}" is not a whole number ≥ 0').format(text=text))
     return int(number)
 
 
@@ -97,7 +99,7 @@ def _seconds(text: str) -> float:
     except ValueError:
         seconds = 0.0
     if not seconds > 0:
-        raise ValueError(f'"{text}" is not a number of seconds above 0')
+        raise ValueError(_('"{text}" is not a number of seconds above 0').format(text=text))
     return seconds
 
 
@@ -111,7 +113,8 @@ def _time_zone(text: str) -> str:
 
         ZoneInfo(text)
     except Exception:
-        raise ValueError(f'"{text}" is not a time zone (e.g. Europe/Paris)') from None
+        raise ValueError(_('"{text}" is not a time zone (e.g. Europe/Paris)').format(
+            text=text)) from None
     return text
 
 
@@ -121,7 +124,7 @@ def _locale(text: str) -> str:
 
         Locale.parse(text)
     except Exception:
-        raise ValueError(f'"{text}" is not a locale (e.g. fr_FR)') from None
+        raise ValueError(_('"{text}" is not a locale (e.g. fr_FR)').format(text=text)) from None
     return text
 
 
@@ -262,7 +265,8 @@ def unknown_key(key: str, written: object) -> str | None:
     names no setting; None for a known key."""
     if key in KEY_OF:
         return None
-    return f'"{written}" is not a known setting; known settings are {", ".join(KNOWN_KEYS)}.'
+    return _('"{written}" is not a known setting; known settings are {known}.').format(
+        written=written, known=", ".join(KNOWN_KEYS))
 
 
 def sheet_rows(

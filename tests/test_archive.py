@@ -169,8 +169,10 @@ def test_index_finds_folders_made_before_the_run(tmp_path: Path) -> None:
     assert customer_folder(tmp_path, "C0001", "Éloïse Martin", index=index) == first
     assert customer_folder(tmp_path, "C1 - X", "Anne", index=index) == other
     assert customer_folder(tmp_path, "C1", "Marc", index=index).name == "C1 - Marc"
+    # "C1 - X" is not a safe name as it is: its folder carries a hash of the exact id.
+    assert other.name.startswith("C1 _ X ~") and other.name.endswith(" - Anne")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "C0001 - Éloïse Lefèvre", "C1 - Marc", "C1 _ X - Anne"]
+        "C0001 - Éloïse Lefèvre", "C1 - Marc", other.name]
 
 
 def test_index_learns_the_folders_it_creates(tmp_path: Path) -> None:
@@ -212,3 +214,60 @@ def test_relative_with_index_matches_without(tmp_path: Path) -> None:
     path = write_message(folder, stem="m", data=b"x")
     assert relative(path, tmp_path, index=index) == relative(path, tmp_path)
     assert relative(path, tmp_path, index=index) == "archive/C0001 - Éloïse/m.eml"
+
+
+# ---------------------------------------------------------------- one folder per customer
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("12/34", "12_34"),
+    ("12:34", "12?34"),
+    ("A" * 40 + "-1", "A" * 40 + "-2"),  # the same first 40 characters
+    ("CON", "CON_"),  # a Windows device name and its safe form
+    ("C1.", "C1"),  # trailing dot, dropped by Windows
+    ("C1 ", "C1"),
+    ("C1 - X", "C1 _ X"),
+    ("ab", "AB"),  # Windows folder names ignore case
+])
+def test_two_customers_never_share_a_folder(tmp_path: Path, first: str, second: str) -> None:
+    """Ids that make the same safe name get different folders, in either order, with or
+    without a run's index, and each finds its own folder again."""
+    for order in ((first, second), (second, first)):
+        archive = tmp_path / f"archive-{order[0] == first}"
+        index = ArchiveIndex(archive)
+        a = customer_folder(archive, order[0], "Dupont", index=index)
+        b = customer_folder(archive, order[1], "Dupont")  # a fresh listing
+        assert a.name.casefold() != b.name.casefold()
+        assert customer_folder(archive, order[0], "Dupont") == a
+        assert customer_folder(archive, order[1], "Dupont", index=ArchiveIndex(archive)) == b
+        assert a.name[:2] == order[0][:2] and a.name.endswith(" - Dupont")  # readable
+
+
+@pytest.mark.parametrize("customer_id", [
+    "C\u202eexe.txt", "C\u2066x\u2069", "C\u200fA", "C\u200dA", "C\x1b[31m", "C\u061cA",
+])
+def test_no_bidi_or_control_character_in_a_folder_name(tmp_path: Path,
+                                                       customer_id: str) -> None:
+    """Bidi overrides and isolates, zero-width and control characters never reach a
+    folder name, from the id or the name."""
+    import unicodedata
+
+    folder = customer_folder(tmp_path, customer_id, "Du\u202epont\u2067")
+    assert not any(unicodedata.category(c) in ("Cf", "Cc") for c in folder.name)
+    assert folder.parent == tmp_path
+
+
+def test_an_earlier_folder_stays_with_the_customer_the_ledger_names(tmp_path: Path) -> None:
+    """A folder an earlier version named without the hash stays with the customer whose
+    mails the ledger says it holds; the other customer gets its own."""
+    (tmp_path / "12_34 - Dupont").mkdir()
+    owners = {"12_34 - Dupont": {"12/34"}}
+    index = ArchiveIndex(tmp_path, owners=owners)
+    assert customer_folder(tmp_path, "12/34", "Dupont", index=index).name == "12_34 - Dupont"
+    other = customer_folder(tmp_path, "12_34", "Dupont", index=index)
+    assert other.name != "12_34 - Dupont"
+    # Without the ledger's word, a hashed id never takes an unhashed folder.
+    fresh = tmp_path / "fresh"
+    (fresh / "12_34 - Dupont").mkdir(parents=True)
+    assert customer_folder(fresh, "12/34", "Dupont").name != "12_34 - Dupont"
+    assert customer_folder(fresh, "12_34", "Dupont").name == "12_34 - Dupont"

@@ -384,7 +384,7 @@ def _with_calc_chain(path: Path, chain: str, tool_sheet_formula: bool) -> None:
         'openxmlformats-officedocument.spreadsheetml.calcChain+xml"/></Types>')
     sheets = '<x:sheet name="Orders" sheetId="4" rel:id="rId7"/>'
     rels = f'<Relationship Id="rId3" Type="{rel}calcChain" Target="calcChain.xml"/>'
-    if tool_sheet_formula:
+    if tool_sheet_formula:  # the tool's own SentLog, marked as the tool marks it
         sheets += '<x:sheet name="SentLog" sheetId="9" rel:id="rId9"/>'
         rels += f'<Relationship Id="rId9" Type="{rel}worksheet" Target="worksheets/log.xml"/>'
         parts["xl/worksheets/log.xml"] = (
@@ -395,6 +395,11 @@ def _with_calc_chain(path: Path, chain: str, tool_sheet_formula: bool) -> None:
             'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>')
     parts["xl/workbook.xml"] = parts["xl/workbook.xml"].replace(
         '<x:sheet name="Orders" sheetId="4" rel:id="rId7"/>', sheets)
+    if tool_sheet_formula:
+        parts["xl/workbook.xml"] = parts["xl/workbook.xml"].replace(
+            "</x:sheets>", '</x:sheets><x:definedNames><x:definedName name="commplan_tool_'
+            "sentlog\" localSheetId=\"1\" hidden=\"1\">'SentLog'!$A$1</x:definedName>"
+            "</x:definedNames>")
     parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
         "</Relationships>", rels + "</Relationships>")
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
@@ -606,3 +611,15 @@ def test_sheets_are_made_again_when_the_styles_moved(staff_book: Path) -> None:
     assert ids and b' s="' in built[sheet.name]
     ws = openpyxl.load_workbook(staff_book)["SentLog"]
     assert ws["A2"].number_format == "dd/mm/yyyy hh:mm"
+
+
+def test_print_titles_join_an_empty_list_of_names() -> None:
+    """A workbook.xml with an empty <definedNames/> (as openpyxl writes it) gets the print
+    titles inside it: one list of names, which Excel and openpyxl read."""
+    from commplan_xl.excel.package import set_defined_names
+
+    book = ('<workbook xmlns="x"><sheets><sheet name="A"/></sheets><definedNames/>'
+            "<calcPr/></workbook>")
+    out = set_defined_names(book, {0: ("A", {"_xlnm.Print_Titles": "'A'!$1:$1"})})
+    assert out.count("definedNames>") == 2 and "<definedNames/>" not in out
+    assert '<definedName name="_xlnm.Print_Titles" localSheetId="0">' in out

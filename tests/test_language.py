@@ -160,8 +160,8 @@ def test_email_and_courriel_is_a_problem_naming_both(tmp_path, smtp_server, caps
     assert main(["check", "--home", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     (line,) = [line for line in out.splitlines() if "courriel" in line]
-    assert line.startswith("Customers!D1 (courriel):")
-    assert '"email"' in line and '"courriel"' in line
+    assert line.startswith("Customers!D1 (courriel) :")  # a fr_FR workbook: French sentences
+    assert "« email »" in line and "« courriel »" in line
     site = load_site(tmp_path)
     assert site.model.customers["C001"].emails == ("alice@example.test",)
     (problem,) = [p for p in site.problems if p.kind is Problem.SAME_MEANING_COLUMNS]

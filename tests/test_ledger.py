@@ -63,9 +63,9 @@ def test_missing_folder_is_a_sentence(tmp_path: Path) -> None:
 def test_begin_then_finish_sent(ledger: Ledger) -> None:
     """begin records `sending`; finish(sent) makes it `sent` with one `sent` event."""
     token = ledger.begin(msg(), subject="Votre commande", now=NOW)
-    assert ledger.entry("CMD-1", "baie vitrée", 3).state == "sending"
+    assert ledger.entry("CMD-1", 3).state == "sending"
     ledger.finish(token, status="sent", archive_file="archive/C0001/x.eml", now=NOW)
-    entry = ledger.entry("CMD-1", "baie vitrée", 3)
+    entry = ledger.entry("CMD-1", 3)
     assert (entry.state, entry.attempts, entry.due_date) == ("sent", 1, DUE)
     assert ledger.events() == [Outcome(
         date=NOW, order_id="CMD-1", customer_id="C0001", email="a@x.fr;b@y.fr",
@@ -111,7 +111,7 @@ def test_killed_process_after_begin_leaves_sending_that_is_recovered(path: Path)
         child.wait()
         child.stdout.close()
     with Ledger(path) as led:
-        assert led.entry("CMD-9", "p", 2).state == "sending"
+        assert led.entry("CMD-9", 2).state == "sending"
         assert [e.state for e in led.recover(NOW)] == ["uncertain"]
         assert [o.status for o in led.events()] == ["uncertain"]
 
@@ -128,21 +128,21 @@ def test_state_survives_closing_and_reopening(path: Path) -> None:
         after = led.state()
     assert after == before
     assert {k: e.state for k, e in after.items()} == {
-        ("CMD-1", "baie vitrée", 1): "sent",
-        ("CMD-1", "baie vitrée", 2): "skipped",
-        ("CMD-1", "baie vitrée", 3): "waiting",
+        ("cmd-1", 1): "sent",
+        ("cmd-1", 2): "skipped",
+        ("cmd-1", 3): "waiting",
     }
-    assert isinstance(after["CMD-1", "baie vitrée", 1], LedgerEntry)
+    assert isinstance(after["cmd-1", 1], LedgerEntry)
 
 
 def test_entries_built_fast_equal_normal_ones(ledger: Ledger) -> None:
     """Entries read from the ledger compare equal to LedgerEntry built the ordinary way."""
     token = ledger.begin(msg(), subject="S", now=NOW)
     ledger.finish(token, status="sent", now=NOW)
-    assert ledger.entry("CMD-1", "baie vitrée", 3) == LedgerEntry(
+    assert ledger.entry("CMD-1", 3) == LedgerEntry(
         order_id="CMD-1", plan="baie vitrée", step=3, state="sent", due_date=DUE,
         emails="a@x.fr;b@y.fr", detail="", updated=NOW, attempts=1)
-    assert ledger.entry("CMD-1", "baie vitrée", 4) is None
+    assert ledger.entry("CMD-1", 4) is None
 
 
 def test_events_oldest_first_and_since_id(ledger: Ledger) -> None:
@@ -205,7 +205,7 @@ def test_temporary_and_permanent_failures(ledger: Ledger) -> None:
                   detail="451 try later", now=NOW)
     ledger.finish(ledger.begin(msg(step=2), subject="S", now=NOW),
                   status="failed_permanent", detail="550 no such user", now=NOW)
-    states = {k[2]: e.state for k, e in ledger.state().items()}
+    states = {k[1]: e.state for k, e in ledger.state().items()}
     assert states == {1: "failed", 2: "failed_permanent"}
     assert [(o.status, o.detail) for o in ledger.events()] == [
         ("failed", "451 try later; will be retried"),
@@ -225,7 +225,7 @@ def test_failed_message_is_retried_and_counts_attempts(ledger: Ledger) -> None:
     """A temporary failure may be begun again; attempts counts each begin."""
     ledger.finish(ledger.begin(msg(), subject="S", now=NOW), status="failed", now=NOW)
     ledger.finish(ledger.begin(msg(), subject="S", now=NOW), status="sent", now=NOW)
-    entry = ledger.entry("CMD-1", "baie vitrée", 3)
+    entry = ledger.entry("CMD-1", 3)
     assert (entry.state, entry.attempts) == ("sent", 2)
     assert [o.status for o in ledger.events()] == ["failed", "sent"]
 
@@ -239,7 +239,7 @@ def test_resend_is_recorded_as_resent_on_request(ledger: Ledger) -> None:
     assert (last.status, last.detail, last.archive_file) == (
         "sent", "resent on request", "archive/a-2.eml")
     assert ledger.db.execute("SELECT resend FROM events ORDER BY id").fetchall() == [(0,), (1,)]
-    assert ledger.entry("CMD-1", "baie vitrée", 3).state == "sent"
+    assert ledger.entry("CMD-1", 3).state == "sent"
 
 
 @pytest.mark.parametrize("before", ["sent", "uncertain"])
@@ -252,7 +252,7 @@ def test_failed_resend_restores_the_previous_state(ledger: Ledger, before: str) 
         ledger.recover(NOW)
     token = ledger.begin(msg(), subject="S", now=NOW, resend=True)
     ledger.finish(token, status="failed", detail="451 busy", now=NOW)
-    assert ledger.entry("CMD-1", "baie vitrée", 3).state == before
+    assert ledger.entry("CMD-1", 3).state == before
     last = ledger.events()[-1]
     assert (last.status, last.detail) == ("failed", "resend failed: 451 busy")
 
@@ -270,7 +270,7 @@ def test_skip_records_reason_once(ledger: Ledger) -> None:
     """record_skip makes the message `skipped` with its reason; repeating adds no event."""
     ledger.record_skip(msg(), reason="superseded by step 4", now=NOW)
     ledger.record_skip(msg(), reason="superseded by step 4", now=NOW)
-    entry = ledger.entry("CMD-1", "baie vitrée", 3)
+    entry = ledger.entry("CMD-1", 3)
     assert (entry.state, entry.detail) == ("skipped", "superseded by step 4")
     assert [(o.status, o.detail) for o in ledger.events()] == [
         ("skipped", "superseded by step 4")]
@@ -283,18 +283,18 @@ def test_skip_never_overwrites_a_sent_message(ledger: Ledger) -> None:
         ledger.record_skip(msg(), reason="missed", now=NOW)
     with pytest.raises(LedgerConflict):
         ledger.record_failure_before_send(msg(), detail="x", now=NOW)
-    assert ledger.entry("CMD-1", "baie vitrée", 3).state == "sent"
+    assert ledger.entry("CMD-1", 3).state == "sent"
 
 
 def test_waiting_keeps_the_first_day_and_writes_no_event(ledger: Ledger) -> None:
     """record_waiting keeps the day it first waited and adds nothing to SentLog."""
     ledger.record_waiting(msg(), now=NOW)
     ledger.record_waiting(msg(), now=NOW + dt.timedelta(days=2))
-    entry = ledger.entry("CMD-1", "baie vitrée", 3)
+    entry = ledger.entry("CMD-1", 3)
     assert (entry.state, entry.first_waiting) == ("waiting", NOW.date())
     assert ledger.events() == []
     ledger.finish(ledger.begin(msg(), subject="S", now=NOW), status="sent", now=NOW)
-    assert ledger.entry("CMD-1", "baie vitrée", 3).state == "sent"
+    assert ledger.entry("CMD-1", 3).state == "sent"
 
 
 def test_failure_before_send_is_temporary(ledger: Ledger) -> None:
@@ -312,7 +312,7 @@ def test_concurrent_reader_sees_committed_rows(path: Path) -> None:
     """Another connection reads what begin committed, while the writer stays open."""
     with Ledger(path) as writer, Ledger(path) as reader:
         writer.begin(msg(), subject="S", now=NOW)
-        assert reader.entry("CMD-1", "baie vitrée", 3).state == "sending"
+        assert reader.entry("CMD-1", 3).state == "sending"
 
 
 def test_aware_datetimes_round_trip(ledger: Ledger) -> None:
@@ -343,14 +343,14 @@ def test_state_keeps_every_message_and_its_state(ledger: Ledger, path: Path) -> 
     ledger.record_skip(msg(order_id="CMD-2", step=1), reason="missed", now=NOW)
     ledger.record_skip(msg(order_id="CMD-2", step=40), reason="missed", now=NOW)
     expected = {
-        ("CMD-1", "baie vitrée", 1): "sent", ("CMD-1", "baie vitrée", 2): "skipped",
-        ("CMD-1", "baie vitrée", 3): "uncertain", ("CMD-1", "baie vitrée", 10): "uncertain",
-        ("CMD-1", "baie vitrée", 4): "sending", ("CMD-1", "baie vitrée", 5): "failed",
-        ("CMD-2", "baie vitrée", 1): "skipped", ("CMD-2", "baie vitrée", 40): "skipped",
+        ("cmd-1", 1): "sent", ("cmd-1", 2): "skipped",
+        ("cmd-1", 3): "uncertain", ("cmd-1", 10): "uncertain",
+        ("cmd-1", 4): "sending", ("cmd-1", 5): "failed",
+        ("cmd-2", 1): "skipped", ("cmd-2", 40): "skipped",
     }
     with sqlite3.connect(path) as db:
-        rows = {(o, p, n): st for o, p, n, st in
-                db.execute("SELECT order_id, plan_key, step, state FROM messages")}
+        rows = {(o, n): st for o, n, st in
+                db.execute("SELECT order_key, step, state FROM messages")}
     assert rows == expected
     state = ledger.state()
     assert {key: entry.state for key, entry in state.items()} == expected
@@ -358,13 +358,13 @@ def test_state_keeps_every_message_and_its_state(ledger: Ledger, path: Path) -> 
     assert {entry.state for entry in state.values()} == set(expected.values())
     for key, value in expected.items():
         assert key in state and state[key].state == value and state.get(key).state == value
-    for missing in [("CMD-1", "baie vitrée", 6), ("CMD-1", "autre", 1), ("CMD-3", "x", 1),
-                    ("CMD-1", "baie vitrée", -1), ("CMD-1", "baie vitrée", 99), "junk"]:
+    for missing in [("cmd-1", 6), ("CMD-1", 1), ("cmd-3", 1), ("cmd-1", "x", 1),
+                    ("cmd-1", -1), ("cmd-1", 99), "junk"]:
         assert missing not in state and state.get(missing) is None
     with pytest.raises(KeyError):
-        state[("CMD-1", "baie vitrée", 6)]
-    assert state.done_steps[("CMD-1", "baie vitrée")] == 0b10000011110
-    assert state[("CMD-1", "baie vitrée", 5)].detail.startswith("451 later")
+        state[("cmd-1", 6)]
+    assert state.done_steps["cmd-1"] == 0b10000011110
+    assert state[("cmd-1", 5)].detail.startswith("451 later")
 
 
 def _serial(value: dt.date | None) -> float | int | None:
@@ -467,10 +467,10 @@ def test_version_1_ledger_keeps_every_row_and_reaches_the_latest_schema(path: Pa
     with Ledger(path) as led:
         assert led.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert {k: e.state for k, e in led.state().items()} == {
-            ("CMD-1", "baie vitrée", 1): "sent", ("CMD-1", "baie vitrée", 2): "sending",
-            ("CMD-2", "baie vitrée", 1): "skipped", ("CMD-3", "baie vitrée", 1): "waiting",
+            ("cmd-1", 1): "sent", ("cmd-1", 2): "sending",
+            ("cmd-2", 1): "skipped", ("cmd-3", 1): "waiting",
         }
-        assert led.entry("CMD-3", "baie vitrée", 1).first_waiting == dt.date(2026, 11, 27)
+        assert led.entry("CMD-3", 1).first_waiting == dt.date(2026, 11, 27)
         at = pytest.approx(_serial(dt.datetime(2026, 11, 27, 7, 30, 5)), abs=1e-6)
         assert led.sentlog_rows() == [
             (at, "CMD-2", "C0002", "b@y.fr", "Baie vitrée", 1, None,

@@ -27,6 +27,13 @@ def _msg(order: str, customer: str, step: int) -> MessageRef:
                       emails=f"{customer.lower()}@shop.test")
 
 
+@pytest.fixture(autouse=True)
+def english(monkeypatch) -> None:
+    """The command line speaks English here (before a workbook is read it speaks the
+    user's language)."""
+    monkeypatch.setenv("COMMPLAN_LANG", "en")
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     """A home whose ledger holds outcomes of three run days."""
@@ -52,7 +59,7 @@ def test_listing_of_a_period_dated_by_run_day(home: Path, capsys) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("05/03/2026 12:15  sent       O2  C2  Baie vitrée step 1")
     assert lines[1].startswith("09/03/2026 12:15  sent       O1  C1  Baie vitrée step 2")
-    assert lines[2] == "2 outcome(s) from 02/03/2026 to 09/03/2026."
+    assert lines[2] == "2 outcomes from 02/03/2026 to 09/03/2026."
 
 
 def test_csv_of_one_order_compared_ignoring_case(home: Path, capsys) -> None:
@@ -76,7 +83,8 @@ def test_xlsx_is_a_styled_sheet_of_real_dates(home: Path, tmp_path: Path, capsys
     """--xlsx writes a new workbook: bold frozen header, a filter, real dates."""
     target = tmp_path / "export" / "journal.xlsx"
     assert log(home, "--customer", "C1", "--xlsx", str(target)) == 0
-    assert "Wrote 2 outcome(s)" in capsys.readouterr().out
+    # Once it read the workbook (for its language) the tool speaks the workbook's French.
+    assert "2 envois du premier passage au dernier passage écrits" in capsys.readouterr().out
     ws = openpyxl.load_workbook(target).active
     assert ws.title == "Journal" and ws["B1"].value == "commande"  # the workbook's language
     assert ws["A1"].value == "date" and ws["A1"].font.b and ws.freeze_panes == "A2"
@@ -92,7 +100,7 @@ def test_xlsx_open_in_excel_is_not_written(home: Path, tmp_path: Path, capsys) -
     target.write_bytes(b"the staff's file")
     (tmp_path / "~$journal.xlsx").write_bytes(b"lock")
     assert log(home, "--xlsx", str(target)) == 1
-    assert "open in Excel or LibreOffice" in capsys.readouterr().err
+    assert "est ouvert dans Excel ou LibreOffice" in capsys.readouterr().err
     assert target.read_bytes() == b"the staff's file"
 
 

@@ -539,14 +539,15 @@ def oauth_workbook(home: Path, port: int) -> None:
 
 
 def smtp_lines(out: str) -> list[str]:
-    return [line for line in out.splitlines() if "mail server" in line]
+    return [line for line in out.splitlines() if "serveur de mail" in line
+            or "mail server" in line]
 
 
 @pytest.mark.parametrize(("accepted", "up", "status", "words"), [
-    ("tok", True, 0, f'answered (no encryption, logged in as "{MAILBOX}" with OAuth2);'
-     " nothing was sent"),
-    ("other", True, 1, f'refused the login of "{MAILBOX}" (535 5.7.3'),
-    ("tok", False, 1, "could not reach the mail server 127.0.0.1:"),
+    ("tok", True, 0, f"a répondu (sans chiffrement, connecté en tant que « {MAILBOX} » avec "
+     "OAuth2) ; rien n'a été envoyé"),
+    ("other", True, 1, f"a refusé la connexion de « {MAILBOX} » (535 5.7.3"),
+    ("tok", False, 1, "impossible de joindre le serveur de mail 127.0.0.1:"),
 ])
 def test_check_smtp_reports_success_refusal_or_unreachable_in_one_sentence(
         tmp_path, clean_env, monkeypatch, capsys, accepted, up, status, words):
@@ -575,12 +576,13 @@ def test_auth_google_refuses_to_run_without_a_terminal(tmp_path, clean_env, monk
     make_workbook(tmp_path)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["auth", "google", "--home", str(tmp_path)]) == 1
-    assert "run it in a terminal window" in capsys.readouterr().err
+    assert "lancez-le dans une fenêtre de terminal" in capsys.readouterr().err
     assert not (tmp_path / "google-oauth2.json").exists()
 
 
-def test_auth_knows_only_google(capsys):
+def test_auth_knows_only_google(capsys, monkeypatch):
     """`commplan auth` takes google as its provider; anything else is a usage error."""
+    monkeypatch.setenv("COMMPLAN_LANG", "en")
     assert main(["auth", "microsoft"]) == 2
     assert "invalid choice" in capsys.readouterr().err
 

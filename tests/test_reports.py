@@ -11,6 +11,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from commplan_xl import i18n
 from commplan_xl.cli import main
 from commplan_xl.excel.graft import write_tool_sheets
 from commplan_xl.excel.names import tool_sheet
@@ -433,6 +434,7 @@ def _report(**kw) -> RunReport:
 
 def test_summary_subject_counts_in_french():
     """The subject gives the day and the counts, French singular for 0 and 1."""
+    i18n.set_language("fr")
     assert summary_subject(_report(sent=12, failed=1)) == \
         "commplan — 27/11/2026 : 12 envoyés, 1 échec"
     assert summary_subject(_report(sent=1, failed=0)) == \
@@ -464,15 +466,15 @@ def test_summary_body_lists_each_failure_with_what_to_do(dash_home):
     advice = [ln for ln in lines if ln.startswith("  Que faire : ")]
     assert len(advice) == 4 + 3  # the run's failures, then the items to handle
     assert "réessaient pendant 7 jours" in advice[0]
-    assert "Customers" in advice[1]
+    assert "Clients" in advice[1]
     assert "commplan check" in advice[2]
     assert "`commplan resend O4 2`" in advice[3]
     assert "À traiter (jusqu'à résolution) : 3" in lines
     assert any(ln.startswith("- Échec définitif : commande O1004 étape 1") for ln in lines)
     assert any(ln.startswith("- Pas d'adresse valide : commande O1003") for ln in lines)
     assert "`commplan resend O1005 3`" in advice[5]
-    assert any(ln.startswith("Envoyés : 4 (hier : 0, 7 derniers jours : 3), ignorés : 1, "
-                             "échecs : 3, incertains : 1") for ln in lines)
+    assert "Envoyés hier : 0, sur les 7 derniers jours : 3 ; prévus les 7 prochains jours : 2" \
+        in lines
     assert msg.get_body(preferencelist=("html",)) is not None
 
 

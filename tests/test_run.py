@@ -257,7 +257,7 @@ def test_workbook_open_in_excel_still_sends_and_log_catches_up(home, smtp_server
     assert cli(home, "run", "--today", DAY1) == 1
     assert len(smtp_server.received) == 1
     assert (home / "workbooks" / "commplan.xlsx").read_bytes() == before
-    assert "the SentLog will be completed on the next run" in capsys.readouterr().out
+    assert "le Journal sera complété au prochain passage" in capsys.readouterr().out
     lock.unlink()
     assert cli(home, "run", "--today", DAY1) == 0
     assert len(smtp_server.received) == 1
@@ -388,10 +388,12 @@ def test_new_user_flow_init_check_due(tmp_path):
     assert r.returncode == 0, r.stderr
     r = subprocess.run([*env_cmd, "check", "--home", str(home)], capture_output=True, text=True)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert 'Clients!C2 (email): "eloise.lefevre@example.net" is an example address' in r.stdout
-    assert "The workbook still holds the demo orders (CMD-2026-0001…)" in r.stdout
+    assert ("Clients!C2 (email) : « eloise.lefevre@example.net » est une adresse d'exemple"
+            in r.stdout)
+    assert "Le classeur contient encore les commandes de démonstration (CMD-2026-0001…)" \
+        in r.stdout
     r = subprocess.run([*env_cmd, "due", "--home", str(home)], capture_output=True, text=True)
-    assert r.returncode == 0 and "Nothing is due" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "Rien n'est dû" in r.stdout, r.stdout + r.stderr
     r = subprocess.run([*env_cmd, "init", "--home", str(home)], capture_output=True, text=True)
     assert r.returncode == 1 and "--force" in r.stderr
     r = subprocess.run([*env_cmd, "due", "--today", "yesterday"], capture_output=True, text=True)

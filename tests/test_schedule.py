@@ -18,6 +18,7 @@ from commplan_xl.core.schedule import (
     decide,
     decide_order,
     forecast,
+    message_key,
     record,
 )
 from commplan_xl.model import Customer, Decision, LedgerEntry, Model, Order, Plan, Step
@@ -68,8 +69,8 @@ def conf(**kw) -> Settings:
 
 
 def entry(state: str, step_number: int = 1, order_id: str = "O1", emails: str = EMAIL):
-    return {(order_id, KEY, step_number): LedgerEntry(order_id, KEY, step_number, state,  # type: ignore[arg-type]
-                                                      emails=emails)}
+    return {message_key(order_id, step_number): LedgerEntry(
+        order_id, KEY, step_number, state, emails=emails)}  # type: ignore[arg-type]
 
 
 def run(model: Model, today: D, ledger=None, **kw) -> list[tuple[str, int, str, str]]:
@@ -328,7 +329,7 @@ def test_waiting_messages_are_not_missed_later():
     for _ in range(30):
         for d in decide(model, ledger, today=day, settings=conf(daily_limit=1,
                                                                  catch_up_days=4)):
-            ledger[(d.order_id, d.plan, d.step)] = record(d, model)
+            ledger[message_key(d.order_id, d.step)] = record(d, model)
             assert d.reason != "missed"
             if d.action == "send":
                 sent_days[d.order_id] = day
@@ -428,7 +429,7 @@ def worlds(draw):
     return make_model(orders, steps=steps, customers=customers)
 
 
-def eligible(model: Model) -> dict[tuple[str, str, int], D]:
+def eligible(model: Model) -> dict[tuple[str, int], D]:
     """Every message a run may ever act on, with its due date."""
     out = {}
     for o in model.orders:
@@ -438,7 +439,7 @@ def eligible(model: Model) -> dict[tuple[str, str, int], D]:
         for s in model.plans[o.plan].steps:
             due = due_date(s, o, None)
             if s.active and s.number not in o.hold_steps and due is not None:
-                out[(o.order_id, KEY, s.number)] = due
+                out[message_key(o.order_id, s.number)] = due
     return out
 
 
@@ -469,7 +470,7 @@ def test_never_sent_twice_and_limit_respected(model, run_days, limit, catch_up, 
         assert decide(model, LedgerSnapshot.of(ledger), today=BASE + dt.timedelta(days=offset),
                       settings=conf(daily_limit=limit, catch_up_days=catch_up),
                       sent_today=sent_today) == decisions
-        keys = [(d.order_id, d.plan, d.step) for d in decisions]
+        keys = [message_key(d.order_id, d.step) for d in decisions]
         assert len(keys) == len(set(keys))
         assert decisions == sorted(decisions, key=lambda d: (d.due_date, d.order_id, d.step))
         sends = [d for d in decisions if d.action == "send"]
@@ -500,13 +501,14 @@ def test_every_message_ends_sent_or_skipped(model, limit, catch_up):
     while day <= horizon:
         decisions = decide(model, ledger, today=day,
                            settings=conf(daily_limit=limit, catch_up_days=catch_up))
-        decided = {(d.order_id, d.plan, d.step) for d in decisions}
+        decided = {message_key(d.order_id, d.step) for d in decisions}
         pending = {k for k, due in messages.items() if due <= day
-                   and ledger.get(k, LedgerEntry(*k, "waiting")).state == "waiting"}
+                   and ledger.get(k, LedgerEntry(k[0], KEY, k[1], "waiting")).state
+                   == "waiting"}
         assert pending <= decided  # nothing due and unfinished is silently dropped
         assert decided <= set(messages)  # and nothing else is decided
         for d in decisions:
-            ledger[(d.order_id, d.plan, d.step)] = record(d, model)
+            ledger[message_key(d.order_id, d.step)] = record(d, model)
         day += dt.timedelta(days=1)
     assert set(ledger) == set(messages)
     assert {e.state for e in ledger.values()} <= {"sent", "skipped"}
@@ -522,7 +524,7 @@ def test_forecast_matches_running_every_day(model, limit, first, days, done):
     ledger: dict = {}
     for offset in range(done):
         for d in decide(model, ledger, today=BASE + dt.timedelta(days=offset), settings=conf_):
-            ledger[(d.order_id, d.plan, d.step)] = record(d, model)
+            ledger[message_key(d.order_id, d.step)] = record(d, model)
     start = BASE + dt.timedelta(days=done + first)
     expected = []
     state = dict(ledger)
@@ -530,7 +532,7 @@ def test_forecast_matches_running_every_day(model, limit, first, days, done):
         day = start + dt.timedelta(days=offset)
         for d in decide(model, state, today=day, settings=conf_):
             expected.append((day, d))
-            state[(d.order_id, d.plan, d.step)] = record(d, model)
+            state[message_key(d.order_id, d.step)] = record(d, model)
     assert forecast(model, ledger, start=start, days=days, settings=conf_) == expected
     assert forecast(model, LedgerSnapshot.of(ledger), start=start, days=days,
                     settings=conf_) == expected

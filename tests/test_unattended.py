@@ -72,6 +72,9 @@ def test_kill_mid_batch_then_rerun_delivers_each_mail_once(tmp_path):
     assert len(extra) <= len(uncertain)
     uncertain_orders = {r["order_id"] for r in rows if r["status"] == "uncertain"}
     assert all(any(o in name for o in uncertain_orders) for name in extra), (extra, uncertain)
+    # The killed run's temporary files are gone after the second run.
+    assert not list((tmp_path / "archive").rglob(".tmp-*.part"))
+    assert not list((tmp_path / "workbooks").glob(".commplan.*.tmp"))
 
 
 def test_second_run_while_one_is_running_exits_at_once(tmp_path):
@@ -88,7 +91,7 @@ def test_second_run_while_one_is_running_exits_at_once(tmp_path):
         second = subprocess.run(cmd(tmp_path, "run", "--today", "2026-03-02"),
                                 capture_output=True, text=True, timeout=30)
         assert second.returncode == 1
-        assert "already" in (second.stdout + second.stderr)
+        assert "travaille déjà" in (second.stdout + second.stderr)
         first.wait(timeout=60)
         recipients = [rc for m in server.received for rc in m.rcpt_tos]
     assert len(recipients) == len(set(recipients)) == 40
@@ -103,7 +106,7 @@ def test_server_down_at_start_then_next_run_sends(tmp_path, capsys):
                   customers=customers, orders=orders)
     assert main(["run", "--today", "2026-03-02", "--home", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "stopped trying" in out
+    assert "a cessé d'essayer" in out
     failed = [r for r in sentlog(tmp_path) if r["status"] == "failed"]
     assert 1 <= len(failed) <= 3  # not one failure per mail
     with server:
@@ -207,7 +210,7 @@ def test_server_that_never_answers_times_out(tmp_path):
             c.close()
         listener.close()
     assert r.returncode == 1
-    assert "failed" in r.stdout
+    assert "échec" in r.stdout
     assert {row["status"] for row in sentlog(tmp_path)} == {"failed"}
 
 
@@ -236,7 +239,7 @@ def test_log_file_records_runs_and_failures(tmp_path):
                       customers=customers, orders=orders)
         assert main(["run", "--today", "2026-03-02", "--home", str(tmp_path)]) == 1
     text = (tmp_path / "commplan.log").read_text(encoding="utf-8")
-    assert "1 sent" in text and "O0000" in text and "550" in text
+    assert "envoyés 1" in text and "O0000" in text and "550" in text
 
 
 def test_check_points_out_a_stale_excel_lock(tmp_path, capsys):
@@ -248,7 +251,7 @@ def test_check_points_out_a_stale_excel_lock(tmp_path, capsys):
     os.utime(lock, (old, old))
     main(["check", "--home", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "~$commplan.xlsx" in out and "delete" in out and "more than a day old" in out
+    assert "~$commplan.xlsx" in out and "supprimez" in out and "plus d'un jour" in out
 
 
 def test_sentlog_survives_openpyxl_edit_by_staff(tmp_path):

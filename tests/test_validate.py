@@ -390,6 +390,7 @@ def test_every_kind_of_problem_has_its_sentence() -> None:
     [
         ({"order_id": ""}, "order_id", "A3", "order id is empty"),
         ({"order_id": "O1001"}, "order_id", "A3", '"O1001" is already used in row 2'),
+        ({"order_id": " o1001"}, "order_id", "A3", '"o1001" is already used in row 2'),
         ({"customer_id": "C999"}, "customer_id", "B3", 'no customer "C999" in Customers'),
         ({"customer_id": ""}, "customer_id", "B3", "customer id is empty"),
         ({"plan": "Porte"}, "plan", "C3", 'no plan "Porte" in Plans'),
@@ -668,8 +669,8 @@ def test_orders_rules_one_row_each(tmp_path: Path) -> None:
     }
     model, _, problems = validate(tables, home=tmp_path, environ={})
     assert [str(p) for p in problems if p.sheet == "Orders"] == [
-        'Orders!A3 (order_id): The order id "O1" is already used in row 2; give each order '
-        "its own id.",
+        'Orders!A3 (order_id): The order id "O1" is already used in row 2 (order ids ignore '
+        "case and spaces); give each order its own id.",
         "Orders!A4 (order_id): The order id is empty; write one.",
         "Orders!B5 (customer_id): The customer id is empty; write the customer's id from "
         "Customers.",

@@ -1,18 +1,22 @@
 """(model, ledger state, today, settings) → decisions. Pure: never reads a clock or a file.
 
-The rules are SPEC "When a message is due"; a message is one (order, plan key, step).
+A message is one (order, step), whatever plan the order is on: the ledger knows it by the
+order id folded as plan names are (`message_key`), so a plan renamed, an order moved to
+another plan or its id's case changed never makes a sent or skipped step due again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
 from typing import Protocol
 
 from commplan_xl.core.offsets import WEEKENDS_ONLY, Calendar, add_delay, business_calendar
+from commplan_xl.i18n import N_, _
 from commplan_xl.model import (
     Action,
     Customer,
@@ -23,10 +27,11 @@ from commplan_xl.model import (
     Plan,
     Status,
     Step,
+    norm_key,
 )
 from commplan_xl.settings import Settings
 
-LedgerKey = tuple[str, str, int]  # (order_id, plan key, step number)
+LedgerKey = tuple[str, int]  # (order key: the id folded, step number)
 
 # Ledger states after which a message is never decided again (never twice, ever).
 DONE_STATES = frozenset({"sent", "skipped", "uncertain", "sending"})
@@ -40,6 +45,44 @@ REASON_MISSED = "missed"
 REASON_LIMIT = "daily limit reached"
 # The reason of a message that waits for an empty cell to be filled: "waiting for X".
 WAITING_FOR = "waiting for "
+
+
+_REASON_WORDS = {REASON_DUE: N_("due"), REASON_RETRY: N_("retry"),
+                 REASON_ADDRESS: N_("address changed"), REASON_MISSED: N_("missed"),
+                 REASON_LIMIT: N_("daily limit reached"), "daily limit": N_("daily limit")}
+_SUPERSEDED = re.compile(r"superseded by step (\d+)")
+
+
+def reason_text(reason: str) -> str:
+    """A reason as decisions and the ledger keep it ("missed", "superseded by step 3",
+    "waiting for X"), in the current language; any other text as it is."""
+    if reason in _REASON_WORDS:
+        return _(_REASON_WORDS[reason])
+    if match := _SUPERSEDED.fullmatch(reason):
+        return _("superseded by step {step}").format(step=match[1])
+    if reason.startswith(WAITING_FOR):
+        return _("waiting for {column}").format(column=reason.removeprefix(WAITING_FOR))
+    return reason
+
+
+def message_key(order_id: str, step: int) -> LedgerKey:
+    """The ledger's key of a message: the order id folded (case and spaces), and the step."""
+    return norm_key(order_id), step
+
+
+def moved_orders(model: Model, recorded: Mapping[str, tuple[str, str]]
+                 ) -> list[tuple[str, str, str]]:
+    """(order id, old plan name, new plan name) of each order whose latest ledger record
+    is under another plan than the one Orders gives it now."""
+    if not recorded:
+        return []
+    out = []
+    for order in model.orders_by_id:
+        found = recorded.get(norm_key(order.order_id))
+        if found is not None and found[0] != order.plan:
+            plan = model.plans.get(order.plan)
+            out.append((order.order_id, found[1], plan.name if plan else order.plan))
+    return out
 
 
 def superseded_reason(step: int) -> str:
@@ -218,26 +261,28 @@ def decide(
 ) -> list[Decision]:
     """Every message a run on `today` acts on, sorted by (due_date, order_id, step).
 
-    `ledger` maps (order_id, plan key, step) to what the ledger knows; `sent_today` is how
-    many messages were already sent today (they count against `daily_limit`). `calendar`
-    None means the calendar of `settings.holidays`. `ready` says which mails can be built:
-    one that cannot waits and supersedes nothing (None: every mail can).
+    `ledger` maps (order key, step) (see `message_key`) to what the ledger knows;
+    `sent_today` is how many messages were already sent today (they count against
+    `daily_limit`). `calendar` None means the calendar of `settings.holidays`. `ready`
+    says which mails can be built: one that cannot waits and supersedes nothing (None:
+    every mail can).
     """
     cal = calendar if calendar is not None else settings_calendar(settings)
     decisions: list[Decision] = []
     extend = decisions.extend
     done, ledger = split_ledger(ledger)
     done_of = done.get
-    with_history = {(key[0], key[1]) for key in ledger}  # orders with open entries
+    with_history = {key[0] for key in ledger}  # orders with open entries
+    fold = norm_key
     for order, customer, view in _sendable(model, today, settings, cal, ready):
         bits, fresh, checks = view.settled(tuple(map(order.dates.get, view.columns)))
-        pair = (order.order_id, view.key)
-        finished = done_of(pair, 0)
+        order_key = fold(order.order_id)
+        finished = done_of(order_key, 0)
         # Most orders of a usual morning have every due step done: two integers say so,
         # before any per-step work (50,000 orders: about half the time of this loop).
         if not bits & ~finished:
             continue
-        if (not finished and not order.hold_steps and pair not in with_history
+        if (not finished and not order.hold_steps and order_key not in with_history
                 and not (checks and view.order_waits(order, customer, checks))):
             # No history (a first run): the decisions every order with these dates gets.
             head = (order.order_id, order.customer_id, view.key, view.plan.name)
@@ -282,8 +327,8 @@ def _sendable(
 
 def split_ledger(
     ledger: Mapping[LedgerKey, LedgerEntry],
-) -> tuple[Mapping[tuple[str, str], int], Mapping[LedgerKey, LedgerEntry]]:
-    """(done steps, the other entries): done steps map (order_id, plan key) to a bit mask,
+) -> tuple[Mapping[str, int], Mapping[LedgerKey, LedgerEntry]]:
+    """(done steps, the other entries): done steps map an order key to a bit mask,
     bit n set when step n is done.
 
     The ledger's LedgerSnapshot keeps done messages (the bulk of a long-lived ledger) packed
@@ -294,11 +339,11 @@ def split_ledger(
     others = getattr(ledger, "open", None)
     if isinstance(done, dict) and isinstance(others, dict):
         return done, others
-    steps: dict[tuple[str, str], int] = {}
+    steps: dict[str, int] = {}
     rest: dict[LedgerKey, LedgerEntry] = {}
     for key, entry in ledger.items():
         if entry.state in DONE_STATES:
-            steps[key[0], key[1]] = steps.get((key[0], key[1]), 0) | 1 << key[2]
+            steps[key[0]] = steps.get(key[0], 0) | 1 << key[1]
         else:
             rest[key] = entry
     return steps, rest
@@ -334,7 +379,7 @@ def _decide_order(
     customer: Customer,
     view: _PlanView,
     ledger: Mapping[LedgerKey, LedgerEntry],
-    done: Mapping[tuple[str, str], int],
+    done: Mapping[str, int],
     *,
     per_order: bool = True,
 ) -> list[Decision]:
@@ -344,7 +389,8 @@ def _decide_order(
     dates = order.dates
     order_id = order.order_id
     plan_key = view.key
-    finished = done.get((order_id, plan_key), 0)
+    order_key = norm_key(order_id)
+    finished = done.get(order_key, 0)
     missed: list[tuple[int, dt.date]] = []
     sends: list[tuple[Step, dt.date, str]] = []
     emails: str | None = None
@@ -359,7 +405,7 @@ def _decide_order(
         for number, step, due, late in due_steps:
             if finished >> number & 1 or (hold and number in hold):
                 continue
-            entry = ledger.get((order_id, plan_key, number))
+            entry = ledger.get((order_key, number))
             reason = REASON_DUE
             if entry is not None:
                 state = entry.state
@@ -494,14 +540,13 @@ def forecast(
         for d in decide(model, state, today=day, settings=settings, calendar=cal,
                         ready=ready):
             out.append((day, d))
-            key = (d.order_id, d.plan, d.step)
+            key = message_key(d.order_id, d.step)
             if d.action == Action.WAIT:
                 if d.reason == REASON_LIMIT:
                     state.open[key] = record(d, model)
             else:
                 state.open.pop(key, None)
-                pair = (d.order_id, d.plan)
-                state.done_steps[pair] = state.done_steps.get(pair, 0) | 1 << d.step
+                state.done_steps[key[0]] = state.done_steps.get(key[0], 0) | 1 << d.step
     return out
 
 
@@ -509,7 +554,7 @@ class _Split:
     """Done steps and other entries, as `split_ledger` reads them from the ledger's
     LedgerSnapshot."""
 
-    def __init__(self, done: dict[tuple[str, str], int], others: dict) -> None:
+    def __init__(self, done: dict[str, int], others: dict) -> None:
         self.done_steps = done
         self.open = others
 

@@ -44,6 +44,7 @@ from commplan_xl.excel.sheet_xml import (
     sheet_xml,
 )
 from commplan_xl.excel.zip_writer import Deflating, copy_zip, deflate
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError
 
 # Also importable from here, where the tests of the whole graft find them.
@@ -62,7 +63,8 @@ def _graft_to_temp(path: Path, sheets: Sequence[ToolSheet], built: dict[str, byt
             try:
                 zin = zipfile.ZipFile(src)
             except zipfile.BadZipFile:
-                raise CommplanError(f"{path.name} is not an Excel workbook (.xlsx).") from None
+                raise CommplanError(_("{name} is not an Excel workbook (.xlsx).").format(
+                    name=path.name)) from None
             with zin:
                 try:
                     graft = plan_graft(Package(zin), sheets, built)
@@ -72,9 +74,9 @@ def _graft_to_temp(path: Path, sheets: Sequence[ToolSheet], built: dict[str, byt
                         built.update({s.name: sheet_xml(s, style_ids) for s in sheets})
                         graft = plan_graft(Package(zin), sheets, built)
                 except (ET.ParseError, KeyError, UnicodeDecodeError) as exc:
-                    raise CommplanError(
-                        f"{path.name} has a damaged part ({exc}); open it in Excel, save it "
-                        "and run again.") from None
+                    raise CommplanError(_(
+                        "{name} has a damaged part ({error}); open it in Excel, save it and "
+                        "run again.").format(name=path.name, error=exc)) from None
                 copy_zip(src, zin, tmp, graft)
         with contextlib.suppress(OSError):  # keep the staff's permissions, not mkstemp's 0600
             os.chmod(tmp, path.stat().st_mode & 0o7777)
@@ -135,7 +137,8 @@ def write_tool_sheets(
     for _attempt in range(3):
         before = stat_retrying(path)
         if expected_stat is not None and before != tuple(expected_stat):
-            log.info("%s changed since it was read; grafting into the current file", path.name)
+            log.info("%s", _("{name} changed since it was read; the sheets go into the file as it "
+                             "is now").format(name=path.name))
         try:
             tmp = _graft_to_temp(path, sheets, built, style_ids)
         except PermissionError:
@@ -144,7 +147,8 @@ def write_tool_sheets(
             break
         tmp.unlink(missing_ok=True)  # someone saved meanwhile: graft into their version
     else:
-        raise CommplanError(f"{path.name} kept changing while the tool wrote it; run again.")
+        raise CommplanError(_("{name} kept changing while the tool wrote it; run again.")
+                            .format(name=path.name))
     try:
         if lock := lock_file(path):
             raise locked_error(path, sheets, lock)

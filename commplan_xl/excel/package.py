@@ -7,6 +7,7 @@ the parts only it used (its old drawing and charts) and a calc chain that names 
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import posixpath
 import re
@@ -29,6 +30,8 @@ from commplan_xl.excel.ooxml import (
 )
 from commplan_xl.excel.sheet_xml import ToolSheet, defined_names
 from commplan_xl.excel.styles import MINIMAL_STYLES, append_styles
+from commplan_xl.excel.tool_marks import Placement, place_sheets, read_marks, set_marks
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError
 
 
@@ -107,7 +110,8 @@ def _insert_before_close(xml: str, element: str, fragment: str, member: str) -> 
     """Insert `fragment` before the closing tag of `element`, with that tag's prefix."""
     closes = list(re.finditer(rf"</([A-Za-z_][\w.\-]*:)?{element}\s*>", xml))
     if not closes:
-        raise CommplanError(f"The workbook's {member} has no <{element}> list; is it damaged?")
+        raise CommplanError(_("The workbook's {member} has no <{element}> list; is it damaged?")
+                            .format(member=member, element=element))
     close = closes[-1]
     prefix = close.group(1) or ""
     fragment = fragment.replace("</§", f"</{prefix}").replace("<§", f"<{prefix}")
@@ -157,43 +161,39 @@ def _owned_parts(pkg: Package, sheet_part: str) -> set[str]:
 
 def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, bytes]) -> Graft:
     """What changes in the package to hold `sheets`, whose worksheet XML is `built` (by
-    sheet name): existing sheets of those names are replaced, the others added."""
+    sheet name): the tool's own sheets are replaced (renamed when the workbook's language
+    changed), the others added, each marked as the tool's (see tool_marks); a staff sheet
+    is never written."""
     graft = Graft()
     root_rels = [r for r in pkg.rels("") if r.type.endswith("/officeDocument")]
     if not root_rels:
-        raise CommplanError("The file has no workbook part; is it really an .xlsx workbook?")
+        raise CommplanError(_("The file has no workbook part; is it really an .xlsx workbook?"))
     book = root_rels[0].target
     book_xml = pkg.read(book).decode("utf-8")
     root = ET.fromstring(book_xml)
     if root.tag.startswith("{" + STRICT_MAIN):
-        raise CommplanError("The workbook is saved as 'Strict Open XML'; save it in Excel as "
-                            "an ordinary 'Excel Workbook (.xlsx)' and run again.")
+        raise CommplanError(_("The workbook is saved as 'Strict Open XML'; save it in Excel "
+                              "as an ordinary 'Excel Workbook (.xlsx)' and run again."))
     by_rid = {r.rid: r for r in pkg.rels(book)}
-    existing: dict[str, tuple[str, str]] = {}  # name casefolded → (part, sheetId)
-    sheet_ids = [0]
-    for el in root.iter():
-        if _local(el.tag) != "sheet":
-            continue
-        sheet_ids.append(int(el.get("sheetId", "0")))
-        rid = next((v for k, v in el.attrib.items() if k.endswith("}id")), "")
-        if rid in by_rid:
-            existing[el.get("name", "").casefold()] = (by_rid[rid].target, el.get("sheetId", ""))
+    sheets_of, sheet_ids = _workbook_sheets(root, by_rid)
+    places = place_sheets({k: (v[0], v[2]) for k, v in sheets_of.items()}, read_marks(root),
+                          sheets, lambda part: first_row(pkg, part))
     taken = set(pkg.names)
     rid_numbers = [int(m) for r in by_rid for m in re.findall(r"^rId(\d+)$", r)] or [0]
     next_rid = max(rid_numbers) + 1
     base = posixpath.dirname(book)
     new_sheets, new_rels = [], []
-    renames = _former_sheets(pkg, sheets, existing)
-    for old, new in renames.items():
-        existing[new.casefold()] = existing.pop(old.casefold())
+    renames = {p.renamed_from: p.name for p in places.values() if p.renamed_from}
     book_xml = _rename_sheets(book_xml, renames)
-    replaced_ids = {existing[s.name.casefold()][1] for s in sheets if s.name.casefold() in existing}
+    by_part = {v[0]: v[1] for v in sheets_of.values()}
+    replaced_ids = {by_part[p.part] for p in places.values() if p.part}
     _drop_stale_calc_chain(graft, pkg, book, by_rid, replaced_ids)
     if renames:
         graft.replace[book] = book_xml.encode("utf-8")
 
     for sheet in sheets:
-        part = existing.get(sheet.name.casefold(), ("", ""))[0]
+        place = places[sheet.name]
+        part = place.part
         if not part:
             part = _free_part(posixpath.join(base, "worksheets", "sheet{}.xml"), taken)
             sheet_ids.append(max(sheet_ids) + 1)
@@ -201,7 +201,7 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
             next_rid += 1
             graft.add[part] = built[sheet.name]
             graft.overrides[part] = CT_WORKSHEET
-            new_sheets.append((sheet.name, sheet_ids[-1], rid, sheet.hidden))
+            new_sheets.append((place.name, sheet_ids[-1], rid, sheet.hidden))
             new_rels.append((rid, "worksheet", relative_target(book, part)))
         else:
             graft.replace[pkg.name(part)] = built[sheet.name]
@@ -214,49 +214,56 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
                 graft.remove.add(pkg.name(old_rels))
                 # Freed names are reused, so an unchanged chart keeps its part names.
                 taken -= {name.lower() for name in graft.remove}
-        if sheet.charts:
-            _add_charts(graft, sheet, part, base, taken)
+        if sheet.charts:  # the charts name the sheet as the workbook has it
+            _add_charts(graft, dataclasses.replace(sheet, name=place.name), part, base, taken)
 
-    rels = _plan_styles(graft, pkg, book, by_rid, f"rId{next_rid}")
-    new_rels += rels
+    new_rels += _plan_styles(graft, pkg, book, by_rid, f"rId{next_rid}")
+    # Each tool sheet's print titles and filter range, by its place among the sheets.
     order = [renames.get(el.get("name", ""), el.get("name", "")).casefold()
              for el in root.iter() if _local(el.tag) == "sheet"]
     order += [new[0].casefold() for new in new_sheets]
-    names = {order.index(s.name.casefold()): (s.name, defined_names(s)) for s in sheets}
+    names = {}
+    for sheet in sheets:
+        name = places[sheet.name].name
+        names[order.index(name.casefold())] = (
+            name, defined_names(dataclasses.replace(sheet, name=name)))
     _edit_workbook(graft, pkg, book, book_xml, new_sheets, new_rels, names)
+    edited = graft.replace.get(book, b"").decode("utf-8") or book_xml
+    marked = set_marks(edited, {name: p.name for name, p in places.items()},
+                       former=[n for s in sheets for n, _h in s.former])
+    if marked != edited:
+        graft.replace[book] = marked.encode("utf-8")
     if graft.overrides or graft.drop_overrides:
         _edit_content_types(graft, pkg)
     return graft
 
 
-def _former_sheets(pkg: Package, sheets: Sequence[ToolSheet],
-                   existing: Mapping[str, tuple[str, str]]) -> dict[str, str]:
-    """Old name -> new name of each tool sheet written under another name before (in
-    another language): a sheet of a former name whose first row is that name's header. A
-    staff sheet of that name (another first row) is left alone."""
-    renames: dict[str, str] = {}
-    wanted = {s.name.casefold() for s in sheets}
-    for sheet in sheets:
-        if sheet.name.casefold() in existing:
-            continue
-        for name, header in sheet.former:
-            found = existing.get(name.casefold())
-            if found is None or name.casefold() in wanted or name in renames:
-                continue
-            if [t for t in first_row(pkg, found[0]) if t] == [h for h in header if h]:
-                renames[_sheet_name(pkg, name)] = sheet.name
-                break
-    return renames
-
-
-def _sheet_name(pkg: Package, name: str) -> str:
-    """`name` as the workbook writes it (sheet names compare without case)."""
-    root_rels = [r for r in pkg.rels("") if r.type.endswith("/officeDocument")]
-    root = ET.fromstring(pkg.read(root_rels[0].target))
+def _workbook_sheets(root: ET.Element, by_rid: Mapping[str, Rel]
+                     ) -> tuple[dict[str, tuple[str, str, str]], list[int]]:
+    """The workbook's sheets, name casefolded -> (part, sheetId, name), and the sheetIds."""
+    found: dict[str, tuple[str, str, str]] = {}
+    sheet_ids = [0]
     for el in root.iter():
-        if _local(el.tag) == "sheet" and el.get("name", "").casefold() == name.casefold():
-            return el.get("name", "")
-    return name
+        if _local(el.tag) != "sheet":
+            continue
+        sheet_ids.append(int(el.get("sheetId", "0")))
+        rid = next((v for k, v in el.attrib.items() if k.endswith("}id")), "")
+        if rid in by_rid:
+            name = el.get("name", "")
+            found[name.casefold()] = (by_rid[rid].target, el.get("sheetId", ""), name)
+    return found, sheet_ids
+
+
+def tool_sheet_places(pkg: Package, sheets: Sequence[ToolSheet]) -> dict[str, Placement]:
+    """Where each tool sheet would be written in this package (by the sheet's name)."""
+    root_rels = [r for r in pkg.rels("") if r.type.endswith("/officeDocument")]
+    if not root_rels:
+        return {}
+    book = root_rels[0].target
+    root = ET.fromstring(pkg.read(book))
+    sheets_of, _ids = _workbook_sheets(root, {r.rid: r for r in pkg.rels(book)})
+    return place_sheets({k: (v[0], v[2]) for k, v in sheets_of.items()}, read_marks(root),
+                        sheets, lambda part: first_row(pkg, part))
 
 
 def first_row(pkg: Package, part: str) -> list[str]:
@@ -435,6 +442,12 @@ def set_defined_names(book_xml: str, names: Mapping[int, tuple[str, Mapping[str,
         return text
     if re.search(r"</([\w.\-]+:)?definedNames\s*>", text):
         return _insert_before_close(text, "definedNames", fragment, "workbook.xml")
+    empty = re.search(r"<(?P<p>[\w.\-]+:)?definedNames\s*/>", text)  # openpyxl writes one
+    if empty:
+        prefix = empty.group("p") or ""
+        block = f"<{prefix}definedNames>{fragment}</{prefix}definedNames>".replace(
+            "</§", f"</{prefix}").replace("<§", f"<{prefix}")
+        return text[:empty.start()] + block + text[empty.end():]
     # No list yet: it goes after <sheets> (and the lists the schema puts between).
     closes = [m for m in re.finditer(
         r"</(?P<p>[\w.\-]+:)?(sheets|functionGroups|externalReferences)\s*>"

@@ -33,6 +33,7 @@ from commplan_xl.core.units import UNIT_TABLE, parse_unit
 from commplan_xl.excel import names
 from commplan_xl.excel.safe_replace import lock_file
 from commplan_xl.excel.sheet_xml import PLAN_LIST
+from commplan_xl.i18n import _
 from commplan_xl.model import Status
 from commplan_xl.problems import CommplanError, WorkbookLocked
 from commplan_xl.settings import KEYS as SETTING_KEYS
@@ -373,11 +374,14 @@ def demo_note(order_ids: Iterable[str], customer_ids: Iterable[str]) -> str | No
     """A sentence for `check` while the workbook still holds demo rows of `init`."""
     orders = sorted({o.order_id for o in DEMO_ORDERS} & set(order_ids))
     customers = {c[0] for c in DEMO_CUSTOMERS} & set(customer_ids)
-    if not orders and not customers:
-        return None
-    what = f"the demo orders ({orders[0]}…)" if orders else "the demo customers"
-    return (f"The workbook still holds {what} that `commplan init` wrote: replace them with "
-            "your own customers and orders (their example addresses are never sent to).")
+    if orders:
+        return _("The workbook still holds the demo orders ({first}…) that `commplan init` "
+                 "wrote: replace them with your own customers and orders (their example "
+                 "addresses are never sent to).").format(first=orders[0])
+    if customers:
+        return _("The workbook still holds the demo customers that `commplan init` wrote: "
+                 "replace them with your own (their example addresses are never sent to).")
+    return None
 
 
 def demo_rows(today: dt.date, lang: str = "fr", *, domain: str | None = None
@@ -861,14 +865,13 @@ def init_home(home: Path, *, force: bool = False, today: dt.date | None = None,
     path = Path(workbook) if workbook is not None else home / "workbooks" / WORKBOOK_NAME
     if path.exists():
         if not force:
-            raise CommplanError(
-                f"The workbook {path} already exists; use --force to replace it "
-                "(the old one is kept as a dated backup)."
-            )
+            raise CommplanError(_(
+                "The workbook {path} already exists; use --force to replace it (the old one "
+                "is kept as a dated backup).").format(path=path))
         if lock_file(path) is not None:
-            raise WorkbookLocked(
-                f"The workbook {path} is open in Excel or LibreOffice; close it and try again."
-            )
+            raise WorkbookLocked(_(
+                "The workbook {path} is open in Excel or LibreOffice; close it and try again."
+            ).format(path=path))
     for folder in ("workbooks", "attachments", "archive"):
         (home / folder).mkdir(parents=True, exist_ok=True)
     write_demo_attachments(home / "attachments")

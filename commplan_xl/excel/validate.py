@@ -26,6 +26,7 @@ import pandas as pd
 from commplan_xl.core.units import UNIT_ROWS, Unit, parse_unit
 from commplan_xl.excel import names
 from commplan_xl.excel.read import Table, no_gc, normalise_header, parse_date, parse_yes_no
+from commplan_xl.i18n import _
 from commplan_xl.mail.attachments import resolve_attachment
 from commplan_xl.model import (
     Customer,
@@ -310,10 +311,10 @@ def _settings(
         for row, values in table.rows:
             key = normalise_header(_text(values["key"]))
             if not key:
-                sheet.add(row, "key", "The setting has a value but no key; write its name.")
+                sheet.add(row, "key", _("The setting has a value but no key; write its name."))
             elif key in raw:
-                sheet.add(row, "key", f"The setting {key} is already in row {raw[key][1]}; "
-                          "keep only one.")
+                sheet.add(row, "key", _("The setting {key} is already in row {row}; keep only "
+                                        "one.").format(key=key, row=raw[key][1]))
             elif (unknown := unknown_key(key, values["key"])) is not None:
                 sheet.add(row, "key", unknown)
             else:
@@ -338,11 +339,12 @@ def _settings(
     if not settings.sender_email:
         found.append(WorkbookProblem(
             sheet_name, None, "sender_email",
-            "No sender address: add a row sender_email with the address mails come from, "
-            "or set COMMPLAN_SENDER_EMAIL.",
+            _("No sender address: add a row sender_email with the address mails come from, "
+              "or set COMMPLAN_SENDER_EMAIL."),
         ))
     elif not is_email(settings.sender_email):
-        bad("sender_email", f'"{settings.sender_email}" is not an email address.')
+        bad("sender_email", _('"{address}" is not an email address.').format(
+            address=settings.sender_email))
     if names.language_of(settings.locale) is None:
         row = rows.get("locale")
         cell = table.cell("value", row) if table is not None and row is not None else ""
@@ -356,9 +358,9 @@ def _settings(
         try:  # the calendar the run will use decides what is valid (case, old names)
             business_calendar(settings.holiday_country, settings.holiday_subdiv)
         except ValueError:
-            bad("holidays", f'"{settings.holidays}" is not a country (and subdivision) the '
-                "holidays library knows; write a country code such as FR, or FR-57 for "
-                "Alsace-Moselle.")
+            bad("holidays", _('"{text}" is not a country (and subdivision) the holidays '
+                              "library knows; write a country code such as FR, or FR-57 for "
+                              "Alsace-Moselle.").format(text=settings.holidays))
             settings = replace(settings, holidays="")
     problems.extend(sorted(found, key=lambda p: (p.row is None, p.row or 0)))
     return settings
@@ -549,16 +551,19 @@ def _plan_attachments(sheet: _Sheet, row: int, values: Mapping[str, object],
 
 
 def _ids(sheet: _Sheet, cells: pd.Series, column: str, empty: Problem,
-         repeated: Problem) -> tuple[pd.Series, dict[str, int]]:
+         repeated: Problem, fold: Callable[[str], str] | None = None
+         ) -> tuple[pd.Series, dict[str, int]]:
     """The ids as text, each reported when empty or already used above; and the first row
-    of every id."""
+    of every id. With `fold`, ids are compared folded (order ids ignore case and spaces,
+    like plan names) and `first_row` is keyed by the folded id."""
     ids = _texts(cells)
+    keys = ids.map(fold) if fold is not None else ids
     is_empty = ids.eq("")
-    first = ~ids.duplicated() & ~is_empty
-    first_row = dict(zip(ids[first].tolist(), ids.index[first].tolist(), strict=True))
+    first = ~keys.duplicated() & ~is_empty
+    first_row = dict(zip(keys[first].tolist(), ids.index[first].tolist(), strict=True))
     again = ~first & ~is_empty
     sheet.flag(is_empty, column, empty)
-    sheet.flag(again, column, repeated, id=ids, first_row=_rows_of(ids[again], first_row))
+    sheet.flag(again, column, repeated, id=ids, first_row=_rows_of(keys[again], first_row))
     return ids, first_row
 
 
@@ -668,7 +673,7 @@ def _orders(
     sheet = _Sheet(table, problems)
     cells = table.frame
     ids, _first_row = _ids(sheet, cells["order_id"], "order_id", Problem.ORDER_ID_EMPTY,
-                           Problem.ORDER_ID_REPEATED)
+                           Problem.ORDER_ID_REPEATED, fold=norm_key)
     customer_ids = _order_customers(sheet, cells["customer_id"], known)
     plan_keys = _order_plans(sheet, cells["plan"], known)
     dates = _order_dates(sheet, cells, plan_keys, plans)

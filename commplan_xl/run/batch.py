@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from commplan_xl.model import Customer, Decision, MessageRef, Model, Order, Plan, Step
+from commplan_xl.i18n import N_, _, ngettext
+from commplan_xl.model import Customer, Decision, MessageRef, Model, Order, Plan, Step, norm_key
 from commplan_xl.problems import (
     CommplanError,
     SendFailure,
@@ -93,10 +94,21 @@ class RunReport:
 # ---------------------------------------------------------------- loading
 
 def resolve_paths(home: Path | str | None, workbook: Path | str | None) -> tuple[Path, Path]:
-    """The home folder (--home, COMMPLAN_HOME, or the current folder) and the workbook path."""
-    home_path = Path(home or os.environ.get("COMMPLAN_HOME") or ".").expanduser().absolute()
-    wb = Path(workbook).expanduser() if workbook else home_path / "workbooks" / "commplan.xlsx"
-    return home_path, wb.absolute()
+    """The home folder and the workbook path.
+
+    The home is --home, else COMMPLAN_HOME, else the folder above a `workbooks` folder
+    holding the workbook given (a scheduled task starts in System32), else the current
+    folder.
+    """
+    wb = Path(workbook).expanduser().absolute() if workbook else None
+    chosen = home or os.environ.get("COMMPLAN_HOME")
+    if chosen:
+        home_path = Path(chosen).expanduser().absolute()
+    elif wb is not None and wb.parent.name.casefold() == "workbooks":
+        home_path = wb.parent.parent
+    else:
+        home_path = Path(".").absolute()
+    return home_path, wb or home_path / "workbooks" / "commplan.xlsx"
 
 
 def load_site(
@@ -171,6 +183,7 @@ def read_ledger(home: Path) -> tuple[Mapping, Callable[[dt.date], int]]:
         return {}, lambda day: 0
     with Ledger(path) as ledger:
         state = ledger.state()
+        state.plans = ledger.recorded_plans()  # for the notes of orders moved to a plan
         counts = ledger.sent_per_day()
     return state, lambda day: counts.get(day.isoformat(), 0)
 
@@ -226,28 +239,30 @@ class Prepared:
 
 def find_step(site: Site, order_id: str, step_number: int) -> tuple[Order, Customer, Plan, Step]:
     """The order, its customer, plan and step, or a sentence saying what is missing."""
-    order = next((o for o in site.model.orders if o.order_id == order_id.strip()), None)
+    key = norm_key(order_id)
+    order = next((o for o in site.model.orders if norm_key(o.order_id) == key), None)
     if order is None:
         from commplan_xl.excel.names import sheet_key
 
-        bad = [p for p in site.problems if sheet_key(p.sheet) == "orders"]
-        hint = " (the Orders sheet has problems: run `commplan check`)" if bad else ""
-        raise CommplanError(f'There is no order "{order_id}" in the Orders sheet{hint}.')
+        if any(sheet_key(p.sheet) == "orders" for p in site.problems):
+            raise CommplanError(_('There is no order "{order}" in the Orders sheet (the Orders '
+                                  "sheet has problems: run `commplan check`).").format(
+                                      order=order_id))
+        raise CommplanError(_('There is no order "{order}" in the Orders sheet.').format(
+            order=order_id))
     plan = site.model.plans.get(order.plan)
     if plan is None:
-        raise CommplanError(
-            f'Order {order.order_id} uses plan "{order.plan}", which is not in Plans.')
+        raise CommplanError(_('Order {order} uses plan "{plan}", which is not in Plans.').format(
+            order=order.order_id, plan=order.plan))
     step = next((s for s in plan.steps if s.number == step_number), None)
     if step is None:
         numbers = ", ".join(str(s.number) for s in plan.steps)
-        raise CommplanError(
-            f'Plan "{plan.name}" has no step {step_number} (its steps are {numbers}).'
-        )
+        raise CommplanError(_('Plan "{plan}" has no step {step} (its steps are {numbers}).')
+                            .format(plan=plan.name, step=step_number, numbers=numbers))
     customer = site.model.customers.get(order.customer_id)
     if customer is None:
-        raise CommplanError(
-            f"Order {order.order_id}'s customer {order.customer_id} is not in Customers."
-        )
+        raise CommplanError(_("Order {order}'s customer {customer} is not in Customers.").format(
+            order=order.order_id, customer=order.customer_id))
     return order, customer, plan, step
 
 
@@ -304,34 +319,81 @@ def run(
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     mailer_factory: Callable[[Settings], object] | None = None,
+    new_ledger: bool = False,
 ) -> RunReport:
-    """Send what is due, archive each mail, record every outcome, then rebuild the SentLog."""
+    """Send what is due, archive each mail, record every outcome, then rebuild the SentLog.
+
+    Refuses (CommplanError, nothing sent) to start a new ledger where the workbook or the
+    archive shows earlier sends, unless `new_ledger` confirms a fresh start.
+    """
     from commplan_xl.ops.runlock import run_lock
     from commplan_xl.store.ledger import Ledger
 
     day = today or today_in(site.settings)
     report = RunReport(today=day, dry_run=dry_run, problems=site.problems)
     if not site.settings.sender_email:
-        raise CommplanError(
+        raise CommplanError(_(
             "No sender address: fill `sender_email` in the Settings sheet (or set "
-            "COMMPLAN_SENDER_EMAIL), then run again."
-        )
+            "COMMPLAN_SENDER_EMAIL), then run again."))
     with run_lock(site.home):
         if dry_run:
+            from commplan_xl.run.history import missing_ledger_message
+
+            stop = None if new_ledger else missing_ledger_message(
+                site, _("so a real run would stop without sending anything"))
+            if stop:
+                report.notes.append(stop)
             return _dry_run(site, day, report, limit)
+        _before_sending(site, new_ledger)
         with Ledger(site.ledger_path) as ledger:
+            _copy_ledger(site, ledger, day, report, unless_current=True)  # a safety net
             for entry in ledger.recover(now_in(site.settings), day=day):
                 report.uncertain += 1
-                report.notes.append(
-                    f"Order {entry.order_id} step {entry.step} is uncertain: the last run stopped "
-                    "while sending it. Check with the customer, then use "
-                    f"`commplan resend {entry.order_id} {entry.step}` if it did not arrive."
-                )
+                report.notes.append(_(
+                    "Order {order} step {step} is uncertain: the last run stopped while sending "
+                    "it. Check with the customer, then use `commplan resend {order} {step}` if "
+                    "it did not arrive.").format(order=entry.order_id, step=entry.step))
             if site.settings.bounces:  # first, so a returned mail counts in today's plan
                 read_returned(site, ledger, report, day)
             extra = _send_all(site, ledger, day, report, limit, progress, mailer_factory)
             write_sentlog(site, ledger, report, extra_sheets=extra)
+            _copy_ledger(site, ledger, day, report)  # the day's copy holds today's sends
     return report
+
+
+def _copy_ledger(site: Site, ledger, day: dt.date, report: RunReport, *,
+                 unless_current: bool = False) -> None:
+    """Keep the day's dated copy of the ledger (nothing for a ledger still empty; with
+    `unless_current`, nothing when the newest copy already holds the ledger as it is); a
+    copy that cannot be made is said, never a reason to stop."""
+    import sqlite3
+
+    from commplan_xl.store.ledger_backup import backup_folder, is_current, make_backup
+
+    if ledger.is_empty() or (unless_current and is_current(ledger.db, site.home)):
+        return
+    try:
+        make_backup(ledger.db, site.home, day)
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("no dated copy of the ledger: %s", exc)
+        note = _("The dated copy of the ledger could not be made in {folder} ({error}); check "
+                 "that folder.").format(folder=backup_folder(site.home), error=exc)
+        if note not in report.notes:
+            report.notes.append(note)
+
+
+def _before_sending(site: Site, new_ledger: bool) -> None:
+    """Clear a killed run's leftovers; stop before a new ledger is started over earlier
+    sends (see run.history)."""
+    from commplan_xl.run import history
+
+    removed = history.remove_leftovers(site)
+    if removed:
+        log.info("removed %d temporary file(s) a stopped run left", removed)
+    if not new_ledger:
+        message = history.missing_ledger_message(site)
+        if message:
+            raise CommplanError(message)
 
 
 def read_returned(site: Site, ledger, report: RunReport, day: dt.date) -> None:
@@ -373,7 +435,8 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
             report.held.append(_held(d))
         elif d.action == "wait" and not is_limit_wait(d):
             report.failed += 1
-            report.failures.append(f"Order {d.order_id} step {d.step}: {d.reason}")
+            report.failures.append(_("Order {order} step {step}: {detail}").format(
+                order=d.order_id, step=d.step, detail=d.reason))
         elif d.action == "wait" or (limit is not None and sends >= limit):
             report.waiting += 1
         else:
@@ -384,34 +447,44 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
                 report.sent += 1
             except CommplanError as exc:
                 report.failed += 1
-                report.failures.append(f"Order {d.order_id} step {d.step}: {exc}")
+                report.failures.append(_("Order {order} step {step}: {detail}").format(
+                    order=d.order_id, step=d.step, detail=exc))
     return report
 
 
 def _held(d: Decision) -> str:
     """The sentence of a mail waiting for an empty cell to be filled."""
-    return f"Order {d.order_id} step {d.step} is {d.reason}: it goes once the cell is filled."
+    from commplan_xl.core.schedule import WAITING_FOR
+
+    return _("Order {order} step {step} is waiting for {column}: it goes once the cell is "
+             "filled.").format(order=d.order_id, step=d.step,
+                               column=d.reason[len(WAITING_FOR):])
 
 
-def _not_built(ledger, report: RunReport, d: Decision, message: MessageRef, why: str,
-               now: dt.datetime, day: dt.date) -> None:
+def _not_built(site: Site, ledger, report: RunReport, d: Decision, message: MessageRef,
+               why: str, now: dt.datetime, day: dt.date) -> None:
     """Record a mail that could not be built (a template or attachment problem) failed:
     retried by the next runs once fixed, while within catch-up."""
-    detail = f"{why}; will be retried once fixed"
+    detail = _("{error}; {promise}").format(
+        error=why, promise=retry_promise(site, d, day, _("will be retried once fixed")))
     ledger.record_failure_before_send(message, detail=detail, now=now, day=day)
     report.failed += 1
-    report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
-    log.warning("order %s step %s not sent: %s", d.order_id, d.step, why)
+    report.failures.append(_("Order {order} step {step}: {detail}").format(
+        order=d.order_id, step=d.step, detail=detail))
+    log.warning("%s", _("order {order} step {step} customer {customer}: {outcome}").format(
+        order=d.order_id, step=d.step, customer=d.customer_id,
+        outcome=_("not sent: {detail}").format(detail=detail)))
 
 
 def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> list:
     from commplan_xl.core.schedule import is_limit_wait, is_value_wait
     from commplan_xl.mail.render import WaitingForValue
     from commplan_xl.mail.smtp import Mailer
-    from commplan_xl.store.archive import ArchiveIndex, discard_message, relative
+    from commplan_xl.store.archive import ArchiveIndex, discard_message, ids_to_settle, relative
 
     s = site.settings
-    archive_index = ArchiveIndex(s.archive_dir)
+    settle = ids_to_settle(site.model.customers)
+    archive_index = ArchiveIndex(s.archive_dir, owners=ledger.archive_owners(settle))
     decisions = decide(site, ledger.state(), today=day, sent_today=ledger.sent_on(day))
     flagged = ledger.flagged_addresses() if s.bounces else {}  # known not to exist
     sends = [i for i, d in enumerate(decisions) if d.action == "send"]
@@ -435,6 +508,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
             d, token, archive_file, refused = unrecorded.pop()
             ledger.finish(token, status="sent", detail="; ".join(refused.values()),
                           archive_file=archive_file, now=now_in(s), day=day)
+            log_mail(site, d, _("sent"))
             report.sent += 1
             if progress:
                 progress(report.sent, total)
@@ -478,7 +552,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
             elif is_value_wait(d):  # nothing recorded: it goes once the cell is filled
                 report.held.append(_held(d))
             elif d.action == "wait" and not is_limit_wait(d):
-                _not_built(ledger, report, d, message, d.reason, now, day)
+                _not_built(site, ledger, report, d, message, d.reason, now, day)
             elif stopped:
                 report.not_tried += 1
             else:
@@ -496,7 +570,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
             return stopped
         except CommplanError as exc:
             record_sent()
-            _not_built(ledger, report, d, message, str(exc), now, day)
+            _not_built(site, ledger, report, d, message, str(exc), now, day)
             return stopped
         staged = stager.submit(_stage, site, customer, prepared, archive_index)
         tokens: list[int] = []
@@ -546,19 +620,23 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
                 try:
                     record_sent()
                 except Exception:  # the error stopping the run is the one to report
-                    log.exception("could not record order %s step %s as sent (the next run "
-                                  "calls it uncertain)", last.order_id, last.step)
+                    log.exception("%s", _(
+                        "could not record order {order} step {step} as sent (the next run "
+                        "calls it uncertain)").format(order=last.order_id, step=last.step))
         from commplan_xl.run import reports as reporting
 
         try:
             extra, figures = reporting.report_sheets(site, ledger, today=day)
         except Exception as exc:  # the managers' view must never cost the SentLog
-            log.exception("Dashboard/Forecast not built")
-            report.notes.append(f"The Dashboard and Forecast sheets could not be built: {exc}")
+            log.exception("%s", _("the Dashboard and Forecast sheets were not built"))
+            report.notes.append(_("The Dashboard and Forecast sheets could not be built: "
+                                  "{error}").format(error=exc))
             extra, figures = [], None
         reporting.send_summary(mailer, s, report, figures)
-    log.info("run %s: %d sent, %d skipped, %d failed, %d waiting", day, report.sent,
-             report.skipped, report.failed, report.waiting)
+    log.info("%s", _("run of {date}: {sent} sent, {skipped} skipped, {failed} failed, "
+                     "{waiting} waiting").format(date=f"{day:%d/%m/%Y}", sent=report.sent,
+                                                 skipped=report.skipped, failed=report.failed,
+                                                 waiting=report.waiting))
     return extra
 
 
@@ -570,24 +648,63 @@ def _send_failed(site: Site, ledger, day: dt.date, report: RunReport, d: Decisio
         # The server may have the mail: never resend it by itself.
         ledger.recover(now_in(s), day=day)
         report.uncertain += 1
-        report.failures.append(f"Order {d.order_id} step {d.step} is uncertain: {exc}")
-        log.warning("order %s step %s uncertain: %s", d.order_id, d.step, exc)
+        report.failures.append(_("Order {order} step {step} is uncertain: {detail}").format(
+            order=d.order_id, step=d.step, detail=exc))
+        log_mail(site, d, _("uncertain: {detail}").format(detail=exc), logging.WARNING)
     else:
         status = "failed" if exc.temporary else "failed_permanent"
-        detail = str(exc) + ("; will be retried by the next run" if exc.temporary
-                             else "; not retried: correct the address")
+        detail = (_("{error}; {promise}").format(
+            error=_without_promise(str(exc)),
+            promise=retry_promise(site, d, day, _("will be retried by the next run")))
+            if exc.temporary else _("{error}; not retried: correct the address").format(error=exc))
         ledger.finish(token, status=status, detail=detail, archive_file="",
                       now=now_in(s), day=day)
         report.failed += 1
-        report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
-        log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
+        report.failures.append(_("Order {order} step {step}: {detail}").format(
+            order=d.order_id, step=d.step, detail=detail))
+        log_mail(site, d, _("failed: {detail}").format(detail=detail), logging.WARNING)
     if connection_failures < MAX_CONNECTION_FAILURES:
         return False
-    report.notes.append(
-        f"The mail server failed {connection_failures} times in a row, so this run stopped "
-        "trying; the other mails stay due and the next run sends them."
-    )
+    later = (_("the other mails stay due and the next run sends them") if s.catch_up_days
+             else _("the other mails stay due today only (catch_up_days is 0): run again today "
+                    "once the server works, or they count as missed tomorrow"))
+    report.notes.append(_("The mail server failed {n} times in a row, so this run stopped "
+                          "trying; {later}.").format(n=connection_failures, later=later))
     return True
+
+
+def log_mail(site: Site, d: Decision, outcome: str, level: int = logging.INFO) -> None:
+    """One line of commplan.log for one mail: order, step, customer, outcome."""
+    if not log.isEnabledFor(level):
+        return
+    customer = site.model.customers.get(d.customer_id)
+    who = f"{customer.name} <{', '.join(customer.emails)}>" if customer else ""
+    log.log(level, "%s", _("order {order} step {step} customer {customer} {who}: {outcome}")
+            .format(order=d.order_id, step=d.step, customer=d.customer_id, who=who,
+                    outcome=outcome))
+
+
+# The promise of a retry that a failure's sentence ends with (English, or as translated).
+_PROMISES = (N_("; it will be tried again on the next run"),
+             ": it will be tried again on the next run")
+
+
+def retry_promise(site: Site, d: Decision, day: dt.date, promise: str) -> str:
+    """`promise` (a later run retries the message) when a later day's run still may:
+    with catch_up_days 0 (or a due date at the end of the window) it says the truth."""
+    last = d.due_date + dt.timedelta(days=site.settings.catch_up_days)
+    if last > day:
+        return promise
+    return _("will not be retried after today (catch_up_days is {days}); once fixed, "
+             "`commplan resend {order} {step}` sends it").format(
+                 days=site.settings.catch_up_days, order=d.order_id, step=d.step)
+
+
+def _without_promise(text: str) -> str:
+    """The failure's sentence without the promise of a retry (the caller says when)."""
+    for promise in _PROMISES:
+        text = text.replace(promise, "").replace(_(promise), "")
+    return text
 
 
 def _blocked(ledger, message: MessageRef, customer: Customer, flagged: Mapping[str, str],
@@ -599,11 +716,13 @@ def _blocked(ledger, message: MessageRef, customer: Customer, flagged: Mapping[s
     bad = next((a for a in customer.emails if a.lower() in flagged), None)
     if bad is None:
         return False
-    detail = (f"not sent: a mail to {bad} came back, the address does not exist"
-              f" ({flagged[bad.lower()]}); {NOT_RETRIED}")
+    detail = _("not sent: a mail to {address} came back, the address does not exist "
+               "({reason}); {not_retried}").format(address=bad, reason=flagged[bad.lower()],
+                                                   not_retried=NOT_RETRIED)
     ledger.record_blocked(message, detail=detail, now=now, day=day)
     report.failed += 1
-    report.failures.append(f"Order {message.order_id} step {message.step}: {detail}")
+    report.failures.append(_("Order {order} step {step}: {detail}").format(
+        order=message.order_id, step=message.step, detail=detail))
     return True
 
 
@@ -682,8 +801,8 @@ def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
     try:
         write_sheets(site, [sheet, *extra_sheets])
     except WorkbookLocked as exc:
-        note = (f"{exc}. The mails were sent; the SentLog will be completed on the next run "
-                "once the workbook is closed.")
+        note = _("{error}. The mails were sent; the SentLog will be completed on the next run "
+                 "once the workbook is closed.").format(error=exc)
         log.warning("%s", note)
         if report is not None:
             report.log_written = False
@@ -697,6 +816,25 @@ def site_language(site: Site) -> str:
     from commplan_xl.excel.names import workbook_language
 
     return workbook_language(site.settings.locale)
+
+
+def tool_sheet_specs(site: Site) -> list:
+    """The tool's sheets as it would write them in the site's language (no rows): their
+    names, headers and names in the other languages."""
+    from commplan_xl.excel.names import localise
+    from commplan_xl.excel.sheet_xml import ToolSheet
+    from commplan_xl.run import reports
+    from commplan_xl.run.dashboard import dashboard_spec
+    from commplan_xl.run.variables import VARIABLE_LIST, VARIABLE_LIST_HEADER
+    from commplan_xl.store.sentlog import SENTLOG_HEADER
+
+    lang = site_language(site)
+    english = (("sentlog", "SentLog", SENTLOG_HEADER),
+               ("forecast", reports.FORECAST, reports.FORECAST_HEADER),
+               ("variablelist", VARIABLE_LIST, VARIABLE_LIST_HEADER))
+    specs = [localise(ToolSheet(name=name, header=header, rows=()), key, lang)
+             for key, name, header in english]
+    return [specs[0], dashboard_spec(lang), *specs[1:]]
 
 
 def write_sheets(site: Site, sheets: list) -> None:
@@ -741,10 +879,11 @@ def _prepare_one(site: Site, order: Order, customer: Customer, plan: Plan, step:
     try:
         return prepare(site, order, customer, plan, step, due_date=due_date, today=today, to=to)
     except WaitingForValue as exc:
-        raise CommplanError(
-            f"Order {order.order_id} step {step.number} cannot be made yet: it is waiting for "
-            f"{exc.column}, which is empty for this order. Fill the cell, or give the "
-            f'template a fallback ({{{{ ...|default("…") }}}}).') from None
+        raise CommplanError(_(
+            "Order {order} step {step} cannot be made yet: it is waiting for {column}, which "
+            "is empty for this order. Fill the cell, or give the template a fallback "
+            '({fallback}).').format(order=order.order_id, step=step.number, column=exc.column,
+                                    fallback='{{ ...|default("…") }}')) from None
 
 
 def preview(site: Site, order_id: str, step_number: int, *, to: str | None = None,
@@ -808,7 +947,8 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
     report = RunReport(today=day)
     order, customer, plan, step = find_step(site, order_id, step_number)
     if customer.opt_out:
-        raise CommplanError(f"Customer {customer.customer_id} has opted out: nothing was sent.")
+        raise CommplanError(_("Customer {customer} has opted out: nothing was sent.").format(
+            customer=customer.customer_id))
     due_on = compute_due(step, order, settings_calendar(site.settings)) or day
     prepared = _prepare_one(site, order, customer, plan, step, due_date=due_on, today=day)
     s = site.settings
@@ -830,16 +970,20 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
                 return report
             except SendFailure as exc:
                 ledger.finish(token, status="failed" if exc.temporary else "failed_permanent",
-                              detail=f"resend failed: {exc}", archive_file="", now=now_in(s),
-                              day=day)
+                              detail=_("resend failed: {error}").format(error=exc),
+                              archive_file="", now=now_in(s), day=day)
                 report.failed += 1
                 report.failures.append(str(exc))
                 write_sentlog(site, ledger, report)
                 return report
         d = Decision(order.order_id, customer.customer_id, plan.key, plan.name, step.number,
                      due_on, "send", "resend")
-        archive_file = _archive(site, customer, d, prepared, day)
-        ledger.finish(token, status="sent", detail="resent on request",
+        from commplan_xl.store.archive import ArchiveIndex, ids_to_settle
+
+        owners = ledger.archive_owners(ids_to_settle(site.model.customers))
+        archive_file = _archive(site, customer, d, prepared, day,
+                                index=ArchiveIndex(s.archive_dir, owners=owners))
+        ledger.finish(token, status="sent", detail=_("resent on request"),
                       archive_file=archive_file, now=now_in(s), day=day)
         report.sent += 1
         write_sentlog(site, ledger, report)
@@ -949,10 +1093,13 @@ def _value_problems(site: Site, ready: Readiness, plan: Plan, step: Step,
             break
         shown.add(message)
         others = sum(1 for _o, m in failing if m == message) - 1
-        more = f" (and {others} other order{'s' if others > 1 else ''})" if others else ""
-        column = "subject" if message.startswith("the subject") else "body"
+        more = ngettext(" (and {n} other order)", " (and {n} other orders)",
+                        others).format(n=others) if others else ""
+        column = ("subject" if message.startswith(("the subject", _("the subject")))
+                  else "body")
         problems.append(WorkbookProblem(
-            "Plans", step.row, column, f"order {order_id}{more}: {message}",
+            "Plans", step.row, column, _("order {order}{more}: {message}").format(
+                order=order_id, more=more, message=message),
             cell=site.cell("Plans", column, step.row), message_level=True))
     return problems
 
@@ -974,9 +1121,12 @@ def _waiting_problems(site: Site, decisions: list[Decision]) -> list[WorkbookPro
             sheet, row = "Customers", customer.row
         problems.append(WorkbookProblem(
             sheet, row, column,
-            f'order {d.order_id}, step {d.step} of "{d.plan_name}" (due {d.due_date:%d/%m/%Y}) '
-            f"is waiting for {column}: the cell is empty. Fill it and the next run sends the "
-            f'mail, or give the template a fallback ({{{{ ...|default("…") }}}}).',
+            _('order {order}, step {step} of "{plan}" (due {date}) is waiting for {column}: '
+              "the cell is empty. Fill it and the next run sends the mail, or give the "
+              "template a fallback ({fallback}).").format(
+                  order=d.order_id, step=d.step, plan=d.plan_name,
+                  date=f"{d.due_date:%d/%m/%Y}", column=column,
+                  fallback='{{ ...|default("…") }}'),
             cell=site.cell(sheet, column, row), message_level=True))
     return problems
 
@@ -1007,15 +1157,15 @@ def stale_lock_note(workbook: Path) -> str | None:
         return None
     try:
         made = dt.datetime.fromtimestamp(lock.stat().st_mtime)
-        age, since = dt.datetime.now() - made, f" (it dates from {made:%d/%m/%Y %H:%M})"
+        age = dt.datetime.now() - made
+        since = _(" (it dates from {when})").format(when=f"{made:%d/%m/%Y %H:%M}")
     except OSError:
         age, since = dt.timedelta(0), ""
-    stale = (" It is more than a day old, so Excel probably crashed and left it behind."
+    stale = (_(" It is more than a day old, so Excel probably crashed and left it behind.")
              if age > dt.timedelta(days=1) else "")
-    return (
-        f"{workbook.name} looks open in Excel or LibreOffice: {lock.name} is beside it{since}."
-        f"{stale} While it is there, commplan sends mails but cannot write the SentLog. If "
-        f"nobody has the workbook open (check every PC that uses it), delete {lock} and the "
-        "next run completes the log."
-    )
-
+    return _(
+        "{workbook} looks open in Excel or LibreOffice: {lock_name} is beside it{since}."
+        "{stale} While it is there, commplan sends mails but cannot write the SentLog. If "
+        "nobody has the workbook open (check every PC that uses it), delete {lock} and the "
+        "next run completes the log.").format(workbook=workbook.name, lock_name=lock.name,
+                                              since=since, stale=stale, lock=lock)

@@ -23,11 +23,13 @@ from commplan_xl.excel.names import (
     column_title,
     sheet_key,
     sheet_title,
+    tool_header,
     tool_label,
     tool_sheet,
 )
 from commplan_xl.excel.sheet_xml import Chart, ToolSheet
-from commplan_xl.model import LedgerEntry, Model, Outcome
+from commplan_xl.i18n import _
+from commplan_xl.model import LedgerEntry, Model, Outcome, norm_key
 from commplan_xl.problems import Problem, WorkbookProblem
 
 WINDOW_DAYS = 30
@@ -307,11 +309,11 @@ def waiting_failures(
     ledger_state: Mapping[LedgerKey, LedgerEntry], model: Model
 ) -> tuple[WaitingFailure, ...]:
     """Every message in state `failed` (temporary), oldest due first."""
-    customer_of = {o.order_id: o.customer_id for o in model.orders}
+    customer_of = {norm_key(o.order_id): o.customer_id for o in model.orders}
     out = [
         WaitingFailure(
             order_id=e.order_id,
-            customer_id=customer_of.get(e.order_id, ""),
+            customer_id=customer_of.get(norm_key(e.order_id), ""),
             plan=plan_name(model, e.plan),
             step=e.step,
             due_date=e.due_date,
@@ -346,7 +348,7 @@ def unreachable_orders(problems: Sequence[WorkbookProblem], order_ids: Mapping[i
         if customer_row not in email_problems:
             continue
         out.append(Unreachable(
-            order_id=order_ids.get(p.row) or f"(Orders row {p.row})",
+            order_id=order_ids.get(p.row) or _("(Orders row {row})").format(row=p.row),
             customer_id=str(p.values["customer_id"]),
             email="",
             problem="; ".join(email_problems[customer_row]),  # type: ignore[index]
@@ -362,17 +364,17 @@ def to_handle_items(entries: Iterable[LedgerEntry], model: Model, *, today: dt.d
 
     `entries` are the ledger's messages in state failed_permanent or uncertain.
     """
-    orders = {o.order_id: o for o in model.orders}
+    orders = {norm_key(o.order_id): o for o in model.orders}  # ids fold, as the ledger's
     items: list[ToHandle] = []
     oldest_uncertain = today - dt.timedelta(days=UNCERTAIN_LISTED_DAYS)
     for e in entries:
-        order = orders.get(e.order_id)
+        order = orders.get(norm_key(e.order_id))
         customer_id = order.customer_id if order is not None else ""
         if e.state == "uncertain":
             if e.updated is not None and e.updated.date() < oldest_uncertain:
                 continue
             kind = "uncertain"
-        elif e.detail.startswith("returned"):  # a bounce: the mail came back
+        elif e.detail.startswith(("returned", _("returned"))):  # a bounce: it came back
             kind = "returned"
         else:
             kind = "failed_required" if _required(model, e.plan, e.step) else "failed"
@@ -508,10 +510,29 @@ def figures_sheet(figures: DashboardFigures, lang: str = "en") -> ToolSheet:
         charts=(Chart(L("chart"), DATA_COL, tuple(range(DATA_COL + 1, DATA_COL + 5)),
                       kind="stacked", first_row=2, last_row=last, anchor=(2, 1),
                       size=(17.5, 7.8)),),
-        # Written in the other language before a locale change: renamed and replaced.
-        former=tuple((tool_sheet("dashboard", other), _header(other))
-                     for other in LANGUAGES if other != lang),
+        former=_former(lang),
     )
+
+
+# The first row of the Dashboard an earlier commplan wrote (its table of days).
+EARLIER_HEADER = ("date", *STATUSES, "total")
+
+
+def _former(lang: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The Dashboard's other names and first rows: in the other language (a locale change
+    renames it) and as an earlier commplan wrote it (still the tool's sheet)."""
+    out = [(tool_sheet("dashboard", other), _header(other)) for other in LANGUAGES
+           if other != lang]
+    out += [(tool_sheet("dashboard", each), tool_header(EARLIER_HEADER, each))
+            for each in LANGUAGES]
+    return tuple(out)
+
+
+def dashboard_spec(lang: str) -> ToolSheet:
+    """The Dashboard as the tool would write it in `lang`, without its rows: its name, first
+    row and former names (what `check` compares the workbook's sheets with)."""
+    return ToolSheet(name=tool_sheet("dashboard", lang), header=_header(lang), rows=(),
+                     former=_former(lang))
 
 
 def _put_day_data(rows: list[list[object]], figures: DashboardFigures) -> None:

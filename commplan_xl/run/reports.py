@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from commplan_xl.core.schedule import is_limit_wait
 from commplan_xl.excel.names import localise, workbook_language
 from commplan_xl.excel.sheet_xml import PLAN_LIST, ToolSheet
+from commplan_xl.i18n import N_, _, ngettext, speaking
 from commplan_xl.model import Decision, LedgerEntry, Model
 from commplan_xl.problems import CommplanError, SendFailure
 from commplan_xl.run.dashboard import (  # noqa: F401 - the Dashboard's names, also from here
@@ -45,7 +46,8 @@ FORECAST_HEADER = (
 )
 WARNING = "⚠ "
 
-_FAILURE = re.compile(r"^Order (\S+) step (\d+)")
+RETURNED = N_("returned")  # how a returned mail's detail starts (the server took it)
+_FAILURE = re.compile(r"^\S+ (\S+) \S+ (\d+)")  # "Order O1 step 2", "Commande O1 étape 2"
 LedgerKey = tuple[str, str, int]
 
 
@@ -245,7 +247,8 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
                                  planned_7=planned_7)
 
     figures = figures_with(None)
-    if any(u.order_id.startswith("(Orders row") for u in figures.unreachable):
+    unnamed = _("(Orders row {row})").split("{", 1)[0]
+    if any(u.order_id.startswith(unnamed) for u in figures.unreachable):
         try:
             ids = order_ids_by_row(site.workbook)
         except CommplanError:
@@ -260,116 +263,171 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
 # ---------------------------------------------------------------- summary mail
 
 
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    """French agreement: 0 and 1 take the singular."""
-    return f"{n} {word if n <= 1 else (plural or word + 's')}"
-
-
 def _date_fr(day: dt.date | None) -> str:
     return f"{day:%d/%m/%Y}" if day else ""
 
 
 def summary_subject(run_report: RunReport) -> str:
-    """E.g. "commplan — 27/11/2026 : 12 envoyés, 1 échec"."""
+    """E.g. "commplan — 27/11/2026 : 12 envoyés, 1 échec" (in the current language)."""
     r = run_report
-    parts = [_plural(r.sent, "envoyé"), _plural(r.failed, "échec")]
+    parts = [ngettext("{n} sent", "{n} sent", r.sent).format(n=r.sent),
+             ngettext("{n} failure", "{n} failures", r.failed).format(n=r.failed)]
     if r.uncertain:
-        parts.append(_plural(r.uncertain, "incertain"))
-    test = " (essai, rien envoyé)" if r.dry_run else ""
-    return f"commplan — {_date_fr(r.today)}{test} : {', '.join(parts)}"
+        parts.append(ngettext("{n} uncertain", "{n} uncertain", r.uncertain).format(
+            n=r.uncertain))
+    test = _(" (test, nothing sent)") if r.dry_run else ""
+    return _("commplan — {date}{test}: {counts}").format(
+        date=_date_fr(r.today), test=test, counts=", ".join(parts))
+
+
+def _says(failure: str, template: str) -> bool:
+    """Whether `failure` holds the fixed words of `template`, in English or in the current
+    language."""
+    for text in {template, _(template)}:
+        fixed = [part for part in re.split(r"\{[a-z_]+\}", text) if part.strip()]
+        if fixed and all(part.casefold() in failure for part in fixed):
+            return True
+    return False
 
 
 def what_to_do(failure: str, catch_up_days: int | None = None) -> str:
     """The advice for one line of RunReport.failures, read from how batch words it."""
     text = failure.casefold()
     found = _FAILURE.match(failure)
-    resend = f"commplan resend {found.group(1)} {found.group(2)}" if found else \
-        "commplan resend COMMANDE ÉTAPE"
-    if text.startswith("to review"):
-        return ("ouvrez ce mail revenu dans la boîte d'envoi : il nomme un client mais aucun "
-                "mail que commplan retrouve ; renvoyez à la main si besoin.")
-    if "sending account" in text:
-        return ("le compte d'envoi a été refusé, pas l'adresse du client : l'informaticien "
-                "doit vérifier le droit d'envoyer au nom de l'expéditeur et les "
-                "enregistrements SPF/DKIM du domaine ; le passage suivant le réessaie.")
-    if "uncertain" in text:
-        return (f"vérifiez avec le client s'il a reçu ce mail ; sinon lancez `{resend}` "
-                "(il n'est jamais renvoyé tout seul).")
-    if "not retried" in text:
-        return ("l'adresse a été refusée : corrigez-la dans la feuille Customers ; le mail "
-                "repartira au passage suivant.")
-    if "once fixed" in text:
-        return ("corrigez le modèle ou la pièce jointe dans le classeur (`commplan check` "
-                "montre où) ; le passage suivant le réessaie.")
-    within = f" pendant {catch_up_days} jours après l'échéance" if catch_up_days else ""
-    return f"rien à faire : les passages suivants le réessaient{within}."
+    resend = (f"commplan resend {found.group(1)} {found.group(2)}" if found
+              else _("commplan resend ORDER STEP"))
+    from commplan_xl.mail.bounces import SENDER_SIDE_REASON
+    from commplan_xl.run.returned import NOT_RETRIED, REVIEW_LINE
+
+    # Past catch-up (always with catch_up_days 0) no later day's run retries a failure:
+    # never promise it.
+    last_day = ("not be retried after today" in text or catch_up_days == 0
+                or _says(text, N_("will not be retried after today (catch_up_days is {days}); "
+                                  "once fixed, `commplan resend {order} {step}` sends it")))
+    next_run = (_("no run will try it again (catch_up_days is past): run `{resend}` once it "
+                  "is fixed").format(resend=resend) if last_day
+                else _("the next run tries again"))
+    if text.startswith("to review") or _says(text, REVIEW_LINE):
+        return _("open this returned mail in the sending mailbox: it names a customer but no "
+                 "mail commplan can find; send again by hand if needed.")
+    if "sending account" in text or _says(text, SENDER_SIDE_REASON):
+        return _("the sending account was refused, not the customer's address: the IT person "
+                 "must check the right to send on behalf of the sender and the domain's "
+                 "SPF/DKIM records; {next_run}.").format(next_run=next_run)
+    if _says(text, N_("Order {order} step {step} is uncertain: {detail}")):
+        return _("check with the customer whether this mail arrived; if not, run `{resend}` "
+                 "(it is never sent again by itself).").format(resend=resend)
+    if ("not retried" in text or _says(text, N_("{error}; not retried: correct the address"))
+            or _says(text, NOT_RETRIED)):
+        if catch_up_days == 0:
+            return _("the address was refused: correct it in the Customers sheet, then run "
+                     "`{resend}` (catch_up_days is 0: no run will send it again).").format(
+                         resend=resend)
+        return _("the address was refused: correct it in the Customers sheet; the mail goes "
+                 "out again on the next run.")
+    if _says(text, N_("{error}; will be retried once fixed")) or "once fixed" in text:
+        return _("correct the template or the attachment in the workbook (`commplan check` "
+                 "shows where); {next_run}.").format(next_run=next_run)
+    if last_day:
+        return _("it will not be tried again after today: {next_run}.").format(
+            next_run=next_run)
+    if catch_up_days:
+        return ngettext(
+            "nothing to do: the next runs try again for {n} day after the due date.",
+            "nothing to do: the next runs try again for {n} days after the due date.",
+            catch_up_days).format(n=catch_up_days)
+    return _("nothing to do: the next runs try again.")
 
 
 def summary_text(
     settings: Settings, run_report: RunReport, figures: DashboardFigures | None
 ) -> str:
-    """The plain-text body of the summary mail."""
+    """The plain-text body of the summary mail (in the current language)."""
     r = run_report
-    lines = [f"Passage du {_date_fr(r.today)}" + (" (essai : rien n'a été envoyé)"
-                                                   if r.dry_run else ""), ""]
+    lines = [_("Run of {date}").format(date=_date_fr(r.today))
+             + (_(" (test: nothing was sent)") if r.dry_run else ""), ""]
     lines += [
-        f"Envoyés : {r.sent}",
-        f"Ignorés (manqués ou remplacés) : {r.skipped}",
-        f"Échecs : {r.failed}",
-        f"Incertains : {r.uncertain}",
+        _("Sent: {n}").format(n=r.sent),
+        _("Skipped (missed or superseded): {n}").format(n=r.skipped),
+        _("Failed: {n}").format(n=r.failed),
+        _("Uncertain: {n}").format(n=r.uncertain),
     ]
     if r.waiting:
-        lines.append(f"En attente (limite quotidienne atteinte) : {r.waiting}")
+        lines.append(_("Waiting (daily limit reached): {n}").format(n=r.waiting))
     if r.not_tried:
-        lines.append(f"Non tentés (serveur de mail injoignable) : {r.not_tried}")
+        lines.append(_("Not tried (mail server unreachable): {n}").format(n=r.not_tried))
     if r.returned:
-        lines.append(f"Mails revenus (non distribués) : {r.returned}")
+        lines.append(_("Returned mails (not delivered): {n}").format(n=r.returned))
     if r.held:
-        lines += ["", "En attente d'une valeur (une cellule vide, le mail part dès qu'elle est "
-                  "remplie) :", *(f"- {line}" for line in r.held)]
+        lines += ["", _("Waiting for a value (an empty cell; the mail goes as soon as it is "
+                        "filled):"), *(f"- {line}" for line in r.held)]
     if r.failures:
-        lines += ["", "À traiter :"]
+        lines += ["", _("To deal with:")]
         for failure in r.failures:
             lines.append(f"- {failure}")
-            lines.append(f"  Que faire : {what_to_do(failure, settings.catch_up_days)}")
+            lines.append("  " + _("What to do: {advice}").format(
+                advice=what_to_do(failure, settings.catch_up_days)))
     if r.notes:
-        lines += ["", "Remarques :"]
+        lines += ["", _("Notes:")]
         lines += [f"- {note}" for note in r.notes]
     if r.problems:
-        lines += ["", f"Le classeur a {_plural(len(r.problems), 'problème')} : les lignes "
-                  "concernées sont laissées de côté. Lancez `commplan check` pour les voir."]
+        n = len(r.problems)
+        lines += ["", ngettext(
+            "The workbook has {n} problem: the rows concerned are left out. Run `commplan "
+            "check` to see them.",
+            "The workbook has {n} problems: the rows concerned are left out. Run `commplan "
+            "check` to see them.", n).format(n=n)]
     if figures is not None:
         lines += ["", *_figures_text(figures)]
-    lines += ["", "Le détail est dans les feuilles SentLog, Dashboard et Forecast du classeur."]
+    from commplan_xl.excel.names import tool_sheet
+    from commplan_xl.i18n import current
+
+    lang = current()
+    lines += ["", _("The details are in the {sentlog}, {dashboard} and {forecast} sheets of the "
+                    "workbook.").format(sentlog=tool_sheet("sentlog", lang),
+                                        dashboard=tool_sheet("dashboard", lang),
+                                        forecast=tool_sheet("forecast", lang))]
     return "\n".join(lines) + "\n"
 
 
 def _figures_text(figures: DashboardFigures) -> list[str]:
-    """The Dashboard in the mail: the items to handle (every day until resolved), then the
-    counts of the last 30 days."""
-    from commplan_xl.run.dashboard import TO_HANDLE_KINDS
+    """The Dashboard in the mail (in the current language): the items to handle, every day
+    until resolved, then the counts of the last 30 days."""
+    from commplan_xl.i18n import current
 
-    lines = [f"À traiter (jusqu'à résolution) : {len(figures.to_handle)}"]
+    lang = current()
+    lines = [_("To handle (until resolved): {n}").format(n=len(figures.to_handle))]
     for item in figures.to_handle:
-        what = TO_HANDLE_KINDS[item.kind].label_fr
-        step = f" étape {item.step}" if item.step is not None else ""
-        due = f" (échéance {_date_fr(item.due_date)})" if item.due_date else ""
-        lines.append(f"- {what} : commande {item.order_id}{step}{due}"
-                     + (f" — {item.detail}" if item.detail else ""))
-        lines.append(f"  Que faire : {item.todo(french=True)}")
+        line = _("- {what}: order {order}").format(what=item.label(lang), order=item.order_id)
+        if item.step is not None:
+            line += " " + _("step {step}").format(step=item.step)
+        if item.due_date:
+            line += " " + _("(due {date})").format(date=_date_fr(item.due_date))
+        lines.append(line + (f" — {item.detail}" if item.detail else ""))
+        lines.append("  " + _("What to do: {advice}").format(advice=item.todo(
+            french=lang == "fr")))
     t = figures.total
     first = figures.days[0][0] if figures.days else figures.today
     lines += [
         "",
-        f"Tableau de bord du {_date_fr(first)} au {_date_fr(figures.today)} :",
-        f"Envoyés : {t.sent} (hier : {figures.sent_yesterday}, 7 derniers jours : "
-        f"{figures.sent_since(7)}), ignorés : {t.skipped}, échecs : {t.failed}, "
-        f"incertains : {t.uncertain}",
-        f"En attente d'un nouvel essai : {len(figures.failures)} ; prévus les 7 prochains "
-        f"jours : {figures.planned_7}",
+        _("Dashboard from {first} to {last}:").format(first=_date_fr(first),
+                                                     last=_date_fr(figures.today)),
+        _("Sent: {sent}, skipped: {skipped}, failed: {failed}, uncertain: {uncertain}").format(
+            sent=t.sent, skipped=t.skipped, failed=t.failed, uncertain=t.uncertain),
+        _("Sent yesterday: {yesterday}, over the last 7 days: {week}; planned for the next 7 "
+          "days: {planned}").format(yesterday=figures.sent_yesterday,
+                                    week=figures.sent_since(7), planned=figures.planned_7),
     ]
     for name, c in figures.plans:
-        lines.append(f"- {name} : {_plural(c.sent, 'envoyé')}, {_plural(c.failed, 'échec')}")
+        lines.append(_("- {plan}: {sent}, {failed}").format(
+            plan=name, sent=ngettext("{n} sent", "{n} sent", c.sent).format(n=c.sent),
+            failed=ngettext("{n} failure", "{n} failures", c.failed).format(n=c.failed)))
+    lines += ["", _("Failures waiting for a retry: {n}").format(n=len(figures.failures))]
+    lines += [
+        _("- Order {order} step {step} (due {date}): {reason}").format(
+            order=f.order_id, step=f.step, date=_date_fr(f.due_date), reason=f.reason)
+        for f in figures.failures
+    ]
     return lines
 
 
@@ -386,8 +444,9 @@ def summary_message(
     from commplan_xl.mail.render import Rendered, text_to_html
     from commplan_xl.mail.smtp import build_message
 
-    subject = summary_subject(run_report)
-    text = summary_text(settings, run_report, dashboard_figures)
+    with speaking(settings.locale):
+        subject = summary_subject(run_report)
+        text = summary_text(settings, run_report, dashboard_figures)
     lang = settings.locale.split("_")[0].split("-")[0] or "fr"
     rendered = Rendered(subject=subject, text=text,
                         html=text_to_html(text, title=subject, lang=lang))
@@ -409,8 +468,7 @@ def send_summary(
         msg = summary_message(settings, run_report, dashboard_figures=figures)
         mailer.send(msg, from_addr=settings.sender_email, to_addrs=list(settings.report_to))
     except SendFailure as exc:
-        run_report.notes.append(
-            f"The summary mail to {', '.join(settings.report_to)} could not be sent: {exc}"
-        )
+        run_report.notes.append(_("The summary mail to {to} could not be sent: {error}").format(
+            to=", ".join(settings.report_to), error=exc))
         return False
     return True

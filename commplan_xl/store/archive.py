@@ -7,28 +7,39 @@ file once written is never overwritten: the archive is the proof of what was sen
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
 import unicodedata
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError
 
 # Characters Windows forbids in names, every control character, and the Unicode line breaks.
 _UNSAFE = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f-\x9f\u2028\u2029]')
+# Invisible format characters (bidi overrides and isolates, zero-width marks...): a name
+# showing "exe.txt" must be what it is.
+_FORMAT = frozenset({"Cf", "Cc", "Zl", "Zp", "Co", "Cs", "Cn"})
 _RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
     | {f"{dev}{n}" for dev in ("COM", "LPT") for n in (*"123456789", "¹", "²", "³")}
 )
 _SEPARATOR = " - "
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,39}")  # a safe name as it is
+_ID_LEN = 40
 
 
 def safe_name(text: str, *, max_len: int = 60) -> str:
     """A file or folder name safe on Windows and elsewhere, at most `max_len` characters."""
     if max_len < 5:
         raise ValueError("max_len must be at least 5")
-    name = _cut(_UNSAFE.sub("_", unicodedata.normalize("NFC", str(text))).strip(" ."), max_len)
+    text = unicodedata.normalize("NFC", str(text))
+    if not text.isascii():
+        text = "".join("_" if unicodedata.category(c) in _FORMAT else c for c in text)
+    name = _cut(_UNSAFE.sub("_", text).strip(" ."), max_len)
     stem, dot, ext = name.partition(".")
     # Windows reserves the device names even with an extension or trailing spaces.
     if stem.rstrip(" ").upper() in _RESERVED:
@@ -49,7 +60,17 @@ def _cut(name: str, max_len: int) -> str:
 def _safe_id(customer_id: str) -> str:
     # " - " separates id from name in the folder name; keep it out of the id so that the
     # folder of customer "C1" is never mistaken for the folder of a customer "C1 - X".
-    return safe_name(customer_id.replace(_SEPARATOR, " _ "), max_len=40)
+    return safe_name(customer_id.replace(_SEPARATOR, " _ "), max_len=_ID_LEN)
+
+
+def folder_id(customer_id: str) -> str:
+    """The id part of a customer's folder name: the id itself when it is a safe name, else
+    its readable safe form and a short hash of the exact id (`12_34 ~6ce83e70` for
+    `12/34`), so two customers never share a folder."""
+    sid = _safe_id(customer_id)
+    if sid == customer_id:
+        return sid
+    return f"{_cut(sid, _ID_LEN - 10)} ~{_digest(customer_id)}"
 
 
 class ArchiveIndex:
@@ -57,17 +78,21 @@ class ArchiveIndex:
 
     Without it every mail would list the whole archive to find its customer's folder:
     quadratic in the number of customers. A run holds the run lock, so nothing else adds
-    folders meanwhile; the folders this index creates are added to it.
+    folders meanwhile; the folders this index creates are added to it. `owners` (folder
+    name -> the customer ids whose mails the ledger says are in it) settles, for the few
+    ids an earlier version named alike, whose folder an existing one is.
     """
 
-    def __init__(self, archive_dir: Path) -> None:
+    def __init__(self, archive_dir: Path,
+                 owners: Mapping[str, Collection[str]] | None = None) -> None:
         self.archive_dir = Path(archive_dir)
+        self.owners = owners or {}
         self._by_id: dict[str, list[str]] | None = None
+        self._folded: set[str] = set()  # every folder name, casefolded (Windows ignores case)
         self._checked: dict[str, Path] = {}  # folder name -> path, inside and existing
         self._real: dict[Path, Path] = {}  # folder -> its resolved path
 
-    def existing(self, sid: str, wanted: str) -> str | None:
-        """The name of the folder already used for this id, if any (preferring `wanted`)."""
+    def _load(self) -> dict[str, list[str]]:
         if self._by_id is None:
             self._by_id = {}
             if self.archive_dir.is_dir():
@@ -75,13 +100,39 @@ class ArchiveIndex:
                     for entry in entries:
                         if entry.is_dir():
                             self._add(entry.name)
-        found = self._by_id.get(sid)
+        return self._by_id
+
+    def existing(self, sid: str, wanted: str, customer_id: str | None = None, *,
+                 proven: bool = False) -> str | None:
+        """The name of the folder already used for this id, if any (preferring `wanted`);
+        never one the ledger says is another customer's. `proven`: only a folder the
+        ledger says holds this customer's mails."""
+        found = self._load().get(sid)
         if not found:
             return None
+        if customer_id is not None and (self.owners or proven):
+            found = [name for name in found if self._may_use(name, customer_id, proven)]
+            if not found:
+                return None
         return wanted if wanted in found else min(found)
+
+    def _may_use(self, name: str, customer_id: str, proven: bool) -> bool:
+        owners = self.owners.get(name)
+        if not owners:
+            return not proven
+        if customer_id not in owners:
+            return False
+        # A folder an earlier version shared stays with the id it is named after.
+        return len(owners) == 1 or name.split(_SEPARATOR, 1)[0] == customer_id
+
+    def taken(self, name: str) -> bool:
+        """Whether a folder of that name (ignoring case, as Windows does) exists."""
+        self._load()
+        return name.casefold() in self._folded
 
     def _add(self, name: str) -> None:
         assert self._by_id is not None
+        self._folded.add(name.casefold())
         # Filed under every id it could belong to: `sid` itself and each text before a
         # " - " (an id may itself contain " - " after safe_name).
         keys = {name}
@@ -136,26 +187,62 @@ def customer_folder(
 ) -> Path:
     """The customer's folder inside `archive_dir`, e.g. `C0001 - Éloïse Lefèvre`.
 
-    The folder keeps its first name: if the customer's name changes, the existing folder
-    of that id is reused so that the customer's archive stays together. A run passes one
-    `index` of `archive_dir` for all its mails.
+    One folder per customer, never shared: an id that is not a safe name as it is (`12/34`,
+    an id longer than 40 characters, a Windows device name...) carries a short hash of the
+    exact id (`12_34 ~6ce83e70 - Dupont`), and so does a name another customer's folder
+    has (ignoring case, as Windows does). The folder keeps its first name: if the
+    customer's name changes, the existing folder of that id is reused so that the
+    customer's archive stays together; so is a folder an earlier version named without the
+    hash, unless the index's owners say it is another customer's. A run passes one `index`
+    of `archive_dir` for all its mails.
     """
     archive_dir = Path(archive_dir)
-    sid = _safe_id(customer_id)
-    sname = safe_name(name) if name.strip() else ""
-    wanted = f"{sid}{_SEPARATOR}{sname}" if sname else sid
     if index is None or index.archive_dir != archive_dir:
         index = ArchiveIndex(archive_dir)  # one listing, as a run's index makes it
-    return index.folder(index.existing(sid, wanted) or wanted, customer_id, create=create)
+    sid = folder_id(customer_id)
+    sname = safe_name(name) if name.strip() else ""
+    wanted = f"{sid}{_SEPARATOR}{sname}" if sname else sid
+    chosen = index.existing(sid, wanted, customer_id)
+    old = _safe_id(customer_id)
+    if chosen is None and sid != old:
+        # Named by an earlier version, without the hash: only if the ledger says so.
+        chosen = index.existing(old, wanted, customer_id, proven=True)
+    if chosen is None:
+        chosen = wanted
+        if index.taken(wanted):  # another customer's folder, or one differing by case
+            sid = f"{_cut(old, _ID_LEN - 10)} ~{_digest(customer_id + '/case')}"
+            chosen = f"{sid}{_SEPARATOR}{sname}" if sname else sid
+    return index.folder(chosen, customer_id, create=create)
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2s(text.encode("utf-8"), digest_size=4).hexdigest()
+
+
+def ids_to_settle(customer_ids: Iterable[str]) -> set[str]:
+    """The ids whose folders' owners a run looks up in the ledger: those an earlier
+    version named without a hash (`12/34`), and those it gave the same folder name as
+    another id (`12/34` and `12_34`)."""
+    by_old: dict[str, list[str]] = {}
+    altered: set[str] = set()
+    plain = _PLAIN_ID.fullmatch
+    for customer_id in customer_ids:
+        if plain(customer_id) and customer_id.upper() not in _RESERVED:
+            sid = customer_id  # the usual id: its own safe name, no work
+        else:
+            sid = _safe_id(customer_id)
+            if sid != customer_id:
+                altered.add(customer_id)
+        by_old.setdefault(sid.casefold(), []).append(customer_id)
+    return altered | {c for ids in by_old.values() if len(ids) > 1 for c in ids}
 
 
 def _inside(archive_dir: Path, name: str, customer_id: str, *, root: Path) -> Path:
     folder = archive_dir / name
     if not folder.resolve().is_relative_to(root):
-        raise CommplanError(
-            f"The archive folder for customer {customer_id!r} would fall outside "
-            f"{archive_dir}; nothing was written."
-        )
+        raise CommplanError(_(
+            'The archive folder for customer "{customer}" would fall outside {folder}; '
+            "nothing was written.").format(customer=customer_id, folder=archive_dir))
     return folder
 
 

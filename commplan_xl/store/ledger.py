@@ -25,7 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from commplan_xl.model import LedgerEntry, MessageRef
+from commplan_xl.i18n import _
+from commplan_xl.model import LedgerEntry, MessageRef, norm_key
 from commplan_xl.problems import CommplanError
 from commplan_xl.store.ledger_reads import (
     ENTRY_COLUMNS,
@@ -101,10 +102,9 @@ class Ledger(LedgerReads):
     def open(self) -> None:
         """Open (creating if needed) the file and bring its schema up to date."""
         if not self.path.parent.is_dir():
-            raise CommplanError(
-                f"Cannot open the ledger {self.path}: the folder {self.path.parent} does not "
-                "exist."
-            )
+            raise CommplanError(_(
+                "Cannot open the ledger {path}: the folder {folder} does not exist.").format(
+                    path=self.path, folder=self.path.parent))
         db = None
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
@@ -115,6 +115,8 @@ class Ledger(LedgerReads):
             # needs FULL to stay as safe.
             sync = "NORMAL" if str(mode).lower() == "wal" else "FULL"
             db.execute(f"PRAGMA synchronous = {sync}")
+            # How a message's order key is made from its id (see ledger_schema).
+            db.create_function("commplan_fold", 1, norm_key, deterministic=True)
             migrate(db, self.path)
             self._db = db
         except (sqlite3.Error, CommplanError) as exc:
@@ -123,7 +125,8 @@ class Ledger(LedgerReads):
                 db.close()
             if isinstance(exc, CommplanError):
                 raise
-            raise CommplanError(f"Cannot open the ledger {self.path}: {exc}.") from exc
+            raise CommplanError(_("Cannot open the ledger {path}: {error}.").format(
+                path=self.path, error=exc)) from exc
 
     def close(self) -> None:
         if self._db is not None:
@@ -165,12 +168,15 @@ class Ledger(LedgerReads):
                  m.emails, subject, int(resend), prev, at, _day(now, day)),
             ).lastrowid
             db.execute(
-                "INSERT INTO messages (order_id, plan_key, step, state, due_date, emails, "
-                "detail, updated, attempts, send_id) VALUES (?, ?, ?, 'sending', ?, ?, '', ?, "
-                "1, ?) ON CONFLICT DO UPDATE SET state = 'sending', due_date = "
-                "excluded.due_date, emails = excluded.emails, detail = '', updated = "
-                "excluded.updated, attempts = attempts + 1, send_id = excluded.send_id",
-                (m.order_id, m.plan_key, m.step, _iso_date(m.due_date), m.emails, at, token),
+                "INSERT INTO messages (order_key, order_id, plan_key, plan, step, state, "
+                "due_date, emails, detail, updated, attempts, send_id) VALUES (?, ?, ?, ?, ?, "
+                "'sending', ?, ?, '', ?, 1, ?) ON CONFLICT DO UPDATE SET order_id = "
+                "excluded.order_id, plan_key = excluded.plan_key, plan = excluded.plan, "
+                "state = 'sending', due_date = excluded.due_date, emails = excluded.emails, "
+                "detail = '', updated = excluded.updated, attempts = attempts + 1, send_id = "
+                "excluded.send_id",
+                (norm_key(m.order_id), m.order_id, m.plan_key, m.plan, m.step,
+                 _iso_date(m.due_date), m.emails, at, token),
             )
             if message_id or ref:
                 db.execute("INSERT INTO mail_ids (send_id, message_id, ref) VALUES (?, ?, ?)",
@@ -215,8 +221,8 @@ class Ledger(LedgerReads):
             state, event, text = _outcome_of(status, detail, resend=bool(resend), prev=prev)
             entry_row = db.execute(
                 "UPDATE messages SET state = ?, detail = ?, updated = ? "
-                f"WHERE order_id = ? AND plan_key = ? AND step = ? RETURNING {ENTRY_COLUMNS}",
-                (state, text, at, m.order_id, m.plan_key, m.step),
+                f"WHERE order_key = ? AND step = ? RETURNING {ENTRY_COLUMNS}",
+                (state, text, at, norm_key(m.order_id), m.step),
             ).fetchone()
             _add_event(db, m, status=event, at=at, day=_day(now, day), subject=subject,
                        detail=text, archive_file=archive_file, resend=bool(resend))
@@ -228,7 +234,7 @@ class Ledger(LedgerReads):
         at = _at(now, day)
         with self._write() as db:
             rows = db.execute(
-                "SELECT m.order_id, m.plan_key, m.step, s.id, s.customer_id, s.plan, "
+                "SELECT m.order_id, m.plan_key, m.step, s.id, s.customer_id, m.plan, "
                 "s.emails, s.subject, s.resend, m.due_date FROM messages m "
                 "LEFT JOIN sends s ON s.id = m.send_id WHERE m.state = 'sending'"
             ).fetchall()
@@ -238,14 +244,14 @@ class Ledger(LedgerReads):
                                _date(due) if due else None, emails or "")
                 db.execute(
                     "UPDATE messages SET state = 'uncertain', detail = ?, updated = ? "
-                    "WHERE order_id = ? AND plan_key = ? AND step = ?",
-                    (UNCERTAIN_DETAIL, at, order_id, plan_key, step),
+                    "WHERE order_key = ? AND step = ?",
+                    (UNCERTAIN_DETAIL, at, norm_key(order_id), step),
                 )
                 _add_event(db, m, status="uncertain", at=at, day=_day(now, day),
                            subject=subject or "", detail=UNCERTAIN_DETAIL, resend=bool(resend))
                 if send_id is not None:
                     db.execute("UPDATE sends SET finished = ? WHERE id = ?", (at, send_id))
-            keys = [(r[0], r[1], r[2]) for r in rows]
+            keys = [(r[0], r[2]) for r in rows]
         return [e for e in (self.entry(*k) for k in keys) if e is not None]
 
     # ------------------------------------------------------------------ without a send
@@ -304,13 +310,13 @@ class Ledger(LedgerReads):
                 if state == "waiting":
                     db.execute(
                         "UPDATE messages SET first_waiting = coalesce(first_waiting, ?) "
-                        "WHERE order_id = ? AND plan_key = ? AND step = ?",
-                        (_day(now, day), m.order_id, m.plan_key, m.step),
+                        "WHERE order_key = ? AND step = ?",
+                        (_day(now, day), norm_key(m.order_id), m.step),
                     )
                 if event:
                     _add_event(db, m, status="failed" if state.startswith("failed") else state,
                                at=at, day=_day(now, day), subject=subject, detail=detail)
-        entry = self.entry(m.order_id, m.plan_key, m.step)
+        entry = self.entry(m.order_id, m.step)
         assert entry is not None
         return entry
 
@@ -356,8 +362,8 @@ class Ledger(LedgerReads):
                 return "noted"
             row = db.execute(
                 "SELECT s.order_id, s.customer_id, s.plan, s.plan_key, s.step, s.due_date, "
-                "s.emails, s.subject FROM sends s JOIN messages m ON m.order_id = s.order_id "
-                "AND m.plan_key = s.plan_key AND m.step = s.step AND m.send_id = s.id "
+                "s.emails, s.subject FROM sends s JOIN messages m ON m.order_key = "
+                "commplan_fold(s.order_id) AND m.step = s.step AND m.send_id = s.id "
                 "WHERE s.id = ? AND m.state = 'sent'", (item.send_id,),
             ).fetchone()
             if row is None:
@@ -367,8 +373,8 @@ class Ledger(LedgerReads):
                            _date(due) if due else None, emails)
             db.execute(
                 "UPDATE messages SET state = ?, detail = ?, updated = ? "
-                "WHERE order_id = ? AND plan_key = ? AND step = ?",
-                (item.state, item.detail, at, order_id, plan_key, step),
+                "WHERE order_key = ? AND step = ?",
+                (item.state, item.detail, at, norm_key(order_id), step),
             )
             _add_event(db, m, status="failed", at=at, day=_day(now, day), subject=subject,
                        detail=item.detail)
@@ -412,7 +418,7 @@ def _outcome_of(status: str, detail: str, *, resend: bool, prev: str | None
 
 
 def _conflict(m: MessageRef, state: str, what: str) -> LedgerConflict:
-    where = f"Order {m.order_id} step {m.step} (plan {m.plan_key})"
+    where = f"Order {m.order_id} step {m.step}"
     if state == "sent":
         why = "was already sent"
         hint = "use `commplan resend ORDER STEP` to send it again on purpose"
@@ -430,8 +436,8 @@ def _conflict(m: MessageRef, state: str, what: str) -> LedgerConflict:
 
 def _current(db: sqlite3.Connection, m: MessageRef) -> str | None:
     row = db.execute(
-        "SELECT state FROM messages WHERE order_id = ? AND plan_key = ? AND step = ?",
-        (m.order_id, m.plan_key, m.step),
+        "SELECT state FROM messages WHERE order_key = ? AND step = ?",
+        (norm_key(m.order_id), m.step),
     ).fetchone()
     return row[0] if row else None
 
@@ -450,11 +456,13 @@ def _set_position(db: sqlite3.Connection, folder: str, uidvalidity: int, uid: in
 
 def _upsert(db: sqlite3.Connection, m: MessageRef, *, state: str, detail: str, at: str) -> None:
     db.execute(
-        "INSERT INTO messages (order_id, plan_key, step, state, due_date, emails, detail, "
-        "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET state = "
-        "excluded.state, due_date = excluded.due_date, emails = excluded.emails, detail = "
-        "excluded.detail, updated = excluded.updated",
-        (m.order_id, m.plan_key, m.step, state, _iso_date(m.due_date), m.emails, detail, at),
+        "INSERT INTO messages (order_key, order_id, plan_key, plan, step, state, due_date, "
+        "emails, detail, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+        "SET order_id = excluded.order_id, plan_key = excluded.plan_key, plan = "
+        "excluded.plan, state = excluded.state, due_date = excluded.due_date, emails = "
+        "excluded.emails, detail = excluded.detail, updated = excluded.updated",
+        (norm_key(m.order_id), m.order_id, m.plan_key, m.plan, m.step, state,
+         _iso_date(m.due_date), m.emails, detail, at),
     )
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from commplan_xl.gc_pause import no_gc
-from commplan_xl.model import LedgerEntry, Outcome
+from commplan_xl.model import LedgerEntry, Outcome, norm_key
 from commplan_xl.store.ledger_snapshot import MAX_PACKED_STEP, LedgerSnapshot
 from commplan_xl.store.sentlog import SENTLOG_QUERY
 
@@ -87,42 +89,41 @@ class LedgerReads:
         raise NotImplementedError
 
     def state(self) -> LedgerSnapshot:
-        """Every message the ledger knows, by (order_id, plan_key, step).
+        """Every message the ledger knows, by (order key, step) (see `message_key`).
 
         Messages that are done (sent, skipped, uncertain, sending) are the bulk of a
         long-lived ledger and the schedule only asks whether they are done: SQLite sums them
-        into one row per (order, plan), a bit per done step and two bits for its state, so a
+        into one row per order, a bit per done step and two bits for its state, so a
         ledger of 200,000 messages reads as 40,000 rows (measured: 0.14 s instead of 0.34 s,
         and a fifth of the Python objects).
         """
         rows = self.db.execute(
-            "SELECT order_id, plan_key, sum(1 << step), sum((CASE state WHEN 'sent' THEN 0 "
+            "SELECT order_key, sum(1 << step), sum((CASE state WHEN 'sent' THEN 0 "
             "WHEN 'skipped' THEN 1 WHEN 'uncertain' THEN 2 ELSE 3 END) << (2 * step)) "
             "FROM messages WHERE state IN ('sent', 'skipped', 'uncertain', 'sending') "
-            f"AND step BETWEEN 0 AND {MAX_PACKED_STEP} GROUP BY order_id, plan_key"
+            f"AND step BETWEEN 0 AND {MAX_PACKED_STEP} GROUP BY order_key"
         )
-        steps: dict[tuple[str, str], int] = {}
-        codes: dict[tuple[str, str], int] = {}
+        steps: dict[str, int] = {}
+        codes: dict[str, int] = {}
         with no_gc():  # many small acyclic objects
-            for order_id, plan_key, mask, code in rows:
-                steps[order_id, plan_key] = mask
-                codes[order_id, plan_key] = code
+            for order_key, mask, code in rows:
+                steps[order_key] = mask
+                codes[order_key] = code
         # The rest (and a done step beyond what the bits hold, which validation never lets
         # a plan have) as full entries.
         rows = self.db.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM messages "
+            f"SELECT order_key, {ENTRY_COLUMNS} FROM messages "
             "WHERE state NOT IN ('sent', 'skipped', 'uncertain', 'sending') "
             f"OR step NOT BETWEEN 0 AND {MAX_PACKED_STEP}"
         )
-        open_entries = {(row[0], row[1], row[2]): entry_of(row) for row in rows}
+        open_entries = {(row[0], row[3]): entry_of(row[1:]) for row in rows}
         return LedgerSnapshot(steps, codes, open_entries)
 
-    def entry(self, order_id: str, plan_key: str, step: int) -> LedgerEntry | None:
-        """What the ledger knows of one message, or None if nothing yet."""
+    def entry(self, order_id: str, step: int) -> LedgerEntry | None:
+        """What the ledger knows of one message (the order id folded), or None if nothing."""
         row = self.db.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM messages WHERE order_id = ? AND plan_key = ? "
-            "AND step = ?",
-            (order_id, plan_key, step),
+            f"SELECT {ENTRY_COLUMNS} FROM messages WHERE order_key = ? AND step = ?",
+            (norm_key(order_id), step),
         ).fetchone()
         return entry_of(row) if row else None
 
@@ -132,6 +133,34 @@ class LedgerReads:
         rows = self.db.execute(
             f"SELECT {ENTRY_COLUMNS} FROM messages WHERE state IN ({marks})", states)
         return [entry_of(row) for row in rows]
+
+    def recorded_plans(self) -> dict[str, tuple[str, str]]:
+        """Per order key, the plan (key, name) of its latest recorded message."""
+        rows = self.db.execute(
+            "SELECT order_key, plan_key, plan, max(coalesce(updated, '')) FROM messages "
+            "GROUP BY order_key"
+        )
+        return {key: (plan_key, plan or plan_key) for key, plan_key, plan, _at in rows}
+
+    def archive_owners(self, customer_ids: Collection[str]) -> dict[str, set[str]]:
+        """Archive folder name -> the customers (of those given) whose mails are in it."""
+        owners: dict[str, set[str]] = {}
+        wanted = set(customer_ids)
+        if not wanted:
+            return owners
+        rows = self.db.execute(
+            "SELECT DISTINCT customer_id, archive_file FROM events WHERE archive_file <> ''")
+        for customer_id, archive_file in rows:
+            if customer_id in wanted:
+                folder = PurePosixPath(archive_file).parent.name
+                owners.setdefault(folder, set()).add(customer_id)
+        return owners
+
+    def is_empty(self) -> bool:
+        """True when the ledger has recorded nothing at all (a new or emptied file)."""
+        return self.db.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM events) AND NOT EXISTS (SELECT 1 FROM messages)"
+        ).fetchone()[0] == 1
 
     def sent_on(self, day: dt.date) -> int:
         """How many mails were sent (resends included) on that calendar day."""
@@ -222,8 +251,8 @@ class LedgerReads:
         for it: address -> "order O1 step 1" (the mail that came back)."""
         rows = self.db.execute(
             "SELECT r.address, s.order_id, s.step FROM returned r "
-            "JOIN sends s ON s.id = r.send_id JOIN messages m ON m.order_id = s.order_id "
-            "AND m.plan_key = s.plan_key AND m.step = s.step AND m.send_id = s.id "
+            "JOIN sends s ON s.id = r.send_id JOIN messages m ON m.order_key = "
+            "commplan_fold(s.order_id) AND m.step = s.step AND m.send_id = s.id "
             "WHERE m.state = 'failed_permanent' AND r.kind IN ('hard', 'soft') "
             "AND r.address != '' ORDER BY r.id"
         )

@@ -11,6 +11,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from commplan_xl.i18n import _
+from commplan_xl.model import norm_key
 from commplan_xl.problems import CommplanError
 
 # A migration's SQL statements are split on ";": keep semicolons out of its text values.
@@ -113,10 +115,67 @@ CREATE TABLE IF NOT EXISTS returned (
 CREATE INDEX IF NOT EXISTS returned_address ON returned (address);
 """
 
+
+def _v3_order_and_step(db: sqlite3.Connection) -> None:
+    """Messages keyed by (order key, step) instead of (order id, plan key, step).
+
+    The order key is the id folded as plan names are (case and surrounding spaces
+    ignored), so lower-casing the ids, renaming a plan or moving an order to another plan
+    never makes a message new again. Rows that now share a key are merged into the one
+    that says the most (sending, uncertain, sent, skipped, then the failures and waits);
+    the old table stays as `messages_by_plan`, every row of it kept.
+    """
+    db.create_function("commplan_fold", 1, norm_key, deterministic=True)
+    for statement in _V3_STATEMENTS:
+        db.execute(statement)
+
+
+_V3_STATEMENTS = (
+    "ALTER TABLE messages RENAME TO messages_by_plan",
+    "DROP INDEX IF EXISTS messages_sending",
+    """CREATE TABLE messages (
+    order_key     TEXT    NOT NULL,
+    order_id      TEXT    NOT NULL,
+    plan_key      TEXT    NOT NULL,
+    plan          TEXT    NOT NULL DEFAULT '',
+    step          INTEGER NOT NULL,
+    state         TEXT    NOT NULL CHECK (state IN ('sending', 'sent', 'failed',
+                      'failed_permanent', 'skipped', 'uncertain', 'waiting')),
+    due_date      TEXT,
+    emails        TEXT    NOT NULL DEFAULT '',
+    detail        TEXT    NOT NULL DEFAULT '',
+    updated       TEXT,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    first_waiting TEXT,
+    send_id       INTEGER,
+    PRIMARY KEY (order_key, step)
+) WITHOUT ROWID""",
+    # The name each plan key was last shown with (the SentLog's), for `moved` notes.
+    """CREATE TEMP TABLE v3_plan_names AS SELECT plan_key, plan, max(id) AS last
+    FROM events GROUP BY plan_key""",
+    """INSERT INTO messages (order_key, order_id, plan_key, plan, step, state, due_date,
+    emails, detail, updated, attempts, first_waiting, send_id)
+    SELECT order_key, order_id, plan_key, plan, step, state, due_date, emails, detail,
+    updated, attempts, first_waiting, send_id FROM (
+        SELECT commplan_fold(m.order_id) AS order_key, m.order_id, m.plan_key,
+        coalesce(s.plan, n.plan, m.plan_key) AS plan, m.step, m.state, m.due_date,
+        m.emails, m.detail, m.updated, m.attempts, m.first_waiting, m.send_id,
+        row_number() OVER (PARTITION BY commplan_fold(m.order_id), m.step ORDER BY
+            CASE m.state WHEN 'sending' THEN 0 WHEN 'uncertain' THEN 1 WHEN 'sent' THEN 2
+            WHEN 'skipped' THEN 3 WHEN 'failed_permanent' THEN 4 WHEN 'failed' THEN 5
+            ELSE 6 END, m.updated DESC) AS rank
+        FROM messages_by_plan m LEFT JOIN sends s ON s.id = m.send_id
+        LEFT JOIN v3_plan_names n ON n.plan_key = m.plan_key
+    ) WHERE rank = 1""",
+    "DROP TABLE v3_plan_names",
+    "CREATE INDEX messages_sending ON messages (state) WHERE state = 'sending'",
+)
+
 # (number, SQL or function of the connection), numbered 1, 2, 3... in order.
 MIGRATIONS: tuple[Migration, ...] = (
     (1, _V1_SCHEMA),  # messages, send attempts and SentLog events
     (2, _RETURNED_SCHEMA),  # Message-IDs of sent mails, mailbox position, returned mails
+    (3, _v3_order_and_step),  # a message is (order, step): ids fold, plans may change
 )
 
 
@@ -139,10 +198,10 @@ def migrate(db: sqlite3.Connection, path: Path,
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > latest:
-            raise CommplanError(
-                f"The ledger {path} was written by a newer commplan (schema {version}); "
-                "update commplan before running it on this home folder."
-            )
+            raise CommplanError(_(
+                "The ledger {path} was written by a newer commplan (schema {version}); update "
+                "commplan before running it on this home folder.").format(
+                    path=path, version=version))
         for number, step in migrations[version:]:
             _apply(db, step)
             # PRAGMA takes no parameters; `number` is an int from the list above.

@@ -50,17 +50,28 @@ SENTLOG_WIDTHS: dict[str, float] = {c.name: c.width for c in SENTLOG_COLUMNS}
 SENTLOG_FORMATS: dict[int, str] = {i: c.format for i, c in enumerate(SENTLOG_COLUMNS)
                                    if c.format}
 STATUS_COLUMN = SENTLOG_HEADER.index("status")
+DETAIL_COLUMN = SENTLOG_HEADER.index("detail")
 
 
 def in_language(rows: list[tuple], lang: str) -> list[tuple]:
-    """The SentLog rows with their status in `lang` (`envoyé` for `sent` in French)."""
+    """The SentLog rows with their status and reasons in `lang` (`envoyé` for `sent`,
+    `manqué` for `missed` in French)."""
     from commplan_xl.excel.names import outcome_words
 
     words = outcome_words(lang)
     if all(word == status for status, word in words.items()):
         return rows
-    i = STATUS_COLUMN
-    return [(*row[:i], words.get(row[i], row[i]), *row[i + 1:]) for row in rows]
+    from commplan_xl.core.schedule import reason_text
+    from commplan_xl.i18n import speaking
+
+    i, d = STATUS_COLUMN, DETAIL_COLUMN
+    details: dict[str, str] = {}  # the reasons ("missed", "superseded by step 3") said once
+    with speaking(lang):
+        for row in rows:
+            if row[d] not in details:
+                details[row[d]] = reason_text(row[d])
+    return [(*row[:i], words.get(row[i], row[i]), *row[i + 1:d], details[row[d]], *row[d + 1:])
+            for row in rows]
 
 
 # The outcomes of the run days from a first day on (a parameter), oldest first.

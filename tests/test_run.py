@@ -456,3 +456,22 @@ def test_each_mail_of_a_batch_gets_its_own_outcome(tmp_path, smtp_server):
     (tmp_path / "attachments" / "absente.pdf").write_bytes(b"%PDF-1.4")
     assert cli(tmp_path, "run", "--today", "2026-03-08") == 0  # O4 stays uncertain, unsent
     assert [rc for m in smtp_server.received for rc in m.rcpt_tos][3:] == ["c3@example.test"]
+
+
+def test_invalid_reply_to_is_a_check_problem_not_every_customers_failure(
+        tmp_path, smtp_server, monkeypatch, capsys):
+    """A typo in reply_to is one `check` problem on its Settings cell; mails still go out,
+    without a Reply-To, and no customer is blamed for it."""
+    for var in ("COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT", "COMMPLAN_SMTP_USER",
+                "COMMPLAN_SMTP_SECURITY", "COMMPLAN_SENDER_EMAIL", "COMMPLAN_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    make_workbook(tmp_path, settings=settings_for(smtp_server, reply_to="service@@exemple"))
+    assert cli(tmp_path, "check") == 1
+    out = capsys.readouterr().out
+    problem = next(line for line in out.splitlines() if "service@@exemple" in line)
+    assert "Paramètres" in problem or "Settings" in problem
+    assert "reply_to" in problem
+    assert cli(tmp_path, "run", "--today", DAY1) == 1  # the workbook problem needs attention
+    assert len(smtp_server.received) == 1
+    assert smtp_server.received[0].message["Reply-To"] is None
+    assert {row["status"] for row in sentlog(tmp_path)} == {"sent"}

@@ -103,6 +103,7 @@ def _commands() -> list[tuple[str, str]]:
         ("resend", _("send one message again on purpose")),
         ("variables", _("print the variables a mail may use")),
         ("schedule", _("print the daily task command")),
+        ("log", _("every outcome of a period, from the ledger")),
         ("plan", _("show a plan's dates from a start date")),
         ("demo", _("run the whole flow on demo data")),
         ("auth", _("give the one-time OAuth2 consent for sending (Google)")),
@@ -193,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("demo").add_argument("--days", type=_positive, metavar="N", help=_(
         "simulated mornings (default: from the first demo order to two months ahead)"))
+
+    p = add("log")
+    p.add_argument("--from", dest="first", type=_date, metavar=_("DATE"),
+                   help=_("the first run day (default: the first)"))
+    p.add_argument("--to", dest="last", type=_date, metavar=_("DATE"),
+                   help=_("the last run day (default: the last)"))
+    p.add_argument("--order", metavar=_("ORDER"), help=_("only this order"))
+    p.add_argument("--customer", metavar=_("CUSTOMER"), help=_("only this customer"))
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--xlsx", metavar=_("FILE"), help=_("write an Excel file made for reading"))
+    out.add_argument("--csv", action="store_true", help=_("print CSV"))
 
     add("auth").add_argument("provider", choices=["google"],
                              help=_("whose consent to give"))

@@ -154,9 +154,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     for line in history.tool_sheet_notes(site, batch.tool_sheet_specs(site)) + notes:
         _say(line)
     status = EXIT_ATTENTION if problems or stops else EXIT_OK
-    note = batch.stale_lock_note(site.workbook)
-    if note:
-        _say(note)
+    for note in (batch.stale_lock_note(site.workbook), _demo_note(site)):
+        if note:
+            _say(note)
     if args.smtp:
         from commplan_xl.mail.smtp import check_connection
         from commplan_xl.problems import SendFailure
@@ -194,6 +194,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         _say(_("{workbook} is fine: {counts}. Next: `commplan due` to see what a run would "
                "send.").format(workbook=site.workbook.name, counts=counts))
     return status
+
+
+def _demo_note(site: batch.Site) -> str | None:
+    """A sentence while the demo rows of `commplan init` are still in the workbook."""
+    from commplan_xl.excel.starter import demo_note
+    from commplan_xl.run.reports import order_ids_by_row
+
+    try:
+        order_ids = list(order_ids_by_row(site.workbook).values())
+    except CommplanError:
+        order_ids = []
+    return demo_note(order_ids, site.model.customers)
 
 
 def cmd_due(args: argparse.Namespace) -> int:
@@ -644,4 +656,107 @@ def cmd_auth(args: argparse.Namespace) -> int:
     if s.smtp_auth != "oauth2-google":
         _say(_("Next: set smtp_auth to oauth2-google in the Settings sheet."))
     _say(_("Then run `commplan check --smtp` to test the login (nothing is sent)."))
+    return EXIT_OK
+
+
+def _log_row(o) -> tuple:
+    """One outcome as the SentLog columns hold it (dates as Python dates)."""
+    return (o.date, o.order_id, o.customer_id, o.email, o.plan, o.step, o.due_date, o.status,
+            o.subject, o.detail, o.archive_file)
+
+
+def log_csv(outcomes: list) -> str:
+    """`commplan log --csv`: the SentLog's header, then one row per outcome (ISO dates)."""
+    from commplan_xl.store.sentlog import SENTLOG_HEADER
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SENTLOG_HEADER)
+    for o in outcomes:
+        row = list(_log_row(o))
+        row[0] = f"{o.date:%Y-%m-%d %H:%M:%S}"
+        row[6] = o.due_date.isoformat() if o.due_date else ""
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def log_listing(outcomes: list) -> str:
+    """`commplan log`: one line per outcome, for people (in the current language)."""
+    from commplan_xl.excel.names import outcome_word
+
+    lang = "fr" if i18n.current() == "fr" else "en"
+    lines = []
+    for o in outcomes:
+        step = _("step {step}").format(step=o.step)
+        due = " " + _("due {date}").format(date=f"{o.due_date:%d/%m/%Y}") if o.due_date else ""
+        what = "  ".join(t for t in (o.subject, o.detail) if t)
+        lines.append(f"{o.date:%d/%m/%Y %H:%M}  {outcome_word(o.status, lang):<9}  "
+                     f"{o.order_id}  {o.customer_id}  {o.plan} {step}{due}"
+                     + (f"  {what}" if what else "") + "\n")
+    return "".join(lines)
+
+
+def _period(args: argparse.Namespace) -> str:
+    first = f"{args.first:%d/%m/%Y}" if args.first else _("the first run")
+    last = f"{args.last:%d/%m/%Y}" if args.last else _("the last run")
+    return _("from {first} to {last}").format(first=first, last=last)
+
+
+def _workbook_language(args: argparse.Namespace) -> str:
+    """The language of the home's workbook (French when it cannot be read)."""
+    from commplan_xl.excel.names import DEFAULT_LANGUAGE
+
+    try:
+        return batch.site_language(_site(args))
+    except CommplanError:
+        return DEFAULT_LANGUAGE
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from commplan_xl.store.ledger import Ledger
+
+    if args.first and args.last and args.first > args.last:
+        print(_("--from {first} is after --to {last}.").format(
+            first=f"{args.first:%d/%m/%Y}", last=f"{args.last:%d/%m/%Y}"), file=sys.stderr)
+        return 2
+    home = home_of(args)
+    path = home / batch.LEDGER_NAME
+    if not path.exists():
+        raise CommplanError(_("There is no ledger in {home} yet: nothing was sent from this "
+                              "home folder (or --home names another one).").format(home=home))
+    with Ledger(path) as ledger:
+        unknown = {
+            "order_id": _('The ledger has no outcome for order "{id}": check the id (it is '
+                          "compared ignoring case and spaces)."),
+            "customer_id": _('The ledger has no outcome for customer "{id}": check the id (it '
+                             "is compared ignoring case and spaces)."),
+        }
+        for column, value in (("order_id", args.order), ("customer_id", args.customer)):
+            if value is not None and not ledger.knows(column, value):
+                raise CommplanError(unknown[column].format(id=value))
+        outcomes = ledger.log_events(first=args.first, last=args.last, order_id=args.order,
+                                     customer_id=args.customer)
+    if args.csv:
+        _write(log_csv(outcomes))
+        return EXIT_OK
+    if args.xlsx:
+        from commplan_xl.excel.export import write_new_workbook
+        from commplan_xl.problems import WorkbookLocked
+        from commplan_xl.run.reports import sentlog_sheet
+
+        target = Path(args.xlsx).expanduser().absolute()
+        try:
+            write_new_workbook(target, [sentlog_sheet([_log_row(o) for o in outcomes],
+                                                      _workbook_language(args))])
+        except WorkbookLocked:
+            raise CommplanError(_("{file} is open in Excel or LibreOffice: close it and run the "
+                                  "command again (nothing was written).").format(
+                                      file=target.name)) from None
+        _say(ngettext("Wrote {n} outcome {period} to {file}.",
+                      "Wrote {n} outcomes {period} to {file}.", len(outcomes)).format(
+                          n=len(outcomes), period=_period(args), file=target))
+        return EXIT_OK
+    _write(log_listing(outcomes))
+    _say(ngettext("{n} outcome {period}.", "{n} outcomes {period}.", len(outcomes)).format(
+        n=len(outcomes), period=_period(args)))
     return EXIT_OK

@@ -64,6 +64,7 @@ class Problem(Enum):
     CUSTOMER_ID_REPEATED = "customer_id_repeated"
     EMAIL_EMPTY = "email_empty"
     EMAIL_INVALID = "email_invalid"
+    EMAIL_EXAMPLE = "email_example"
     # Orders
     ORDER_ID_EMPTY = "order_id_empty"
     ORDER_ID_REPEATED = "order_id_repeated"
@@ -137,6 +138,8 @@ SENTENCES: dict[Problem, str] = {
     Problem.EMAIL_EMPTY: N_("The email is empty; write the customer's address."),
     Problem.EMAIL_INVALID: N_('"{address}" is not an email address; fix it (several addresses '
                               "are separated by ;)."),
+    Problem.EMAIL_EXAMPLE: N_('"{address}" is an example address (a documentation domain): it '
+                              "is never sent to; write the customer's real address."),
     Problem.ORDER_ID_EMPTY: N_("The order id is empty; write one."),
     Problem.ORDER_ID_REPEATED: N_('The order id "{id}" is already used in row {first_row} '
                                   "(order ids ignore case and spaces); give each order its own "

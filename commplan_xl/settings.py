@@ -42,6 +42,22 @@ def _address(text: str) -> str:
     return text.lower()
 
 
+def _one_address(text: str) -> str:
+    """One email address, as Reply-To carries it; a typo here would fail every mail."""
+    from email.headerregistry import Address
+
+    try:
+        if any(ch.isspace() or ord(ch) < 32 for ch in text) or "," in text or ";" in text:
+            raise ValueError
+        parsed = Address(addr_spec=text)
+        if not parsed.username or "." not in parsed.domain.strip("."):
+            raise ValueError
+    except Exception:  # the email package raises several kinds for a malformed address
+        raise ValueError(_('"{text}" is not an email address (e.g. contact@votre-societe.fr)')
+                         .format(text=text)) from None
+    return text
+
+
 def _port(text: str) -> int:
     try:
         port = int(float(text))
@@ -72,6 +88,16 @@ def _count(text: str) -> int:
     if not whole:
         raise ValueError(_('"{text}" is not a whole number ≥ 0').format(text=text))
     return int(number)
+
+
+def _days(text: str) -> int:
+    try:
+        days = _count(text)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise ValueError(f'"{text}" is not a whole number of days ≥ 1')
+    return days
 
 
 def _yes_no(text: str) -> bool:
@@ -135,7 +161,7 @@ KEYS: tuple[Key, ...] = (
         "Adresse d'expédition des mails (obligatoire)."),
     Key("sender_name", str, _text, "",
         description="Nom affiché comme expéditeur : {{ sender.name }}."),
-    Key("reply_to", str, _text, "",
+    Key("reply_to", str, _one_address, "",
         description="Adresse de réponse, si différente de l'expéditeur."),
     Key("smtp_host", str, _text, "localhost", "COMMPLAN_SMTP_HOST",
         "Serveur d'envoi (SMTP) de votre messagerie, ex. smtp.office365.com ou smtp.gmail.com."),
@@ -212,6 +238,9 @@ KEYS: tuple[Key, ...] = (
     Key("bounce_folder_done", str, _text, "",
         description="Dossier (existant) où ranger les mails revenus une fois traités. Vide = "
         "ils restent où ils sont."),
+    Key("sentlog_days", int, _days, 365,
+        description="Nombre de jours que la feuille Journal (SentLog) montre. Vide = 365. "
+        "Tout reste dans l'historique : « commplan log » en sort n'importe quelle période."),
 )
 KEY_OF: dict[str, Key] = {key.name: key for key in KEYS}
 KNOWN_KEYS: tuple[str, ...] = tuple(KEY_OF)

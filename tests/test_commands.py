@@ -45,6 +45,7 @@ def test_demo_runs_from_an_empty_folder(tmp_path, capsys):
     assert main(["demo", "--home", str(home)]) == 0
     out = capsys.readouterr().out
     assert "127.0.0.1" in out and "mails reçus" in out  # the starter workbook is French
+    assert "@clients.test" in out  # its customers' addresses are for test servers
     assert "pièces jointes : conditions-generales-de-vente.pdf" in out
     assert list((home / "archive").rglob("*.eml"))
     wb = openpyxl.load_workbook(home / "workbooks" / "commplan.xlsx", read_only=True)
@@ -66,6 +67,7 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):
 def test_bad_command_line_exits_2(tmp_path):
     """A bad command line exits 2, as Task Scheduler's Last Run Result shows it."""
     assert main(["run", "--today", "31/02/2026", "--home", str(tmp_path)]) == 2
+    assert main(["run", "--today", "11/27/2026", "--home", str(tmp_path)]) == 2  # day first
     assert main(["run", "--today", "tomorrow", "--home", str(tmp_path)]) == 2
     assert main(["nosuchcommand"]) == 2
     assert main(["run", "--limit", "-3", "--home", str(tmp_path)]) == 2

@@ -161,12 +161,12 @@ def test_unknown_locale_speaks_french_and_check_says_so(tmp_path, capsys):
 def test_summary_mail_speaks_the_workbook_language():
     """The summary mail follows the locale: English for en_GB, French for fr_FR."""
     report = RunReport(today=dt.date(2026, 11, 27), sent=12, failed=1)
-    english = summary_message(Settings(home=Path("."), sender_email="s@example.com",
-                                       report_to=("boss@example.com",), locale="en_GB"), report)
+    english = summary_message(Settings(home=Path("."), sender_email="s@example.test",
+                                       report_to=("boss@example.test",), locale="en_GB"), report)
     assert english["Subject"] == "commplan — 27/11/2026: 12 sent, 1 failure"
     assert "Sent: 12" in english.get_body(preferencelist=("plain",)).get_content()
-    french = summary_message(Settings(home=Path("."), sender_email="s@example.com",
-                                      report_to=("boss@example.com",)), report)
+    french = summary_message(Settings(home=Path("."), sender_email="s@example.test",
+                                      report_to=("boss@example.test",)), report)
     assert french["Subject"] == "commplan — 27/11/2026 : 12 envoyés, 1 échec"
 
 
@@ -263,8 +263,8 @@ def test_emoji_in_subjects_never_stop_output_to_a_windows_code_page(
     cannot show become "?", accents stay, and the files the tool writes stay UTF-8."""
     make_workbook(tmp_path, plans=EMOJI_PLANS, orders=EMOJI_ORDERS,
                   customers=[{"customer_id": "C001", "name": "Zoé 🌸 Martin",
-                              "email": "alice@example.com"},
-                             {"customer_id": "C002", "name": "Bruno", "email": "b@example.com"}],
+                              "email": "alice@example.test"},
+                             {"customer_id": "C002", "name": "Bruno", "email": "b@example.test"}],
                   settings=_settings(smtp_port=smtp_server.port))
     planned = _cli(tmp_path, "plan", "Baie 🎉", "--from", "02/03/2026", encoding=encoding)
     assert planned.returncode == 0, planned.stderr
@@ -289,7 +289,7 @@ def test_log_has_one_line_per_mail(tmp_path, smtp_server):
     mails = [line for line in log if "commande O1001" in line]
     assert len(mails) == 1
     assert mails[0].endswith(
-        "INFO commande O1001 étape 1 client C001 Alice Martin <alice@example.com> : envoyé")
+        "INFO commande O1001 étape 1 client C001 Alice Martin <alice@example.test> : envoyé")
 
 
 def test_no_progress_when_output_is_redirected(tmp_path, smtp_server):

@@ -285,7 +285,7 @@ def test_no_retry_is_promised_past_catch_up(tmp_path, smtp_server, capsys, monke
     """With catch_up_days 0, a temporary failure says it is not retried after today and
     how to send it, in the SentLog detail and in what the run prints."""
     monkeypatch.delenv("COMMPLAN_HOME", raising=False)
-    smtp_server.handler.rcpt_replies["alice@example.com"] = "451 4.3.0 try later"
+    smtp_server.handler.rcpt_replies["alice@example.test"] = "451 4.3.0 try later"
     make_workbook(tmp_path, settings=settings_for(smtp_server, catch_up_days=0,
                                                   locale="en_GB"),
                   plans=_plans(), orders=ORDERS[:1])
@@ -304,8 +304,8 @@ def test_customers_with_alike_ids_keep_separate_archive_folders(tmp_path, smtp_s
     """Customers `12/34` and `12_34` each get their own archive folder, found again by
     later runs: each folder holds only its customer's mails."""
     monkeypatch.delenv("COMMPLAN_HOME", raising=False)
-    customers = [{"customer_id": "12/34", "name": "Dupont", "email": "a@example.com"},
-                 {"customer_id": "12_34", "name": "Dupont", "email": "b@example.com"}]
+    customers = [{"customer_id": "12/34", "name": "Dupont", "email": "a@example.test"},
+                 {"customer_id": "12_34", "name": "Dupont", "email": "b@example.test"}]
     orders = [dict(ORDERS[0], customer_id="12/34"), dict(ORDERS[1], customer_id="12_34")]
     make_workbook(tmp_path, settings=settings_for(smtp_server), plans=_plans(),
                   customers=customers, orders=orders)
@@ -326,7 +326,7 @@ def test_a_french_journal_shows_earlier_sends_but_a_staff_journal_does_not(
     monkeypatch.delenv("COMMPLAN_HOME", raising=False)
     journal = [["Date", "Commande", "Client", "E-mail", "Plan", "Étape", "Échéance",
                 "Statut", "Objet", "Détail", "Fichier archivé"],
-               ["2026-03-01 07:00:00", "CMD-1", "C001", "alice@example.com", "Baie", 1,
+               ["2026-03-01 07:00:00", "CMD-1", "C001", "alice@example.test", "Baie", 1,
                 "2026-03-01", "envoyé", "Votre commande", "", ""]]
     home = tmp_path / "a"
     make_workbook(home, settings=settings_for(smtp_server), plans=_plans(), orders=ORDERS,
@@ -349,8 +349,8 @@ def test_an_earlier_runs_folder_keeps_serving_its_customer(tmp_path, smtp_server
     from commplan_xl.store.ledger import Ledger
 
     monkeypatch.delenv("COMMPLAN_HOME", raising=False)
-    customers = [{"customer_id": "12/34", "name": "Dupont", "email": "a@example.com"},
-                 {"customer_id": "12_34", "name": "Dupont", "email": "b@example.com"}]
+    customers = [{"customer_id": "12/34", "name": "Dupont", "email": "a@example.test"},
+                 {"customer_id": "12_34", "name": "Dupont", "email": "b@example.test"}]
     orders = [dict(ORDERS[0], customer_id="12/34"), dict(ORDERS[1], customer_id="12_34")]
     make_workbook(tmp_path, settings=settings_for(smtp_server), plans=_plans(),
                   customers=customers, orders=orders)
@@ -360,7 +360,7 @@ def test_an_earlier_runs_folder_keeps_serving_its_customer(tmp_path, smtp_server
     with Ledger(tmp_path / LEDGER) as ledger:
         now = dt.datetime(2026, 3, 1, 7, 0)
         ref = MessageRef("CMD-9", "12/34", "Baie", "baie", 1, dt.date(2026, 3, 1),
-                         "a@example.com")
+                         "a@example.test")
         ledger.finish(ledger.begin(ref, subject="old", now=now), status="sent", now=now,
                       archive_file="archive/12_34 - Dupont/2026-03-01_CMD-9_step-1.eml")
     assert main(["run", "--home", str(tmp_path), "--today", DAY1]) == 0

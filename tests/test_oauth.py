@@ -78,7 +78,7 @@ def a_message():  # type: ignore[no-untyped-def]
     text = "Bonjour,\nvotre commande est en cours de traitement."
     rendered = Rendered(subject="Commande", text=text, html=text_to_html(text, title="x"))
     return build_message(rendered=rendered, sender_email=MAILBOX, sender_name="Service",
-                         reply_to="", to=["alice@example.com"], attachments=[])
+                         reply_to="", to=["alice@example.test"], attachments=[])
 
 
 def raw(user: str, token: str) -> str:
@@ -332,11 +332,11 @@ def test_microsoft_login_sends_the_exact_xoauth2_string_then_the_mail(tmp_path):
     tokens = FixedTokens(["tok-123"])
     with SMTPServer(xoauth2={MAILBOX: "tok-123"}) as server, \
             SmtpTransport(oauth_settings(server.port, tmp_path), token_provider=tokens) as smtp:
-        smtp.send(a_message(), sender=MAILBOX, recipients=["alice@example.com"]).checked()
+        smtp.send(a_message(), sender=MAILBOX, recipients=["alice@example.test"]).checked()
         server.wait_for(1)
     assert server.handler.xoauth2_seen == [raw(MAILBOX, "tok-123")]
     assert server.handler.logins == [MAILBOX]
-    assert [r.rcpt_tos for r in server.received] == [["alice@example.com"]]
+    assert [r.rcpt_tos for r in server.received] == [["alice@example.test"]]
 
 
 def test_empty_smtp_user_logs_in_as_the_sender(tmp_path):
@@ -360,7 +360,7 @@ def test_refused_token_is_a_temporary_connection_failure(tmp_path, refusal, word
             SmtpTransport(oauth_settings(server.port, tmp_path),
                    token_provider=FixedTokens(["stale-token"])) as transport, \
             pytest.raises(SendFailure) as info:
-        transport.send(a_message(), sender=MAILBOX, recipients=["alice@example.com"]).checked()
+        transport.send(a_message(), sender=MAILBOX, recipients=["alice@example.test"]).checked()
     failure = info.value
     assert failure.temporary and failure.connection
     assert words in str(failure) and refusal.split(",")[0] in str(failure)
@@ -405,9 +405,9 @@ def test_each_new_connection_asks_the_provider_for_a_token(tmp_path):
     with SMTPServer(xoauth2={MAILBOX: "t1"}, drop_at_mail={2}) as server, \
             SmtpTransport(oauth_settings(server.port, tmp_path), token_provider=tokens) as smtp:
         server.handler.tokens[MAILBOX] = "t1"
-        smtp.send(a_message(), sender=MAILBOX, recipients=["a@example.com"]).checked()
+        smtp.send(a_message(), sender=MAILBOX, recipients=["a@example.test"]).checked()
         server.handler.tokens[MAILBOX] = "t2"  # the first token has expired meanwhile
-        smtp.send(a_message(), sender=MAILBOX, recipients=["b@example.com"]).checked()
+        smtp.send(a_message(), sender=MAILBOX, recipients=["b@example.test"]).checked()
         server.wait_for(2)
     assert tokens.calls == 2
     assert server.handler.xoauth2_seen == [raw(MAILBOX, "t1"), raw(MAILBOX, "t2")]
@@ -601,5 +601,5 @@ def test_refused_login_fails_the_run_and_the_mail_goes_once_fixed(tmp_path, clea
         server.handler.tokens[MAILBOX] = "tok"  # the administrator fixed the permission
         assert main(["run", "--today", "2026-03-08", "--home", str(tmp_path)]) == 0
         server.wait_for(1)
-    assert [r.rcpt_tos for r in server.received] == [["alice@example.com"]]
+    assert [r.rcpt_tos for r in server.received] == [["alice@example.test"]]
 

@@ -214,7 +214,7 @@ def test_an_empty_customer_cell_read_by_its_french_name_holds_the_mail(
     make_workbook(tmp_path, settings=settings_for(smtp_server), plans=plans,
                   customers=customers)
     assert cli(tmp_path, "run", "--today", "2026-03-14") == 0
-    assert [r.rcpt_tos for r in smtp_server.received] == [["bruno@example.com"]]
+    assert [r.rcpt_tos for r in smtp_server.received] == [["bruno@example.test"]]
     assert cli(tmp_path, "check", "--today", "2026-03-14") == 1
     assert ("Customers!D2 (ville) : la commande O1001, étape 1 de « Baie vitrée » (échéance "
             "07/03/2026) attend ville : la cellule est vide.") in capsys.readouterr().out

@@ -21,13 +21,13 @@ import logging
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from commplan_xl.excel.charts import check_charts
-from commplan_xl.excel.package import Package, plan_graft
+from commplan_xl.excel.package import Package, current_style_ids, plan_graft
 from commplan_xl.excel.safe_replace import (
     backups,
     fsync_folder,
@@ -53,7 +53,8 @@ __all__ = ["Chart", "ToolSheet", "backups", "column_letter", "lock_file", "write
 log = logging.getLogger(__name__)
 
 
-def _graft_to_temp(path: Path, sheets: Sequence[ToolSheet], built: Mapping[str, bytes]) -> Path:
+def _graft_to_temp(path: Path, sheets: Sequence[ToolSheet], built: dict[str, bytes],
+                   style_ids: dict[str, int]) -> Path:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
@@ -67,6 +68,11 @@ def _graft_to_temp(path: Path, sheets: Sequence[ToolSheet], built: Mapping[str, 
             with zin:
                 try:
                     graft = plan_graft(Package(zin), sheets, built)
+                    if graft.style_ids != style_ids:  # staff changed the styles meanwhile
+                        style_ids.clear()
+                        style_ids.update(graft.style_ids)
+                        built.update({s.name: sheet_xml(s, style_ids) for s in sheets})
+                        graft = plan_graft(Package(zin), sheets, built)
                 except (ET.ParseError, KeyError, UnicodeDecodeError) as exc:
                     raise CommplanError(_(
                         "{name} has a damaged part ({error}); open it in Excel, save it and "
@@ -78,6 +84,17 @@ def _graft_to_temp(path: Path, sheets: Sequence[ToolSheet], built: Mapping[str, 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _style_ids(path: Path) -> dict[str, int]:
+    """The cellXfs numbers the tool's styles will have in the workbook (empty when it
+    cannot be read now: the graft then finds them and the sheets are made again)."""
+    try:
+        with zipfile.ZipFile(path) as zin:
+            return current_style_ids(Package(zin))
+    except (OSError, zipfile.BadZipFile, ET.ParseError, KeyError, UnicodeDecodeError,
+            CommplanError):
+        return {}
 
 
 def write_tool_sheets(
@@ -107,12 +124,13 @@ def write_tool_sheets(
         return
     if lock := lock_file(path):
         raise locked_error(path, sheets, lock)
+    style_ids = _style_ids(path)
     # Each sheet deflates in a thread while the next one's XML is made.
     pool = ThreadPoolExecutor(1, "commplan-deflate")
     built: dict[str, bytes] = {}
     try:
         for sheet in sheets:
-            part = built[sheet.name] = Deflating(sheet_xml(sheet))
+            part = built[sheet.name] = Deflating(sheet_xml(sheet, style_ids))
             part.packed = pool.submit(deflate, part)
     finally:
         pool.shutdown(wait=False)
@@ -122,7 +140,7 @@ def write_tool_sheets(
             log.info("%s", _("{name} changed since it was read; the sheets go into the file as it "
                              "is now").format(name=path.name))
         try:
-            tmp = _graft_to_temp(path, sheets, built)
+            tmp = _graft_to_temp(path, sheets, built, style_ids)
         except PermissionError:
             raise locked_error(path, sheets, lock_file(path)) from None
         if stat_retrying(path) == before:

@@ -78,6 +78,16 @@ def is_email(address: str) -> bool:
     return _EMAIL.fullmatch(address) is not None
 
 
+# Documentation domains (RFC 2606): addresses there reach nobody, or someone who never asked.
+_EXAMPLE_DOMAIN = re.compile(r"@(?:[^@]*\.)?example\.(?:com|net|org)$|\.(?:example|invalid)$")
+
+
+def is_example_address(address: str) -> bool:
+    """An address at a documentation domain (example.com/.net/.org and their subdomains,
+    the .example and .invalid top-level domains): the tool never sends to it."""
+    return _EXAMPLE_DOMAIN.search(address.lower()) is not None
+
+
 def split_emails(text: str) -> list[str]:
     """The addresses of an email cell: split on ";" or ",", trimmed, lower-cased."""
     if ";" not in text and "," not in text:
@@ -613,8 +623,11 @@ def _customers(tables: Mapping[str, Table], usable: set[str],
     emails = _per_value(cells["email"], lambda cell: tuple(split_emails(_text(cell))))
     sheet.flag(emails.map(len).eq(0), "email", Problem.EMAIL_EMPTY)
     addresses = emails.explode().dropna()  # one row per address
-    for row, address in addresses[~addresses.map(is_email)].items():
+    valid_address = addresses.map(is_email)
+    for row, address in addresses[~valid_address].items():
         sheet.add_later(row, "email", Problem.EMAIL_INVALID, address=address)
+    for row, address in addresses[valid_address & addresses.map(is_example_address)].items():
+        sheet.add_later(row, "email", Problem.EMAIL_EXAMPLE, address=address)
     opt_out = pd.Series(False, index=cells.index, dtype=object)
     if "opt_out" in cells:
         opt_out = _per_value(cells["opt_out"], _yes_no_or_error)

@@ -258,8 +258,72 @@ def markdown_value(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+MAX_TEXT = 1_000_000  # characters one expression may build: a mail is far shorter
+
+
+class TooLong(SecurityError):
+    """A template would build a text too long for any mail (e.g. `{{ 'x' * 2000000000 }}`)."""
+
+
+def _checked_size(size: int) -> None:
+    if size > MAX_TEXT:
+        raise TooLong(str(size))
+
+
+def _widths(text: str) -> list[int]:
+    """The widths and precisions a %- or {}-format string asks for."""
+    return [int(n) for n in re.findall(r"(\d+)", text)]
+
+
+class _BoundedSandbox(SandboxedEnvironment):
+    """The sandbox, plus a bound on what one expression may build, so a template stops with
+    a clear error instead of filling the memory: repetition, powers, format widths, padding."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                    _checked_size(len(seq) * times)
+        elif operator == "**" and isinstance(right, int | float) and abs(right) > 1000:
+            raise TooLong(str(right))
+        elif operator == "%" and isinstance(left, str):
+            for width in _widths(left):
+                _checked_size(width)
+        return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            for width in _widths(value.__self__):
+                _checked_size(width)
+        return wrapped
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        method = getattr(__obj, "__wrapped__", __obj)
+        if isinstance(getattr(method, "__self__", None), str):
+            for value in (*args, *kwargs.values()):
+                if isinstance(value, int):
+                    _checked_size(value)
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _bounded_filter(name: str, base: Any) -> Any:
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        for value in (*args[1:], *kwargs.values()):
+            if isinstance(value, int) and not isinstance(value, bool):
+                _checked_size(value)
+        return base(*args, **kwargs)
+
+    bounded.__name__ = name
+    return bounded
+
+
 def _sandbox(locale: str, **options: Any) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=_Undefined, keep_trailing_newline=True, **options)
+    env = _BoundedSandbox(undefined=_Undefined, keep_trailing_newline=True, **options)
+    for name in ("center", "indent", "format", "wordwrap", "truncate"):
+        env.filters[name] = _bounded_filter(name, env.filters[name])
     env.filters["date"] = _date_filter(locale)
     env.filters["money"] = _money_filter(locale)
     return env
@@ -428,6 +492,9 @@ def _explain(part: str, exc: Exception) -> str:
     if isinstance(exc, UnknownVariable):
         return _('{part} uses "{name}", which does not exist {hint}').format(
             part=the, name=exc.message, hint=_(_HINT))
+    if isinstance(exc, TooLong):
+        return _("{part} would make a text longer than {limit} characters; shorten what it "
+                 "repeats or pads").format(part=the, limit=f"{MAX_TEXT:,}".replace(",", " "))
     if isinstance(exc, SecurityError):
         found = re.search(r"attribute '([^']+)'", exc.message or "")
         what = f'"{found.group(1)}"' if found else _("something")

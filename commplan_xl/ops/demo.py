@@ -58,12 +58,12 @@ def run_demo(home: Path, *, days: int | None = None, out: Callable[[str], None] 
     from babel.dates import format_date
 
     from commplan_xl.excel.names import tool_sheet
-    from commplan_xl.excel.starter import init_home
+    from commplan_xl.excel.starter import DEMO_SERVER_DOMAIN, init_home
     from commplan_xl.run import batch
 
     today = today or dt.date.today()
     _prepare_home(home)
-    workbook = init_home(home, today=today)
+    workbook = init_home(home, today=today, demo_domain=DEMO_SERVER_DOMAIN)
     inbox = Inbox()
     port = _free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port, ready_timeout=10)

@@ -825,23 +825,22 @@ def _archive_stem(day: dt.date, d: Decision) -> str:
 SENTLOG_MAX_ROWS = 1_048_575
 
 
-def sentlog_rows(ledger) -> list[tuple]:
-    """The SentLog rows from the ledger's events, oldest first (the newest when too many)."""
-    return ledger.sentlog_rows()[-SENTLOG_MAX_ROWS:]
+def sentlog_rows(ledger, first_day: dt.date | None = None) -> list[tuple]:
+    """The SentLog rows from the ledger's events of the run days from `first_day` on,
+    oldest first (the newest when too many)."""
+    return ledger.sentlog_rows(first_day)[-SENTLOG_MAX_ROWS:]
 
 
 def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
                   extra_sheets: list | tuple = ()) -> bool:
-    """Rebuild the SentLog sheet (and the report sheets given) from the ledger, in the
-    workbook's language; False (with a note) when the file is open."""
-    from commplan_xl.excel.names import localise
-    from commplan_xl.excel.sheet_xml import ToolSheet
-    from commplan_xl.store.sentlog import SENTLOG_HEADER, SENTLOG_WIDTHS, in_language
+    """Rebuild the SentLog sheet (its last `sentlog_days` days, in the workbook's language,
+    with the report sheets given) from the ledger; False (with a note) when the file is
+    open."""
+    from commplan_xl.run.reports import sentlog_sheet
 
-    lang = site_language(site)
-    sheet = localise(ToolSheet(name="SentLog", header=SENTLOG_HEADER,
-                               rows=in_language(sentlog_rows(ledger), lang),
-                               widths=SENTLOG_WIDTHS), "sentlog", lang)
+    day = report.today if report is not None else today_in(site.settings)
+    first = day - dt.timedelta(days=site.settings.sentlog_days - 1)
+    sheet = sentlog_sheet(sentlog_rows(ledger, first), site_language(site))
     try:
         write_sheets(site, [sheet, *extra_sheets])
     except WorkbookLocked as exc:
@@ -868,16 +867,17 @@ def tool_sheet_specs(site: Site) -> list:
     from commplan_xl.excel.names import localise
     from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.run import reports
+    from commplan_xl.run.dashboard import dashboard_spec
     from commplan_xl.run.variables import VARIABLE_LIST, VARIABLE_LIST_HEADER
     from commplan_xl.store.sentlog import SENTLOG_HEADER
 
     lang = site_language(site)
     english = (("sentlog", "SentLog", SENTLOG_HEADER),
-               ("dashboard", reports.DASHBOARD, (*reports.DAY_HEADER, "", *reports.PLAN_HEADER)),
                ("forecast", reports.FORECAST, reports.FORECAST_HEADER),
                ("variablelist", VARIABLE_LIST, VARIABLE_LIST_HEADER))
-    return [localise(ToolSheet(name=name, header=header, rows=()), key, lang)
-            for key, name, header in english]
+    specs = [localise(ToolSheet(name=name, header=header, rows=()), key, lang)
+             for key, name, header in english]
+    return [specs[0], dashboard_spec(lang), *specs[1:]]
 
 
 def write_sheets(site: Site, sheets: list) -> None:

@@ -266,6 +266,9 @@ class SendKind(Enum):
     TEMPORARY = "temporary"  # the server refused it for now (4xx): a later run retries
     PERMANENT = "permanent"  # refused for good (5xx, an invalid address): not retried
     UNCERTAIN = "uncertain"  # the line failed while the server took it: maybe sent
+    THROTTLED = "throttled"  # the server asks to slow down (any code): waited for, retried
+    CONTENT = "content refused"  # refused after the data: the content or a policy (5xx)
+    RECIPIENT_REFUSED = "recipient refused"  # sent to the others; one address refused for good
     UNREACHABLE = "unreachable"  # no connection, or it dropped before the server took it
     LOGIN_REFUSED = "login refused"  # the server or the sign-in refused the credentials
     SETUP = "setup"  # the site's settings: no password, sender refused, TLS or AUTH missing
@@ -277,7 +280,8 @@ class SendKind(Enum):
     @property
     def temporary(self) -> bool:
         """Whether a later run tries the mail again by itself."""
-        return self not in (SendKind.PERMANENT, SendKind.UNCERTAIN, SendKind.TO_REVIEW)
+        return self not in (SendKind.PERMANENT, SendKind.UNCERTAIN, SendKind.TO_REVIEW,
+                            SendKind.CONTENT, SendKind.RECIPIENT_REFUSED)
 
     @property
     def connection(self) -> bool:

@@ -23,6 +23,8 @@ PROVIDER_PRESETS = {
     "oauth2-microsoft": ("smtp.office365.com", 587, "starttls"),
     "oauth2-google": ("smtp.gmail.com", 587, "starttls"),
 }
+MICROSOFT_365_HOST = "smtp.office365.com"
+MICROSOFT_365_PER_MINUTE = 30  # Microsoft 365 takes 30 mails a minute per mailbox over SMTP
 # smtp_auth -> the mailbox server read for returned mails when imap_host is empty.
 IMAP_PRESETS = {
     "oauth2-microsoft": "outlook.office365.com",
@@ -88,6 +90,16 @@ def _count(text: str) -> int:
     if not whole:
         raise ValueError(_('"{text}" is not a whole number ≥ 0').format(text=text))
     return int(number)
+
+
+def _per_minute(text: str) -> int:
+    try:
+        number = _count(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(_('"{text}" is not a whole number ≥ 1').format(text=text))
+    return number
 
 
 def _days(text: str) -> int:
@@ -167,7 +179,7 @@ KEYS: tuple[Key, ...] = (
         "Serveur d'envoi (SMTP) de votre messagerie, ex. smtp.office365.com ou smtp.gmail.com."),
     Key("smtp_port", int, _port, 25, "COMMPLAN_SMTP_PORT",
         "Port du serveur : 587 (STARTTLS) ou 465 (SSL) en général."),
-    Key("smtp_security", str, _one_of(SECURITIES), "none", "COMMPLAN_SMTP_SECURITY",
+    Key("smtp_security", str, _one_of(SECURITIES), "", "COMMPLAN_SMTP_SECURITY",
         "starttls, ssl ou none. Vide = déduit du port (465 ssl, 587 starttls)."),
     Key("smtp_user", str, _text, "", "COMMPLAN_SMTP_USER",
         "Identifiant de connexion au serveur. Vide = pas de connexion. Le mot de passe n'est "
@@ -190,6 +202,9 @@ KEYS: tuple[Key, ...] = (
         "(noté « missed »)."),
     Key("daily_limit", int | None, _count, None,
         description="Nombre maximum de mails par jour. Vide = pas de limite."),
+    Key("max_per_minute", int | None, _per_minute, None,
+        description="Nombre maximum de mails par minute (rythme d'envoi). Vide = 30 avec "
+        "Microsoft 365 (sa limite), sinon pas de limite."),
     Key("attachments_dir", Path, Path, Path("attachments"),
         description="Dossier des pièces jointes. Vide = le dossier attachments à côté du "
         "dossier workbooks."),
@@ -337,7 +352,8 @@ def _connection(values: dict[str, Any], texts: Mapping[str, str],
     provider presets of smtp_auth, and the ids oauth2-microsoft needs."""
     port = values.setdefault("smtp_port", KEY_OF["smtp_port"].default)
     if "smtp_security" not in values:
-        values["smtp_security"] = {465: "ssl", 587: "starttls"}.get(port, "none")
+        # "" is no encryption nobody chose: a login is never sent over it (clear_login).
+        values["smtp_security"] = {465: "ssl", 587: "starttls"}.get(port, "")
     auth = values.get("smtp_auth", KEY_OF["smtp_auth"].default)
     if auth == "oauth2-microsoft":
         for key in ("oauth_tenant_id", "oauth_client_id"):
@@ -350,3 +366,25 @@ def _connection(values: dict[str, Any], texts: Mapping[str, str],
             values["smtp_port"] = preset[1]
             if not texts.get("smtp_security"):
                 values["smtp_security"] = preset[2]
+    host = str(values.get("smtp_host", "")).strip().lower()
+    if "max_per_minute" not in values and (auth == "oauth2-microsoft"
+                                           or host == MICROSOFT_365_HOST):
+        values["max_per_minute"] = MICROSOFT_365_PER_MINUTE  # the provider's own limit
+    if clear_login(values):
+        bad("smtp_security", clear_login_sentence(values["smtp_port"]))
+
+
+def clear_login(values: Mapping[str, Any] | Settings) -> bool:
+    """Whether a login would go unencrypted with nobody having chosen so: a user (or an
+    OAuth2 sign-in) and smtp_security left empty on a port that implies no TLS."""
+    get = values.get if isinstance(values, Mapping) else lambda k, d=None: getattr(values, k, d)
+    security = get("smtp_security", "")
+    user = get("smtp_user", "") or str(get("smtp_auth", "")).startswith("oauth2")
+    return bool(user) and not security
+
+
+def clear_login_sentence(port: object) -> str:
+    """Why the tool does not log in over port `port` without TLS, and what to write."""
+    return _("the login would be sent unencrypted on port {port}: set smtp_security to "
+             "starttls or ssl (as your provider says), or write none to send it in clear "
+             "on purpose").format(port=port)

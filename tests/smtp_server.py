@@ -7,10 +7,12 @@ import email.policy
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 
 def free_port() -> int:
@@ -47,6 +49,18 @@ class Handler:
     data_replies: dict[str, str] = field(default_factory=dict)
     # recipients whose message the server takes whole, then hangs up without answering
     hang_up_after_data: set[str] = field(default_factory=set)
+    # recipients whose message the server starts to read after its 354, then hangs up
+    # while it is still being uploaded (before the final dot)
+    hang_up_in_data: set[str] = field(default_factory=set)
+    # recipient -> seconds the server waits before its reply to RCPT TO for it
+    slow_rcpt: dict[str, float] = field(default_factory=dict)
+    # recipient -> seconds the server waits before its final reply to that message
+    slow_final_reply: dict[str, float] = field(default_factory=dict)
+    # replies given at MAIL FROM, in turn, before the server accepts again (a throttling
+    # server: ["452 4.5.3 too many messages", ...])
+    mail_replies: list[str] = field(default_factory=list)
+    # the reply to every AUTH instead of checking it, e.g. "454 4.7.0 try again later"
+    auth_reply: str = ""
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
         with self.lock:
@@ -55,11 +69,19 @@ class Handler:
         if drop:
             server.transport.close()
             return "421 4.4.2 closing connection"
+        with self.lock:
+            refusal = self.mail_replies.pop(0) if self.mail_replies else None
+        if refusal:
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if self.slow_rcpt.get(address.lower()):
+            import asyncio
+
+            await asyncio.sleep(self.slow_rcpt[address.lower()])
         reply = self.rcpt_replies.get(address.lower())
         if reply:
             return reply
@@ -72,6 +94,11 @@ class Handler:
 
             await asyncio.sleep(self.delay)
         rcpts = [a.lower() for a in envelope.rcpt_tos]
+        slow = max((self.slow_final_reply.get(a, 0.0) for a in rcpts), default=0.0)
+        if slow:
+            import asyncio
+
+            await asyncio.sleep(slow)
         if any(a in self.hang_up_after_data for a in rcpts):
             server.transport.close()
             return "421 4.4.2 closing connection"
@@ -129,19 +156,36 @@ class OAuthHandler(Handler):
         return AuthResult(success=False, handled=False, message=self.refusal)
 
 
+class _FaultySMTP(SMTP):
+    """aiosmtpd's SMTP session, able to hang up in the middle of a message's upload."""
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+        handler = self.event_handler
+        rcpts = [a.lower() for a in (self.envelope.rcpt_tos if self.envelope else [])]
+        if not any(a in handler.hang_up_in_data for a in rcpts):
+            await super().smtp_DATA(arg)
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self.transport.abort()  # the line goes dead while the client uploads the message
+
+
 class _CountingController(Controller):
     """A Controller that counts the SMTP connections it serves in `handler.connections`."""
 
     def factory(self):
         with self.handler.lock:
             self.handler.connections += 1
-        return super().factory()
+        with warnings.catch_warnings():  # AUTH required without TLS: on purpose here
+            warnings.simplefilter("ignore", UserWarning)
+            return _FaultySMTP(self.handler, **self.SMTP_kwargs)
 
 
-def _authenticator(credentials: dict[str, str], logins: list[str]):
+def _authenticator(credentials: dict[str, str], logins: list[str], handler: Handler):
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
     def check(server, session, envelope, mechanism, auth_data) -> AuthResult:
+        if handler.auth_reply:
+            return AuthResult(success=False, handled=False, message=handler.auth_reply)
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         user = auth_data.login.decode()
@@ -169,6 +213,7 @@ class SMTPServer:
         port: int | None = None,
         credentials: dict[str, str] | None = None,
         xoauth2: dict[str, str] | None = None,
+        require_auth: bool = False,
         **handler_kw,
     ) -> None:
         if xoauth2 is not None:  # offer AUTH XOAUTH2 too, accepting these user -> token
@@ -179,8 +224,10 @@ class SMTPServer:
         auth_kw: dict = {}
         if credentials is not None or xoauth2 is not None:
             auth_kw = dict(
-                authenticator=_authenticator(credentials or {}, self.handler.logins),
+                authenticator=_authenticator(credentials or {}, self.handler.logins,
+                                             self.handler),
                 auth_require_tls=False,
+                auth_required=require_auth,  # no MAIL before a successful AUTH
             )
         self.controller = _CountingController(
             self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=10, **auth_kw

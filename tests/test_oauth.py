@@ -235,10 +235,12 @@ def test_xoauth2_string_is_base64_of_user_bearer_token():
 @pytest.mark.parametrize(("auth", "sheet", "env", "expected"), [
     ("oauth2-microsoft", {}, {}, ("smtp.office365.com", 587, "starttls")),
     ("oauth2-google", {}, {}, ("smtp.gmail.com", 587, "starttls")),
-    ("oauth2-microsoft", {"smtp_host": "relay.local"}, {}, ("relay.local", 25, "none")),
-    ("oauth2-microsoft", {}, {"COMMPLAN_SMTP_HOST": "env.local"}, ("env.local", 25, "none")),
+    ("oauth2-microsoft", {"smtp_host": "relay.local", "smtp_security": "none"}, {},
+     ("relay.local", 25, "none")),
+    ("oauth2-microsoft", {"smtp_security": "none"}, {"COMMPLAN_SMTP_HOST": "env.local"},
+     ("env.local", 25, "none")),
     ("oauth2-google", {"smtp_port": "465"}, {}, ("smtp.gmail.com", 465, "ssl")),
-    ("password", {}, {}, ("localhost", 25, "none")),
+    ("password", {}, {}, ("localhost", 25, "")),  # no TLS, and none chosen
 ])
 def test_provider_preset_applies_only_when_smtp_host_is_empty(tmp_path, auth, sheet, env,
                                                                expected):
@@ -535,7 +537,9 @@ def oauth_workbook(home: Path, port: int) -> None:
     rows += [{"key": "smtp_port", "value": port}, {"key": "smtp_user", "value": MAILBOX},
              {"key": "smtp_auth", "value": "oauth2-microsoft"},
              {"key": "oauth_tenant_id", "value": TENANT},
-             {"key": "oauth_client_id", "value": CLIENT_ID}]
+             {"key": "oauth_client_id", "value": CLIENT_ID},
+             # the test server has no TLS: a sign-in in clear only when chosen
+             {"key": "smtp_security", "value": "none"}]
     make_workbook(home, settings=rows)
 
 

@@ -364,7 +364,8 @@ def test_password_is_never_written(tmp_path, monkeypatch):
     secret = "S3cr3t-Pa55w0rd-xyz"
     monkeypatch.setenv("COMMPLAN_SMTP_PASSWORD", secret)
     with SMTPServer(credentials={"user@example.test": secret}) as server:
-        make_workbook(tmp_path, settings=settings_for(server, smtp_user="user@example.test"))
+        make_workbook(tmp_path, settings=settings_for(server, smtp_user="user@example.test",
+                                                      smtp_security="none"))
         assert cli(tmp_path, "run", "--today", DAY1) == 0
         assert len(server.received) == 1
         monkeypatch.setenv("COMMPLAN_SMTP_PASSWORD", "wrong-" + secret)

@@ -67,7 +67,8 @@ def test_environment_overrides_the_sheet(tmp_path: Path, key) -> None:
     """A key's environment variable wins over the sheet, and a bad value there is reported
     without a sheet row."""
     text, value = ENV_SAMPLES[key.name]
-    raw = {key.name: ("sheet-value", 4)}
+    # On port 587 a login goes over STARTTLS (a login in clear is a problem of its own).
+    raw = {"smtp_port": ("587", 3), key.name: ("sheet-value", 4)}
     settings, problems = parse_settings(raw, home=tmp_path, environ={key.env: text})
     assert getattr(settings, key.name) == value
     assert problems == []

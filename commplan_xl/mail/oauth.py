@@ -354,8 +354,23 @@ def explain_login_refusal(code: int, reply: str, *, auth: str, where: str, user:
         advice = _("check the password (COMMPLAN_SMTP_PASSWORD or the keyring) and smtp_user; "
                    "Microsoft 365 mailboxes may need smtp_auth oauth2-microsoft")
     else:
-        advice = _("check the password (COMMPLAN_SMTP_PASSWORD or the keyring) and smtp_user")
+        advice = _other_refusal(code, low)
     return _("{head}: {advice}").format(head=head, advice=advice)
+
+
+def _other_refusal(code: int, low: str) -> str:
+    """The advice for a refused login whose reply does not name a provider's case: the
+    password is blamed only when the server said the credentials were wrong."""
+    if "starttls" in low or "encrypt" in low or "tls" in low.split():
+        return _("the server wants an encrypted connection before the login; set "
+                 "smtp_security to starttls (port 587) or ssl (port 465)")
+    if 400 <= code < 500:
+        return _("the server could not check the login for now; try again later "
+                 "(the password was not refused)")
+    if code in (502, 504) or "mechanism" in low or "not supported" in low:
+        return _("the server does not accept this way of logging in; check smtp_auth and "
+                 "smtp_security with your provider (the password was not refused)")
+    return _("check the password (COMMPLAN_SMTP_PASSWORD or the keyring) and smtp_user")
 
 
 # ---------------------------------------------------------------- one-time Google consent

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import select
 import smtplib
 import socket
 import ssl
+import time
 from collections.abc import Callable, Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any
@@ -22,9 +25,14 @@ from commplan_xl.mail import oauth
 from commplan_xl.mail.message import BuiltMessage, check_address, message_bytes
 from commplan_xl.mail.transport import Outcome, Refusal
 from commplan_xl.problems import SendFailure, SendKind, SendUncertain
-from commplan_xl.settings import Settings
+from commplan_xl.settings import Settings, clear_login, clear_login_sentence
 
 PASSWORD_ENV = "COMMPLAN_SMTP_PASSWORD"
+THROTTLE_WAITS_ENV = "COMMPLAN_THROTTLE_WAITS"
+THROTTLE_WAITS = (30.0, 60.0, 120.0)  # a few minutes at most in all, per run
+# After one final reply later than smtp_timeout, the next ones are awaited this many times
+# longer.
+SLOW_SERVER_PATIENCE = 10
 KEYRING_SERVICE = "commplan"
 _CRLF = b"\r\n"
 
@@ -89,6 +97,7 @@ class SmtpTransport:
         *,
         environ: Mapping[str, str] | None = None,
         token_provider: oauth.TokenProvider | None = None,
+        throttle_waits: Sequence[float] | None = None,
     ) -> None:
         self.settings = settings
         self._environ = environ
@@ -100,6 +109,11 @@ class SmtpTransport:
         self._smtp: smtplib.SMTP | None = None
         self.connections = 0  # opened so far (for reports and tests)
         self.sent = 0
+        # The pauses (seconds) the run may wait in all when the server asks to slow down.
+        self._throttle_waits = list(throttle_waits if throttle_waits is not None
+                                    else _throttle_waits(environ))
+        self._last_start = -1e9  # when the last mail started (time.monotonic)
+        self._slow_server = False  # a final reply came later than smtp_timeout
 
     # -- context manager
 
@@ -141,6 +155,11 @@ class SmtpTransport:
             return
         s = self.settings
         user = self.login_user
+        if clear_login(s):
+            raise self._fail(
+                _("commplan did not log in to the mail server {where}: {why}").format(
+                    where=self.where, why=clear_login_sentence(s.smtp_port)),
+                kind=SendKind.SETUP)
         if s.smtp_auth.startswith("oauth2"):
             # The token comes first: a sign-in problem is reported without touching SMTP.
             if self._tokens is None:
@@ -247,6 +266,8 @@ class SmtpTransport:
             **kwargs,
         )
         client.set_logging(None)  # yagmail logs to stderr by default
+        # yagmail makes "apikey" or "DOMAIN\\user" into "apikey@gmail.com": log in as written.
+        client.user = user
         self._client = client
         client.login()  # connects (with the timeout), STARTTLS, AUTH unless skipped
         self._smtp = client.smtp
@@ -298,7 +319,8 @@ class SmtpTransport:
         try:
             return self._send(message_bytes(message), sender, recipients, hooks)
         except SendFailure as failure:
-            hooks.run_before()
+            with contextlib.suppress(SendFailure):  # the first failure is the one to tell
+                hooks.run_before()
             return Outcome.failed(failure)
 
     def _send(self, data: bytes, sender: str, recipients: Sequence[str],
@@ -307,8 +329,36 @@ class SmtpTransport:
         rcpts = [check_address(a) for a in recipients]
         if not rcpts:
             raise self._fail(_("the message has no recipient"), kind=SendKind.PERMANENT)
+        while True:
+            try:
+                return self._attempt(data, mail_from, rcpts, hooks)
+            except SendFailure as failure:
+                if failure.kind is not SendKind.THROTTLED or not self._wait_for_throttle():
+                    raise
+
+    def _wait_for_throttle(self) -> bool:
+        """Wait the next pause a throttling server asks for; False once the run's pauses
+        are spent (the mail then stays due for the next run)."""
+        if not self._throttle_waits:
+            return False
+        time.sleep(self._throttle_waits.pop(0))
+        return True
+
+    def _pace(self) -> None:
+        """Wait so that no more than max_per_minute mails start in any minute."""
+        per_minute = self.settings.max_per_minute
+        if per_minute:
+            wait = self._last_start + 60.0 / per_minute - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        self._last_start = time.monotonic()
+
+    def _attempt(self, data: bytes, mail_from: str, rcpts: list[str],
+                 hooks: _Hooks) -> Outcome:
+        """One try at handing the message over, reconnecting once if the line was dead."""
         for attempt in (1, 2):
             self.open()
+            self._pace()
             try:
                 refused = self._envelope(mail_from, rcpts, len(data), hooks)
             except _Dropped as exc:
@@ -342,10 +392,10 @@ class SmtpTransport:
         self._run(hooks.run_before)  # outside the try: its own OSError is not a dropped line
         try:
             code, resp = smtp.getreply()
-            if code == 421:
+            if code == 421 and not is_throttling(code, _reply_text(code, resp)):
                 raise _Dropped(_reply_text(code, resp))
             if code != 250:
-                self._reset()
+                self._reset() if code != 421 else self._drop()
                 raise self._mail_from_failure(sender, code, resp)
             refused = self._recipients(rcpts)
             code, resp = smtp.docmd("DATA")
@@ -368,18 +418,21 @@ class SmtpTransport:
             raise
 
     def _recipients(self, rcpts: list[str]) -> list[Refusal]:
-        """RCPT for each address: those refused; a SendFailure when all are."""
+        """RCPT for each address: those refused for good while others are taken; a
+        SendFailure when all are refused, or any only for now (then nobody gets it now, so
+        that a later run sends it to all at once)."""
         assert self._smtp is not None
         refused: list[Refusal] = []
         for rcpt in rcpts:
             code, resp = self._smtp.docmd("rcpt", f"TO:<{rcpt}>")
-            if code == 421:
+            if code == 421 and not is_throttling(code, _reply_text(code, resp)):
                 raise _Dropped(_reply_text(code, resp))
             if code not in (250, 251):
                 refused.append(Refusal(rcpt, code, _reply_text(code, resp)))
-        if len(refused) == len(rcpts):
-            self._reset()
-            raise self._refused_failure(refused)
+        later = [r for r in refused if r.temporary]
+        if later or len(refused) == len(rcpts):
+            self._reset() if all(r.code != 421 for r in refused) else self._drop()
+            raise self._refused_failure(later or refused)
         return refused
 
     def _data(self, data: bytes, refused: list[Refusal], hooks: _Hooks) -> Outcome:
@@ -388,22 +441,51 @@ class SmtpTransport:
         assert smtp is not None
         try:
             smtp.send(_dot_stuff(data))
+            _check_alive(smtp.sock)
+            # Up to here the server cannot have taken the message: only a loss after the
+            # final dot leaves it uncertain.
+            smtp.send(b"." + _CRLF)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            raise self._uncertain(exc) from None
-        if hooks.meanwhile is not None:
-            self._run(hooks.meanwhile)
+            raise self._lost_in_upload(exc) from None
+        meanwhile, hooks.meanwhile = hooks.meanwhile, None  # once, even if tried again
+        if meanwhile is not None:
+            self._run(meanwhile)
         try:
-            code, resp = smtp.getreply()
+            code, resp = self._final_reply(smtp)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             raise self._uncertain(exc) from None
         if code != 250:
             if code == 421:
                 self._drop()
-            raise self._reply_failure(N_("did not take the message"), code, resp)
+            raise self._reply_failure(N_("did not take the message"), code, resp,
+                                      after_data=True)
         self.sent += 1
         return Outcome.delivered(code, _reply_text(code, resp), refused)
 
+    def _lost_in_upload(self, exc: BaseException) -> SendFailure:
+        self._drop()
+        return self._fail(
+            _("the connection to the mail server {where} was lost ({why}) before the whole "
+              "message was handed over, so it was not sent; it will be tried again on the "
+              "next run").format(where=self.where, why=_why(exc)),
+            kind=SendKind.UNREACHABLE)
+
+    def _final_reply(self, smtp: smtplib.SMTP) -> tuple[int, bytes]:
+        """The server's answer to the whole message; once a run has seen it come too late,
+        waited for longer (RFC 5321 allows minutes), so one slow server makes one uncertain
+        mail, not one per mail."""
+        if not self._slow_server or smtp.sock is None:
+            return smtp.getreply()
+        smtp.sock.settimeout(self.settings.smtp_timeout * SLOW_SERVER_PATIENCE)
+        try:
+            return smtp.getreply()
+        finally:
+            if smtp.sock is not None:
+                smtp.sock.settimeout(self.settings.smtp_timeout)
+
     def _uncertain(self, exc: BaseException) -> SendUncertain:
+        if _why(exc) == _("no answer in time"):
+            self._slow_server = True
         self._drop()
         return SendUncertain(self._scrub(
             _("the connection to the mail server {where} failed ({why}) while the message was "
@@ -421,18 +503,28 @@ class SmtpTransport:
         except (smtplib.SMTPException, OSError):
             self._drop()
 
-    def _reply_failure(self, what: str, code: int, resp: bytes | str) -> SendFailure:
-        temporary = 400 <= code < 500
+    def _reply_failure(self, what: str, code: int, resp: bytes | str, *,
+                       after_data: bool = False) -> SendFailure:
         reply = _reply_text(code, resp)
+        if is_throttling(code, reply):
+            kind = SendKind.THROTTLED
+        elif 400 <= code < 500:
+            kind = SendKind.TEMPORARY
+        else:  # refused for good: after the data, for what the mail is, not an address
+            kind = SendKind.CONTENT if after_data else SendKind.PERMANENT
+        if kind is SendKind.CONTENT:
+            text = _("the mail server refused the message itself ({reply}): its content or "
+                     "the sending policy, not the address").format(reply=reply)
+        else:
+            text = _("the mail server {what} ({reply})").format(what=_(what), reply=reply)
         return self._fail(
-            _("the mail server {what} ({reply})").format(what=_(what), reply=reply)
-            + (_("; it will be tried again on the next run") if temporary else ""),
-            kind=SendKind.TEMPORARY if temporary else SendKind.PERMANENT,
-            code=code, reply=reply,
+            text + (_("; it will be tried again on the next run") if kind.temporary else ""),
+            kind=kind, code=code, reply=reply,
         )
 
     def _mail_from_failure(self, sender: str, code: int, resp: bytes | str) -> SendFailure:
-        if code == 552 or 400 <= code < 500:  # message too big, or a temporary refusal
+        if code == 552 or 400 <= code < 500 or is_throttling(code, _reply_text(code, resp)):
+            # message too big, a temporary refusal, or a server asking to slow down
             return self._reply_failure(N_("did not take the message"), code, resp)
         # Any other refusal of the sender is the site's configuration, not this message:
         # temporary (retried once fixed) and a connection problem (the run stops trying).
@@ -445,10 +537,13 @@ class SmtpTransport:
 
     def _refused_failure(self, refused: list[Refusal]) -> SendFailure:
         # Temporary when any address may still work later (4xx): a retry can reach it.
-        temporary = any(400 <= r.code < 500 for r in refused)
+        temporary = any(r.temporary for r in refused)
+        kind = SendKind.TEMPORARY if temporary else SendKind.PERMANENT
+        if any(is_throttling(r.code, r.reply) for r in refused):
+            kind = SendKind.THROTTLED
         return self._fail(
             "; ".join(str(r) for r in refused),
-            kind=SendKind.TEMPORARY if temporary else SendKind.PERMANENT,
+            kind=kind,
             code=refused[0].code, reply=refused[0].reply,
             recipient=", ".join(r.address for r in refused),
         )
@@ -469,14 +564,62 @@ class _Hooks:
 
 
 def _dot_stuff(data: bytes) -> bytes:
-    """The DATA payload: a leading "." doubled on each line, ended by CRLF "." CRLF."""
+    """The DATA payload without its end: a leading "." doubled on each line, ended by
+    CRLF (the final "." CRLF is sent on its own)."""
     # bytes.replace, not re.sub: much faster on a mail with an attachment.
     data = data.replace(b"\n.", b"\n..")
     if data.startswith(b"."):
         data = b"." + data
     if not data.endswith(_CRLF):
         data += _CRLF
-    return data + b"." + _CRLF
+    return data
+
+
+def _check_alive(sock: socket.socket | None) -> None:
+    """Raise ConnectionResetError when the server already hung up (it closed the line
+    while the message was being uploaded); cheap: no wait."""
+    if sock is None:
+        raise smtplib.SMTPServerDisconnected("not connected")
+    try:
+        readable, _w, _x = select.select([sock], [], [], 0)
+        if readable and isinstance(sock, ssl.SSLSocket):
+            return  # no peeking under TLS: a dead line shows on the final dot or reply
+        if readable and not sock.recv(1, socket.MSG_PEEK):
+            raise ConnectionResetError("closed by the server")
+    except ValueError:  # a socket select cannot watch: nothing to learn here
+        return
+
+
+# Words and enhanced codes of the replies by which providers ask a sender to slow down
+# (Microsoft 365 "SubmissionQuotaExceeded", Google "try again later", 4.5.3...).
+_THROTTLE_WORDS = ("try again later", "quotaexceeded", "quota exceeded", "throttl",
+                   "rate limit", "ratelimit", "too many messages", "sending limit",
+                   "submission quota", "slow down")
+_THROTTLE_CODES = re.compile(r"\b(4\.5\.3|4\.7\.\d+|5\.2\.0 storedrv\.submission)")
+
+
+def is_throttling(code: int, reply: str) -> bool:
+    """Whether a refusal asks the sender to slow down, whatever its code: temporary."""
+    low = reply.lower()
+    if any(word in low for word in _THROTTLE_WORDS):
+        return True
+    found = _THROTTLE_CODES.search(low)
+    if found is None:
+        return False
+    # 4.7.x is also greylisting or a policy of one address: only with these base codes.
+    return not found.group(1).startswith("4.7.") or code in (421, 450, 452)
+
+
+def _throttle_waits(environ: Mapping[str, str] | None) -> list[float]:
+    """The pauses a run may make for a throttling server: COMMPLAN_THROTTLE_WAITS
+    (seconds, separated by commas), else half a minute, one, then two."""
+    env = os.environ if environ is None else environ
+    text = env.get(THROTTLE_WAITS_ENV, "")
+    try:
+        return [max(0.0, float(w)) for w in text.split(",") if w.strip()] if text else \
+            list(THROTTLE_WAITS)
+    except ValueError:
+        return list(THROTTLE_WAITS)
 
 
 def check_connection(

@@ -33,8 +33,13 @@ class Refusal:
     code: int
     reply: str  # the server's words, e.g. "550 5.1.1 no such user"
 
+    @property
+    def temporary(self) -> bool:
+        """Refused for now: 4xx, or 552 (RFC 5321 4.5.3.1.10: treat it as 452)."""
+        return 400 <= self.code < 500 or self.code == 552
+
     def __str__(self) -> str:
-        if 400 <= self.code < 500:
+        if self.temporary:
             return _("the mail server refused the address {address} for now ({reply}): it will "
                      "be tried again on the next run").format(address=self.address,
                                                               reply=self.reply)
@@ -87,7 +92,8 @@ class Transport(Protocol):
         The caller's work, if given, runs while the provider works: `before` exactly once,
         before any of the message goes out (whether or not it then does); `meanwhile`
         once the provider has the whole message and before its answer is awaited (only
-        then). What they raise is raised; after `meanwhile`, the message is uncertain.
+        then). A SendFailure `before` raises is the Outcome (nothing goes out); anything
+        else they raise is raised; after `meanwhile`, the message is uncertain.
         A provider with nothing to wait for calls them in that order.
         """
 

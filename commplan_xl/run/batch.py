@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +24,13 @@ from commplan_xl.problems import (
     WorkbookLocked,
     WorkbookProblem,
 )
-from commplan_xl.run.outcomes import RunFailure, RunReport
+from commplan_xl.run.outcomes import CONTENT_NOT_RETRIED, RunFailure, RunReport
 from commplan_xl.settings import Settings
 
 if TYPE_CHECKING:
     from commplan_xl.excel.read import Table
     from commplan_xl.mail.message import AttachmentCache, BuiltMessage
-    from commplan_xl.mail.transport import Transport
+    from commplan_xl.mail.transport import Refusal, Transport
     from commplan_xl.run.readiness import Readiness
     from commplan_xl.run.reports import DashboardFigures
     from commplan_xl.store.archive import ArchiveIndex
@@ -303,7 +303,6 @@ def run(
     archive shows earlier sends, unless `new_ledger` confirms a fresh start.
     """
     from commplan_xl.ops.runlock import run_lock
-    from commplan_xl.run.reports import send_summary
     from commplan_xl.store.ledger import Ledger
 
     day = today or today_in(site.settings)
@@ -330,10 +329,36 @@ def run(
             with _transport(site.settings, transport_factory) as transport:
                 _SendLoop(site, ledger, transport, day, report).run(limit, progress)
                 extra, figures = _report_sheets(site, ledger, day, report)
-                send_summary(transport, site.settings, report, figures)
+                _send_summary_once(transport, site.settings, ledger, report, figures)
             write_sentlog(site, ledger, report, extra_sheets=extra)
             _copy_ledger(site, ledger, day, report)  # the day's copy holds today's sends
     return report
+
+
+SUMMARY_MARK = "summary_mail"
+
+
+def _send_summary_once(transport: Transport, settings: Settings, ledger, report: RunReport,
+                       figures: DashboardFigures | None) -> None:
+    """The summary mail, once a day: a same-day rerun sends another only when it sent
+    mails or found a failure the day's summary did not tell (kept in the ledger)."""
+    import json
+
+    from commplan_xl.run.reports import send_summary
+
+    told = {f"{f.order_id}/{f.step}/{f.kind.value}" for f in report.failures}
+    try:
+        before = json.loads(ledger.mark(SUMMARY_MARK) or "{}")
+    except ValueError:
+        before = {}
+    if before.get("day") == report.today.isoformat():
+        earlier = set(before.get("told", []))
+        if not (report.sent or report.uncertain or told - earlier):
+            return
+        told |= earlier
+    if send_summary(transport, settings, report, figures):
+        ledger.set_mark(SUMMARY_MARK, json.dumps({"day": report.today.isoformat(),
+                                                  "told": sorted(told)}))
 
 
 def _transport(settings: Settings, factory: Callable[[Settings], Transport] | None
@@ -489,6 +514,8 @@ class _InFlight:
     staged: Future[Path]
     token: int | None = None
     archived: Path | None = None
+    placed: bool = False  # the archive file's naming was tried (the server has the mail)
+    archive_error: str = ""  # why the archive file could not be named
 
 
 class _SendLoop:
@@ -616,7 +643,7 @@ class _SendLoop:
                 prepared.message, sender=self.settings.sender_email,
                 recipients=list(prepared.to), before=self.begin_in_ledger,
                 meanwhile=self.while_the_server_takes_it)
-            if outcome.failure is None and self.in_flight.archived is None:
+            if outcome.failure is None and not self.in_flight.placed:
                 self.while_the_server_takes_it()  # a transport that did not call it
         except BaseException:
             self.drop_archive_file()
@@ -630,19 +657,27 @@ class _SendLoop:
         self.connection_failures = 0
         self.accepted += 1
         archived = self.in_flight.archived
-        assert archived is not None
-        self.finish_sent(token, "; ".join(str(r) for r in outcome.refused),
-                         archive_file=relative(archived, self.site.home,
-                                               index=self.archive_index))
+        self.finish_sent(token, outcome.refused, archive_file="" if archived is None else
+                         relative(archived, self.site.home, index=self.archive_index))
         return True
 
     def begin_in_ledger(self) -> None:
-        """Record the mail in flight `sending`, before any of it goes out."""
+        """Record the mail in flight `sending`, before any of it goes out; then make sure
+        its archive file is written (else nothing goes out: SendFailure, temporary)."""
         assert self.in_flight is not None
         f = self.in_flight
         f.token = self.ledger.begin(f.message, subject=f.prepared.subject,
                                     now=now_in(self.settings), day=self.day,
                                     **_mail_ids(f.prepared))
+        try:
+            f.staged.result()
+        except OSError as exc:
+            raise SendFailure(_(
+                "not sent: its copy could not be written in the archive folder {folder} "
+                "({error}); check that this folder exists and can be written to; it will be "
+                "tried again on the next run").format(folder=self.settings.archive_dir,
+                                                      error=exc.strerror or exc),
+                kind=SendKind.TEMPORARY) from None
 
     def while_the_server_takes_it(self) -> None:
         """Name the archive file of the mail in flight (removed again if the server refuses
@@ -651,7 +686,12 @@ class _SendLoop:
 
         assert self.in_flight is not None
         f = self.in_flight
-        f.archived = place_message(f.staged.result(), stem=_archive_stem(self.day, f.decision))
+        f.placed = True
+        try:
+            f.archived = place_message(f.staged.result(),
+                                       stem=_archive_stem(self.day, f.decision))
+        except OSError as exc:  # the server has the mail: its copy is a note, not a doubt
+            f.archive_error = str(exc.strerror or exc)
         if self.sends_seen < len(self.sends) and not self.limit_reached(ahead=1):
             upcoming = self.sends[self.sends_seen]
             try:
@@ -673,11 +713,32 @@ class _SendLoop:
             return
         discard_message(tmp)
 
-    def finish_sent(self, token: int, detail: str, *, archive_file: str) -> None:
+    def finish_sent(self, token: int, refused: Sequence[Refusal], *,
+                    archive_file: str) -> None:
+        """Record a mail the server took; the recipients it refused for good are named
+        and listed for a person, and a copy that could not be archived is said."""
         assert self.in_flight is not None
+        d = self.in_flight.decision
+        parts = []
+        if refused:
+            parts.append(_("sent, but not to {addresses}: {why}").format(
+                addresses=", ".join(r.address for r in refused),
+                why="; ".join(str(r) for r in refused)))
+        if self.in_flight.archive_error:
+            note = _("sent; its copy could not be kept in the archive ({error})").format(
+                error=self.in_flight.archive_error)
+            parts.append(note)
+            self.report.notes.append(_("Order {order} step {step} was {note}.").format(
+                order=d.order_id, step=d.step, note=note))
+        detail = "; ".join(parts)
         self.ledger.finish(token, status="sent", detail=detail, archive_file=archive_file,
                            now=now_in(self.settings), day=self.day)
-        log_mail(self.site, self.in_flight.decision, _("sent"))
+        if refused:
+            self.ledger.record_refused(token, [(r.address, r.reply) for r in refused])
+            self.report.refused += 1
+            self.report.failures.append(RunFailure(d.order_id, d.step,
+                                                   SendKind.RECIPIENT_REFUSED, detail))
+        log_mail(self.site, d, detail or _("sent"))
         self.report.sent += 1
 
     def not_built(self, d: Decision, message: MessageRef, why: str) -> None:
@@ -715,6 +776,12 @@ class _SendLoop:
         """Record a send that failed; stop trying the server after a few connection
         failures in a row."""
         _record_failure(self.site, self.ledger, self.day, self.report, d, token, exc)
+        if exc.kind is SendKind.THROTTLED and not self.stopped:
+            self.stopped = True  # the waits the run may make are spent
+            self.report.notes.append(_(
+                "The mail server still asked to slow down after the run waited ({reply}); "
+                "the other mails stay due and the next run sends them.").format(
+                    reply=exc.reply or exc))
         self.connection_failures = self.connection_failures + 1 if exc.connection else 0
         if self.connection_failures >= MAX_CONNECTION_FAILURES and not self.stopped:
             self.stopped = True
@@ -739,10 +806,14 @@ def _record_failure(site: Site, ledger, day: dt.date, report: RunReport,
         return
     last = exc.temporary and _last_try(site, d, day)
     status = "failed" if exc.temporary else "failed_permanent"
-    detail = (_("{error}; {promise}").format(
-        error=_without_promise(str(exc)),
-        promise=retry_promise(site, d, day, _("will be retried by the next run")))
-        if exc.temporary else _("{error}; not retried: correct the address").format(error=exc))
+    if exc.temporary:
+        detail = _("{error}; {promise}").format(
+            error=_without_promise(str(exc)),
+            promise=retry_promise(site, d, day, _("will be retried by the next run")))
+    elif exc.kind is SendKind.CONTENT:
+        detail = _("{error}; {not_retried}").format(error=exc, not_retried=_(CONTENT_NOT_RETRIED))
+    else:
+        detail = _("{error}; not retried: correct the address").format(error=exc)
     ledger.finish(token, status=status, detail=detail, archive_file="",
                   now=now_in(site.settings), day=day)
     report.failed += 1

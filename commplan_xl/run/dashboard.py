@@ -31,6 +31,7 @@ from commplan_xl.excel.sheet_xml import Chart, ToolSheet
 from commplan_xl.i18n import _
 from commplan_xl.model import LedgerEntry, Model, Outcome, norm_key
 from commplan_xl.problems import Problem, WorkbookProblem
+from commplan_xl.run.outcomes import is_content_refusal
 
 WINDOW_DAYS = 30
 STATUSES = ("sent", "skipped", "failed", "uncertain")
@@ -95,6 +96,15 @@ TO_HANDLE_KINDS: dict[str, Kind] = {
         "Correct the address in {customers}: the next run sends it again.",
         "Échec définitif",
         "corrigez l'adresse dans {customers} : le passage suivant le renvoie."),
+    "content": Kind(
+        "Refused for its content",
+        "The mail server refused the mail itself (its content or a sending policy, see the "
+        "detail), not the address: change the step's text or attachment, or ask the mail "
+        "provider, then `{resend}`.",
+        "Refusé pour son contenu",
+        "le serveur de mail a refusé le mail lui-même (son contenu ou une règle d'envoi, "
+        "voir le détail), pas l'adresse : modifiez le texte ou la pièce jointe de l'étape, "
+        "ou interrogez le fournisseur de mail, puis lancez `{resend}`."),
     "uncertain": Kind(
         "Uncertain: may not have arrived",
         "Ask the customer; if it did not arrive, `{resend}` (never resent by itself). "
@@ -376,11 +386,31 @@ def to_handle_items(entries: Iterable[LedgerEntry], model: Model, *, today: dt.d
             kind = "uncertain"
         elif e.detail.startswith(("returned", _("returned"))):  # a bounce: it came back
             kind = "returned"
+        elif is_content_refusal(e.detail):  # the mail itself, not an address
+            kind = "content"
         else:
             kind = "failed_required" if _required(model, e.plan, e.step) else "failed"
         items.append(ToHandle(kind, e.order_id, customer_id, plan_name(model, e.plan), e.step,
                               e.due_date, f"{e.emails}: {e.detail}" if e.emails else e.detail))
     items += held_steps_due(model, today=today, since=held_since, settings=settings)
+    return items
+
+
+def refused_items(refusals: Iterable[tuple[LedgerEntry, str, str]], model: Model
+                  ) -> list[ToHandle]:
+    """The addresses refused for good while a mail went to the customer's others
+    (`Ledger.refused_recipients`), until the address leaves the customer's emails or the
+    mail is sent again."""
+    orders = {norm_key(o.order_id): o for o in model.orders}
+    items = []
+    for e, address, reply in refusals:
+        order = orders.get(norm_key(e.order_id))
+        customer = model.customers.get(order.customer_id) if order is not None else None
+        if customer is not None and address.lower() not in {a.lower() for a in customer.emails}:
+            continue  # corrected
+        items.append(ToHandle("refused", e.order_id, order.customer_id if order else "",
+                              plan_name(model, e.plan), e.step, e.due_date,
+                              f"{address}: {reply}"))
     return items
 
 

@@ -5,8 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from commplan_xl.i18n import _
+from commplan_xl.i18n import N_, _
 from commplan_xl.problems import SendKind, WorkbookProblem
+
+# How the detail of a mail refused for its content or a policy ends (the Dashboard reads it).
+CONTENT_NOT_RETRIED = N_("not retried: change the mail, or ask the mail provider why")
+
+
+def is_content_refusal(detail: str) -> bool:
+    """Whether a failure's detail is a refusal of the mail itself, not of an address."""
+    return detail.endswith((CONTENT_NOT_RETRIED, _(CONTENT_NOT_RETRIED)))
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class RunReport:
     uncertain: int = 0
     waiting: int = 0
     not_tried: int = 0
+    refused: int = 0  # mails sent with some recipients refused for good
     # Mails waiting for an empty cell to be filled: "Order O1 step 3 waits for X" each.
     held: list[str] = field(default_factory=list)
     dry_run: bool = False
@@ -57,6 +66,7 @@ class RunReport:
     @property
     def needs_attention(self) -> bool:
         return bool(
-            self.failed or self.uncertain or self.problems or not self.log_written
+            self.failed or self.uncertain or self.refused or self.problems
+            or not self.log_written
             or self.not_tried or self.returned or self.mailbox_error
         )

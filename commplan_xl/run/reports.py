@@ -28,6 +28,7 @@ from commplan_xl.run.dashboard import (  # noqa: F401 - the Dashboard's names, a
     ToHandle,
     dashboard_figures,
     figures_sheet,
+    refused_items,
     to_handle_items,
 )
 from commplan_xl.run.outcomes import RunFailure, RunReport
@@ -237,6 +238,7 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
     held_since = today - dt.timedelta(days=site.settings.catch_up_days)
     items = to_handle_items(ledger.entries_in("failed_permanent", "uncertain"), site.model,
                             today=today, held_since=held_since, settings=site.settings)
+    items += refused_items(ledger.refused_recipients(), site.model)
     items += waiting_items(coming, today=today)
 
     def figures_with(ids: Mapping[int, str] | None) -> DashboardFigures:
@@ -297,6 +299,14 @@ def what_to_do(failure: RunFailure, catch_up_days: int | None = None) -> str:
     if failure.kind is SendKind.UNCERTAIN:
         return _("check with the customer whether this mail arrived; if not, run `{resend}` "
                  "(it is never sent again by itself).").format(resend=resend)
+    if failure.kind is SendKind.RECIPIENT_REFUSED:
+        return _("the mail went to the customer's other addresses; check the refused address "
+                 "with the customer and correct it in the Customers sheet (then `{resend}` if "
+                 "the mail must reach it).").format(resend=resend)
+    if failure.kind is SendKind.CONTENT:
+        return _("the mail server refused the mail itself (its content or a sending policy), "
+                 "not the address: change the step's text or attachment, or ask the mail "
+                 "provider why, then run `{resend}`.").format(resend=resend)
     if failure.kind is SendKind.PERMANENT:
         if catch_up_days == 0:
             return _("the address was refused: correct it in the Customers sheet, then run "

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -228,6 +228,20 @@ class Ledger(LedgerReads):
                        detail=text, archive_file=archive_file, resend=bool(resend))
         assert entry_row is not None
         return entry_of(entry_row)
+
+    def record_refused(self, token: int, refused: Sequence[tuple[str, str]]) -> None:
+        """Keep the recipients (address, server reply) refused for good by the send
+        `token` while the others got the mail: listed for a person until corrected."""
+        with self._write() as db:
+            db.executemany("INSERT OR REPLACE INTO refused_recipients (send_id, address, "
+                           "reply) VALUES (?, ?, ?)",
+                           [(token, address, reply) for address, reply in refused])
+
+    def set_mark(self, name: str, value: str) -> None:
+        """Remember a small fact for later runs (see `mark`)."""
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO marks (name, value) VALUES (?, ?)",
+                       (name, value))
 
     def recover(self, now: dt.datetime, *, day: dt.date | None = None) -> list[LedgerEntry]:
         """Turn every `sending` row (a run died mid-send) into `uncertain`; return them."""

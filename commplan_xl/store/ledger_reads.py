@@ -269,6 +269,20 @@ class LedgerReads:
             count += 1
         return count
 
+    def refused_recipients(self) -> list[tuple[LedgerEntry, str, str]]:
+        """Each message still `sent` whose last send had recipients refused for good:
+        (entry, address, the server's reply)."""
+        columns = ", ".join(f"m.{c.strip()}" for c in ENTRY_COLUMNS.split(","))
+        rows = self.db.execute(
+            f"SELECT {columns}, r.address, r.reply FROM refused_recipients r "
+            "JOIN messages m ON m.send_id = r.send_id WHERE m.state = 'sent'")
+        return [(entry_of(row[:-2]), row[-2], row[-1]) for row in rows]
+
+    def mark(self, name: str) -> str | None:
+        """A fact a run kept (`set_mark`), or None."""
+        row = self.db.execute("SELECT value FROM marks WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
     def last_event_id(self) -> int:
         """The id of the newest event (0 when none): pass it to `events` next time."""
         return self.db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]

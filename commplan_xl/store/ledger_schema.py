@@ -171,11 +171,28 @@ _V3_STATEMENTS = (
     "CREATE INDEX messages_sending ON messages (state) WHERE state = 'sending'",
 )
 
+_V4_REFUSED_AND_MARKS = """
+-- Recipients the server refused for good while it took a mail for the others (by send).
+CREATE TABLE IF NOT EXISTS refused_recipients (
+    send_id INTEGER NOT NULL,
+    address TEXT    NOT NULL,
+    reply   TEXT    NOT NULL DEFAULT '',
+    PRIMARY KEY (send_id, address)
+) WITHOUT ROWID;
+
+-- Small facts a run keeps for the next: e.g. the day the summary mail last went.
+CREATE TABLE IF NOT EXISTS marks (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID
+"""
+
 # (number, SQL or function of the connection), numbered 1, 2, 3... in order.
 MIGRATIONS: tuple[Migration, ...] = (
     (1, _V1_SCHEMA),  # messages, send attempts and SentLog events
     (2, _RETURNED_SCHEMA),  # Message-IDs of sent mails, mailbox position, returned mails
     (3, _v3_order_and_step),  # a message is (order, step): ids fold, plans may change
+    (4, _V4_REFUSED_AND_MARKS),  # refused recipients of sent mails; run marks
 )
 
 

@@ -549,6 +549,9 @@ class _SendLoop:
         self.sends_seen = 0  # how many of them the loop has reached
         self.stager: ThreadPoolExecutor | None = None  # writes the archive files
         self.in_flight: _InFlight | None = None  # the mail being sent
+        self.staged_ahead: tuple[Decision, Future[Path]] | None = None  # its archive file
+        # The mail the server took last, until recorded `sent` (see finish_pending).
+        self.pending: tuple[_InFlight, int, Sequence[Refusal], str] | None = None
         # The next mail, built while the server takes the one before (or the error).
         self.ahead: tuple[Decision, Prepared | CommplanError] | None = None
 
@@ -562,13 +565,18 @@ class _SendLoop:
         # A thread writes each mail's archive file while the mail is sent: creating a
         # folder and a file costs about what the whole send does.
         with ThreadPoolExecutor(1, "commplan-archive") as self.stager:
-            for d in decisions:
-                self.sends_seen += d.action == "send"
-                if d.action == "send" and not self.stopped and not self.limit_reached():
-                    if self.send(d) and progress:
-                        progress(self.report.sent, total)
-                else:
-                    self.record_not_sent(d)
+            try:
+                for d in decisions:
+                    self.sends_seen += d.action == "send"
+                    if d.action == "send" and not self.stopped and not self.limit_reached():
+                        if self.send(d) and progress:
+                            progress(self.report.sent, total)
+                    else:
+                        self.record_not_sent(d)
+            finally:
+                self.finish_pending()
+                if self.staged_ahead is not None:  # built ahead, then not sent
+                    _discard_staged(self.staged_ahead[1])
         r = self.report
         log.info("%s", _("run of {date}: {sent} sent, {skipped} skipped, {failed} failed, "
                          "{waiting} waiting").format(date=f"{self.day:%d/%m/%Y}", sent=r.sent,
@@ -591,6 +599,7 @@ class _SendLoop:
         tried (server down)."""
         from commplan_xl.core.schedule import is_limit_wait, is_value_wait
 
+        self.finish_pending()  # the SentLog keeps the decisions' order
         now = now_in(self.settings)
         if d.action == "skip":
             self.ledger.record_skip(self.key(d), reason=d.reason, now=now, day=self.day)
@@ -632,9 +641,7 @@ class _SendLoop:
         except CommplanError as exc:
             self.not_built(d, message, str(exc))
             return False
-        assert self.stager is not None
-        staged = self.stager.submit(_stage, self.site, prepared, self.archive_index)
-        self.in_flight = _InFlight(d, message, prepared, staged)
+        self.in_flight = _InFlight(d, message, prepared, self.stage(d, prepared))
         try:
             # The server reads each command and takes each mail in about the time the run
             # needs to record it in the ledger, name its archive file and build the next
@@ -646,6 +653,7 @@ class _SendLoop:
             if outcome.failure is None and not self.in_flight.placed:
                 self.while_the_server_takes_it()  # a transport that did not call it
         except BaseException:
+            self.finish_pending()
             self.drop_archive_file()
             raise
         token = self.in_flight.token
@@ -656,15 +664,27 @@ class _SendLoop:
             return False
         self.connection_failures = 0
         self.accepted += 1
+        self.report.sent += 1
         archived = self.in_flight.archived
-        self.finish_sent(token, outcome.refused, archive_file="" if archived is None else
-                         relative(archived, self.site.home, index=self.archive_index))
+        # Recorded while the server reads the next mail's MAIL command (begin_in_ledger),
+        # not now: still before any of the next mail goes out, so a kill leaves at most
+        # one mail `sending`.
+        self.pending = (self.in_flight, token, outcome.refused, "" if archived is None else
+                        relative(archived, self.site.home, index=self.archive_index))
         return True
+
+    def finish_pending(self) -> None:
+        """Record `sent` the mail the server took last, if not recorded yet."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            flight, token, refused, archive_file = pending
+            self.finish_sent(flight, token, refused, archive_file=archive_file)
 
     def begin_in_ledger(self) -> None:
         """Record the mail in flight `sending`, before any of it goes out; then make sure
         its archive file is written (else nothing goes out: SendFailure, temporary)."""
         assert self.in_flight is not None
+        self.finish_pending()
         f = self.in_flight
         f.token = self.ledger.begin(f.message, subject=f.prepared.subject,
                                     now=now_in(self.settings), day=self.day,
@@ -698,6 +718,19 @@ class _SendLoop:
                 self.ahead = (upcoming, self.build(upcoming))
             except CommplanError as exc:  # raised again in its turn
                 self.ahead = (upcoming, exc)
+            else:
+                # Its archive file too: it must be written before that mail goes out.
+                self.staged_ahead = (upcoming, self.stage(upcoming, self.ahead[1]))
+
+    def stage(self, d: Decision, prepared: Prepared) -> Future[Path]:
+        """The mail's archive file being written by the stager (started ahead, or now)."""
+        ahead, self.staged_ahead = self.staged_ahead, None
+        if ahead is not None:
+            if ahead[0] is d:
+                return ahead[1]
+            _discard_staged(ahead[1])
+        assert self.stager is not None
+        return self.stager.submit(_stage, self.site, prepared, self.archive_index)
 
     def drop_archive_file(self) -> None:
         """Remove the archive file of a mail the server did not take (or may not have)."""
@@ -713,20 +746,19 @@ class _SendLoop:
             return
         discard_message(tmp)
 
-    def finish_sent(self, token: int, refused: Sequence[Refusal], *,
+    def finish_sent(self, flight: _InFlight, token: int, refused: Sequence[Refusal], *,
                     archive_file: str) -> None:
         """Record a mail the server took; the recipients it refused for good are named
         and listed for a person, and a copy that could not be archived is said."""
-        assert self.in_flight is not None
-        d = self.in_flight.decision
+        d = flight.decision
         parts = []
         if refused:
             parts.append(_("sent, but not to {addresses}: {why}").format(
                 addresses=", ".join(r.address for r in refused),
                 why="; ".join(str(r) for r in refused)))
-        if self.in_flight.archive_error:
+        if flight.archive_error:
             note = _("sent; its copy could not be kept in the archive ({error})").format(
-                error=self.in_flight.archive_error)
+                error=flight.archive_error)
             parts.append(note)
             self.report.notes.append(_("Order {order} step {step} was {note}.").format(
                 order=d.order_id, step=d.step, note=note))
@@ -739,11 +771,11 @@ class _SendLoop:
             self.report.failures.append(RunFailure(d.order_id, d.step,
                                                    SendKind.RECIPIENT_REFUSED, detail))
         log_mail(self.site, d, detail or _("sent"))
-        self.report.sent += 1
 
     def not_built(self, d: Decision, message: MessageRef, why: str) -> None:
         """The mail could not be made (template, attachment, address): failed, retried by
         the next runs once fixed while within catch-up."""
+        self.finish_pending()
         last = _last_try(self.site, d, self.day)
         detail = _("{error}; {promise}").format(error=why, promise=retry_promise(
             self.site, d, self.day, _("will be retried once fixed")))
@@ -759,6 +791,7 @@ class _SendLoop:
         exist; False when the customer has no such address."""
         from commplan_xl.run.returned import NOT_RETRIED
 
+        self.finish_pending()
         customer = self.site.model.customers[self.orders[d.order_id].customer_id]
         bad = next((a for a in customer.emails if a.lower() in self.flagged), None)
         if bad is None:
@@ -775,6 +808,7 @@ class _SendLoop:
     def failed(self, d: Decision, token: int, exc: SendFailure) -> None:
         """Record a send that failed; stop trying the server after a few connection
         failures in a row."""
+        self.finish_pending()
         _record_failure(self.site, self.ledger, self.day, self.report, d, token, exc)
         if exc.kind is SendKind.THROTTLED and not self.stopped:
             self.stopped = True  # the waits the run may make are spent
@@ -862,6 +896,16 @@ def _without_promise(text: str) -> str:
 def _mail_ids(prepared: Prepared) -> dict[str, str]:
     """The Message-ID and reference of a built mail, for the ledger."""
     return {"message_id": prepared.message.message_id, "ref": prepared.message.ref}
+
+
+def _discard_staged(staged: Future[Path]) -> None:
+    """Remove an archive file staged for a mail that is not sent."""
+    from commplan_xl.store.archive import discard_message
+
+    try:
+        discard_message(staged.result())
+    except Exception:  # nothing was written
+        return
 
 
 def _stage(site: Site, prepared: Prepared, index: ArchiveIndex) -> Path:

@@ -217,13 +217,12 @@ _last_due: list[object] = []
 
 
 def _due(args: argparse.Namespace) -> int:
-    # Reading Orders is what `due` waits for, and it cannot start before pandas is
-    # imported: the ledger is read meanwhile (SQLite works without the GIL), and the rest
-    # (imports, the other sheets' checks) happens while Orders parses.
+    # Reading Orders is what `due` waits for: it starts first, and the rest (the ledger,
+    # imports, the other sheets' checks) happens while it parses.
     home, workbook = batch.resolve_paths(args.home, args.workbook)
-    ledger = batch.prefetch_ledger(home)
     tables = batch.open_workbook(workbook)
     threading.Thread(target=_warm_imports, daemon=True).start()
+    ledger = batch.prefetch_ledger(home)
     site = batch.load_site(args.home, args.workbook, tables=tables)
     day = args.today or batch.today_in(site.settings)
     state = ledger.result()

@@ -63,16 +63,19 @@ def plans_rows() -> list[list]:
 
 
 def write_big_workbook(path: Path, *, orders: int, customers: int, due_mails: int = 0,
-                       attachment: str = "") -> None:
-    """A workbook like a 40-shop chain's: 3 plans x 10 steps, realistic columns."""
+                       attachment: str = "", settings: tuple[tuple[str, object], ...] = ()
+                       ) -> None:
+    """A workbook like a 40-shop chain's: 3 plans x 10 steps, realistic columns; `settings`
+    adds rows to the Settings sheet."""
     from openpyxl import Workbook
 
     rnd = random.Random(42)
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("Settings")
-    for row in (["key", "value"], ["sender_email", "service@example.com"],
+    for row in (["key", "value"], ["sender_email", "service@example.test"],
                 ["sender_name", "Menuiseries Dupont"], ["smtp_host", "127.0.0.1"],
-                ["smtp_port", 2525], ["holidays", "FR"], ["catch_up_days", 7]):
+                ["smtp_port", 2525], ["holidays", "FR"], ["catch_up_days", 7],
+                *map(list, settings)):
         ws.append(row)
     ws = wb.create_sheet("Plans")
     plan_rows = plans_rows()
@@ -86,7 +89,7 @@ def write_big_workbook(path: Path, *, orders: int, customers: int, due_mails: in
     ws.append(["customer_id", "name", "email", "opt_out", "telephone", "ville"])
     for i in range(customers):
         ws.append([f"C{i:06d}", f"{rnd.choice(FIRST)} {rnd.choice(LAST)}",
-                   f"client{i}@example.com", "non" if i % 50 else "oui",
+                   f"client{i}@example.test", "non" if i % 50 else "oui",
                    f"06 {rnd.randint(10, 99)} {rnd.randint(10, 99)} {rnd.randint(10, 99)} 00",
                    rnd.choice(STORES).split()[0]])
     ws = wb.create_sheet("Orders")
@@ -269,8 +272,8 @@ def bench_run(work: Path, mails: int, repeat: int) -> None:
         msgs = []
         for i in range(mails):
             m = EmailMessage()
-            m["From"] = "Menuiseries Dupont <service@example.com>"
-            m["To"] = f"client{i}@example.com"
+            m["From"] = "Menuiseries Dupont <service@example.test>"
+            m["To"] = f"client{i}@example.test"
             m["Subject"] = f"Client {i}, votre commande CMD-{i:07d} — étape 1"
             m.set_content("Bonjour,\n\nvotre commande avance.\n" * 3)
             m.add_alternative("<p>Bonjour,</p><p>votre commande avance.</p>", subtype="html")
@@ -286,7 +289,7 @@ def bench_run(work: Path, mails: int, repeat: int) -> None:
             "msgs = pickle.loads(open(sys.argv[1], 'rb').read())\n"
             f"s = smtplib.SMTP('127.0.0.1', {port}, timeout=30)\n"
             "for i, m in enumerate(msgs):\n"
-            "    s.sendmail('service@example.com', [f'client{i}@example.com'], m)\n"
+            "    s.sendmail('service@example.test', [f'client{i}@example.test'], m)\n"
             "s.quit()\n"), str(blob)]
         timed(floor_cmd)
         one_run()

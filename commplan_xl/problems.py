@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from commplan_xl.core.units import english_hint
+from commplan_xl.core.units import UNIT_TABLE, english_hint
+from commplan_xl.i18n import N_, _, current
 
 
 class CommplanError(Exception):
@@ -63,6 +64,7 @@ class Problem(Enum):
     CUSTOMER_ID_REPEATED = "customer_id_repeated"
     EMAIL_EMPTY = "email_empty"
     EMAIL_INVALID = "email_invalid"
+    EMAIL_EXAMPLE = "email_example"
     # Orders
     ORDER_ID_EMPTY = "order_id_empty"
     ORDER_ID_REPEATED = "order_id_repeated"
@@ -80,90 +82,113 @@ class Problem(Enum):
     LOCALE_NOT_SPOKEN = "locale_not_spoken"
 
 
-_UNITS_HINT = f"write {english_hint()}."
-_DELAY_HINT = "write how many units after the start date (e.g. 5)."
-_STEP_HINT = "write a whole number from 1 to 10."
-
-# One sentence per kind, filled from the problem's values (str.format).
+# One sentence per kind (English, said in the workbook's language by `sentence`), filled
+# from the problem's values (str.format); {units} is the list of units to write.
 SENTENCES: dict[Problem, str] = {
     Problem.TEXT: "{text}",
-    Problem.NO_SHEET: "The workbook has no sheet {sheet}; add it with the columns {columns} "
-                      "in row 1.",
-    Problem.REPEATED_COLUMN: "Column {letter} repeats the column {column} (already column "
-                             "{first_letter}); rename or remove one of them.",
-    Problem.SAME_MEANING_COLUMNS: 'Columns {first_letter} ("{first}") and {letter} ("{other}") '
-                                  "mean the same; keep only one (column {letter} is "
-                                  "ignored).",
-    Problem.SAME_MEANING_SHEETS: 'The sheets "{first}" and "{other}" mean the same; keep only '
-                                 'one (the sheet "{other}" is ignored).',
-    Problem.MISSING_COLUMN: "The column {name} is missing; add it to row 1.",
-    Problem.NOT_YES_NO: '"{text}" is not yes or no (write yes, no, or x).',
-    Problem.DATE_TEXT_NOT_A_DATE: '"{text}" is not a date; write it day first, e.g. 05/03/2026.',
-    Problem.NOT_A_DATE: '"{text}" is not a date.',
-    Problem.DATE_NO_SUCH_DAY: '"{text}" is not a date (there is no such day).',
-    Problem.STEP_EMPTY: "The step is empty; " + _STEP_HINT,
-    Problem.STEP_NOT_A_NUMBER: '"{text}" is not a step number; ' + _STEP_HINT,
-    Problem.VARIABLE_NO_NAME: "The variable has no name; write one (e.g. company_phone) or "
-                              "clear the row.",
-    Problem.VARIABLE_BAD_NAME: '"{name}" cannot be a variable name; use letters, digits and '
-                               "_, starting with a letter (e.g. company_phone).",
-    Problem.VARIABLE_BUILT_IN: '"{name}" is a built-in name ({built_in}); choose another name.',
-    Problem.VARIABLE_REPEATED: "The variable {name} is already in row {first_row}; keep only "
-                               "one.",
-    Problem.PLAN_NAME_EMPTY: "The plan name is empty; write the plan this step belongs to.",
-    Problem.STEP_REPEATED: 'Step {step} of plan "{plan}" is already in row {first_row}; give '
-                           "each step its own number.",
-    Problem.UNIT_EMPTY: "The unit is empty; " + _UNITS_HINT,
-    Problem.UNIT_UNKNOWN: '"{text}" is not a unit; ' + _UNITS_HINT,
-    Problem.DELAY_EMPTY: "The delay is empty; " + _DELAY_HINT,
-    Problem.DELAY_NOT_A_NUMBER: '"{text}" is not a number; ' + _DELAY_HINT,
-    Problem.DELAY_NEGATIVE: 'The delay "{text}" is negative; write 0 or more.',
-    Problem.DELAY_NOT_WHOLE: 'The delay "{text}" is not a whole number; a delay in days must '
-                             "be whole (or use weeks or months).",
-    Problem.FROM_UNKNOWN: 'Orders has no column "{text}"; write the name of a date column of '
-                          "Orders (e.g. start_date).",
-    Problem.SUBJECT_EMPTY: "The subject is empty; write the subject of this mail.",
-    Problem.BODY_EMPTY: "The body is empty; write the text of this mail.",
-    Problem.TEMPLATE_ERROR: "The {part} template has an error on line {line}: {error}.",
+    Problem.NO_SHEET: N_("The workbook has no sheet {sheet}; add it with the columns {columns} "
+                         "in row 1."),
+    Problem.REPEATED_COLUMN: N_("Column {letter} repeats the column {column} (already column "
+                                "{first_letter}); rename or remove one of them."),
+    Problem.SAME_MEANING_COLUMNS: N_('Columns {first_letter} ("{first}") and {letter} ("{other}") '
+                                     "mean the same; keep only one (column {letter} is "
+                                     "ignored)."),
+    Problem.SAME_MEANING_SHEETS: N_('The sheets "{first}" and "{other}" mean the same; keep '
+                                    'only one (the sheet "{other}" is ignored).'),
+    Problem.MISSING_COLUMN: N_("The column {name} is missing; add it to row 1."),
+    Problem.NOT_YES_NO: N_('"{text}" is not yes or no (write yes, no, or x).'),
+    Problem.DATE_TEXT_NOT_A_DATE: N_('"{text}" is not a date; write it day first, e.g. '
+                                     "05/03/2026."),
+    Problem.NOT_A_DATE: N_('"{text}" is not a date.'),
+    Problem.DATE_NO_SUCH_DAY: N_('"{text}" is not a date (there is no such day).'),
+    Problem.STEP_EMPTY: N_("The step is empty; write a whole number from 1 to 10."),
+    Problem.STEP_NOT_A_NUMBER: N_('"{text}" is not a step number; write a whole number from 1 '
+                                  "to 10."),
+    Problem.VARIABLE_NO_NAME: N_("The variable has no name; write one (e.g. company_phone) or "
+                                 "clear the row."),
+    Problem.VARIABLE_BAD_NAME: N_('"{name}" cannot be a variable name; use letters, digits and '
+                                  "_, starting with a letter (e.g. company_phone)."),
+    Problem.VARIABLE_BUILT_IN: N_('"{name}" is a built-in name ({built_in}); choose another '
+                                  "name."),
+    Problem.VARIABLE_REPEATED: N_("The variable {name} is already in row {first_row}; keep only "
+                                  "one."),
+    Problem.PLAN_NAME_EMPTY: N_("The plan name is empty; write the plan this step belongs to."),
+    Problem.STEP_REPEATED: N_('Step {step} of plan "{plan}" is already in row {first_row}; give '
+                              "each step its own number."),
+    Problem.UNIT_EMPTY: N_("The unit is empty; write {units}."),
+    Problem.UNIT_UNKNOWN: N_('"{text}" is not a unit; write {units}.'),
+    Problem.DELAY_EMPTY: N_("The delay is empty; write how many units after the start date "
+                            "(e.g. 5)."),
+    Problem.DELAY_NOT_A_NUMBER: N_('"{text}" is not a number; write how many units after the '
+                                   "start date (e.g. 5)."),
+    Problem.DELAY_NEGATIVE: N_('The delay "{text}" is negative; write 0 or more.'),
+    Problem.DELAY_NOT_WHOLE: N_('The delay "{text}" is not a whole number; a delay in days '
+                                "must be whole (or use weeks or months)."),
+    Problem.FROM_UNKNOWN: N_('Orders has no column "{text}"; write the name of a date column of '
+                             "Orders (e.g. start_date)."),
+    Problem.SUBJECT_EMPTY: N_("The subject is empty; write the subject of this mail."),
+    Problem.BODY_EMPTY: N_("The body is empty; write the text of this mail."),
+    Problem.TEMPLATE_ERROR: N_("The {part} template has an error on line {line}: {error}."),
     Problem.ATTACHMENT_REFUSED: "{reason}",
-    Problem.ATTACHMENT_MISSING: 'The attachment "{name}" is not in the attachments folder '
-                                "{folder}; add the file or fix its name.",
-    Problem.CUSTOMER_ID_EMPTY: "The customer id is empty; write one.",
-    Problem.CUSTOMER_ID_REPEATED: 'The customer id "{id}" is already used in row {first_row}; '
-                                  "give each customer its own id.",
-    Problem.EMAIL_EMPTY: "The email is empty; write the customer's address.",
-    Problem.EMAIL_INVALID: '"{address}" is not an email address; fix it (several addresses '
-                           "are separated by ;).",
-    Problem.ORDER_ID_EMPTY: "The order id is empty; write one.",
-    Problem.ORDER_ID_REPEATED: 'The order id "{id}" is already used in row {first_row} (order '
-                               "ids ignore case and spaces); give each order its own id.",
-    Problem.ORDER_CUSTOMER_EMPTY: "The customer id is empty; write the customer's id from "
-                                  "Customers.",
-    Problem.ORDER_CUSTOMER_HAS_PROBLEM: 'The customer "{customer_id}" has a problem in '
-                                        "Customers row {customer_row}; fix that row first.",
-    Problem.ORDER_CUSTOMER_UNKNOWN: 'There is no customer "{customer_id}" in Customers; add '
-                                    "the customer or fix the id.",
-    Problem.ORDER_PLAN_EMPTY: "The plan is empty; write the name of a plan from Plans.",
-    Problem.ORDER_PLAN_HAS_PROBLEMS: 'The plan "{plan}" has problems in Plans (row '
-                                     "{plan_row}); fix them first.",
-    Problem.ORDER_PLAN_UNKNOWN: 'There is no plan "{plan}" in Plans; write one of {known}.',
-    Problem.ORDER_PLAN_UNKNOWN_NO_PLANS: 'There is no plan "{plan}" in Plans; add the plan to '
-                                         "Plans or fix the name.",
-    Problem.START_DATE_EMPTY: "The start date is empty; write the date the order starts (e.g. "
-                              "05/03/2026).",
-    Problem.STATUS_UNKNOWN: '"{text}" is not a status; write active, paused, cancelled or done '
-                            "(empty means active).",
-    Problem.HOLD_STEPS_INVALID: '"{text}" is not a list of steps; write step numbers from 1 to '
-                                "10 separated by ; (e.g. 3;4).",
-    Problem.LOCALE_NOT_SPOKEN: 'locale: commplan speaks French (fr_…) and English (en_…), '
-                               'not "{locale}", so it uses French (fr_FR); write fr_FR or '
-                               "en_GB.",
+    Problem.ATTACHMENT_MISSING: N_('The attachment "{name}" is not in the attachments folder '
+                                   "{folder}; add the file or fix its name."),
+    Problem.CUSTOMER_ID_EMPTY: N_("The customer id is empty; write one."),
+    Problem.CUSTOMER_ID_REPEATED: N_('The customer id "{id}" is already used in row '
+                                     "{first_row}; give each customer its own id."),
+    Problem.EMAIL_EMPTY: N_("The email is empty; write the customer's address."),
+    Problem.EMAIL_INVALID: N_('"{address}" is not an email address; fix it (several addresses '
+                              "are separated by ;)."),
+    Problem.EMAIL_EXAMPLE: N_('"{address}" is an example address (a documentation domain): it '
+                              "is never sent to; write the customer's real address."),
+    Problem.ORDER_ID_EMPTY: N_("The order id is empty; write one."),
+    Problem.ORDER_ID_REPEATED: N_('The order id "{id}" is already used in row {first_row} '
+                                  "(order ids ignore case and spaces); give each order its own "
+                                  "id."),
+    Problem.ORDER_CUSTOMER_EMPTY: N_("The customer id is empty; write the customer's id from "
+                                     "Customers."),
+    Problem.ORDER_CUSTOMER_HAS_PROBLEM: N_('The customer "{customer_id}" has a problem in '
+                                           "Customers row {customer_row}; fix that row first."),
+    Problem.ORDER_CUSTOMER_UNKNOWN: N_('There is no customer "{customer_id}" in Customers; add '
+                                       "the customer or fix the id."),
+    Problem.ORDER_PLAN_EMPTY: N_("The plan is empty; write the name of a plan from Plans."),
+    Problem.ORDER_PLAN_HAS_PROBLEMS: N_('The plan "{plan}" has problems in Plans (row '
+                                        "{plan_row}); fix them first."),
+    Problem.ORDER_PLAN_UNKNOWN: N_('There is no plan "{plan}" in Plans; write one of {known}.'),
+    Problem.ORDER_PLAN_UNKNOWN_NO_PLANS: N_('There is no plan "{plan}" in Plans; add the plan '
+                                            "to Plans or fix the name."),
+    Problem.START_DATE_EMPTY: N_("The start date is empty; write the date the order starts "
+                                 "(e.g. 05/03/2026)."),
+    Problem.STATUS_UNKNOWN: N_('"{text}" is not a status; write active, paused, cancelled or '
+                               "done (empty means active)."),
+    Problem.HOLD_STEPS_INVALID: N_('"{text}" is not a list of steps; write step numbers from 1 '
+                                   "to 10 separated by ; (e.g. 3;4)."),
+    Problem.LOCALE_NOT_SPOKEN: N_('locale: commplan speaks French (fr_…) and English (en_…), '
+                                  'not "{locale}", so it uses French (fr_FR); write fr_FR or '
+                                  "en_GB."),
 }
 
 
+_PARTS = {"subject": N_("subject"), "body": N_("body")}
+
+
+def units_hint() -> str:
+    """The units to write, in the current language first: "days, …, weeks or months (or
+    jours, …, mois)"."""
+    if current() == "en":
+        return english_hint()
+    french = [row.french for row in UNIT_TABLE]
+    english = ", ".join(row.english for row in UNIT_TABLE)
+    return f"{', '.join(french[:-1])} ou {french[-1]} (ou {english})"
+
+
 def sentence(kind: Problem, values: Mapping[str, object]) -> str:
-    """The English sentence of a problem of `kind` with `values`."""
-    return SENTENCES[kind].format_map(values)
+    """The sentence of a problem of `kind` with `values`, in the current language."""
+    text = SENTENCES[kind]
+    if kind in (Problem.UNIT_EMPTY, Problem.UNIT_UNKNOWN):
+        values = {"units": units_hint(), **values}
+    elif kind is Problem.TEMPLATE_ERROR and values.get("part") in _PARTS:
+        values = {**values, "part": _(_PARTS[str(values["part"])])}
+    return _(text).format_map(values)
 
 
 @dataclass(frozen=True, init=False)
@@ -215,13 +240,14 @@ class WorkbookProblem:
         if self.cell:
             place += f"!{self.cell}"
         elif self.row is not None:
-            place += f"!{self.row}" if self.column is None else f" row {self.row}"
+            place = (f"{place}!{self.row}" if self.column is None
+                     else _("{sheet} row {row}").format(sheet=place, row=self.row))
         if self.header or self.column:
             place += f" ({self.header or self.column})"
         return place
 
     def __str__(self) -> str:
-        return f"{self.place}: {self.message}"
+        return _("{place}: {message}").format(place=self.place, message=self.message)
 
 
 class CellError(ValueError):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
+from commplan_xl.i18n import _
 from commplan_xl.problems import WorkbookProblem
 
 SECURITIES = ("starttls", "ssl", "none")
@@ -41,13 +42,29 @@ def _address(text: str) -> str:
     return text.lower()
 
 
+def _one_address(text: str) -> str:
+    """One email address, as Reply-To carries it; a typo here would fail every mail."""
+    from email.headerregistry import Address
+
+    try:
+        if any(ch.isspace() or ord(ch) < 32 for ch in text) or "," in text or ";" in text:
+            raise ValueError
+        parsed = Address(addr_spec=text)
+        if not parsed.username or "." not in parsed.domain.strip("."):
+            raise ValueError
+    except Exception:  # the email package raises several kinds for a malformed address
+        raise ValueError(_('"{text}" is not an email address (e.g. contact@votre-societe.fr)')
+                         .format(text=text)) from None
+    return text
+
+
 def _port(text: str) -> int:
     try:
         port = int(float(text))
     except (ValueError, OverflowError):
         port = 0
     if not 0 < port < 65536:
-        raise ValueError(f'"{text}" is not a port number (e.g. 587)')
+        raise ValueError(_('"{text}" is not a port number (e.g. 587)').format(text=text))
     return port
 
 
@@ -55,7 +72,8 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         word = text.lower()
         if word not in choices:
-            raise ValueError(f'"{word}" is not one of {", ".join(choices)}')
+            raise ValueError(_('"{word}" is not one of {choices}').format(
+                word=word, choices=", ".join(choices)))
         return word
 
     return parse
@@ -68,8 +86,18 @@ def _count(text: str) -> int:
     except (ValueError, OverflowError):
         whole = False
     if not whole:
-        raise ValueError(f'"{text}" is not a whole number ≥ 0')
+        raise ValueError(_('"{text}" is not a whole number ≥ 0').format(text=text))
     return int(number)
+
+
+def _days(text: str) -> int:
+    try:
+        days = _count(text)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise ValueError(f'"{text}" is not a whole number of days ≥ 1')
+    return days
 
 
 def _yes_no(text: str) -> bool:
@@ -87,7 +115,7 @@ def _seconds(text: str) -> float:
     except ValueError:
         seconds = 0.0
     if not seconds > 0:
-        raise ValueError(f'"{text}" is not a number of seconds above 0')
+        raise ValueError(_('"{text}" is not a number of seconds above 0').format(text=text))
     return seconds
 
 
@@ -101,7 +129,8 @@ def _time_zone(text: str) -> str:
 
         ZoneInfo(text)
     except Exception:
-        raise ValueError(f'"{text}" is not a time zone (e.g. Europe/Paris)') from None
+        raise ValueError(_('"{text}" is not a time zone (e.g. Europe/Paris)').format(
+            text=text)) from None
     return text
 
 
@@ -111,7 +140,7 @@ def _locale(text: str) -> str:
 
         Locale.parse(text)
     except Exception:
-        raise ValueError(f'"{text}" is not a locale (e.g. fr_FR)') from None
+        raise ValueError(_('"{text}" is not a locale (e.g. fr_FR)').format(text=text)) from None
     return text
 
 
@@ -132,7 +161,7 @@ KEYS: tuple[Key, ...] = (
         "Adresse d'expédition des mails (obligatoire)."),
     Key("sender_name", str, _text, "",
         description="Nom affiché comme expéditeur : {{ sender.name }}."),
-    Key("reply_to", str, _text, "",
+    Key("reply_to", str, _one_address, "",
         description="Adresse de réponse, si différente de l'expéditeur."),
     Key("smtp_host", str, _text, "localhost", "COMMPLAN_SMTP_HOST",
         "Serveur d'envoi (SMTP) de votre messagerie, ex. smtp.office365.com ou smtp.gmail.com."),
@@ -209,6 +238,9 @@ KEYS: tuple[Key, ...] = (
     Key("bounce_folder_done", str, _text, "",
         description="Dossier (existant) où ranger les mails revenus une fois traités. Vide = "
         "ils restent où ils sont."),
+    Key("sentlog_days", int, _days, 365,
+        description="Nombre de jours que la feuille Journal (SentLog) montre. Vide = 365. "
+        "Tout reste dans l'historique : « commplan log » en sort n'importe quelle période."),
 )
 KEY_OF: dict[str, Key] = {key.name: key for key in KEYS}
 KNOWN_KEYS: tuple[str, ...] = tuple(KEY_OF)
@@ -249,7 +281,8 @@ def unknown_key(key: str, written: object) -> str | None:
     names no setting; None for a known key."""
     if key in KEY_OF:
         return None
-    return f'"{written}" is not a known setting; known settings are {", ".join(KNOWN_KEYS)}.'
+    return _('"{written}" is not a known setting; known settings are {known}.').format(
+        written=written, known=", ".join(KNOWN_KEYS))
 
 
 def sheet_rows(

@@ -31,7 +31,7 @@ from openpyxl import Workbook
 
 Rows = Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]]
 
-SENDER = "service@example.com"
+SENDER = "service@example.test"
 
 DEFAULT_SETTINGS: list[dict[str, Any]] = [
     {"key": "sender_email", "value": SENDER},
@@ -65,8 +65,8 @@ DEFAULT_PLANS: list[dict[str, Any]] = [
 ]
 
 DEFAULT_CUSTOMERS: list[dict[str, Any]] = [
-    {"customer_id": "C001", "name": "Alice Martin", "email": "alice@example.com"},
-    {"customer_id": "C002", "name": "Bruno Petit", "email": "bruno@example.com"},
+    {"customer_id": "C001", "name": "Alice Martin", "email": "alice@example.test"},
+    {"customer_id": "C002", "name": "Bruno Petit", "email": "bruno@example.test"},
 ]
 
 DEFAULT_ORDERS: list[dict[str, Any]] = [

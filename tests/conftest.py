@@ -43,3 +43,14 @@ def memory_keyring():
     keyring.set_keyring(backend)
     yield backend
     keyring.set_keyring(previous)
+
+
+@pytest.fixture(autouse=True)
+def english_by_default():
+    """Library calls in tests speak English unless a test chooses (the command line speaks
+    the workbook's language); no test leaves its language to the next."""
+    from commplan_xl import i18n
+
+    i18n.set_language("en")
+    yield
+    i18n.set_language("en")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import openpyxl
 
@@ -43,8 +44,9 @@ def test_demo_runs_from_an_empty_folder(tmp_path, capsys):
     home = tmp_path / "demo"
     assert main(["demo", "--home", str(home)]) == 0
     out = capsys.readouterr().out
-    assert "127.0.0.1" in out and "mail(s) arrived" in out
-    assert "attached: conditions-generales-de-vente.pdf" in out
+    assert "127.0.0.1" in out and "mails reçus" in out  # the starter workbook is French
+    assert "@clients.test" in out  # its customers' addresses are for test servers
+    assert "pièces jointes : conditions-generales-de-vente.pdf" in out
     assert list((home / "archive").rglob("*.eml"))
     wb = openpyxl.load_workbook(home / "workbooks" / "commplan.xlsx", read_only=True)
     assert {"Journal", "Tableau de bord", "Prévisions"} <= set(wb.sheetnames)
@@ -59,12 +61,14 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):
     (tmp_path / "precious.txt").write_text("x")
     assert main(["demo", "--home", str(tmp_path)]) == 1
     assert (tmp_path / "precious.txt").exists()
-    assert "not empty" in capsys.readouterr().err
+    assert "n'est pas vide" in capsys.readouterr().err
 
 
 def test_bad_command_line_exits_2(tmp_path):
     """A bad command line exits 2, as Task Scheduler's Last Run Result shows it."""
-    assert main(["run", "--today", "27/11/2026", "--home", str(tmp_path)]) == 2
+    assert main(["run", "--today", "31/02/2026", "--home", str(tmp_path)]) == 2
+    assert main(["run", "--today", "11/27/2026", "--home", str(tmp_path)]) == 2  # day first
+    assert main(["run", "--today", "tomorrow", "--home", str(tmp_path)]) == 2
     assert main(["nosuchcommand"]) == 2
     assert main(["run", "--limit", "-3", "--home", str(tmp_path)]) == 2
 
@@ -83,7 +87,8 @@ def test_program_says_it_once_and_exits_with_the_status(tmp_path):
     import sys
 
     missing = subprocess.run([sys.executable, "-m", "commplan_xl", "due", "--home",
-                              str(tmp_path / "nowhere")], capture_output=True, text=True)
+                              str(tmp_path / "nowhere")], capture_output=True, text=True,
+                             env={**os.environ, "COMMPLAN_LANG": "en"})
     assert missing.returncode == 1
     assert missing.stderr.count("does not exist") == 1 and missing.stdout == ""
     make_workbook(tmp_path)
@@ -106,7 +111,7 @@ def test_check_exit_status_and_problem_places(tmp_path, capsys):
     make_workbook(tmp_path, orders=orders)
     assert main(["check", "--home", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert 'Orders!D2 (start_date): "31/02/2026" is not a date' in out
+    assert "Orders!D2 (start_date) : « 31/02/2026 » n'est pas une date" in out
     assert "Orders!B3 (customer_id)" in out and "C404" in out
 
 
@@ -166,7 +171,7 @@ def test_plan_lists_steps_in_date_order_with_subjects_and_problems(tmp_path, cap
     make_workbook(tmp_path, plans=plans)
     assert main(["plan", "Baie vitrée", "--from", "2026-03-02", "--home", str(tmp_path)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].startswith("  step  2: Thu 05/03/2026  (+3 days)  Bonjour Alice Martin")
-    assert lines[2].strip().startswith('⚠ the body uses "order.prodcut", which does not exist')
-    assert lines[3] == ("  step  1: Mon 16/03/2026  (+2 weeks)  Votre Baie coulissante "
+    assert lines[1].startswith("  étape  2 : jeu. 05/03/2026  (+3 jours)  Bonjour Alice Martin")
+    assert lines[2].strip().startswith("⚠ le message utilise « order.prodcut », qui n'existe pas")
+    assert lines[3] == ("  étape  1 : lun. 16/03/2026  (+2 semaines)  Votre Baie coulissante "
                         "(O1001)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -30,7 +31,7 @@ from commplan_xl.problems import CommplanError, WorkbookLocked
 
 SENTLOG_HEADER = ("date", "order_id", "customer_id", "email", "plan", "step", "due_date",
                   "status", "subject", "detail", "archive_file")
-CHANGED_FOR_A_NEW_SHEET = {"xl/workbook.xml", "xl/_rels/workbook.xml.rels",
+CHANGED_FOR_A_NEW_SHEET = {"xl/workbook.xml", "xl/_rels/workbook.xml.rels", "xl/styles.xml",
                            "[Content_Types].xml"}
 
 
@@ -87,7 +88,7 @@ def staff_book(tmp_path: Path) -> Path:
 
 def _sentlog(n: int = 3) -> ToolSheet:
     rows = [
-        [dt.datetime(2026, 11, 27, 6, 30), f"O{i:03d}", f"C{i}", f"c{i}@example.com",
+        [dt.datetime(2026, 11, 27, 6, 30), f"O{i:03d}", f"C{i}", f"c{i}@example.test",
          "Baie vitrée", i, dt.date(2026, 11, 27), "sent", f"Commande {i}", "", f"C{i}/m.eml"]
         for i in range(1, n + 1)
     ]
@@ -119,7 +120,15 @@ def test_second_write_changes_only_the_tool_sheet(staff_book: Path) -> None:
     write_tool_sheets(staff_book, [_sentlog(5)])
     after = _members(staff_book)
     assert list(after) == list(before)
-    assert {n for n in before if before[n] != after[n]} == {"xl/worksheets/sheet3.xml"}
+    assert {n for n in before if before[n] != after[n]} == {"xl/worksheets/sheet3.xml",
+                                                          "xl/workbook.xml"}
+    assert _staff_names(after["xl/workbook.xml"]) == _staff_names(before["xl/workbook.xml"])
+
+
+def _staff_names(book_xml: bytes) -> bytes:
+    """workbook.xml without the filter range and print titles the tool keeps for its sheets."""
+    return re.sub(rb'<definedName name="_xlnm\.(_FilterDatabase|Print_Titles)"[^>]*>[^<]*'
+                  rb"</definedName>", b"", book_xml)
 
 
 def test_staff_content_still_reads_the_same(staff_book: Path) -> None:
@@ -138,7 +147,7 @@ def test_staff_content_still_reads_the_same(staff_book: Path) -> None:
 
 
 def test_values_read_back_exactly(staff_book: Path) -> None:
-    """openpyxl and calamine read the tool sheet's values: text, numbers, ISO dates, blanks."""
+    """openpyxl and calamine read the tool sheet's values: text, numbers, dates, blanks."""
     sheet = ToolSheet("SentLog", ("a", "b", "c", "d", "e", "f"), [
         ["00123", 42, 2.5, dt.date(2026, 11, 27), dt.datetime(2026, 11, 27, 6, 30), None],
         ["Ünïcode ✓ <&>", -7, 1e-05, True, "  spaced  ", "multi\nline"],
@@ -147,12 +156,13 @@ def test_values_read_back_exactly(staff_book: Path) -> None:
     ws = openpyxl.load_workbook(staff_book)["SentLog"]
     assert [[c.value for c in row] for row in ws.iter_rows()] == [
         ["a", "b", "c", "d", "e", "f"],
-        ["00123", 42, 2.5, "2026-11-27", "2026-11-27 06:30", None],
+        ["00123", 42, 2.5, dt.datetime(2026, 11, 27), dt.datetime(2026, 11, 27, 6, 30), None],
         ["Ünïcode ✓ <&>", -7, 1e-05, True, "  spaced  ", "multi\nline"],
     ]
     assert ws.freeze_panes == "A2"
-    assert _calamine(staff_book, "SentLog")[1] == [
-        "00123", 42, 2.5, "2026-11-27", "2026-11-27 06:30", None]
+    assert (ws["D2"].number_format, ws["E2"].number_format) == ("dd/mm/yyyy",
+                                                                "dd/mm/yyyy hh:mm")
+    assert _calamine(staff_book, "SentLog")[1][:3] == ["00123", 42, 2.5]
 
 
 def test_repeated_values_keep_their_own_type(staff_book: Path) -> None:
@@ -164,7 +174,7 @@ def test_repeated_values_keep_their_own_type(staff_book: Path) -> None:
     ws = openpyxl.load_workbook(staff_book)["SentLog"]
     got = [[(type(c.value), c.value) for c in r] for r in ws.iter_rows(min_row=2)]
     expected = [(bool, True), (int, 1), (float, 1.0), (str, "1"), (type(None), None),
-                (str, "=1"), (str, "2026-01-02")]
+                (str, "=1"), (dt.datetime, dt.datetime(2026, 1, 2))]
     assert got == [expected] * 3
 
 
@@ -419,7 +429,8 @@ def test_calc_chain_of_staff_sheets_is_kept(tmp_path: Path) -> None:
     write_tool_sheets(path, [_sentlog()])
     after = _members(path)
     assert after["xl/calcChain.xml"] == before["xl/calcChain.xml"]
-    assert {n for n in before if before[n] != after[n]} == CHANGED_FOR_A_NEW_SHEET
+    assert {n for n in before if before[n] != after[n]} == CHANGED_FOR_A_NEW_SHEET - {
+        "xl/styles.xml"}  # this package had none: one is added
 
 
 def test_libreoffice_package_is_grafted(staff_book: Path, tmp_path: Path) -> None:
@@ -466,7 +477,7 @@ def test_chart_is_added_and_replaced_without_growing(staff_book: Path) -> None:
     second = _members(staff_book)
     assert list(second) == list(first)
     assert {n for n in first if first[n] != second[n]} == {
-        "xl/worksheets/sheet3.xml", "xl/charts/chart2.xml"}
+        "xl/worksheets/sheet3.xml", "xl/charts/chart2.xml", "xl/workbook.xml"}
     assert b"$B$2:$B$4" in second["xl/charts/chart2.xml"]
 
 
@@ -541,3 +552,74 @@ def test_big_workbook_graft(tmp_path: Path) -> None:
           f"{took:.2f} s per write")
     assert _members(path)["xl/worksheets/sheet1.xml"] == staff_sheet
     assert len(_calamine(path, "SentLog")) == 5_001
+
+
+def _style_lists(styles_xml: bytes) -> dict[str, list[bytes]]:
+    """Each list of styles.xml as the bytes of its entries."""
+    out = {}
+    for name, item in (("numFmts", "numFmt"), ("fonts", "font"), ("fills", "fill"),
+                       ("borders", "border"), ("cellXfs", "xf")):
+        found = re.search(rb"<%s[^>]*>(.*?)</%s>" % (name.encode(), name.encode()), styles_xml,
+                          re.DOTALL)
+        body = found.group(1) if found else b""
+        out[name] = re.findall(rb"<%s\b.*?(?:/>|</%s>)" % (item.encode(), item.encode()), body,
+                               re.DOTALL)
+    return out
+
+
+def test_styles_are_appended_and_never_change_the_staffs(staff_book: Path) -> None:
+    """The tool's date and header styles are added after the staff's style entries, which
+    keep their bytes and numbers; writing again adds nothing more."""
+    before = _style_lists(_members(staff_book)["xl/styles.xml"])
+    write_tool_sheets(staff_book, [_sentlog()])
+    once = _style_lists(_members(staff_book)["xl/styles.xml"])
+    for name, entries in before.items():
+        assert once[name][: len(entries)] == entries
+    assert len(once["cellXfs"]) > len(before["cellXfs"])
+    write_tool_sheets(staff_book, [_sentlog(9)])
+    assert _style_lists(_members(staff_book)["xl/styles.xml"]) == once
+
+
+def test_tool_sheet_reads_like_a_report(staff_book: Path) -> None:
+    """The header row is bold, filled and frozen, a filter covers the table, and the sheet
+    prints landscape, one page wide, repeating its header row."""
+    sheet = _sentlog(4)
+    write_tool_sheets(staff_book, [sheet])
+    wb = openpyxl.load_workbook(staff_book)
+    ws = wb["SentLog"]
+    assert ws.freeze_panes == "A2"
+    assert all(c.font.b and c.fill.fgColor.rgb.endswith("DDEBF7") for c in ws[1])
+    assert ws.auto_filter.ref == "A1:K5"
+    assert ws.page_setup.orientation == "landscape"
+    assert (ws.page_setup.fitToWidth, ws.page_setup.fitToHeight) == (1, 0)
+    assert ws.sheet_properties.pageSetUpPr.fitToPage
+    assert ws.print_title_rows == "$1:$1"
+    assert ws.column_dimensions["A"].width >= 10
+
+
+def test_sheets_are_made_again_when_the_styles_moved(staff_book: Path) -> None:
+    """Sheets built with style numbers that no longer match the file (staff saved it
+    meanwhile) are made again with the numbers the graft finds: dates stay dates."""
+    from commplan_xl.excel import graft
+    from commplan_xl.excel.sheet_xml import sheet_xml
+
+    sheet = _sentlog()
+    built = {sheet.name: sheet_xml(sheet, {})}  # made without knowing the styles
+    ids: dict[str, int] = {}
+    tmp = graft._graft_to_temp(staff_book, [sheet], built, ids)
+    os.replace(tmp, staff_book)
+    assert ids and b' s="' in built[sheet.name]
+    ws = openpyxl.load_workbook(staff_book)["SentLog"]
+    assert ws["A2"].number_format == "dd/mm/yyyy hh:mm"
+
+
+def test_print_titles_join_an_empty_list_of_names() -> None:
+    """A workbook.xml with an empty <definedNames/> (as openpyxl writes it) gets the print
+    titles inside it: one list of names, which Excel and openpyxl read."""
+    from commplan_xl.excel.package import set_defined_names
+
+    book = ('<workbook xmlns="x"><sheets><sheet name="A"/></sheets><definedNames/>'
+            "<calcPr/></workbook>")
+    out = set_defined_names(book, {0: ("A", {"_xlnm.Print_Titles": "'A'!$1:$1"})})
+    assert out.count("definedNames>") == 2 and "<definedNames/>" not in out
+    assert '<definedName name="_xlnm.Print_Titles" localSheetId="0">' in out

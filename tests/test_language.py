@@ -101,14 +101,14 @@ def test_french_workbook_runs_end_to_end(tmp_path, smtp_server) -> None:
     assert main(["run", "--today", DAY1, "--home", str(tmp_path)]) == 0
     assert len(smtp_server.received) == 1
     message = smtp_server.received[0].message
-    assert smtp_server.received[0].rcpt_tos == ["alice@example.com"]
+    assert smtp_server.received[0].rcpt_tos == ["alice@example.test"]
     assert message["Subject"] == "Commande O1001 du 2 mars 2026"
     text = message.get_body(preferencelist=("plain",)).get_content()
     assert "Bonjour Alice Martin, votre Baie coulissante commandé le 2 mars 2026." in text
     assert "01 23 45 67 89" in text
     assert main(["run", "--today", DAY2, "--home", str(tmp_path)]) == 0
-    assert [r.rcpt_tos for r in smtp_server.received[1:]] == [["bruno@example.com"]]
-    names = openpyxl.load_workbook(path).sheetnames
+    assert [r.rcpt_tos for r in smtp_server.received[1:]] == [["bruno@example.test"]]
+    names = visible(openpyxl.load_workbook(path))
     assert names == ["Paramètres", "Plans", "Clients", "Commandes", "Variables", "Journal",
                      "Tableau de bord", "Prévisions"]
 
@@ -154,16 +154,16 @@ def test_email_and_courriel_is_a_problem_naming_both(tmp_path, smtp_server, caps
     """Two columns that mean the same (email and courriel) are a check problem naming both;
     the first one is read."""
     customers = [["customer_id", "name", "email", "courriel"],
-                 ["C001", "Alice", "alice@example.com", "autre@example.com"],
-                 ["C002", "Bruno", "bruno@example.com", ""]]
+                 ["C001", "Alice", "alice@example.test", "autre@example.test"],
+                 ["C002", "Bruno", "bruno@example.test", ""]]
     make_workbook(tmp_path, settings=settings(smtp_server), customers=customers)
     assert main(["check", "--home", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     (line,) = [line for line in out.splitlines() if "courriel" in line]
-    assert line.startswith("Customers!D1 (courriel):")
-    assert '"email"' in line and '"courriel"' in line
+    assert line.startswith("Customers!D1 (courriel) :")  # a fr_FR workbook: French sentences
+    assert "« email »" in line and "« courriel »" in line
     site = load_site(tmp_path)
-    assert site.model.customers["C001"].emails == ("alice@example.com",)
+    assert site.model.customers["C001"].emails == ("alice@example.test",)
     (problem,) = [p for p in site.problems if p.kind is Problem.SAME_MEANING_COLUMNS]
     assert (problem.values["first"], problem.values["other"]) == ("email", "courriel")
 
@@ -182,7 +182,7 @@ def test_two_sheets_meaning_the_same_are_a_problem(tmp_path, smtp_server) -> Non
 def test_missing_french_column_is_named_in_french(tmp_path, smtp_server) -> None:
     """A French sheet missing a column names it as the French header to write."""
     french_workbook(tmp_path, smtp_server, customers=[
-        ["Nom", "Courriel"], ["Alice", "alice@example.com"]])
+        ["Nom", "Courriel"], ["Alice", "alice@example.test"]])
     site = load_site(tmp_path)
     (missing,) = [p for p in site.problems if p.kind is Problem.MISSING_COLUMN]
     assert (missing.sheet, missing.column, missing.values["name"]) == (
@@ -225,7 +225,7 @@ def test_tool_sheets_are_french_for_fr_fr(tmp_path, smtp_server) -> None:
     path = tmp_path / "workbooks" / "commplan.xlsx"
     assert main(["run", "--today", DAY1, "--home", str(tmp_path)]) == 0
     assert main(["variables", "--home", str(tmp_path)]) == 0
-    assert openpyxl.load_workbook(path).sheetnames[5:] == [
+    assert visible(openpyxl.load_workbook(path))[5:] == [
         "Journal", "Tableau de bord", "Prévisions", "Liste des variables"]
     journal = sheet(path, "Journal")
     assert journal[0] == ("date", "commande", "client", "email", "plan", "étape", "échéance",
@@ -241,7 +241,7 @@ def test_tool_sheets_are_english_for_en_gb(tmp_path, smtp_server) -> None:
     path = tmp_path / "workbooks" / "commplan.xlsx"
     assert main(["run", "--today", DAY1, "--home", str(tmp_path)]) == 0
     assert main(["variables", "--home", str(tmp_path)]) == 0
-    assert openpyxl.load_workbook(path).sheetnames[5:] == [
+    assert visible(openpyxl.load_workbook(path))[5:] == [
         "SentLog", "Dashboard", "Forecast", "VariableList"]
     log = sheet(path, "SentLog")
     assert log[0] == ("date", "order_id", "customer_id", "email", "plan", "step", "due_date",
@@ -268,18 +268,18 @@ def test_locale_change_renames_the_tool_sheets_and_leaves_staff_sheets(tmp_path,
                   sheets={"Notes": notes})
     path = tmp_path / "workbooks" / "commplan.xlsx"
     assert main(["run", "--today", DAY1, "--home", str(tmp_path)]) == 0
-    before = openpyxl.load_workbook(path).sheetnames
+    before = visible(openpyxl.load_workbook(path))
     assert before[6:] == ["SentLog", "Dashboard", "Forecast"]
     set_locale(path, "fr_FR")
     assert main(["run", "--today", DAY2, "--home", str(tmp_path)]) == 0
-    after = openpyxl.load_workbook(path).sheetnames
+    after = visible(openpyxl.load_workbook(path))
     assert after == [*before[:6], "Journal", "Tableau de bord", "Prévisions"]
     assert [(r[1], r[7]) for r in sheet(path, "Journal")[1:]] == [
         ("O1001", "envoyé"), ("O1002", "envoyé")]
     assert sheet(path, "Notes") == [("note",), ("rappeler M. Martin",)]
     set_locale(path, "en_GB")
     assert main(["run", "--today", DAY2, "--home", str(tmp_path)]) == 0
-    assert openpyxl.load_workbook(path).sheetnames == before
+    assert visible(openpyxl.load_workbook(path)) == before
 
 
 def test_staff_sheet_with_an_other_language_tool_name_is_left_alone(tmp_path,
@@ -317,8 +317,9 @@ def test_variables_lists_the_french_names(tmp_path, smtp_server, capsys) -> None
 
 @pytest.mark.parametrize("lang", ["fr", "en"])
 def test_init_workbook_passes_check_and_runs(tmp_path, smtp_server, monkeypatch, lang) -> None:
-    """`init` (French by default, English with --lang en) writes a workbook that check finds
-    clean and that a run sends from, its tool sheets in the workbook's language."""
+    """`init` (French by default, English with --lang en) writes a workbook whose only
+    problems are its demo rows' example addresses (never sent to), and that a run reads
+    without mailing anyone, its tool sheets in the workbook's language."""
     args = ["init", "--home", str(tmp_path)] + (["--lang", lang] if lang == "en" else [])
     assert main(args) == 0
     path = tmp_path / "workbooks" / "commplan.xlsx"
@@ -326,17 +327,23 @@ def test_init_workbook_passes_check_and_runs(tmp_path, smtp_server, monkeypatch,
     expected = {"fr": ["Mode d'emploi", "Commandes", "Clients", "Plans", "Variables",
                        "Paramètres"],
                 "en": ["How to", "Orders", "Customers", "Plans", "Variables", "Settings"]}
-    assert wb.sheetnames == expected[lang]
-    assert main(["check", "--home", str(tmp_path)]) == 0
+    assert visible(wb) == expected[lang]
+    site = load_site(tmp_path)
+    assert {p.kind for p in site.problems} == {Problem.EMAIL_EXAMPLE,
+                                               Problem.ORDER_CUSTOMER_HAS_PROBLEM}
     for var, value in (("COMMPLAN_SMTP_HOST", "127.0.0.1"),
                        ("COMMPLAN_SMTP_PORT", str(smtp_server.port))):
         monkeypatch.setenv(var, value)
     today = dt.date.today().isoformat()
-    assert main(["run", "--today", today, "--home", str(tmp_path)]) == 0
-    assert smtp_server.received
+    assert main(["run", "--today", today, "--home", str(tmp_path)]) == 1
+    assert smtp_server.received == []
     log = {"fr": "Journal", "en": "SentLog"}[lang]
-    statuses = {r[7] for r in sheet(path, log)[1:]}
-    assert statuses <= ({"envoyé", "ignoré"} if lang == "fr" else {"sent", "skipped"})
+    assert sheet(path, log)[1:] == []
+
+
+def visible(wb: openpyxl.Workbook) -> list[str]:
+    """The names of the sheets staff see (the tool keeps its list of plans hidden)."""
+    return [ws.title for ws in wb.worksheets if ws.sheet_state == "visible"]
 
 
 def test_french_starter_uses_french_names_and_words(tmp_path) -> None:
@@ -372,7 +379,7 @@ def test_how_to_sheet_is_first_readable_and_printable(tmp_path, lang) -> None:
     ws = wb.worksheets[0]
     assert ws.title == {"fr": "Mode d'emploi", "en": "How to"}[lang]
     text = "\n".join(str(c.value) for c in ws["A"] if c.value)
-    for name in wb.sheetnames[1:]:
+    for name in visible(wb)[1:]:
         assert name in text, name
     words = {"fr": ("actif", "en pause", "annulé", "terminé", "envoyé", "échec", "ignoré",
                     "incertain", "Tableau de bord", "Journal", "commplan check"),

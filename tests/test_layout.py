@@ -176,7 +176,7 @@ def test_missing_logo_holds_the_mail_and_check_says_why(home, smtp_server, capsy
     (home / "attachments" / "logo.png").unlink()
     assert main(["check", "--home", str(home)]) == 1
     out = capsys.readouterr().out
-    assert 'Settings (value): the logo "logo.png" is not in' in out
+    assert "Settings (value) : le logo « logo.png » n'est pas dans" in out
     assert main(["run", "--today", DAY1, "--home", str(home)]) == 1
     assert smtp_server.received == []
     (home / "attachments" / "logo.png").write_bytes(png(120, 40))
@@ -207,11 +207,11 @@ def test_check_reports_the_site_layout_and_signature_problems(home, capsys):
                                       encoding="utf-8")
     assert main(["check", "--home", str(home)]) == 1
     out = capsys.readouterr().out
-    assert 'layout.html: the layout uses "order.magasin", which does not exist' in out
+    assert "layout.html : la mise en page utilise « order.magasin », qui n'existe pas" in out
     (home / "layout.html").write_text("<body>\n{{ content }</body>", encoding="utf-8")
     assert main(["check", "--home", str(home)]) == 1
-    assert ('layout.html: the layout cannot be read: a "}}" is missing at the end of line 2'
-            in capsys.readouterr().out)
+    assert ("layout.html : la mise en page est illisible : il manque un « }} » à la fin "
+            "de la ligne 2" in capsys.readouterr().out)
     (home / "layout.html").unlink()
     assert main(["check", "--home", str(home)]) == 0
     capsys.readouterr()
@@ -241,7 +241,7 @@ def test_preview_html_shows_the_logo_by_itself_and_never_opens_in_tests(home, ca
 
     assert main(["preview", "O1001", "1", "--home", str(home)]) == 0
     out = capsys.readouterr().out
-    assert "Opened" not in out and "Open the .html file in a browser" in out
+    assert "est ouvert" not in out and "Ouvrez le fichier .html dans un navigateur" in out
     (eml,) = (home / "previews").glob("*.eml")
     page = eml.with_suffix(".html").read_text(encoding="utf-8")
     logo = base64.b64encode((home / "attachments" / "logo.png").read_bytes()).decode()

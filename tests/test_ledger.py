@@ -6,7 +6,6 @@ import datetime as dt
 import sqlite3
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -368,22 +367,41 @@ def test_state_keeps_every_message_and_its_state(ledger: Ledger, path: Path) -> 
     assert state[("cmd-1", 5)].detail.startswith("451 later")
 
 
+def _serial(value: dt.date | None) -> float | int | None:
+    """What the SentLog shows for a date: its Excel serial number."""
+    from commplan_xl.excel.sheet_xml import excel_serial
+
+    return None if value is None else excel_serial(value)
+
+
 def test_sentlog_rows_say_what_the_events_say(ledger: Ledger) -> None:
     """The SentLog rows SQLite formats are the events, field for field: the date to the
-    second, an empty due date as "", oldest first."""
+    second and the due date as Excel serial numbers (none when empty), oldest first."""
     ledger.finish(ledger.begin(msg(step=1), subject="Sujet é", now=NOW), status="sent",
                   archive_file="archive/C0001/x.eml", now=NOW)
     ledger.record_skip(msg(step=2, due_date=None), reason="missed",
                        now=NOW.replace(microsecond=123456))
     rows = ledger.sentlog_rows()
     expected = [
-        (o.date.strftime("%Y-%m-%d %H:%M:%S"), o.order_id, o.customer_id, o.email, o.plan,
-         o.step, o.due_date.isoformat() if o.due_date else "", o.status, o.subject, o.detail,
-         o.archive_file)
+        (pytest.approx(_serial(o.date.replace(microsecond=0)), abs=1e-6), o.order_id,
+         o.customer_id, o.email, o.plan, o.step, _serial(o.due_date), o.status, o.subject,
+         o.detail, o.archive_file)
         for o in ledger.events()
     ]
     assert rows == expected
-    assert rows[0][0] == "2026-11-27 07:30:05" and rows[1][6] == ""
+    assert rows[1][6] is None
+
+
+def test_sentlog_rows_start_at_the_first_day_asked(ledger: Ledger) -> None:
+    """The SentLog's window: only the outcomes of run days from the first day asked."""
+    for n, day in enumerate((dt.date(2026, 11, 1), dt.date(2026, 11, 20)), start=1):
+        ledger.record_skip(msg(step=n), reason="missed", now=NOW, day=day)
+    assert [r[5] for r in ledger.sentlog_rows(dt.date(2026, 11, 10))] == [2]
+    assert [r[5] for r in ledger.sentlog_rows()] == [1, 2]
+    # Dated the run's day, at the clock's time of day.
+    assert [o.date for o in ledger.events()] == [
+        dt.datetime.combine(day, NOW.time()) for day in (dt.date(2026, 11, 1),
+                                                         dt.date(2026, 11, 20))]
 
 
 # The schema and rows a ledger written before numbered migrations holds (user_version 1):
@@ -453,11 +471,13 @@ def test_version_1_ledger_keeps_every_row_and_reaches_the_latest_schema(path: Pa
             ("cmd-2", 1): "skipped", ("cmd-3", 1): "waiting",
         }
         assert led.entry("CMD-3", 1).first_waiting == dt.date(2026, 11, 27)
+        at = pytest.approx(_serial(dt.datetime(2026, 11, 27, 7, 30, 5)), abs=1e-6)
         assert led.sentlog_rows() == [
-            ("2026-11-27 07:30:05", "CMD-2", "C0002", "b@y.fr", "Baie vitrée", 1, "",
+            (at, "CMD-2", "C0002", "b@y.fr", "Baie vitrée", 1, None,
              "skipped", "", "missed", ""),
-            ("2026-11-27 07:30:05", "CMD-1", "C0001", "a@x.fr", "Baie vitrée", 1,
-             "2026-11-25", "sent", "Votre commande", "", "archive/C0001/x.eml"),
+            (at, "CMD-1", "C0001", "a@x.fr", "Baie vitrée", 1,
+             _serial(dt.date(2026, 11, 25)), "sent", "Votre commande", "",
+             "archive/C0001/x.eml"),
         ]
         (recovered,) = led.recover(NOW)
         assert (recovered.order_id, recovered.step, recovered.state) == ("CMD-1", 2, "uncertain")
@@ -510,82 +530,32 @@ def test_newer_than_known_schema_is_refused_untouched(path: Path) -> None:
         assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 2
 
 
-def test_sentlog_sheet_written_from_the_ledger_is_pinned(tmp_path: Path) -> None:
-    """The SentLog sheet the batch writes from the ledger (of an en_GB workbook) keeps its
-    exact XML: the header, the column widths and the cells, byte for byte."""
+def test_sentlog_sheet_written_from_the_ledger_reads_back(tmp_path: Path) -> None:
+    """The SentLog sheet the batch writes from the ledger (of an en_GB workbook) reads back
+    as the outcomes: the header, real dates with a date format, numbers, text, an empty due
+    date left empty."""
+    import openpyxl
+
     from commplan_xl.run.batch import load_site, write_sentlog
     from tests.builders import DEFAULT_SETTINGS, make_workbook
 
     make_workbook(tmp_path, settings=[*(r for r in DEFAULT_SETTINGS if r["key"] != "locale"),
                                       {"key": "locale", "value": "en_GB"}])
     site = load_site(tmp_path)
-    with zipfile.ZipFile(site.workbook) as z:
-        before = set(z.namelist())
     with Ledger(site.ledger_path) as led:
         led.finish(led.begin(msg(step=1), subject="Sujet é", now=NOW), status="sent",
                    archive_file="archive/C0001/x.eml", now=NOW)
         led.record_skip(msg(step=2, due_date=None), reason="missed", now=NOW)
         assert write_sentlog(site, led)
-    with zipfile.ZipFile(site.workbook) as z:
-        (added,) = set(z.namelist()) - before  # the new SentLog sheet
-        xml = z.read(added).decode("utf-8")
-    widths = (20, 16, 12, 28, 18, 6, 12, 10, 50, 60, 50)
-    cols = "".join(f'<col min="{i}" max="{i}" width="{w}" customWidth="1"/>'
-                   for i, w in enumerate(widths, start=1))
-    header = ("date", "order_id", "customer_id", "email", "plan", "step", "due_date", "status",
-              "subject", "detail", "archive_file")
-    cells = "".join(f'<c r="{chr(65 + i)}1" t="inlineStr"><is><t>{name}</t></is></c>'
-                    for i, name in enumerate(header))
-
-    def text(ref: str, value: str) -> str:
-        return f'<c r="{ref}" t="inlineStr"><is><t>{value}</t></is></c>'
-
-    row2 = "".join([
-        text("A2", "2026-11-27 07:30:05"), text("B2", "CMD-1"), text("C2", "C0001"),
-        text("D2", "a@x.fr;b@y.fr"), text("E2", "Baie vitrée"), '<c r="F2"><v>1</v></c>',
-        text("G2", "2026-11-25"), text("H2", "sent"), text("I2", "Sujet é"), text("J2", ""),
-        text("K2", "archive/C0001/x.eml")])
-    row3 = "".join([
-        text("A3", "2026-11-27 07:30:05"), text("B3", "CMD-1"), text("C3", "C0001"),
-        text("D3", "a@x.fr;b@y.fr"), text("E3", "Baie vitrée"), '<c r="F3"><v>2</v></c>',
-        text("G3", ""), text("H3", "skipped"), text("I3", ""), text("J3", "missed"),
-        text("K3", "")])
-    assert xml == (
-        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-        '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
-        'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
-        '<dimension ref="A1:K3"/><sheetViews><sheetView workbookViewId="0"><pane ySplit="1" '
-        'topLeftCell="A2" activePane="bottomLeft" state="frozen"/><selection '
-        'pane="bottomLeft" activeCell="A2" sqref="A2"/></sheetView></sheetViews>'
-        f'<sheetFormatPr defaultRowHeight="15"/><cols>{cols}</cols><sheetData>'
-        f'<row r="1">{cells}</row><row r="2">{row2}</row><row r="3">{row3}</row></sheetData>'
-        '<pageMargins left="0.7" right="0.7" top="0.75" bottom="0.75" header="0.3" '
-        'footer="0.3"/><ignoredErrors><ignoredError sqref="A1:K3" numberStoredAsText="1"/>'
-        "</ignoredErrors></worksheet>"
-    )
-
-
-def test_version_1_rows_move_to_order_and_step_keeping_every_row(path: Path) -> None:
-    """Migration 2 keys messages by (order id folded, step): rows of one order under two
-    plans or two spellings of its id become one message keeping the most final state,
-    and the old table keeps every row."""
-    _version_1_file(path)
-    db = sqlite3.connect(path)
-    db.executescript("""
-        INSERT INTO messages VALUES (' cmd-1', 'baie', 1, 'failed', '2026-11-20', 'a@x.fr',
-            '451', '2026-11-20T07:00:00', 1, NULL, NULL);
-        INSERT INTO messages VALUES ('CMD-2', 'autre', 1, 'sent', '2026-11-28', 'b@y.fr', '',
-            '2026-11-28T07:00:00', 1, NULL, NULL);
-        INSERT INTO messages VALUES ('CMD-2', 'baie vitrée', 2, 'failed', NULL, 'b@y.fr', '',
-            '2026-11-27T07:00:00', 1, NULL, NULL);
-    """)
-    db.close()
-    with Ledger(path) as led:
-        states = {k: e.state for k, e in led.state().items()}
-        assert states == {("cmd-1", 1): "sent", ("cmd-1", 2): "sending",
-                          ("cmd-2", 1): "sent", ("cmd-2", 2): "failed",
-                          ("cmd-3", 1): "waiting"}
-        assert led.db.execute("SELECT count(*) FROM messages_by_plan").fetchone()[0] == 7
-        assert led.recorded_plans()["cmd-2"] == ("autre", "autre")
-        with pytest.raises(LedgerConflict, match="already sent"):
-            led.begin(msg(order_id="cmd-2", step=1), subject="S", now=NOW)
+    ws = openpyxl.load_workbook(site.workbook)["SentLog"]
+    assert [[c.value for c in row] for row in ws.iter_rows()] == [
+        ["date", "order_id", "customer_id", "email", "plan", "step", "due_date", "status",
+         "subject", "detail", "archive_file"],
+        [NOW.replace(microsecond=0), "CMD-1", "C0001", "a@x.fr;b@y.fr", "Baie vitrée", 1,
+         dt.datetime(2026, 11, 25), "sent", "Sujet é", "", "archive/C0001/x.eml"],
+        [NOW.replace(microsecond=0), "CMD-1", "C0001", "a@x.fr;b@y.fr", "Baie vitrée", 2,
+         None, "skipped", "", "missed", ""],
+    ]
+    assert (ws["A2"].number_format, ws["G2"].number_format) == ("dd/mm/yyyy hh:mm",
+                                                                "dd/mm/yyyy")
+    assert ws["A1"].font.b and ws.freeze_panes == "A2" and ws.auto_filter.ref == "A1:K3"

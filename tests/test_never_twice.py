@@ -77,8 +77,8 @@ def test_renaming_a_plan_in_plans_and_orders_resends_nothing(home, smtp_server, 
     capsys.readouterr()
     assert cli(home, "due", "--today", DAY1) == 0
     out = capsys.readouterr().out
-    assert "Nothing is due" in out
-    assert 'order CMD-1 moved from plan Baie to plan Baie vitrée' in out
+    assert "Rien n'est dû" in out  # a fr_FR workbook
+    assert "la commande CMD-1 est passée du plan Baie au plan Baie vitrée" in out
     assert cli(home, "run", "--today", DAY1) == 0
     assert cli(home, "run", "--today", "2026-03-08") == 0
     assert len(smtp_server.received) == 5
@@ -109,9 +109,9 @@ def test_an_order_moved_to_another_plan_keeps_its_history(home, smtp_server, cap
     edit(home, "Orders", "plan", lambda r, v: "Autre" if r == 2 else v)  # CMD-1
     capsys.readouterr()
     assert cli(home, "check") == 0
-    assert 'order CMD-1 moved from plan Baie to plan Autre' in capsys.readouterr().out
+    assert "la commande CMD-1 est passée du plan Baie au plan Autre" in capsys.readouterr().out
     assert cli(home, "due", "--today", DAY1) == 0
-    assert 'order CMD-1 moved from plan Baie to plan Autre' in capsys.readouterr().out
+    assert "la commande CMD-1 est passée du plan Baie au plan Autre" in capsys.readouterr().out
     assert cli(home, "run", "--today", DAY1) == 0
     assert len(smtp_server.received) == 5
     assert cli(home, "run", "--today", DAY2) == 0
@@ -125,7 +125,7 @@ def test_two_order_ids_differing_by_case_are_a_check_problem(tmp_path, capsys):
     make_workbook(tmp_path, plans=_plans(), orders=orders)
     assert main(["check", "--home", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "Orders!A3" in out and "row 2" in out and "order_id" in out
+    assert "Orders!A3" in out and "ligne 2" in out and "order_id" in out
 
 
 # ---------------------------------------------------------------- a lost ledger
@@ -153,7 +153,7 @@ def test_a_lost_ledger_stops_the_run_before_any_send(home, smtp_server, capsys, 
     err = capsys.readouterr().err
     assert len(smtp_server.received) == 5
     assert "commplan restore-ledger" in err and "--new-ledger" in err
-    assert "nothing was sent" in err
+    assert "rien n'a donc été envoyé" in err
 
 
 @pytest.mark.parametrize("evidence", ["sentlog", "archive"])
@@ -180,7 +180,7 @@ def test_due_and_check_mention_the_missing_ledger(home, capsys):
     assert cli(home, "check") == 1
     assert "restore-ledger" in capsys.readouterr().out
     assert cli(home, "run", "--today", DAY1, "--dry-run") == 0
-    assert "a real run would stop" in capsys.readouterr().out
+    assert "un vrai passage s'arrêterait" in capsys.readouterr().out
     assert not (home / LEDGER).exists()  # looking never starts a ledger
 
 
@@ -194,10 +194,10 @@ def test_restore_ledger_puts_back_the_newest_copy(home, smtp_server, capsys):
     _remove_ledger(home, "blank")
     capsys.readouterr()
     assert cli(home, "restore-ledger", "--list") == 0
-    assert "commplan-ledger-2026-03-07.sqlite3  (5 outcome(s)" in capsys.readouterr().out
+    assert "commplan-ledger-2026-03-07.sqlite3  (5 résultat(s)" in capsys.readouterr().out
     assert cli(home, "restore-ledger") == 0
     out = capsys.readouterr().out
-    assert "Restored" in out and "kept as" in out
+    assert "est remis depuis" in out and "est gardé sous" in out
     kept = [p for p in (home / BACKUP_FOLDER).iterdir() if "replaced" in p.name]
     assert len(kept) == 1
     assert cli(home, "run", "--today", "2026-03-08") == 0
@@ -284,7 +284,7 @@ def test_no_retry_is_promised_past_catch_up(tmp_path, smtp_server, capsys, monke
     """With catch_up_days 0, a temporary failure says it is not retried after today and
     how to send it, in the SentLog detail and in what the run prints."""
     monkeypatch.delenv("COMMPLAN_HOME", raising=False)
-    smtp_server.handler.rcpt_replies["alice@example.com"] = "451 4.3.0 try later"
+    smtp_server.handler.rcpt_replies["alice@example.test"] = "451 4.3.0 try later"
     make_workbook(tmp_path, settings=settings_for(smtp_server, catch_up_days=0,
                                                   locale="en_GB"),
                   plans=_plans(), orders=ORDERS[:1])
@@ -303,8 +303,8 @@ def test_customers_with_alike_ids_keep_separate_archive_folders(tmp_path, smtp_s
     """Customers `12/34` and `12_34` each get their own archive folder, found again by
     later runs: each folder holds only its customer's mails."""
     monkeypatch.delenv("COMMPLAN_HOME", raising=False)
-    customers = [{"customer_id": "12/34", "name": "Dupont", "email": "a@example.com"},
-                 {"customer_id": "12_34", "name": "Dupont", "email": "b@example.com"}]
+    customers = [{"customer_id": "12/34", "name": "Dupont", "email": "a@example.test"},
+                 {"customer_id": "12_34", "name": "Dupont", "email": "b@example.test"}]
     orders = [dict(ORDERS[0], customer_id="12/34"), dict(ORDERS[1], customer_id="12_34")]
     make_workbook(tmp_path, settings=settings_for(smtp_server), plans=_plans(),
                   customers=customers, orders=orders)
@@ -325,7 +325,7 @@ def test_a_french_journal_shows_earlier_sends_but_a_staff_journal_does_not(
     monkeypatch.delenv("COMMPLAN_HOME", raising=False)
     journal = [["Date", "Commande", "Client", "E-mail", "Plan", "Étape", "Échéance",
                 "Statut", "Objet", "Détail", "Fichier archivé"],
-               ["2026-03-01 07:00:00", "CMD-1", "C001", "alice@example.com", "Baie", 1,
+               ["2026-03-01 07:00:00", "CMD-1", "C001", "alice@example.test", "Baie", 1,
                 "2026-03-01", "envoyé", "Votre commande", "", ""]]
     home = tmp_path / "a"
     make_workbook(home, settings=settings_for(smtp_server), plans=_plans(), orders=ORDERS,
@@ -348,8 +348,8 @@ def test_an_earlier_runs_folder_keeps_serving_its_customer(tmp_path, smtp_server
     from commplan_xl.store.ledger import Ledger
 
     monkeypatch.delenv("COMMPLAN_HOME", raising=False)
-    customers = [{"customer_id": "12/34", "name": "Dupont", "email": "a@example.com"},
-                 {"customer_id": "12_34", "name": "Dupont", "email": "b@example.com"}]
+    customers = [{"customer_id": "12/34", "name": "Dupont", "email": "a@example.test"},
+                 {"customer_id": "12_34", "name": "Dupont", "email": "b@example.test"}]
     orders = [dict(ORDERS[0], customer_id="12/34"), dict(ORDERS[1], customer_id="12_34")]
     make_workbook(tmp_path, settings=settings_for(smtp_server), plans=_plans(),
                   customers=customers, orders=orders)
@@ -359,7 +359,7 @@ def test_an_earlier_runs_folder_keeps_serving_its_customer(tmp_path, smtp_server
     with Ledger(tmp_path / LEDGER) as ledger:
         now = dt.datetime(2026, 3, 1, 7, 0)
         ref = MessageRef("CMD-9", "12/34", "Baie", "baie", 1, dt.date(2026, 3, 1),
-                         "a@example.com")
+                         "a@example.test")
         ledger.finish(ledger.begin(ref, subject="old", now=now), status="sent", now=now,
                       archive_file="archive/12_34 - Dupont/2026-03-01_CMD-9_step-1.eml")
     assert main(["run", "--home", str(tmp_path), "--today", DAY1]) == 0

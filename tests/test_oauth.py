@@ -77,7 +77,7 @@ def a_message():  # type: ignore[no-untyped-def]
     text = "Bonjour,\nvotre commande est en cours de traitement."
     rendered = Rendered(subject="Commande", text=text, html=text_to_html(text, title="x"))
     return build_message(rendered=rendered, sender_email=MAILBOX, sender_name="Service",
-                         reply_to="", to=["alice@example.com"], attachments=[])
+                         reply_to="", to=["alice@example.test"], attachments=[])
 
 
 def raw(user: str, token: str) -> str:
@@ -331,11 +331,11 @@ def test_microsoft_login_sends_the_exact_xoauth2_string_then_the_mail(tmp_path):
     tokens = FixedTokens(["tok-123"])
     with SMTPServer(xoauth2={MAILBOX: "tok-123"}) as server, \
             Mailer(oauth_settings(server.port, tmp_path), token_provider=tokens) as mailer:
-        mailer.send(message_bytes(a_message()), from_addr=MAILBOX, to_addrs=["alice@example.com"])
+        mailer.send(message_bytes(a_message()), from_addr=MAILBOX, to_addrs=["alice@example.test"])
         server.wait_for(1)
     assert server.handler.xoauth2_seen == [raw(MAILBOX, "tok-123")]
     assert server.handler.logins == [MAILBOX]
-    assert [r.rcpt_tos for r in server.received] == [["alice@example.com"]]
+    assert [r.rcpt_tos for r in server.received] == [["alice@example.test"]]
 
 
 def test_empty_smtp_user_logs_in_as_the_sender(tmp_path):
@@ -359,7 +359,7 @@ def test_refused_token_is_a_temporary_connection_failure(tmp_path, refusal, word
             Mailer(oauth_settings(server.port, tmp_path),
                    token_provider=FixedTokens(["stale-token"])) as mailer, \
             pytest.raises(SendFailure) as info:
-        mailer.send(message_bytes(a_message()), from_addr=MAILBOX, to_addrs=["alice@example.com"])
+        mailer.send(message_bytes(a_message()), from_addr=MAILBOX, to_addrs=["alice@example.test"])
     failure = info.value
     assert failure.temporary and failure.connection
     assert words in str(failure) and refusal.split(",")[0] in str(failure)
@@ -404,9 +404,9 @@ def test_each_new_connection_asks_the_provider_for_a_token(tmp_path):
     with SMTPServer(xoauth2={MAILBOX: "t1"}, drop_at_mail={2}) as server, \
             Mailer(oauth_settings(server.port, tmp_path), token_provider=tokens) as mailer:
         server.handler.tokens[MAILBOX] = "t1"
-        mailer.send(message_bytes(a_message()), from_addr=MAILBOX, to_addrs=["a@example.com"])
+        mailer.send(message_bytes(a_message()), from_addr=MAILBOX, to_addrs=["a@example.test"])
         server.handler.tokens[MAILBOX] = "t2"  # the first token has expired meanwhile
-        mailer.send(message_bytes(a_message()), from_addr=MAILBOX, to_addrs=["b@example.com"])
+        mailer.send(message_bytes(a_message()), from_addr=MAILBOX, to_addrs=["b@example.test"])
         server.wait_for(2)
     assert tokens.calls == 2
     assert server.handler.xoauth2_seen == [raw(MAILBOX, "t1"), raw(MAILBOX, "t2")]
@@ -539,14 +539,15 @@ def oauth_workbook(home: Path, port: int) -> None:
 
 
 def smtp_lines(out: str) -> list[str]:
-    return [line for line in out.splitlines() if "mail server" in line]
+    return [line for line in out.splitlines() if "serveur de mail" in line
+            or "mail server" in line]
 
 
 @pytest.mark.parametrize(("accepted", "up", "status", "words"), [
-    ("tok", True, 0, f'answered (no encryption, logged in as "{MAILBOX}" with OAuth2);'
-     " nothing was sent"),
-    ("other", True, 1, f'refused the login of "{MAILBOX}" (535 5.7.3'),
-    ("tok", False, 1, "could not reach the mail server 127.0.0.1:"),
+    ("tok", True, 0, f"a répondu (sans chiffrement, connecté en tant que « {MAILBOX} » avec "
+     "OAuth2) ; rien n'a été envoyé"),
+    ("other", True, 1, f"a refusé la connexion de « {MAILBOX} » (535 5.7.3"),
+    ("tok", False, 1, "impossible de joindre le serveur de mail 127.0.0.1:"),
 ])
 def test_check_smtp_reports_success_refusal_or_unreachable_in_one_sentence(
         tmp_path, clean_env, monkeypatch, capsys, accepted, up, status, words):
@@ -575,12 +576,13 @@ def test_auth_google_refuses_to_run_without_a_terminal(tmp_path, clean_env, monk
     make_workbook(tmp_path)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["auth", "google", "--home", str(tmp_path)]) == 1
-    assert "run it in a terminal window" in capsys.readouterr().err
+    assert "lancez-le dans une fenêtre de terminal" in capsys.readouterr().err
     assert not (tmp_path / "google-oauth2.json").exists()
 
 
-def test_auth_knows_only_google(capsys):
+def test_auth_knows_only_google(capsys, monkeypatch):
     """`commplan auth` takes google as its provider; anything else is a usage error."""
+    monkeypatch.setenv("COMMPLAN_LANG", "en")
     assert main(["auth", "microsoft"]) == 2
     assert "invalid choice" in capsys.readouterr().err
 
@@ -598,5 +600,5 @@ def test_refused_login_fails_the_run_and_the_mail_goes_once_fixed(tmp_path, clea
         server.handler.tokens[MAILBOX] = "tok"  # the administrator fixed the permission
         assert main(["run", "--today", "2026-03-08", "--home", str(tmp_path)]) == 0
         server.wait_for(1)
-    assert [r.rcpt_tos for r in server.received] == [["alice@example.com"]]
+    assert [r.rcpt_tos for r in server.received] == [["alice@example.test"]]
 

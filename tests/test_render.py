@@ -303,3 +303,28 @@ def test_site_constants_and_sender_are_markdown_like_the_template() -> None:
     assert re.search(r"<strong[^>]*>9 h - 18 h</strong>", content)
     assert "www.client.example" in content and "http://www.client.example" not in content
     assert out.text == "www.menuiserie.fr contact@menuiserie.fr 9 h - 18 h www.client.example"
+
+
+HUGE = [
+    "{{ 'x' * 2000000000 }}",
+    "{{ 2000000000 * 'x' }}",
+    "{{ '%2000000000s' % 'a' }}",
+    "{{ '{:>2000000000}'.format(1) }}",
+    "{{ '{:>{w}}'.format(1, w=2000000000) }}",
+    "{{ 'a'|center(2000000000) }}",
+    "{{ 'a'.ljust(2000000000) }}",
+    "{{ 9 ** 99999999 }}",
+]
+
+
+@pytest.mark.parametrize("template", HUGE)
+def test_a_template_building_a_huge_text_stops_with_a_clear_error(template: str) -> None:
+    """A template that would build gigabytes stops at once, in a sentence, not in memory."""
+    with pytest.raises(RenderError, match="longer than 1 000 000 characters"):
+        render(template)
+
+
+def test_ordinary_repetition_and_padding_still_work() -> None:
+    """Short repetition, padding and formats are untouched by the size bound."""
+    assert "ababab" in render("{{ 'ab' * 3 }}").text
+    assert "[    a]" in render("[{{ '%5s' % 'a' }}]").text

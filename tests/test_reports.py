@@ -11,6 +11,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from commplan_xl import i18n
 from commplan_xl.cli import main
 from commplan_xl.excel.graft import write_tool_sheets
 from commplan_xl.excel.names import tool_sheet
@@ -18,10 +19,7 @@ from commplan_xl.mail.smtp import Mailer
 from commplan_xl.model import MessageRef
 from commplan_xl.run.batch import RunReport, load_site
 from commplan_xl.run.reports import (
-    DASHBOARD,
-    FORECAST,
     FORECAST_HEADER,
-    dashboard_figures,
     figures_sheet,
     forecast_rows,
     forecast_sheet,
@@ -32,7 +30,7 @@ from commplan_xl.run.reports import (
 )
 from commplan_xl.settings import Settings
 from commplan_xl.store.ledger import Ledger
-from tests.builders import DEFAULT_PLANS, DEFAULT_SETTINGS, make_workbook
+from tests.builders import DEFAULT_ORDERS, DEFAULT_PLANS, DEFAULT_SETTINGS, make_workbook
 
 # The test workbooks' locale is fr_FR: a run writes the Dashboard and the Forecast as
 # these sheets (figures_sheet and forecast_sheet alone build them in English).
@@ -42,8 +40,8 @@ PREVISIONS = tool_sheet("forecast", "fr")
 D = dt.date
 BAIE, BAIE_KEY = "Baie vitrée", "baie vitrée"
 PORTE, PORTE_KEY = "Porte d'entrée", "porte d'entrée"
-ALICE, BRUNO, DENISE = "alice@example.com", "bruno@example.com", "denise@example.com"
-BOSS = "boss@example.com"
+ALICE, BRUNO, DENISE = "alice@example.test", "bruno@example.test", "denise@example.test"
+BOSS = "boss@example.test"
 
 
 @pytest.fixture(autouse=True)
@@ -144,71 +142,89 @@ def dash_home(tmp_path):
     return tmp_path
 
 
-def test_dashboard_cells_after_several_days(dash_home):
-    """The Dashboard counts each status per run day over the 30 days ending today, totals
-    per plan, lists the failures waiting for a retry and the orders without a valid address."""
-    site = load_site(dash_home)
-    with Ledger(site.ledger_path) as ledger:
-        sheet = figures_sheet(dashboard_figures(
-            ledger.events(), today=TODAY, model=site.model, ledger_state=ledger.state(),
-            problems=site.problems))
-    write_tool_sheets(site.workbook, [sheet])
-    rows = sheet_rows(site.workbook, DASHBOARD)
-
-    assert rows[0][:6] == ("date", "sent", "skipped", "failed", "uncertain", "total")
-    assert rows[0][7:13] == ("plan (last 30 days)", "sent", "skipped", "failed",
-                             "uncertain", "total")
-    expected = {
-        D(2026, 3, 7): (1, 0, 0, 0, 1),
-        D(2026, 3, 14): (1, 0, 1, 0, 2),
-        D(2026, 3, 17): (0, 0, 1, 0, 1),
-        D(2026, 3, 18): (1, 1, 0, 0, 2),
-        D(2026, 3, 19): (0, 0, 1, 1, 2),
-        D(2026, 3, 20): (1, 0, 0, 0, 1),
-    }
-    days = [D(2026, 2, 19) + dt.timedelta(days=n) for n in range(30)]
-    assert [cell_row(rows, i + 1, 0, 5) for i in range(30)] == [
-        (day.isoformat(), *expected.get(day, (0, 0, 0, 0, 0))) for day in days]
-    assert all(cell_row(rows, i, 0, 5) == (None,) * 6 for i in range(31, len(rows)))
-
-    customer_problem = next(str(p) for p in site.problems
-                            if p.sheet == "Customers" and p.row == 4 and p.column == "email")
-    side = [cell_row(rows, i, 7, 13) for i in range(1, 13)]
-    assert side == [
-        (BAIE, 3, 1, 3, 1, 8, None),
-        (PORTE, 1, 0, 0, 0, 1, None),
-        ("All plans", 4, 1, 3, 1, 9, None),
-        (None,) * 7,
-        ("Failures waiting for a retry", *(None,) * 6),
-        ("order_id", "customer_id", "plan", "step", "due_date", "attempts", "reason"),
-        ("O1002", "C002", BAIE, 2, "2026-03-19", 0, "the attachment is missing; will be retried"),
-        (None,) * 7,
-        ("Orders whose customer has no valid address", *(None,) * 6),
-        ("order_id", "customer_id", "email", "problem", None, None, None),
-        ("(Orders row 4)", "C003", None, customer_problem, None, None, None),
-        ("O1004", "C004", DENISE,
-         "the mail server refused the address (step 1): not retried: 550 no such user",
-         None, None, None),
-    ]
-    assert "chloe@" in customer_problem and customer_problem.startswith("Customers!C4")
-    assert len(rows) == 31  # nothing below the day table
-
-
-def test_dashboard_chart_is_a_native_chart_of_the_day_table(dash_home):
-    """The Dashboard carries a native bar chart of sent, failed and uncertain per day over
-    exactly the 30 rows of the day table."""
-    site = load_site(dash_home)
+def _dashboard(site) -> list[tuple]:
     with Ledger(site.ledger_path) as ledger:
         sheets, _figures = report_sheets(site, ledger, today=TODAY)
     write_tool_sheets(site.workbook, sheets)
+    return sheet_rows(site.workbook, TABLEAU_DE_BORD)
+
+
+def test_dashboard_reads_top_to_bottom(dash_home):
+    """The Dashboard (Tableau de bord of a French workbook) shows its title, the key figures,
+    "To handle" (permanent failures, uncertain mails, orders without a valid address, each
+    with what to do) and the totals per plan; the day counts sit only in the hidden columns
+    the chart reads."""
+    site = load_site(dash_home)
+    rows = _dashboard(site)
+    visible = [cell_row(rows, i, 0, 7) for i in range(len(rows))]
+    assert visible[0][0] == "Tableau de bord"
+    assert visible[1][0] == "Chiffres clés, passage du 20/03/2026"
+    assert [r[:2] for r in visible[2:8]] == [
+        ("Envoyés hier", 0), ("Envoyés, 7 derniers jours", 3),
+        ("Envoyés, 30 derniers jours", 4), ("En attente d'un nouvel essai", 1),
+        ("À traiter", 3), ("Prévus, 7 prochains jours", 2)]
+    top = next(i for i, r in enumerate(visible) if str(r[0]).startswith("À traiter :"))
+    assert visible[top][0] == "À traiter : les messages qui demandent une personne (3)"
+    assert visible[top + 1] == ("à traiter", "commande", "client", "plan", "étape",
+                                "échéance", "détail", "que faire")
+    items = visible[top + 2: top + 5]
+    assert [r[:6] for r in items] == [
+        ("Échec définitif", "O1004", "C004", BAIE, 1, dt.datetime(2026, 3, 14)),
+        ("Incertain : peut-être pas arrivé", "O1005", "C001", BAIE, 3,
+         dt.datetime(2026, 3, 19)),
+        ("Pas d'adresse valide", "O1003", "C003", None, None, None),
+    ]
+    assert "550 no such user" in items[0][6]
+    assert items[0][7].startswith("Corrigez l'adresse dans Clients")  # the sheet's own name
+    assert "`commplan resend O1005 3`" in items[1][7]
+    assert "chloe@" in items[2][6]
+    plans = next(i for i, r in enumerate(visible) if r[0] == "Totaux par plan, 30 derniers jours")
+    assert visible[plans + 1: plans + 5] == [
+        ("plan", "envoyés", "ignorés", "échecs", "incertains", "total", None, None),
+        (BAIE, 3, 1, 3, 1, 8, None, None),
+        (PORTE, 1, 0, 0, 0, 1, None, None),
+        ("Tous les plans", 4, 1, 3, 1, 9, None, None),
+    ]
+    days = [cell_row(rows, i, 26, 30) for i in range(31)]
+    assert days[0] == ("jour", "envoyés", "ignorés", "échecs", "incertains")
+    assert days[17] == ("07/03", 1, 0, 0, 0) and days[30] == ("20/03", 1, 0, 0, 0)
+    assert days[29] == ("19/03", 0, 0, 1, 1) and days[1] == ("19/02", 0, 0, 0, 0)
+    ws = openpyxl.load_workbook(site.workbook)[TABLEAU_DE_BORD]
+    assert all(ws.column_dimensions[c].hidden for c in ("AA", "AB", "AC", "AD", "AE"))
+    assert ws["A1"].font.b and ws["B3"].font.b
+    assert ws.auto_filter.ref == f"A{top + 2}:H{top + 5}"
+
+
+def test_dashboard_in_english(dash_home):
+    """In English the Dashboard's words are English: the same table of labels."""
+    site = load_site(dash_home)
+    with Ledger(site.ledger_path) as ledger:
+        _sheets, figures = report_sheets(site, ledger, today=TODAY)
+    sheet = figures_sheet(figures, "en")
+    assert sheet.name == "Dashboard" and sheet.header[0] == "Dashboard"
+    texts = [row[0] for row in sheet.rows if row]
+    assert "Key figures, run of 20/03/2026" in texts and "Sent yesterday" in texts
+    assert "Permanent failure" in texts and "Totals per plan, last 30 days" in texts
+    table = next(row for row in sheet.rows if row and row[0] == "what")
+    assert table[1:3] == ["order_id", "customer_id"] and table[7] == "what to do"
+
+
+def test_dashboard_chart_is_a_native_chart_of_the_hidden_day_data(dash_home):
+    """The Dashboard carries a native stacked bar chart of sent, skipped, failed and
+    uncertain per day over the 30 days, beside the key figures."""
+    site = load_site(dash_home)
+    _dashboard(site)
     with zipfile.ZipFile(site.workbook) as z:
         charts = [n for n in z.namelist() if n.startswith("xl/charts/chart")]
         assert len(charts) == 1
         xml = z.read(charts[0]).decode()
-    assert "<c:barChart>" in xml
-    for column in ("A", "B", "D", "E"):
+        drawing = next(z.read(n).decode() for n in z.namelist()
+                       if n.startswith("xl/drawings/drawing"))
+    assert "<c:barChart>" in xml and '<c:grouping val="stacked"/>' in xml
+    for column in ("AA", "AB", "AC", "AD", "AE"):
         assert f"'{TABLEAU_DE_BORD}'!${column}$2:${column}$31" in xml
-    assert "Mails per day" in xml
+    assert "Mails par jour" in xml
+    assert "<xdr:col>2</xdr:col>" in drawing  # column C, beside the figures in A:B
     wb = openpyxl.load_workbook(site.workbook)
     assert len(wb[TABLEAU_DE_BORD]._charts) == 1
     assert len(wb[PREVISIONS]._charts) == 0
@@ -219,8 +235,7 @@ def test_unreachable_orders_are_named_by_id_when_the_workbook_is_read(dash_home)
     site = load_site(dash_home)
     with Ledger(site.ledger_path) as ledger:
         _sheets, figures = report_sheets(site, ledger, today=TODAY)
-    assert [(u.order_id, u.customer_id) for u in figures.unreachable] == [
-        ("O1003", "C003"), ("O1004", "C004")]
+    assert [(u.order_id, u.customer_id) for u in figures.unreachable] == [("O1003", "C003")]
 
 
 def test_dashboard_opens_in_libreoffice_with_its_chart(dash_home, tmp_path_factory):
@@ -241,7 +256,47 @@ def test_dashboard_opens_in_libreoffice_with_its_chart(dash_home, tmp_path_facto
         objects = [n for n in z.namelist() if n.startswith("Object") and n.endswith("content.xml")]
         chart = "".join(z.read(n).decode() for n in objects)
     assert f'table:name="{TABLEAU_DE_BORD}"' in content
-    assert "chart:chart" in chart and "Mails per day" in chart
+    assert "chart:chart" in chart and "Mails par jour" in chart
+
+
+def _pdf_pages(workbook: Path, out: Path) -> list[str]:
+    """The text of each page LibreOffice prints of the workbook."""
+    soffice = shutil.which("soffice")
+    if not soffice or not shutil.which("pdftotext"):
+        pytest.skip("LibreOffice or pdftotext is not installed (.ci/run installs them)")
+    subprocess.run([soffice, "--headless", f"-env:UserInstallation=file://{out}/profile",
+                    "--convert-to", "pdf", "--outdir", str(out), str(workbook)],
+                   check=True, capture_output=True, timeout=120)
+    text = subprocess.run(["pdftotext", "-layout", str(out / f"{workbook.stem}.pdf"), "-"],
+                          check=True, capture_output=True, text=True).stdout
+    return text.split("\f")
+
+
+def test_printed_dashboard_and_sentlog_read_like_reports(dash_home, tmp_path_factory):
+    """Printed through LibreOffice, the Dashboard's first page holds its key figures, the
+    chart and the start of To handle; the SentLog prints one page wide, its header on every
+    page."""
+    from commplan_xl.run.batch import write_sentlog
+
+    site = load_site(dash_home)
+    with Ledger(site.ledger_path) as ledger:
+        for i in range(80):  # a SentLog longer than a page
+            _send(ledger, D(2026, 3, 1) + dt.timedelta(days=i % 19), f"O2{i:03d}", "C002",
+                  1, BRUNO)
+        sheets, _figures = report_sheets(site, ledger, today=TODAY)
+        assert write_sentlog(site, ledger, RunReport(today=TODAY), extra_sheets=sheets)
+    pages = _pdf_pages(site.workbook, tmp_path_factory.mktemp("pdf"))
+    dashboard = [p for p in pages if "Chiffres clés, passage du 20/03/2026" in p]
+    assert len(dashboard) == 1
+    for text in ("Tableau de bord", "Envoyés hier", "Prévus, 7 prochains jours",
+                 "Mails par jour, 30 derniers jours", "À traiter : les messages qui demandent",
+                 "Totaux par plan"):
+        assert text in dashboard[0], text
+    sentlog = [p for p in pages if p.strip() and  # the footer names the sheet
+               p.strip().splitlines()[-1].split()[:1] == ["Journal"]]
+    assert len(sentlog) >= 2
+    assert all("fichier archivé" in p and "commande" in p for p in sentlog)  # one page wide
+    assert "19/03/2026" in "".join(sentlog)  # real dates, shown DD/MM/YYYY
 
 
 # ---------------------------------------------------------------- Forecast
@@ -277,7 +332,7 @@ def test_forecast_cells(tmp_path):
               detail="the mail server is down")
         rows = forecast_rows(site, ledger.state(), today=today)
     write_tool_sheets(site.workbook, [forecast_sheet(rows)])
-    got = sheet_rows(site.workbook, FORECAST)
+    got = [_iso(r) for r in sheet_rows(site.workbook, "Forecast")]  # as built, in English
     assert got[0] == FORECAST_HEADER
     alice = ("C001", "Alice Martin", ALICE, BAIE)
     bruno = ("C002", "Bruno Petit", BRUNO)
@@ -304,6 +359,11 @@ def test_forecast_cells(tmp_path):
         assert row == want
     assert 'the attachment "cgv.pdf" (Plans row 5)' in got[4][7]
     assert "order.prodcut" in got[6][7] and "order.prodcut" in got[7][7]
+
+
+def _iso(row: tuple) -> tuple:
+    """A read-back row with its dates as ISO text (the sheet holds real dates)."""
+    return tuple(v.date().isoformat() if isinstance(v, dt.datetime) else v for v in row)
 
 
 def test_forecast_can_start_today_before_the_run(tmp_path):
@@ -374,6 +434,7 @@ def _report(**kw) -> RunReport:
 
 def test_summary_subject_counts_in_french():
     """The subject gives the day and the counts, French singular for 0 and 1."""
+    i18n.set_language("fr")
     assert summary_subject(_report(sent=12, failed=1)) == \
         "commplan — 27/11/2026 : 12 envoyés, 1 échec"
     assert summary_subject(_report(sent=1, failed=0)) == \
@@ -388,8 +449,8 @@ def test_summary_body_lists_each_failure_with_what_to_do(dash_home):
     site = load_site(dash_home)
     with Ledger(site.ledger_path) as ledger:
         _sheets, figures = report_sheets(site, ledger, today=TODAY)
-    settings = Settings(home=dash_home, sender_email="service@example.com",
-                        report_to=(BOSS, "chef@example.com"))
+    settings = Settings(home=dash_home, sender_email="service@example.test",
+                        report_to=(BOSS, "chef@example.test"))
     report = _report(sent=3, failed=3, uncertain=1, failures=[
         "Order O1 step 2: 450 mailbox busy; will be retried by the next run",
         "Order O2 step 1: 550 no such user; not retried: correct the address",
@@ -397,28 +458,30 @@ def test_summary_body_lists_each_failure_with_what_to_do(dash_home):
         "Order O4 step 2 is uncertain: the connection dropped",
     ])
     msg = summary_message(settings, report, dashboard_figures=figures)
-    assert msg["To"] == f"{BOSS}, chef@example.com"
+    assert msg["To"] == f"{BOSS}, chef@example.test"
     assert msg["Subject"] == "commplan — 27/11/2026 : 3 envoyés, 3 échecs, 1 incertain"
     text = msg.get_body(preferencelist=("plain",)).get_content()
     lines = text.splitlines()
     assert "Envoyés : 3" in lines and "Échecs : 3" in lines and "Incertains : 1" in lines
     advice = [ln for ln in lines if ln.startswith("  Que faire : ")]
-    assert len(advice) == 4
+    assert len(advice) == 4 + 3  # the run's failures, then the items to handle
     assert "réessaient pendant 7 jours" in advice[0]
-    assert "Customers" in advice[1]
+    assert "Clients" in advice[1]
     assert "commplan check" in advice[2]
     assert "`commplan resend O4 2`" in advice[3]
-    assert "Envoyés : 4, ignorés : 1, échecs : 3, incertains : 1" in lines
-    assert "Échecs en attente d'un nouvel essai : 1" in lines
-    assert "Commandes dont le client n'a pas d'adresse valide : 2" in lines
-    assert any(ln.startswith("- Commande O1003 (client C003)") for ln in lines)
+    assert "À traiter (jusqu'à résolution) : 3" in lines
+    assert any(ln.startswith("- Échec définitif : commande O1004 étape 1") for ln in lines)
+    assert any(ln.startswith("- Pas d'adresse valide : commande O1003") for ln in lines)
+    assert "`commplan resend O1005 3`" in advice[5]
+    assert "Envoyés hier : 0, sur les 7 derniers jours : 3 ; prévus les 7 prochains jours : 2" \
+        in lines
     assert msg.get_body(preferencelist=("html",)) is not None
 
 
 def test_send_summary_goes_to_report_to_only(tmp_path, smtp_server):
     """The summary goes to every report_to address over the run's connection; without
     report_to nothing is sent."""
-    base = dict(home=tmp_path, sender_email="service@example.com", smtp_host="127.0.0.1",
+    base = dict(home=tmp_path, sender_email="service@example.test", smtp_host="127.0.0.1",
                 smtp_port=smtp_server.port, smtp_timeout=5.0)
     with Mailer(Settings(**base)) as mailer:
         assert send_summary(mailer, Settings(**base), _report(sent=1), None) is False
@@ -442,8 +505,13 @@ def test_run_writes_dashboard_and_forecast_sheets(tmp_path, smtp_server):
     assert main(["run", "--today", day, "--home", str(tmp_path)]) == 0
     path = tmp_path / "workbooks" / "commplan.xlsx"
     dash = sheet_rows(path, TABLEAU_DE_BORD)
-    assert cell_row(dash, 30, 0, 5) == (day, 1, 0, 0, 0, 1)  # the last row is the run's day
-    forecast = sheet_rows(path, PREVISIONS)
+    assert cell_row(dash, 30, 26, 30) == ("07/03", 1, 0, 0, 0)  # the last day is the run's
+    assert cell_row(dash, 2, 0, 1) == ("Envoyés hier", 0)
+    assert cell_row(dash, 4, 0, 1) == ("Envoyés, 30 derniers jours", 1)
+    plan_list = openpyxl.load_workbook(path)["PlanList"]  # the plan drop-down's list
+    assert plan_list.sheet_state == "hidden"
+    assert [r[0].value for r in plan_list.iter_rows()] == ["plan", BAIE]
+    forecast = [_iso(r) for r in sheet_rows(path, PREVISIONS)]
     assert [(r[0], r[1], r[6]) for r in forecast[1:]] == [
         ("2026-03-14", "O1002", 1), ("2026-03-17", "O1001", 2), ("2026-03-24", "O1002", 2),
         ("2026-04-02", "O1001", 3)]
@@ -465,3 +533,69 @@ def test_run_without_report_to_sends_no_summary(tmp_path, smtp_server):
     make_workbook(tmp_path, settings=settings_for(smtp_server))
     assert main(["run", "--today", "2026-03-07", "--home", str(tmp_path)]) == 0
     assert [r.rcpt_tos for r in smtp_server.received] == [[ALICE]]
+
+
+def _to_handle(path: Path) -> list[tuple]:
+    """The (what, order, step) of each item of the Dashboard's To handle list."""
+    rows = sheet_rows(path, TABLEAU_DE_BORD)
+    top = next(i for i, r in enumerate(rows) if str(r[0]).startswith("À traiter :"))
+    out = []
+    for row in rows[top + 2:]:
+        if row[0] is None or row[0] == "Rien à traiter.":
+            break
+        out.append((row[0], row[1], row[4]))
+    return out
+
+
+def test_permanent_failure_of_a_required_step_stays_to_handle_until_resent(
+        tmp_path, smtp_server):
+    """A required step the server refused for good is on the Dashboard's To handle list and
+    in the summary mail on every run, until it is resent."""
+    plans = [{**DEFAULT_PLANS[0], "required": "yes"}, *DEFAULT_PLANS[1:]]
+    make_workbook(tmp_path, plans=plans, settings=settings_for(smtp_server, report_to=BOSS))
+    smtp_server.handler.rcpt_replies[ALICE] = "550 5.1.1 no such user"
+    path = tmp_path / "workbooks" / "commplan.xlsx"
+    item = ("Échec définitif, étape obligatoire", "O1001", 1)
+    for day in ("2026-03-07", "2026-03-08", "2026-03-12"):
+        main(["run", "--today", day, "--home", str(tmp_path)])
+        assert _to_handle(path) == [item], day
+        summary = [r.message for r in smtp_server.received if r.rcpt_tos == [BOSS]][-1]
+        text = summary.get_body(preferencelist=("plain",)).get_content()
+        assert "- Échec définitif, étape obligatoire : commande O1001 étape 1" in text, day
+    smtp_server.handler.rcpt_replies.clear()  # the customer's mailbox works again
+    assert main(["resend", "O1001", "1", "--today", "2026-03-12", "--home",
+                 str(tmp_path)]) == 0
+    assert main(["run", "--today", "2026-03-13", "--home", str(tmp_path)]) == 0
+    assert _to_handle(path) == []
+
+
+def test_held_step_now_due_is_to_handle(tmp_path):
+    """A step an order holds (hold_steps) is to handle once it falls due, while a run could
+    still send it (within catch_up_days); not before, not long after."""
+    from commplan_xl.run.dashboard import to_handle_items
+
+    orders = [{**DEFAULT_ORDERS[0], "hold_steps": "2"}]
+    make_workbook(tmp_path, orders=orders)
+    site = load_site(tmp_path)
+    due = D(2026, 3, 17)  # step 2: 15 days after 2026-03-02
+
+    def held(today: D) -> list[tuple]:
+        items = to_handle_items([], site.model, today=today,
+                                held_since=today - dt.timedelta(days=7), settings=site.settings)
+        return [(i.kind, i.order_id, i.step, i.due_date) for i in items]
+
+    assert held(due - dt.timedelta(days=1)) == []
+    assert held(due) == [("held_due", "O1001", 2, due)]
+    assert held(due + dt.timedelta(days=7)) == [("held_due", "O1001", 2, due)]
+    assert held(due + dt.timedelta(days=8)) == []
+
+
+def test_mail_waiting_for_a_value_is_to_handle(tmp_path, smtp_server):
+    """A due mail that waits for an empty cell it uses is on the To handle list, with why."""
+    plans = [{**DEFAULT_PLANS[0], "subject": "Votre {{ order.product }}"}, *DEFAULT_PLANS[1:]]
+    orders = [{**DEFAULT_ORDERS[0], "product": ""}, DEFAULT_ORDERS[1]]
+    make_workbook(tmp_path, plans=plans, orders=orders, settings=settings_for(smtp_server))
+    main(["run", "--today", "2026-03-07", "--home", str(tmp_path)])
+    assert smtp_server.received == []
+    path = tmp_path / "workbooks" / "commplan.xlsx"
+    assert _to_handle(path) == [("En attente : ne peut pas être préparé", "O1001", 1)]

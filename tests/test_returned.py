@@ -197,16 +197,16 @@ def test_each_sample_acts_on_the_mail_it_reports(home, smtp_server, server, acco
     failed = [(order, detail) for order, status, detail in sentlog(home)
               if status == "failed"]
     assert [order for order, _ in failed] == [hard, gmail, full, sender]
+    # A fr_FR workbook: the details are French.
     assert failed[0][1].startswith(
-        "returned: the address jean.dupont@client-inconnu.fr does not exist (550 5.1.10"
+        "revenu : l'adresse jean.dupont@client-inconnu.fr n'existe pas (550 5.1.10"
         " RESOLVER.ADR.RecipientNotFound")
-    assert failed[0][1].endswith("not retried: correct the address in the Customers sheet")
-    assert failed[1][1].startswith("returned: the address sophie.bernart@gmail.com does not"
-                                   " exist")
-    assert failed[2][1].startswith("returned: the mailbox of marie.leroy@fournisseur-mail.fr"
-                                   " is full")
-    assert failed[2][1].endswith("will be retried by the next run")
-    assert "refused because of the sending account, not the address" in failed[3][1]
+    assert failed[0][1].endswith("pas réessayé : corrigez l'adresse dans la feuille Clients")
+    assert failed[1][1].startswith("revenu : l'adresse sophie.bernart@gmail.com n'existe pas")
+    assert failed[2][1].startswith("revenu : la boîte de marie.leroy@fournisseur-mail.fr est"
+                                   " pleine")
+    assert failed[2][1].endswith("sera réessayé au prochain passage")
+    assert "refusé à cause du compte d'envoi, pas de l'adresse" in failed[3][1]
 
     # Hard bounces are flagged; the soft one and the sender-side one went out again.
     st = states(home)
@@ -222,13 +222,15 @@ def test_each_sample_acts_on_the_mail_it_reports(home, smtp_server, server, acco
         assert [s for o, s, _d in sentlog(home) if o == ORDER_OF[name]] == ["sent"]
 
     # What people see: the run's lines (hard first), the Dashboard's list.
-    lines = [line for line in out.splitlines() if line.startswith("  failed: ")]
-    assert [line.split()[2] for line in lines[:2]] == [hard, gmail]
-    assert "returned 4" in out
+    lines = [line for line in out.splitlines() if line.startswith("  échec : ")]
+    assert [line.split()[3] for line in lines[:2]] == [hard, gmail]
+    assert "revenus : 4" in out
     board = dashboard_text(home)
-    assert f"{hard} | C001 | jean.dupont@client-inconnu.fr | the mail came back (step 1)" \
-        in board
-    assert f"{gmail} | C002 | sophie.bernart@gmail.com | the mail came back (step 1)" in board
+    # The Dashboard's To handle list: each returned mail, with the address and why.
+    assert f"Mail revenu | {hard} | C001 |" in board
+    assert "jean.dupont@client-inconnu.fr: " in board
+    assert f"Mail revenu | {gmail} | C002 |" in board
+    assert "sophie.bernart@gmail.com: " in board
 
     # The next run reads nothing new and sends nothing to the flagged addresses.
     assert cli(home, "run", "--today", DAY3) == 0
@@ -246,7 +248,7 @@ def test_a_corrected_address_gets_the_returned_mail(home, smtp_server, server, a
                   customers=rows, orders=orders())
     assert cli(home, "run", "--today", DAY3) == 0
     assert len(sent_to(smtp_server, "sophie.bernard@gmail.com")) == 1
-    assert "the mail came back" not in dashboard_text(home)
+    assert "Mail revenu" not in dashboard_text(home)
 
 
 def test_three_soft_bounces_in_a_row_count_as_hard(home, smtp_server, server, account):
@@ -263,7 +265,7 @@ def test_three_soft_bounces_in_a_row_count_as_hard(home, smtp_server, server, ac
     assert len(sent_to(smtp_server, address)) == 3
     assert states(home)[ORDER_OF[name]] == "failed_permanent"
     last = [d for o, s, d in sentlog(home) if o == ORDER_OF[name] and s == "failed"][-1]
-    assert last.startswith("returned 3 times in a row: returned: the mailbox of")
+    assert last.startswith("revenu 3 fois de suite : revenu : la boîte de")
 
 
 def test_bounces_command_reads_without_sending(home, smtp_server, server, account, capsys):
@@ -274,12 +276,13 @@ def test_bounces_command_reads_without_sending(home, smtp_server, server, accoun
     capsys.readouterr()
     assert cli(home, "bounces", "--today", DAY2) == 1
     out = capsys.readouterr().out
-    assert f"  hard: Order {ORDER_OF['m365_recipient_not_found.eml']} step 1: returned:" in out
-    assert "Read 1 new message(s) in the mailbox: 1 returned mail(s) to handle." in out
+    assert (f"  définitif : Commande {ORDER_OF['m365_recipient_not_found.eml']} étape 1 : "
+            "revenu :") in out
+    assert "1 nouveau(x) message(s) lu(s) dans la boîte : 1 mail(s) revenu(s) à traiter." in out
     assert len(smtp_server.received) == sent
     assert [s for _o, s, _d in sentlog(home)].count("failed") == 1
     assert cli(home, "bounces", "--today", DAY2) == 0
-    assert "Read 0 new message(s)" in capsys.readouterr().out
+    assert "0 nouveau(x) message(s) lu(s)" in capsys.readouterr().out
     assert [s for _o, s, _d in sentlog(home)].count("failed") == 1
 
 
@@ -309,8 +312,8 @@ def test_a_report_naming_our_customer_but_no_mail_is_to_review(home, smtp_server
     capsys.readouterr()
     assert cli(home, "bounces", "--today", DAY2) == 1
     out = capsys.readouterr().out
-    assert "  To review: a returned mail" in out
-    assert "names sophie.bernart@gmail.com, a customer's address" in out
+    assert "  À vérifier : un mail revenu" in out
+    assert "nomme sophie.bernart@gmail.com, une adresse de client" in out
     assert "paul.girard" not in out
     assert [s for _o, s, _d in sentlog(home)].count("failed") == 0
     assert set(states(home).values()) == {"sent"}
@@ -341,8 +344,9 @@ def test_mailbox_fault_still_sends_and_needs_attention(home, smtp_server, server
     assert cli(home, "run", "--today", DAY1) == 1
     out = capsys.readouterr().out
     assert len(smtp_server.received) == len(ORIGINALS)
-    (line,) = [x for x in out.splitlines() if x.startswith("Returned mails could not be read")]
-    assert ("connection refused" if fault == "down" else "refused the login") in line
+    (line,) = [x for x in out.splitlines()
+               if x.startswith("Les mails revenus n'ont pas pu être lus")]
+    assert ("connexion refusée" if fault == "down" else "a refusé la connexion") in line
     assert "wrong" not in line
 
 
@@ -350,11 +354,12 @@ def test_check_smtp_also_tests_the_mailbox(home, server, account, monkeypatch, c
     """`check --smtp` logs in to the mailbox too when bounces is yes, and says why not."""
     capsys.readouterr()
     assert cli(home, "check", "--smtp") == 0
-    assert f'"{account}" logged in; the folder "INBOX" holds 0 message(s)' in \
+    assert f"« {account} » s'est connecté ; le dossier « INBOX » contient 0 message(s)" in \
         capsys.readouterr().out
     monkeypatch.setenv("COMMPLAN_IMAP_PASSWORD", "wrong")
     assert cli(home, "check", "--smtp") == 1
-    assert "Returned mails cannot be read: the mailbox server" in capsys.readouterr().out
+    assert "Les mails revenus ne peuvent pas être lus : le serveur de la boîte" in \
+        capsys.readouterr().out
 
 
 def test_mailbox_settings_follow_the_sending_ones(tmp_path):
@@ -392,10 +397,10 @@ def test_summary_mail_lists_returned_mails_hard_first(home, smtp_server, server,
     text = summary.message.get_body(preferencelist=("plain",)).get_content()
     assert "Mails revenus (non distribués) : 2" in text
     todo = text[text.index("À traiter :"):]
-    hard = todo.index(f"- Order {ORDER_OF['m365_recipient_not_found.eml']} step 1: returned")
-    sender = todo.index(f"- Order {ORDER_OF['m365_send_as_denied.eml']} step 1: refused")
+    hard = todo.index(f"- Commande {ORDER_OF['m365_recipient_not_found.eml']} étape 1 : revenu")
+    sender = todo.index(f"- Commande {ORDER_OF['m365_send_as_denied.eml']} étape 1 : refusé")
     assert hard < sender
-    assert "corrigez-la dans la feuille Customers" in todo[hard:sender]
+    assert "corrigez-la dans la feuille Clients" in todo[hard:sender]
     assert "l'informaticien doit vérifier" in todo[sender:]
 
 
@@ -425,9 +430,9 @@ def test_nothing_more_goes_to_an_address_that_does_not_exist(home, smtp_server, 
     step2 = (START + dt.timedelta(days=15)).isoformat()  # step 2 of every order is due
     assert cli(home, "run", "--today", step2) == 1
     assert len(sent_to(smtp_server, address)) == 1
-    (row,) = [d for o, s, d in sentlog(home) if o == order and d.startswith("not sent")]
-    assert row == (f"not sent: a mail to {address} came back, the address does not exist"
-                   f" (order {order} step 1); not retried: correct the address in the"
+    (row,) = [d for o, s, d in sentlog(home) if o == order and d.startswith("non envoyé")]
+    assert row == (f"non envoyé : un mail à {address} est revenu, l'adresse n'existe pas"
+                   f" (order {order} step 1) ; not retried: correct the address in the"
                    " Customers sheet")
     assert cli(home, "run", "--today", step2) == 0  # recorded once, not every run
     rows = customers()

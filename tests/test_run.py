@@ -72,10 +72,10 @@ def test_run_sends_due_message_with_parts_archive_and_sentlog(home, smtp_server)
     assert cli(home, "run", "--today", DAY1) == 0
     assert len(smtp_server.received) == 1
     got = smtp_server.received[0]
-    assert got.rcpt_tos == ["alice@example.com"]
+    assert got.rcpt_tos == ["alice@example.test"]
     msg = got.message
     assert msg["Subject"] == "Votre commande O1001 est en cours de traitement"
-    assert "Service client" in msg["From"] and "service@example.com" in msg["From"]
+    assert "Service client" in msg["From"] and "service@example.test" in msg["From"]
     text = msg.get_body(preferencelist=("plain",)).get_content()
     html = msg.get_body(preferencelist=("html",)).get_content()
     assert "Bonjour Alice Martin," in text and "<br" not in text
@@ -88,14 +88,16 @@ def test_run_sends_due_message_with_parts_archive_and_sentlog(home, smtp_server)
         got.data.replace(b"\r\n", b"\n").strip()
     rows = sentlog(home)
     assert [(r["order_id"], r["step"], r["status"]) for r in rows] == [("O1001", 1, "sent")]
-    assert rows[0]["email"] == "alice@example.com"
+    assert rows[0]["email"] == "alice@example.test"
+    # --today stands for the current date: the outcome is dated on it, a real Excel date.
+    assert rows[0]["date"].date() == dt.date.fromisoformat(DAY1)
     assert rows[0]["archive_file"].startswith("archive/")
     assert (home / rows[0]["archive_file"]).exists()
 
 
 def test_refused_mail_leaves_nothing_in_the_archive(home, smtp_server):
     """A mail the server refuses is not archived, and no staged temporary file is left."""
-    smtp_server.handler.rcpt_replies["alice@example.com"] = "550 5.1.1 no such user"
+    smtp_server.handler.rcpt_replies["alice@example.test"] = "550 5.1.1 no such user"
     assert cli(home, "run", "--today", DAY1) != 0
     assert smtp_server.received == []
     leftovers = [p for p in (home / "archive").rglob("*") if p.is_file()]
@@ -137,9 +139,9 @@ def test_hostile_customer_values_stay_text(tmp_path, smtp_server, monkeypatch):
     and never reaches a header as a new line."""
     monkeypatch.delenv("COMMPLAN_SMTP_PORT", raising=False)
     customers = [
-        {"customer_id": "C001", "name": Text("=1+1"), "email": "alice@example.com"},
-        {"customer_id": "C002", "name": "<b>x</b>\nBcc: evil@example.com",
-         "email": "bruno@example.com"},
+        {"customer_id": "C001", "name": Text("=1+1"), "email": "alice@example.test"},
+        {"customer_id": "C002", "name": "<b>x</b>\nBcc: evil@example.test",
+         "email": "bruno@example.test"},
     ]
     plans = [dict(p) for p in DEFAULT_PLANS]
     plans[0]["subject"] = "Commande de {{ customer.name }}"
@@ -150,8 +152,8 @@ def test_hostile_customer_values_stay_text(tmp_path, smtp_server, monkeypatch):
     assert cli(tmp_path, "run", "--today", DAY1) == 0
     assert len(smtp_server.received) == 2
     by_to = {r.rcpt_tos[0]: r for r in smtp_server.received}
-    assert all("evil@example.com" not in r.rcpt_tos for r in smtp_server.received)
-    bruno = by_to["bruno@example.com"].message
+    assert all("evil@example.test" not in r.rcpt_tos for r in smtp_server.received)
+    bruno = by_to["bruno@example.test"].message
     assert "\n" not in bruno["Subject"] and bruno["Bcc"] is None
     html = bruno.get_body(preferencelist=("html",)).get_content()
     assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
@@ -177,7 +179,7 @@ def test_sandbox_blocks_template_escape_and_other_orders_go_on(tmp_path, smtp_se
     make_workbook(tmp_path, settings=settings_for(smtp_server), plans=plans, orders=orders)
     assert cli(tmp_path, "check") == 1
     assert cli(tmp_path, "run", "--today", DAY1) == 1
-    assert [r.rcpt_tos for r in smtp_server.received] == [["alice@example.com"]]
+    assert [r.rcpt_tos for r in smtp_server.received] == [["alice@example.test"]]
     statuses = {(r["order_id"], r["status"]) for r in sentlog(tmp_path)}
     assert statuses == {("O1001", "sent"), ("O1002", "failed")}
 
@@ -255,7 +257,7 @@ def test_workbook_open_in_excel_still_sends_and_log_catches_up(home, smtp_server
     assert cli(home, "run", "--today", DAY1) == 1
     assert len(smtp_server.received) == 1
     assert (home / "workbooks" / "commplan.xlsx").read_bytes() == before
-    assert "the SentLog will be completed on the next run" in capsys.readouterr().out
+    assert "le Journal sera complété au prochain passage" in capsys.readouterr().out
     lock.unlink()
     assert cli(home, "run", "--today", DAY1) == 0
     assert len(smtp_server.received) == 1
@@ -263,7 +265,10 @@ def test_workbook_open_in_excel_still_sends_and_log_catches_up(home, smtp_server
 
 
 def test_staff_parts_of_the_workbook_stay_byte_for_byte(home, smtp_server):
-    """Writing the SentLog leaves every staff sheet's part of the file untouched."""
+    """Writing the SentLog leaves every staff sheet's part of the file untouched, and the
+    staff's style entries keep their bytes and numbers (the tool's are appended)."""
+    from tests.test_graft import _style_lists
+
     path = home / "workbooks" / "commplan.xlsx"
     with zipfile.ZipFile(path) as z:
         before = {n: z.read(n) for n in z.namelist()}
@@ -272,7 +277,11 @@ def test_staff_parts_of_the_workbook_stay_byte_for_byte(home, smtp_server):
         after = {n: z.read(n) for n in z.namelist()}
     changed = {n for n in before if before[n] != after.get(n)}
     assert changed <= {"xl/workbook.xml", "xl/_rels/workbook.xml.rels", "[Content_Types].xml",
-                       "docProps/app.xml"}
+                       "docProps/app.xml", "xl/styles.xml"}
+    old_styles, new_styles = _style_lists(before["xl/styles.xml"]), _style_lists(
+        after["xl/styles.xml"])
+    for name, entries in old_styles.items():
+        assert new_styles[name][: len(entries)] == entries
     assert (home / "workbooks" / "backups").is_dir()
 
 
@@ -284,7 +293,7 @@ def test_uncertain_after_crash_is_reported_not_resent(home, smtp_server, capsys)
     with Ledger(home / "commplan-ledger.sqlite3") as ledger:
         ledger.begin(MessageRef(order_id="O1001", customer_id="C001", plan="Baie vitrée",
                                 plan_key="baie vitrée", step=1, due_date=dt.date(2026, 3, 7),
-                                emails="alice@example.com"),
+                                emails="alice@example.test"),
                      subject="x", now=dt.datetime(2026, 3, 7, 6, 30))
     assert cli(home, "run", "--today", DAY1) == 1
     assert smtp_server.received == []
@@ -354,8 +363,8 @@ def test_password_is_never_written(tmp_path, monkeypatch):
 
     secret = "S3cr3t-Pa55w0rd-xyz"
     monkeypatch.setenv("COMMPLAN_SMTP_PASSWORD", secret)
-    with SMTPServer(credentials={"user@example.com": secret}) as server:
-        make_workbook(tmp_path, settings=settings_for(server, smtp_user="user@example.com"))
+    with SMTPServer(credentials={"user@example.test": secret}) as server:
+        make_workbook(tmp_path, settings=settings_for(server, smtp_user="user@example.test"))
         assert cli(tmp_path, "run", "--today", DAY1) == 0
         assert len(server.received) == 1
         monkeypatch.setenv("COMMPLAN_SMTP_PASSWORD", "wrong-" + secret)
@@ -371,15 +380,20 @@ def test_password_is_never_written(tmp_path, monkeypatch):
 
 
 def test_new_user_flow_init_check_due(tmp_path):
-    """init in an empty folder, then check and due, work as a newcomer types them."""
+    """init in an empty folder, then check and due, work as a newcomer types them: the demo
+    rows reach nobody (example addresses), and check says they are still there."""
     home = tmp_path / "site"
     env_cmd = [sys.executable, "-m", "commplan_xl"]
     r = subprocess.run([*env_cmd, "init", "--home", str(home)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([*env_cmd, "check", "--home", str(home)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert ("Clients!C2 (email) : « eloise.lefevre@example.net » est une adresse d'exemple"
+            in r.stdout)
+    assert "Le classeur contient encore les commandes de démonstration (CMD-2026-0001…)" \
+        in r.stdout
     r = subprocess.run([*env_cmd, "due", "--home", str(home)], capture_output=True, text=True)
-    assert r.returncode == 0 and "send" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "Rien n'est dû" in r.stdout, r.stdout + r.stderr
     r = subprocess.run([*env_cmd, "init", "--home", str(home)], capture_output=True, text=True)
     assert r.returncode == 1 and "--force" in r.stderr
     r = subprocess.run([*env_cmd, "due", "--today", "yesterday"], capture_output=True, text=True)
@@ -411,7 +425,7 @@ def test_each_mail_of_a_batch_gets_its_own_outcome(tmp_path, smtp_server):
     """A run builds each mail while the server takes the one before: a refusal, a mail that
     cannot be built and a line lost mid-mail each stay with their own order, in order, and
     every other mail is sent, archived once and logged."""
-    customers = [{"customer_id": f"C{i}", "name": f"Client {i}", "email": f"c{i}@example.com"}
+    customers = [{"customer_id": f"C{i}", "name": f"Client {i}", "email": f"c{i}@example.test"}
                  for i in range(1, 7)]
     orders = [{"order_id": f"O{i}", "customer_id": f"C{i}", "plan": "Baie vitrée",
                "start_date": dt.date(2026, 3, 2), "product": "Baie"} for i in range(1, 7)]
@@ -421,8 +435,8 @@ def test_each_mail_of_a_batch_gets_its_own_outcome(tmp_path, smtp_server):
     orders[2]["plan"] = "Avec pièce jointe"  # O3 cannot be built: its attachment is missing
     make_workbook(tmp_path, settings=settings_for(smtp_server), plans=plans,
                   customers=customers, orders=orders)
-    smtp_server.handler.data_replies["c2@example.com"] = "554 5.7.1 refused as spam"
-    smtp_server.handler.hang_up_after_data.add("c4@example.com")
+    smtp_server.handler.data_replies["c2@example.test"] = "554 5.7.1 refused as spam"
+    smtp_server.handler.hang_up_after_data.add("c4@example.test")
     assert cli(tmp_path, "run", "--today", DAY1) == 1
     got = [(r["order_id"], r["status"]) for r in sentlog(tmp_path)]
     assert got == [("O1", "sent"), ("O2", "failed"), ("O3", "failed"), ("O4", "uncertain"),
@@ -430,7 +444,7 @@ def test_each_mail_of_a_batch_gets_its_own_outcome(tmp_path, smtp_server):
     rows = {r["order_id"]: r for r in sentlog(tmp_path)}
     assert "spam" in rows["O2"]["detail"] and "absente.pdf" in rows["O3"]["detail"]
     delivered = [rc for m in smtp_server.received for rc in m.rcpt_tos]
-    assert delivered == ["c1@example.com", "c5@example.com", "c6@example.com"]
+    assert delivered == ["c1@example.test", "c5@example.test", "c6@example.test"]
     files = sorted(p.relative_to(tmp_path).as_posix()
                    for p in (tmp_path / "archive").rglob("*") if p.is_file())
     assert files == sorted(rows[o]["archive_file"] for o in ("O1", "O5", "O6"))
@@ -441,4 +455,23 @@ def test_each_mail_of_a_batch_gets_its_own_outcome(tmp_path, smtp_server):
     # The next morning retries only the temporary failure: O3 once its file is there.
     (tmp_path / "attachments" / "absente.pdf").write_bytes(b"%PDF-1.4")
     assert cli(tmp_path, "run", "--today", "2026-03-08") == 0  # O4 stays uncertain, unsent
-    assert [rc for m in smtp_server.received for rc in m.rcpt_tos][3:] == ["c3@example.com"]
+    assert [rc for m in smtp_server.received for rc in m.rcpt_tos][3:] == ["c3@example.test"]
+
+
+def test_invalid_reply_to_is_a_check_problem_not_every_customers_failure(
+        tmp_path, smtp_server, monkeypatch, capsys):
+    """A typo in reply_to is one `check` problem on its Settings cell; mails still go out,
+    without a Reply-To, and no customer is blamed for it."""
+    for var in ("COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT", "COMMPLAN_SMTP_USER",
+                "COMMPLAN_SMTP_SECURITY", "COMMPLAN_SENDER_EMAIL", "COMMPLAN_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    make_workbook(tmp_path, settings=settings_for(smtp_server, reply_to="service@@exemple"))
+    assert cli(tmp_path, "check") == 1
+    out = capsys.readouterr().out
+    problem = next(line for line in out.splitlines() if "service@@exemple" in line)
+    assert "Paramètres" in problem or "Settings" in problem
+    assert "reply_to" in problem
+    assert cli(tmp_path, "run", "--today", DAY1) == 1  # the workbook problem needs attention
+    assert len(smtp_server.received) == 1
+    assert smtp_server.received[0].message["Reply-To"] is None
+    assert {row["status"] for row in sentlog(tmp_path)} == {"sent"}

@@ -73,4 +73,5 @@ def test_plan_shows_the_day_a_message_goes(tmp_path, capsys) -> None:
     """`commplan plan` shows the next business day beside a due date on a day off."""
     workbook(tmp_path, dt.date(2026, 3, 2))
     assert main(["plan", "Baie vitrée", "--from", "2026-03-02", "--home", str(tmp_path)]) == 0
-    assert "step  1: Sat 07/03/2026  (+5 days, goes Mon 09/03/2026)" in capsys.readouterr().out
+    assert "étape  1 : sam. 07/03/2026  (+5 jours, part le lun. 09/03/2026)" in \
+        capsys.readouterr().out

@@ -50,7 +50,7 @@ def test_empty_sheet_gives_the_defaults(tmp_path: Path) -> None:
 
 
 ENV_SAMPLES = {
-    "sender_email": ("Ops@Example.com", "ops@example.com"),
+    "sender_email": ("Ops@Example.test", "ops@example.test"),
     "smtp_host": ("mail.example.com", "mail.example.com"),
     "smtp_port": ("465", 465),
     "smtp_security": ("SSL", "ssl"),
@@ -92,6 +92,9 @@ def test_bad_environment_value_has_no_row(tmp_path: Path) -> None:
      ("catch_up_days", "2,5", '"2,5" is not a whole number ≥ 0'),
      ("daily_limit", "-3", '"-3" is not a whole number ≥ 0'),
      ("smtp_timeout", "0", '"0" is not a number of seconds above 0'),
+     ("sentlog_days", "0", '"0" is not a whole number of days ≥ 1'),
+     ("sentlog_days", "30,5", '"30,5" is not a whole number of days ≥ 1'),
+     ("sentlog_days", "un an", '"un an" is not a whole number of days ≥ 1'),
      ("timezone", "Europe/Lyon", '"Europe/Lyon" is not a time zone (e.g. Europe/Paris)'),
      ("locale", "zz_ZZ_ZZ", '"zz_ZZ_ZZ" is not a locale (e.g. fr_FR)')],
 )
@@ -119,7 +122,7 @@ def test_unknown_key_names_every_known_key(tmp_path: Path) -> None:
 def test_every_known_key_is_accepted(tmp_path: Path) -> None:
     """No key of the table is refused as unknown by `check`."""
     rows = [{"key": key.name, "value": ""} for key in KEYS]
-    rows[0]["value"] = "service@example.com"
+    rows[0]["value"] = "service@example.test"
     tables = read_tables(make_workbook(tmp_path, settings=rows))
     _model, _settings, problems = validate(tables, home=tmp_path, environ={})
     assert [p for p in problems if p.sheet == "Settings"] == []

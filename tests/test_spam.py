@@ -13,7 +13,7 @@ import openpyxl
 import pytest
 
 from commplan_xl.cli import main
-from commplan_xl.excel.starter import init_home
+from commplan_xl.excel.starter import DEMO_SERVER_DOMAIN, init_home
 from commplan_xl.run import batch
 from tests.test_layout import png
 
@@ -56,7 +56,7 @@ def test_demo_mails_pass_spamassassin_local_rules(tmp_path, smtp_server, monkeyp
                        ("COMMPLAN_SMTP_USER", "")):
         monkeypatch.setenv(var, value)
     home = tmp_path / "home"
-    workbook = init_home(home, today=dt.date(2026, 3, 1))
+    workbook = init_home(home, today=dt.date(2026, 3, 1), demo_domain=DEMO_SERVER_DOMAIN)
     site = batch.load_site(home, workbook, environ={})
     first = {}
     for order in site.model.orders:

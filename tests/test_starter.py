@@ -23,6 +23,7 @@ from commplan_xl.excel.starter import (
     statuses,
     units,
 )
+from commplan_xl.excel.validate import is_example_address
 from commplan_xl.model import norm_key
 from commplan_xl.problems import CommplanError, WorkbookLocked
 
@@ -198,8 +199,10 @@ def test_init_keeps_attachments_staff_replaced(tmp_path: Path) -> None:
 
 def test_sheets_in_order(wb: openpyxl.Workbook) -> None:
     """The workbook holds exactly How to, Orders, Customers, Plans, Variables, Settings, in
-    order."""
-    assert wb.sheetnames == ["How to", "Orders", "Customers", "Plans", "Variables", "Settings"]
+    order, then the tool's hidden list of plans."""
+    assert wb.sheetnames == ["How to", "Orders", "Customers", "Plans", "Variables", "Settings",
+                             "PlanList"]
+    assert [ws.sheet_state for ws in wb.worksheets] == ["visible"] * 6 + ["hidden"]
 
 
 @pytest.mark.parametrize("sheet", list(EXPECTED_HEADERS))
@@ -267,11 +270,13 @@ def test_pandas_reads_only_the_demo_rows(home: Path) -> None:
 def test_drop_down_lists(wb: openpyxl.Workbook) -> None:
     """Status, plan, unit and yes/no columns offer drop-down lists of the right values."""
     orders, plans, customers = wb["Orders"], wb["Plans"], wb["Customers"]
-    status = validation_for(orders, f"{column_letter(orders, 'status')}500")
+    status = validation_for(orders, f"{column_letter(orders, 'status')}500000")
     assert status.type == "list"
     assert status.formula1 == '"' + ",".join(STATUSES) + '"'
-    plan = validation_for(orders, f"{column_letter(orders, 'plan')}2")
-    assert plan.type == "list" and plan.formula1.startswith("'Plans'!$A$2:$A$")
+    plan = validation_for(orders, f"{column_letter(orders, 'plan')}1048576")
+    assert plan.type == "list" and plan.formula1.startswith("OFFSET(PlanList!$A$2,")
+    assert [r[0].value for r in wb["PlanList"].iter_rows()] == ["plan", "Baie vitrée",
+                                                                 "Pose fenêtres"]
     unit = validation_for(plans, f"{column_letter(plans, 'unit')}20")
     assert unit.formula1.strip('"').split(",") == list(UNITS)
     for ws, column in ((plans, "active"), (plans, "required"), (customers, "opt_out")):
@@ -332,14 +337,14 @@ def test_second_plan_counts_business_days_from_an_orders_column(wb: openpyxl.Wor
 
 
 def test_customers(wb: openpyxl.Workbook) -> None:
-    """About ten customers with accented names, example addresses, one with two addresses
-    separated by ";" and one opted out."""
+    """About ten customers with accented names, addresses at documentation domains (never
+    sent to), one with two addresses separated by ";" and one opted out."""
     rows = records(wb["Customers"])
     assert 8 <= len(rows) <= 12
     assert len({r["customer_id"] for r in rows}) == len(rows)
     assert any(ch in "".join(r["name"] for r in rows) for ch in "éèëïç")
     addresses = [a.strip() for r in rows for a in r["email"].split(";")]
-    assert all(a.endswith(("@example.com", "@example.fr")) for a in addresses)
+    assert all(is_example_address(a) for a in addresses)
     assert sum(";" in r["email"] for r in rows) == 1
     assert [r["opt_out"] for r in rows].count("yes") == 1
 

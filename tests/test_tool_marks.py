@@ -111,7 +111,9 @@ def test_a_staff_sheet_with_a_tool_name_is_never_overwritten(tmp_path, smtp_serv
     capsys.readouterr()
     assert main(["check", "--home", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert f'the sheet "{staff_name}" is yours' in out and "(commplan)" in out
+    yours = (f'the sheet "{staff_name}" is yours' if locale.startswith("en")
+             else f"la feuille « {staff_name} » est à vous")
+    assert yours in out and "(commplan)" in out
     for day in (DAY1, "2026-03-08"):
         assert main(["run", "--home", str(tmp_path), "--today", day]) == 0
     wb = openpyxl.load_workbook(workbook(tmp_path))
@@ -120,7 +122,7 @@ def test_a_staff_sheet_with_a_tool_name_is_never_overwritten(tmp_path, smtp_serv
     with zipfile.ZipFile(workbook(tmp_path)) as z:  # the chart reads the tool's sheet
         charts = [z.read(n).decode() for n in z.namelist() if n.startswith("xl/charts/")]
     assert charts and all(f"'{staff_name}'!" not in c for c in charts)
-    assert len(wb.sheetnames) == 5 + 1 + 3  # staff sheets, theirs, the tool's three
+    assert len(wb.sheetnames) == 5 + 1 + 3 + 1  # staff, theirs, the tool's three, its PlanList
 
 
 def test_a_sheet_an_older_version_wrote_is_still_the_tools(tmp_path, smtp_server, monkeypatch):
@@ -160,7 +162,7 @@ def test_the_mark_as_excel_writes_it(home, tmp_path):
     book = members["xl/workbook.xml"].decode("utf-8")
     marks = re.findall(r'<definedName name="(commplan_tool_\w+)" localSheetId="(\d+)" '
                        r'hidden="1">[^<]*</definedName>', book)
-    assert len(marks) == 3
+    assert len(marks) == 4  # with the hidden PlanList
     excel = "".join(
         f'<definedName hidden="1" localSheetId="{sheet}" name="{name}">'
         f"{names[int(sheet)]}!$A$1</definedName>" for name, sheet in sorted(marks))

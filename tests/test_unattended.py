@@ -22,7 +22,7 @@ PLAN_ONE_STEP = [{**DEFAULT_PLANS[0], "delay": 0}]
 
 def many_orders(n: int, start: dt.date = dt.date(2026, 3, 2)) -> tuple[list, list]:
     customers = [{"customer_id": f"C{i:04d}", "name": f"Client {i}",
-                  "email": f"client{i}@example.com"} for i in range(n)]
+                  "email": f"client{i}@example.test"} for i in range(n)]
     orders = [{"order_id": f"O{i:04d}", "customer_id": f"C{i:04d}", "plan": "Baie vitrée",
                "start_date": start, "product": "Baie"} for i in range(n)]
     return customers, orders
@@ -91,7 +91,7 @@ def test_second_run_while_one_is_running_exits_at_once(tmp_path):
         second = subprocess.run(cmd(tmp_path, "run", "--today", "2026-03-02"),
                                 capture_output=True, text=True, timeout=30)
         assert second.returncode == 1
-        assert "already" in (second.stdout + second.stderr)
+        assert "travaille déjà" in (second.stdout + second.stderr)
         first.wait(timeout=60)
         recipients = [rc for m in server.received for rc in m.rcpt_tos]
     assert len(recipients) == len(set(recipients)) == 40
@@ -106,7 +106,7 @@ def test_server_down_at_start_then_next_run_sends(tmp_path, capsys):
                   customers=customers, orders=orders)
     assert main(["run", "--today", "2026-03-02", "--home", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert "stopped trying" in out
+    assert "a cessé d'essayer" in out
     failed = [r for r in sentlog(tmp_path) if r["status"] == "failed"]
     assert 1 <= len(failed) <= 3  # not one failure per mail
     with server:
@@ -117,35 +117,35 @@ def test_server_down_at_start_then_next_run_sends(tmp_path, capsys):
 def test_550_not_retried_451_retried(tmp_path):
     """A 550 for one address is not retried; a 451 for another is retried by the next run."""
     customers, orders = many_orders(3)
-    with SMTPServer(rcpt_replies={"client0@example.com": "550 5.1.1 no such user",
-                                  "client1@example.com": "451 4.7.1 try later"}) as server:
+    with SMTPServer(rcpt_replies={"client0@example.test": "550 5.1.1 no such user",
+                                  "client1@example.test": "451 4.7.1 try later"}) as server:
         make_workbook(tmp_path, settings=settings_for(server), plans=PLAN_ONE_STEP,
                       customers=customers, orders=orders)
         assert main(["run", "--today", "2026-03-02", "--home", str(tmp_path)]) == 1
-        assert [m.rcpt_tos for m in server.received] == [["client2@example.com"]]
+        assert [m.rcpt_tos for m in server.received] == [["client2@example.test"]]
         server.handler.rcpt_replies.clear()
         assert main(["run", "--today", "2026-03-03", "--home", str(tmp_path)]) == 0
         got = [rc for m in server.received for rc in m.rcpt_tos]
-    assert got == ["client2@example.com", "client1@example.com"]
+    assert got == ["client2@example.test", "client1@example.test"]
     rows = sentlog(tmp_path)
-    perm = next(r for r in rows if r["email"] == "client0@example.com")
+    perm = next(r for r in rows if r["email"] == "client0@example.test")
     assert perm["status"] == "failed" and "550" in perm["detail"]
 
 
 def test_permanent_failure_is_due_again_after_address_change(tmp_path):
     """A 550 is not retried, unless the customer's address changes."""
     customers, orders = many_orders(1)
-    with SMTPServer(rcpt_replies={"client0@example.com": "550 5.1.1 no such user"}) as server:
+    with SMTPServer(rcpt_replies={"client0@example.test": "550 5.1.1 no such user"}) as server:
         make_workbook(tmp_path, settings=settings_for(server), plans=PLAN_ONE_STEP,
                       customers=customers, orders=orders)
         assert main(["run", "--today", "2026-03-02", "--home", str(tmp_path)]) == 1
         assert main(["run", "--today", "2026-03-03", "--home", str(tmp_path)]) == 0
         assert server.received == []
-        customers[0]["email"] = "client0.new@example.com"
+        customers[0]["email"] = "client0.new@example.test"
         make_workbook(tmp_path, settings=settings_for(server), plans=PLAN_ONE_STEP,
                       customers=customers, orders=orders)
         assert main(["run", "--today", "2026-03-04", "--home", str(tmp_path)]) == 0
-        assert [m.rcpt_tos for m in server.received] == [["client0.new@example.com"]]
+        assert [m.rcpt_tos for m in server.received] == [["client0.new@example.test"]]
 
 
 def test_daily_limit_across_runs_oldest_first_and_not_missed(tmp_path):
@@ -161,11 +161,11 @@ def test_daily_limit_across_runs_oldest_first_and_not_missed(tmp_path):
         assert main(["run", "--today", "2026-03-05", "--home", home]) == 0
         assert main(["run", "--today", "2026-03-05", "--home", home]) == 0
         day1 = [m.rcpt_tos[0] for m in server.received]
-        assert day1 == ["client0@example.com", "client1@example.com"]
+        assert day1 == ["client0@example.test", "client1@example.test"]
         assert main(["run", "--today", "2026-03-09", "--home", home]) == 0
         assert main(["run", "--today", "2026-03-10", "--home", home]) == 0
         got = [m.rcpt_tos[0] for m in server.received]
-    assert got == [f"client{i}@example.com" for i in range(5)]
+    assert got == [f"client{i}@example.test" for i in range(5)]
     assert "skipped" not in [r["status"] for r in sentlog(tmp_path)]
 
 
@@ -210,7 +210,7 @@ def test_server_that_never_answers_times_out(tmp_path):
             c.close()
         listener.close()
     assert r.returncode == 1
-    assert "failed" in r.stdout
+    assert "échec" in r.stdout
     assert {row["status"] for row in sentlog(tmp_path)} == {"failed"}
 
 
@@ -234,12 +234,12 @@ def test_schedule_prints_cron_and_windows_wrapper(tmp_path, capsys):
 def test_log_file_records_runs_and_failures(tmp_path):
     """Each run writes its counts and every failure to commplan.log in the home folder."""
     customers, orders = many_orders(2)
-    with SMTPServer(rcpt_replies={"client0@example.com": "550 5.1.1 no such user"}) as server:
+    with SMTPServer(rcpt_replies={"client0@example.test": "550 5.1.1 no such user"}) as server:
         make_workbook(tmp_path, settings=settings_for(server), plans=PLAN_ONE_STEP,
                       customers=customers, orders=orders)
         assert main(["run", "--today", "2026-03-02", "--home", str(tmp_path)]) == 1
     text = (tmp_path / "commplan.log").read_text(encoding="utf-8")
-    assert "1 sent" in text and "O0000" in text and "550" in text
+    assert "envoyés 1" in text and "O0000" in text and "550" in text
 
 
 def test_check_points_out_a_stale_excel_lock(tmp_path, capsys):
@@ -251,7 +251,7 @@ def test_check_points_out_a_stale_excel_lock(tmp_path, capsys):
     os.utime(lock, (old, old))
     main(["check", "--home", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "~$commplan.xlsx" in out and "delete" in out and "more than a day old" in out
+    assert "~$commplan.xlsx" in out and "supprimez" in out and "plus d'un jour" in out
 
 
 def test_sentlog_survives_openpyxl_edit_by_staff(tmp_path):

@@ -71,26 +71,26 @@ def test_valid_workbook_has_no_problems_and_builds_the_model(tmp_path: Path) -> 
     assert plan.steps[0].from_column == "start_date"
     assert plan.steps[0].active and not plan.steps[0].required
     assert set(model.customers) == {"C001", "C002"}
-    assert model.customers["C001"].emails == ("alice@example.com",)
+    assert model.customers["C001"].emails == ("alice@example.test",)
     assert [o.order_id for o in model.orders] == ["O1001", "O1002"]
     order = model.orders[0]
     assert (order.plan, order.status, order.row) == ("baie vitrée", "active", 2)
     assert order.dates == {"start_date": dt.date(2026, 3, 2)}
     assert order.fields["product"] == "Baie coulissante"
     assert model.constants == {"company_phone": "01 23 45 67 89"}
-    assert settings.sender_email == "service@example.com"
+    assert settings.sender_email == "service@example.test"
     assert settings.attachments_dir == tmp_path / "attachments"
 
 
 def test_values_are_matched_as_staff_write_them(tmp_path: Path) -> None:
     """Plan names ignore case and spaces, emails are trimmed and lower-cased, ids keep zeros."""
     customers = rows(DEFAULT_CUSTOMERS, {"customer_id": "00123",
-                                         "email": "  Alice@Example.COM ; bob@Example.com "})
+                                         "email": "  Alice@Example.TEST ; bob@Example.test "})
     orders = rows(DEFAULT_ORDERS, {"customer_id": "00123", "plan": "Baie vitrée "},
                   {"plan": "  BAIE VITRÉE"})
     model, _, problems = check(tmp_path, customers=customers, orders=orders)
     assert problems == []
-    assert model.customers["00123"].emails == ("alice@example.com", "bob@example.com")
+    assert model.customers["00123"].emails == ("alice@example.test", "bob@example.test")
     assert [o.plan for o in model.orders] == ["baie vitrée", "baie vitrée"]
     assert model.orders[0].customer_id == "00123"
 
@@ -143,10 +143,10 @@ def test_missing_required_sheet(tmp_path: Path, sheet: str) -> None:
 def test_settings_and_variables_sheets_are_optional(tmp_path: Path) -> None:
     """Without Settings and Variables, defaults apply (the sender may come from the env)."""
     model, settings, problems = check(
-        tmp_path, environ={"COMMPLAN_SENDER_EMAIL": "Shop@Example.com"},
+        tmp_path, environ={"COMMPLAN_SENDER_EMAIL": "Shop@Example.test"},
         sheets={"Settings": None, "Variables": None})
     assert problems == []
-    assert settings.sender_email == "shop@example.com"
+    assert settings.sender_email == "shop@example.test"
     assert settings.locale == "fr_FR"
     assert model.constants == {}
 
@@ -318,9 +318,9 @@ def test_orders_of_a_plan_with_only_bad_rows_say_so(tmp_path: Path) -> None:
         ({"customer_id": "C001"}, "customer_id", "A3", '"C001" is already used in row 2'),
         ({"email": ""}, "email", "C3", "email is empty"),
         ({"email": "bruno@"}, "email", "C3", '"bruno@" is not an email address'),
-        ({"email": "bruno@example.com; lui"}, "email", "C3", '"lui" is not an email'),
+        ({"email": "bruno@example.test; lui"}, "email", "C3", '"lui" is not an email'),
         ({"email": "bruno@exa mple.com"}, "email", "C3", "is not an email address"),
-        ({"email": "bruno@example.com\nBcc: x@y.fr"}, "email", "C3", "not an email"),
+        ({"email": "bruno@example.test\nBcc: x@y.fr"}, "email", "C3", "not an email"),
         ({"opt_out": "bof"}, "opt_out", "D3", '"bof" is not yes or no'),
     ],
 )
@@ -523,9 +523,9 @@ def test_missing_sender_is_a_problem(tmp_path: Path) -> None:
 def test_sender_from_environment_overrides_the_sheet(tmp_path: Path) -> None:
     """COMMPLAN_SENDER_EMAIL fills in (and overrides) the sender address."""
     _, settings, problems = check(tmp_path, settings=settings_with(sender_email=""),
-                                  environ={"COMMPLAN_SENDER_EMAIL": "ops@example.com"})
+                                  environ={"COMMPLAN_SENDER_EMAIL": "ops@example.test"})
     assert problems == []
-    assert settings.sender_email == "ops@example.com"
+    assert settings.sender_email == "ops@example.test"
 
 
 @pytest.mark.parametrize("value", ["XX", "FR-ZZ"])

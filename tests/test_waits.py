@@ -73,14 +73,14 @@ def test_empty_delivery_date_holds_the_step_until_the_cell_is_filled(
     assert "O1001,C001,Baie vitrée,2,2026-03-12,wait,waiting for date_de_livraison" in lines
 
     assert cli(tmp_path, "run", "--today", FIRST_RUN) == 0
-    assert "waiting for date_de_livraison" in capsys.readouterr().out
+    assert "attend date_de_livraison" in capsys.readouterr().out  # a fr_FR workbook
     assert subjects(smtp_server) == ["Votre commande O1001 est en cours de traitement"]
     assert sentlog(tmp_path) == [("O1001", 1, "sent")]  # step 2: neither failed nor skipped
 
     assert cli(tmp_path, "check", "--today", FIRST_RUN) == 1
     out = capsys.readouterr().out
-    assert ('Orders!G2 (date_de_livraison): order O1001, step 2 of "Baie vitrée" (due '
-            "12/03/2026) is waiting for date_de_livraison: the cell is empty.") in out
+    assert ("Orders!G2 (date_de_livraison) : la commande O1001, étape 2 de « Baie vitrée » "
+            "(échéance 12/03/2026) attend date_de_livraison : la cellule est vide.") in out
 
     make_workbook(tmp_path, settings=settings_for(smtp_server),
                   plans=plans_with_step2(DELIVERY_BODY),
@@ -113,8 +113,8 @@ def test_template_error_in_the_highest_due_step_lets_the_step_below_go(
     assert cli(tmp_path, "due", "--today", FIRST_RUN, "--csv") == 0
     lines = capsys.readouterr().out.splitlines()
     assert "O1001,C001,Baie vitrée,1,2026-03-07,send,due" in lines
-    assert ('O1001,C001,Baie vitrée,2,2026-03-12,wait,"the body uses ""order.prodcut"", '
-            'which does not exist (check the spelling; ""commplan variables"" lists them)"'
+    assert ("O1001,C001,Baie vitrée,2,2026-03-12,wait,\"le message utilise « order.prodcut », "
+            "qui n'existe pas (vérifiez l'orthographe ; « commplan variables » les liste)\""
             ) in lines
     assert cli(tmp_path, "run", "--today", FIRST_RUN) == 1
     assert subjects(smtp_server) == ["Votre commande O1001 est en cours de traitement"]
@@ -133,12 +133,12 @@ def test_check_reports_every_problem_of_a_plan_no_order_uses(tmp_path, clean_env
     make_workbook(tmp_path, plans=plans)
     assert cli(tmp_path, "check") == 1
     out = capsys.readouterr().out
-    assert ('Plans!E5 (subject): the subject uses "order.prodcut", which does not exist '
-            '(check the spelling; "commplan variables" lists them)') in out
-    assert 'Plans!F5 (body): the body cannot be read: a "}}" is missing at the end of line 2' \
-        in out
-    assert 'Plans!F6 (body): the body uses "magasin", which does not exist' in out
-    assert 'Plans!F6 (body): the body uses the filter "dat", which does not exist' in out
+    assert ("Plans!E5 (subject) : l'objet utilise « order.prodcut », qui n'existe pas "
+            "(vérifiez l'orthographe ; « commplan variables » les liste)") in out
+    assert ("Plans!F5 (body) : le message est illisible : il manque un « }} » à la fin de la "
+            "ligne 2") in out
+    assert "Plans!F6 (body) : le message utilise « magasin », qui n'existe pas" in out
+    assert "Plans!F6 (body) : le message utilise le filtre « dat », qui n'existe pas" in out
     assert "unexpected end of template" not in out and "expected token" not in out
 
 
@@ -198,8 +198,8 @@ def test_preview_of_a_mail_waiting_for_a_value_says_which_cell(
     make_workbook(tmp_path, settings=settings_for(smtp_server),
                   plans=plans_with_step2(DELIVERY_BODY), orders=orders_with_delivery(None))
     assert cli(tmp_path, "preview", "O1001", "2") == 1
-    assert ("Order O1001 step 2 cannot be made yet: it is waiting for date_de_livraison, "
-            "which is empty for this order.") in capsys.readouterr().err
+    assert ("La commande O1001 étape 2 ne peut pas encore être faite : elle attend "
+            "date_de_livraison, vide pour cette commande.") in capsys.readouterr().err
 
 
 def test_an_empty_customer_cell_read_by_its_french_name_holds_the_mail(
@@ -214,7 +214,7 @@ def test_an_empty_customer_cell_read_by_its_french_name_holds_the_mail(
     make_workbook(tmp_path, settings=settings_for(smtp_server), plans=plans,
                   customers=customers)
     assert cli(tmp_path, "run", "--today", "2026-03-14") == 0
-    assert [r.rcpt_tos for r in smtp_server.received] == [["bruno@example.com"]]
+    assert [r.rcpt_tos for r in smtp_server.received] == [["bruno@example.test"]]
     assert cli(tmp_path, "check", "--today", "2026-03-14") == 1
-    assert ('Customers!D2 (ville): order O1001, step 1 of "Baie vitrée" (due 07/03/2026) is '
-            "waiting for ville: the cell is empty.") in capsys.readouterr().out
+    assert ("Customers!D2 (ville) : la commande O1001, étape 1 de « Baie vitrée » (échéance "
+            "07/03/2026) attend ville : la cellule est vide.") in capsys.readouterr().out

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
 from typing import Protocol
 
 from commplan_xl.core.offsets import WEEKENDS_ONLY, Calendar, add_delay, business_calendar
+from commplan_xl.i18n import N_, _
 from commplan_xl.model import (
     Action,
     Customer,
@@ -43,6 +45,24 @@ REASON_MISSED = "missed"
 REASON_LIMIT = "daily limit reached"
 # The reason of a message that waits for an empty cell to be filled: "waiting for X".
 WAITING_FOR = "waiting for "
+
+
+_REASON_WORDS = {REASON_DUE: N_("due"), REASON_RETRY: N_("retry"),
+                 REASON_ADDRESS: N_("address changed"), REASON_MISSED: N_("missed"),
+                 REASON_LIMIT: N_("daily limit reached"), "daily limit": N_("daily limit")}
+_SUPERSEDED = re.compile(r"superseded by step (\d+)")
+
+
+def reason_text(reason: str) -> str:
+    """A reason as decisions and the ledger keep it ("missed", "superseded by step 3",
+    "waiting for X"), in the current language; any other text as it is."""
+    if reason in _REASON_WORDS:
+        return _(_REASON_WORDS[reason])
+    if match := _SUPERSEDED.fullmatch(reason):
+        return _("superseded by step {step}").format(step=match[1])
+    if reason.startswith(WAITING_FOR):
+        return _("waiting for {column}").format(column=reason.removeprefix(WAITING_FOR))
+    return reason
 
 
 def message_key(order_id: str, step: int) -> LedgerKey:

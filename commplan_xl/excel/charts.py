@@ -19,7 +19,8 @@ def _ref(sheet: str, col: int, first: int, last: int | None = None) -> str:
 
 def chart_xml(sheet: ToolSheet, chart: Chart) -> bytes:
     """A DrawingML bar or line chart of `chart.value_cols` against `chart.category_col`."""
-    last = max(len(sheet.rows), 1) + 1
+    first = chart.first_row
+    last = chart.last_row or max(len(sheet.rows), 1) + 1
     series = []
     for n, col in enumerate(chart.value_cols):
         extra = '<c:marker><c:symbol val="none"/></c:marker>' if chart.kind == "line" else (
@@ -27,10 +28,11 @@ def chart_xml(sheet: ToolSheet, chart: Chart) -> bytes:
         smooth = '<c:smooth val="0"/>' if chart.kind == "line" else ""
         series.append(
             f'<c:ser><c:idx val="{n}"/><c:order val="{n}"/>'
-            f"<c:tx><c:strRef><c:f>{_ref(sheet.name, col, 1)}</c:f></c:strRef></c:tx>{extra}"
-            f"<c:cat><c:strRef><c:f>{_ref(sheet.name, chart.category_col, 2, last)}</c:f>"
+            f"<c:tx><c:strRef><c:f>{_ref(sheet.name, col, first - 1)}</c:f></c:strRef>"
+            f"</c:tx>{extra}"
+            f"<c:cat><c:strRef><c:f>{_ref(sheet.name, chart.category_col, first, last)}</c:f>"
             f"</c:strRef></c:cat>"
-            f"<c:val><c:numRef><c:f>{_ref(sheet.name, col, 2, last)}</c:f></c:numRef></c:val>"
+            f"<c:val><c:numRef><c:f>{_ref(sheet.name, col, first, last)}</c:f></c:numRef></c:val>"
             f"{smooth}</c:ser>"
         )
     if chart.kind == "line":
@@ -38,9 +40,12 @@ def chart_xml(sheet: ToolSheet, chart: Chart) -> bytes:
                 + "".join(series)
                 + '<c:marker val="1"/><c:axId val="10"/><c:axId val="100"/></c:lineChart>')
     else:
-        plot = ('<c:barChart><c:barDir val="col"/><c:grouping val="clustered"/>'
+        grouping, overlap = ("stacked", '<c:overlap val="100"/>') if chart.kind == "stacked" \
+            else ("clustered", "")
+        plot = (f'<c:barChart><c:barDir val="col"/><c:grouping val="{grouping}"/>'
                 '<c:varyColors val="0"/>' + "".join(series)
-                + '<c:gapWidth val="150"/><c:axId val="10"/><c:axId val="100"/></c:barChart>')
+                + f'<c:gapWidth val="60"/>{overlap}<c:axId val="10"/><c:axId val="100"/>'
+                "</c:barChart>")
     title = clean_text(chart.title).translate(XML_TEXT)
     xml = (
         '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
@@ -60,8 +65,8 @@ def chart_xml(sheet: ToolSheet, chart: Chart) -> bytes:
         '<c:majorTickMark val="out"/><c:minorTickMark val="none"/>'
         '<c:tickLblPos val="nextTo"/><c:crossAx val="10"/><c:crosses val="autoZero"/>'
         '<c:crossBetween val="between"/></c:valAx></c:plotArea>'
-        '<c:legend><c:legendPos val="r"/><c:overlay val="0"/></c:legend>'
-        '<c:plotVisOnly val="1"/><c:dispBlanksAs val="gap"/></c:chart></c:chartSpace>'
+        '<c:legend><c:legendPos val="b"/><c:overlay val="0"/></c:legend>'
+        '<c:plotVisOnly val="0"/><c:dispBlanksAs val="gap"/></c:chart></c:chartSpace>'
     )
     return xml.encode("utf-8")
 
@@ -69,14 +74,16 @@ def chart_xml(sheet: ToolSheet, chart: Chart) -> bytes:
 def drawing_xml(sheet: ToolSheet) -> bytes:
     """The drawing part holding the sheet's charts (relationship ids rId1, rId2, ...),
     stacked right of the data."""
-    ncols = max([len(sheet.header), *(len(row) for row in sheet.rows)], default=0)
+    ncols = sheet.ncols
     anchors = []
     for n, chart in enumerate(sheet.charts):
         name = clean_text(chart.title).translate(XML_ATTR) or f"Chart {n + 1}"
+        col, row = chart.anchor or (ncols + 1, 1 + 18 * n)
+        cx, cy = (round(cm * 360000) for cm in chart.size)
         anchors.append(
-            f"<xdr:oneCellAnchor><xdr:from><xdr:col>{ncols + 1}</xdr:col><xdr:colOff>0"
-            f"</xdr:colOff><xdr:row>{1 + 18 * n}</xdr:row><xdr:rowOff>0</xdr:rowOff></xdr:from>"
-            '<xdr:ext cx="6480000" cy="3240000"/><xdr:graphicFrame macro="">'
+            f"<xdr:oneCellAnchor><xdr:from><xdr:col>{col}</xdr:col><xdr:colOff>0"
+            f"</xdr:colOff><xdr:row>{row}</xdr:row><xdr:rowOff>0</xdr:rowOff></xdr:from>"
+            f'<xdr:ext cx="{cx}" cy="{cy}"/><xdr:graphicFrame macro="">'
             f'<xdr:nvGraphicFramePr><xdr:cNvPr id="{n + 2}" name="{name}"/>'
             "<xdr:cNvGraphicFramePr/></xdr:nvGraphicFramePr>"
             '<xdr:xfrm><a:off x="0" y="0"/><a:ext cx="0" cy="0"/></xdr:xfrm><a:graphic>'

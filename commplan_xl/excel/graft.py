@@ -21,13 +21,13 @@ import logging
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from commplan_xl.excel.charts import check_charts
-from commplan_xl.excel.package import Package, plan_graft
+from commplan_xl.excel.package import Package, current_style_ids, plan_graft
 from commplan_xl.excel.safe_replace import (
     backups,
     fsync_folder,
@@ -44,6 +44,7 @@ from commplan_xl.excel.sheet_xml import (
     sheet_xml,
 )
 from commplan_xl.excel.zip_writer import Deflating, copy_zip, deflate
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError
 
 # Also importable from here, where the tests of the whole graft find them.
@@ -52,7 +53,8 @@ __all__ = ["Chart", "ToolSheet", "backups", "column_letter", "lock_file", "write
 log = logging.getLogger(__name__)
 
 
-def _graft_to_temp(path: Path, sheets: Sequence[ToolSheet], built: Mapping[str, bytes]) -> Path:
+def _graft_to_temp(path: Path, sheets: Sequence[ToolSheet], built: dict[str, bytes],
+                   style_ids: dict[str, int]) -> Path:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
@@ -61,14 +63,20 @@ def _graft_to_temp(path: Path, sheets: Sequence[ToolSheet], built: Mapping[str, 
             try:
                 zin = zipfile.ZipFile(src)
             except zipfile.BadZipFile:
-                raise CommplanError(f"{path.name} is not an Excel workbook (.xlsx).") from None
+                raise CommplanError(_("{name} is not an Excel workbook (.xlsx).").format(
+                    name=path.name)) from None
             with zin:
                 try:
                     graft = plan_graft(Package(zin), sheets, built)
+                    if graft.style_ids != style_ids:  # staff changed the styles meanwhile
+                        style_ids.clear()
+                        style_ids.update(graft.style_ids)
+                        built.update({s.name: sheet_xml(s, style_ids) for s in sheets})
+                        graft = plan_graft(Package(zin), sheets, built)
                 except (ET.ParseError, KeyError, UnicodeDecodeError) as exc:
-                    raise CommplanError(
-                        f"{path.name} has a damaged part ({exc}); open it in Excel, save it "
-                        "and run again.") from None
+                    raise CommplanError(_(
+                        "{name} has a damaged part ({error}); open it in Excel, save it and "
+                        "run again.").format(name=path.name, error=exc)) from None
                 copy_zip(src, zin, tmp, graft)
         with contextlib.suppress(OSError):  # keep the staff's permissions, not mkstemp's 0600
             os.chmod(tmp, path.stat().st_mode & 0o7777)
@@ -76,6 +84,17 @@ def _graft_to_temp(path: Path, sheets: Sequence[ToolSheet], built: Mapping[str, 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _style_ids(path: Path) -> dict[str, int]:
+    """The cellXfs numbers the tool's styles will have in the workbook (empty when it
+    cannot be read now: the graft then finds them and the sheets are made again)."""
+    try:
+        with zipfile.ZipFile(path) as zin:
+            return current_style_ids(Package(zin))
+    except (OSError, zipfile.BadZipFile, ET.ParseError, KeyError, UnicodeDecodeError,
+            CommplanError):
+        return {}
 
 
 def write_tool_sheets(
@@ -105,28 +124,31 @@ def write_tool_sheets(
         return
     if lock := lock_file(path):
         raise locked_error(path, sheets, lock)
+    style_ids = _style_ids(path)
     # Each sheet deflates in a thread while the next one's XML is made.
     pool = ThreadPoolExecutor(1, "commplan-deflate")
     built: dict[str, bytes] = {}
     try:
         for sheet in sheets:
-            part = built[sheet.name] = Deflating(sheet_xml(sheet))
+            part = built[sheet.name] = Deflating(sheet_xml(sheet, style_ids))
             part.packed = pool.submit(deflate, part)
     finally:
         pool.shutdown(wait=False)
     for _attempt in range(3):
         before = stat_retrying(path)
         if expected_stat is not None and before != tuple(expected_stat):
-            log.info("%s changed since it was read; grafting into the current file", path.name)
+            log.info("%s", _("{name} changed since it was read; the sheets go into the file as it "
+                             "is now").format(name=path.name))
         try:
-            tmp = _graft_to_temp(path, sheets, built)
+            tmp = _graft_to_temp(path, sheets, built, style_ids)
         except PermissionError:
             raise locked_error(path, sheets, lock_file(path)) from None
         if stat_retrying(path) == before:
             break
         tmp.unlink(missing_ok=True)  # someone saved meanwhile: graft into their version
     else:
-        raise CommplanError(f"{path.name} kept changing while the tool wrote it; run again.")
+        raise CommplanError(_("{name} kept changing while the tool wrote it; run again.")
+                            .format(name=path.name))
     try:
         if lock := lock_file(path):
             raise locked_error(path, sheets, lock)

@@ -12,3 +12,5 @@ CT_CHART = "application/vnd.openxmlformats-officedocument.drawingml.chart+xml"
 STRICT_MAIN = "http://purl.oclc.org/ooxml/spreadsheetml/main"
 XML_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 XML_ATTR = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
+MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+CT_STYLES = "application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"

@@ -8,6 +8,7 @@ the parts only it used (its old drawing and charts) and a calc chain that names 
 from __future__ import annotations
 
 import dataclasses
+import html
 import posixpath
 import re
 import zipfile
@@ -20,14 +21,17 @@ from commplan_xl.excel.charts import chart_xml, drawing_xml
 from commplan_xl.excel.ooxml import (
     CT_CHART,
     CT_DRAWING,
+    CT_STYLES,
     CT_WORKSHEET,
     REL_NS,
     REL_TYPE,
     STRICT_MAIN,
     XML_ATTR,
 )
-from commplan_xl.excel.sheet_xml import ToolSheet
+from commplan_xl.excel.sheet_xml import ToolSheet, defined_names
+from commplan_xl.excel.styles import MINIMAL_STYLES, append_styles
 from commplan_xl.excel.tool_marks import Placement, place_sheets, read_marks, set_marks
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError
 
 
@@ -106,10 +110,12 @@ def _insert_before_close(xml: str, element: str, fragment: str, member: str) -> 
     """Insert `fragment` before the closing tag of `element`, with that tag's prefix."""
     closes = list(re.finditer(rf"</([A-Za-z_][\w.\-]*:)?{element}\s*>", xml))
     if not closes:
-        raise CommplanError(f"The workbook's {member} has no <{element}> list; is it damaged?")
+        raise CommplanError(_("The workbook's {member} has no <{element}> list; is it damaged?")
+                            .format(member=member, element=element))
     close = closes[-1]
     prefix = close.group(1) or ""
-    return xml[: close.start()] + fragment.replace("<§", f"<{prefix}") + xml[close.start():]
+    fragment = fragment.replace("</§", f"</{prefix}").replace("<§", f"<{prefix}")
+    return xml[: close.start()] + fragment + xml[close.start():]
 
 
 def _free_part(pattern: str, taken: set[str]) -> str:
@@ -130,6 +136,7 @@ class Graft:
     add: dict[str, bytes] = field(default_factory=dict)
     overrides: dict[str, str] = field(default_factory=dict)  # part → content type to add
     drop_overrides: set[str] = field(default_factory=set)
+    style_ids: dict[str, int] = field(default_factory=dict)  # the tool's cell styles
 
 
 def _owned_parts(pkg: Package, sheet_part: str) -> set[str]:
@@ -160,13 +167,13 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
     graft = Graft()
     root_rels = [r for r in pkg.rels("") if r.type.endswith("/officeDocument")]
     if not root_rels:
-        raise CommplanError("The file has no workbook part; is it really an .xlsx workbook?")
+        raise CommplanError(_("The file has no workbook part; is it really an .xlsx workbook?"))
     book = root_rels[0].target
     book_xml = pkg.read(book).decode("utf-8")
     root = ET.fromstring(book_xml)
     if root.tag.startswith("{" + STRICT_MAIN):
-        raise CommplanError("The workbook is saved as 'Strict Open XML'; save it in Excel as "
-                            "an ordinary 'Excel Workbook (.xlsx)' and run again.")
+        raise CommplanError(_("The workbook is saved as 'Strict Open XML'; save it in Excel "
+                              "as an ordinary 'Excel Workbook (.xlsx)' and run again."))
     by_rid = {r.rid: r for r in pkg.rels(book)}
     sheets_of, sheet_ids = _workbook_sheets(root, by_rid)
     places = place_sheets({k: (v[0], v[2]) for k, v in sheets_of.items()}, read_marks(root),
@@ -194,8 +201,8 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
             next_rid += 1
             graft.add[part] = built[sheet.name]
             graft.overrides[part] = CT_WORKSHEET
-            new_sheets.append((place.name, sheet_ids[-1], rid))
-            new_rels.append((rid, relative_target(book, part)))
+            new_sheets.append((place.name, sheet_ids[-1], rid, sheet.hidden))
+            new_rels.append((rid, "worksheet", relative_target(book, part)))
         else:
             graft.replace[pkg.name(part)] = built[sheet.name]
             old_rels = rels_name(part)
@@ -210,8 +217,17 @@ def plan_graft(pkg: Package, sheets: Sequence[ToolSheet], built: Mapping[str, by
         if sheet.charts:  # the charts name the sheet as the workbook has it
             _add_charts(graft, dataclasses.replace(sheet, name=place.name), part, base, taken)
 
-    if new_sheets:
-        _edit_workbook(graft, pkg, book, book_xml, new_sheets, new_rels)
+    new_rels += _plan_styles(graft, pkg, book, by_rid, f"rId{next_rid}")
+    # Each tool sheet's print titles and filter range, by its place among the sheets.
+    order = [renames.get(el.get("name", ""), el.get("name", "")).casefold()
+             for el in root.iter() if _local(el.tag) == "sheet"]
+    order += [new[0].casefold() for new in new_sheets]
+    names = {}
+    for sheet in sheets:
+        name = places[sheet.name].name
+        names[order.index(name.casefold())] = (
+            name, defined_names(dataclasses.replace(sheet, name=name)))
+    _edit_workbook(graft, pkg, book, book_xml, new_sheets, new_rels, names)
     edited = graft.replace.get(book, b"").decode("utf-8") or book_xml
     marked = set_marks(edited, {name: p.name for name, p in places.items()},
                        former=[n for s in sheets for n, _h in s.former])
@@ -350,27 +366,133 @@ def _edit_workbook(
     pkg: Package,
     book: str,
     book_xml: str,
-    new_sheets: list[tuple[str, int, str]],
-    new_rels: list[tuple[str, str]],
+    new_sheets: list[tuple[str, int, str, bool]],
+    new_rels: list[tuple[str, str, str]],
+    names: Mapping[int, tuple[str, Mapping[str, str]]],
 ) -> None:
-    start = re.search(r"<(?![?!])[^>]*>", book_xml)
-    declared = re.search(rf'xmlns:([\w.\-]+)\s*=\s*["\']{re.escape(REL_NS)}["\']',
-                         start.group(0) if start else "")
-    fragment = ""
-    for name, sheet_id, rid in new_sheets:
-        rid_attr = (f'{declared.group(1)}:id="{rid}"' if declared
-                    else f'r:id="{rid}" xmlns:r="{REL_NS}"')
-        fragment += f'<§sheet name="{name.translate(XML_ATTR)}" sheetId="{sheet_id}" {rid_attr}/>'
-    graft.replace[book] = _insert_before_close(book_xml, "sheets", fragment, book).encode()
+    """Add the new sheets to workbook.xml and the new relationships (sheets, styles) to
+    its .rels; set the defined names of the tool's sheets (by their index)."""
+    text = book_xml
+    if new_sheets:
+        text = _add_sheet_elements(text, book, new_sheets)
+    text = set_defined_names(text, names)
+    if text != book_xml:
+        graft.replace[book] = text.encode("utf-8")
+    if not new_rels:
+        return
     rels_member = pkg.name(rels_name(book))
     rels_xml = graft.replace.get(rels_member, b"") or pkg.read(rels_member)
     rels_xml = rels_xml.decode("utf-8")
     fragment = "".join(
-        f'<§Relationship Id="{rid}" Type="{REL_TYPE}worksheet" Target="{target}"/>'
-        for rid, target in new_rels
+        f'<§Relationship Id="{rid}" Type="{REL_TYPE}{kind}" Target="{target}"/>'
+        for rid, kind, target in new_rels
     )
     graft.replace[rels_member] = _insert_before_close(
         rels_xml, "Relationships", fragment, rels_member).encode()
+
+
+def _add_sheet_elements(book_xml: str, book: str,
+                        new_sheets: list[tuple[str, int, str, bool]]) -> str:
+    start = re.search(r"<(?![?!])[^>]*>", book_xml)
+    declared = re.search(rf'xmlns:([\w.\-]+)\s*=\s*["\']{re.escape(REL_NS)}["\']',
+                         start.group(0) if start else "")
+    fragment = ""
+    for name, sheet_id, rid, hidden in new_sheets:
+        rid_attr = (f'{declared.group(1)}:id="{rid}"' if declared
+                    else f'r:id="{rid}" xmlns:r="{REL_NS}"')
+        state = ' state="hidden"' if hidden else ""
+        fragment += (f'<§sheet name="{name.translate(XML_ATTR)}" sheetId="{sheet_id}"{state} '
+                     f"{rid_attr}/>")
+    return _insert_before_close(book_xml, "sheets", fragment, book)
+
+
+_TOOL_NAMES = ("_xlnm.Print_Titles", "_xlnm._FilterDatabase")
+_DEFINED_NAME = re.compile(
+    r"<(?P<p>[\w.\-]+:)?definedName\b(?P<attrs>[^>]*?)(?:/>|>(?P<value>.*?)</(?:[\w.\-]+:)?"
+    r"definedName\s*>)", re.DOTALL)
+
+
+def set_defined_names(book_xml: str, names: Mapping[int, tuple[str, Mapping[str, str]]]
+                      ) -> str:
+    """workbook.xml with the print titles and filter ranges of the tool's sheets: `names`
+    maps a sheet's index to its name and its defined names (name -> formula). Those two
+    built-in names of that sheet are replaced; every other name stays as it was."""
+    def attr(attrs: str, key: str) -> str | None:
+        found = re.search(rf'\b{key}\s*=\s*["\']([^"\']*)["\']', attrs)
+        return found.group(1) if found else None
+
+    def stale(match: re.Match) -> bool:
+        if attr(match.group("attrs"), "name") not in _TOOL_NAMES:
+            return False
+        local = attr(match.group("attrs"), "localSheetId")
+        if local is not None and local.isdigit() and int(local) in names:
+            return True
+        value = html.unescape(match.group("value") or "")
+        return any(value.startswith(_quoted(sheet) + "!") for sheet, _n in names.values())
+
+    text = _DEFINED_NAME.sub(lambda m: "" if stale(m) else m.group(0), book_xml)
+    fragment = "".join(
+        f'<§definedName name="{name}" localSheetId="{index}"'
+        + (' hidden="1"' if name.endswith("_FilterDatabase") else "")
+        + f">{html.escape(formula, quote=False)}</§definedName>"
+        for index, (_sheet, defined) in sorted(names.items())
+        for name, formula in sorted(defined.items())
+    )
+    if not fragment:
+        return text
+    if re.search(r"</([\w.\-]+:)?definedNames\s*>", text):
+        return _insert_before_close(text, "definedNames", fragment, "workbook.xml")
+    empty = re.search(r"<(?P<p>[\w.\-]+:)?definedNames\s*/>", text)  # openpyxl writes one
+    if empty:
+        prefix = empty.group("p") or ""
+        block = f"<{prefix}definedNames>{fragment}</{prefix}definedNames>".replace(
+            "</§", f"</{prefix}").replace("<§", f"<{prefix}")
+        return text[:empty.start()] + block + text[empty.end():]
+    # No list yet: it goes after <sheets> (and the lists the schema puts between).
+    closes = [m for m in re.finditer(
+        r"</(?P<p>[\w.\-]+:)?(sheets|functionGroups|externalReferences)\s*>"
+        r"|<(?P<q>[\w.\-]+:)?functionGroups\b[^>]*/>", text)]
+    if not closes:
+        raise CommplanError("The workbook's workbook.xml has no <sheets> list; is it damaged?")
+    last = closes[-1]
+    prefix = last.group("p") or last.group("q") or ""
+    block = f"<§definedNames>{fragment}</§definedNames>".replace("<§", f"<{prefix}").replace(
+        "</§", f"</{prefix}")
+    return text[:last.end()] + block + text[last.end():]
+
+
+def _quoted(sheet: str) -> str:
+    return "'" + sheet.replace("'", "''") + "'"
+
+
+def current_style_ids(pkg: Package) -> dict[str, int]:
+    """The cellXfs index each tool style gets in this package (see `_plan_styles`)."""
+    root_rels = [r for r in pkg.rels("") if r.type.endswith("/officeDocument")]
+    if not root_rels:
+        return {}
+    rel = next((r for r in pkg.rels(root_rels[0].target) if r.type.endswith("/styles")), None)
+    if rel is not None and rel.target and pkg.has(rel.target):
+        return append_styles(pkg.read(rel.target).decode("utf-8"))[1]
+    return append_styles(MINIMAL_STYLES)[1]
+
+
+def _plan_styles(graft: Graft, pkg: Package, book: str, by_rid: Mapping[str, Rel],
+                 free_rid: str) -> list[tuple[str, str, str]]:
+    """Append the tool's cell styles to the workbook's styles part (made when there is
+    none: then its relationship is returned, to add to the workbook's)."""
+    rel = next((r for r in by_rid.values() if r.type.endswith("/styles")), None)
+    if rel is not None and rel.target and pkg.has(rel.target):
+        member = pkg.name(rel.target)
+        old = pkg.read(member).decode("utf-8")
+        new, graft.style_ids = append_styles(old)
+        if new != old:
+            graft.replace[member] = new.encode("utf-8")
+        return []
+    part = posixpath.join(posixpath.dirname(book), "styles.xml")
+    new, graft.style_ids = append_styles(MINIMAL_STYLES)
+    graft.add[part] = new.encode("utf-8")
+    graft.overrides[part] = CT_STYLES
+    return [(free_rid, "styles", relative_target(book, part))]
 
 
 def _edit_content_types(graft: Graft, pkg: Package) -> None:

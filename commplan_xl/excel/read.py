@@ -27,6 +27,7 @@ from python_calamine import CalamineWorkbook
 from commplan_xl.excel.names import column_key, fold, sheet_key
 from commplan_xl.excel.sheet_xml import column_letter
 from commplan_xl.gc_pause import no_gc
+from commplan_xl.i18n import _
 from commplan_xl.problems import CellError, CommplanError, Problem
 
 # The sheets validation needs; reading only these keeps a run fast on big workbooks.
@@ -315,7 +316,8 @@ class _PendingTables(Mapping[str, Table]):
 
 
 def _unreadable(path: Path, exc: Exception) -> CommplanError:
-    return CommplanError(f"The workbook {path} could not be read: {exc}.")
+    return CommplanError(_("The workbook {path} could not be read: {error}.").format(
+        path=path, error=exc))
 
 
 def _load_retrying(path: Path, attempts: int, pause: float) -> bytes:
@@ -329,16 +331,15 @@ def _load_retrying(path: Path, attempts: int, pause: float) -> bytes:
         except Exception as exc:  # missing, locked mid-save, half-written, not a workbook
             error = exc
     if isinstance(error, FileNotFoundError) or not path.exists():
-        raise CommplanError(
-            f"The workbook {path} does not exist; check --home or --workbook, "
-            "or create one with `commplan init`."
-        ) from error
+        raise CommplanError(_(
+            "The workbook {path} does not exist; check --home or --workbook, or create one "
+            "with `commplan init`.").format(path=path)) from error
     if isinstance(error, IsADirectoryError | PermissionError):
-        raise CommplanError(f"The workbook {path} cannot be read: {error}.") from error
-    raise CommplanError(
-        f"{path} is not an Excel workbook (.xlsx); save it from Excel as "
-        "\"Excel Workbook (*.xlsx)\"."
-    ) from error
+        raise CommplanError(_("The workbook {path} cannot be read: {error}.").format(
+            path=path, error=error)) from error
+    raise CommplanError(_(
+        '{path} is not an Excel workbook (.xlsx); save it from Excel as "Excel Workbook '
+        '(*.xlsx)".').format(path=path)) from error
 
 
 _EXCEL_EPOCH = dt.date(1899, 12, 30)

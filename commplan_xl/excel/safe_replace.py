@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from commplan_xl.excel.sheet_xml import ToolSheet
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError, WorkbookLocked
 
 
@@ -30,13 +31,14 @@ def lock_file(path: Path) -> Path | None:
 
 def locked_error(path: Path, sheets: Sequence[ToolSheet], lock: Path | None) -> WorkbookLocked:
     """The refusal; each caller adds what it means for its own sheets."""
-    app = "another program"
+    app = _("another program")
     if lock:
         app = "LibreOffice" if lock.name.startswith(".~lock.") else "Excel"
-    where = f" ({lock})" if lock else " (it could not be replaced)"
+    where = f" ({lock})" if lock else _(" (it could not be replaced)")
     names = ", ".join(s.name for s in sheets)
-    return WorkbookLocked(f"{path.name} is open in {app}{where}: the {names} sheet was not "
-                          "written")
+    return WorkbookLocked(_("{workbook} is open in {app}{where}: the {names} sheet was not "
+                            "written").format(workbook=path.name, app=app, where=where,
+                                              names=names))
 
 
 def file_stat(path: Path) -> tuple[int, int]:
@@ -52,7 +54,8 @@ def stat_retrying(path: Path, tries: int = 10) -> tuple[int, int]:
         except FileNotFoundError:
             # Excel replaces the file when it saves: it is briefly missing.
             if attempt == tries - 1:
-                raise CommplanError(f"{path.name} was not found in {path.parent}.") from None
+                raise CommplanError(_("{name} was not found in {folder}.").format(
+                    name=path.name, folder=path.parent)) from None
             time.sleep(0.1)
     raise AssertionError("unreachable")
 

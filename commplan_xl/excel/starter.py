@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -31,6 +32,8 @@ from openpyxl.worksheet.worksheet import Worksheet
 from commplan_xl.core.units import UNIT_TABLE, parse_unit
 from commplan_xl.excel import names
 from commplan_xl.excel.safe_replace import lock_file
+from commplan_xl.excel.sheet_xml import PLAN_LIST
+from commplan_xl.i18n import _
 from commplan_xl.model import Status
 from commplan_xl.problems import CommplanError, WorkbookLocked
 from commplan_xl.settings import KEYS as SETTING_KEYS
@@ -39,7 +42,9 @@ WORKBOOK_NAME = "commplan.xlsx"
 # The input sheets by key, in tab order (after the "Mode d'emploi").
 SHEETS = ("orders", "customers", "plans", "variables", "settings")
 HOW_TO_TITLE = names.Name("How to", "Mode d'emploi")
-FORMATTED_ROWS = 1000  # rows below the header that get formats and drop-downs ready
+FORMATTED_ROWS = 1000  # rows below the header that get formats ready
+EXCEL_ROWS = 1_048_576  # drop-downs cover the whole column
+PLAN_LIST_SOURCE = f"OFFSET({PLAN_LIST}!$A$2,0,0,MAX(1,COUNTA({PLAN_LIST}!$A:$A)-1),1)"
 # Sheets that stay short get fewer ready rows (plans: at most 10 steps each).
 READY_ROWS = {"plans": 300, "variables": 100, "settings": 100}
 DATE_FORMAT = "DD/MM/YYYY"
@@ -304,19 +309,29 @@ POSE_STEPS: tuple[tuple[int, float, str, str, str, str, str], ...] = (
 )
 
 # customer_id, name, email, opt_out, telephone
+# customer_id, name, email, opt_out, telephone. The addresses are at documentation domains
+# (example.com, .net, .org): the tool never sends to them, so the demo rows reach nobody.
 DEMO_CUSTOMERS: tuple[tuple[str, str, str, str, str], ...] = (
-    ("C0001", "Éloïse Lefèvre", "eloise.lefevre@example.fr", "non", "06 12 34 56 78"),
+    ("C0001", "Éloïse Lefèvre", "eloise.lefevre@example.net", "non", "06 12 34 56 78"),
     ("C0002", "François Nguyễn", "francois.nguyen@example.com", "non", "06 23 45 67 89"),
-    ("C0003", "Hélène Mercier", "helene.mercier@example.fr", "non", "07 34 56 78 90"),
-    ("C0004", "Jérôme Bénard", "jerome.benard@example.com; secretariat.benard@example.fr",
+    ("C0003", "Hélène Mercier", "helene.mercier@example.org", "non", "07 34 56 78 90"),
+    ("C0004", "Jérôme Bénard", "jerome.benard@example.com; secretariat.benard@mail.example.org",
      "non", "04 78 12 34 56"),
-    ("C0005", "Anaïs Noël", "anais.noel@example.fr", "non", "06 45 67 89 01"),
+    ("C0005", "Anaïs Noël", "anais.noel@example.net", "non", "06 45 67 89 01"),
     ("C0006", "Maëlle Côté", "maelle.cote@example.com", "non", "06 56 78 90 12"),
-    ("C0007", "Raphaël Dupré", "raphael.dupre@example.fr", "oui", "06 67 89 01 23"),
+    ("C0007", "Raphaël Dupré", "raphael.dupre@example.org", "oui", "06 67 89 01 23"),
     ("C0008", "Léa Fournier", "lea.fournier@example.com", "non", "07 78 90 12 34"),
-    ("C0009", "Aurélien Lemaître", "aurelien.lemaitre@example.fr", "non", "06 89 01 23 45"),
+    ("C0009", "Aurélien Lemaître", "aurelien.lemaitre@example.net", "non", "06 89 01 23 45"),
     ("C0010", "Inès Bouchard", "ines.bouchard@example.com", "non", "06 90 12 34 56"),
 )
+# `commplan demo` sends to its own local server: its customers get addresses at this
+# domain (.test is for test servers, and the tool sends to it).
+DEMO_SERVER_DOMAIN = "clients.test"
+
+
+def _demo_address(text: str, domain: str | None) -> str:
+    return text if domain is None else re.sub(r"@[^;,\s]+", f"@{domain}", text)
+
 
 _BAIE_PRODUCT = "baie vitrée coulissante alu 240 × 215 cm"
 _POSE_PRODUCT = "4 fenêtres PVC double vitrage"
@@ -355,9 +370,25 @@ DEMO_ORDERS: tuple[DemoOrder, ...] = (
 )
 
 
-def demo_rows(today: dt.date, lang: str = "fr") -> dict[str, list[list[Any]]]:
+def demo_note(order_ids: Iterable[str], customer_ids: Iterable[str]) -> str | None:
+    """A sentence for `check` while the workbook still holds demo rows of `init`."""
+    orders = sorted({o.order_id for o in DEMO_ORDERS} & set(order_ids))
+    customers = {c[0] for c in DEMO_CUSTOMERS} & set(customer_ids)
+    if orders:
+        return _("The workbook still holds the demo orders ({first}…) that `commplan init` "
+                 "wrote: replace them with your own customers and orders (their example "
+                 "addresses are never sent to).").format(first=orders[0])
+    if customers:
+        return _("The workbook still holds the demo customers that `commplan init` wrote: "
+                 "replace them with your own (their example addresses are never sent to).")
+    return None
+
+
+def demo_rows(today: dt.date, lang: str = "fr", *, domain: str | None = None
+              ) -> dict[str, list[list[Any]]]:
     """The demo data rows of each sheet (by key), values in column order, dates relative to
-    `today`, words and templates in `lang`."""
+    `today`, words and templates in `lang`; the customers' addresses at `domain` when
+    given."""
 
     def ago(days: int | None) -> dt.date | None:
         return None if days is None else today - dt.timedelta(days=days)
@@ -388,7 +419,8 @@ def demo_rows(today: dt.date, lang: str = "fr") -> dict[str, list[list[Any]]]:
          o.store, ago(o.delivery_ago), ""]
         for o in DEMO_ORDERS
     ]
-    customers = [[*c[:3], yes if c[3] == "oui" else no, c[4]] for c in DEMO_CUSTOMERS]
+    customers = [[c[0], c[1], _demo_address(c[2], domain), yes if c[3] == "oui" else no, c[4]]
+                 for c in DEMO_CUSTOMERS]
     return {
         "orders": orders,
         "customers": customers,
@@ -402,16 +434,17 @@ def demo_rows(today: dt.date, lang: str = "fr") -> dict[str, list[list[Any]]]:
 # ---------------------------------------------------------------------------
 
 
-def create_workbook(path: Path, *, demo: bool = True, today: dt.date, lang: str = "fr"
-                    ) -> None:
-    """Write the ready-to-edit workbook at `path` (demo rows when `demo`) in `lang` ("fr"
-    or "en"): its "Mode d'emploi" first, then the input sheets."""
+def create_workbook(path: Path, *, demo: bool = True, today: dt.date, lang: str = "fr",
+                    demo_domain: str | None = None) -> None:
+    """Write the ready-to-edit workbook at `path` (demo rows when `demo`, their customers'
+    addresses at `demo_domain` when given) in `lang` ("fr" or "en"): its "Mode d'emploi"
+    first, then the input sheets, then the tool's hidden list of plans."""
     if lang not in names.LANGUAGES:
         raise CommplanError(f'"{lang}" is not a language of commplan; write fr or en.')
     wb = Workbook()
     wb.remove(wb.active)
     _write_how_to(wb.create_sheet(HOW_TO_TITLE(lang)), lang)
-    rows = demo_rows(today, lang) if demo else {}
+    rows = demo_rows(today, lang, domain=demo_domain) if demo else {}
     for key in SHEETS:
         ws = wb.create_sheet(names.sheet_title(key, lang))
         layout = LAYOUTS[key]
@@ -419,6 +452,7 @@ def create_workbook(path: Path, *, demo: bool = True, today: dt.date, lang: str 
         data = _setting_rows(demo, lang) if key == "settings" else rows.get(key, [])
         _write_rows(ws, data)
         _format_columns(ws, layout, len(data), READY_ROWS.get(key, FORMATTED_ROWS))
+    _add_plan_list(wb, rows.get("plans", []))
     _add_validations(wb, lang)
     wb.active = 0
     _save_atomically(wb, path)
@@ -477,6 +511,19 @@ def _format_columns(ws: Worksheet, layout: Sequence[Column], n_rows: int, ready:
             cell.alignment = _TOP_WRAP if column.kind == "wrap" else _TOP
 
 
+def _add_plan_list(wb: Workbook, plans: list[list[Any]]) -> None:
+    """The tool's hidden sheet listing each plan once, for the Orders plan drop-down (each
+    run writes it again from Plans)."""
+    ws = wb.create_sheet(PLAN_LIST)
+    ws.append(["plan"])
+    seen: set[str] = set()
+    for row in plans:
+        if row and row[0] and str(row[0]).casefold() not in seen:
+            seen.add(str(row[0]).casefold())
+            ws.append([row[0]])
+    ws.sheet_state = "hidden"
+
+
 def _list_validation(source: str, *, prompt: str, strict: bool = True) -> DataValidation:
     """A drop-down list; `strict` refuses other values, else it only suggests."""
     dv = DataValidation(type="list", formula1=source, allow_blank=True)
@@ -502,7 +549,7 @@ def _sheet_ref(title: str) -> str:
 
 
 def _add_validations(wb: Workbook, lang: str) -> None:
-    span = f"2:{FORMATTED_ROWS + 1}"
+    span = f"2:{EXCEL_ROWS}"  # the whole column, like Excel's own drop-downs
 
     def col(sheet: str, name: str) -> str:
         index = [c.name for c in LAYOUTS[sheet]].index(name) + 1
@@ -516,14 +563,14 @@ def _add_validations(wb: Workbook, lang: str) -> None:
             dv.add(col(sheet, name))
 
     def first_column(sheet: str) -> str:
-        return f"{_sheet_ref(names.sheet_title(sheet, lang))}!$A$2:$A${FORMATTED_ROWS + 1}"
+        return f"{_sheet_ref(names.sheet_title(sheet, lang))}!$A$2:$A${EXCEL_ROWS}"
 
     yes_no_list = _quoted(yes_no(lang))
     yes_no_prompt = " / ".join(yes_no(lang))
     add("orders", _list_validation(_quoted(statuses(lang)), prompt="Statut"), "status")
-    # A list read from another sheet: fine in Excel 2010+ and LibreOffice. Duplicated plan
-    # names (one per step) show more than once in the list; harmless.
-    add("orders", _list_validation(first_column("plans"), prompt="Plan"), "plan")
+    # A list read from another sheet: fine in Excel 2010+ and LibreOffice. Each plan once,
+    # from the tool's hidden list, as long as the list is.
+    add("orders", _list_validation(PLAN_LIST_SOURCE, prompt="Plan"), "plan")
     add("orders", _list_validation(first_column("customers"), prompt="Client", strict=False),
         "customer_id")
     add("customers", _list_validation(yes_no_list, prompt=yes_no_prompt), "opt_out")
@@ -806,9 +853,10 @@ def write_demo_attachments(folder: Path) -> list[Path]:
 
 
 def init_home(home: Path, *, force: bool = False, today: dt.date | None = None,
-              workbook: Path | None = None, lang: str = "fr") -> Path:
-    """Create the home folders, demo attachments and workbook (in `lang`, "fr" or "en");
-    return the workbook path.
+              workbook: Path | None = None, lang: str = "fr",
+              demo_domain: str | None = None) -> Path:
+    """Create the home folders, demo attachments and workbook (in `lang`, "fr" or "en";
+    the demo customers' addresses at `demo_domain` when given); return the workbook path.
 
     Refuses to replace an existing workbook unless `force`; then the old one is kept as a
     dated backup beside it. `workbook` overrides home/workbooks/commplan.xlsx.
@@ -817,19 +865,19 @@ def init_home(home: Path, *, force: bool = False, today: dt.date | None = None,
     path = Path(workbook) if workbook is not None else home / "workbooks" / WORKBOOK_NAME
     if path.exists():
         if not force:
-            raise CommplanError(
-                f"The workbook {path} already exists; use --force to replace it "
-                "(the old one is kept as a dated backup)."
-            )
+            raise CommplanError(_(
+                "The workbook {path} already exists; use --force to replace it (the old one "
+                "is kept as a dated backup).").format(path=path))
         if lock_file(path) is not None:
-            raise WorkbookLocked(
-                f"The workbook {path} is open in Excel or LibreOffice; close it and try again."
-            )
+            raise WorkbookLocked(_(
+                "The workbook {path} is open in Excel or LibreOffice; close it and try again."
+            ).format(path=path))
     for folder in ("workbooks", "attachments", "archive"):
         (home / folder).mkdir(parents=True, exist_ok=True)
     write_demo_attachments(home / "attachments")
     if path.exists():
         # Copy, then replace atomically: a workbook stays at `path` at every moment.
         shutil.copy2(path, backup_path(path, dt.datetime.now()))
-    create_workbook(path, demo=True, today=today or default_today(), lang=lang)
+    create_workbook(path, demo=True, today=today or default_today(), lang=lang,
+                    demo_domain=demo_domain)
     return path

@@ -26,6 +26,7 @@ import pandas as pd
 from commplan_xl.core.units import UNIT_ROWS, Unit, parse_unit
 from commplan_xl.excel import names
 from commplan_xl.excel.read import Table, no_gc, normalise_header, parse_date, parse_yes_no
+from commplan_xl.i18n import _
 from commplan_xl.mail.attachments import resolve_attachment
 from commplan_xl.model import (
     Customer,
@@ -75,6 +76,16 @@ _ADDRESS_SPLIT = re.compile(r"[;,]")
 def is_email(address: str) -> bool:
     """A sane check of one address (no display name, no CR/LF)."""
     return _EMAIL.fullmatch(address) is not None
+
+
+# Documentation domains (RFC 2606): addresses there reach nobody, or someone who never asked.
+_EXAMPLE_DOMAIN = re.compile(r"@(?:[^@]*\.)?example\.(?:com|net|org)$|\.(?:example|invalid)$")
+
+
+def is_example_address(address: str) -> bool:
+    """An address at a documentation domain (example.com/.net/.org and their subdomains,
+    the .example and .invalid top-level domains): the tool never sends to it."""
+    return _EXAMPLE_DOMAIN.search(address.lower()) is not None
 
 
 def split_emails(text: str) -> list[str]:
@@ -300,10 +311,10 @@ def _settings(
         for row, values in table.rows:
             key = normalise_header(_text(values["key"]))
             if not key:
-                sheet.add(row, "key", "The setting has a value but no key; write its name.")
+                sheet.add(row, "key", _("The setting has a value but no key; write its name."))
             elif key in raw:
-                sheet.add(row, "key", f"The setting {key} is already in row {raw[key][1]}; "
-                          "keep only one.")
+                sheet.add(row, "key", _("The setting {key} is already in row {row}; keep only "
+                                        "one.").format(key=key, row=raw[key][1]))
             elif (unknown := unknown_key(key, values["key"])) is not None:
                 sheet.add(row, "key", unknown)
             else:
@@ -328,11 +339,12 @@ def _settings(
     if not settings.sender_email:
         found.append(WorkbookProblem(
             sheet_name, None, "sender_email",
-            "No sender address: add a row sender_email with the address mails come from, "
-            "or set COMMPLAN_SENDER_EMAIL.",
+            _("No sender address: add a row sender_email with the address mails come from, "
+              "or set COMMPLAN_SENDER_EMAIL."),
         ))
     elif not is_email(settings.sender_email):
-        bad("sender_email", f'"{settings.sender_email}" is not an email address.')
+        bad("sender_email", _('"{address}" is not an email address.').format(
+            address=settings.sender_email))
     if names.language_of(settings.locale) is None:
         row = rows.get("locale")
         cell = table.cell("value", row) if table is not None and row is not None else ""
@@ -346,9 +358,9 @@ def _settings(
         try:  # the calendar the run will use decides what is valid (case, old names)
             business_calendar(settings.holiday_country, settings.holiday_subdiv)
         except ValueError:
-            bad("holidays", f'"{settings.holidays}" is not a country (and subdivision) the '
-                "holidays library knows; write a country code such as FR, or FR-57 for "
-                "Alsace-Moselle.")
+            bad("holidays", _('"{text}" is not a country (and subdivision) the holidays '
+                              "library knows; write a country code such as FR, or FR-57 for "
+                              "Alsace-Moselle.").format(text=settings.holidays))
             settings = replace(settings, holidays="")
     problems.extend(sorted(found, key=lambda p: (p.row is None, p.row or 0)))
     return settings
@@ -611,8 +623,11 @@ def _customers(tables: Mapping[str, Table], usable: set[str],
     emails = _per_value(cells["email"], lambda cell: tuple(split_emails(_text(cell))))
     sheet.flag(emails.map(len).eq(0), "email", Problem.EMAIL_EMPTY)
     addresses = emails.explode().dropna()  # one row per address
-    for row, address in addresses[~addresses.map(is_email)].items():
+    valid_address = addresses.map(is_email)
+    for row, address in addresses[~valid_address].items():
         sheet.add_later(row, "email", Problem.EMAIL_INVALID, address=address)
+    for row, address in addresses[valid_address & addresses.map(is_example_address)].items():
+        sheet.add_later(row, "email", Problem.EMAIL_EXAMPLE, address=address)
     opt_out = pd.Series(False, index=cells.index, dtype=object)
     if "opt_out" in cells:
         opt_out = _per_value(cells["opt_out"], _yes_no_or_error)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from commplan_xl.excel.package import Graft
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError
 
 
@@ -51,7 +52,7 @@ class _ZipWriter:
         dos_time = hour << 11 | minute << 5 | second // 2
         offset = self.out.tell()
         if max(offset, csize, usize) >= 0xFFFFFFFF or len(self.central) >= 0xFFFF:
-            raise CommplanError("The workbook is too large to be written (over 4 GB).")
+            raise CommplanError(_("The workbook is too large to be written (over 4 GB)."))
         fields = (20, flags, method, dos_time, dos_date, crc, csize, usize, len(encoded))
         self.out.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", *fields, 0) + encoded)
         self.out.write(data)
@@ -65,7 +66,7 @@ class _ZipWriter:
         src.seek(info.header_offset)
         header = src.read(30)
         if header[:4] != b"PK\x03\x04" or info.flag_bits & 1:
-            raise CommplanError("The workbook's zip structure is damaged or encrypted.")
+            raise CommplanError(_("The workbook's zip structure is damaged or encrypted."))
         name_len, extra_len = struct.unpack("<2H", header[26:30])
         src.seek(info.header_offset + 30 + name_len + extra_len)
         data = src.read(info.compress_size)

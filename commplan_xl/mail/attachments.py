@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError
 
 
@@ -15,7 +16,7 @@ def resolve_attachment(attachments_dir: Path, name: str) -> Path:
     """
     text = str(name).strip()
     if not text:
-        raise ValueError("The attachment name is empty.")
+        raise ValueError(_("The attachment name is empty."))
     # Staff may type Windows paths on any system: judge both spellings.
     if (
         PurePosixPath(text).is_absolute()
@@ -23,18 +24,20 @@ def resolve_attachment(attachments_dir: Path, name: str) -> Path:
         or PureWindowsPath(text).drive
     ):
         raise ValueError(
-            f'The attachment "{text}" is a full path; put the file in the attachments '
-            "folder and write only its name."
+            _('The attachment "{name}" is a full path; put the file in the attachments '
+              "folder and write only its name.").format(name=text)
         )
     if ".." in PureWindowsPath(text).parts:
         raise ValueError(
-            f'The attachment "{text}" points outside the attachments folder ("..").'
+            _('The attachment "{name}" points outside the attachments folder ("..").').format(
+                name=text)
         )
     base = Path(attachments_dir).resolve()
     target = (base / text).resolve()
     if not target.is_relative_to(base):
         raise ValueError(
-            f'The attachment "{text}" points outside the attachments folder {base}.'
+            _('The attachment "{name}" points outside the attachments folder {folder}.').format(
+                name=text, folder=base)
         )
     return target
 
@@ -47,10 +50,12 @@ def attachment_file(attachments_dir: Path, name: str, plans_row: int) -> Path:
     try:
         path = resolve_attachment(attachments_dir, name)
     except ValueError as exc:
-        raise CommplanError(f"Plans row {plans_row} (attachments): {exc}") from None
+        raise CommplanError(_("Plans row {row} (attachments): {error}").format(
+            row=plans_row, error=exc)) from None
     if not path.is_file():
         raise CommplanError(
-            f'the attachment "{name}" (Plans row {plans_row}) is not in {attachments_dir}: '
-            "put the file there or correct its name"
+            _('the attachment "{name}" (Plans row {row}) is not in {folder}: put the file '
+              "there or correct its name").format(name=name, row=plans_row,
+                                                  folder=attachments_dir)
         )
     return path

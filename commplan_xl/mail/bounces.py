@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from commplan_xl.i18n import N_, _
+
 __all__ = [
     "Kind", "RecipientStatus", "BounceReport", "classify", "match", "status_kind",
     "normalize_message_id", "new_ref", "REF_HEADER", "TO_REVIEW", "FAILURES",
@@ -162,29 +164,36 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+# The reason of a refusal because of our sending account (the summary mail's advice knows it).
+SENDER_SIDE_REASON = N_("refused because of the sending account, not the address {who}{detail}: "
+                        "the IT person should check that the account may send as the sender "
+                        "address and the domain's SPF/DKIM records")
+
+
 def _reason(kind: Kind, recipients: tuple[RecipientStatus, ...]) -> str:
     """One plain sentence for the most important recipient of the report."""
     worst = next((r for r in recipients if r.kind == kind), None)
     if worst is None:
-        return "a delivery report that names no failed recipient"
+        return _("a delivery report that names no failed recipient")
     said = _short(worst.diagnostic)
     detail = said if worst.status and worst.status in said else f"{worst.status} {said}".strip()
     detail = f" ({detail})" if detail else ""
-    who = worst.address or "the recipient"
+    who = worst.address or _("the recipient")
     if kind == Kind.HARD:
-        return f"returned: the address {who} does not exist{detail}"
-    if kind == Kind.SENDER_SIDE:
-        return (f"refused because of the sending account, not the address {who}{detail}:"
-                " the IT person should check that the account may send as the sender"
-                " address and the domain's SPF/DKIM records")
-    if kind == Kind.DELAYED:
-        return f"delayed: delivery to {who} is still being retried{detail}"
-    low = f"{worst.status} {worst.diagnostic}".lower()
-    if "2.2" in worst.status or _has(low, _FULL_WORDS):
-        return f"returned: the mailbox of {who} is full{detail}"
-    if worst.status.endswith("4.7") or _has(low, _EXPIRED_WORDS):
-        return f"returned: the server of {who} could not be reached in time{detail}"
-    return f"returned for now: the mail could not be delivered to {who}{detail}"
+        text = _("returned: the address {who} does not exist{detail}")
+    elif kind == Kind.SENDER_SIDE:
+        text = _(SENDER_SIDE_REASON)
+    elif kind == Kind.DELAYED:
+        text = _("delayed: delivery to {who} is still being retried{detail}")
+    elif "2.2" in worst.status or _has(f"{worst.status} {worst.diagnostic}".lower(),
+                                        _FULL_WORDS):
+        text = _("returned: the mailbox of {who} is full{detail}")
+    elif worst.status.endswith("4.7") or _has(f"{worst.status} {worst.diagnostic}".lower(),
+                                               _EXPIRED_WORDS):
+        text = _("returned: the server of {who} could not be reached in time{detail}")
+    else:
+        text = _("returned for now: the mail could not be delivered to {who}{detail}")
+    return text.format(who=who, detail=detail)
 
 
 def _overall(recipients: Iterable[RecipientStatus]) -> Kind:
@@ -469,13 +478,15 @@ def classify(raw: bytes) -> BounceReport:
     try:
         msg = _parse(raw)
     except Exception as exc:  # the email package is lenient; this is a last resort
-        return BounceReport(Kind.UNREADABLE, f"a message that could not be read ({exc})")
+        return BounceReport(Kind.UNREADABLE, _("a message that could not be read ({error})")
+                            .format(error=exc))
     if msg is None:
         return BounceReport(Kind.UNREADABLE, "an empty message, or one without headers")
     try:
         return _classify(msg)
     except Exception as exc:  # a malformed report is skipped, never crashes the run
-        return BounceReport(Kind.UNREADABLE, f"a message that could not be read ({exc})",
+        return BounceReport(Kind.UNREADABLE, _("a message that could not be read ({error})")
+                            .format(error=exc),
                             **_about(msg))
 
 

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError
 
 __all__ = [
@@ -127,7 +128,8 @@ def security_for(config: ImapConfig) -> tuple[str, bool]:
     if chosen:
         if chosen not in SECURITIES:
             raise ImapError(
-                f'imap_security "{config.security}" is not one of ssl, starttls, none',
+                _('imap_security "{value}" is not one of ssl, starttls, none').format(
+                    value=config.security),
                 kind=SETTING)
         return chosen, True
     return PORT_SECURITY.get(config.port, "none"), False
@@ -166,9 +168,9 @@ class Mailbox:
         security, explicit = security_for(self.config)
         if security == "none" and not explicit:
             raise ImapError(
-                f"the mailbox server {self.config.where} would get the login without"
-                " encryption: set imap_security to ssl (port 993) or starttls (port 143),"
-                " or to none to allow it on purpose", kind=INSECURE)
+                _("the mailbox server {where} would get the login without encryption: set "
+                  "imap_security to ssl (port 993) or starttls (port 143), or to none to "
+                  "allow it on purpose").format(where=self.config.where), kind=INSECURE)
         try:
             self._conn = self._connect(security)
             self._login()
@@ -194,8 +196,9 @@ class Mailbox:
                 with contextlib.suppress(imaplib.IMAP4.error, OSError):
                     conn.logout()
                 raise ImapError(
-                    f"the mailbox server {c.where} does not offer STARTTLS: check"
-                    " imap_security (ssl for port 993, starttls for 143)", kind=TLS)
+                    _("the mailbox server {where} does not offer STARTTLS: check "
+                      "imap_security (ssl for port 993, starttls for 143)").format(
+                          where=c.where), kind=TLS)
             conn.starttls(ssl_context=self._context())
         return conn
 
@@ -210,7 +213,8 @@ class Mailbox:
             else:
                 if not c.password:
                     raise ImapError(
-                        f'there is no password for the mailbox user "{c.user}"', kind=SIGN_IN)
+                        _('there is no password for the mailbox user "{user}"').format(
+                            user=c.user), kind=SIGN_IN)
                 self._secret = c.password
                 conn.login(c.user, c.password)
         except imaplib.IMAP4.abort:
@@ -227,25 +231,26 @@ class Mailbox:
 
     def _refusal(self, reply: str) -> str:
         c = self.config
-        head = f'the mailbox server {c.where} refused the login of "{c.user}" ({reply})'
+        head = _('the mailbox server {where} refused the login of "{user}" ({reply})').format(
+            where=c.where, user=c.user, reply=reply)
         low = reply.lower()
         if c.token_provider is not None and _is_microsoft(c.host):
-            hint = ("the app needs the Office 365 Exchange Online application permission"
-                    " IMAP.AccessAsApp (admin consent) and access to this mailbox"
-                    " (Add-MailboxPermission); imap_user must be the mailbox address")
+            hint = _("the app needs the Office 365 Exchange Online application permission "
+                     "IMAP.AccessAsApp (admin consent) and access to this mailbox "
+                     "(Add-MailboxPermission); imap_user must be the mailbox address")
         elif c.token_provider is not None:
-            hint = "the token was not accepted for this address; check imap_user"
+            hint = _("the token was not accepted for this address; check imap_user")
         elif "application-specific" in low or "web browser" in low or "for imap" in low:
-            hint = ("Gmail needs IMAP turned on in its settings and an app password (with"
-                    " 2-step verification), or the Google sign-in (oauth2-google)")
+            hint = _("Gmail needs IMAP turned on in its settings and an app password (with "
+                     "2-step verification), or the Google sign-in (oauth2-google)")
         elif _is_microsoft(c.host):
-            hint = ("Microsoft 365 usually refuses passwords for IMAP: use the Microsoft"
-                    " sign-in (oauth2-microsoft) with the IMAP.AccessAsApp permission")
+            hint = _("Microsoft 365 usually refuses passwords for IMAP: use the Microsoft "
+                     "sign-in (oauth2-microsoft) with the IMAP.AccessAsApp permission")
         elif "logindisabled" in low or "plaintext" in low:
-            hint = "the server wants an encrypted connection first: check imap_security"
+            hint = _("the server wants an encrypted connection first: check imap_security")
         else:
-            hint = "check imap_user and the password"
-        return self._scrub(f"{head}: {hint}")
+            hint = _("check imap_user and the password")
+        return self._scrub(_("{head}: {advice}").format(head=head, advice=hint))
 
     def _select(self, *, writable: bool) -> None:
         conn = self._conn
@@ -253,9 +258,10 @@ class Mailbox:
         typ, data = conn.select(_quote(self.config.folder), readonly=not writable)
         if typ != "OK":
             raise ImapError(
-                f'the folder "{self.config.folder}" does not exist in the mailbox'
-                f' "{self.config.user}" on {self.config.where} ({_text(data)}): check'
-                " imap_folder", kind=FOLDER)
+                _('the folder "{folder}" does not exist in the mailbox "{user}" on {where} '
+                  "({reply}): check imap_folder").format(
+                      folder=self.config.folder, user=self.config.user,
+                      where=self.config.where, reply=_text(data)), kind=FOLDER)
         self._writable = writable
         self.exists = int((data or [b"0"])[0] or 0)
         self.uidvalidity = _number(conn.response("UIDVALIDITY")[1])
@@ -265,34 +271,35 @@ class Mailbox:
         where = self.config.where
         if isinstance(exc, socket.gaierror):
             return ImapError(
-                f'could not find the mailbox server "{self.config.host}" (unknown host'
-                " name): check imap_host", kind=UNREACHABLE)
+                _('could not find the mailbox server "{host}" (unknown host name): check '
+                  "imap_host").format(host=self.config.host), kind=UNREACHABLE)
         if isinstance(exc, ssl.SSLCertVerificationError):
             return ImapError(
-                f"the certificate of the mailbox server {where} could not be verified"
-                f" ({exc.verify_message or exc.reason}): check that imap_host is the"
-                " server's own name", kind=TLS)
+                _("the certificate of the mailbox server {where} could not be verified "
+                  "({error}): check that imap_host is the server's own name").format(
+                      where=where, error=exc.verify_message or exc.reason), kind=TLS)
         if isinstance(exc, ssl.SSLError):
             reason = getattr(exc, "reason", None) or exc
             return ImapError(
-                f"could not open a secure connection to the mailbox server {where}"
-                f" ({reason}): check imap_security (ssl for port 993, starttls for 143)",
-                kind=TLS)
+                _("could not open a secure connection to the mailbox server {where} "
+                  "({error}): check imap_security (ssl for port 993, starttls for 143)")
+                .format(where=where, error=reason), kind=TLS)
         if isinstance(exc, TimeoutError):
             return ImapError(
-                f"the mailbox server {where} did not answer within"
-                f" {self.config.timeout:g} s: check imap_host and imap_port", kind=UNREACHABLE)
+                _("the mailbox server {where} did not answer within {seconds} s: check "
+                  "imap_host and imap_port").format(
+                      where=where, seconds=f"{self.config.timeout:g}"), kind=UNREACHABLE)
         if isinstance(exc, ConnectionRefusedError):
             return ImapError(
-                f"could not reach the mailbox server {where} (connection refused): check"
-                " imap_host and imap_port", kind=UNREACHABLE)
+                _("could not reach the mailbox server {where} (connection refused): check "
+                  "imap_host and imap_port").format(where=where), kind=UNREACHABLE)
         if isinstance(exc, imaplib.IMAP4.abort | OSError):
             return ImapError(
-                f"the mailbox server {where} closed the connection"
-                f" ({self._scrub(_text(exc))})", kind=UNREACHABLE)
+                _("the mailbox server {where} closed the connection ({reply})").format(
+                    where=where, reply=self._scrub(_text(exc))), kind=UNREACHABLE)
         return ImapError(
-            f"the mailbox server {where} gave an unexpected answer"
-            f" ({self._scrub(_text(exc))})", kind=PROTOCOL)
+            _("the mailbox server {where} gave an unexpected answer ({reply})").format(
+                where=where, reply=self._scrub(_text(exc))), kind=PROTOCOL)
 
     def _scrub(self, text: str) -> str:
         if self._secret and len(self._secret) >= 3:
@@ -351,7 +358,7 @@ class Mailbox:
     def _command(self, command: str, *args: str) -> list:
         conn = self._conn
         if conn is None:
-            raise ImapError("the mailbox is not open", kind=PROTOCOL)
+            raise ImapError(_("the mailbox is not open"), kind=PROTOCOL)
         try:
             typ, data = conn.uid(command, *args)
         except (imaplib.IMAP4.error, OSError) as exc:
@@ -359,8 +366,9 @@ class Mailbox:
             raise self._connection_error(exc) from None
         if typ != "OK":
             raise ImapError(
-                f"the mailbox server {self.config.where} refused UID {command}"
-                f" ({_text(data)})", kind=PROTOCOL)
+                _("the mailbox server {where} refused UID {command} ({reply})").format(
+                    where=self.config.where, command=command, reply=_text(data)),
+                kind=PROTOCOL)
         return data
 
     # -- moving handled reports
@@ -384,12 +392,13 @@ class Mailbox:
             return ""
         conn = self._conn
         if conn is None:
-            raise ImapError("the mailbox is not open", kind=PROTOCOL)
+            raise ImapError(_("the mailbox is not open"), kind=PROTOCOL)
         typ, data = self._plain(conn.list, '""', _quote(done))
         if typ != "OK" or not [d for d in data if d]:
             raise ImapError(
-                f'the folder "{done}" named in bounce_folder_done does not exist in the'
-                f' mailbox "{self.config.user}": create it or empty the setting', kind=FOLDER)
+                _('the folder "{folder}" named in bounce_folder_done does not exist in the '
+                  'mailbox "{user}": create it or empty the setting').format(
+                      folder=done, user=self.config.user), kind=FOLDER)
         has_move = "MOVE" in self.capabilities()
         if has_move and not self._writable:
             self._plain(self._select, writable=True)  # MOVE needs the folder read-write
@@ -437,12 +446,14 @@ def read_new(config: ImapConfig, since: Position | None = None, *,
 
 def check_mailbox(config: ImapConfig) -> str:
     """Log in and open the folder; a sentence saying so (for `check --smtp`)."""
-    security, _ = security_for(config)
+    security, _explicit = security_for(config)
     with Mailbox(config) as box:
         count = box.exists
-    how = {"ssl": "SSL", "starttls": "STARTTLS"}.get(security, "no encryption")
-    return (f'the mailbox server {config.where} answered ({how}) and "{config.user}" logged'
-            f' in; the folder "{config.folder}" holds {count} message(s)')
+    how = {"ssl": "SSL", "starttls": "STARTTLS"}.get(security, _("no encryption"))
+    return _('the mailbox server {where} answered ({how}) and "{user}" logged in; the folder '
+             '"{folder}" holds {n} message(s)').format(where=config.where, how=how,
+                                                       user=config.user, folder=config.folder,
+                                                       n=count)
 
 
 def _is_microsoft(host: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import meta
 from jinja2.exceptions import TemplateError
 
+from commplan_xl.i18n import _
 from commplan_xl.mail.attachments import resolve_attachment
 from commplan_xl.mail.render import (
     InlineImage,
@@ -64,7 +65,8 @@ def load_layout(settings: Settings) -> Layout:
         try:
             source, origin = _read_text(path, path.stat().st_mtime_ns), path
         except (OSError, UnicodeError) as exc:
-            problem = f"the layout {path} could not be read ({exc})"
+            problem = _("the layout {path} could not be read ({error})").format(
+                path=path, error=exc)
     logo, width, logo_problem = _logo(settings)
     return Layout(source=source, origin=origin, signature=settings.signature, logo=logo,
                   logo_alt=settings.sender_name, logo_width=width,
@@ -85,14 +87,16 @@ def _logo(settings: Settings) -> tuple[InlineImage | None, int | None, str | Non
         path = resolve_attachment(settings.attachments_dir, name)
         stat = path.stat()
     except ValueError as exc:
-        return None, None, str(exc).replace("The attachment", "the logo", 1)
+        return None, None, str(exc).replace(_("The attachment"), _("the logo"), 1)
     except OSError:
-        return None, None, (f'the logo "{name}" is not in {settings.attachments_dir}: put the '
-                            "file there or correct the logo setting")
+        return None, None, _('the logo "{name}" is not in {folder}: put the file there or '
+                             "correct the logo setting").format(
+                                 name=name, folder=settings.attachments_dir)
     try:
         digest, width = _image_info(path, stat.st_mtime_ns, stat.st_size)
     except (OSError, ValueError) as exc:
-        return None, None, f'the logo "{name}" cannot be used: {exc}'
+        return None, None, _('the logo "{name}" cannot be used: {error}').format(
+            name=name, error=exc)
     domain = settings.sender_email.rpartition("@")[2]
     domain = domain if domain.isascii() and domain else "commplan.invalid"
     shown = min(width, LOGO_WIDTH) if width else None
@@ -109,7 +113,7 @@ def _image_info(path: Path, _mtime_ns: int, _size: int) -> tuple[str, int | None
         return _digest(data), struct.unpack("<H", data[6:8])[0]
     if data.startswith(b"\xff\xd8"):
         return _digest(data), _jpeg_width(data)
-    raise ValueError("it must be a PNG, JPEG or GIF image (mail programs show those)")
+    raise ValueError(_("it must be a PNG, JPEG or GIF image (mail programs show those)"))
 
 
 def _digest(data: bytes) -> str:
@@ -140,7 +144,7 @@ def layout_problems(settings: Settings,
         problems += [WorkbookProblem(SITE_LAYOUT, None, None, m)
                      for m in site_layout_problems(layout.source)]
     if layout.problem:
-        where = SITE_LAYOUT if layout.problem.startswith("the layout") else "Settings"
+        where = "Settings" if layout.problem == _logo(settings)[2] else SITE_LAYOUT
         problems.append(_problem(where, layout.problem))
     signature_error = template_error(layout.signature, part="signature")
     if signature_error:
@@ -153,7 +157,7 @@ def layout_problems(settings: Settings,
                        context, locale=settings.locale, layout=trial)
     except RenderError as exc:
         message = str(exc)
-        where = "Settings" if message.startswith("the signature") else SITE_LAYOUT
+        where = "Settings" if exc.part == "signature" else SITE_LAYOUT
         problems.append(_problem(where, message))
     return problems
 
@@ -169,10 +173,10 @@ def site_layout_problems(source: str, locale: str = "fr_FR") -> list[str]:
     try:
         compile_layout(locale, source)
     except TemplateError:
-        return [template_error(source, part="layout") or "the layout cannot be read"]
+        return [template_error(source, part="layout") or _("the layout cannot be read")]
     used = meta.find_undeclared_variables(layout_environment(locale).parse(source))
     if "content" not in used:
-        return ["the layout never shows {{ content }}: write it where the body of the mail "
-                "goes"]
+        return [_("the layout never shows {{ content }}: write it where the body of the mail "
+                  "goes")]
     return []
 

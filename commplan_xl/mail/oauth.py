@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError, SendFailure
 from commplan_xl.settings import Settings
 
@@ -84,38 +85,45 @@ def _aadsts_codes(result: Mapping[str, Any]) -> list[int]:
 def explain_msal_error(result: Mapping[str, Any], *, tenant_id: str, client_id: str) -> str:
     """One sentence for an error answer of Microsoft Entra (msal's result dict)."""
     codes = _aadsts_codes(result)
-    first = str(result.get("error_description") or result.get("error") or "no detail")
-    detail = first.strip().splitlines()[0] if first.strip() else "no detail"
+    first = str(result.get("error_description") or result.get("error") or _("no detail"))
+    detail = first.strip().splitlines()[0] if first.strip() else _("no detail")
     detail = detail if len(detail) <= 160 else detail[:157] + "..."
-    head = "Microsoft 365 refused to give commplan a sign-in token"
+    head = _("Microsoft 365 refused to give commplan a sign-in token")
+    code = codes[0] if codes else ""
 
     def has(*wanted: int) -> bool:
         return any(c in codes for c in wanted)
 
     if has(90002, 900023, 90013):
-        return (f'{head}: the tenant "{tenant_id}" does not exist (AADSTS{codes[0]}); put the'
-                " Directory (tenant) ID of the app registration in oauth_tenant_id in the"
-                " Settings sheet")
+        return _('{head}: the tenant "{tenant}" does not exist (AADSTS{code}); put the '
+                 "Directory (tenant) ID of the app registration in oauth_tenant_id in the "
+                 "Settings sheet").format(head=head, tenant=tenant_id, code=code)
     if has(700016):
-        return (f'{head}: no application with client id "{client_id}" is registered in the'
-                f' tenant "{tenant_id}" (AADSTS700016); check oauth_client_id (the'
-                " Application (client) ID) and oauth_tenant_id in the Settings sheet")
+        return _('{head}: no application with client id "{client}" is registered in the '
+                 'tenant "{tenant}" (AADSTS700016); check oauth_client_id (the Application '
+                 "(client) ID) and oauth_tenant_id in the Settings sheet").format(
+                     head=head, client=client_id, tenant=tenant_id)
     if has(7000215, 7000216):
-        return (f"{head}: the client secret is wrong (AADSTS7000215); put the secret's Value"
-                f" (not its Secret ID) in {SECRET_ENV} or in the keyring (service"
-                f' "{KEYRING_SERVICE}", user "{client_id}")')
+        return _("{head}: the client secret is wrong (AADSTS7000215); put the secret's Value "
+                 '(not its Secret ID) in {variable} or in the keyring (service "{service}", '
+                 'user "{client}")').format(head=head, variable=SECRET_ENV,
+                                            service=KEYRING_SERVICE, client=client_id)
     if has(7000222):
-        return (f"{head}: the client secret has expired (AADSTS7000222); create a new one in"
-                f" the app registration and store it in {SECRET_ENV} or the keyring (service"
-                f' "{KEYRING_SERVICE}", user "{client_id}")')
+        return _("{head}: the client secret has expired (AADSTS7000222); create a new one in "
+                 "the app registration and store it in {variable} or the keyring (service "
+                 '"{service}", user "{client}")').format(head=head, variable=SECRET_ENV,
+                                                         service=KEYRING_SERVICE,
+                                                         client=client_id)
     if has(7000112, 7000113):
-        return (f"{head}: the application is disabled in the tenant (AADSTS{codes[0]}); ask"
-                " the Microsoft 365 administrator to enable it")
+        return _("{head}: the application is disabled in the tenant (AADSTS{code}); ask the "
+                 "Microsoft 365 administrator to enable it").format(head=head, code=code)
     if has(500011, 65001, 650057, 501051, 1002012):
-        return (f"{head}: the app has no granted permission to send mail through Exchange"
-                f" Online (AADSTS{codes[0]}); add the application permission SMTP.SendAsApp of"
-                " Office 365 Exchange Online and grant admin consent")
-    return f"{head} ({detail}); check oauth_tenant_id, oauth_client_id and the client secret"
+        return _("{head}: the app has no granted permission to send mail through Exchange "
+                 "Online (AADSTS{code}); add the application permission SMTP.SendAsApp of "
+                 "Office 365 Exchange Online and grant admin consent").format(head=head,
+                                                                              code=code)
+    return _("{head} ({detail}); check oauth_tenant_id, oauth_client_id and the client "
+             "secret").format(head=head, detail=detail)
 
 
 class MsalTokenProvider:
@@ -149,8 +157,9 @@ class MsalTokenProvider:
 
     def _unreachable(self, exc: BaseException) -> SendFailure:
         why = " ".join(str(exc).split())[:160] or type(exc).__name__
-        return _failure(f"could not reach Microsoft's sign-in service {self._host} ({why}):"
-                        " check the internet connection and any proxy; the mails wait")
+        return _failure(_("could not reach Microsoft's sign-in service {host} ({why}): check "
+                          "the internet connection and any proxy; the mails wait").format(
+                              host=self._host, why=why))
 
     def _application(self) -> Any:
         if self._app is None:
@@ -211,16 +220,19 @@ def _error_payload(exc: urllib.error.HTTPError) -> dict:
 def explain_google_error(payload: Mapping[str, Any], *, path: Path) -> str:
     """One sentence for an error answer of Google's token endpoint."""
     error = str(payload.get("error") or "")
-    detail = str(payload.get("error_description") or error or "no detail")
-    head = "Google refused to give commplan a sign-in token"
+    detail = str(payload.get("error_description") or error or _("no detail"))
+    head = _("Google refused to give commplan a sign-in token")
     if error == "invalid_grant":
-        return (f"{head}: the consent has expired or was revoked ({detail}); run `commplan"
-                " auth google` once on this computer to give it again (an OAuth app left in"
-                " Testing loses consent after 7 days: publish it, or make it Internal)")
+        return _("{head}: the consent has expired or was revoked ({detail}); run `commplan "
+                 "auth google` once on this computer to give it again (an OAuth app left in "
+                 "Testing loses consent after 7 days: publish it, or make it Internal)").format(
+                     head=head, detail=detail)
     if error in ("invalid_client", "unauthorized_client", "deleted_client"):
-        return (f"{head}: the OAuth client in {path} is wrong or was deleted ({detail}); run"
-                " `commplan auth google` with the client id and secret of a Desktop app")
-    return f"{head} ({detail}); run `commplan auth google` again if it persists"
+        return _("{head}: the OAuth client in {path} is wrong or was deleted ({detail}); run "
+                 "`commplan auth google` with the client id and secret of a Desktop app").format(
+                     head=head, path=path, detail=detail)
+    return _("{head} ({detail}); run `commplan auth google` again if it persists").format(
+        head=head, detail=detail)
 
 
 def _read_google_file(path: Path) -> dict[str, str]:
@@ -231,10 +243,11 @@ def _read_google_file(path: Path) -> dict[str, str]:
     except (OSError, ValueError):
         info = {}
     if info is None or not isinstance(info, dict) or not all(info.get(k) for k in GOOGLE_KEYS):
-        state = "does not exist" if info is None else "is incomplete"
-        raise _failure(
-            f"the Google token file {path} {state}: run `commplan auth google` once on this"
-            " computer to give consent (never during a scheduled run)")
+        state = _("does not exist") if info is None else _("is incomplete")
+        raise _failure(_(
+            "the Google token file {path} {state}: run `commplan auth google` once on this "
+            "computer to give consent (never during a scheduled run)").format(path=path,
+                                                                              state=state))
     return {k: str(v) for k, v in info.items() if isinstance(v, str)}
 
 
@@ -271,8 +284,9 @@ class GoogleTokenProvider:
             raise _failure(explain_google_error(_error_payload(exc), path=self.path)) from None
         except (OSError, ValueError) as exc:
             why = " ".join(str(getattr(exc, "reason", exc)).split())[:160]
-            raise _failure(f"could not reach Google's sign-in service {host} ({why}): check"
-                           " the internet connection and any proxy; the mails wait") from None
+            raise _failure(_("could not reach Google's sign-in service {host} ({why}): check "
+                             "the internet connection and any proxy; the mails wait").format(
+                                 host=host, why=why)) from None
         token = payload.get("access_token") if isinstance(payload, dict) else None
         if not token:
             raise _failure(explain_google_error(payload if isinstance(payload, dict) else {},
@@ -294,50 +308,54 @@ def provider_for(settings: Settings, environ: Mapping[str, str] | None = None) -
         raise ValueError(f"smtp_auth {s.smtp_auth!r} uses no token")
     missing = [k for k in ("oauth_tenant_id", "oauth_client_id") if not getattr(s, k).strip()]
     if missing:
-        raise _failure(
-            f"smtp_auth oauth2-microsoft needs {' and '.join(missing)} in the Settings sheet"
-            " (the Directory (tenant) ID and Application (client) ID of the app registration)")
+        raise _failure(_(
+            "smtp_auth oauth2-microsoft needs {keys} in the Settings sheet (the Directory "
+            "(tenant) ID and Application (client) ID of the app registration)").format(
+                keys=_(" and ").join(missing)))
     secret = client_secret(s.oauth_client_id.strip(), environ)
     if not secret:
-        raise _failure(
-            f"there is no client secret for the app {s.oauth_client_id.strip()}: set the"
-            f" environment variable {SECRET_ENV}, or store it in the system keyring (service"
-            f' "{KEYRING_SERVICE}", user "{s.oauth_client_id.strip()}")')
+        raise _failure(_(
+            "there is no client secret for the app {client}: set the environment variable "
+            '{variable}, or store it in the system keyring (service "{service}", user '
+            '"{client}")').format(client=s.oauth_client_id.strip(), variable=SECRET_ENV,
+                                  service=KEYRING_SERVICE))
     return MsalTokenProvider(tenant_id=s.oauth_tenant_id, client_id=s.oauth_client_id,
                              client_secret=secret, timeout=s.smtp_timeout)
 
 
 def explain_login_refusal(code: int, reply: str, *, auth: str, where: str, user: str) -> str:
     """One sentence for a refused SMTP login, with what to do for the provider's reply."""
-    head = f'the mail server {where} refused the login of "{user}" ({reply})'
+    head = _('the mail server {where} refused the login of "{user}" ({reply})').format(
+        where=where, user=user, reply=reply)
     low = reply.lower()
     if "5.7.139" in reply and "basic authentication" in low:
-        return (f"{head}: Microsoft 365 no longer accepts passwords for this mailbox; set"
-                " smtp_auth to oauth2-microsoft (README: Microsoft 365 and Google Workspace)")
-    if "5.7.139" in reply and "smtpclientauthentication" in low.replace(" ", ""):
-        return (f"{head}: SMTP AUTH is disabled for this mailbox or the whole tenant; the"
-                " Microsoft 365 administrator must enable it (Set-CASMailbox -Identity"
-                f" {user} -SmtpClientAuthenticationDisabled $false)")
-    if "5.7.139" in reply:
-        return (f"{head}: Microsoft 365 blocks this sign-in (security defaults, a conditional"
-                " access policy or a locked account); ask the Microsoft 365 administrator")
-    if auth == "oauth2-microsoft":
-        return (f"{head}: the token was valid but the app may not send as this mailbox; in"
-                " Exchange Online register the app's service principal (New-ServicePrincipal)"
-                " and give it access to the mailbox (Add-MailboxPermission), grant admin"
-                " consent to SMTP.SendAsApp, and check that smtp_user is the mailbox address")
-    if auth == "oauth2-google":
-        return (f"{head}: Gmail did not accept the token for this address; smtp_user must be"
-                " the account that gave consent, with the scope https://mail.google.com/ (run"
-                " `commplan auth google` again)")
-    if "5.7.9" in reply or "application-specific password" in low:
-        return (f"{head}: Gmail needs an app password (with 2-step verification) instead of"
-                " the account password, or set smtp_auth to oauth2-google")
-    if "5.7.3" in reply:
-        return (f"{head}: check the password (COMMPLAN_SMTP_PASSWORD or the keyring) and"
-                " smtp_user; Microsoft 365 mailboxes may need smtp_auth oauth2-microsoft")
-    return (f"{head}: check the password (COMMPLAN_SMTP_PASSWORD or the keyring) and"
-            " smtp_user")
+        advice = _("Microsoft 365 no longer accepts passwords for this mailbox; set smtp_auth "
+                   "to oauth2-microsoft (README: Microsoft 365 and Google Workspace)")
+    elif "5.7.139" in reply and "smtpclientauthentication" in low.replace(" ", ""):
+        advice = _("SMTP AUTH is disabled for this mailbox or the whole tenant; the Microsoft "
+                   "365 administrator must enable it (Set-CASMailbox -Identity {user} "
+                   "-SmtpClientAuthenticationDisabled $false)").format(user=user)
+    elif "5.7.139" in reply:
+        advice = _("Microsoft 365 blocks this sign-in (security defaults, a conditional access "
+                   "policy or a locked account); ask the Microsoft 365 administrator")
+    elif auth == "oauth2-microsoft":
+        advice = _("the token was valid but the app may not send as this mailbox; in Exchange "
+                   "Online register the app's service principal (New-ServicePrincipal) and "
+                   "give it access to the mailbox (Add-MailboxPermission), grant admin consent "
+                   "to SMTP.SendAsApp, and check that smtp_user is the mailbox address")
+    elif auth == "oauth2-google":
+        advice = _("Gmail did not accept the token for this address; smtp_user must be the "
+                   "account that gave consent, with the scope https://mail.google.com/ (run "
+                   "`commplan auth google` again)")
+    elif "5.7.9" in reply or "application-specific password" in low:
+        advice = _("Gmail needs an app password (with 2-step verification) instead of the "
+                   "account password, or set smtp_auth to oauth2-google")
+    elif "5.7.3" in reply:
+        advice = _("check the password (COMMPLAN_SMTP_PASSWORD or the keyring) and smtp_user; "
+                   "Microsoft 365 mailboxes may need smtp_auth oauth2-microsoft")
+    else:
+        advice = _("check the password (COMMPLAN_SMTP_PASSWORD or the keyring) and smtp_user")
+    return _("{head}: {advice}").format(head=head, advice=advice)
 
 
 # ---------------------------------------------------------------- one-time Google consent
@@ -386,24 +404,27 @@ def google_consent(
     client_id = str(old.get("google_client_id") or old.get("client_id") or "").strip()
     secret = str(old.get("google_client_secret") or old.get("client_secret") or "").strip()
     if not client_id or not secret:
-        say("Create an OAuth client of type Desktop app in the Google Cloud console (APIs &"
-            " Services > Credentials) and enter its id and secret.")
-        client_id = client_id or ask("Client id: ").strip()
-        secret = secret or ask_secret("Client secret: ").strip()
+        say(_("Create an OAuth client of type Desktop app in the Google Cloud console (APIs & "
+              "Services > Credentials) and enter its id and secret."))
+        client_id = client_id or ask(_("Client id: ")).strip()
+        secret = secret or ask_secret(_("Client secret: ")).strip()
     if not client_id or not secret:
-        raise CommplanError("Consent not given: a client id and a client secret are needed.")
-    say(f"Open the address below, sign in as {email} and allow access; the browser then"
-        " goes to a page on localhost that does not load: copy that page's address.")
+        raise CommplanError(_("Consent not given: a client id and a client secret are "
+                              "needed."))
+    say(_("Open the address below, sign in as {email} and allow access; the browser then goes "
+          "to a page on localhost that does not load: copy that page's address.").format(
+              email=email))
     try:
         # yagmail prints the consent address, then asks for the address it led to.
         refresh, _access, _expires = get_authorization(client_id, secret)
     except (KeyError, IndexError, ValueError):
-        raise CommplanError("Consent not given: the address pasted has no code in it; run"
-                            " `commplan auth google` again.") from None
+        raise CommplanError(_("Consent not given: the address pasted has no code in it; run "
+                              "`commplan auth google` again.")) from None
     except urllib.error.HTTPError as exc:
         raise CommplanError(explain_google_error(_error_payload(exc), path=path) + ".") from None
     except OSError as exc:
-        raise CommplanError(f"Could not reach Google's sign-in service ({exc}).") from None
+        raise CommplanError(_("Could not reach Google's sign-in service ({error}).").format(
+            error=exc)) from None
     _write_private(path, {"email_address": email, "google_client_id": client_id,
                           "google_client_secret": secret, "google_refresh_token": refresh})
     return path

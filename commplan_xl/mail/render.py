@@ -22,6 +22,7 @@ from jinja2.utils import missing
 from markupsafe import Markup
 
 from commplan_xl.excel.read import parse_date
+from commplan_xl.i18n import N_, _
 from commplan_xl.model import Customer, Order, Step
 from commplan_xl.problems import CommplanError
 
@@ -31,13 +32,18 @@ if TYPE_CHECKING:
 
     from commplan_xl.mail.layout import Layout
 
-_HINT = '(check the spelling; "commplan variables" lists them)'
+_HINT = N_('(check the spelling; "commplan variables" lists them)')
 # French names of the built-in variables: the same objects under a second name.
 ALIASES = {"client": "customer", "commande": "order", "etape": "step", "expediteur": "sender"}
 
 
 class RenderError(CommplanError):
-    """A template could not be rendered for one order (a message-level problem)."""
+    """A template could not be rendered for one order (a message-level problem); `part`
+    says which ("subject", "body", "signature", "layout")."""
+
+    def __init__(self, message: str, *, part: str = "") -> None:
+        super().__init__(message)
+        self.part = part
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,7 @@ class _Undefined(StrictUndefined):
 def parse_amount(value: Any) -> Decimal:
     """A number from a number or text like `1 234,50`, `1234.50` or `1,234.50 €`."""
     if isinstance(value, bool):
-        raise FilterError(f'"{value}" is not an amount')
+        raise FilterError(_('"{value}" is not an amount').format(value=value))
     if isinstance(value, int | float | Decimal):
         return Decimal(str(value))
     text = re.sub(r"[\s\u00a0\u202f'€$£]", "", str(value))
@@ -186,9 +192,9 @@ def parse_amount(value: Any) -> Decimal:
     try:
         amount = Decimal(text)
     except InvalidOperation:
-        raise FilterError(f'"{value}" is not an amount') from None
+        raise FilterError(_('"{value}" is not an amount').format(value=value)) from None
     if not amount.is_finite():
-        raise FilterError(f'"{value}" is not an amount')
+        raise FilterError(_('"{value}" is not an amount').format(value=value))
     return amount
 
 
@@ -252,8 +258,72 @@ def markdown_value(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+MAX_TEXT = 1_000_000  # characters one expression may build: a mail is far shorter
+
+
+class TooLong(SecurityError):
+    """A template would build a text too long for any mail (e.g. `{{ 'x' * 2000000000 }}`)."""
+
+
+def _checked_size(size: int) -> None:
+    if size > MAX_TEXT:
+        raise TooLong(str(size))
+
+
+def _widths(text: str) -> list[int]:
+    """The widths and precisions a %- or {}-format string asks for."""
+    return [int(n) for n in re.findall(r"(\d+)", text)]
+
+
+class _BoundedSandbox(SandboxedEnvironment):
+    """The sandbox, plus a bound on what one expression may build, so a template stops with
+    a clear error instead of filling the memory: repetition, powers, format widths, padding."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                    _checked_size(len(seq) * times)
+        elif operator == "**" and isinstance(right, int | float) and abs(right) > 1000:
+            raise TooLong(str(right))
+        elif operator == "%" and isinstance(left, str):
+            for width in _widths(left):
+                _checked_size(width)
+        return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            for width in _widths(value.__self__):
+                _checked_size(width)
+        return wrapped
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        method = getattr(__obj, "__wrapped__", __obj)
+        if isinstance(getattr(method, "__self__", None), str):
+            for value in (*args, *kwargs.values()):
+                if isinstance(value, int):
+                    _checked_size(value)
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _bounded_filter(name: str, base: Any) -> Any:
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        for value in (*args[1:], *kwargs.values()):
+            if isinstance(value, int) and not isinstance(value, bool):
+                _checked_size(value)
+        return base(*args, **kwargs)
+
+    bounded.__name__ = name
+    return bounded
+
+
 def _sandbox(locale: str, **options: Any) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=_Undefined, keep_trailing_newline=True, **options)
+    env = _BoundedSandbox(undefined=_Undefined, keep_trailing_newline=True, **options)
+    for name in ("center", "indent", "format", "wordwrap", "truncate"):
+        env.filters[name] = _bounded_filter(name, env.filters[name])
     env.filters["date"] = _date_filter(locale)
     env.filters["money"] = _money_filter(locale)
     return env
@@ -410,25 +480,38 @@ def text_to_html(text: str, *, title: str = "", lang: str = "fr") -> str:
     )
 
 
+_PARTS = {"subject": N_("the subject"), "body": N_("the body"),
+          "signature": N_("the signature"), "layout": N_("the layout")}
+
+
 def _explain(part: str, exc: Exception) -> str:
     """A sentence for people about why `part` ("subject" or "body") could not render."""
-    if isinstance(exc, EmptyValue):
+    the = _(_PARTS.get(part, part))
+    if isinstance(exc, EmptyValue):  # a reason code (schedule.WAITING_FOR), said at the edge
         return f"waiting for {exc.message}"
     if isinstance(exc, UnknownVariable):
-        return f'the {part} uses "{exc.message}", which does not exist {_HINT}'
+        return _('{part} uses "{name}", which does not exist {hint}').format(
+            part=the, name=exc.message, hint=_(_HINT))
+    if isinstance(exc, TooLong):
+        return _("{part} would make a text longer than {limit} characters; shorten what it "
+                 "repeats or pads").format(part=the, limit=f"{MAX_TEXT:,}".replace(",", " "))
     if isinstance(exc, SecurityError):
         found = re.search(r"attribute '([^']+)'", exc.message or "")
-        what = f'"{found.group(1)}"' if found else "something"
-        return f"the {part} uses {what}, which mail templates may not use (sandbox)"
+        what = f'"{found.group(1)}"' if found else _("something")
+        return _("{part} uses {what}, which mail templates may not use (sandbox)").format(
+            part=the, what=what)
     if isinstance(exc, TemplateSyntaxError):
         from commplan_xl.mail.template_check import syntax_sentence
 
-        return f"the {part} {syntax_sentence(exc, getattr(exc, 'source', None) or '')}"
+        return _("{part} {problem}").format(
+            part=the, problem=syntax_sentence(exc, getattr(exc, "source", None) or ""))
     if isinstance(exc, FilterError):
-        return f"the {part} could not be formatted: {exc}"
+        return _("{part} could not be formatted: {error}").format(part=the, error=exc)
     if isinstance(exc, TemplateError):
-        return f"the {part} could not be rendered: {exc.message or type(exc).__name__}"
-    return f"the {part} could not be rendered: {exc or type(exc).__name__}"
+        return _("{part} could not be rendered: {error}").format(
+            part=the, error=exc.message or type(exc).__name__)
+    return _("{part} could not be rendered: {error}").format(
+        part=the, error=exc or type(exc).__name__)
 
 
 def _render(part: str, template: Template, context: Mapping[str, Any]) -> str:
@@ -437,14 +520,14 @@ def _render(part: str, template: Template, context: Mapping[str, Any]) -> str:
     except EmptyValue as exc:
         raise WaitingForValue(str(exc.message)) from exc
     except Exception as exc:  # any template failure is this message's problem, not a crash
-        raise RenderError(_explain(part, exc)) from exc
+        raise RenderError(_explain(part, exc), part=part) from exc
 
 
 def _compiled(part: str, compile_: Any, locale: str, source: str) -> Template:
     try:
         return compile_(locale, source)
     except Exception as exc:
-        raise RenderError(_explain(part, exc)) from exc
+        raise RenderError(_explain(part, exc), part=part) from exc
 
 
 # ---------------------------------------------------------------- Markdown
@@ -585,7 +668,8 @@ def _page(layout: Layout, context: Mapping[str, Any], *, locale: str, subject: s
     try:
         return _inliner().inline(page)
     except ValueError as exc:  # css_inline.InlineError: a style rule it cannot read
-        raise RenderError(f"the layout's styles could not be applied: {exc}") from None
+        raise RenderError(_("the layout's styles could not be applied: {error}").format(
+            error=exc), part="layout") from None
 
 
 @lru_cache(maxsize=1)

@@ -31,6 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
+from commplan_xl.i18n import N_, _
 from commplan_xl.mail import oauth
 from commplan_xl.mail.bounces import REF_HEADER, new_ref
 from commplan_xl.mail.render import InlineImage, Rendered, fold_line
@@ -76,13 +77,15 @@ def _load(path: Path) -> _Loaded:
     except FileNotFoundError:
         where = path.resolve()
         raise SendFailure(
-            f'the attachment "{where.name}" is missing from {where.parent}: add the file'
-            " or correct the attachments column of the Plans sheet",
+            _('the attachment "{name}" is missing from {folder}: add the file or correct the '
+              "attachments column of the Plans sheet").format(name=where.name,
+                                                              folder=where.parent),
             temporary=True,
         ) from None
     except OSError as exc:
         raise SendFailure(
-            f'the attachment "{path.name}" could not be read ({exc.strerror or exc})',
+            _('the attachment "{name}" could not be read ({error})').format(
+                name=path.name, error=exc.strerror or exc),
             temporary=True,
         ) from None
     ctype, encoding = mimetypes.guess_type(path.name)
@@ -102,30 +105,31 @@ def check_address(address: str) -> str:
 
     def bad(why: str) -> SendFailure:
         return SendFailure(
-            f'"{text}" is not a valid email address ({why}): correct the customer\'s email',
+            _('"{address}" is not a valid email address ({why}): correct the customer\'s email')
+            .format(address=text, why=why),
             temporary=False,
         )
 
     if not text or any(ord(ch) < 32 or ord(ch) == 127 for ch in text) or " " in text:
-        raise bad("empty, or with spaces or line breaks" if text else "empty")
+        raise bad(_("empty, or with spaces or line breaks") if text else _("empty"))
     local, sep, domain = text.rpartition("@")
     if not sep or not local or not domain or "." not in domain.strip("."):
-        raise bad("it needs a name, @ and a domain like example.com")
+        raise bad(_("it needs a name, @ and a domain like example.com"))
     if not local.isascii():
-        raise bad("accented letters before the @ are not accepted by most mail servers")
+        raise bad(_("accented letters before the @ are not accepted by most mail servers"))
     if not domain.isascii():
         try:
             domain = domain.encode("idna").decode("ascii")
         except UnicodeError:
-            raise bad("the domain is not valid") from None
+            raise bad(_("the domain is not valid")) from None
     if _PLAIN_ADDRESS.fullmatch(f"{local}@{domain}"):
         return f"{local}@{domain}"  # what Address gives for these, at 1/50 of the cost
     try:
         parsed = Address(addr_spec=f"{local}@{domain}")
     except Exception:  # the email package raises several kinds for a malformed address
-        raise bad("it does not follow the rules of email addresses") from None
+        raise bad(_("it does not follow the rules of email addresses")) from None
     if parsed.addr_spec != f"{local}@{domain}":
-        raise bad("it does not follow the rules of email addresses")
+        raise bad(_("it does not follow the rules of email addresses"))
     return parsed.addr_spec
 
 
@@ -208,7 +212,7 @@ def build_message(
     returned mail quotes.
     """
     if not to:
-        raise SendFailure("the customer has no email address", temporary=False)
+        raise SendFailure(_("the customer has no email address"), temporary=False)
     sender = check_address(sender_email)
     headers = [
         _from_header(fold_line(sender_name), sender),
@@ -420,13 +424,13 @@ def _reply_text(code: int, resp: bytes | str) -> str:
 def _why(exc: BaseException) -> str:
     """A few words for a network error, e.g. "connection refused"."""
     if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
+        return _("connection refused")
     if isinstance(exc, ConnectionResetError):
-        return "connection reset"
+        return _("connection reset")
     if isinstance(exc, TimeoutError | socket.timeout) or "timed out" in str(exc):
-        return "no answer in time"
+        return _("no answer in time")
     if isinstance(exc, smtplib.SMTPServerDisconnected):
-        return "connection closed by the server"
+        return _("connection closed by the server")
     if isinstance(exc, smtplib.SMTPResponseException):
         return _reply_text(exc.smtp_code, exc.smtp_error)
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -518,9 +522,10 @@ class Mailer:
             self._password = smtp_password(user, self._environ)
             if not self._password:
                 raise self._fail(
-                    f'there is no SMTP password for the user "{user}": set the environment'
-                    f" variable {PASSWORD_ENV}, or store it in the system keyring (service"
-                    f' "{KEYRING_SERVICE}", user "{user}")',
+                    _('there is no SMTP password for the user "{user}": set the environment '
+                      'variable {variable}, or store it in the system keyring (service '
+                      '"{service}", user "{user}")').format(
+                          user=user, variable=PASSWORD_ENV, service=KEYRING_SERVICE),
                     temporary=True, connection=True,
                 )
         try:
@@ -538,46 +543,49 @@ class Mailer:
             ) from None
         except smtplib.SMTPNotSupportedError as exc:
             self._drop()
-            what = "STARTTLS" if "STARTTLS" in str(exc).upper() else "a login (AUTH)"
+            what = "STARTTLS" if "STARTTLS" in str(exc).upper() else _("a login (AUTH)")
             if "XOAUTH2" in str(exc).upper():
-                what = "the OAuth2 login (AUTH XOAUTH2)"
+                what = _("the OAuth2 login (AUTH XOAUTH2)")
             raise self._fail(
-                f"the mail server {self.where} does not offer {what}: check smtp_security"
-                " and smtp_user in the Settings sheet",
+                _("the mail server {where} does not offer {what}: check smtp_security and "
+                  "smtp_user in the Settings sheet").format(where=self.where, what=what),
                 temporary=True, connection=True,
             ) from None
         except ssl.SSLError as exc:
             self._drop()
             raise self._fail(
-                f"could not open a secure connection to the mail server {self.where}"
-                f" ({exc.reason or exc}): check smtp_security (ssl for port 465, starttls"
-                " for 587)",
+                _("could not open a secure connection to the mail server {where} ({error}): "
+                  "check smtp_security (ssl for port 465, starttls for 587)").format(
+                      where=self.where, error=exc.reason or exc),
                 temporary=True, connection=True,
             ) from None
         except socket.gaierror:
             self._drop()
             raise self._fail(
-                f'could not find the mail server "{s.smtp_host}" (unknown host name):'
-                " check smtp_host in the Settings sheet",
+                _('could not find the mail server "{host}" (unknown host name): check '
+                  "smtp_host in the Settings sheet").format(host=s.smtp_host),
                 temporary=True, connection=True,
             ) from None
         except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
             self._drop()
-            if _why(exc) != "no answer in time":
+            if _why(exc) != _("no answer in time"):
                 raise self._fail(
-                    f"the mail server {self.where} closed the connection while connecting:"
-                    " is smtp_security right (ssl for port 465, starttls for 587)?",
+                    _("the mail server {where} closed the connection while connecting: is "
+                      "smtp_security right (ssl for port 465, starttls for 587)?").format(
+                          where=self.where),
                     temporary=True, connection=True,
                 ) from None
             raise self._fail(
-                f"the mail server {self.where} did not answer within {s.smtp_timeout:g} s:"
-                " is it running, and are smtp_host, smtp_port and smtp_security right?",
+                _("the mail server {where} did not answer within {seconds} s: is it running, "
+                  "and are smtp_host, smtp_port and smtp_security right?").format(
+                      where=self.where, seconds=f"{s.smtp_timeout:g}"),
                 temporary=True, connection=True,
             ) from None
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             raise self._fail(
-                f"could not reach the mail server {self.where} ({_why(exc)}): is it running?",
+                _("could not reach the mail server {where} ({why}): is it running?").format(
+                    where=self.where, why=_why(exc)),
                 temporary=True, connection=True,
             ) from None
         self.connections += 1
@@ -704,7 +712,7 @@ class Mailer:
         sender = check_address(from_addr)
         rcpts = [check_address(a) for a in to_addrs]
         if not rcpts:
-            raise self._fail("the message has no recipient", temporary=False)
+            raise self._fail(_("the message has no recipient"), temporary=False)
         for attempt in (1, 2):
             self.connect()
             try:
@@ -713,8 +721,9 @@ class Mailer:
                 self._drop()
                 if attempt == 2:
                     raise self._fail(
-                        f"the mail server {self.where} hung up twice before taking the"
-                        f" message ({exc.reason}); it will be tried again on the next run",
+                        _("the mail server {where} hung up twice before taking the message "
+                          "({why}); it will be tried again on the next run").format(
+                              where=self.where, why=exc.reason),
                         temporary=True, connection=True,
                     ) from None
                 continue
@@ -765,7 +774,7 @@ class Mailer:
                 raise _Dropped(_reply_text(code, resp))
             if code != 354:
                 self._reset()
-                raise self._reply_failure("did not take the message", code, resp)
+                raise self._reply_failure(N_("did not take the message"), code, resp)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             raise _Dropped(_why(exc)) from None
         return refused
@@ -773,9 +782,10 @@ class Mailer:
     def _uncertain(self, exc: BaseException) -> SendUncertain:
         self._drop()
         return SendUncertain(
-            f"the connection to the mail server {self.where} failed ({_why(exc)}) while"
-            " the message was being handed over: it may or may not have been sent, so it"
-            " will not be sent again automatically (check, then use `commplan resend`)",
+            _("the connection to the mail server {where} failed ({why}) while the message was "
+              "being handed over: it may or may not have been sent, so it will not be sent "
+              "again automatically (check, then use `commplan resend`)").format(
+                  where=self.where, why=_why(exc)),
             temporary=False, connection=True,
         )
 
@@ -783,7 +793,7 @@ class Mailer:
         """The server's answer to a handed-over message (see `hand_over`)."""
         smtp = self._smtp
         if smtp is None:
-            raise self._uncertain(OSError("the connection was closed"))
+            raise self._uncertain(OSError(_("the connection was closed")))
         try:
             code, resp = smtp.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
@@ -791,7 +801,7 @@ class Mailer:
         if code != 250:
             if code == 421:
                 self._drop()
-            raise self._reply_failure("did not take the message", code, resp)
+            raise self._reply_failure(N_("did not take the message"), code, resp)
         self.sent += 1
         return {addr: _refused_sentence(addr, text) for addr, (_c, text) in refused.items()}
 
@@ -807,20 +817,21 @@ class Mailer:
     def _reply_failure(self, what: str, code: int, resp: bytes | str) -> SendFailure:
         temporary = 400 <= code < 500
         return self._fail(
-            f"the mail server {what} ({_reply_text(code, resp)})"
-            + ("; it will be tried again on the next run" if temporary else ""),
+            _("the mail server {what} ({reply})").format(what=_(what),
+                                                         reply=_reply_text(code, resp))
+            + (_("; it will be tried again on the next run") if temporary else ""),
             temporary=temporary,
         )
 
     def _mail_from_failure(self, sender: str, code: int, resp: bytes | str) -> SendFailure:
         if code == 552 or 400 <= code < 500:  # message too big, or a temporary refusal
-            return self._reply_failure("did not take the message", code, resp)
+            return self._reply_failure(N_("did not take the message"), code, resp)
         # Any other refusal of the sender is the site's configuration, not this message:
         # temporary (retried once fixed) and a connection problem (the run stops trying).
         return self._fail(
-            f"the mail server refused the sender address {sender}"
-            f" ({_reply_text(code, resp)}): check sender_email and smtp_user in the Settings"
-            " sheet",
+            _("the mail server refused the sender address {sender} ({reply}): check sender_email "
+              "and smtp_user in the Settings sheet").format(sender=sender,
+                                                            reply=_reply_text(code, resp)),
             temporary=True, connection=True,
         )
 
@@ -834,11 +845,10 @@ class Mailer:
 def _refused_sentence(address: str, reply: str) -> str:
     code = reply[:3]
     if code.startswith("4"):
-        return (
-            f"the mail server refused the address {address} for now ({reply}): it will be"
-            " tried again on the next run"
-        )
-    return f"the mail server refused the address {address} ({reply}): correct the customer's email"
+        return _("the mail server refused the address {address} for now ({reply}): it will be "
+                 "tried again on the next run").format(address=address, reply=reply)
+    return _("the mail server refused the address {address} ({reply}): correct the "
+             "customer's email").format(address=address, reply=reply)
 
 
 def _dot_stuff(data: bytes) -> bytes:
@@ -862,11 +872,11 @@ def check_connection(
     with Mailer(settings, environ=environ, token_provider=token_provider) as mailer:
         mailer.connect()
         user = mailer.login_user
-    login = f'logged in as "{user}"' if user else "no login"
+    login = _('logged in as "{user}"').format(user=user) if user else _("no login")
     if settings.smtp_auth.startswith("oauth2"):
-        login += " with OAuth2"
-    security = {"ssl": "SSL", "starttls": "STARTTLS"}.get(settings.smtp_security, "no encryption")
-    return (
-        f"the mail server {settings.smtp_host}:{settings.smtp_port} answered ({security},"
-        f" {login}); nothing was sent"
-    )
+        login += _(" with OAuth2")
+    security = {"ssl": "SSL", "starttls": "STARTTLS"}.get(settings.smtp_security,
+                                                          _("no encryption"))
+    return _("the mail server {host}:{port} answered ({security}, {login}); nothing was sent"
+             ).format(host=settings.smtp_host, port=settings.smtp_port, security=security,
+                      login=login)

@@ -10,6 +10,8 @@ from functools import lru_cache
 
 from jinja2 import TemplateSyntaxError, meta, nodes
 
+from commplan_xl.i18n import N_, _
+
 # Names every mail may use (besides the site constants), and what they hold.
 NAMESPACES: dict[str, frozenset[str] | None] = {
     "customer": frozenset({"customer_id", "name", "email"}),  # + the Customers columns
@@ -23,7 +25,9 @@ NAMESPACES: dict[str, frozenset[str] | None] = {
 ALIASES = {"client": "customer", "commande": "order", "etape": "step", "expediteur": "sender"}
 NAMESPACES.update({alias: NAMESPACES[name] for alias, name in ALIASES.items()})
 CELLS = ("customer", "order", "client", "commande")  # namespaces of workbook cells
-_HINT = '(check the spelling; "commplan variables" lists them)'
+_HINT = N_('(check the spelling; "commplan variables" lists them)')
+_THE = {"subject": N_("the subject"), "body": N_("the body"), "signature": N_("the signature"),
+        "layout": N_("the layout")}
 
 
 @dataclass(frozen=True)
@@ -129,25 +133,29 @@ def template_problems(source: str, part: str, known: KnownNames,
                       filters: Iterable[str], tests: Iterable[str]) -> list[str]:
     """Every problem of one template, each a sentence starting with "the {part}"; the
     template is read, never rendered."""
+    the = _(_THE.get(part, part))
     try:
         use = template_use(source)
     except TemplateSyntaxError as exc:
-        return [f"the {part} {syntax_sentence(exc, source)}"]
-    out = [f'the {part} uses "{name}", which mail templates may not use (sandbox)'
-           for name in sorted(use.private)]
+        return [_("{part} {problem}").format(part=the, problem=syntax_sentence(exc, source))]
+    out = [_('{part} uses "{name}", which mail templates may not use (sandbox)').format(
+        part=the, name=name) for name in sorted(use.private)]
+    missing = _('{part} uses "{name}", which does not exist {hint}')
     for name in sorted(use.names):
         if name not in NAMESPACES and name not in known.constants and name not in _GLOBALS:
-            out.append(f'the {part} uses "{name}", which does not exist {_HINT}')
+            out.append(missing.format(part=the, name=name, hint=_(_HINT)))
     for name, attr in sorted(use.attributes):
         allowed = known.attributes(name) if name in NAMESPACES else None
         if allowed is not None and attr not in allowed and not attr.startswith("_"):
-            out.append(f'the {part} uses "{name}.{attr}", which does not exist {_HINT}')
+            out.append(missing.format(part=the, name=f"{name}.{attr}", hint=_(_HINT)))
     filters, tests = set(filters), set(tests)
     for name in sorted(use.filters - filters):
-        out.append(f'the {part} uses the filter "{name}", which does not exist (the filters '
-                   'are date and money, and Jinja\'s own such as upper or default)')
+        out.append(_('{part} uses the filter "{name}", which does not exist (the filters are '
+                     "date and money, and Jinja's own such as upper or default)").format(
+                         part=the, name=name))
     for name in sorted(use.tests - tests):
-        out.append(f'the {part} uses the test "is {name}", which does not exist')
+        out.append(_('{part} uses the test "is {name}", which does not exist').format(
+            part=the, name=name))
     return out
 
 
@@ -206,32 +214,44 @@ def syntax_sentence(exc: TemplateSyntaxError, source: str) -> str:
     unknown = re.match(r"No (filter|test) named '([^']+)'", message)
     if unknown:
         kind, name = unknown.groups()
-        return (f'uses the {kind} "{name}", which does not exist (line {line})')
+        text = (_('uses the filter "{name}", which does not exist (line {line})') if
+                kind == "filter" else
+                _('uses the test "{name}", which does not exist (line {line})'))
+        return text.format(name=name, line=line)
     missing = _unclosed_delimiter(source) if source else None
     if missing is not None:
         mark, at = missing
-        return f'cannot be read: a "{mark}" is missing at the end of line {at}'
+        return _('cannot be read: a "{mark}" is missing at the end of line {line}').format(
+            mark=mark, line=at)
     block = re.search(r"needs to be closed is '(\w+)'", message)
     if block:
         tag = block.group(1)
         at = _unclosed_block(source, tag) if source else None
-        where = f" of line {at}" if at else ""
-        return (f'cannot be read: the "{{% {tag} %}}"{where} is never closed by '
-                f'"{{% {_CLOSE.get(tag, "end" + tag)} %}}"')
+        opening, closing = f"{{% {tag} %}}", f"{{% {_CLOSE.get(tag, 'end' + tag)} %}}"
+        if at:
+            return _('cannot be read: the "{opening}" of line {line} is never closed by '
+                     '"{closing}"').format(opening=opening, line=at, closing=closing)
+        return _('cannot be read: the "{opening}" is never closed by "{closing}"').format(
+            opening=opening, closing=closing)
     unknown_tag = re.search(r"unknown tag '(\w+)'", message)
     if unknown_tag:
-        return (f'cannot be read: "{{% {unknown_tag.group(1)} %}}" on line {line} is not a '
-                "known instruction (if, else, endif, for, endfor…)")
+        return _('cannot be read: "{tag}" on line {line} is not a known instruction (if, '
+                 "else, endif, for, endfor…)").format(tag=f"{{% {unknown_tag.group(1)} %}}",
+                                                      line=line)
     char = re.search(r"unexpected char '(.)'", message)
     if char:
-        return (f'cannot be read: the character "{char.group(1)}" on line {line} cannot be '
-                'used inside {{ … }} (text in quotes must be closed: "…")')
+        return _('cannot be read: the character "{char}" on line {line} cannot be used inside '
+                 '{braces} (text in quotes must be closed: "…")').format(
+                     char=char.group(1), line=line, braces="{{ … }}")
     got = re.search(r"got '([^']*)'", message)
     if got and got.group(1) not in ("end of print statement", "end of statement block"):
-        return (f'cannot be read: "{got.group(1)}" is not expected on line {line} (one '
-                "variable per {{ … }}, e.g. {{ customer.name }})")
-    return (f"cannot be read: something is wrong on line {line} in a {{{{ … }}}} or "
-            "{% … %}; compare it with the examples of `commplan variables`")
+        return _('cannot be read: "{got}" is not expected on line {line} (one variable per '
+                 "{braces}, e.g. {example})").format(got=got.group(1), line=line,
+                                                     braces="{{ … }}",
+                                                     example="{{ customer.name }}")
+    return _("cannot be read: something is wrong on line {line} in a {braces} or {block}; "
+             "compare it with the examples of `commplan variables`").format(
+                 line=line, braces="{{ … }}", block="{% … %}")
 
 
 def known_names(customer_columns: Iterable[str], order_columns: Iterable[str],

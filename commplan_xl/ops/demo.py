@@ -12,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from commplan_xl import i18n
+from commplan_xl.i18n import _, ngettext
+
 MARKER = ".commplan-demo"
 
 
@@ -40,10 +43,9 @@ def _prepare_home(home: Path) -> None:
         if not (home / MARKER).exists():
             from commplan_xl.problems import CommplanError
 
-            raise CommplanError(
-                f"{home} is not empty and was not made by `commplan demo`: give another folder "
-                "with --home."
-            )
+            raise CommplanError(_(
+                "{home} is not empty and was not made by `commplan demo`: give another folder "
+                "with --home.").format(home=home))
         shutil.rmtree(home)
     home.mkdir(parents=True, exist_ok=True)
     (home / MARKER).write_text("made by commplan demo; deleted by the next demo\n")
@@ -53,25 +55,28 @@ def run_demo(home: Path, *, days: int | None = None, out: Callable[[str], None] 
              today: dt.date | None = None) -> int:
     """Create a demo home, start a local SMTP server, run the batch every simulated morning."""
     from aiosmtpd.controller import Controller
+    from babel.dates import format_date
 
     from commplan_xl.excel.names import tool_sheet
-    from commplan_xl.excel.starter import init_home
+    from commplan_xl.excel.starter import DEMO_SERVER_DOMAIN, init_home
     from commplan_xl.run import batch
 
     today = today or dt.date.today()
     _prepare_home(home)
-    workbook = init_home(home, today=today)
+    workbook = init_home(home, today=today, demo_domain=DEMO_SERVER_DOMAIN)
     inbox = Inbox()
     port = _free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port, ready_timeout=10)
     controller.start()
     environ = {"COMMPLAN_SMTP_HOST": "127.0.0.1", "COMMPLAN_SMTP_PORT": str(port),
                "COMMPLAN_SMTP_SECURITY": "none", "COMMPLAN_SMTP_USER": ""}
-    out(f"Demo home: {home}")
-    out(f"A local mail server listens on 127.0.0.1:{port}; nothing leaves this computer.")
+    out(_("Demo home: {home}").format(home=home))
+    out(_("A local mail server listens on 127.0.0.1:{port}; nothing leaves this computer.")
+        .format(port=port))
     status = 0
     try:
         site = batch.load_site(home, workbook, environ=environ)
+        i18n.set_language(site.settings.locale)
         starts = [d for o in site.model.orders for d in [o.dates.get("start_date")] if d]
         first = min(starts) if starts else today
         if days is None:  # from the first order until two months ahead: every plan plays out
@@ -90,19 +95,28 @@ def run_demo(home: Path, *, days: int | None = None, out: Callable[[str], None] 
             arrived = inbox.messages[seen:]
             if not arrived and not report.skipped:
                 continue
-            out(f"\n{day:%A %d/%m/%Y}: {len(arrived)} mail(s) arrived"
-                + (f", {report.skipped} skipped" if report.skipped else ""))
+            weekday = format_date(day, "EEEE dd/MM/yyyy", locale=i18n.current())
+            line = ngettext("{day}: {n} mail arrived", "{day}: {n} mails arrived",
+                            len(arrived)).format(day=weekday, n=len(arrived))
+            if report.skipped:
+                line += _(", {n} skipped").format(n=report.skipped)
+            out("\n" + line)
             for msg in arrived:
                 names = [p.get_filename() for p in msg.iter_attachments()]
-                extra = f"  [attached: {', '.join(n for n in names if n)}]" if names else ""
-                out(f"  to {msg['To']}: {msg['Subject']}{extra}")
+                extra = ("  " + _("[attached: {names}]").format(
+                    names=", ".join(n for n in names if n))) if names else ""
+                out(_("  to {to}: {subject}").format(to=msg["To"], subject=msg["Subject"])
+                    + extra)
             for line in report.failures:
-                out(f"  failed: {line}")
-        out(f"\n{totals['sent']} mails sent, {totals['skipped']} skipped, {totals['failed']} "
-            f"failed over {days} simulated mornings.")
+                out(_("  failed: {detail}").format(detail=line))
+        out("\n" + _("{sent} mails sent, {skipped} skipped, {failed} failed over {days} "
+                     "simulated mornings.").format(sent=totals["sent"],
+                                                  skipped=totals["skipped"],
+                                                  failed=totals["failed"], days=days))
         journal = batch.site_language(site)
-        out(f"Open {workbook} (sheet {tool_sheet('sentlog', journal)}) and the folders in "
-            f"{home / 'archive'} to see them.")
+        out(_("Open {workbook} (sheet {sheet}) and the folders in {archive} to see them.")
+            .format(workbook=workbook, sheet=tool_sheet("sentlog", journal),
+                    archive=home / "archive"))
     finally:
         controller.stop()
     return status

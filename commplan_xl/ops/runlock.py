@@ -16,6 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError, RunLocked
 
 LOCK_NAME = "commplan-run.lock"
@@ -27,7 +28,7 @@ def run_lock(home: Path) -> Iterator[None]:
     """Hold the home folder's run lock for the `with` block; RunLocked at once if taken."""
     home = Path(home)
     if not home.is_dir():
-        raise CommplanError(f"The home folder {home} does not exist.")
+        raise CommplanError(_("The home folder {home} does not exist.").format(home=home))
     lock = FileLock(home / LOCK_NAME, timeout=0)
     try:
         lock.acquire()
@@ -46,10 +47,11 @@ def run_lock(home: Path) -> Iterator[None]:
 
 
 def _locked_message(home: Path) -> str:
-    what = f"Another commplan run is already working on {home}"
     try:
         pid, started = (home / INFO_NAME).read_text(encoding="utf-8").splitlines()[:2]
     except (OSError, ValueError):
         # The holder has not written its note yet (or could not): say what we know.
-        return f"{what}; wait for it to finish."
-    return f"{what} (started {started}, pid {pid}); wait for it to finish."
+        return _("Another commplan run is already working on {home}; wait for it to finish."
+                 ).format(home=home)
+    return _("Another commplan run is already working on {home} (started {started}, pid "
+             "{pid}); wait for it to finish.").format(home=home, started=started, pid=pid)

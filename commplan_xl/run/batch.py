@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from commplan_xl.i18n import N_, _, ngettext
 from commplan_xl.model import Customer, Decision, MessageRef, Model, Order, Plan, Step, norm_key
 from commplan_xl.problems import (
     CommplanError,
@@ -243,24 +244,25 @@ def find_step(site: Site, order_id: str, step_number: int) -> tuple[Order, Custo
     if order is None:
         from commplan_xl.excel.names import sheet_key
 
-        bad = [p for p in site.problems if sheet_key(p.sheet) == "orders"]
-        hint = " (the Orders sheet has problems: run `commplan check`)" if bad else ""
-        raise CommplanError(f'There is no order "{order_id}" in the Orders sheet{hint}.')
+        if any(sheet_key(p.sheet) == "orders" for p in site.problems):
+            raise CommplanError(_('There is no order "{order}" in the Orders sheet (the Orders '
+                                  "sheet has problems: run `commplan check`).").format(
+                                      order=order_id))
+        raise CommplanError(_('There is no order "{order}" in the Orders sheet.').format(
+            order=order_id))
     plan = site.model.plans.get(order.plan)
     if plan is None:
-        raise CommplanError(
-            f'Order {order.order_id} uses plan "{order.plan}", which is not in Plans.')
+        raise CommplanError(_('Order {order} uses plan "{plan}", which is not in Plans.').format(
+            order=order.order_id, plan=order.plan))
     step = next((s for s in plan.steps if s.number == step_number), None)
     if step is None:
         numbers = ", ".join(str(s.number) for s in plan.steps)
-        raise CommplanError(
-            f'Plan "{plan.name}" has no step {step_number} (its steps are {numbers}).'
-        )
+        raise CommplanError(_('Plan "{plan}" has no step {step} (its steps are {numbers}).')
+                            .format(plan=plan.name, step=step_number, numbers=numbers))
     customer = site.model.customers.get(order.customer_id)
     if customer is None:
-        raise CommplanError(
-            f"Order {order.order_id}'s customer {order.customer_id} is not in Customers."
-        )
+        raise CommplanError(_("Order {order}'s customer {customer} is not in Customers.").format(
+            order=order.order_id, customer=order.customer_id))
     return order, customer, plan, step
 
 
@@ -330,29 +332,27 @@ def run(
     day = today or today_in(site.settings)
     report = RunReport(today=day, dry_run=dry_run, problems=site.problems)
     if not site.settings.sender_email:
-        raise CommplanError(
+        raise CommplanError(_(
             "No sender address: fill `sender_email` in the Settings sheet (or set "
-            "COMMPLAN_SENDER_EMAIL), then run again."
-        )
+            "COMMPLAN_SENDER_EMAIL), then run again."))
     with run_lock(site.home):
         if dry_run:
             from commplan_xl.run.history import missing_ledger_message
 
-            stop = None if new_ledger else missing_ledger_message(site)
+            stop = None if new_ledger else missing_ledger_message(
+                site, _("so a real run would stop without sending anything"))
             if stop:
-                report.notes.append(stop.replace("so nothing was sent", "so a real run "
-                                                 "would stop without sending anything"))
+                report.notes.append(stop)
             return _dry_run(site, day, report, limit)
         _before_sending(site, new_ledger)
         with Ledger(site.ledger_path) as ledger:
             _copy_ledger(site, ledger, day, report, unless_current=True)  # a safety net
             for entry in ledger.recover(now_in(site.settings), day=day):
                 report.uncertain += 1
-                report.notes.append(
-                    f"Order {entry.order_id} step {entry.step} is uncertain: the last run stopped "
-                    "while sending it. Check with the customer, then use "
-                    f"`commplan resend {entry.order_id} {entry.step}` if it did not arrive."
-                )
+                report.notes.append(_(
+                    "Order {order} step {step} is uncertain: the last run stopped while sending "
+                    "it. Check with the customer, then use `commplan resend {order} {step}` if "
+                    "it did not arrive.").format(order=entry.order_id, step=entry.step))
             if site.settings.bounces:  # first, so a returned mail counts in today's plan
                 read_returned(site, ledger, report, day)
             extra = _send_all(site, ledger, day, report, limit, progress, mailer_factory)
@@ -376,8 +376,8 @@ def _copy_ledger(site: Site, ledger, day: dt.date, report: RunReport, *,
         make_backup(ledger.db, site.home, day)
     except (OSError, sqlite3.Error) as exc:
         log.warning("no dated copy of the ledger: %s", exc)
-        note = (f"The dated copy of the ledger could not be made in {backup_folder(site.home)}"
-                f" ({exc}); check that folder.")
+        note = _("The dated copy of the ledger could not be made in {folder} ({error}); check "
+                 "that folder.").format(folder=backup_folder(site.home), error=exc)
         if note not in report.notes:
             report.notes.append(note)
 
@@ -435,7 +435,8 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
             report.held.append(_held(d))
         elif d.action == "wait" and not is_limit_wait(d):
             report.failed += 1
-            report.failures.append(f"Order {d.order_id} step {d.step}: {d.reason}")
+            report.failures.append(_("Order {order} step {step}: {detail}").format(
+                order=d.order_id, step=d.step, detail=d.reason))
         elif d.action == "wait" or (limit is not None and sends >= limit):
             report.waiting += 1
         else:
@@ -446,24 +447,33 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
                 report.sent += 1
             except CommplanError as exc:
                 report.failed += 1
-                report.failures.append(f"Order {d.order_id} step {d.step}: {exc}")
+                report.failures.append(_("Order {order} step {step}: {detail}").format(
+                    order=d.order_id, step=d.step, detail=exc))
     return report
 
 
 def _held(d: Decision) -> str:
     """The sentence of a mail waiting for an empty cell to be filled."""
-    return f"Order {d.order_id} step {d.step} is {d.reason}: it goes once the cell is filled."
+    from commplan_xl.core.schedule import WAITING_FOR
+
+    return _("Order {order} step {step} is waiting for {column}: it goes once the cell is "
+             "filled.").format(order=d.order_id, step=d.step,
+                               column=d.reason[len(WAITING_FOR):])
 
 
 def _not_built(site: Site, ledger, report: RunReport, d: Decision, message: MessageRef,
                why: str, now: dt.datetime, day: dt.date) -> None:
     """Record a mail that could not be built (a template or attachment problem) failed:
     retried by the next runs once fixed, while within catch-up."""
-    detail = f"{why}; " + retry_promise(site, d, day, "will be retried once fixed")
+    detail = _("{error}; {promise}").format(
+        error=why, promise=retry_promise(site, d, day, _("will be retried once fixed")))
     ledger.record_failure_before_send(message, detail=detail, now=now, day=day)
     report.failed += 1
-    report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
-    log.warning("order %s step %s not sent: %s", d.order_id, d.step, why)
+    report.failures.append(_("Order {order} step {step}: {detail}").format(
+        order=d.order_id, step=d.step, detail=detail))
+    log.warning("%s", _("order {order} step {step} customer {customer}: {outcome}").format(
+        order=d.order_id, step=d.step, customer=d.customer_id,
+        outcome=_("not sent: {detail}").format(detail=detail)))
 
 
 def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> list:
@@ -498,6 +508,7 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
             d, token, archive_file, refused = unrecorded.pop()
             ledger.finish(token, status="sent", detail="; ".join(refused.values()),
                           archive_file=archive_file, now=now_in(s), day=day)
+            log_mail(site, d, _("sent"))
             report.sent += 1
             if progress:
                 progress(report.sent, total)
@@ -609,19 +620,23 @@ def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> lis
                 try:
                     record_sent()
                 except Exception:  # the error stopping the run is the one to report
-                    log.exception("could not record order %s step %s as sent (the next run "
-                                  "calls it uncertain)", last.order_id, last.step)
+                    log.exception("%s", _(
+                        "could not record order {order} step {step} as sent (the next run "
+                        "calls it uncertain)").format(order=last.order_id, step=last.step))
         from commplan_xl.run import reports as reporting
 
         try:
             extra, figures = reporting.report_sheets(site, ledger, today=day)
         except Exception as exc:  # the managers' view must never cost the SentLog
-            log.exception("Dashboard/Forecast not built")
-            report.notes.append(f"The Dashboard and Forecast sheets could not be built: {exc}")
+            log.exception("%s", _("the Dashboard and Forecast sheets were not built"))
+            report.notes.append(_("The Dashboard and Forecast sheets could not be built: "
+                                  "{error}").format(error=exc))
             extra, figures = [], None
         reporting.send_summary(mailer, s, report, figures)
-    log.info("run %s: %d sent, %d skipped, %d failed, %d waiting", day, report.sent,
-             report.skipped, report.failed, report.waiting)
+    log.info("%s", _("run of {date}: {sent} sent, {skipped} skipped, {failed} failed, "
+                     "{waiting} waiting").format(date=f"{day:%d/%m/%Y}", sent=report.sent,
+                                                 skipped=report.skipped, failed=report.failed,
+                                                 waiting=report.waiting))
     return extra
 
 
@@ -633,32 +648,45 @@ def _send_failed(site: Site, ledger, day: dt.date, report: RunReport, d: Decisio
         # The server may have the mail: never resend it by itself.
         ledger.recover(now_in(s), day=day)
         report.uncertain += 1
-        report.failures.append(f"Order {d.order_id} step {d.step} is uncertain: {exc}")
-        log.warning("order %s step %s uncertain: %s", d.order_id, d.step, exc)
+        report.failures.append(_("Order {order} step {step} is uncertain: {detail}").format(
+            order=d.order_id, step=d.step, detail=exc))
+        log_mail(site, d, _("uncertain: {detail}").format(detail=exc), logging.WARNING)
     else:
         status = "failed" if exc.temporary else "failed_permanent"
-        detail = (_without_promise(str(exc)) + "; "
-                  + retry_promise(site, d, day, "will be retried by the next run")
-                  if exc.temporary else str(exc) + "; not retried: correct the address")
+        detail = (_("{error}; {promise}").format(
+            error=_without_promise(str(exc)),
+            promise=retry_promise(site, d, day, _("will be retried by the next run")))
+            if exc.temporary else _("{error}; not retried: correct the address").format(error=exc))
         ledger.finish(token, status=status, detail=detail, archive_file="",
                       now=now_in(s), day=day)
         report.failed += 1
-        report.failures.append(f"Order {d.order_id} step {d.step}: {detail}")
-        log.warning("order %s step %s failed: %s", d.order_id, d.step, exc)
+        report.failures.append(_("Order {order} step {step}: {detail}").format(
+            order=d.order_id, step=d.step, detail=detail))
+        log_mail(site, d, _("failed: {detail}").format(detail=detail), logging.WARNING)
     if connection_failures < MAX_CONNECTION_FAILURES:
         return False
-    later = ("the other mails stay due and the next run sends them" if s.catch_up_days
-             else "the other mails stay due today only (catch_up_days is 0): run again "
-             "today once the server works, or they count as missed tomorrow")
-    report.notes.append(
-        f"The mail server failed {connection_failures} times in a row, so this run stopped "
-        f"trying; {later}."
-    )
+    later = (_("the other mails stay due and the next run sends them") if s.catch_up_days
+             else _("the other mails stay due today only (catch_up_days is 0): run again today "
+                    "once the server works, or they count as missed tomorrow"))
+    report.notes.append(_("The mail server failed {n} times in a row, so this run stopped "
+                          "trying; {later}.").format(n=connection_failures, later=later))
     return True
 
 
-_PROMISES = ("; it will be tried again on the next run", ": it will be tried again on the "
-             "next run")
+def log_mail(site: Site, d: Decision, outcome: str, level: int = logging.INFO) -> None:
+    """One line of commplan.log for one mail: order, step, customer, outcome."""
+    if not log.isEnabledFor(level):
+        return
+    customer = site.model.customers.get(d.customer_id)
+    who = f"{customer.name} <{', '.join(customer.emails)}>" if customer else ""
+    log.log(level, "%s", _("order {order} step {step} customer {customer} {who}: {outcome}")
+            .format(order=d.order_id, step=d.step, customer=d.customer_id, who=who,
+                    outcome=outcome))
+
+
+# The promise of a retry that a failure's sentence ends with (English, or as translated).
+_PROMISES = (N_("; it will be tried again on the next run"),
+             ": it will be tried again on the next run")
 
 
 def retry_promise(site: Site, d: Decision, day: dt.date, promise: str) -> str:
@@ -667,15 +695,15 @@ def retry_promise(site: Site, d: Decision, day: dt.date, promise: str) -> str:
     last = d.due_date + dt.timedelta(days=site.settings.catch_up_days)
     if last > day:
         return promise
-    return (f"will not be retried after today (catch_up_days is "
-            f"{site.settings.catch_up_days}); once fixed, `commplan resend {d.order_id} "
-            f"{d.step}` sends it")
+    return _("will not be retried after today (catch_up_days is {days}); once fixed, "
+             "`commplan resend {order} {step}` sends it").format(
+                 days=site.settings.catch_up_days, order=d.order_id, step=d.step)
 
 
 def _without_promise(text: str) -> str:
     """The failure's sentence without the promise of a retry (the caller says when)."""
     for promise in _PROMISES:
-        text = text.replace(promise, "")
+        text = text.replace(promise, "").replace(_(promise), "")
     return text
 
 
@@ -688,11 +716,13 @@ def _blocked(ledger, message: MessageRef, customer: Customer, flagged: Mapping[s
     bad = next((a for a in customer.emails if a.lower() in flagged), None)
     if bad is None:
         return False
-    detail = (f"not sent: a mail to {bad} came back, the address does not exist"
-              f" ({flagged[bad.lower()]}); {NOT_RETRIED}")
+    detail = _("not sent: a mail to {address} came back, the address does not exist "
+               "({reason}); {not_retried}").format(address=bad, reason=flagged[bad.lower()],
+                                                   not_retried=NOT_RETRIED)
     ledger.record_blocked(message, detail=detail, now=now, day=day)
     report.failed += 1
-    report.failures.append(f"Order {message.order_id} step {message.step}: {detail}")
+    report.failures.append(_("Order {order} step {step}: {detail}").format(
+        order=message.order_id, step=message.step, detail=detail))
     return True
 
 
@@ -752,28 +782,27 @@ def _archive_stem(day: dt.date, d: Decision) -> str:
 SENTLOG_MAX_ROWS = 1_048_575
 
 
-def sentlog_rows(ledger) -> list[tuple]:
-    """The SentLog rows from the ledger's events, oldest first (the newest when too many)."""
-    return ledger.sentlog_rows()[-SENTLOG_MAX_ROWS:]
+def sentlog_rows(ledger, first_day: dt.date | None = None) -> list[tuple]:
+    """The SentLog rows from the ledger's events of the run days from `first_day` on,
+    oldest first (the newest when too many)."""
+    return ledger.sentlog_rows(first_day)[-SENTLOG_MAX_ROWS:]
 
 
 def write_sentlog(site: Site, ledger, report: RunReport | None = None, *,
                   extra_sheets: list | tuple = ()) -> bool:
-    """Rebuild the SentLog sheet (and the report sheets given) from the ledger, in the
-    workbook's language; False (with a note) when the file is open."""
-    from commplan_xl.excel.names import localise
-    from commplan_xl.excel.sheet_xml import ToolSheet
-    from commplan_xl.store.sentlog import SENTLOG_HEADER, SENTLOG_WIDTHS, in_language
+    """Rebuild the SentLog sheet (its last `sentlog_days` days, in the workbook's language,
+    with the report sheets given) from the ledger; False (with a note) when the file is
+    open."""
+    from commplan_xl.run.reports import sentlog_sheet
 
-    lang = site_language(site)
-    sheet = localise(ToolSheet(name="SentLog", header=SENTLOG_HEADER,
-                               rows=in_language(sentlog_rows(ledger), lang),
-                               widths=SENTLOG_WIDTHS), "sentlog", lang)
+    day = report.today if report is not None else today_in(site.settings)
+    first = day - dt.timedelta(days=site.settings.sentlog_days - 1)
+    sheet = sentlog_sheet(sentlog_rows(ledger, first), site_language(site))
     try:
         write_sheets(site, [sheet, *extra_sheets])
     except WorkbookLocked as exc:
-        note = (f"{exc}. The mails were sent; the SentLog will be completed on the next run "
-                "once the workbook is closed.")
+        note = _("{error}. The mails were sent; the SentLog will be completed on the next run "
+                 "once the workbook is closed.").format(error=exc)
         log.warning("%s", note)
         if report is not None:
             report.log_written = False
@@ -795,16 +824,17 @@ def tool_sheet_specs(site: Site) -> list:
     from commplan_xl.excel.names import localise
     from commplan_xl.excel.sheet_xml import ToolSheet
     from commplan_xl.run import reports
+    from commplan_xl.run.dashboard import dashboard_spec
     from commplan_xl.run.variables import VARIABLE_LIST, VARIABLE_LIST_HEADER
     from commplan_xl.store.sentlog import SENTLOG_HEADER
 
     lang = site_language(site)
     english = (("sentlog", "SentLog", SENTLOG_HEADER),
-               ("dashboard", reports.DASHBOARD, (*reports.DAY_HEADER, "", *reports.PLAN_HEADER)),
                ("forecast", reports.FORECAST, reports.FORECAST_HEADER),
                ("variablelist", VARIABLE_LIST, VARIABLE_LIST_HEADER))
-    return [localise(ToolSheet(name=name, header=header, rows=()), key, lang)
-            for key, name, header in english]
+    specs = [localise(ToolSheet(name=name, header=header, rows=()), key, lang)
+             for key, name, header in english]
+    return [specs[0], dashboard_spec(lang), *specs[1:]]
 
 
 def write_sheets(site: Site, sheets: list) -> None:
@@ -849,10 +879,11 @@ def _prepare_one(site: Site, order: Order, customer: Customer, plan: Plan, step:
     try:
         return prepare(site, order, customer, plan, step, due_date=due_date, today=today, to=to)
     except WaitingForValue as exc:
-        raise CommplanError(
-            f"Order {order.order_id} step {step.number} cannot be made yet: it is waiting for "
-            f"{exc.column}, which is empty for this order. Fill the cell, or give the "
-            f'template a fallback ({{{{ ...|default("…") }}}}).') from None
+        raise CommplanError(_(
+            "Order {order} step {step} cannot be made yet: it is waiting for {column}, which "
+            "is empty for this order. Fill the cell, or give the template a fallback "
+            '({fallback}).').format(order=order.order_id, step=step.number, column=exc.column,
+                                    fallback='{{ ...|default("…") }}')) from None
 
 
 def preview(site: Site, order_id: str, step_number: int, *, to: str | None = None,
@@ -916,7 +947,8 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
     report = RunReport(today=day)
     order, customer, plan, step = find_step(site, order_id, step_number)
     if customer.opt_out:
-        raise CommplanError(f"Customer {customer.customer_id} has opted out: nothing was sent.")
+        raise CommplanError(_("Customer {customer} has opted out: nothing was sent.").format(
+            customer=customer.customer_id))
     due_on = compute_due(step, order, settings_calendar(site.settings)) or day
     prepared = _prepare_one(site, order, customer, plan, step, due_date=due_on, today=day)
     s = site.settings
@@ -938,8 +970,8 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
                 return report
             except SendFailure as exc:
                 ledger.finish(token, status="failed" if exc.temporary else "failed_permanent",
-                              detail=f"resend failed: {exc}", archive_file="", now=now_in(s),
-                              day=day)
+                              detail=_("resend failed: {error}").format(error=exc),
+                              archive_file="", now=now_in(s), day=day)
                 report.failed += 1
                 report.failures.append(str(exc))
                 write_sentlog(site, ledger, report)
@@ -951,7 +983,7 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
         owners = ledger.archive_owners(ids_to_settle(site.model.customers))
         archive_file = _archive(site, customer, d, prepared, day,
                                 index=ArchiveIndex(s.archive_dir, owners=owners))
-        ledger.finish(token, status="sent", detail="resent on request",
+        ledger.finish(token, status="sent", detail=_("resent on request"),
                       archive_file=archive_file, now=now_in(s), day=day)
         report.sent += 1
         write_sentlog(site, ledger, report)
@@ -1061,10 +1093,13 @@ def _value_problems(site: Site, ready: Readiness, plan: Plan, step: Step,
             break
         shown.add(message)
         others = sum(1 for _o, m in failing if m == message) - 1
-        more = f" (and {others} other order{'s' if others > 1 else ''})" if others else ""
-        column = "subject" if message.startswith("the subject") else "body"
+        more = ngettext(" (and {n} other order)", " (and {n} other orders)",
+                        others).format(n=others) if others else ""
+        column = ("subject" if message.startswith(("the subject", _("the subject")))
+                  else "body")
         problems.append(WorkbookProblem(
-            "Plans", step.row, column, f"order {order_id}{more}: {message}",
+            "Plans", step.row, column, _("order {order}{more}: {message}").format(
+                order=order_id, more=more, message=message),
             cell=site.cell("Plans", column, step.row), message_level=True))
     return problems
 
@@ -1086,9 +1121,12 @@ def _waiting_problems(site: Site, decisions: list[Decision]) -> list[WorkbookPro
             sheet, row = "Customers", customer.row
         problems.append(WorkbookProblem(
             sheet, row, column,
-            f'order {d.order_id}, step {d.step} of "{d.plan_name}" (due {d.due_date:%d/%m/%Y}) '
-            f"is waiting for {column}: the cell is empty. Fill it and the next run sends the "
-            f'mail, or give the template a fallback ({{{{ ...|default("…") }}}}).',
+            _('order {order}, step {step} of "{plan}" (due {date}) is waiting for {column}: '
+              "the cell is empty. Fill it and the next run sends the mail, or give the "
+              "template a fallback ({fallback}).").format(
+                  order=d.order_id, step=d.step, plan=d.plan_name,
+                  date=f"{d.due_date:%d/%m/%Y}", column=column,
+                  fallback='{{ ...|default("…") }}'),
             cell=site.cell(sheet, column, row), message_level=True))
     return problems
 
@@ -1119,15 +1157,15 @@ def stale_lock_note(workbook: Path) -> str | None:
         return None
     try:
         made = dt.datetime.fromtimestamp(lock.stat().st_mtime)
-        age, since = dt.datetime.now() - made, f" (it dates from {made:%d/%m/%Y %H:%M})"
+        age = dt.datetime.now() - made
+        since = _(" (it dates from {when})").format(when=f"{made:%d/%m/%Y %H:%M}")
     except OSError:
         age, since = dt.timedelta(0), ""
-    stale = (" It is more than a day old, so Excel probably crashed and left it behind."
+    stale = (_(" It is more than a day old, so Excel probably crashed and left it behind.")
              if age > dt.timedelta(days=1) else "")
-    return (
-        f"{workbook.name} looks open in Excel or LibreOffice: {lock.name} is beside it{since}."
-        f"{stale} While it is there, commplan sends mails but cannot write the SentLog. If "
-        f"nobody has the workbook open (check every PC that uses it), delete {lock} and the "
-        "next run completes the log."
-    )
-
+    return _(
+        "{workbook} looks open in Excel or LibreOffice: {lock_name} is beside it{since}."
+        "{stale} While it is there, commplan sends mails but cannot write the SentLog. If "
+        "nobody has the workbook open (check every PC that uses it), delete {lock} and the "
+        "next run completes the log.").format(workbook=workbook.name, lock_name=lock.name,
+                                              since=since, stale=stale, lock=lock)

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError
 
 if TYPE_CHECKING:
@@ -46,15 +47,17 @@ def earlier_sends(site: Site) -> str | None:
     """Where the workbook or the archive shows mails sent before, as words; None if nowhere."""
     sheet = sentlog_with_rows(site.workbook)
     if sheet:
-        return f"the {sheet} sheet of {site.workbook.name} lists earlier mails"
+        return _("the {sheet} sheet of {workbook} lists earlier mails").format(
+            sheet=sheet, workbook=site.workbook.name)
     archive = archive_with_mails(site.settings.archive_dir)
     if archive is not None:
-        return f"the archive folder {archive} holds mails sent before"
+        return _("the archive folder {folder} holds mails sent before").format(folder=archive)
     return None
 
 
-def missing_ledger_message(site: Site) -> str | None:
-    """The sentence stopping a run that would start a new ledger over earlier sends."""
+def missing_ledger_message(site: Site, outcome: str | None = None) -> str | None:
+    """The sentence stopping a run that would start a new ledger over earlier sends;
+    `outcome` says what came of it (default: nothing was sent)."""
     path = site.ledger_path
     if not ledger_is_blank(path):
         return None
@@ -63,23 +66,26 @@ def missing_ledger_message(site: Site) -> str | None:
         return None
     from commplan_xl.store.ledger_backup import backup_folder, backups
 
-    state = "is missing" if not path.exists() else "is empty"
+    state = _("is missing") if not path.exists() else _("is empty")
     copies = backups(site.home)
     if copies:
-        restore = (f"To restore it from its newest dated copy ({copies[-1].name}, in "
-                   f"{backup_folder(site.home)}), run `commplan restore-ledger --home "
-                   f"{site.home}`; `commplan restore-ledger --list` shows every copy.")
+        restore = _("To restore it from its newest dated copy ({copy}, in {folder}), run "
+                    "`commplan restore-ledger --home {home}`; `commplan restore-ledger --list` "
+                    "shows every copy.").format(copy=copies[-1].name,
+                                                folder=backup_folder(site.home), home=site.home)
     else:
-        restore = (f"There is no dated copy in {backup_folder(site.home)}: if you have a "
-                   f"copy of {path.name} (from another folder or a backup), put it back in "
-                   f"{site.home}, or use `commplan restore-ledger --from FILE`.")
-    return (
-        f"The ledger {path} {state}, but {evidence}: a new ledger would send those mails "
-        f"again, so nothing was sent. If this is not the right home folder, give it with "
-        f"--home (the folder holding workbooks/, archive/ and {path.name}). {restore} Only "
-        f"if you really want to start afresh (every message due within catch_up_days is "
-        f"sent again), run `commplan run {NEW_LEDGER_OPTION}`."
-    )
+        restore = _("There is no dated copy in {folder}: if you have a copy of {name} (from "
+                    "another folder or a backup), put it back in {home}, or use `commplan "
+                    "restore-ledger --from FILE`.").format(folder=backup_folder(site.home),
+                                                           name=path.name, home=site.home)
+    return _(
+        "The ledger {path} {state}, but {evidence}: a new ledger would send those mails again, "
+        "{outcome}. If this is not the right home folder, give it with --home (the folder "
+        "holding workbooks/, archive/ and {name}). {restore} Only if you really want to start "
+        "afresh (every message due within catch_up_days is sent again), run `commplan run "
+        "{option}`.").format(path=path, state=state, evidence=evidence,
+                             outcome=outcome or _("so nothing was sent"), name=path.name,
+                             restore=restore, option=NEW_LEDGER_OPTION)
 
 
 def sentlog_with_rows(workbook: Path) -> str | None:
@@ -141,8 +147,8 @@ def moved_notes(site: Site, recorded: Mapping[str, tuple[str, str]]) -> list[str
     from commplan_xl.core.schedule import moved_orders
 
     return [
-        f"Note: order {order_id} moved from plan {old} to plan {new}; the steps already "
-        "sent or skipped are not sent again."
+        _("Note: order {order} moved from plan {old} to plan {new}; the steps already sent "
+          "or skipped are not sent again.").format(order=order_id, old=old, new=new)
         for order_id, old, new in moved_orders(site.model, recorded)
     ]
 
@@ -167,9 +173,10 @@ def tool_sheet_notes(site: Site, sheets: Sequence[ToolSheet]) -> list[str]:
     except (OSError, zipfile.BadZipFile, KeyError, ValueError):
         return []
     return [
-        f'{site.workbook.name}: the sheet "{p.staff_sheet}" is yours, not commplan\'s, so it '
-        f'is never overwritten; commplan writes its {name} sheet as "{p.name}" instead '
-        f"(rename your sheet if you want the tool's sheet to have that name)."
+        _('{workbook}: the sheet "{sheet}" is yours, not commplan\'s, so it is never '
+          'overwritten; commplan writes its {name} sheet as "{tool_sheet}" instead (rename '
+          "your sheet if you want the tool's sheet to have that name).").format(
+              workbook=site.workbook.name, sheet=p.staff_sheet, name=name, tool_sheet=p.name)
         for name, p in places.items() if p.staff_sheet is not None
     ]
 

@@ -1,29 +1,36 @@
-"""What managers see: the Dashboard and Forecast sheets, and the summary mail after a run.
+"""What managers see: the SentLog, Dashboard and Forecast sheets, and the summary mail.
 
-The Dashboard counts the ledger's events by the run's day over the last 30 days, lists the
-failures waiting for a retry and the orders whose customer has no valid address. The
-Forecast lists the mails the runs of the next 30 days would send, from the very schedule
-the batch uses. The summary mail repeats the run's counts, what needs doing, and the
-Dashboard figures, for the Settings' `report_to` addresses.
+The SentLog shows the outcomes of the last `sentlog_days` run days. The Dashboard (built in
+run/dashboard.py) counts the ledger's outcomes by the run's day over the last 30 days and
+lists what needs a person. The Forecast lists the mails the runs of the next 30 days would
+send, from the very schedule the batch uses. The summary mail repeats the run's counts and
+the items to handle, for the Settings' `report_to` addresses.
 
-Sheet headers are English like the SentLog's (staff scripts read them); the mail is French.
+The sheets are written in the workbook's language (excel/names.py); the mail is French.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from commplan_xl.core.schedule import is_limit_wait, split_ledger
-from commplan_xl.excel.names import localise, sheet_key, workbook_language
-from commplan_xl.excel.sheet_xml import Chart, ToolSheet
-from commplan_xl.model import Decision, LedgerEntry, Model, Outcome, norm_key
-from commplan_xl.problems import CommplanError, Problem, SendFailure, WorkbookProblem
+from commplan_xl.core.schedule import is_limit_wait
+from commplan_xl.excel.names import localise, workbook_language
+from commplan_xl.excel.sheet_xml import PLAN_LIST, ToolSheet
+from commplan_xl.i18n import N_, _, ngettext, speaking
+from commplan_xl.model import Decision, LedgerEntry, Model
+from commplan_xl.problems import CommplanError, SendFailure
+from commplan_xl.run.dashboard import (  # noqa: F401 - the Dashboard's names, also from here
+    WINDOW_DAYS,
+    DashboardFigures,
+    ToHandle,
+    dashboard_figures,
+    figures_sheet,
+    to_handle_items,
+)
 from commplan_xl.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,259 +38,41 @@ if TYPE_CHECKING:
 
     from commplan_xl.run.batch import RunReport
 
-DASHBOARD = "Dashboard"
+SENTLOG = "SentLog"
 FORECAST = "Forecast"
-WINDOW_DAYS = 30
-STATUSES = ("sent", "skipped", "failed", "uncertain")
-DAY_HEADER = ("date", "sent", "skipped", "failed", "uncertain", "total")
-PLAN_HEADER = ("plan (last 30 days)", "sent", "skipped", "failed", "uncertain", "total")
-FAILURES_TITLE = "Failures waiting for a retry"
-FAILURES_HEADER = ("order_id", "customer_id", "plan", "step", "due_date", "attempts", "reason")
-UNREACHABLE_TITLE = "Orders whose customer has no valid address"
-UNREACHABLE_HEADER = ("order_id", "customer_id", "email", "problem")
-NONE_ROW = "(none)"
-ALL_PLANS = "All plans"
-# The side tables start in column H, one empty column right of the day table.
-SIDE_COL = len(DAY_HEADER) + 1
 FORECAST_HEADER = (
     "date", "order_id", "customer_id", "customer", "email", "plan", "step", "subject",
     "due_date", "note",
 )
 WARNING = "⚠ "
 
-_FAILURE = re.compile(r"^Order (\S+) step (\d+)")
+RETURNED = N_("returned")  # how a returned mail's detail starts (the server took it)
+_FAILURE = re.compile(r"^\S+ (\S+) \S+ (\d+)")  # "Order O1 step 2", "Commande O1 étape 2"
 LedgerKey = tuple[str, str, int]
 
 
-# ---------------------------------------------------------------- figures
+# ---------------------------------------------------------------- SentLog
 
 
-@dataclass(frozen=True)
-class Counts:
-    """Outcomes by status."""
-
-    sent: int = 0
-    skipped: int = 0
-    failed: int = 0
-    uncertain: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.sent + self.skipped + self.failed + self.uncertain
-
-    def row(self) -> tuple[int, int, int, int, int]:
-        return (self.sent, self.skipped, self.failed, self.uncertain, self.total)
-
-
-@dataclass(frozen=True)
-class WaitingFailure:
-    """A message in ledger state `failed`: a later run retries it while within catch-up."""
-
-    order_id: str
-    customer_id: str
-    plan: str
-    step: int
-    due_date: dt.date | None
-    attempts: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Unreachable:
-    """An order whose customer has no valid address, and why."""
-
-    order_id: str
-    customer_id: str
-    email: str
-    problem: str
-
-
-@dataclass(frozen=True)
-class DashboardFigures:
-    """Everything the Dashboard shows (and the summary mail repeats)."""
-
-    today: dt.date
-    days: tuple[tuple[dt.date, Counts], ...]  # the window's days, oldest first
-    plans: tuple[tuple[str, Counts], ...]  # by plan display name, over the window
-    failures: tuple[WaitingFailure, ...]
-    unreachable: tuple[Unreachable, ...]
-
-    @property
-    def total(self) -> Counts:
-        return _sum(c for _day, c in self.days)
-
-
-def event_day(outcome: Outcome) -> dt.date:
-    """The run day of an outcome: its `day` when the ledger gives it, else its clock date."""
-    if outcome.day is not None:
-        return outcome.day
-    when = outcome.date
-    return when.date() if isinstance(when, dt.datetime) else when
-
-
-def _sum(counts: Iterable[Counts]) -> Counts:
-    total = Counter[str]()
-    for c in counts:
-        total.update({s: getattr(c, s) for s in STATUSES})
-    return Counts(**{s: total[s] for s in STATUSES})
-
-
-def _counts(statuses: Counter[str]) -> Counts:
-    return Counts(**{s: statuses[s] for s in STATUSES})
-
-
-def dashboard_figures(
-    events: Sequence[Outcome],
-    *,
-    today: dt.date,
-    model: Model,
-    ledger_state: Mapping[LedgerKey, LedgerEntry],
-    problems: Sequence[WorkbookProblem],
-    order_ids: Mapping[int, str] | None = None,
-    days: int = WINDOW_DAYS,
-) -> DashboardFigures:
-    """The Dashboard's figures for the `days` days ending `today` (included).
-
-    `order_ids` maps an Orders Excel row to its order id, to name the orders validate left
-    out because of their customer's address; without it they are named by their row.
-    """
-    first = today - dt.timedelta(days=days - 1)
-    by_day: dict[dt.date, Counter[str]] = {
-        first + dt.timedelta(days=n): Counter() for n in range(days)
-    }
-    by_plan: dict[str, Counter[str]] = {}
-    for o in events:
-        day = event_day(o)
-        if not first <= day <= today:
-            continue
-        by_day[day][o.status] += 1
-        by_plan.setdefault(o.plan, Counter())[o.status] += 1
-    return DashboardFigures(
-        today=today,
-        days=tuple((day, _counts(c)) for day, c in by_day.items()),
-        plans=tuple((name, _counts(by_plan[name])) for name in sorted(by_plan, key=str.casefold)),
-        failures=waiting_failures(ledger_state, model),
-        unreachable=unreachable_orders(problems, ledger_state, model, order_ids or {}),
+def sentlog_sheet(rows: list[tuple], lang: str) -> ToolSheet:
+    """The SentLog sheet (or a `commplan log` export) in `lang`: one row per outcome,
+    oldest first."""
+    from commplan_xl.store.sentlog import (
+        SENTLOG_FORMATS,
+        SENTLOG_HEADER,
+        SENTLOG_WIDTHS,
+        in_language,
     )
 
-
-def waiting_failures(
-    ledger_state: Mapping[LedgerKey, LedgerEntry], model: Model
-) -> tuple[WaitingFailure, ...]:
-    """Every message in state `failed` (temporary), oldest due first."""
-    customer_of = {norm_key(o.order_id): o.customer_id for o in model.orders}
-    out = [
-        WaitingFailure(
-            order_id=e.order_id,
-            customer_id=customer_of.get(norm_key(e.order_id), ""),
-            plan=_plan_name(model, e.plan),
-            step=e.step,
-            due_date=e.due_date,
-            attempts=e.attempts,
-            reason=e.detail,
-        )
-        for e in split_ledger(ledger_state)[1].values()
-        if e.state == "failed"
-    ]
-    out.sort(key=lambda f: (f.due_date or dt.date.min, f.order_id, f.step))
-    return tuple(out)
+    return localise(ToolSheet(name=SENTLOG, header=SENTLOG_HEADER, rows=in_language(rows, lang),
+                              widths=SENTLOG_WIDTHS, formats=SENTLOG_FORMATS), "sentlog", lang)
 
 
-def _plan_name(model: Model, key: str) -> str:
-    plan = model.plans.get(key)
-    return plan.name if plan is not None else key
-
-
-def unreachable_orders(
-    problems: Sequence[WorkbookProblem],
-    ledger_state: Mapping[LedgerKey, LedgerEntry],
-    model: Model,
-    order_ids: Mapping[int, str],
-) -> tuple[Unreachable, ...]:
-    """Orders whose customer has no valid address.
-
-    Two sources: Customers rows with an email problem (validate leaves that customer and
-    its orders out of the model, reporting each order row), and messages the mail server
-    refused for good (`failed_permanent`) while the customer's address is still the same.
-    """
-    email_problems: dict[int, list[str]] = {}
-    for p in problems:
-        if sheet_key(p.sheet) == "customers" and p.column == "email" and p.row is not None:
-            email_problems.setdefault(p.row, []).append(str(p))
-    out: list[Unreachable] = []
-    for p in problems:
-        if p.kind is not Problem.ORDER_CUSTOMER_HAS_PROBLEM or p.row is None:
-            continue
-        customer_row = p.values["customer_row"]
-        if customer_row not in email_problems:
-            continue
-        out.append(Unreachable(
-            order_id=order_ids.get(p.row) or f"(Orders row {p.row})",
-            customer_id=str(p.values["customer_id"]),
-            email="",
-            problem="; ".join(email_problems[customer_row]),  # type: ignore[index]
-        ))
-    orders = {norm_key(o.order_id): o for o in model.orders}  # ids fold, as the ledger's
-    refused: dict[str, list[LedgerEntry]] = {}
-    for e in split_ledger(ledger_state)[1].values():  # failures are never among done ones
-        if e.state != "failed_permanent":
-            continue
-        order = orders.get(norm_key(e.order_id))
-        customer = model.customers.get(order.customer_id) if order else None
-        if customer is not None and e.emails == ";".join(customer.emails):
-            refused.setdefault(order.order_id, []).append(e)  # type: ignore[union-attr]
-    for order_id in sorted(refused):
-        entries = sorted(refused[order_id], key=lambda e: e.step)
-        steps = ", ".join(str(e.step) for e in entries)
-        word = "steps" if len(entries) > 1 else "step"
-        detail = entries[-1].detail
-        # A returned mail (bounce) says so: the server took it, then it came back.
-        what = ("the mail came back" if detail.startswith("returned")
-                else "the mail server refused the address")
-        out.append(Unreachable(
-            order_id=order_id,
-            customer_id=orders[norm_key(order_id)].customer_id,
-            email=entries[-1].emails,
-            problem=f"{what} ({word} {steps}): {detail}",
-        ))
-    return tuple(out)
-
-
-# ---------------------------------------------------------------- Dashboard sheet
-
-
-def figures_sheet(figures: DashboardFigures) -> ToolSheet:
-    """Lay the figures out: the day table in A:F (rows 2-31, oldest first, so the chart reads
-    left to right), and from column H the totals by plan, then the failures waiting for a
-    retry, then the orders without a valid address, one under the other.
-
-    The side tables sit beside the day table rather than under it because the chart covers
-    its columns down to the sheet's last row: rows under the days would become bars. When
-    the side tables run longer than the 30 days, the chart only gains empty categories at
-    its end (sheet_xml.Chart has no row range yet).
-    """
-    left = [(day, *c.row()) for day, c in figures.days]
-    side: list[tuple[object, ...]] = [(name, *c.row()) for name, c in figures.plans]
-    side.append((ALL_PLANS, *figures.total.row()))
-    side += [(), (FAILURES_TITLE,), FAILURES_HEADER]
-    side += [(f.order_id, f.customer_id, f.plan, f.step, f.due_date, f.attempts, f.reason)
-             for f in figures.failures] or [(NONE_ROW,)]
-    side += [(), (UNREACHABLE_TITLE,), UNREACHABLE_HEADER]
-    side += [(u.order_id, u.customer_id, u.email or None, u.problem)
-             for u in figures.unreachable] or [(NONE_ROW,)]
-    blank = (None,) * len(DAY_HEADER)
-    rows = [
-        (*(left[i] if i < len(left) else blank), None,
-         *(side[i] if i < len(side) else ()))
-        for i in range(max(len(left), len(side)))
-    ]
-    return ToolSheet(
-        name=DASHBOARD,
-        header=(*DAY_HEADER, "", *PLAN_HEADER),
-        rows=rows,
-        widths={0: 12, 1: 9, 2: 9, 3: 9, 4: 10, 5: 9, len(DAY_HEADER): 3, SIDE_COL: 22},
-        charts=(Chart("Mails per day (last 30 days)", 0, (1, 3, 4)),),
-    )
+def plan_list_sheet(model: Model) -> ToolSheet:
+    """The tool's hidden list of the plans, each once, for the Orders plan drop-down."""
+    return ToolSheet(name=PLAN_LIST, header=("plan",), rows=[[p.name] for p in
+                                                              model.plans.values()],
+                     widths={0: 30}, filter_area=None, title_rows=0, hidden=True)
 
 
 # ---------------------------------------------------------------- Forecast
@@ -426,37 +215,52 @@ def order_ids_by_row(workbook: Path) -> dict[int, str]:
     return {row: str(values.get("order_id", "")).strip() for row, values in table.rows}
 
 
+def waiting_items(coming: Sequence[ForecastRow], *, today: dt.date) -> list[ToHandle]:
+    """The mails due by `today` that cannot be built (an empty cell they use, a template
+    or attachment problem): the Forecast lists each once with why."""
+    return [ToHandle("waiting_value", r.order_id, r.customer_id, r.plan, r.step, r.due_date,
+                     r.subject[len(WARNING):])
+            for r in coming if r.subject.startswith(WARNING) and r.due_date <= today]
+
+
 def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], DashboardFigures]:
     """The Dashboard and Forecast sheets of a run on `today`, and the Dashboard figures.
 
     `site` is a batch.Site, `ledger` an open Ledger after the run recorded its outcomes.
-    The workbook's Orders sheet is read again only when some order was left out for its
-    customer's address, to name it by its id.
+    Only the window's outcomes are read from the ledger. The workbook's Orders sheet is
+    read again only when some order was left out for its customer's address, to name it
+    by its id.
     """
     state = ledger.state()
-    events = ledger.events()
-    figures = dashboard_figures(events, today=today, model=site.model,
-                                ledger_state=state, problems=site.problems)
-    if any(u.order_id.startswith("(Orders row") for u in figures.unreachable):
+    first = today - dt.timedelta(days=WINDOW_DAYS - 1)
+    events = ledger.log_events(first=first, last=today)
+    coming = forecast_rows(site, state, today=today)
+    planned_7 = sum(1 for r in coming if r.date <= today + dt.timedelta(days=7))
+    held_since = today - dt.timedelta(days=site.settings.catch_up_days)
+    items = to_handle_items(ledger.entries_in("failed_permanent", "uncertain"), site.model,
+                            today=today, held_since=held_since, settings=site.settings)
+    items += waiting_items(coming, today=today)
+
+    def figures_with(ids: Mapping[int, str] | None) -> DashboardFigures:
+        return dashboard_figures(events, today=today, model=site.model, ledger_state=state,
+                                 problems=site.problems, order_ids=ids, to_handle=items,
+                                 planned_7=planned_7)
+
+    figures = figures_with(None)
+    unnamed = _("(Orders row {row})").split("{", 1)[0]
+    if any(u.order_id.startswith(unnamed) for u in figures.unreachable):
         try:
             ids = order_ids_by_row(site.workbook)
         except CommplanError:
             ids = {}
-        figures = dashboard_figures(events, today=today, model=site.model,
-                                    ledger_state=state, problems=site.problems, order_ids=ids)
+        figures = figures_with(ids)
     lang = workbook_language(site.settings.locale)
-    sheets = [localise(figures_sheet(figures), "dashboard", lang),
-              localise(forecast_sheet(forecast_rows(site, state, today=today)), "forecast",
-                       lang)]
+    sheets = [figures_sheet(figures, lang),
+              localise(forecast_sheet(coming), "forecast", lang), plan_list_sheet(site.model)]
     return sheets, figures
 
 
 # ---------------------------------------------------------------- summary mail
-
-
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    """French agreement: 0 and 1 take the singular."""
-    return f"{n} {word if n <= 1 else (plural or word + 's')}"
 
 
 def _date_fr(day: dt.date | None) -> str:
@@ -464,109 +268,165 @@ def _date_fr(day: dt.date | None) -> str:
 
 
 def summary_subject(run_report: RunReport) -> str:
-    """E.g. "commplan — 27/11/2026 : 12 envoyés, 1 échec"."""
+    """E.g. "commplan — 27/11/2026 : 12 envoyés, 1 échec" (in the current language)."""
     r = run_report
-    parts = [_plural(r.sent, "envoyé"), _plural(r.failed, "échec")]
+    parts = [ngettext("{n} sent", "{n} sent", r.sent).format(n=r.sent),
+             ngettext("{n} failure", "{n} failures", r.failed).format(n=r.failed)]
     if r.uncertain:
-        parts.append(_plural(r.uncertain, "incertain"))
-    test = " (essai, rien envoyé)" if r.dry_run else ""
-    return f"commplan — {_date_fr(r.today)}{test} : {', '.join(parts)}"
+        parts.append(ngettext("{n} uncertain", "{n} uncertain", r.uncertain).format(
+            n=r.uncertain))
+    test = _(" (test, nothing sent)") if r.dry_run else ""
+    return _("commplan — {date}{test}: {counts}").format(
+        date=_date_fr(r.today), test=test, counts=", ".join(parts))
+
+
+def _says(failure: str, template: str) -> bool:
+    """Whether `failure` holds the fixed words of `template`, in English or in the current
+    language."""
+    for text in {template, _(template)}:
+        fixed = [part for part in re.split(r"\{[a-z_]+\}", text) if part.strip()]
+        if fixed and all(part.casefold() in failure for part in fixed):
+            return True
+    return False
 
 
 def what_to_do(failure: str, catch_up_days: int | None = None) -> str:
     """The advice for one line of RunReport.failures, read from how batch words it."""
     text = failure.casefold()
     found = _FAILURE.match(failure)
-    resend = f"commplan resend {found.group(1)} {found.group(2)}" if found else \
-        "commplan resend COMMANDE ÉTAPE"
+    resend = (f"commplan resend {found.group(1)} {found.group(2)}" if found
+              else _("commplan resend ORDER STEP"))
+    from commplan_xl.mail.bounces import SENDER_SIDE_REASON
+    from commplan_xl.run.returned import NOT_RETRIED, REVIEW_LINE
+
     # Past catch-up (always with catch_up_days 0) no later day's run retries a failure:
     # never promise it.
-    last_day = "not be retried after today" in text or catch_up_days == 0
-    next_run = (f"aucun passage ne le réessaiera (délai de rattrapage catch_up_days "
-                f"dépassé) : lancez `{resend}` une fois réglé" if last_day
-                else "le passage suivant le réessaie")
-    if text.startswith("to review"):
-        return ("ouvrez ce mail revenu dans la boîte d'envoi : il nomme un client mais aucun "
-                "mail que commplan retrouve ; renvoyez à la main si besoin.")
-    if "sending account" in text:
-        return ("le compte d'envoi a été refusé, pas l'adresse du client : l'informaticien "
-                "doit vérifier le droit d'envoyer au nom de l'expéditeur et les "
-                f"enregistrements SPF/DKIM du domaine ; {next_run}.")
-    if "uncertain" in text:
-        return (f"vérifiez avec le client s'il a reçu ce mail ; sinon lancez `{resend}` "
-                "(il n'est jamais renvoyé tout seul).")
-    if "not retried" in text:
-        then = (f"puis lancez `{resend}` (catch_up_days vaut 0 : aucun passage ne le "
-                "renverra)" if catch_up_days == 0 else "le mail repartira au passage suivant")
-        return f"l'adresse a été refusée : corrigez-la dans la feuille Customers ; {then}."
-    if "once fixed" in text:
-        return ("corrigez le modèle ou la pièce jointe dans le classeur (`commplan check` "
-                f"montre où) ; {next_run}.")
+    last_day = ("not be retried after today" in text or catch_up_days == 0
+                or _says(text, N_("will not be retried after today (catch_up_days is {days}); "
+                                  "once fixed, `commplan resend {order} {step}` sends it")))
+    next_run = (_("no run will try it again (catch_up_days is past): run `{resend}` once it "
+                  "is fixed").format(resend=resend) if last_day
+                else _("the next run tries again"))
+    if text.startswith("to review") or _says(text, REVIEW_LINE):
+        return _("open this returned mail in the sending mailbox: it names a customer but no "
+                 "mail commplan can find; send again by hand if needed.")
+    if "sending account" in text or _says(text, SENDER_SIDE_REASON):
+        return _("the sending account was refused, not the customer's address: the IT person "
+                 "must check the right to send on behalf of the sender and the domain's "
+                 "SPF/DKIM records; {next_run}.").format(next_run=next_run)
+    if _says(text, N_("Order {order} step {step} is uncertain: {detail}")):
+        return _("check with the customer whether this mail arrived; if not, run `{resend}` "
+                 "(it is never sent again by itself).").format(resend=resend)
+    if ("not retried" in text or _says(text, N_("{error}; not retried: correct the address"))
+            or _says(text, NOT_RETRIED)):
+        if catch_up_days == 0:
+            return _("the address was refused: correct it in the Customers sheet, then run "
+                     "`{resend}` (catch_up_days is 0: no run will send it again).").format(
+                         resend=resend)
+        return _("the address was refused: correct it in the Customers sheet; the mail goes "
+                 "out again on the next run.")
+    if _says(text, N_("{error}; will be retried once fixed")) or "once fixed" in text:
+        return _("correct the template or the attachment in the workbook (`commplan check` "
+                 "shows where); {next_run}.").format(next_run=next_run)
     if last_day:
-        return f"il ne sera plus réessayé après aujourd'hui : {next_run}."
-    within = f" pendant {catch_up_days} jours après l'échéance" if catch_up_days else ""
-    return f"rien à faire : les passages suivants le réessaient{within}."
+        return _("it will not be tried again after today: {next_run}.").format(
+            next_run=next_run)
+    if catch_up_days:
+        return ngettext(
+            "nothing to do: the next runs try again for {n} day after the due date.",
+            "nothing to do: the next runs try again for {n} days after the due date.",
+            catch_up_days).format(n=catch_up_days)
+    return _("nothing to do: the next runs try again.")
 
 
 def summary_text(
     settings: Settings, run_report: RunReport, figures: DashboardFigures | None
 ) -> str:
-    """The plain-text body of the summary mail."""
+    """The plain-text body of the summary mail (in the current language)."""
     r = run_report
-    lines = [f"Passage du {_date_fr(r.today)}" + (" (essai : rien n'a été envoyé)"
-                                                   if r.dry_run else ""), ""]
+    lines = [_("Run of {date}").format(date=_date_fr(r.today))
+             + (_(" (test: nothing was sent)") if r.dry_run else ""), ""]
     lines += [
-        f"Envoyés : {r.sent}",
-        f"Ignorés (manqués ou remplacés) : {r.skipped}",
-        f"Échecs : {r.failed}",
-        f"Incertains : {r.uncertain}",
+        _("Sent: {n}").format(n=r.sent),
+        _("Skipped (missed or superseded): {n}").format(n=r.skipped),
+        _("Failed: {n}").format(n=r.failed),
+        _("Uncertain: {n}").format(n=r.uncertain),
     ]
     if r.waiting:
-        lines.append(f"En attente (limite quotidienne atteinte) : {r.waiting}")
+        lines.append(_("Waiting (daily limit reached): {n}").format(n=r.waiting))
     if r.not_tried:
-        lines.append(f"Non tentés (serveur de mail injoignable) : {r.not_tried}")
+        lines.append(_("Not tried (mail server unreachable): {n}").format(n=r.not_tried))
     if r.returned:
-        lines.append(f"Mails revenus (non distribués) : {r.returned}")
+        lines.append(_("Returned mails (not delivered): {n}").format(n=r.returned))
     if r.held:
-        lines += ["", "En attente d'une valeur (une cellule vide, le mail part dès qu'elle est "
-                  "remplie) :", *(f"- {line}" for line in r.held)]
+        lines += ["", _("Waiting for a value (an empty cell; the mail goes as soon as it is "
+                        "filled):"), *(f"- {line}" for line in r.held)]
     if r.failures:
-        lines += ["", "À traiter :"]
+        lines += ["", _("To deal with:")]
         for failure in r.failures:
             lines.append(f"- {failure}")
-            lines.append(f"  Que faire : {what_to_do(failure, settings.catch_up_days)}")
+            lines.append("  " + _("What to do: {advice}").format(
+                advice=what_to_do(failure, settings.catch_up_days)))
     if r.notes:
-        lines += ["", "Remarques :"]
+        lines += ["", _("Notes:")]
         lines += [f"- {note}" for note in r.notes]
     if r.problems:
-        lines += ["", f"Le classeur a {_plural(len(r.problems), 'problème')} : les lignes "
-                  "concernées sont laissées de côté. Lancez `commplan check` pour les voir."]
+        n = len(r.problems)
+        lines += ["", ngettext(
+            "The workbook has {n} problem: the rows concerned are left out. Run `commplan "
+            "check` to see them.",
+            "The workbook has {n} problems: the rows concerned are left out. Run `commplan "
+            "check` to see them.", n).format(n=n)]
     if figures is not None:
         lines += ["", *_figures_text(figures)]
-    lines += ["", "Le détail est dans les feuilles SentLog, Dashboard et Forecast du classeur."]
+    from commplan_xl.excel.names import tool_sheet
+    from commplan_xl.i18n import current
+
+    lang = current()
+    lines += ["", _("The details are in the {sentlog}, {dashboard} and {forecast} sheets of the "
+                    "workbook.").format(sentlog=tool_sheet("sentlog", lang),
+                                        dashboard=tool_sheet("dashboard", lang),
+                                        forecast=tool_sheet("forecast", lang))]
     return "\n".join(lines) + "\n"
 
 
 def _figures_text(figures: DashboardFigures) -> list[str]:
+    """The Dashboard in the mail (in the current language): the items to handle, every day
+    until resolved, then the counts of the last 30 days."""
+    from commplan_xl.i18n import current
+
+    lang = current()
+    lines = [_("To handle (until resolved): {n}").format(n=len(figures.to_handle))]
+    for item in figures.to_handle:
+        line = _("- {what}: order {order}").format(what=item.label(lang), order=item.order_id)
+        if item.step is not None:
+            line += " " + _("step {step}").format(step=item.step)
+        if item.due_date:
+            line += " " + _("(due {date})").format(date=_date_fr(item.due_date))
+        lines.append(line + (f" — {item.detail}" if item.detail else ""))
+        lines.append("  " + _("What to do: {advice}").format(advice=item.todo(
+            french=lang == "fr")))
     t = figures.total
     first = figures.days[0][0] if figures.days else figures.today
-    lines = [
-        f"Tableau de bord du {_date_fr(first)} au {_date_fr(figures.today)} :",
-        f"Envoyés : {t.sent}, ignorés : {t.skipped}, échecs : {t.failed}, "
-        f"incertains : {t.uncertain}",
+    lines += [
+        "",
+        _("Dashboard from {first} to {last}:").format(first=_date_fr(first),
+                                                     last=_date_fr(figures.today)),
+        _("Sent: {sent}, skipped: {skipped}, failed: {failed}, uncertain: {uncertain}").format(
+            sent=t.sent, skipped=t.skipped, failed=t.failed, uncertain=t.uncertain),
+        _("Sent yesterday: {yesterday}, over the last 7 days: {week}; planned for the next 7 "
+          "days: {planned}").format(yesterday=figures.sent_yesterday,
+                                    week=figures.sent_since(7), planned=figures.planned_7),
     ]
     for name, c in figures.plans:
-        lines.append(f"- {name} : {_plural(c.sent, 'envoyé')}, {_plural(c.failed, 'échec')}")
-    lines += ["", f"Échecs en attente d'un nouvel essai : {len(figures.failures)}"]
+        lines.append(_("- {plan}: {sent}, {failed}").format(
+            plan=name, sent=ngettext("{n} sent", "{n} sent", c.sent).format(n=c.sent),
+            failed=ngettext("{n} failure", "{n} failures", c.failed).format(n=c.failed)))
+    lines += ["", _("Failures waiting for a retry: {n}").format(n=len(figures.failures))]
     lines += [
-        f"- Commande {f.order_id} étape {f.step} (échéance {_date_fr(f.due_date)}) : {f.reason}"
+        _("- Order {order} step {step} (due {date}): {reason}").format(
+            order=f.order_id, step=f.step, date=_date_fr(f.due_date), reason=f.reason)
         for f in figures.failures
-    ]
-    lines += ["", f"Commandes dont le client n'a pas d'adresse valide : "
-              f"{len(figures.unreachable)}"]
-    lines += [
-        f"- Commande {u.order_id} (client {u.customer_id}) : {u.problem}"
-        for u in figures.unreachable
     ]
     return lines
 
@@ -584,8 +444,9 @@ def summary_message(
     from commplan_xl.mail.render import Rendered, text_to_html
     from commplan_xl.mail.smtp import build_message
 
-    subject = summary_subject(run_report)
-    text = summary_text(settings, run_report, dashboard_figures)
+    with speaking(settings.locale):
+        subject = summary_subject(run_report)
+        text = summary_text(settings, run_report, dashboard_figures)
     lang = settings.locale.split("_")[0].split("-")[0] or "fr"
     rendered = Rendered(subject=subject, text=text,
                         html=text_to_html(text, title=subject, lang=lang))
@@ -607,8 +468,7 @@ def send_summary(
         msg = summary_message(settings, run_report, dashboard_figures=figures)
         mailer.send(msg, from_addr=settings.sender_email, to_addrs=list(settings.report_to))
     except SendFailure as exc:
-        run_report.notes.append(
-            f"The summary mail to {', '.join(settings.report_to)} could not be sent: {exc}"
-        )
+        run_report.notes.append(_("The summary mail to {to} could not be sent: {error}").format(
+            to=", ".join(settings.report_to), error=exc))
         return False
     return True

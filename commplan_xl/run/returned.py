@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from commplan_xl.i18n import N_, _
 from commplan_xl.mail.bounces import TO_REVIEW, BounceReport, Kind, classify, match
 from commplan_xl.mail.imap import Fetched, ImapConfig, ImapError, Mailbox, Position
 from commplan_xl.problems import CommplanError
@@ -29,8 +30,11 @@ PASSWORD_ENV = "COMMPLAN_IMAP_PASSWORD"
 SOFT_LIMIT = 3  # soft bounces in a row for one address that count as a hard one
 # The order people should look at them in: the address is wrong first.
 KIND_ORDER = ("hard", "sender_side", "to_review", "soft", "delayed")
-NOT_RETRIED = "not retried: correct the address in the Customers sheet"
-RETRIED = "will be retried by the next run"
+NOT_RETRIED = N_("not retried: correct the address in the Customers sheet")
+RETRIED = N_("will be retried by the next run")
+REVIEW_LINE = N_("To review: a returned mail{said} names {who}, a customer's address, but no "
+                 "mail commplan can find; look at it in the mailbox and resend by hand if "
+                 "needed.")
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,8 @@ def _read(box: Mailbox, config: ImapConfig, ledger, result: ReadResult, *,
             result.moved = box.move_done(done)
         except ImapError as exc:  # the reports are recorded: only the tidying failed
             log.warning("returned mails not moved: %s", exc)
-            result.error = f"the handled returned mails could not be moved: {exc}"
+            result.error = _("the handled returned mails could not be moved: {error}").format(
+                error=exc)
 
 
 def _one(mail: Fetched, folder: str, ledger, result: ReadResult, *, now: dt.datetime,
@@ -214,13 +219,14 @@ def _act(report: BounceReport, sent: SentMail, base: ReturnedMail, ledger,
          result: ReadResult, *, now: dt.datetime, day: dt.date) -> bool:
     """Record a returned mail matched to our mail `sent`."""
     kind = str(report.kind)
-    where = f"Order {sent.order_id} step {sent.step}"
+    where = _("Order {order} step {step}").format(order=sent.order_id, step=sent.step)
     if report.kind == Kind.DELAYED:
         log.info("%s: %s", where, report.reason)
         outcome = ledger.record_returned(_replace(base, kind=kind, send_id=sent.send_id),
                                          now=now, day=day)
         if outcome != "known":
-            result.handled.append(Handled(kind, f"{where}: {report.reason}", changed=False))
+            result.handled.append(Handled(kind, _("{what}: {detail}").format(
+                what=where, detail=report.reason), changed=False))
         return True
     state, detail = _failure(report, base.address, ledger)
     if report.kind == Kind.SOFT and state == "failed_permanent":
@@ -236,31 +242,32 @@ def _act(report: BounceReport, sent: SentMail, base: ReturnedMail, ledger,
     else:
         log.info("%s: a returned mail about an earlier send (nothing changed): %s", where,
                  report.reason)
-    line = detail if changed else f"{report.reason} (about an earlier send: nothing changed)"
-    result.handled.append(Handled(kind, f"{where}: {line}", changed=changed))
+    line = detail if changed else _("{reason} (about an earlier send: nothing changed)").format(
+        reason=report.reason)
+    result.handled.append(Handled(kind, _("{what}: {detail}").format(what=where, detail=line),
+                                  changed=changed))
     return True
 
 
 def _failure(report: BounceReport, address: str, ledger) -> tuple[str, str]:
     """The reported mail's new state and its SentLog detail."""
+    then = _("{reason}; {what}")
     if report.kind == Kind.HARD:
-        return "failed_permanent", f"{report.reason}; {NOT_RETRIED}"
+        return "failed_permanent", then.format(reason=report.reason, what=_(NOT_RETRIED))
     if report.kind == Kind.SOFT:
         earlier = ledger.soft_in_a_row(address) if address else 0
         if earlier + 1 >= SOFT_LIMIT:
-            return "failed_permanent", (
-                f"returned {earlier + 1} times in a row: {report.reason}; {NOT_RETRIED}")
-        return "failed", f"{report.reason}; {RETRIED}"
+            return "failed_permanent", _("returned {n} times in a row: {reason}; {what}").format(
+                n=earlier + 1, reason=report.reason, what=_(NOT_RETRIED))
+        return "failed", then.format(reason=report.reason, what=_(RETRIED))
     # The sender's side: the address is not blamed; the IT person fixes the account.
-    return "failed", f"{report.reason}; {RETRIED}"
+    return "failed", then.format(reason=report.reason, what=_(RETRIED))
 
 
 def _review_line(report: BounceReport) -> str:
-    who = ", ".join(report.addresses) or "one of our customers"
-    said = f' ("{report.subject}")' if report.subject else ""
-    return (f"To review: a returned mail{said} names {who}, a customer's address, but no"
-            " mail commplan can find; look at it in the mailbox and resend by hand if"
-            " needed.")
+    who = ", ".join(report.addresses) or _("one of our customers")
+    said = _(' ("{subject}")').format(subject=report.subject) if report.subject else ""
+    return _(REVIEW_LINE).format(said=said, who=who)
 
 
 def _address(report: BounceReport) -> str:
@@ -283,5 +290,5 @@ def _replace(item: ReturnedMail, **changes: object) -> ReturnedMail:
 
 def unread_sentence(error: str) -> str:
     """The one sentence a run says when the mailbox could not be read."""
-    return (f"Returned mails could not be read, so a mail that did not arrive may still "
-            f"show as sent: {error}.")
+    return _("Returned mails could not be read, so a mail that did not arrive may still show "
+             "as sent: {error}.").format(error=error)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from commplan_xl.i18n import N_, _
 from commplan_xl.model import Customer, Order, Plan
 from commplan_xl.run import batch
 
@@ -11,12 +12,12 @@ VARIABLE_LIST = "VariableList"  # the tool sheet listing them
 VARIABLE_LIST_HEADER = ("variable", "example", "description")
 
 BUILT_IN = (
-    ("plan.name", "the plan's name"),
-    ("step.number", "the step's number (1-10)"),
-    ("step.due_date", "the day the message is due (use |date for a French date)"),
-    ("today", "the day of the run"),
-    ("sender.name", "sender_name of Settings"),
-    ("sender.email", "sender_email of Settings"),
+    ("plan.name", N_("the plan's name")),
+    ("step.number", N_("the step's number (1-10)")),
+    ("step.due_date", N_("the day the message is due (use |date for a date in words)")),
+    ("today", N_("the day of the run")),
+    ("sender.name", N_("sender_name of Settings")),
+    ("sender.email", N_("sender_email of Settings")),
 )
 
 
@@ -51,19 +52,20 @@ def variable_list(site: batch.Site) -> list[tuple[str, str, str]]:
         "sender.name": s.sender_name,
         "sender.email": s.sender_email,
     }
-    rows = [(name, examples[name], desc) for name, desc in BUILT_IN]
+    rows = [(name, examples[name], _(desc)) for name, desc in BUILT_IN]
     if customer is not None:
         for column, value in customer.fields.items():
-            rows.append((f"customer.{column}", _show(value), "Customers column"))
+            rows.append((f"customer.{column}", _show(value), _("Customers column")))
     if order is not None:
         for column, value in order.fields.items():
-            rows.append((f"order.{column}", _show(value), "Orders column"))
+            rows.append((f"order.{column}", _show(value), _("Orders column")))
     from commplan_xl.mail.render import ALIASES
 
     for alias, name in ALIASES.items():
-        rows.append((f"{alias}.…", "", f"the same as {name}.… ({alias}.x is {name}.x)"))
+        rows.append((f"{alias}.…", "", _("the same as {name}.… ({alias}.x is {name}.x)").format(
+            name=name, alias=alias)))
     for name, value in model.constants.items():
-        rows.append((name, value, "Variables sheet"))
+        rows.append((name, value, _("Variables sheet")))
     return rows
 
 

@@ -15,6 +15,7 @@ import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError
 
 # Characters Windows forbids in names, every control character, and the Unicode line breaks.
@@ -239,10 +240,9 @@ def ids_to_settle(customer_ids: Iterable[str]) -> set[str]:
 def _inside(archive_dir: Path, name: str, customer_id: str, *, root: Path) -> Path:
     folder = archive_dir / name
     if not folder.resolve().is_relative_to(root):
-        raise CommplanError(
-            f"The archive folder for customer {customer_id!r} would fall outside "
-            f"{archive_dir}; nothing was written."
-        )
+        raise CommplanError(_(
+            'The archive folder for customer "{customer}" would fall outside {folder}; '
+            "nothing was written.").format(customer=customer_id, folder=archive_dir))
     return folder
 
 

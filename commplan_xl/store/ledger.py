@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from commplan_xl.i18n import _
 from commplan_xl.model import LedgerEntry, MessageRef, norm_key
 from commplan_xl.problems import CommplanError
 from commplan_xl.store.ledger_reads import (
@@ -101,10 +102,9 @@ class Ledger(LedgerReads):
     def open(self) -> None:
         """Open (creating if needed) the file and bring its schema up to date."""
         if not self.path.parent.is_dir():
-            raise CommplanError(
-                f"Cannot open the ledger {self.path}: the folder {self.path.parent} does not "
-                "exist."
-            )
+            raise CommplanError(_(
+                "Cannot open the ledger {path}: the folder {folder} does not exist.").format(
+                    path=self.path, folder=self.path.parent))
         db = None
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
@@ -125,7 +125,8 @@ class Ledger(LedgerReads):
                 db.close()
             if isinstance(exc, CommplanError):
                 raise
-            raise CommplanError(f"Cannot open the ledger {self.path}: {exc}.") from exc
+            raise CommplanError(_("Cannot open the ledger {path}: {error}.").format(
+                path=self.path, error=exc)) from exc
 
     def close(self) -> None:
         if self._db is not None:
@@ -153,7 +154,7 @@ class Ledger(LedgerReads):
         reference header, when given, are kept to recognise it when it comes back.
         """
         m = message
-        at = _at(now)
+        at = _at(now, day)
         with self._write() as db:
             prev = _current(db, m)
             allowed = prev != "sending" if resend else prev in _SENDABLE
@@ -200,7 +201,7 @@ class Ledger(LedgerReads):
         """
         if status not in ("sent", "failed", "failed_permanent"):
             raise ValueError(f"unknown send status {status!r}")
-        at = _at(now)
+        at = _at(now, day)
         # RETURNING saves a SELECT before and after (finish runs once per mail sent).
         with self._write() as db:
             row = db.execute(
@@ -230,7 +231,7 @@ class Ledger(LedgerReads):
 
     def recover(self, now: dt.datetime, *, day: dt.date | None = None) -> list[LedgerEntry]:
         """Turn every `sending` row (a run died mid-send) into `uncertain`; return them."""
-        at = _at(now)
+        at = _at(now, day)
         with self._write() as db:
             rows = db.execute(
                 "SELECT m.order_id, m.plan_key, m.step, s.id, s.customer_id, m.plan, "
@@ -299,7 +300,7 @@ class Ledger(LedgerReads):
         """Put one message in `state` without a send, in one transaction: refused (a
         LedgerConflict saying it cannot `what`) when its state is in `refuse`; with its
         SentLog event when `event`; a skip already recorded is left as it is."""
-        at = _at(now)
+        at = _at(now, day)
         with self._write() as db:
             prev = _current(db, m)
             if prev in refuse:
@@ -482,7 +483,10 @@ def _iso_date(value: dt.date | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _at(now: dt.datetime) -> str:
+def _at(now: dt.datetime, day: dt.date | None = None) -> str:
+    """When an outcome happened: on the run's `day` (`--today`), at the clock's time."""
+    if day is not None and day != now.date():
+        now = dt.datetime.combine(day, now.time())
     return now.isoformat(timespec="seconds")
 
 

@@ -16,6 +16,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError
 
 BACKUP_FOLDER = "ledger-backups"
@@ -91,9 +92,10 @@ def describe(path: Path) -> str:
     try:
         events, last = _summary(path)
     except sqlite3.Error as exc:
-        return f"{path.name}  (cannot be read: {exc})"
-    when = f", the last on {last[:10]}" if last else ""
-    return f"{path.name}  ({events} outcome(s) recorded{when})"
+        return _("{name}  (cannot be read: {error})").format(name=path.name, error=exc)
+    when = _(", the last on {day}").format(day=last[:10]) if last else ""
+    return _("{name}  ({n} outcome(s) recorded{when})").format(name=path.name, n=events,
+                                                               when=when)
 
 
 def _summary(path: Path) -> tuple[int, str]:
@@ -116,8 +118,8 @@ def restore(ledger: Path, source: Path, *, now: dt.datetime) -> Path | None:
     try:
         _summary(source)
     except sqlite3.Error as exc:
-        raise CommplanError(f"{source} is not a commplan ledger ({exc}); nothing was "
-                            "changed.") from None
+        raise CommplanError(_("{path} is not a commplan ledger ({error}); nothing was "
+                              "changed.").format(path=source, error=exc)) from None
     kept = _keep_current(ledger, backup_folder(ledger.parent), now)
     for extra in _side_files(ledger):
         extra.unlink(missing_ok=True)

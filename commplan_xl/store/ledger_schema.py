@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from commplan_xl.i18n import _
 from commplan_xl.model import norm_key
 from commplan_xl.problems import CommplanError
 
@@ -197,10 +198,10 @@ def migrate(db: sqlite3.Connection, path: Path,
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > latest:
-            raise CommplanError(
-                f"The ledger {path} was written by a newer commplan (schema {version}); "
-                "update commplan before running it on this home folder."
-            )
+            raise CommplanError(_(
+                "The ledger {path} was written by a newer commplan (schema {version}); update "
+                "commplan before running it on this home folder.").format(
+                    path=path, version=version))
         for number, step in migrations[version:]:
             _apply(db, step)
             # PRAGMA takes no parameters; `number` is an int from the list above.

@@ -4,7 +4,6 @@ reports (SentLog, Dashboard, Forecast) are built from. Nothing here writes."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -97,14 +96,18 @@ class LedgerReads:
         into one row per order, a bit per done step and two bits for its state, so a
         ledger of 200,000 messages reads as 40,000 rows (a fifth of the Python objects).
         """
-        keys, masks, codes = _columns_of(self.db, 3, (
+        rows = self.db.execute(
             "SELECT order_key, sum(1 << step), sum((CASE state WHEN 'sent' THEN 0 "
             "WHEN 'skipped' THEN 1 WHEN 'uncertain' THEN 2 ELSE 3 END) << (2 * step)) "
             "FROM messages WHERE state IN ('sent', 'skipped', 'uncertain', 'sending') "
-            f"AND step BETWEEN 0 AND {MAX_PACKED_STEP} GROUP BY order_key"))
+            f"AND step BETWEEN 0 AND {MAX_PACKED_STEP} GROUP BY order_key"
+        )
+        steps: dict[str, int] = {}
+        codes: dict[str, int] = {}
         with no_gc():  # many small acyclic objects
-            steps = dict(zip(keys, masks, strict=True))
-            codes = dict(zip(keys, codes, strict=True))
+            for order_key, mask, code in rows:
+                steps[order_key] = mask
+                codes[order_key] = code
         # The rest (and a done step beyond what the bits hold, which validation never lets
         # a plan have) as full entries.
         rows = self.db.execute(
@@ -132,11 +135,11 @@ class LedgerReads:
 
     def recorded_plans(self) -> dict[str, tuple[str, str]]:
         """Per order key, the plan (key, name) of its latest recorded message."""
-        keys, plan_keys, plans = _columns_of(self.db, 3, (
-            "SELECT order_key, plan_key, coalesce(nullif(plan, ''), plan_key) FROM "
-            "(SELECT order_key, plan_key, plan, max(coalesce(updated, '')) FROM messages "
-            "GROUP BY order_key)"))
-        return dict(zip(keys, zip(plan_keys, plans, strict=True), strict=True))
+        rows = self.db.execute(
+            "SELECT order_key, plan_key, plan, max(coalesce(updated, '')) FROM messages "
+            "GROUP BY order_key"
+        )
+        return {key: (plan_key, plan or plan_key) for key, plan_key, plan, _at in rows}
 
     def archive_owners(self, customer_ids: Collection[str]) -> dict[str, set[str]]:
         """Archive folder name -> the customers (of those given) whose mails are in it."""
@@ -268,21 +271,6 @@ class LedgerReads:
     def last_event_id(self) -> int:
         """The id of the newest event (0 when none): pass it to `events` next time."""
         return self.db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-
-
-def _columns_of(db: sqlite3.Connection, width: int, query: str) -> tuple[tuple, ...]:
-    """The columns of `query`'s rows, fetched as one row of JSON.
-
-    Fetching row by row hands the GIL back and forth once per row, which the threads
-    parsing the workbook meanwhile turn into a long wait for each row; one row of JSON
-    makes SQLite do the whole query at once without the GIL.
-    """
-    names = ", ".join(f"c{i}" for i in range(width))
-    (text,) = db.execute(
-        f"WITH q({names}) AS ({query}) SELECT json_group_array(json_array({names})) FROM q"
-    ).fetchone()
-    rows = json.loads(text)
-    return tuple(zip(*rows, strict=True)) if rows else ((),) * width
 
 
 def entry_of(row: tuple) -> LedgerEntry:

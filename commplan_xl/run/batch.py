@@ -132,14 +132,14 @@ def now_in(settings: Settings) -> dt.datetime:
 
 # ---------------------------------------------------------------- deciding
 
-def decide(site: Site, ledger_state: Mapping, *, today: dt.date, sent_today: int = 0,
-           ready: Readiness | None = None) -> list[Decision]:
+def site_decisions(site: Site, ledger_state: Mapping, *, today: dt.date,
+                   sent_today: int = 0, ready: Readiness | None = None) -> list[Decision]:
     """What a run on `today` does with each due message; the same decisions for `due` and
     `run`: a mail that cannot be built (template, empty value, attachment, layout) waits
     and supersedes nothing."""
-    from commplan_xl.core.schedule import decide as schedule_decide
+    from commplan_xl.core import schedule
 
-    return schedule_decide(site.model, ledger_state, today=today, settings=site.settings,
+    return schedule.decide(site.model, ledger_state, today=today, settings=site.settings,
                            sent_today=sent_today, ready=ready or readiness(site))
 
 
@@ -178,7 +178,7 @@ def due(site: Site, *, today: dt.date | None = None,
     """What a run on `today` would send and skip; changes nothing (the ledger is only read)."""
     day = today or today_in(site.settings)
     state, sent_on = ledger if ledger is not None else read_ledger(site.home)
-    return decide(site, state, today=day, sent_today=sent_on(day))
+    return site_decisions(site, state, today=day, sent_today=sent_on(day))
 
 
 # ---------------------------------------------------------------- rendering one message
@@ -527,7 +527,7 @@ class _SendLoop:
 
     def run(self, limit: int | None, progress: Callable[[int, int], None] | None) -> None:
         """Carry out every decision; `progress(sent, total)` after each mail sent."""
-        decisions = decide(self.site, self.ledger.state(), today=self.day,
+        decisions = site_decisions(self.site, self.ledger.state(), today=self.day,
                            sent_today=self.ledger.sent_on(self.day))
         self.limit = limit
         self.sends = [d for d in decisions if d.action == "send"]

@@ -260,20 +260,72 @@ class CellError(ValueError):
         super().__init__(sentence(kind, values).removesuffix("."))
 
 
-class SendFailure(CommplanError):
-    """A message could not be sent. `temporary` failures are retried by later runs."""
+class SendKind(Enum):
+    """Why a mail was not sent, as the run and its advice tell them apart."""
 
-    def __init__(self, message: str, *, temporary: bool, connection: bool = False) -> None:
+    TEMPORARY = "temporary"  # the server refused it for now (4xx): a later run retries
+    PERMANENT = "permanent"  # refused for good (5xx, an invalid address): not retried
+    UNCERTAIN = "uncertain"  # the line failed while the server took it: maybe sent
+    UNREACHABLE = "unreachable"  # no connection, or it dropped before the server took it
+    LOGIN_REFUSED = "login refused"  # the server or the sign-in refused the credentials
+    SETUP = "setup"  # the site's settings: no password, sender refused, TLS or AUTH missing
+    NOT_BUILT = "not built"  # the mail could not be made (template, attachment, address)
+    # Found later in the mailbox (returned mails):
+    SENDER_SIDE = "sender side"  # came back refused for the sending account, not the address
+    TO_REVIEW = "to review"  # a returned mail that names a customer, but no mail of ours
+
+    @property
+    def temporary(self) -> bool:
+        """Whether a later run tries the mail again by itself."""
+        return self not in (SendKind.PERMANENT, SendKind.UNCERTAIN, SendKind.TO_REVIEW)
+
+    @property
+    def connection(self) -> bool:
+        """Whether the connection itself failed: the run stops trying after a few in a row."""
+        return self in (SendKind.UNCERTAIN, SendKind.UNREACHABLE, SendKind.LOGIN_REFUSED,
+                        SendKind.SETUP)
+
+
+def _kind_of(temporary: bool | None, connection: bool) -> SendKind:
+    if connection:
+        return SendKind.UNREACHABLE if temporary or temporary is None else SendKind.UNCERTAIN
+    return SendKind.TEMPORARY if temporary else SendKind.PERMANENT
+
+
+class SendFailure(CommplanError):
+    """A message could not be sent: its kind, and what the server said when it answered
+    (`code`, `reply`) about which `recipient`. `str()` is the sentence for people.
+
+    `temporary`/`connection` may stand for the kind (older callers): temporary and
+    connection make UNREACHABLE, temporary alone TEMPORARY, neither PERMANENT.
+    """
+
+    def __init__(self, message: str, *, kind: SendKind | None = None,
+                 temporary: bool | None = None, connection: bool = False,
+                 code: int | None = None, reply: str = "", recipient: str = "") -> None:
         super().__init__(message)
-        self.temporary = temporary
-        # True when the connection itself failed (server down, dropped, login refused):
-        # the run counts these to stop trying after a few in a row.
-        self.connection = connection
+        self.kind = kind if kind is not None else _kind_of(temporary, connection)
+        self.code = code
+        self.reply = reply
+        self.recipient = recipient
+
+    @property
+    def temporary(self) -> bool:
+        """Retried by later runs."""
+        return self.kind.temporary
+
+    @property
+    def connection(self) -> bool:
+        """The connection itself failed (server down, dropped, login refused)."""
+        return self.kind.connection
 
 
 class SendUncertain(SendFailure):
     """The connection failed while the message was being handed over: the server may have
     it. The ledger records `uncertain` and never sends it again automatically."""
 
-    def __init__(self, message: str, *, temporary: bool = False, connection: bool = True) -> None:
-        super().__init__(message, temporary=temporary, connection=connection)
+    def __init__(self, message: str, **kw: object) -> None:
+        kw.pop("temporary", None)
+        kw.pop("connection", None)
+        kw["kind"] = SendKind.UNCERTAIN
+        super().__init__(message, **kw)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ import openpyxl
 import pytest
 
 from commplan_xl.cli import main
+from commplan_xl.problems import SendKind
 from commplan_xl.store.ledger_backup import BACKUP_FOLDER
 from tests.builders import DEFAULT_PLANS, make_workbook
 from tests.test_run import settings_for
@@ -370,22 +371,23 @@ def test_an_earlier_runs_folder_keeps_serving_its_customer(tmp_path, smtp_server
         "2026-03-07_CMD-2_step-1.eml"]
 
 
-@pytest.mark.parametrize("failure", [
-    "Order CMD-1 step 1: the mail server refused the address a@x.fr for now (451 later); "
-    "will not be retried after today (catch_up_days is 0); once fixed, `commplan resend "
-    "CMD-1 1` sends it",
-    "Order CMD-1 step 1: the template cannot render; will not be retried after today "
-    "(catch_up_days is 0); once fixed, `commplan resend CMD-1 1` sends it",
-    "Order CMD-1 step 1: the mail server refused the sending account (550 5.7.60)",
-    "Order CMD-1 step 1: the mail server did not take the message (550 no such user); not "
-    "retried: correct the address",
+@pytest.mark.parametrize(("kind", "detail"), [
+    (SendKind.TEMPORARY, "the mail server refused the address a@x.fr for now (451 later); "
+     "will not be retried after today (catch_up_days is 0); once fixed, `commplan resend "
+     "CMD-1 1` sends it"),
+    (SendKind.NOT_BUILT, "the template cannot render; will not be retried after today "
+     "(catch_up_days is 0); once fixed, `commplan resend CMD-1 1` sends it"),
+    (SendKind.SENDER_SIDE, "the mail server refused the sending account (550 5.7.60)"),
+    (SendKind.PERMANENT, "the mail server did not take the message (550 no such user); not "
+     "retried: correct the address"),
 ])
-def test_the_summary_promises_no_retry_with_catch_up_0(failure):
+def test_the_summary_promises_no_retry_with_catch_up_0(kind, detail):
     """With catch_up_days 0 the summary mail's advice never says a later run retries: it
     says to use `commplan resend`."""
+    from commplan_xl.run.outcomes import RunFailure
     from commplan_xl.run.reports import what_to_do
 
-    advice = what_to_do(failure, 0)
+    advice = what_to_do(RunFailure("CMD-1", 1, kind, detail, last_try=True), 0)
     assert not any(promise in advice for promise in (
         "suivant le réessaie", "suivants le réessaient", "repartira"))
     assert "commplan resend CMD-1 1" in advice

@@ -20,6 +20,7 @@ import pytest
 
 from commplan_xl.cli import main
 from commplan_xl.mail import oauth
+from commplan_xl.mail.message import build_message
 from commplan_xl.mail.oauth import (
     GoogleTokenProvider,
     MsalTokenProvider,
@@ -29,7 +30,7 @@ from commplan_xl.mail.oauth import (
     xoauth2_string,
 )
 from commplan_xl.mail.render import Rendered, text_to_html
-from commplan_xl.mail.smtp import Mailer, build_message, check_connection, message_bytes
+from commplan_xl.mail.smtp import SmtpTransport, check_connection
 from commplan_xl.problems import SendFailure
 from commplan_xl.settings import Settings, parse_settings
 from tests.builders import DEFAULT_SETTINGS, make_workbook
@@ -326,12 +327,12 @@ def test_missing_tenant_or_client_id_is_named(tmp_path):
 
 
 def test_microsoft_login_sends_the_exact_xoauth2_string_then_the_mail(tmp_path):
-    """With oauth2-microsoft the mailer logs in by AUTH XOAUTH2 with the provider's token and
+    """With oauth2-microsoft the transport logs in by AUTH XOAUTH2 with the provider's token and
     then sends."""
     tokens = FixedTokens(["tok-123"])
     with SMTPServer(xoauth2={MAILBOX: "tok-123"}) as server, \
-            Mailer(oauth_settings(server.port, tmp_path), token_provider=tokens) as mailer:
-        mailer.send(message_bytes(a_message()), from_addr=MAILBOX, to_addrs=["alice@example.test"])
+            SmtpTransport(oauth_settings(server.port, tmp_path), token_provider=tokens) as smtp:
+        smtp.send(a_message(), sender=MAILBOX, recipients=["alice@example.test"]).checked()
         server.wait_for(1)
     assert server.handler.xoauth2_seen == [raw(MAILBOX, "tok-123")]
     assert server.handler.logins == [MAILBOX]
@@ -356,10 +357,10 @@ def test_refused_token_is_a_temporary_connection_failure(tmp_path, refusal, word
     """A refused XOAUTH2 login is one sentence, recorded temporary so mails retry once fixed,
     and never shows the token."""
     with SMTPServer(xoauth2={MAILBOX: "good"}, refusal=refusal) as server, \
-            Mailer(oauth_settings(server.port, tmp_path),
-                   token_provider=FixedTokens(["stale-token"])) as mailer, \
+            SmtpTransport(oauth_settings(server.port, tmp_path),
+                   token_provider=FixedTokens(["stale-token"])) as transport, \
             pytest.raises(SendFailure) as info:
-        mailer.send(message_bytes(a_message()), from_addr=MAILBOX, to_addrs=["alice@example.test"])
+        transport.send(a_message(), sender=MAILBOX, recipients=["alice@example.test"]).checked()
     failure = info.value
     assert failure.temporary and failure.connection
     assert words in str(failure) and refusal.split(",")[0] in str(failure)
@@ -368,7 +369,7 @@ def test_refused_token_is_a_temporary_connection_failure(tmp_path, refusal, word
 
 
 def test_gmail_style_challenge_ends_in_a_refusal_not_a_hang(tmp_path):
-    """Gmail answers a bad token with a 334 challenge; the mailer ends it and reports the
+    """Gmail answers a bad token with a 334 challenge; the transport ends it and reports the
     refusal."""
     with SMTPServer(xoauth2={MAILBOX: "good"}, google_style=True,
                     refusal="535 5.7.8 Username and Password not accepted") as server:
@@ -402,11 +403,11 @@ def test_each_new_connection_asks_the_provider_for_a_token(tmp_path):
     expired one is renewed)."""
     tokens = FixedTokens(["t1", "t2"])
     with SMTPServer(xoauth2={MAILBOX: "t1"}, drop_at_mail={2}) as server, \
-            Mailer(oauth_settings(server.port, tmp_path), token_provider=tokens) as mailer:
+            SmtpTransport(oauth_settings(server.port, tmp_path), token_provider=tokens) as smtp:
         server.handler.tokens[MAILBOX] = "t1"
-        mailer.send(message_bytes(a_message()), from_addr=MAILBOX, to_addrs=["a@example.test"])
+        smtp.send(a_message(), sender=MAILBOX, recipients=["a@example.test"]).checked()
         server.handler.tokens[MAILBOX] = "t2"  # the first token has expired meanwhile
-        mailer.send(message_bytes(a_message()), from_addr=MAILBOX, to_addrs=["b@example.test"])
+        smtp.send(a_message(), sender=MAILBOX, recipients=["b@example.test"]).checked()
         server.wait_for(2)
     assert tokens.calls == 2
     assert server.handler.xoauth2_seen == [raw(MAILBOX, "t1"), raw(MAILBOX, "t2")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import shutil
 import subprocess
@@ -15,9 +16,12 @@ from commplan_xl import i18n
 from commplan_xl.cli import main
 from commplan_xl.excel.graft import write_tool_sheets
 from commplan_xl.excel.names import tool_sheet
-from commplan_xl.mail.smtp import Mailer
+from commplan_xl.mail.smtp import SmtpTransport
 from commplan_xl.model import MessageRef
-from commplan_xl.run.batch import RunReport, load_site
+from commplan_xl.problems import SendKind
+from commplan_xl.run import reports as reports_module
+from commplan_xl.run.batch import load_site
+from commplan_xl.run.outcomes import RunFailure, RunReport
 from commplan_xl.run.reports import (
     FORECAST_HEADER,
     figures_sheet,
@@ -27,6 +31,7 @@ from commplan_xl.run.reports import (
     send_summary,
     summary_message,
     summary_subject,
+    what_to_do,
 )
 from commplan_xl.settings import Settings
 from commplan_xl.store.ledger import Ledger
@@ -443,6 +448,30 @@ def test_summary_subject_counts_in_french():
         "commplan — 27/11/2026 : 0 envoyé, 2 échecs, 3 incertains"
 
 
+@pytest.mark.parametrize(("kind", "words"), [
+    (SendKind.UNCERTAIN, "`commplan resend O7 3`"),
+    (SendKind.PERMANENT, "Customers sheet"),
+    (SendKind.NOT_BUILT, "`commplan check`"),
+    (SendKind.TEMPORARY, "nothing to do"),
+    (SendKind.UNREACHABLE, "nothing to do"),
+    (SendKind.SENDER_SIDE, "sending account"),
+    (SendKind.TO_REVIEW, "returned mail"),
+])
+def test_advice_follows_the_kind_of_failure_not_its_words(kind, words):
+    """The summary's advice depends on the failure's kind: any wording of the detail gets
+    the same advice."""
+    for detail in ("uncertain; not retried; once fixed", "quelque chose d'autre"):
+        assert words in what_to_do(RunFailure("O7", 3, kind, detail), catch_up_days=7)
+
+
+def test_reports_do_not_import_the_send_loop():
+    """The reports are built from the ledger and the run's records, never from the loop."""
+    source = Path(reports_module.__file__).read_text(encoding="utf-8")
+    imported = {node.module for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.ImportFrom)}
+    assert "commplan_xl.run.batch" not in imported
+
+
 def test_summary_body_lists_each_failure_with_what_to_do(dash_home):
     """Each failure and uncertain mail of the run comes with what to do, and the Dashboard
     figures follow."""
@@ -452,10 +481,13 @@ def test_summary_body_lists_each_failure_with_what_to_do(dash_home):
     settings = Settings(home=dash_home, sender_email="service@example.test",
                         report_to=(BOSS, "chef@example.test"))
     report = _report(sent=3, failed=3, uncertain=1, failures=[
-        "Order O1 step 2: 450 mailbox busy; will be retried by the next run",
-        "Order O2 step 1: 550 no such user; not retried: correct the address",
-        "Order O3 step 3: the subject uses \"x\"; will be retried once fixed",
-        "Order O4 step 2 is uncertain: the connection dropped",
+        RunFailure("O1", 2, SendKind.TEMPORARY,
+                   "450 mailbox busy; will be retried by the next run"),
+        RunFailure("O2", 1, SendKind.PERMANENT,
+                   "550 no such user; not retried: correct the address"),
+        RunFailure("O3", 3, SendKind.NOT_BUILT,
+                   'the subject uses "x"; will be retried once fixed'),
+        RunFailure("O4", 2, SendKind.UNCERTAIN, "the connection dropped"),
     ])
     msg = summary_message(settings, report, dashboard_figures=figures)
     assert msg["To"] == f"{BOSS}, chef@example.test"
@@ -483,12 +515,12 @@ def test_send_summary_goes_to_report_to_only(tmp_path, smtp_server):
     report_to nothing is sent."""
     base = dict(home=tmp_path, sender_email="service@example.test", smtp_host="127.0.0.1",
                 smtp_port=smtp_server.port, smtp_timeout=5.0)
-    with Mailer(Settings(**base)) as mailer:
-        assert send_summary(mailer, Settings(**base), _report(sent=1), None) is False
+    with SmtpTransport(Settings(**base)) as transport:
+        assert send_summary(transport, Settings(**base), _report(sent=1), None) is False
     assert smtp_server.received == []
     settings = Settings(**base, report_to=(BOSS,))
-    with Mailer(settings) as mailer:
-        assert send_summary(mailer, settings, _report(sent=1), None) is True
+    with SmtpTransport(settings) as transport:
+        assert send_summary(transport, settings, _report(sent=1), None) is True
     assert [r.rcpt_tos for r in smtp_server.received] == [[BOSS]]
     assert smtp_server.received[0].message["Subject"] == \
         "commplan — 27/11/2026 : 1 envoyé, 0 échec"

@@ -406,8 +406,8 @@ def test_summary_mail_lists_returned_mails_hard_first(home, smtp_server, server,
 
 def test_message_ids_and_references_are_unique_per_mail():
     """Two thousand mails built in a row never share a Message-ID or a reference."""
+    from commplan_xl.mail.message import build_message
     from commplan_xl.mail.render import Rendered
-    from commplan_xl.mail.smtp import build_message
 
     rendered = Rendered(subject="Commande", text="Bonjour", html="<p>Bonjour</p>")
     built = [build_message(rendered=rendered, sender_email="shop@x.fr", sender_name="Shop",

@@ -10,16 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from commplan_xl.mail.message import AttachmentCache, build_message, check_address, message_bytes
 from commplan_xl.mail.render import Rendered, text_to_html
-from commplan_xl.mail.smtp import (
-    AttachmentCache,
-    Mailer,
-    build_message,
-    check_address,
-    check_connection,
-    message_bytes,
-)
-from commplan_xl.problems import SendFailure, SendUncertain
+from commplan_xl.mail.smtp import SmtpTransport, check_connection
+from commplan_xl.mail.transport import Delivery, Refusal
+from commplan_xl.problems import SendFailure, SendKind, SendUncertain
 from commplan_xl.settings import Settings
 from tests.smtp_server import SilentServer, SMTPServer, free_port
 
@@ -47,8 +42,8 @@ def make(to: list[str], attachments: list[Path] = (), **kw: object):  # type: ig
                          to=to, attachments=attachments, **kw)  # type: ignore[arg-type]
 
 
-def send(mailer: Mailer, msg, to: list[str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    return mailer.send(message_bytes(msg), from_addr=SENDER, to_addrs=to)
+def send(transport: SmtpTransport, msg, to: list[str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return transport.send(message_bytes(msg), sender=SENDER, recipients=to).checked()
 
 
 @pytest.fixture
@@ -69,8 +64,8 @@ def test_message_to_two_addresses_arrives_complete(smtp_server, tmp_path, files)
     """A mail reaches both addresses with From name, Reply-To, a plain text part, an HTML
     alternative and each attachment with its bytes, type and (accented) name."""
     to = ["eloise@example.com", "francois@example.org"]
-    with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
-        assert send(mailer, make(to, files), to) == {}
+    with SmtpTransport(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as transport:
+        assert send(transport, make(to, files), to) == {}
     smtp_server.wait_for(1)
     got = smtp_server.received[0]
     assert got.rcpt_tos == to and got.mail_from == SENDER
@@ -237,8 +232,8 @@ def test_check_address_agrees_with_the_email_package(address: str) -> None:
 def test_lines_starting_with_a_dot_arrive_intact(smtp_server, tmp_path) -> None:
     """Lines that start with "." (also after a quoted-printable soft break) are not lost."""
     text = "".join(f"{'x' * n}.{'y' * 80}\n.{n}\n" for n in range(70, 80))
-    with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
-        send(mailer, make(["a@example.com"], r=rendered(text=text)), ["a@example.com"])
+    with SmtpTransport(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as transport:
+        send(transport, make(["a@example.com"], r=rendered(text=text)), ["a@example.com"])
     smtp_server.wait_for(1)
     plain = smtp_server.received[0].message.get_body(preferencelist=("plain",))
     assert plain.get_content().replace("\r\n", "\n") == text
@@ -249,11 +244,11 @@ def test_lines_starting_with_a_dot_arrive_intact(smtp_server, tmp_path) -> None:
 
 def test_many_messages_use_one_connection(smtp_server, tmp_path) -> None:
     """A run sends every message over one SMTP connection (no login per mail)."""
-    with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
+    with SmtpTransport(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as transport:
         for i in range(25):
             msg = make([f"client{i}@example.com"], r=rendered(subject=f"mail {i}"))
-            send(mailer, msg, [f"client{i}@example.com"])
-        assert mailer.connections == 1
+            send(transport, msg, [f"client{i}@example.com"])
+        assert transport.connections == 1
     smtp_server.wait_for(25)
     assert len(smtp_server.received) == 25
     assert smtp_server.connections == 1
@@ -263,9 +258,9 @@ def test_550_for_one_of_two_addresses_is_sent_and_reported(tmp_path) -> None:
     """When one address is refused and the other accepted, the mail is sent and the refused
     address is returned with a sentence."""
     with SMTPServer(rcpt_replies={"bad@example.com": "550 5.1.1 no such user"}) as srv:
-        with Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
+        with SmtpTransport(settings_for(srv.port, tmp_path), environ=NO_ENV) as transport:
             to = ["good@example.com", "bad@example.com"]
-            refused = send(mailer, make(to), to)
+            refused = send(transport, make(to), to)
         srv.wait_for(1)
         assert srv.received[0].rcpt_tos == ["good@example.com"]
     assert refused == {"bad@example.com": "the mail server refused the address bad@example.com"
@@ -275,11 +270,11 @@ def test_550_for_one_of_two_addresses_is_sent_and_reported(tmp_path) -> None:
 def test_550_for_the_only_address_is_permanent(tmp_path) -> None:
     """A 5xx refusal of every address is a permanent failure naming the address."""
     with SMTPServer(rcpt_replies={"bad@example.com": "550 5.1.1 no such user"}) as srv:
-        with Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
+        with SmtpTransport(settings_for(srv.port, tmp_path), environ=NO_ENV) as transport:
             with pytest.raises(SendFailure) as caught:
-                send(mailer, make(["bad@example.com"]), ["bad@example.com"])
+                send(transport, make(["bad@example.com"]), ["bad@example.com"])
             # the connection is still good for the next customer
-            send(mailer, make(["ok@example.com"]), ["ok@example.com"])
+            send(transport, make(["ok@example.com"]), ["ok@example.com"])
         srv.wait_for(1)
         assert len(srv.received) == 1
     assert caught.value.temporary is False and caught.value.connection is False
@@ -290,10 +285,10 @@ def test_451_is_temporary(tmp_path) -> None:
     """A 4xx refusal is a temporary failure, retried by a later run."""
     with (
         SMTPServer(rcpt_replies={"later@example.com": "451 4.7.1 greylisted"}) as srv,
-        Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer,
+        SmtpTransport(settings_for(srv.port, tmp_path), environ=NO_ENV) as transport,
         pytest.raises(SendFailure, match="451 4.7.1 greylisted") as caught,
     ):
-        send(mailer, make(["later@example.com"]), ["later@example.com"])
+        send(transport, make(["later@example.com"]), ["later@example.com"])
     assert caught.value.temporary is True
 
 
@@ -301,10 +296,10 @@ def test_server_down_is_temporary_connection_failure(tmp_path) -> None:
     """No server listening: a temporary connection failure with a sentence for people."""
     port = free_port()
     with (
-        Mailer(settings_for(port, tmp_path), environ=NO_ENV) as mailer,
+        SmtpTransport(settings_for(port, tmp_path), environ=NO_ENV) as transport,
         pytest.raises(SendFailure) as caught,
     ):
-        send(mailer, make(["a@example.com"]), ["a@example.com"])
+        send(transport, make(["a@example.com"]), ["a@example.com"])
     assert caught.value.temporary is True and caught.value.connection is True
     assert str(caught.value) == (
         f"could not reach the mail server 127.0.0.1:{port} (connection refused): is it running?"
@@ -312,14 +307,14 @@ def test_server_down_is_temporary_connection_failure(tmp_path) -> None:
 
 
 def test_dropped_connection_mid_batch_reconnects_and_sends_each_once(tmp_path) -> None:
-    """A server hanging up before a message is taken makes the mailer reconnect once; every
+    """A server hanging up before a message is taken makes the transport reconnect once; every
     message of the batch arrives exactly once."""
     with SMTPServer(drop_at_mail={4, 8}) as srv:
-        with Mailer(settings_for(srv.port, tmp_path), environ=NO_ENV) as mailer:
+        with SmtpTransport(settings_for(srv.port, tmp_path), environ=NO_ENV) as transport:
             for i in range(10):
-                send(mailer, make([f"c{i}@example.com"], r=rendered(subject=f"mail {i}")),
+                send(transport, make([f"c{i}@example.com"], r=rendered(subject=f"mail {i}")),
                      [f"c{i}@example.com"])
-            assert mailer.connections == 3
+            assert transport.connections == 3
         srv.wait_for(10)
         subjects = [r.message["Subject"] for r in srv.received]
     assert sorted(subjects) == sorted(f"mail {i}" for i in range(10))
@@ -330,19 +325,19 @@ def test_silent_server_times_out_instead_of_hanging(tmp_path) -> None:
     with SilentServer() as srv:
         settings = settings_for(srv.port, tmp_path, smtp_timeout=0.5)
         with (
-            Mailer(settings, environ=NO_ENV) as mailer,
+            SmtpTransport(settings, environ=NO_ENV) as transport,
             pytest.raises(SendFailure, match="did not answer within 0.5 s") as caught,
         ):
-            send(mailer, make(["a@example.com"]), ["a@example.com"])
+            send(transport, make(["a@example.com"]), ["a@example.com"])
     assert caught.value.temporary is True and caught.value.connection is True
 
 
 def test_no_answer_after_the_message_is_uncertain_not_resent(tmp_path) -> None:
     """When the server goes silent after receiving the message, the send is uncertain and
-    the mailer does not send it a second time."""
+    the transport does not send it a second time."""
     with (
         SMTPServer(delay=2.0) as srv,
-        Mailer(settings_for(srv.port, tmp_path, smtp_timeout=0.5), environ=NO_ENV) as m,
+        SmtpTransport(settings_for(srv.port, tmp_path, smtp_timeout=0.5), environ=NO_ENV) as m,
     ):
         with pytest.raises(SendUncertain, match="may or may not have been sent"):
             send(m, make(["a@example.com"]), ["a@example.com"])
@@ -355,15 +350,15 @@ def test_no_answer_after_the_message_is_uncertain_not_resent(tmp_path) -> None:
 def test_user_without_password_fails_with_a_sentence_not_a_prompt(
     tmp_path, memory_keyring
 ) -> None:
-    """With an SMTP user but no password anywhere, the mailer fails with a sentence (a
+    """With an SMTP user but no password anywhere, the transport fails with a sentence (a
     scheduled task must never wait at a password prompt)."""
     with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
         settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
         with (
-            Mailer(settings, environ=NO_ENV) as mailer,
+            SmtpTransport(settings, environ=NO_ENV) as transport,
             pytest.raises(SendFailure, match="COMMPLAN_SMTP_PASSWORD") as caught,
         ):
-            send(mailer, make(["a@example.com"]), ["a@example.com"])
+            send(transport, make(["a@example.com"]), ["a@example.com"])
         assert srv.connections == 0
     assert caught.value.temporary is True and caught.value.connection is True
 
@@ -372,8 +367,8 @@ def test_login_with_password_from_environment(tmp_path) -> None:
     """The password from COMMPLAN_SMTP_PASSWORD logs in and the mail is accepted."""
     with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
         settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
-        with Mailer(settings, environ={"COMMPLAN_SMTP_PASSWORD": PASSWORD}) as mailer:
-            send(mailer, make(["a@example.com"]), ["a@example.com"])
+        with SmtpTransport(settings, environ={"COMMPLAN_SMTP_PASSWORD": PASSWORD}) as transport:
+            send(transport, make(["a@example.com"]), ["a@example.com"])
         srv.wait_for(1)
         assert len(srv.received) == 1
         assert srv.handler.logins == ["shop@menuiserie.fr"]
@@ -384,8 +379,8 @@ def test_login_with_password_from_keyring(tmp_path, memory_keyring) -> None:
     memory_keyring.set_password("commplan", "shop@menuiserie.fr", PASSWORD)
     with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
         settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
-        with Mailer(settings, environ=NO_ENV) as mailer:
-            send(mailer, make(["a@example.com"]), ["a@example.com"])
+        with SmtpTransport(settings, environ=NO_ENV) as transport:
+            send(transport, make(["a@example.com"]), ["a@example.com"])
         srv.wait_for(1)
         assert len(srv.received) == 1
         assert srv.handler.logins == ["shop@menuiserie.fr"]
@@ -398,10 +393,10 @@ def test_wrong_password_is_refused_without_revealing_it(tmp_path) -> None:
     with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
         settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
         with (
-            Mailer(settings, environ={"COMMPLAN_SMTP_PASSWORD": wrong}) as mailer,
+            SmtpTransport(settings, environ={"COMMPLAN_SMTP_PASSWORD": wrong}) as transport,
             pytest.raises(SendFailure) as caught,
         ):
-            send(mailer, make(["a@example.com"]), ["a@example.com"])
+            send(transport, make(["a@example.com"]), ["a@example.com"])
         assert srv.received == [] and srv.handler.logins == []
     text = str(caught.value)
     assert caught.value.temporary is True and caught.value.connection is True
@@ -429,33 +424,78 @@ def test_check_connection_reports_a_server_that_is_down(tmp_path) -> None:
         check_connection(settings_for(free_port(), tmp_path), environ=NO_ENV)
 
 
-def test_hand_over_runs_the_callers_work_once_and_keeps_it_apart(smtp_server, tmp_path):
-    """hand_over runs `meanwhile` once per message, before the message is on its way; the
-    mail arrives after reply(). Its own error is raised as is (not a dropped line) and the
-    next message goes out on a new connection; with the server down it has run before the
-    SendFailure."""
-    calls: list[int] = []
-    with Mailer(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as mailer:
-        msg = make(["a@example.com"])
-        handed = mailer.hand_over(msg, from_addr=SENDER, to_addrs=["a@example.com"],
-                                  meanwhile=lambda: calls.append(len(smtp_server.received)))
-        assert handed.reply() == {}
-        assert calls == [0]
+# ---------------------------------------------------------------- outcomes as data
+
+
+def test_outcome_carries_the_code_reply_and_refused_recipients(tmp_path) -> None:
+    """A send answers with a record: delivered with each refused address, its code and the
+    server's reply; a refusal of every address is a failure of its kind with the code."""
+    replies = {"bad@example.com": "550 5.1.1 no such user", "later@example.com":
+               "451 4.7.1 greylisted"}
+    with SMTPServer(rcpt_replies=replies) as srv, \
+            SmtpTransport(settings_for(srv.port, tmp_path), environ=NO_ENV) as transport:
+        to = ["good@example.com", "bad@example.com"]
+        delivered = transport.send(make(to), sender=SENDER, recipients=to)
+        later = transport.send(make(["later@example.com"]), sender=SENDER,
+                               recipients=["later@example.com"])
+        bad = transport.send(make(["bad@example.com"]), sender=SENDER,
+                             recipients=["bad@example.com"])
+    assert delivered.delivery is Delivery.DELIVERED and delivered.code == 250
+    assert delivered.refused == (Refusal("bad@example.com", 550, "550 5.1.1 no such user"),)
+    assert later.delivery is Delivery.TEMPORARY and later.failure is not None
+    assert (later.code, later.reply) == (451, "451 4.7.1 greylisted")
+    assert later.failure.kind is SendKind.TEMPORARY
+    assert later.failure.recipient == "later@example.com"
+    assert bad.delivery is Delivery.PERMANENT and bad.failure is not None
+    assert bad.failure.kind is SendKind.PERMANENT and bad.code == 550
+
+
+def test_failures_name_their_kind(tmp_path) -> None:
+    """Server down, a refused login and a lost answer are told apart by kind, not by words."""
+    down = SmtpTransport(settings_for(free_port(), tmp_path), environ=NO_ENV)
+    with down:
+        outcome = down.send(make(["a@example.com"]), sender=SENDER, recipients=["a@example.com"])
+    assert outcome.failure is not None and outcome.failure.kind is SendKind.UNREACHABLE
+    with SMTPServer(credentials={"shop@menuiserie.fr": PASSWORD}) as srv:
+        settings = settings_for(srv.port, tmp_path, smtp_user="shop@menuiserie.fr")
+        with SmtpTransport(settings, environ={"COMMPLAN_SMTP_PASSWORD": "wrong"}) as t:
+            refused = t.send(make(["a@example.com"]), sender=SENDER,
+                             recipients=["a@example.com"])
+    assert refused.failure is not None and refused.failure.kind is SendKind.LOGIN_REFUSED
+    assert refused.failure.code == 535
+    with SMTPServer(delay=2.0) as srv, SmtpTransport(
+            settings_for(srv.port, tmp_path, smtp_timeout=0.5), environ=NO_ENV) as t:
+        lost = t.send(make(["a@example.com"]), sender=SENDER, recipients=["a@example.com"])
+    assert lost.delivery is Delivery.UNCERTAIN and lost.failure is not None
+    assert lost.failure.kind is SendKind.UNCERTAIN
+
+
+def test_callers_work_runs_while_the_server_works(smtp_server, tmp_path) -> None:
+    """`before` runs once per message before it goes out, even when the server is down;
+    `meanwhile` once the server has it whole, never for a message that did not go out; if
+    either raises, that is raised and the next message goes out on a new connection."""
+    calls: list[str] = []
+    with SmtpTransport(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as transport:
+        sent = transport.send(make(["a@example.com"]), sender=SENDER,
+                              recipients=["a@example.com"],
+                              before=lambda: calls.append("before a"),
+                              meanwhile=lambda: calls.append("meanwhile a"))
+        assert sent.delivery is Delivery.DELIVERED
+        assert calls == ["before a", "meanwhile a"]
 
         def broken() -> None:
             raise OSError("disk full while recording")
 
-        with pytest.raises(OSError, match="disk full"):
-            mailer.hand_over(make(["b@example.com"]), from_addr=SENDER,
-                             to_addrs=["b@example.com"], meanwhile=broken)
-        mailer.hand_over(make(["c@example.com"]), from_addr=SENDER,
-                         to_addrs=["c@example.com"], meanwhile=lambda: calls.append(-1)).reply()
-        assert calls == [0, -1] and mailer.connections == 2
-    smtp_server.wait_for(2)
-    assert [m.rcpt_tos for m in smtp_server.received] == [["a@example.com"], ["c@example.com"]]
-    down = settings_for(free_port(), tmp_path)
-    ran: list[bool] = []
-    with Mailer(down, environ=NO_ENV) as mailer, pytest.raises(SendFailure):
-        mailer.hand_over(make(["d@example.com"]), from_addr=SENDER, to_addrs=["d@example.com"],
-                         meanwhile=lambda: ran.append(True))
-    assert ran == [True]
+        for hook in ("before", "meanwhile"):
+            with pytest.raises(OSError, match="disk full"):
+                transport.send(make(["b@example.com"]), sender=SENDER,
+                               recipients=["b@example.com"], **{hook: broken})
+        transport.send(make(["c@example.com"]), sender=SENDER, recipients=["c@example.com"],
+                       meanwhile=lambda: calls.append("meanwhile c")).checked()
+        assert calls[-1] == "meanwhile c" and transport.connections == 3
+    down = SmtpTransport(settings_for(free_port(), tmp_path), environ=NO_ENV)
+    with down:
+        down.send(make(["d@example.com"]), sender=SENDER, recipients=["d@example.com"],
+                  before=lambda: calls.append("before d"),
+                  meanwhile=lambda: calls.append("meanwhile d"))
+    assert calls[-2:] == ["meanwhile c", "before d"]

@@ -393,6 +393,7 @@ def _decide_order(
     finished = done.get(order_key, 0)
     missed: list[tuple[int, dt.date]] = []
     sends: list[tuple[Step, dt.date, str]] = []
+    emails: str | None = None
     for column, steps, known in view.groups:
         start = dates.get(column)
         if start is None:  # an empty `from` date: not due yet
@@ -405,13 +406,23 @@ def _decide_order(
             if finished >> number & 1 or (hold and number in hold):
                 continue
             entry = ledger.get((order_key, number))
-            reason = REASON_DUE if entry is None else _reason_again(entry, customer)
-            if reason is None:
-                continue
-            if reason is _KEEPS_PLACE:
-                # Held back by daily_limit: it keeps its place and is never missed.
-                sends.append((step, due, REASON_DUE))
-            elif late:
+            reason = REASON_DUE
+            if entry is not None:
+                state = entry.state
+                if state in DONE_STATES:
+                    continue
+                if state == "waiting":
+                    # Held back by daily_limit: it keeps its place and is never missed.
+                    sends.append((step, due, reason))
+                    continue
+                if state == "failed_permanent":
+                    emails = emails or ";".join(customer.emails)  # once per order, mostly
+                    if entry.emails == emails:
+                        continue
+                    reason = REASON_ADDRESS
+                elif state == "failed":
+                    reason = REASON_RETRY
+            if late:
                 missed.append((number, due))
             else:
                 sends.append((step, due, reason))
@@ -429,25 +440,6 @@ def _decide_order(
         head = (order_id, customer_id, plan_key, name)
         out += _sends(order, customer, view, sends, head, per_order)
     return out
-
-
-_KEEPS_PLACE = "waiting for the daily limit"  # compared by identity: no reason of its own
-
-
-def _reason_again(entry: LedgerEntry, customer: Customer) -> str | None:
-    """Why a message the ledger knows goes out (again), or None when it does not: done,
-    or failed for good at the customer's current addresses. `_KEEPS_PLACE` for one held
-    back by daily_limit."""
-    state = entry.state
-    if state in DONE_STATES:
-        return None
-    if state == "waiting":
-        return _KEEPS_PLACE
-    if state == "failed_permanent":
-        return None if entry.emails == ";".join(customer.emails) else REASON_ADDRESS
-    if state == "failed":
-        return REASON_RETRY
-    return REASON_DUE
 
 
 def _sends(order: Order, customer: Customer, view: _PlanView,

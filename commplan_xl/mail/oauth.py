@@ -1,9 +1,9 @@
 """OAuth2 for SMTP: Microsoft 365 (msal, client credentials) and Google (yagmail's token file).
 
 The mailer asks a `TokenProvider` for an access token and sends it with `AUTH XOAUTH2`.
-Every failure is a `SendFailure(temporary=True, connection=True)` whose sentence says what to
-fix, so the mails wait and go out on the first run after it is fixed. Nothing here ever
-prompts, except `google_consent`, which only `commplan auth google` calls.
+Every failure is a `SendFailure` of kind LOGIN_REFUSED whose sentence says what to fix, so
+the mails wait and go out on the first run after it is fixed. Nothing here ever prompts,
+except `google_consent`, which only `commplan auth google` calls.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from commplan_xl.i18n import _
-from commplan_xl.problems import CommplanError, SendFailure
+from commplan_xl.problems import CommplanError, SendFailure, SendKind
 from commplan_xl.settings import Settings
 
 __all__ = [
@@ -50,7 +50,7 @@ class TokenProvider(Protocol):
 
 
 def _failure(sentence: str) -> SendFailure:
-    return SendFailure(sentence, temporary=True, connection=True)
+    return SendFailure(sentence, kind=SendKind.LOGIN_REFUSED)
 
 
 def xoauth2_string(user: str, token: str) -> str:

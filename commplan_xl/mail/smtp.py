@@ -1,395 +1,32 @@
-"""Build each mail with the standard library and send it over one SMTP connection.
+"""The SMTP transport: built mails sent over one authenticated connection.
 
 yagmail opens the connection (host, port, SSL/STARTTLS, login); its own `send()` is not used
-(see DESIGN.md, "Known pitfalls"): messages are built here and their exact bytes are sent
-with SMTP commands issued one by one, so a dropped connection is retried only when it is
-certain the server accepted nothing.
+(it logs in again for every mail, and rebuilds messages): the exact bytes of each built
+message are sent with SMTP commands issued one by one, so a dropped connection is retried
+only when it is certain the server accepted nothing.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import email.policy
-import email.utils
-import mimetypes
 import os
-import re
-import secrets
 import smtplib
 import socket
 import ssl
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
-from email.header import Header
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.parser import BytesParser
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any
 
 from commplan_xl.i18n import N_, _
 from commplan_xl.mail import oauth
-from commplan_xl.mail.bounces import REF_HEADER, new_ref
-from commplan_xl.mail.render import InlineImage, Rendered, fold_line
-from commplan_xl.problems import SendFailure, SendUncertain
+from commplan_xl.mail.message import BuiltMessage, check_address, message_bytes
+from commplan_xl.mail.transport import Outcome, Refusal
+from commplan_xl.problems import SendFailure, SendKind, SendUncertain
 from commplan_xl.settings import Settings
 
 PASSWORD_ENV = "COMMPLAN_SMTP_PASSWORD"
 KEYRING_SERVICE = "commplan"
 _CRLF = b"\r\n"
-
-
-# ---------------------------------------------------------------- building messages
-
-
-class _Loaded(NamedTuple):
-    """One attachment file as every mail carries it."""
-
-    data: bytes  # the file's bytes
-    ctype: str  # e.g. "application/pdf"
-    body: bytes  # base64 in 76-character CRLF lines, encoded once per run
-
-
-class AttachmentCache:
-    """Attachments by path, read and base64-encoded once per run (1,000 mails share one
-    50 KB PDF)."""
-
-    def __init__(self) -> None:
-        self._data: dict[Path, _Loaded] = {}
-
-    def load(self, path: Path) -> _Loaded:
-        """The file's bytes, MIME type and encoded body."""
-        key = Path(path)
-        loaded = self._data.get(key)
-        if loaded is None:
-            loaded = _load(key)
-            self._data[key] = loaded
-        return loaded
-
-
-def _load(path: Path) -> _Loaded:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        where = path.resolve()
-        raise SendFailure(
-            _('the attachment "{name}" is missing from {folder}: add the file or correct the '
-              "attachments column of the Plans sheet").format(name=where.name,
-                                                              folder=where.parent),
-            temporary=True,
-        ) from None
-    except OSError as exc:
-        raise SendFailure(
-            _('the attachment "{name}" could not be read ({error})').format(
-                name=path.name, error=exc.strerror or exc),
-            temporary=True,
-        ) from None
-    ctype, encoding = mimetypes.guess_type(path.name)
-    if ctype is None or encoding is not None or "/" not in ctype:
-        ctype = "application/octet-stream"  # unknown, or compressed (.tar.gz)
-    return _Loaded(data, ctype, base64.encodebytes(data).replace(b"\n", _CRLF))
-
-
-@lru_cache(maxsize=8192)
-def check_address(address: str) -> str:
-    """The address as the envelope and headers will carry it, or a permanent SendFailure.
-
-    A non-ASCII domain is turned into its ASCII (IDNA) form; a non-ASCII local part is
-    refused because few servers accept it. (Cached: a run checks each address twice.)
-    """
-    text = address.strip()
-
-    def bad(why: str) -> SendFailure:
-        return SendFailure(
-            _('"{address}" is not a valid email address ({why}): correct the customer\'s email')
-            .format(address=text, why=why),
-            temporary=False,
-        )
-
-    if not text or any(ord(ch) < 32 or ord(ch) == 127 for ch in text) or " " in text:
-        raise bad(_("empty, or with spaces or line breaks") if text else _("empty"))
-    local, sep, domain = text.rpartition("@")
-    if not sep or not local or not domain or "." not in domain.strip("."):
-        raise bad(_("it needs a name, @ and a domain like example.com"))
-    if not local.isascii():
-        raise bad(_("accented letters before the @ are not accepted by most mail servers"))
-    if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise bad(_("the domain is not valid")) from None
-    if _PLAIN_ADDRESS.fullmatch(f"{local}@{domain}"):
-        return f"{local}@{domain}"  # what Address gives for these, at 1/50 of the cost
-    try:
-        parsed = Address(addr_spec=f"{local}@{domain}")
-    except Exception:  # the email package raises several kinds for a malformed address
-        raise bad(_("it does not follow the rules of email addresses")) from None
-    if parsed.addr_spec != f"{local}@{domain}":
-        raise bad(_("it does not follow the rules of email addresses"))
-    return parsed.addr_spec
-
-
-# A dot-atom before and after the @ with the usual domain characters: the common case.
-_PLAIN_ADDRESS = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
-)
-
-
-def _domain(address: str) -> str:
-    return address.rpartition("@")[2] or "localhost"
-
-
-class BuiltMessage:
-    """A mail as the exact bytes archived and sent.
-
-    For people and tests who look inside, it reads like an `EmailMessage` (`msg["Subject"]`,
-    `get_body`, `iter_attachments`, …): the bytes are parsed the first time it is asked.
-    """
-
-    __slots__ = ("data", "_parsed", "_wire", "message_id", "ref")
-
-    def __init__(self, data: bytes, *, message_id: str = "", ref: str = "") -> None:
-        self.data = data
-        self.message_id = message_id  # "<…>", unique per mail: bounces name it
-        self.ref = ref  # the X-Commplan-Ref value, our own reference for bounces
-        self._parsed: EmailMessage | None = None
-        self._wire: bytes | None = None
-
-    @property
-    def wire(self) -> bytes:
-        """The bytes as SMTP's DATA carries them (dot-stuffed, ended by CRLF . CRLF), made
-        once: a run makes them while the server takes the mail before."""
-        if self._wire is None:
-            self._wire = _dot_stuff(self.data)
-        return self._wire
-
-    @property
-    def parsed(self) -> EmailMessage:
-        if self._parsed is None:
-            self._parsed = cast(EmailMessage, BytesParser(policy=email.policy.default)
-                                .parsebytes(self.data))
-        return self._parsed
-
-    def __getitem__(self, name: str) -> Any:
-        return self.parsed[name]
-
-    def __getattr__(self, name: str) -> Any:  # get_body, iter_attachments, get_content, …
-        return getattr(self.parsed, name)
-
-    def __bytes__(self) -> bytes:
-        return self.data
-
-    def as_bytes(self, *_args: Any, **_kw: Any) -> bytes:
-        return self.data
-
-
-def build_message(
-    *,
-    rendered: Rendered,
-    sender_email: str,
-    sender_name: str,
-    reply_to: str,
-    to: Sequence[str],
-    attachments: Sequence[Path],
-    domain: str | None = None,
-    cache: AttachmentCache | None = None,
-    date: datetime | None = None,
-    ref: str | None = None,
-) -> BuiltMessage:
-    """The complete mail: text/plain + HTML alternative (with the images it shows inline),
-    then the attachments.
-
-    Assembled here rather than by the email package, which costs ~20 ms per mail with a
-    50 KB attachment (header parsing, re-encoding the attachment, writing it line by
-    line); the structure is the one `EmailMessage.add_attachment` makes. Header values
-    are folded to one line, so no data can add a header. Every mail carries a unique
-    Message-ID and our reference header (`ref`, a fresh one when not given), which a
-    returned mail quotes.
-    """
-    if not to:
-        raise SendFailure(_("the customer has no email address"), temporary=False)
-    sender = check_address(sender_email)
-    headers = [
-        _from_header(fold_line(sender_name), sender),
-        _address_header("To", [check_address(a) for a in to]),
-    ]
-    if reply_to.strip():
-        headers.append(_address_header("Reply-To", [check_address(reply_to)]))
-    message_id = email.utils.make_msgid(domain=domain or _domain(sender))
-    ref = fold_line(ref) if ref else new_ref()
-    headers += [
-        "Date: " + email.utils.format_datetime(date or email.utils.localtime()),
-        "Message-ID: " + message_id,
-        f"{REF_HEADER}: {ref}",
-        _text_header("Subject", fold_line(rendered.subject)),
-        "MIME-Version: 1.0",
-    ]
-    ids = {"message_id": message_id, "ref": ref}
-    alt = _boundary()
-    reader = cache if cache is not None else AttachmentCache()
-    # Quoted-printable keeps every line short and 7-bit: any server accepts it.
-    html_part = _TEXT_HEAD % b"html" + _qp(rendered.html)
-    if rendered.images:
-        html_part = _related(html_part, rendered.images, reader)
-    body = b"".join((
-        b"--", alt, b"\r\n", _TEXT_HEAD % b"plain", _qp(rendered.text),
-        b"\r\n--", alt, b"\r\n", html_part,
-        b"\r\n--", alt, b"--\r\n",
-    ))
-    alt_type = b'Content-Type: multipart/alternative; boundary="%s"\r\n' % alt
-    head = "\r\n".join(headers).encode("ascii") + b"\r\n"
-    if not attachments:
-        return BuiltMessage(head + alt_type + b"\r\n" + body, **ids)
-    mixed = _boundary()
-    chunks = [head, b'Content-Type: multipart/mixed; boundary="%s"\r\n\r\n' % mixed,
-              b"--", mixed, b"\r\n", alt_type, b"\r\n", body]
-    for path in attachments:
-        loaded = reader.load(Path(path))
-        chunks += [
-            b"\r\n--", mixed, b"\r\nContent-Type: ", loaded.ctype.encode("ascii"),
-            b"\r\nContent-Transfer-Encoding: base64\r\n",
-            _disposition(Path(path).name).encode("ascii"), b"\r\n\r\n", loaded.body,
-        ]
-    chunks += [b"\r\n--", mixed, b"--\r\n"]
-    return BuiltMessage(b"".join(chunks), **ids)
-
-
-_TEXT_HEAD = (b'Content-Type: text/%s; charset="utf-8"\r\n'
-              b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
-
-
-def _related(html_part: bytes, images: Sequence[InlineImage], reader: AttachmentCache) -> bytes:
-    """The HTML part with the images it shows by `cid:` (the logo), as multipart/related:
-    each image inline, with its Content-ID, so no mail program lists it as an attachment."""
-    rel = _boundary()
-    head = b'Content-Type: multipart/related; type="text/html"; boundary="%s"\r\n\r\n--' % rel
-    chunks = [head, rel, b"\r\n", html_part]
-    for image in images:
-        loaded = reader.load(image.path)
-        name = image.path.name if image.path.name.isascii() else "logo" + image.path.suffix
-        name = re.sub(r'[^A-Za-z0-9._-]', "_", name)
-        chunks += [
-            b"\r\n--", rel, b"\r\nContent-Type: ", loaded.ctype.encode("ascii"),
-            b"\r\nContent-Transfer-Encoding: base64\r\nContent-ID: <",
-            image.cid.encode("ascii", "replace"),
-            b'>\r\nContent-Disposition: inline; filename="', name.encode("ascii"),
-            b'"\r\n\r\n', loaded.body,
-        ]
-    return b"".join([*chunks, b"\r\n--", rel, b"--\r\n"])
-
-
-def _boundary() -> bytes:
-    # "=_" never occurs in quoted-printable ("=" is followed by hex digits or a line
-    # break) nor in base64, so no body line can look like the boundary.
-    return b"=_" + secrets.token_hex(12).encode("ascii")
-
-
-def _qp(text: str) -> bytes:
-    """Quoted-printable, CRLF lines, ending with a line break (as the email package does)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not text.endswith("\n"):
-        text += "\n"
-    return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", _CRLF)
-
-
-def _needs_encoding(text: str) -> bool:
-    return not text.isascii() or "=?" in text or any(ord(ch) < 32 or ord(ch) == 127
-                                                      for ch in text)
-
-
-def _text_header(name: str, value: str) -> str:
-    """`Name: value`, RFC 2047-encoded when not plain ASCII, folded at 78 columns."""
-    if _needs_encoding(value):
-        return f"{name}: {_encoded_words(value)}"
-    folded = Header(value, "us-ascii", header_name=name).encode(linesep="\r\n")
-    return f"{name}: {folded}"
-
-
-# RFC 2047 "Q" encoding for a header's text: letters and digits stay, a space becomes "_",
-# anything else "=XX" per UTF-8 byte.
-_Q_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
-_WORD_TEXT = 48  # encoded characters per word: "=?utf-8?q?" + 48 + "?=" fits any line
-
-
-def _q(ch: str) -> str:
-    if ch in _Q_SAFE:
-        return ch
-    if ch == " ":
-        return "_"
-    return "".join(f"={b:02X}" for b in ch.encode("utf-8"))
-
-
-def _encoded_words(text: str) -> str:
-    """`text` as RFC 2047 encoded words, one per folded line; a character is never split
-    between two words. (email.header.Header takes ~0.5 ms for a subject: this ~20 µs.)"""
-    words: list[str] = []
-    current = ""
-    for ch in text:
-        piece = _q(ch)
-        if len(current) + len(piece) > _WORD_TEXT:
-            words.append(current)
-            current = ""
-        current += piece
-    words.append(current)
-    return "\r\n ".join(f"=?utf-8?q?{w}?=" for w in words)
-
-
-@lru_cache(maxsize=64)
-def _from_header(name: str, address: str) -> str:
-    if not name:
-        return f"From: {address}"
-    # Once per run, so the email package's own folding of a display name is affordable
-    # (encoded words split inside a phrase read back with a stray space otherwise).
-    msg = EmailMessage(policy=email.policy.SMTP)
-    msg["From"] = Address(display_name=name, addr_spec=address)
-    return msg.as_string().rstrip("\r\n")
-
-
-def _address_header(name: str, addresses: Sequence[str]) -> str:
-    """`Name: a, b, …`, folded between addresses (they were checked: no line breaks)."""
-    lines = [f"{name}: {addresses[0]}"]
-    for address in addresses[1:]:
-        if len(lines[-1]) + len(address) + 2 > 78:
-            lines[-1] += ","
-            lines.append(" " + address)
-        else:
-            lines[-1] += ", " + address
-    return "\r\n".join(lines)
-
-
-@lru_cache(maxsize=256)
-def _disposition(filename: str) -> str:
-    """The attachment's Content-Disposition; an accented or long name per RFC 2231."""
-    if filename.isascii() and not _needs_encoding(filename) and len(filename) <= 60:
-        return f'Content-Disposition: attachment; filename="{email.utils.quote(filename)}"'
-    encoded = "utf-8''" + urllib.parse.quote(filename, safe="", encoding="utf-8")
-    pieces: list[str] = []
-    while encoded:
-        cut = min(len(encoded), 60)
-        # Never split a %XX escape between two pieces.
-        pct = encoded.rfind("%", max(cut - 2, 0), cut)
-        if cut < len(encoded) and pct != -1:
-            cut = pct
-        pieces.append(encoded[:cut])
-        encoded = encoded[cut:]
-    if len(pieces) == 1:
-        return f"Content-Disposition: attachment;\r\n filename*={pieces[0]}"
-    params = ";\r\n".join(f" filename*{i}*={p}" for i, p in enumerate(pieces))
-    return f"Content-Disposition: attachment;\r\n{params}"
-
-
-def message_bytes(msg: BuiltMessage | EmailMessage | bytes) -> bytes:
-    """The exact bytes that are archived and sent (CRLF line endings)."""
-    if isinstance(msg, BuiltMessage):
-        return msg.data
-    if isinstance(msg, bytes | bytearray):
-        return bytes(msg)
-    return msg.as_bytes(policy=email.policy.SMTP)
 
 
 # ---------------------------------------------------------------- the connection
@@ -437,24 +74,13 @@ def _why(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
-class HandedOver:
-    """A message the server has whole, its answer not read yet (see `Mailer.hand_over`)."""
-
-    def __init__(self, mailer: Mailer, refused: dict[str, tuple[int, str]]) -> None:
-        self._mailer = mailer
-        self._refused = refused
-
-    def reply(self) -> dict[str, str]:
-        """The refused addresses when the server took the message; raises SendFailure when
-        it refused it, SendUncertain when the line failed before its answer."""
-        return self._mailer._final_reply(self._refused)
-
-
-class Mailer:
-    """One SMTP connection for a whole run. Use as `with Mailer(settings) as mailer:`.
+class SmtpTransport:
+    """One SMTP connection for a whole run (a `Transport`). Use as
+    `with SmtpTransport(settings) as transport:`.
 
     It connects on the first `send`, and reconnects once when the server hung up before it
-    could have accepted a message. Failures are `SendFailure`s with a sentence for people.
+    could have accepted a message. Failures are `SendFailure`s with a sentence for people:
+    `open` raises them, `send` returns them in its Outcome.
     """
 
     def __init__(
@@ -477,7 +103,7 @@ class Mailer:
 
     # -- context manager
 
-    def __enter__(self) -> Mailer:
+    def __enter__(self) -> SmtpTransport:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -487,8 +113,10 @@ class Mailer:
     def where(self) -> str:
         return f"{self.settings.smtp_host}:{self.settings.smtp_port}"
 
-    def _fail(self, message: str, *, temporary: bool, connection: bool = False) -> SendFailure:
-        return SendFailure(self._scrub(message), temporary=temporary, connection=connection)
+    def _fail(self, message: str, *, kind: SendKind, code: int | None = None,
+              reply: str = "", recipient: str = "") -> SendFailure:
+        return SendFailure(self._scrub(message), kind=kind, code=code,
+                           reply=self._scrub(reply), recipient=recipient)
 
     def _scrub(self, text: str) -> str:
         """The password or token never appears in a sentence, even if a server echoed it."""
@@ -507,7 +135,7 @@ class Mailer:
 
     # -- connecting
 
-    def connect(self) -> None:
+    def open(self) -> None:
         """Open and authenticate the connection (if not open yet)."""
         if self._smtp is not None:
             return
@@ -526,10 +154,10 @@ class Mailer:
                       'variable {variable}, or store it in the system keyring (service '
                       '"{service}", user "{user}")').format(
                           user=user, variable=PASSWORD_ENV, service=KEYRING_SERVICE),
-                    temporary=True, connection=True,
+                    kind=SendKind.SETUP,
                 )
         try:
-            self._open(user)
+            self._login(user)
         except SendFailure:
             self._drop()
             raise
@@ -539,7 +167,8 @@ class Mailer:
                 oauth.explain_login_refusal(
                     exc.smtp_code, _reply_text(exc.smtp_code, exc.smtp_error),
                     auth=s.smtp_auth, where=self.where, user=user),
-                temporary=True, connection=True,
+                kind=SendKind.LOGIN_REFUSED, code=exc.smtp_code,
+                reply=_reply_text(exc.smtp_code, exc.smtp_error),
             ) from None
         except smtplib.SMTPNotSupportedError as exc:
             self._drop()
@@ -549,7 +178,7 @@ class Mailer:
             raise self._fail(
                 _("the mail server {where} does not offer {what}: check smtp_security and "
                   "smtp_user in the Settings sheet").format(where=self.where, what=what),
-                temporary=True, connection=True,
+                kind=SendKind.SETUP,
             ) from None
         except ssl.SSLError as exc:
             self._drop()
@@ -557,14 +186,14 @@ class Mailer:
                 _("could not open a secure connection to the mail server {where} ({error}): "
                   "check smtp_security (ssl for port 465, starttls for 587)").format(
                       where=self.where, error=exc.reason or exc),
-                temporary=True, connection=True,
+                kind=SendKind.SETUP,
             ) from None
         except socket.gaierror:
             self._drop()
             raise self._fail(
                 _('could not find the mail server "{host}" (unknown host name): check '
                   "smtp_host in the Settings sheet").format(host=s.smtp_host),
-                temporary=True, connection=True,
+                kind=SendKind.SETUP,
             ) from None
         except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
             self._drop()
@@ -573,25 +202,25 @@ class Mailer:
                     _("the mail server {where} closed the connection while connecting: is "
                       "smtp_security right (ssl for port 465, starttls for 587)?").format(
                           where=self.where),
-                    temporary=True, connection=True,
+                    kind=SendKind.UNREACHABLE,
                 ) from None
             raise self._fail(
                 _("the mail server {where} did not answer within {seconds} s: is it running, "
                   "and are smtp_host, smtp_port and smtp_security right?").format(
                       where=self.where, seconds=f"{s.smtp_timeout:g}"),
-                temporary=True, connection=True,
+                kind=SendKind.UNREACHABLE,
             ) from None
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
             raise self._fail(
                 _("could not reach the mail server {where} ({why}): is it running?").format(
                     where=self.where, why=_why(exc)),
-                temporary=True, connection=True,
+                kind=SendKind.UNREACHABLE,
             ) from None
         self.connections += 1
 
-    def _open(self, user: str) -> None:
-        import yagmail  # only mailer.py knows SMTP; keep `import commplan_xl.mail.smtp` light
+    def _login(self, user: str) -> None:
+        import yagmail  # imported on first use: commands that send nothing start lighter
 
         s = self.settings
         # Always a timeout: a silent server must never hang a scheduled run.
@@ -659,64 +288,29 @@ class Mailer:
 
     # -- sending
 
-    def send(
-        self,
-        msg: BuiltMessage | EmailMessage | bytes,
-        *,
-        from_addr: str,
-        to_addrs: Sequence[str],
-    ) -> dict[str, str]:
-        """Send one message; returns the refused addresses (address -> sentence) when some
-        recipients were accepted. Raises SendFailure (or SendUncertain) otherwise."""
-        return self.hand_over(msg, from_addr=from_addr, to_addrs=to_addrs).reply()
-
-    def hand_over(
-        self,
-        msg: BuiltMessage | EmailMessage | bytes,
-        *,
-        from_addr: str,
-        to_addrs: Sequence[str],
-        meanwhile: Callable[[], object] | None = None,
-    ) -> HandedOver:
-        """`send` in two halves: give the server the whole message, and return without
-        waiting for its answer; `.reply()` reads it. In between, the caller may work (not
-        send) while the server takes the message. Raises what `send` raises before the
-        message is handed over.
-
-        `meanwhile` runs once, while the server reads the first command for this message
-        (nothing of the message is sent yet): by the time hand_over returns or raises a
-        SendFailure, it has run. If it raises, that is raised and the line is dropped.
-        """
-        pending = meanwhile
-
-        def run_pending() -> None:
-            nonlocal pending
-            if pending is not None:
-                work, pending = pending, None
-                try:
-                    work()
-                except BaseException:
-                    self._drop()  # the server's answer to MAIL is still unread: start over
-                    raise
-
+    def send(self, message: BuiltMessage | EmailMessage | bytes, *, sender: str,
+             recipients: Sequence[str], before: Callable[[], object] | None = None,
+             meanwhile: Callable[[], object] | None = None) -> Outcome:
+        """Send one message; its Outcome says whether the server took it, and which
+        recipients it refused. `before` runs while the server reads the first command,
+        `meanwhile` while it takes the message (see `Transport.send`)."""
+        hooks = _Hooks(before, meanwhile)
         try:
-            return self._hand_over(msg, from_addr, to_addrs, run_pending)
-        except SendFailure:
-            run_pending()
-            raise
+            return self._send(message_bytes(message), sender, recipients, hooks)
+        except SendFailure as failure:
+            hooks.run_before()
+            return Outcome.failed(failure)
 
-    def _hand_over(self, msg: BuiltMessage | EmailMessage | bytes, from_addr: str,
-                   to_addrs: Sequence[str], meanwhile: Callable[[], None]) -> HandedOver:
-        data = message_bytes(msg)
-        wire = msg.wire if isinstance(msg, BuiltMessage) else _dot_stuff(data)
-        sender = check_address(from_addr)
-        rcpts = [check_address(a) for a in to_addrs]
+    def _send(self, data: bytes, sender: str, recipients: Sequence[str],
+              hooks: _Hooks) -> Outcome:
+        mail_from = check_address(sender)
+        rcpts = [check_address(a) for a in recipients]
         if not rcpts:
-            raise self._fail(_("the message has no recipient"), temporary=False)
+            raise self._fail(_("the message has no recipient"), kind=SendKind.PERMANENT)
         for attempt in (1, 2):
-            self.connect()
+            self.open()
             try:
-                refused = self._envelope(sender, rcpts, len(data), meanwhile)
+                refused = self._envelope(mail_from, rcpts, len(data), hooks)
             except _Dropped as exc:
                 self._drop()
                 if attempt == 2:
@@ -724,34 +318,28 @@ class Mailer:
                         _("the mail server {where} hung up twice before taking the message "
                           "({why}); it will be tried again on the next run").format(
                               where=self.where, why=exc.reason),
-                        temporary=True, connection=True,
+                        kind=SendKind.UNREACHABLE,
                     ) from None
                 continue
             # From here on the server may have the message: never send it again by itself.
-            try:
-                assert self._smtp is not None
-                self._smtp.send(wire)
-            except (smtplib.SMTPServerDisconnected, OSError) as exc:
-                raise self._uncertain(exc) from None
-            return HandedOver(self, refused)
+            return self._data(data, refused, hooks)
         raise AssertionError("unreachable")
 
     def _envelope(self, sender: str, rcpts: list[str], size: int,
-                  meanwhile: Callable[[], None]) -> dict[str, tuple[int, str]]:
+                  hooks: _Hooks) -> list[Refusal]:
         """MAIL, RCPT and DATA: the refused recipients when the server is ready for the
-        message. Raises _Dropped when the line is dead (nothing was sent). `meanwhile`
-        runs while the server reads MAIL."""
+        message. Raises _Dropped when the line is dead (nothing was sent)."""
         smtp = self._smtp
         assert smtp is not None
         try:
             smtp.ehlo_or_helo_if_needed()
             declared = f" SIZE={size}" if smtp.has_extn("size") else ""
             # putcmd, not smtp.mail/rcpt: the addresses are checked already, and smtplib's
-            # quoteaddr would parse each again (0.1 ms).
+            # quoteaddr would parse each again.
             smtp.putcmd("mail", f"FROM:<{sender}>{declared}")
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             raise _Dropped(_why(exc)) from None
-        meanwhile()  # outside the try: its own OSError is not a dropped line
+        self._run(hooks.run_before)  # outside the try: its own OSError is not a dropped line
         try:
             code, resp = smtp.getreply()
             if code == 421:
@@ -759,16 +347,7 @@ class Mailer:
             if code != 250:
                 self._reset()
                 raise self._mail_from_failure(sender, code, resp)
-            refused: dict[str, tuple[int, str]] = {}
-            for rcpt in rcpts:
-                code, resp = smtp.docmd("rcpt", f"TO:<{rcpt}>")
-                if code == 421:
-                    raise _Dropped(_reply_text(code, resp))
-                if code not in (250, 251):
-                    refused[rcpt] = (code, _reply_text(code, resp))
-            if len(refused) == len(rcpts):
-                self._reset()
-                raise self._refused_failure(refused)
+            refused = self._recipients(rcpts)
             code, resp = smtp.docmd("DATA")
             if code == 421:
                 raise _Dropped(_reply_text(code, resp))
@@ -779,21 +358,40 @@ class Mailer:
             raise _Dropped(_why(exc)) from None
         return refused
 
-    def _uncertain(self, exc: BaseException) -> SendUncertain:
-        self._drop()
-        return SendUncertain(
-            _("the connection to the mail server {where} failed ({why}) while the message was "
-              "being handed over: it may or may not have been sent, so it will not be sent "
-              "again automatically (check, then use `commplan resend`)").format(
-                  where=self.where, why=_why(exc)),
-            temporary=False, connection=True,
-        )
+    def _run(self, work: Callable[[], object]) -> None:
+        """The caller's work while the server's answer is unread; if it raises, the line
+        is dropped (the answer would be out of step) and that is raised."""
+        try:
+            work()
+        except BaseException:
+            self._drop()
+            raise
 
-    def _final_reply(self, refused: dict[str, tuple[int, str]]) -> dict[str, str]:
-        """The server's answer to a handed-over message (see `hand_over`)."""
+    def _recipients(self, rcpts: list[str]) -> list[Refusal]:
+        """RCPT for each address: those refused; a SendFailure when all are."""
+        assert self._smtp is not None
+        refused: list[Refusal] = []
+        for rcpt in rcpts:
+            code, resp = self._smtp.docmd("rcpt", f"TO:<{rcpt}>")
+            if code == 421:
+                raise _Dropped(_reply_text(code, resp))
+            if code not in (250, 251):
+                refused.append(Refusal(rcpt, code, _reply_text(code, resp)))
+        if len(refused) == len(rcpts):
+            self._reset()
+            raise self._refused_failure(refused)
+        return refused
+
+    def _data(self, data: bytes, refused: list[Refusal], hooks: _Hooks) -> Outcome:
+        """The message itself, then `meanwhile`, then the server's answer."""
         smtp = self._smtp
-        if smtp is None:
-            raise self._uncertain(OSError(_("the connection was closed")))
+        assert smtp is not None
+        try:
+            smtp.send(_dot_stuff(data))
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise self._uncertain(exc) from None
+        if hooks.meanwhile is not None:
+            self._run(hooks.meanwhile)
         try:
             code, resp = smtp.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
@@ -803,7 +401,16 @@ class Mailer:
                 self._drop()
             raise self._reply_failure(N_("did not take the message"), code, resp)
         self.sent += 1
-        return {addr: _refused_sentence(addr, text) for addr, (_c, text) in refused.items()}
+        return Outcome.delivered(code, _reply_text(code, resp), refused)
+
+    def _uncertain(self, exc: BaseException) -> SendUncertain:
+        self._drop()
+        return SendUncertain(self._scrub(
+            _("the connection to the mail server {where} failed ({why}) while the message was "
+              "being handed over: it may or may not have been sent, so it will not be sent "
+              "again automatically (check, then use `commplan resend`)").format(
+                  where=self.where, why=_why(exc))
+        ))
 
     def _reset(self) -> None:
         """RSET after a refusal so the next message starts clean; a dead line is dropped."""
@@ -816,11 +423,12 @@ class Mailer:
 
     def _reply_failure(self, what: str, code: int, resp: bytes | str) -> SendFailure:
         temporary = 400 <= code < 500
+        reply = _reply_text(code, resp)
         return self._fail(
-            _("the mail server {what} ({reply})").format(what=_(what),
-                                                         reply=_reply_text(code, resp))
+            _("the mail server {what} ({reply})").format(what=_(what), reply=reply)
             + (_("; it will be tried again on the next run") if temporary else ""),
-            temporary=temporary,
+            kind=SendKind.TEMPORARY if temporary else SendKind.PERMANENT,
+            code=code, reply=reply,
         )
 
     def _mail_from_failure(self, sender: str, code: int, resp: bytes | str) -> SendFailure:
@@ -828,32 +436,41 @@ class Mailer:
             return self._reply_failure(N_("did not take the message"), code, resp)
         # Any other refusal of the sender is the site's configuration, not this message:
         # temporary (retried once fixed) and a connection problem (the run stops trying).
+        reply = _reply_text(code, resp)
         return self._fail(
             _("the mail server refused the sender address {sender} ({reply}): check sender_email "
-              "and smtp_user in the Settings sheet").format(sender=sender,
-                                                            reply=_reply_text(code, resp)),
-            temporary=True, connection=True,
+              "and smtp_user in the Settings sheet").format(sender=sender, reply=reply),
+            kind=SendKind.SETUP, code=code, reply=reply,
         )
 
-    def _refused_failure(self, refused: dict[str, tuple[int, str]]) -> SendFailure:
+    def _refused_failure(self, refused: list[Refusal]) -> SendFailure:
         # Temporary when any address may still work later (4xx): a retry can reach it.
-        temporary = any(400 <= code < 500 for code, _t in refused.values())
-        sentences = "; ".join(_refused_sentence(a, t) for a, (_c, t) in refused.items())
-        return self._fail(sentences, temporary=temporary)
+        temporary = any(400 <= r.code < 500 for r in refused)
+        return self._fail(
+            "; ".join(str(r) for r in refused),
+            kind=SendKind.TEMPORARY if temporary else SendKind.PERMANENT,
+            code=refused[0].code, reply=refused[0].reply,
+            recipient=", ".join(r.address for r in refused),
+        )
 
 
-def _refused_sentence(address: str, reply: str) -> str:
-    code = reply[:3]
-    if code.startswith("4"):
-        return _("the mail server refused the address {address} for now ({reply}): it will be "
-                 "tried again on the next run").format(address=address, reply=reply)
-    return _("the mail server refused the address {address} ({reply}): correct the "
-             "customer's email").format(address=address, reply=reply)
+class _Hooks:
+    """The caller's work for one message: `before` runs once, `meanwhile` at most once."""
+
+    def __init__(self, before: Callable[[], object] | None,
+                 meanwhile: Callable[[], object] | None) -> None:
+        self.before = before
+        self.meanwhile = meanwhile
+
+    def run_before(self) -> None:
+        work, self.before = self.before, None
+        if work is not None:
+            work()
 
 
 def _dot_stuff(data: bytes) -> bytes:
     """The DATA payload: a leading "." doubled on each line, ended by CRLF "." CRLF."""
-    # bytes.replace, not re.sub: ~20x faster on a 70 KB mail.
+    # bytes.replace, not re.sub: much faster on a mail with an attachment.
     data = data.replace(b"\n.", b"\n..")
     if data.startswith(b"."):
         data = b"." + data
@@ -869,9 +486,9 @@ def check_connection(
     token_provider: oauth.TokenProvider | None = None,
 ) -> str:
     """Connect, log in and quit, sending nothing: a sentence, or SendFailure."""
-    with Mailer(settings, environ=environ, token_provider=token_provider) as mailer:
-        mailer.connect()
-        user = mailer.login_user
+    with SmtpTransport(settings, environ=environ, token_provider=token_provider) as transport:
+        transport.open()
+        user = transport.login_user
     login = _('logged in as "{user}"').format(user=user) if user else _("no login")
     if settings.smtp_auth.startswith("oauth2"):
         login += _(" with OAuth2")

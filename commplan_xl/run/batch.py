@@ -5,7 +5,6 @@ This is the library behind the command line: each public function here is one co
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import logging
 import os
@@ -21,16 +20,22 @@ from commplan_xl.model import Customer, Decision, MessageRef, Model, Order, Plan
 from commplan_xl.problems import (
     CommplanError,
     SendFailure,
-    SendUncertain,
+    SendKind,
     WorkbookLocked,
     WorkbookProblem,
 )
+from commplan_xl.run.outcomes import RunFailure, RunReport
 from commplan_xl.settings import Settings
 
 if TYPE_CHECKING:
     from commplan_xl.excel.read import Table
-    from commplan_xl.mail.smtp import AttachmentCache
+    from commplan_xl.mail.message import AttachmentCache, BuiltMessage
+    from commplan_xl.mail.transport import Transport
     from commplan_xl.run.readiness import Readiness
+    from commplan_xl.run.reports import DashboardFigures
+    from commplan_xl.store.archive import ArchiveIndex
+
+__all__ = ["RunFailure", "RunReport", "Site", "load_site", "run"]
 
 log = logging.getLogger("commplan")
 
@@ -60,35 +65,6 @@ class Site:
     @property
     def ledger_path(self) -> Path:
         return self.home / LEDGER_NAME
-
-
-@dataclass
-class RunReport:
-    """What a run did, for the closing summary and the exit status."""
-
-    today: dt.date
-    sent: int = 0
-    skipped: int = 0
-    failed: int = 0
-    uncertain: int = 0
-    waiting: int = 0
-    not_tried: int = 0
-    # Mails waiting for an empty cell to be filled: "Order O1 step 3 waits for X" each.
-    held: list[str] = field(default_factory=list)
-    dry_run: bool = False
-    problems: tuple[WorkbookProblem, ...] = ()
-    notes: list[str] = field(default_factory=list)  # sentences for people
-    log_written: bool = True
-    failures: list[str] = field(default_factory=list)
-    returned: int = 0  # mails found returned (bounced) in the mailbox, or to review
-    mailbox_error: str = ""  # why returned mails could not be read ("" when they were)
-
-    @property
-    def needs_attention(self) -> bool:
-        return bool(
-            self.failed or self.uncertain or self.problems or not self.log_written
-            or self.not_tried or self.returned or self.mailbox_error
-        )
 
 
 # ---------------------------------------------------------------- loading
@@ -156,14 +132,14 @@ def now_in(settings: Settings) -> dt.datetime:
 
 # ---------------------------------------------------------------- deciding
 
-def decide(site: Site, ledger_state: Mapping, *, today: dt.date, sent_today: int = 0,
-           ready: Readiness | None = None) -> list[Decision]:
+def site_decisions(site: Site, ledger_state: Mapping, *, today: dt.date,
+                   sent_today: int = 0, ready: Readiness | None = None) -> list[Decision]:
     """What a run on `today` does with each due message; the same decisions for `due` and
     `run`: a mail that cannot be built (template, empty value, attachment, layout) waits
     and supersedes nothing."""
-    from commplan_xl.core.schedule import decide as schedule_decide
+    from commplan_xl.core import schedule
 
-    return schedule_decide(site.model, ledger_state, today=today, settings=site.settings,
+    return schedule.decide(site.model, ledger_state, today=today, settings=site.settings,
                            sent_today=sent_today, ready=ready or readiness(site))
 
 
@@ -202,13 +178,13 @@ def due(site: Site, *, today: dt.date | None = None,
     """What a run on `today` would send and skip; changes nothing (the ledger is only read)."""
     day = today or today_in(site.settings)
     state, sent_on = ledger if ledger is not None else read_ledger(site.home)
-    return decide(site, state, today=day, sent_today=sent_on(day))
+    return site_decisions(site, state, today=day, sent_today=sent_on(day))
 
 
 # ---------------------------------------------------------------- rendering one message
 
 def _attachment_cache() -> AttachmentCache:
-    from commplan_xl.mail.smtp import AttachmentCache  # not at import: the CLI starts lighter
+    from commplan_xl.mail.message import AttachmentCache  # not at import: the CLI starts lighter
 
     return AttachmentCache()
 
@@ -233,7 +209,7 @@ class Prepared:
     due_date: dt.date
     subject: str
     to: tuple[str, ...]
-    message: object  # mailer.BuiltMessage: reads like an email.message.EmailMessage
+    message: BuiltMessage  # reads like an email.message.EmailMessage
     data: bytes
 
 
@@ -282,8 +258,8 @@ def prepare(
     A run passes one `cache` for all its messages."""
     from commplan_xl.mail.attachments import attachment_file
     from commplan_xl.mail.layout import load_layout
+    from commplan_xl.mail.message import build_message, message_bytes
     from commplan_xl.mail.render import build_context, render_message
-    from commplan_xl.mail.smtp import build_message, message_bytes
 
     s = site.settings
     context = build_context(
@@ -304,7 +280,6 @@ def prepare(
         reply_to=s.reply_to, to=list(recipients), attachments=paths,
         cache=cache.files if cache is not None else None,
     )
-    msg.wire  # noqa: B018 - made now: a run prepares while the server takes the mail before
     return Prepared(order, customer, plan, step, due_date, rendered.subject, tuple(recipients),
                     msg, message_bytes(msg))
 
@@ -318,15 +293,17 @@ def run(
     dry_run: bool = False,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    mailer_factory: Callable[[Settings], object] | None = None,
+    transport_factory: Callable[[Settings], Transport] | None = None,
     new_ledger: bool = False,
 ) -> RunReport:
-    """Send what is due, archive each mail, record every outcome, then rebuild the SentLog.
+    """Send what is due, archive each mail, record every outcome, then rebuild the SentLog
+    and the managers' sheets from the ledger, and send the summary mail.
 
     Refuses (CommplanError, nothing sent) to start a new ledger where the workbook or the
     archive shows earlier sends, unless `new_ledger` confirms a fresh start.
     """
     from commplan_xl.ops.runlock import run_lock
+    from commplan_xl.run.reports import send_summary
     from commplan_xl.store.ledger import Ledger
 
     day = today or today_in(site.settings)
@@ -347,18 +324,51 @@ def run(
         _before_sending(site, new_ledger)
         with Ledger(site.ledger_path) as ledger:
             _copy_ledger(site, ledger, day, report, unless_current=True)  # a safety net
-            for entry in ledger.recover(now_in(site.settings), day=day):
-                report.uncertain += 1
-                report.notes.append(_(
-                    "Order {order} step {step} is uncertain: the last run stopped while sending "
-                    "it. Check with the customer, then use `commplan resend {order} {step}` if "
-                    "it did not arrive.").format(order=entry.order_id, step=entry.step))
+            _recover(site, ledger, day, report)
             if site.settings.bounces:  # first, so a returned mail counts in today's plan
                 read_returned(site, ledger, report, day)
-            extra = _send_all(site, ledger, day, report, limit, progress, mailer_factory)
+            with _transport(site.settings, transport_factory) as transport:
+                _SendLoop(site, ledger, transport, day, report).run(limit, progress)
+                extra, figures = _report_sheets(site, ledger, day, report)
+                send_summary(transport, site.settings, report, figures)
             write_sentlog(site, ledger, report, extra_sheets=extra)
             _copy_ledger(site, ledger, day, report)  # the day's copy holds today's sends
     return report
+
+
+def _transport(settings: Settings, factory: Callable[[Settings], Transport] | None
+               ) -> Transport:
+    """The run's transport: SMTP unless a factory is given."""
+    if factory is not None:
+        return factory(settings)
+    from commplan_xl.mail.smtp import SmtpTransport
+
+    return SmtpTransport(settings)
+
+
+def _recover(site: Site, ledger, day: dt.date, report: RunReport) -> None:
+    """Call the mails a killed run left `sending` uncertain, with a note for each."""
+    for entry in ledger.recover(now_in(site.settings), day=day):
+        report.uncertain += 1
+        report.notes.append(_(
+            "Order {order} step {step} is uncertain: the last run stopped while sending "
+            "it. Check with the customer, then use `commplan resend {order} {step}` if "
+            "it did not arrive.").format(order=entry.order_id, step=entry.step))
+
+
+def _report_sheets(site: Site, ledger, day: dt.date, report: RunReport
+                   ) -> tuple[list, DashboardFigures | None]:
+    """The Dashboard and Forecast sheets and their figures, from the ledger after the loop;
+    none (and a note) when they cannot be built: they must never cost the SentLog."""
+    from commplan_xl.run.reports import report_sheets
+
+    try:
+        return report_sheets(site, ledger, today=day)
+    except Exception as exc:
+        log.exception("%s", _("the Dashboard and Forecast sheets were not built"))
+        report.notes.append(_("The Dashboard and Forecast sheets could not be built: "
+                              "{error}").format(error=exc))
+        return [], None
 
 
 def _copy_ledger(site: Site, ledger, day: dt.date, report: RunReport, *,
@@ -403,13 +413,20 @@ def read_returned(site: Site, ledger, report: RunReport, day: dt.date) -> None:
     found = returned.read_returned(site.settings, ledger, now=now_in(site.settings), day=day)
     failures = found.failures
     report.returned += len(failures)
-    report.failures[:0] = [h.line for h in failures]  # before the run's own failures
+    # Before the run's own failures; each line names its mail already.
+    report.failures[:0] = [RunFailure(h.order_id, h.step, _RETURNED_KINDS[h.kind], h.line,
+                                      named=False) for h in failures]
     if found.error:
         report.mailbox_error = found.error
         report.notes.append(returned.unread_sentence(found.error))
     if found.skipped:
         report.notes.append(f"{found.skipped} message(s) of the mailbox could not be read as "
                             "returned mails and were skipped (see commplan.log).")
+
+
+# What each kind of returned mail asks of people, as the summary's advice tells them apart.
+_RETURNED_KINDS = {"hard": SendKind.PERMANENT, "soft": SendKind.TEMPORARY,
+                   "sender_side": SendKind.SENDER_SIDE, "to_review": SendKind.TO_REVIEW}
 
 
 def _parts(site: Site, orders: Mapping[str, Order], d: Decision
@@ -435,8 +452,8 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
             report.held.append(_held(d))
         elif d.action == "wait" and not is_limit_wait(d):
             report.failed += 1
-            report.failures.append(_("Order {order} step {step}: {detail}").format(
-                order=d.order_id, step=d.step, detail=d.reason))
+            report.failures.append(RunFailure(d.order_id, d.step, SendKind.NOT_BUILT,
+                                              d.reason))
         elif d.action == "wait" or (limit is not None and sends >= limit):
             report.waiting += 1
         else:
@@ -447,8 +464,8 @@ def _dry_run(site: Site, day: dt.date, report: RunReport, limit: int | None) -> 
                 report.sent += 1
             except CommplanError as exc:
                 report.failed += 1
-                report.failures.append(_("Order {order} step {step}: {detail}").format(
-                    order=d.order_id, step=d.step, detail=exc))
+                report.failures.append(RunFailure(d.order_id, d.step, SendKind.NOT_BUILT,
+                                                  str(exc)))
     return report
 
 
@@ -461,216 +478,276 @@ def _held(d: Decision) -> str:
                                column=d.reason[len(WAITING_FOR):])
 
 
-def _not_built(site: Site, ledger, report: RunReport, d: Decision, message: MessageRef,
-               why: str, now: dt.datetime, day: dt.date) -> None:
-    """Record a mail that could not be built (a template or attachment problem) failed:
-    retried by the next runs once fixed, while within catch-up."""
-    detail = _("{error}; {promise}").format(
-        error=why, promise=retry_promise(site, d, day, _("will be retried once fixed")))
-    ledger.record_failure_before_send(message, detail=detail, now=now, day=day)
-    report.failed += 1
-    report.failures.append(_("Order {order} step {step}: {detail}").format(
-        order=d.order_id, step=d.step, detail=detail))
-    log.warning("%s", _("order {order} step {step} customer {customer}: {outcome}").format(
-        order=d.order_id, step=d.step, customer=d.customer_id,
-        outcome=_("not sent: {detail}").format(detail=detail)))
+@dataclass
+class _InFlight:
+    """The mail being sent: which it is, and its archive file (being written by the stager,
+    then named once the server has the mail) and ledger token."""
+
+    decision: Decision
+    message: MessageRef
+    prepared: Prepared
+    staged: Future[Path]
+    token: int | None = None
+    archived: Path | None = None
 
 
-def _send_all(site, ledger, day, report, limit, progress, mailer_factory) -> list:
-    from commplan_xl.core.schedule import is_limit_wait, is_value_wait
-    from commplan_xl.mail.render import WaitingForValue
-    from commplan_xl.mail.smtp import Mailer
-    from commplan_xl.store.archive import ArchiveIndex, discard_message, ids_to_settle, relative
+class _SendLoop:
+    """One run's decisions carried out in order. Each mail is one sequence: build, ledger
+    begin, transport send (its archive file written and named meanwhile), ledger finish;
+    so a kill leaves at most the one mail being sent `sending` (called uncertain by the
+    next run), never a duplicate."""
 
-    s = site.settings
-    settle = ids_to_settle(site.model.customers)
-    archive_index = ArchiveIndex(s.archive_dir, owners=ledger.archive_owners(settle))
-    decisions = decide(site, ledger.state(), today=day, sent_today=ledger.sent_on(day))
-    flagged = ledger.flagged_addresses() if s.bounces else {}  # known not to exist
-    sends = [i for i, d in enumerate(decisions) if d.action == "send"]
-    total = len(sends) if limit is None else min(len(sends), limit)
-    cache = RunCache()
-    orders = {o.order_id: o for o in site.model.orders}
-    connection_failures = 0
-    stopped = False
-    accepted = 0  # mails the server took
-    # While the server takes a mail (a few ms for a 50 KB attachment), the run does its own
-    # work instead of waiting: it names the mail's archive file and builds the next mail.
-    # While the server reads the next mail's first command, the mail before is recorded
-    # sent and the next one `sending` (in that order: a kill leaves at most one mail
-    # uncertain, as without the overlap).
-    ahead: dict[int, Prepared | Exception] = {}  # decision index -> built in advance
-    unrecorded: list[tuple[Decision, int, str, dict[str, str]]] = []  # at most one
+    def __init__(self, site: Site, ledger, transport: Transport, day: dt.date,
+                 report: RunReport) -> None:
+        from commplan_xl.store.archive import ArchiveIndex, ids_to_settle
 
-    def record_sent() -> None:
-        """Mark the mail the server took last sent (its archive file is in place)."""
-        while unrecorded:
-            d, token, archive_file, refused = unrecorded.pop()
-            ledger.finish(token, status="sent", detail="; ".join(refused.values()),
-                          archive_file=archive_file, now=now_in(s), day=day)
-            log_mail(site, d, _("sent"))
-            report.sent += 1
-            if progress:
-                progress(report.sent, total)
+        self.site = site
+        self.settings = site.settings
+        self.ledger = ledger
+        self.transport = transport
+        self.day = day
+        self.report = report
+        self.cache = RunCache()
+        owners = ledger.archive_owners(ids_to_settle(site.model.customers))
+        self.archive_index = ArchiveIndex(site.settings.archive_dir, owners=owners)
+        # Addresses a returned mail showed not to exist: no mail goes to them.
+        self.flagged: Mapping[str, str] = (ledger.flagged_addresses() if site.settings.bounces
+                                           else {})
+        self.orders = {o.order_id: o for o in site.model.orders}
+        self.limit: int | None = None
+        self.accepted = 0  # mails the server took
+        self.connection_failures = 0  # in a row
+        self.stopped = False  # the server failed too often: the rest stay due
+        self.sends: list[Decision] = []  # the decisions to send, in order
+        self.sends_seen = 0  # how many of them the loop has reached
+        self.stager: ThreadPoolExecutor | None = None  # writes the archive files
+        self.in_flight: _InFlight | None = None  # the mail being sent
+        # The next mail, built while the server takes the one before (or the error).
+        self.ahead: tuple[Decision, Prepared | CommplanError] | None = None
 
-    def build(i: int) -> Prepared:
-        """Decision i's mail, built in advance or now; raises CommplanError if it cannot."""
-        found = ahead.pop(i, None)
-        if found is None:
-            d = decisions[i]
-            order, customer, plan, step = _parts(site, orders, d)
-            return prepare(site, order, customer, plan, step, due_date=d.due_date, today=day,
-                           cache=cache)
-        if isinstance(found, Exception):
-            raise found
-        return found
+    def run(self, limit: int | None, progress: Callable[[int, int], None] | None) -> None:
+        """Carry out every decision; `progress(sent, total)` after each mail sent."""
+        decisions = site_decisions(self.site, self.ledger.state(), today=self.day,
+                           sent_today=self.ledger.sent_on(self.day))
+        self.limit = limit
+        self.sends = [d for d in decisions if d.action == "send"]
+        total = len(self.sends) if limit is None else min(len(self.sends), limit)
+        # A thread writes each mail's archive file while the mail is sent: creating a
+        # folder and a file costs about what the whole send does.
+        with ThreadPoolExecutor(1, "commplan-archive") as self.stager:
+            for d in decisions:
+                self.sends_seen += d.action == "send"
+                if d.action == "send" and not self.stopped and not self.limit_reached():
+                    if self.send(d) and progress:
+                        progress(self.report.sent, total)
+                else:
+                    self.record_not_sent(d)
+        r = self.report
+        log.info("%s", _("run of {date}: {sent} sent, {skipped} skipped, {failed} failed, "
+                         "{waiting} waiting").format(date=f"{self.day:%d/%m/%Y}", sent=r.sent,
+                                                     skipped=r.skipped, failed=r.failed,
+                                                     waiting=r.waiting))
 
-    def build_next(i: int) -> None:
-        """Build the mail of the next send after decision i (kept with its error if any)."""
-        at = bisect.bisect_right(sends, i)
-        if at == len(sends) or (limit is not None and accepted + 1 >= limit):
+    def limit_reached(self, ahead: int = 0) -> bool:
+        return self.limit is not None and self.accepted + ahead >= self.limit
+
+    def key(self, d: Decision) -> MessageRef:
+        """Which mail a ledger record is about."""
+        customer = self.site.model.customers[self.orders[d.order_id].customer_id]
+        return MessageRef(order_id=d.order_id, customer_id=customer.customer_id,
+                          plan=d.plan_name, plan_key=d.plan, step=d.step,
+                          due_date=d.due_date, emails=";".join(customer.emails))
+
+    def record_not_sent(self, d: Decision) -> None:
+        """A skip, a mail waiting for a value (nothing recorded: it goes once the cell is
+        filled), one that cannot be built, one left for later (daily limit), or one not
+        tried (server down)."""
+        from commplan_xl.core.schedule import is_limit_wait, is_value_wait
+
+        now = now_in(self.settings)
+        if d.action == "skip":
+            self.ledger.record_skip(self.key(d), reason=d.reason, now=now, day=self.day)
+            self.report.skipped += 1
+        elif is_value_wait(d):
+            self.report.held.append(_held(d))
+        elif d.action == "wait" and not is_limit_wait(d):
+            self.not_built(d, self.key(d), d.reason)
+        elif self.stopped:
+            self.report.not_tried += 1
+        else:
+            self.ledger.record_waiting(self.key(d), now=now, day=self.day)
+            self.report.waiting += 1
+
+    def build(self, d: Decision) -> Prepared:
+        """The decision's mail, built ahead or now; raises CommplanError if it cannot."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead[0] is d:
+            if isinstance(ahead[1], CommplanError):
+                raise ahead[1]
+            return ahead[1]
+        order, customer, plan, step = _parts(self.site, self.orders, d)
+        return prepare(self.site, order, customer, plan, step, due_date=d.due_date,
+                       today=self.day, cache=self.cache)
+
+    def send(self, d: Decision) -> bool:
+        """Build, record, send, archive and record one mail; whether the server took it."""
+        from commplan_xl.mail.render import WaitingForValue
+        from commplan_xl.store.archive import relative
+
+        message = self.key(d)
+        if self.flagged and self.blocked(d, message):
+            return False
+        try:
+            prepared = self.build(d)
+        except WaitingForValue as exc:
+            self.report.held.append(_held(d._replace(reason=str(exc))))
+            return False
+        except CommplanError as exc:
+            self.not_built(d, message, str(exc))
+            return False
+        assert self.stager is not None
+        staged = self.stager.submit(_stage, self.site, prepared, self.archive_index)
+        self.in_flight = _InFlight(d, message, prepared, staged)
+        try:
+            # The server reads each command and takes each mail in about the time the run
+            # needs to record it in the ledger, name its archive file and build the next
+            # mail: doing that while it works, not after, keeps a run near its pace.
+            outcome = self.transport.send(
+                prepared.message, sender=self.settings.sender_email,
+                recipients=list(prepared.to), before=self.begin_in_ledger,
+                meanwhile=self.while_the_server_takes_it)
+            if outcome.failure is None and self.in_flight.archived is None:
+                self.while_the_server_takes_it()  # a transport that did not call it
+        except BaseException:
+            self.drop_archive_file()
+            raise
+        token = self.in_flight.token
+        assert token is not None
+        if outcome.failure is not None:
+            self.drop_archive_file()
+            self.failed(d, token, outcome.failure)
+            return False
+        self.connection_failures = 0
+        self.accepted += 1
+        archived = self.in_flight.archived
+        assert archived is not None
+        self.finish_sent(token, "; ".join(str(r) for r in outcome.refused),
+                         archive_file=relative(archived, self.site.home,
+                                               index=self.archive_index))
+        return True
+
+    def begin_in_ledger(self) -> None:
+        """Record the mail in flight `sending`, before any of it goes out."""
+        assert self.in_flight is not None
+        f = self.in_flight
+        f.token = self.ledger.begin(f.message, subject=f.prepared.subject,
+                                    now=now_in(self.settings), day=self.day,
+                                    **_mail_ids(f.prepared))
+
+    def while_the_server_takes_it(self) -> None:
+        """Name the archive file of the mail in flight (removed again if the server refuses
+        the mail), then build the next mail."""
+        from commplan_xl.store.archive import place_message
+
+        assert self.in_flight is not None
+        f = self.in_flight
+        f.archived = place_message(f.staged.result(), stem=_archive_stem(self.day, f.decision))
+        if self.sends_seen < len(self.sends) and not self.limit_reached(ahead=1):
+            upcoming = self.sends[self.sends_seen]
+            try:
+                self.ahead = (upcoming, self.build(upcoming))
+            except CommplanError as exc:  # raised again in its turn
+                self.ahead = (upcoming, exc)
+
+    def drop_archive_file(self) -> None:
+        """Remove the archive file of a mail the server did not take (or may not have)."""
+        from commplan_xl.store.archive import discard_message
+
+        assert self.in_flight is not None
+        if self.in_flight.archived is not None:
+            discard_message(self.in_flight.archived)
             return
         try:
-            ahead[sends[at]] = build(sends[at])
-        except Exception as exc:  # raised again in its turn, after this mail is recorded
-            ahead[sends[at]] = exc
+            tmp = self.in_flight.staged.result()
+        except Exception:  # nothing was written; the send's own error is the one to report
+            return
+        discard_message(tmp)
 
-    def one(i: int, d: Decision, stopped: bool) -> bool:
-        """Carry out decision i; whether the run has stopped trying the server."""
-        nonlocal accepted, connection_failures
-        order, customer, _plan, _step = _parts(site, orders, d)
-        emails = ";".join(customer.emails)
-        now = now_in(s)
-        message = MessageRef(order_id=d.order_id, customer_id=customer.customer_id,
-                             plan=d.plan_name, plan_key=d.plan, step=d.step,
-                             due_date=d.due_date, emails=emails)
-        if d.action != "send" or stopped or (limit is not None and accepted >= limit):
-            record_sent()  # the SentLog keeps the decisions' order
-            if d.action == "skip":
-                ledger.record_skip(message, reason=d.reason, now=now, day=day)
-                report.skipped += 1
-            elif is_value_wait(d):  # nothing recorded: it goes once the cell is filled
-                report.held.append(_held(d))
-            elif d.action == "wait" and not is_limit_wait(d):
-                _not_built(site, ledger, report, d, message, d.reason, now, day)
-            elif stopped:
-                report.not_tried += 1
-            else:
-                ledger.record_waiting(message, now=now, day=day)
-                report.waiting += 1
-            return stopped
-        if flagged and _blocked(ledger, message, customer, flagged, report, now, day):
-            record_sent()
-            return stopped
-        try:
-            prepared = build(i)
-        except WaitingForValue as exc:
-            record_sent()
-            report.held.append(_held(d._replace(reason=str(exc))))
-            return stopped
-        except CommplanError as exc:
-            record_sent()
-            _not_built(site, ledger, report, d, message, str(exc), now, day)
-            return stopped
-        staged = stager.submit(_stage, site, customer, prepared, archive_index)
-        tokens: list[int] = []
+    def finish_sent(self, token: int, detail: str, *, archive_file: str) -> None:
+        assert self.in_flight is not None
+        self.ledger.finish(token, status="sent", detail=detail, archive_file=archive_file,
+                           now=now_in(self.settings), day=self.day)
+        log_mail(self.site, self.in_flight.decision, _("sent"))
+        self.report.sent += 1
 
-        def begin() -> None:
-            record_sent()
-            tokens.append(ledger.begin(message, subject=prepared.subject, now=now, day=day,
-                                       **_mail_ids(prepared)))
+    def not_built(self, d: Decision, message: MessageRef, why: str) -> None:
+        """The mail could not be made (template, attachment, address): failed, retried by
+        the next runs once fixed while within catch-up."""
+        last = _last_try(self.site, d, self.day)
+        detail = _("{error}; {promise}").format(error=why, promise=retry_promise(
+            self.site, d, self.day, _("will be retried once fixed")))
+        self.ledger.record_failure_before_send(message, detail=detail,
+                                               now=now_in(self.settings), day=self.day)
+        self.report.failed += 1
+        self.report.failures.append(RunFailure(d.order_id, d.step, SendKind.NOT_BUILT, detail,
+                                               last_try=last))
+        log_mail(self.site, d, _("not sent: {detail}").format(detail=detail), logging.WARNING)
 
-        placed: Path | None = None
-        try:
-            handed = mailer.hand_over(prepared.message, from_addr=s.sender_email,
-                                      to_addrs=list(prepared.to), meanwhile=begin)
-            # The server has the whole mail: name its archive file (removed again if the
-            # server refuses it; a kill before its answer leaves it beside an uncertain
-            # mail, never a sent one), and build the next mail.
-            placed = _place_staged(d, staged, day)
-            archive_file = relative(placed, site.home, index=archive_index)
-            build_next(i)
-            refused = handed.reply()
-        except BaseException as exc:
-            if placed is not None:
-                discard_message(placed)
-            else:
-                _unstage(staged)
-            if not isinstance(exc, SendFailure):
-                raise
-            connection_failures = connection_failures + 1 if exc.connection else 0
-            return _send_failed(site, ledger, day, report, d, tokens[0], exc,
-                                connection_failures)
-        connection_failures = 0
-        accepted += 1
-        unrecorded.append((d, tokens[0], archive_file, refused))
-        return stopped
+    def blocked(self, d: Decision, message: MessageRef) -> bool:
+        """Record, without sending, a mail to an address a returned mail showed not to
+        exist; False when the customer has no such address."""
+        from commplan_xl.run.returned import NOT_RETRIED
 
-    factory = mailer_factory or Mailer
-    # One thread writes each mail's archive file while the server takes the mail (new
-    # folders and files cost ~0.5 ms each on ext4, about what the whole send costs us).
-    with factory(s) as mailer, ThreadPoolExecutor(1, "commplan-archive") as stager:
-        try:
-            for i, d in enumerate(decisions):
-                stopped = one(i, d, stopped)
-            record_sent()
-        finally:
-            if unrecorded:  # an error stops the run: the mail the server took is recorded
-                last = unrecorded[-1][0]
-                try:
-                    record_sent()
-                except Exception:  # the error stopping the run is the one to report
-                    log.exception("%s", _(
-                        "could not record order {order} step {step} as sent (the next run "
-                        "calls it uncertain)").format(order=last.order_id, step=last.step))
-        from commplan_xl.run import reports as reporting
+        customer = self.site.model.customers[self.orders[d.order_id].customer_id]
+        bad = next((a for a in customer.emails if a.lower() in self.flagged), None)
+        if bad is None:
+            return False
+        detail = _("not sent: a mail to {address} came back, the address does not exist "
+                   "({reason}); {not_retried}").format(
+                       address=bad, reason=self.flagged[bad.lower()], not_retried=NOT_RETRIED)
+        self.ledger.record_blocked(message, detail=detail, now=now_in(self.settings),
+                                   day=self.day)
+        self.report.failed += 1
+        self.report.failures.append(RunFailure(d.order_id, d.step, SendKind.PERMANENT, detail))
+        return True
 
-        try:
-            extra, figures = reporting.report_sheets(site, ledger, today=day)
-        except Exception as exc:  # the managers' view must never cost the SentLog
-            log.exception("%s", _("the Dashboard and Forecast sheets were not built"))
-            report.notes.append(_("The Dashboard and Forecast sheets could not be built: "
-                                  "{error}").format(error=exc))
-            extra, figures = [], None
-        reporting.send_summary(mailer, s, report, figures)
-    log.info("%s", _("run of {date}: {sent} sent, {skipped} skipped, {failed} failed, "
-                     "{waiting} waiting").format(date=f"{day:%d/%m/%Y}", sent=report.sent,
-                                                 skipped=report.skipped, failed=report.failed,
-                                                 waiting=report.waiting))
-    return extra
+    def failed(self, d: Decision, token: int, exc: SendFailure) -> None:
+        """Record a send that failed; stop trying the server after a few connection
+        failures in a row."""
+        _record_failure(self.site, self.ledger, self.day, self.report, d, token, exc)
+        self.connection_failures = self.connection_failures + 1 if exc.connection else 0
+        if self.connection_failures >= MAX_CONNECTION_FAILURES and not self.stopped:
+            self.stopped = True
+            later = (_("the other mails stay due and the next run sends them")
+                     if self.settings.catch_up_days else
+                     _("the other mails stay due today only (catch_up_days is 0): run again "
+                       "today once the server works, or they count as missed tomorrow"))
+            self.report.notes.append(_("The mail server failed {n} times in a row, so this run "
+                                       "stopped trying; {later}.").format(
+                                           n=self.connection_failures, later=later))
 
 
-def _send_failed(site: Site, ledger, day: dt.date, report: RunReport, d: Decision,
-                 token: int, exc: SendFailure, connection_failures: int) -> bool:
-    """Record a send that failed; True when the run should stop trying the server."""
-    s = site.settings
-    if isinstance(exc, SendUncertain):
+def _record_failure(site: Site, ledger, day: dt.date, report: RunReport,
+                    d: Decision, token: int, exc: SendFailure) -> None:
+    """Record a send that failed in the ledger and the report."""
+    if exc.kind is SendKind.UNCERTAIN:
         # The server may have the mail: never resend it by itself.
-        ledger.recover(now_in(s), day=day)
+        ledger.recover(now_in(site.settings), day=day)
         report.uncertain += 1
-        report.failures.append(_("Order {order} step {step} is uncertain: {detail}").format(
-            order=d.order_id, step=d.step, detail=exc))
+        report.failures.append(RunFailure(d.order_id, d.step, exc.kind, str(exc)))
         log_mail(site, d, _("uncertain: {detail}").format(detail=exc), logging.WARNING)
-    else:
-        status = "failed" if exc.temporary else "failed_permanent"
-        detail = (_("{error}; {promise}").format(
-            error=_without_promise(str(exc)),
-            promise=retry_promise(site, d, day, _("will be retried by the next run")))
-            if exc.temporary else _("{error}; not retried: correct the address").format(error=exc))
-        ledger.finish(token, status=status, detail=detail, archive_file="",
-                      now=now_in(s), day=day)
-        report.failed += 1
-        report.failures.append(_("Order {order} step {step}: {detail}").format(
-            order=d.order_id, step=d.step, detail=detail))
-        log_mail(site, d, _("failed: {detail}").format(detail=detail), logging.WARNING)
-    if connection_failures < MAX_CONNECTION_FAILURES:
-        return False
-    later = (_("the other mails stay due and the next run sends them") if s.catch_up_days
-             else _("the other mails stay due today only (catch_up_days is 0): run again today "
-                    "once the server works, or they count as missed tomorrow"))
-    report.notes.append(_("The mail server failed {n} times in a row, so this run stopped "
-                          "trying; {later}.").format(n=connection_failures, later=later))
-    return True
+        return
+    last = exc.temporary and _last_try(site, d, day)
+    status = "failed" if exc.temporary else "failed_permanent"
+    detail = (_("{error}; {promise}").format(
+        error=_without_promise(str(exc)),
+        promise=retry_promise(site, d, day, _("will be retried by the next run")))
+        if exc.temporary else _("{error}; not retried: correct the address").format(error=exc))
+    ledger.finish(token, status=status, detail=detail, archive_file="",
+                  now=now_in(site.settings), day=day)
+    report.failed += 1
+    report.failures.append(RunFailure(d.order_id, d.step, exc.kind, detail, last_try=last))
+    log_mail(site, d, _("failed: {detail}").format(detail=detail), logging.WARNING)
 
 
 def log_mail(site: Site, d: Decision, outcome: str, level: int = logging.INFO) -> None:
@@ -689,11 +766,15 @@ _PROMISES = (N_("; it will be tried again on the next run"),
              ": it will be tried again on the next run")
 
 
+def _last_try(site: Site, d: Decision, day: dt.date) -> bool:
+    """Whether no later day's run tries the message again (past catch_up_days)."""
+    return d.due_date + dt.timedelta(days=site.settings.catch_up_days) <= day
+
+
 def retry_promise(site: Site, d: Decision, day: dt.date, promise: str) -> str:
     """`promise` (a later run retries the message) when a later day's run still may:
     with catch_up_days 0 (or a due date at the end of the window) it says the truth."""
-    last = d.due_date + dt.timedelta(days=site.settings.catch_up_days)
-    if last > day:
+    if not _last_try(site, d, day):
         return promise
     return _("will not be retried after today (catch_up_days is {days}); once fixed, "
              "`commplan resend {order} {step}` sends it").format(
@@ -707,68 +788,30 @@ def _without_promise(text: str) -> str:
     return text
 
 
-def _blocked(ledger, message: MessageRef, customer: Customer, flagged: Mapping[str, str],
-             report: RunReport, now: dt.datetime, day: dt.date) -> bool:
-    """Record, without sending, a mail to an address a returned mail showed not to exist;
-    False when the customer has no such address."""
-    from commplan_xl.run.returned import NOT_RETRIED
-
-    bad = next((a for a in customer.emails if a.lower() in flagged), None)
-    if bad is None:
-        return False
-    detail = _("not sent: a mail to {address} came back, the address does not exist "
-               "({reason}); {not_retried}").format(address=bad, reason=flagged[bad.lower()],
-                                                   not_retried=NOT_RETRIED)
-    ledger.record_blocked(message, detail=detail, now=now, day=day)
-    report.failed += 1
-    report.failures.append(_("Order {order} step {step}: {detail}").format(
-        order=message.order_id, step=message.step, detail=detail))
-    return True
-
-
 def _mail_ids(prepared: Prepared) -> dict[str, str]:
     """The Message-ID and reference of a built mail, for the ledger."""
-    return {"message_id": getattr(prepared.message, "message_id", ""),
-            "ref": getattr(prepared.message, "ref", "")}
+    return {"message_id": prepared.message.message_id, "ref": prepared.message.ref}
 
 
-def _archive(site: Site, customer: Customer, d: Decision, prepared: Prepared, day: dt.date,
-             index=None) -> str:
-    """Write the mail to its customer's folder; `index` (archive.ArchiveIndex) is the
-    run's listing of the archive folder."""
-    from commplan_xl.store.archive import customer_folder, relative, write_message
-
-    folder = customer_folder(site.settings.archive_dir, customer.customer_id, customer.name,
-                             index=index)
-    path = write_message(folder, stem=_archive_stem(day, d), data=prepared.data)
-    return relative(path, site.home, index=index)
-
-
-def _stage(site: Site, customer: Customer, prepared: Prepared, index) -> Path:
+def _stage(site: Site, prepared: Prepared, index: ArchiveIndex) -> Path:
     """The mail's bytes in a temporary file of its customer's folder (in the stager)."""
     from commplan_xl.store.archive import customer_folder, stage_message
 
+    customer = prepared.customer
     folder = customer_folder(site.settings.archive_dir, customer.customer_id, customer.name,
                              index=index)
     return stage_message(folder, prepared.data)
 
 
-def _unstage(staged: Future) -> None:
-    """Drop the staged file of a mail that was not sent (or whose staging failed)."""
-    from commplan_xl.store.archive import discard_message
+def _archive_file(site: Site, customer: Customer, d: Decision, prepared: Prepared,
+                  day: dt.date, index: ArchiveIndex | None = None) -> Path:
+    """Write the mail to its customer's folder; `index` is the run's listing of the
+    archive folder."""
+    from commplan_xl.store.archive import customer_folder, write_message
 
-    try:
-        tmp = staged.result()
-    except Exception:  # nothing was staged; the send's own error is the one to report
-        return
-    discard_message(tmp)
-
-
-def _place_staged(d: Decision, staged: Future, day: dt.date) -> Path:
-    """Name the staged file of a mail the server has; its path."""
-    from commplan_xl.store.archive import place_message
-
-    return place_message(staged.result(), stem=_archive_stem(day, d))
+    folder = customer_folder(site.settings.archive_dir, customer.customer_id, customer.name,
+                             index=index)
+    return write_message(folder, stem=_archive_stem(day, d), data=prepared.data)
 
 
 def _archive_stem(day: dt.date, d: Decision) -> str:
@@ -887,7 +930,8 @@ def _prepare_one(site: Site, order: Order, customer: Customer, plan: Plan, step:
 
 
 def preview(site: Site, order_id: str, step_number: int, *, to: str | None = None,
-            today: dt.date | None = None, mailer_factory=None) -> list[Path]:
+            today: dt.date | None = None,
+            transport_factory: Callable[[Settings], Transport] | None = None) -> list[Path]:
     """Render one message to files to look at, or send it to a test address (nothing recorded)."""
     from commplan_xl.core.offsets import due_date as compute_due
     from commplan_xl.core.schedule import settings_calendar
@@ -901,11 +945,9 @@ def preview(site: Site, order_id: str, step_number: int, *, to: str | None = Non
     prepared = _prepare_one(site, order, customer, plan, step, due_date=due_on, today=day,
                             to=recipients)
     if to:
-        from commplan_xl.mail.smtp import Mailer
-
-        with (mailer_factory or Mailer)(site.settings) as mailer:
-            mailer.send(prepared.message, from_addr=site.settings.sender_email,
-                        to_addrs=list(prepared.to))
+        with _transport(site.settings, transport_factory) as transport:
+            transport.send(prepared.message, sender=site.settings.sender_email,
+                           recipients=list(prepared.to)).checked()
         return []
     folder = site.home / "previews"
     folder.mkdir(parents=True, exist_ok=True)
@@ -935,11 +977,10 @@ def preview_html(message) -> str:
 
 
 def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None = None,
-           mailer_factory=None) -> RunReport:
+           transport_factory: Callable[[Settings], Transport] | None = None) -> RunReport:
     """Send one message again on purpose; the ledger records it as a resend."""
     from commplan_xl.core.offsets import due_date as compute_due
     from commplan_xl.core.schedule import settings_calendar
-    from commplan_xl.mail.smtp import Mailer
     from commplan_xl.ops.runlock import run_lock
     from commplan_xl.store.ledger import Ledger
 
@@ -958,36 +999,41 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
                              due_date=due_on, emails=";".join(customer.emails))
         token = ledger.begin(message, subject=prepared.subject, now=now_in(s), resend=True,
                              day=day, **_mail_ids(prepared))
-        with (mailer_factory or Mailer)(s) as mailer:
-            try:
-                mailer.send(prepared.data, from_addr=s.sender_email,
-                            to_addrs=list(prepared.to))
-            except SendUncertain as exc:
-                ledger.recover(now_in(s), day=day)
-                report.uncertain += 1
-                report.failures.append(str(exc))
-                write_sentlog(site, ledger, report)
-                return report
-            except SendFailure as exc:
-                ledger.finish(token, status="failed" if exc.temporary else "failed_permanent",
-                              detail=_("resend failed: {error}").format(error=exc),
-                              archive_file="", now=now_in(s), day=day)
-                report.failed += 1
-                report.failures.append(str(exc))
-                write_sentlog(site, ledger, report)
-                return report
+        with _transport(s, transport_factory) as transport:
+            outcome = transport.send(prepared.data, sender=s.sender_email,
+                                     recipients=list(prepared.to))
         d = Decision(order.order_id, customer.customer_id, plan.key, plan.name, step.number,
                      due_on, "send", "resend")
-        from commplan_xl.store.archive import ArchiveIndex, ids_to_settle
+        if outcome.failure is None:
+            from commplan_xl.store.archive import ArchiveIndex, ids_to_settle, relative
 
-        owners = ledger.archive_owners(ids_to_settle(site.model.customers))
-        archive_file = _archive(site, customer, d, prepared, day,
-                                index=ArchiveIndex(s.archive_dir, owners=owners))
-        ledger.finish(token, status="sent", detail=_("resent on request"),
-                      archive_file=archive_file, now=now_in(s), day=day)
-        report.sent += 1
+            owners = ledger.archive_owners(ids_to_settle(site.model.customers))
+            index = ArchiveIndex(s.archive_dir, owners=owners)
+            archive_file = relative(_archive_file(site, customer, d, prepared, day, index),
+                                    site.home, index=index)
+            ledger.finish(token, status="sent", detail=_("resent on request"),
+                          archive_file=archive_file, now=now_in(s), day=day)
+            report.sent += 1
+        else:
+            _resend_failed(ledger, s, day, report, d, token, outcome.failure)
         write_sentlog(site, ledger, report)
     return report
+
+
+def _resend_failed(ledger, settings: Settings, day: dt.date, report: RunReport, d: Decision,
+                   token: int, exc: SendFailure) -> None:
+    """Record a resend that failed; the person named the mail, so the sentence does not."""
+    failure = RunFailure(d.order_id, d.step, exc.kind, str(exc), named=False)
+    report.failures.append(failure)
+    if exc.kind is SendKind.UNCERTAIN:
+        ledger.recover(now_in(settings), day=day)
+        report.uncertain += 1
+        return
+    ledger.finish(token, status="failed" if exc.temporary else "failed_permanent",
+                  detail=_("resend failed: {error}").format(error=exc), archive_file="",
+                  now=now_in(settings),
+                  day=day)
+    report.failed += 1
 
 
 # ---------------------------------------------------------------- a plan's dates

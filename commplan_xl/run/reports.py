@@ -12,7 +12,6 @@ The sheets are written in the workbook's language (excel/names.py); the mail is 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -22,7 +21,7 @@ from commplan_xl.excel.names import localise, workbook_language
 from commplan_xl.excel.sheet_xml import PLAN_LIST, ToolSheet
 from commplan_xl.i18n import N_, _, ngettext, speaking
 from commplan_xl.model import Decision, LedgerEntry, Model
-from commplan_xl.problems import CommplanError, SendFailure
+from commplan_xl.problems import CommplanError, SendFailure, SendKind
 from commplan_xl.run.dashboard import (  # noqa: F401 - the Dashboard's names, also from here
     WINDOW_DAYS,
     DashboardFigures,
@@ -31,12 +30,12 @@ from commplan_xl.run.dashboard import (  # noqa: F401 - the Dashboard's names, a
     figures_sheet,
     to_handle_items,
 )
+from commplan_xl.run.outcomes import RunFailure, RunReport
 from commplan_xl.settings import Settings
 
 if TYPE_CHECKING:
-    from email.message import EmailMessage
-
-    from commplan_xl.run.batch import RunReport
+    from commplan_xl.mail.message import BuiltMessage
+    from commplan_xl.mail.transport import Transport
 
 SENTLOG = "SentLog"
 FORECAST = "Forecast"
@@ -47,7 +46,6 @@ FORECAST_HEADER = (
 WARNING = "⚠ "
 
 RETURNED = N_("returned")  # how a returned mail's detail starts (the server took it)
-_FAILURE = re.compile(r"^\S+ (\S+) \S+ (\d+)")  # "Order O1 step 2", "Commande O1 étape 2"
 LedgerKey = tuple[str, str, int]
 
 
@@ -280,52 +278,33 @@ def summary_subject(run_report: RunReport) -> str:
         date=_date_fr(r.today), test=test, counts=", ".join(parts))
 
 
-def _says(failure: str, template: str) -> bool:
-    """Whether `failure` holds the fixed words of `template`, in English or in the current
-    language."""
-    for text in {template, _(template)}:
-        fixed = [part for part in re.split(r"\{[a-z_]+\}", text) if part.strip()]
-        if fixed and all(part.casefold() in failure for part in fixed):
-            return True
-    return False
-
-
-def what_to_do(failure: str, catch_up_days: int | None = None) -> str:
-    """The advice for one line of RunReport.failures, read from how batch words it."""
-    text = failure.casefold()
-    found = _FAILURE.match(failure)
-    resend = (f"commplan resend {found.group(1)} {found.group(2)}" if found
-              else _("commplan resend ORDER STEP"))
-    from commplan_xl.mail.bounces import SENDER_SIDE_REASON
-    from commplan_xl.run.returned import NOT_RETRIED, REVIEW_LINE
-
+def what_to_do(failure: RunFailure, catch_up_days: int | None = None) -> str:
+    """The advice for one failure of the run, chosen by its kind."""
+    resend = f"commplan resend {failure.order_id} {failure.step}"
     # Past catch-up (always with catch_up_days 0) no later day's run retries a failure:
     # never promise it.
-    last_day = ("not be retried after today" in text or catch_up_days == 0
-                or _says(text, N_("will not be retried after today (catch_up_days is {days}); "
-                                  "once fixed, `commplan resend {order} {step}` sends it")))
+    last_day = failure.last_try or catch_up_days == 0
     next_run = (_("no run will try it again (catch_up_days is past): run `{resend}` once it "
                   "is fixed").format(resend=resend) if last_day
                 else _("the next run tries again"))
-    if text.startswith("to review") or _says(text, REVIEW_LINE):
+    if failure.kind is SendKind.TO_REVIEW:
         return _("open this returned mail in the sending mailbox: it names a customer but no "
                  "mail commplan can find; send again by hand if needed.")
-    if "sending account" in text or _says(text, SENDER_SIDE_REASON):
+    if failure.kind is SendKind.SENDER_SIDE:
         return _("the sending account was refused, not the customer's address: the IT person "
                  "must check the right to send on behalf of the sender and the domain's "
                  "SPF/DKIM records; {next_run}.").format(next_run=next_run)
-    if _says(text, N_("Order {order} step {step} is uncertain: {detail}")):
+    if failure.kind is SendKind.UNCERTAIN:
         return _("check with the customer whether this mail arrived; if not, run `{resend}` "
                  "(it is never sent again by itself).").format(resend=resend)
-    if ("not retried" in text or _says(text, N_("{error}; not retried: correct the address"))
-            or _says(text, NOT_RETRIED)):
+    if failure.kind is SendKind.PERMANENT:
         if catch_up_days == 0:
             return _("the address was refused: correct it in the Customers sheet, then run "
                      "`{resend}` (catch_up_days is 0: no run will send it again).").format(
                          resend=resend)
         return _("the address was refused: correct it in the Customers sheet; the mail goes "
                  "out again on the next run.")
-    if _says(text, N_("{error}; will be retried once fixed")) or "once fixed" in text:
+    if failure.kind is SendKind.NOT_BUILT:
         return _("correct the template or the attachment in the workbook (`commplan check` "
                  "shows where); {next_run}.").format(next_run=next_run)
     if last_day:
@@ -436,13 +415,13 @@ def summary_message(
     run_report: RunReport,
     *,
     dashboard_figures: DashboardFigures | None = None,
-) -> EmailMessage:
+) -> BuiltMessage:
     """The summary mail to `settings.report_to`, from the sender of customer mails.
 
     Raises SendFailure when `report_to` is empty (callers check `settings.report_to`).
     """
+    from commplan_xl.mail.message import build_message
     from commplan_xl.mail.render import Rendered, text_to_html
-    from commplan_xl.mail.smtp import build_message
 
     with speaking(settings.locale):
         subject = summary_subject(run_report)
@@ -458,17 +437,22 @@ def summary_message(
 
 
 def send_summary(
-    mailer, settings: Settings, run_report: RunReport, figures: DashboardFigures | None
+    transport: Transport, settings: Settings, run_report: RunReport,
+    figures: DashboardFigures | None,
 ) -> bool:
-    """Send the summary mail over the run's `mailer`; False when there is no `report_to`
+    """Send the summary mail over the run's `transport`; False when there is no `report_to`
     or it failed (then a note on the report says so: the customers' mails are unaffected)."""
     if not settings.report_to or run_report.dry_run:
         return False
     try:
         msg = summary_message(settings, run_report, dashboard_figures=figures)
-        mailer.send(msg, from_addr=settings.sender_email, to_addrs=list(settings.report_to))
     except SendFailure as exc:
+        failure: SendFailure | None = exc
+    else:
+        failure = transport.send(msg, sender=settings.sender_email,
+                                 recipients=list(settings.report_to)).failure
+    if failure is not None:
         run_report.notes.append(_("The summary mail to {to} could not be sent: {error}").format(
-            to=", ".join(settings.report_to), error=exc))
+            to=", ".join(settings.report_to), error=failure))
         return False
     return True

@@ -44,6 +44,8 @@ class Handled:
     kind: str  # hard | soft | sender_side | delayed | to_review
     line: str  # "Order O1 step 2: returned: …" (or a sentence for one to review)
     changed: bool = True  # the mail it reports became failed
+    order_id: str = ""  # the mail it reports ("" for one to review)
+    step: int = 0
 
 
 @dataclass
@@ -226,7 +228,8 @@ def _act(report: BounceReport, sent: SentMail, base: ReturnedMail, ledger,
                                          now=now, day=day)
         if outcome != "known":
             result.handled.append(Handled(kind, _("{what}: {detail}").format(
-                what=where, detail=report.reason), changed=False))
+                what=where, detail=report.reason), changed=False, order_id=sent.order_id,
+                step=sent.step))
         return True
     state, detail = _failure(report, base.address, ledger)
     if report.kind == Kind.SOFT and state == "failed_permanent":
@@ -245,7 +248,7 @@ def _act(report: BounceReport, sent: SentMail, base: ReturnedMail, ledger,
     line = detail if changed else _("{reason} (about an earlier send: nothing changed)").format(
         reason=report.reason)
     result.handled.append(Handled(kind, _("{what}: {detail}").format(what=where, detail=line),
-                                  changed=changed))
+                                  changed=changed, order_id=sent.order_id, step=sent.step))
     return True
 
 

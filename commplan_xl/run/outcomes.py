@@ -1,0 +1,62 @@
+"""What a run did, as records the send loop fills and the reports and commands read."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from commplan_xl.i18n import _
+from commplan_xl.problems import SendKind, WorkbookProblem
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """One mail of the run that did not go out: which, why, and the sentence saying so."""
+
+    order_id: str
+    step: int
+    kind: SendKind
+    detail: str  # the sentence, as the ledger records it
+    # False when the detail names the mail itself (a returned mail), or the person named
+    # the order and step themselves (`commplan resend`).
+    named: bool = True
+    # True when no later day's run tries the mail again (past catch_up_days).
+    last_try: bool = False
+
+    def __str__(self) -> str:
+        if not self.named:
+            return self.detail
+        if self.kind is SendKind.UNCERTAIN:
+            return _("Order {order} step {step} is uncertain: {detail}").format(
+                order=self.order_id, step=self.step, detail=self.detail)
+        return _("Order {order} step {step}: {detail}").format(
+            order=self.order_id, step=self.step, detail=self.detail)
+
+
+@dataclass
+class RunReport:
+    """What a run did, for the closing summary and the exit status."""
+
+    today: dt.date
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    uncertain: int = 0
+    waiting: int = 0
+    not_tried: int = 0
+    # Mails waiting for an empty cell to be filled: "Order O1 step 3 waits for X" each.
+    held: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    problems: tuple[WorkbookProblem, ...] = ()
+    notes: list[str] = field(default_factory=list)  # sentences for people
+    log_written: bool = True
+    failures: list[RunFailure] = field(default_factory=list)
+    returned: int = 0  # mails found returned (bounced) in the mailbox, or to review
+    mailbox_error: str = ""  # why returned mails could not be read ("" when they were)
+
+    @property
+    def needs_attention(self) -> bool:
+        return bool(
+            self.failed or self.uncertain or self.problems or not self.log_written
+            or self.not_tried or self.returned or self.mailbox_error
+        )

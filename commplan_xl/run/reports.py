@@ -236,7 +236,8 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
     planned_7 = sum(1 for r in coming if r.date <= today + dt.timedelta(days=7))
     held_since = today - dt.timedelta(days=site.settings.catch_up_days)
     items = to_handle_items(ledger.entries_in("failed_permanent", "uncertain"), site.model,
-                            today=today, held_since=held_since, settings=site.settings)
+                            today=today, held_since=held_since, settings=site.settings,
+                            returned=ledger.returned_messages())
     items += waiting_items(coming, today=today)
 
     def figures_with(ids: Mapping[int, str] | None) -> DashboardFigures:

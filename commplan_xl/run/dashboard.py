@@ -175,6 +175,7 @@ class Unreachable:
     customer_id: str
     email: str
     problem: str
+    named: bool = True  # False when the id is not known yet: "(Orders row N)" stands for it
 
 
 @dataclass(frozen=True)
@@ -352,6 +353,7 @@ def unreachable_orders(problems: Sequence[WorkbookProblem], order_ids: Mapping[i
             customer_id=str(p.values["customer_id"]),
             email="",
             problem="; ".join(email_problems[customer_row]),  # type: ignore[index]
+            named=p.row in order_ids,
         ))
     return tuple(out)
 

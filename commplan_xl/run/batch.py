@@ -13,10 +13,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from commplan_xl.i18n import N_, _, ngettext
-from commplan_xl.model import Customer, Decision, MessageRef, Model, Order, Plan, Step, norm_key
+from commplan_xl.model import Customer, Decision, MessageRef, Order, Plan, Step, norm_key
 from commplan_xl.problems import (
     CommplanError,
     SendFailure,
@@ -25,6 +24,7 @@ from commplan_xl.problems import (
     WorkbookProblem,
 )
 from commplan_xl.run.outcomes import RunFailure, RunReport
+from commplan_xl.run.site import LEDGER_NAME, Site, now_in, today_in
 from commplan_xl.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,32 +39,9 @@ __all__ = ["RunFailure", "RunReport", "Site", "load_site", "run"]
 
 log = logging.getLogger("commplan")
 
-LEDGER_NAME = "commplan-ledger.sqlite3"
 # After this many connection failures in a row the run stops trying (the server is down):
 # the rest stay due for the next run instead of filling the log with failures.
 MAX_CONNECTION_FAILURES = 3
-
-
-@dataclass(frozen=True)
-class Site:
-    """A home folder with its workbook read and validated."""
-
-    home: Path
-    workbook: Path
-    settings: Settings
-    model: Model
-    problems: tuple[WorkbookProblem, ...]
-    stat: tuple[int, int] | None = None  # (size, mtime_ns) of the workbook when read
-    # Column letters per sheet ("plans" -> {"body": "F"}), to name cells in problems.
-    letters: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def cell(self, sheet: str, column: str, row: int) -> str | None:
-        letter = self.letters.get(sheet.casefold(), {}).get(column)
-        return f"{letter}{row}" if letter else None
-
-    @property
-    def ledger_path(self) -> Path:
-        return self.home / LEDGER_NAME
 
 
 # ---------------------------------------------------------------- loading
@@ -118,16 +95,6 @@ def open_workbook(path: Path) -> Mapping[str, Table]:
     # open_tables says when there is no workbook, and retries while Excel saves it (the
     # file briefly does not exist then): no check of the file before it.
     return open_tables(path)
-
-
-def today_in(settings: Settings) -> dt.date:
-    """Today's date in the site's time zone."""
-    return dt.datetime.now(ZoneInfo(settings.timezone)).date()
-
-
-def now_in(settings: Settings) -> dt.datetime:
-    """The current local time in the site's time zone, without tzinfo, to the second."""
-    return dt.datetime.now(ZoneInfo(settings.timezone)).replace(tzinfo=None, microsecond=0)
 
 
 # ---------------------------------------------------------------- deciding

@@ -142,8 +142,9 @@ def _table(name: str, cells: list[list[object]], key: str = "") -> Table:
     language; by default the sheet's name says."""
     if not cells:
         return Table(sheet=name, columns=(), letters={})
-    width = max(map(len, cells))
-    if any(len(row) != width for row in cells):  # short rows read as empty cells, like Excel
+    widths = set(map(len, cells))
+    if len(widths) > 1:  # short rows read as empty cells, like Excel
+        width = max(widths)
         cells = [[*row, *[""] * (width - len(row))] for row in cells]
     key = key or sheet_key(name)
     columns: list[str] = []

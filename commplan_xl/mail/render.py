@@ -206,7 +206,7 @@ def _defined(value: Any) -> None:
 
 
 def _date_filter(locale: str):
-    @lru_cache(maxsize=4096)  # a run's mails share a few dates; Babel takes ~40 µs each
+    @lru_cache(maxsize=4096)  # a run's mails share a few dates; Babel is slow per call
     def formatted(day: dt.date, fmt: str) -> str:
         return format_date(day, format=fmt, locale=locale)
 

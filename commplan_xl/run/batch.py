@@ -1119,30 +1119,29 @@ def _value_problems(site: Site, ready: Readiness, plan: Plan, step: Step,
                     ) -> list[WorkbookProblem]:
     """The orders whose values the step's mail cannot be made with (an empty cell is not
     one: it waits), grouped by sentence, at most `max_per_step` sentences."""
-    from commplan_xl.core.schedule import WAITING_FOR
+    from commplan_xl.mail.render import WaitingForValue
 
-    failing: list[tuple[str, str]] = []
+    failing: list[tuple[str, str, str]] = []  # (order id, sentence, part)
     if ready.reads_values(plan.key, step):
         for order in orders:
             customer = site.model.customers.get(order.customer_id)
             if customer is None:
                 continue
-            why = ready.order_wait(order, customer, plan, step, day)
-            if why is not None and not why.startswith(WAITING_FOR):
-                failing.append((order.order_id, why))
+            failure = ready.order_failure(order, customer, plan, step, day)
+            if failure is not None and not isinstance(failure, WaitingForValue):
+                failing.append((order.order_id, str(failure), failure.part))
     problems: list[WorkbookProblem] = []
     shown: set[str] = set()
-    for order_id, message in failing:
+    for order_id, message, part in failing:
         if message in shown:
             continue
         if len(shown) >= max_per_step:
             break
         shown.add(message)
-        others = sum(1 for _o, m in failing if m == message) - 1
+        others = sum(1 for _o, m, _p in failing if m == message) - 1
         more = ngettext(" (and {n} other order)", " (and {n} other orders)",
                         others).format(n=others) if others else ""
-        column = ("subject" if message.startswith(("the subject", _("the subject")))
-                  else "body")
+        column = "subject" if part == "subject" else "body"
         problems.append(WorkbookProblem(
             "Plans", step.row, column, _("order {order}{more}: {message}").format(
                 order=order_id, more=more, message=message),

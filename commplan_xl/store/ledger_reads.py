@@ -133,6 +133,13 @@ class LedgerReads:
             f"SELECT {ENTRY_COLUMNS} FROM messages WHERE state IN ({marks})", states)
         return [entry_of(row) for row in rows]
 
+    def returned_messages(self) -> set[tuple[str, int]]:
+        """(order key, step) of the messages whose last mail came back as a hard bounce."""
+        rows = self.db.execute(
+            "SELECT m.order_key, m.step FROM messages m JOIN returned r ON r.send_id = "
+            "m.send_id WHERE m.state = 'failed_permanent' AND r.kind = 'hard'")
+        return {(key, step) for key, step in rows}
+
     def recorded_plans(self) -> dict[str, tuple[str, str]]:
         """Per order key, the plan (key, name) of its latest recorded message."""
         rows = self.db.execute(

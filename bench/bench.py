@@ -235,7 +235,7 @@ def fill_ledger(home: Path, day: dt.date) -> None:
     from commplan_xl.store.ledger import Ledger
 
     site = batch.load_site(home)
-    decisions = batch.decide(site, {}, today=day)
+    decisions = batch.site_decisions(site, {}, today=day)
     now = dt.datetime.combine(day, dt.time(6, 30))
     with Ledger(site.ledger_path) as ledger:
         for d in decisions:

@@ -281,8 +281,7 @@ def run_cli() -> NoReturn:
     """The `commplan` program: `main`, then the process ends at once.
 
     Everything is written and closed when `main` returns; what is left is freeing, one by
-    one, the objects a big workbook made (a tenth of a second or more for 50,000 orders),
-    which os._exit skips.
+    one, the objects a big workbook made, which os._exit skips (speed, measured on bench/).
     """
     for stream in (sys.stdout, sys.stderr):
         # A console or a file in cp1252/cp850 (Task Scheduler's log) cannot show every

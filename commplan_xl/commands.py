@@ -209,29 +209,15 @@ def _demo_note(site: batch.Site) -> str | None:
 
 
 def cmd_due(args: argparse.Namespace) -> int:
-    # The cycle collector stays off for the whole command, the ledger thread included
-    # (entered first, so no nested pause turns it back on midway): `due` builds several
-    # hundred thousand objects without cycles, which the collector would rescan again
-    # and again (a first run's decisions alone cost about twice as much with it on).
+    # Speed (measured on bench/): the cycle collector stays off for the whole command,
+    # ledger thread included: `due` builds hundreds of thousands of objects without
+    # cycles, which it would rescan again and again.
     if args.ends_process:
-        # Nothing runs after it: the collector stays off (turned back on, its first pass
-        # would walk every object `due` made, a quarter of a second on a first run).
+        # Nothing runs after it: turned back on, its first pass would walk every object.
         gc.disable()
         return _due(args)
     with no_gc():
         return _due(args)
-
-
-def _warm_imports() -> None:
-    """Import what validation and scheduling need while the workbook parses.
-
-    The main thread mostly waits for the Orders sheet to parse (calamine releases the GIL):
-    importing Jinja2, holidays and dateutil then, not after, takes them off the critical
-    path (about 0.15 s). Only third-party modules: no lock order to get wrong with ours.
-    """
-    import dateutil.relativedelta  # noqa: F401
-    import holidays.countries  # noqa: F401 - business days load a country, so all of them
-    import jinja2.sandbox  # noqa: F401
 
 
 _CSV_HEADER = "order_id,customer_id,plan,step,due_date,action,reason\n"
@@ -255,9 +241,9 @@ def _csv_tail(plan_name: str, step: int, due: object, action: str, reason: str) 
     return buffer.getvalue()
 
 
-# The listings below: a first run over an old base lists 200,000 decisions sharing a few
-# thousand ends (plan name, step, due date, action, reason); each end is made once and the
-# lines are joined from it (half the time of formatting every field of every line).
+# The listings below: a first run over an old base lists hundreds of thousands of decisions
+# sharing a few thousand ends (plan name, step, due date, action, reason); each end is made
+# once and the lines are joined from it, instead of formatting every field of every line.
 
 def due_csv(decisions: list) -> str:
     """`commplan due --csv`: a header, then one row per decision."""
@@ -306,10 +292,9 @@ _last_due: list[object] = []
 
 def _due(args: argparse.Namespace) -> int:
     # Reading Orders is what `due` waits for: it starts first, and the rest (the ledger,
-    # imports, the other sheets' checks) happens while it parses.
+    # the other sheets' checks) happens while it parses.
     home, workbook = batch.resolve_paths(args.home, args.workbook)
     tables = batch.open_workbook(workbook)
-    threading.Thread(target=_warm_imports, daemon=True).start()
     ledger = batch.prefetch_ledger(home)
     site = _site(args, tables=tables)
     day = args.today or batch.today_in(site.settings)

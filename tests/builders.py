@@ -12,7 +12,7 @@ appearance; a missing key is an empty cell) or a list of lists whose first list 
 header. `settings` may also be a plain dict ``{key: value}``. Values are written as given:
 a ``datetime.date`` becomes a real Excel date, a number a number, a str text.
 
-The workbook is written to ``tmp_path/workbooks/commplan.xlsx`` (the home layout of SPEC),
+The workbook is written to ``tmp_path/workbooks/commplan.xlsx`` (the home layout),
 and ``tmp_path/attachments`` and ``tmp_path/archive`` are created, so ``home=tmp_path``.
 The DEFAULT_* lists below are the defaults; copy them to tweak one row::
 

@@ -1,4 +1,4 @@
-"""Delays and units → dates (SPEC "When a message is due")."""
+"""Delays and units → dates (README "When a message is sent")."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ D = dt.date
     ],
 )
 def test_calendar_units(start, delay, unit, expected):
-    """Days, weeks (halves up) and months (clamped, fraction × 30 days) add as SPEC says."""
+    """Days, weeks (halves up) and months (clamped, fraction × 30 days) add as the README says."""
     assert add_delay(start, delay, unit, None) == expected
 
 

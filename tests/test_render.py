@@ -163,7 +163,7 @@ def test_text_body_line_endings_are_normalised() -> None:
 
 
 def test_builtin_variables_and_constants_render() -> None:
-    """Every SPEC variable family is available: customer, order, plan, step, sender, constants."""
+    """Every variable family is available: customer, order, plan, step, sender, constants."""
     out = render(
         "{{ customer.name }}|{{ customer.telephone }}|{{ order.order_id }}|{{ plan.name }}|"
         "{{ step.number }}|{{ sender.name }}|{{ sender.email }}|{{ company_phone }}"

@@ -1,4 +1,4 @@
-"""What a run on one day decides (SPEC "When a message is due"), built from models in code."""
+"""What a run on one day decides (README "When a message is sent"), built from models in code."""
 
 from __future__ import annotations
 

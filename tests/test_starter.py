@@ -28,13 +28,13 @@ from commplan_xl.model import norm_key
 from commplan_xl.problems import CommplanError, WorkbookLocked
 
 TODAY = dt.date(2026, 11, 27)
-# Most tests here read the English workbook (`init --lang en`), whose names SPEC fixes;
+# Most tests here read the English workbook (`init --lang en`), whose names the README fixes;
 # tests/test_starter_fr.py reads the French one `init` writes by default.
 STATUSES = statuses("en")
 UNITS = units("en")
 
-# Column names as SPEC fixes them (required and optional), in order, then our extras.
-SPEC_HEADERS = {
+# Column names as the README fixes them (required and optional), in order, then our extras.
+CONTRACT_HEADERS = {
     "Orders": ["order_id", "customer_id", "plan", "start_date", "status"],
     "Customers": ["customer_id", "name", "email", "opt_out"],
     "Plans": ["plan", "step", "delay", "unit", "subject", "body", "from", "attachments",
@@ -43,11 +43,11 @@ SPEC_HEADERS = {
     "Settings": ["key", "value"],
 }
 EXPECTED_HEADERS = {
-    "Orders": SPEC_HEADERS["Orders"] + ["product", "store", "date_de_livraison", "hold_steps"],
-    "Customers": SPEC_HEADERS["Customers"] + ["telephone"],
-    "Plans": SPEC_HEADERS["Plans"],
-    "Variables": SPEC_HEADERS["Variables"],
-    "Settings": SPEC_HEADERS["Settings"] + ["description"],
+    "Orders": CONTRACT_HEADERS["Orders"] + ["product", "store", "date_de_livraison", "hold_steps"],
+    "Customers": CONTRACT_HEADERS["Customers"] + ["telephone"],
+    "Plans": CONTRACT_HEADERS["Plans"],
+    "Variables": CONTRACT_HEADERS["Variables"],
+    "Settings": CONTRACT_HEADERS["Settings"] + ["description"],
 }
 YES_NO_WORDS = {"oui", "non", "yes", "no", "true", "false", "1", "0", "x", ""}
 
@@ -207,10 +207,10 @@ def test_sheets_in_order(wb: openpyxl.Workbook) -> None:
 
 @pytest.mark.parametrize("sheet", list(EXPECTED_HEADERS))
 def test_headers_are_spec_names(wb: openpyxl.Workbook, sheet: str) -> None:
-    """Row 1 holds SPEC's column names first, exactly, then the demo's extra columns."""
+    """Row 1 holds the contract's column names first, exactly, then the demo's extra columns."""
     names = headers(wb[sheet])
     assert names == EXPECTED_HEADERS[sheet]
-    assert names[: len(SPEC_HEADERS[sheet])] == SPEC_HEADERS[sheet]
+    assert names[: len(CONTRACT_HEADERS[sheet])] == CONTRACT_HEADERS[sheet]
 
 
 @pytest.mark.parametrize("sheet", list(EXPECTED_HEADERS))
@@ -394,7 +394,7 @@ def test_workbook_without_demo(tmp_path: Path) -> None:
 
 
 def _contexts(wb: openpyxl.Workbook) -> list[tuple[str, dict[str, Any]]]:
-    """One context per (demo order, step of its plan), built the SPEC way."""
+    """One context per (demo order, step of its plan), built as a run builds it."""
     customers = {r["customer_id"]: r for r in records(wb["Customers"])}
     settings = {r["key"]: r["value"] for r in records(wb["Settings"])}
     constants = {r["variable"]: r["value"] for r in records(wb["Variables"])}
@@ -432,7 +432,7 @@ def test_every_demo_template_renders_for_every_demo_order(wb: openpyxl.Workbook)
 
 
 def test_demo_templates_use_only_spec_variables(wb: openpyxl.Workbook) -> None:
-    """Demo templates only use SPEC's top-level names and Variables constants."""
+    """Demo templates only use the documented top-level names and Variables constants."""
     env = jinja2.sandbox.SandboxedEnvironment()
     env.filters.update(date=str, money=str)
     constants = {r["variable"] for r in records(wb["Variables"])}

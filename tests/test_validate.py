@@ -224,7 +224,7 @@ def test_plan_row_problems(
      ("Semaine(s)", "weeks"), ("month", "months"), ("MOIS", "months")],
 )
 def test_unit_spellings(tmp_path: Path, unit: str, canonical: str) -> None:
-    """Every spelling of SPEC (English or French, any case) becomes the canonical unit."""
+    """Every accepted spelling (English or French, any case) becomes the canonical unit."""
     model, _, problems = check(tmp_path, plans=plan_rows(unit=unit))
     assert problems == []
     assert model.plans["baie vitrée"].steps[1].unit == canonical

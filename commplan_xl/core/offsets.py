@@ -131,7 +131,7 @@ def _canonical_subdiv(country: str, subdiv: str | None) -> str | None:
     from holidays.registry import EntityLoader
 
     # The registry knows the country codes without loading a country: loading any one
-    # imports every country module (~0.1 s), which waits for a subdivision to check or
+    # imports every country module, which waits for a subdivision to check or
     # for the first business day counted (Calendar loads its holidays then).
     if country not in EntityLoader.get_country_codes():
         raise ValueError(

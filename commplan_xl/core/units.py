@@ -13,12 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from dateutil.relativedelta import relativedelta
 
-if TYPE_CHECKING:
-    from commplan_xl.core.offsets import Calendar
+
+class Calendar(Protocol):
+    """The working days a delay in business days counts (core.offsets.Calendar)."""
+
+    def add_working_days(self, start: dt.date, count: int) -> dt.date: ...
 
 DAYS_PER_MONTH_FRACTION = 30  # the fraction of a month counts 30 days
 

@@ -1,9 +1,10 @@
 """Reading the staff's workbook: sheets as plain tables of trimmed values.
 
 Only this module (and excel/graft, which writes the tool's own sheets) knows about Excel.
-Each sheet is read by `pandas.read_excel` with the calamine engine as raw cells (no header,
-no type guessing, "NA" stays "NA"); this module then names the columns and turns each cell
-into the text or date the tool works with.
+Each sheet is parsed by python-calamine as raw cells (text as typed, so "NA" stays "NA" and
+ids keep their leading zeros; numbers; dates); this module then names the columns and turns
+each cell into the text or date the tool works with. A Table gives its rows as a pandas
+DataFrame (`Table.frame`) for the column-wise checks.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import datetime as dt
 import functools
 import io
 import re
+import threading
 import time
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import pandas as pd
 from python_calamine import CalamineWorkbook
 
 from commplan_xl.excel.names import column_key, fold, sheet_key
@@ -29,6 +30,9 @@ from commplan_xl.excel.sheet_xml import column_letter
 from commplan_xl.gc_pause import no_gc
 from commplan_xl.i18n import _
 from commplan_xl.problems import CellError, CommplanError, Problem
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The sheets validation needs; reading only these keeps a run fast on big workbooks.
 INPUT_SHEETS = ("settings", "plans", "customers", "orders", "variables")
@@ -89,6 +93,8 @@ class Table:
     @functools.cached_property
     def frame(self) -> pd.DataFrame:
         """The rows as a DataFrame of cell values (objects), indexed by Excel row number."""
+        import pandas as pd
+
         return pd.DataFrame(self.data, index=pd.Index(self.numbers, dtype="int64"),
                             columns=list(self.columns), dtype=object)
 
@@ -117,32 +123,29 @@ def cell_value(value: object) -> object:
             return str(int(value))  # type: ignore[call-overload]
         return f"{value:.15g}"  # Excel keeps 15 significant digits
     if isinstance(value, dt.datetime):
-        # A date cell holding midnight is a plain date (read_excel gives dates as midnight).
+        # A date cell holding midnight is a plain date.
         if value.time() == dt.time():
             return dt.date(value.year, value.month, value.day)
-        return value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+        return value
     if isinstance(value, dt.date):
         return value
     if value is None:
         return ""
     if kind is bool:
         return "TRUE" if value else "FALSE"
-    if isinstance(value, pd.Timedelta):  # older pandas wrap durations
-        value = value.to_pytimedelta()
     return str(value).strip()  # time, timedelta
 
 
-def _table(name: str, cells: pd.DataFrame | list[list[object]], key: str = "") -> Table:
-    """A Table from a sheet's raw cells (as `_read_sheet` gives them, or a list of rows), the
-    header in row 1. `key` is the input sheet it is ("orders"), whose columns are named by
-    their keys in either language; by default the sheet's name says."""
-    if not isinstance(cells, pd.DataFrame):  # short rows read as empty cells, like Excel
-        width = max(map(len, cells), default=0)
-        cells = pd.DataFrame([[*row, *[""] * (width - len(row))] for row in cells],
-                             dtype=object)
-    frame = cells
-    if frame.empty:
+def _table(name: str, cells: list[list[object]], key: str = "") -> Table:
+    """A Table from a sheet's raw cells (rows from A1, the header in row 1). `key` is the
+    input sheet it is ("orders"), whose columns are named by their keys in either
+    language; by default the sheet's name says."""
+    if not cells:
         return Table(sheet=name, columns=(), letters={})
+    widths = set(map(len, cells))
+    if len(widths) > 1:  # short rows read as empty cells, like Excel
+        width = max(widths)
+        cells = [[*row, *[""] * (width - len(row))] for row in cells]
     key = key or sheet_key(name)
     columns: list[str] = []
     letters: dict[str, str] = {}
@@ -150,7 +153,7 @@ def _table(name: str, cells: pd.DataFrame | list[list[object]], key: str = "") -
     positions: list[int] = []
     duplicates: list[tuple[str, str]] = []
     clashes: list[Clash] = []
-    for index, header in enumerate(frame.iloc[0].tolist()):
+    for index, header in enumerate(cells[0]):
         own = normalise_header(str(cell_value(header)))
         if not own:
             continue  # a column without a header is not data
@@ -166,7 +169,7 @@ def _table(name: str, cells: pd.DataFrame | list[list[object]], key: str = "") -
         letters[column] = column_letter(index)
         written[column] = own
         positions.append(index)
-    numbers, data = _columns(columns, [frame.columns[p] for p in positions], frame.iloc[1:])
+    numbers, data = _columns(columns, positions, cells[1:])
     return Table(
         sheet=name, columns=tuple(columns), letters=letters, numbers=numbers, data=data,
         duplicate_columns=tuple(duplicates), clashes=tuple(clashes),
@@ -174,7 +177,7 @@ def _table(name: str, cells: pd.DataFrame | list[list[object]], key: str = "") -
     )
 
 
-def _column(cells: list[object]) -> list[object]:
+def _column(cells: tuple[object, ...]) -> list[object]:
     """One column's cells converted by `cell_value`."""
     kinds = set(map(type, cells))
     if kinds == {str}:  # the usual column: text only
@@ -187,12 +190,13 @@ def _column(cells: list[object]) -> list[object]:
 
 
 def _columns(
-    columns: list[str], labels: list[object], body: pd.DataFrame
+    columns: list[str], positions: list[int], body: list[list[object]]
 ) -> tuple[tuple[int, ...], dict[str, list[object]]]:
     """The Excel row numbers of the non-empty data rows, and their values by column."""
-    if body.empty or not columns:
+    if not body or not columns:
         return (), {column: [] for column in columns}
-    cells = [_column(body[label].tolist()) for label in labels]
+    by_column = list(zip(*body))  # noqa: B905 - rows of one length
+    cells = [_column(by_column[p]) for p in positions]
     # Dates are truthy; "" is the only empty value left after conversion.
     keep = list(map(any, zip(*cells)))  # noqa: B905 - columns of one length
     numbers = tuple(compress(range(2, len(body) + 2), keep))
@@ -201,23 +205,38 @@ def _columns(
     return numbers, dict(zip(columns, cells, strict=True))
 
 
-def _load(path: Path) -> bytes:
-    """The workbook's bytes (read at once, so Excel is never blocked by our open handle)."""
+def _load(path: Path) -> tuple[bytes, list[str]]:
+    """The workbook's bytes (read at once, so Excel is never blocked by our open handle)
+    and its sheet names."""
     data = path.read_bytes()
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise ValueError("not a zip")
-    CalamineWorkbook.from_filelike(io.BytesIO(data)).close()  # fails on a non-workbook
-    return data
+    book = CalamineWorkbook.from_filelike(io.BytesIO(data))  # fails on a non-workbook
+    try:
+        return data, book.sheet_names
+    finally:
+        book.close()
 
 
-def _read_sheet(data: bytes, name: str) -> pd.DataFrame:
-    """One sheet's raw cells, row 1 included: text as typed (leading zeros, "NA"), numbers,
-    datetimes. Runs in a worker thread: calamine parses without holding the GIL, so the big
-    Orders sheet parses while the main thread checks the others."""
-    return pd.read_excel(
-        io.BytesIO(data), sheet_name=name, engine="calamine", header=None, dtype=object,
-        keep_default_na=False, na_filter=False,
-    )
+def _parse(data: bytes, names: dict[str, str], futures: dict[str, Future]) -> None:
+    """Parse the sheets `names` (key -> name), in order, each into its future: its rows of
+    raw cells from A1 (text as typed, numbers, datetimes). Runs in a worker thread."""
+    try:
+        book = CalamineWorkbook.from_filelike(io.BytesIO(data))
+    except Exception as exc:
+        for key in names:
+            futures[key].set_exception(exc)
+        return
+    try:
+        for key, name in names.items():
+            try:
+                rows = book.get_sheet_by_name(name).to_python(skip_empty_area=False)
+            except Exception as exc:
+                futures[key].set_exception(exc)
+            else:
+                futures[key].set_result(rows)
+    finally:
+        book.close()
 
 
 def read_tables(
@@ -247,16 +266,8 @@ def open_tables(
     """`read_tables`, with the sheets still parsing when it returns: looking a sheet up
     waits for that sheet only, so the caller works on Customers while Orders parses."""
     path = Path(path)
-    data = _load_retrying(path, attempts, pause)
+    data, names = _load_retrying(path, attempts, pause)
     wanted = None if only is None else {sheet_key(name) for name in only}
-    try:
-        book = CalamineWorkbook.from_filelike(io.BytesIO(data))
-        try:
-            names = book.sheet_names
-        finally:
-            book.close()
-    except Exception as exc:
-        raise _unreadable(path, exc) from exc
     chosen: dict[str, str] = {}
     clashes: list[Clash] = []
     for name in names:
@@ -272,7 +283,8 @@ def open_tables(
 
 class _PendingTables(Mapping[str, Table]):
     """The chosen sheets of a workbook, parsing in two worker threads (calamine parses
-    without holding the GIL); each is converted to a Table when first looked up."""
+    without holding the GIL): Orders in one, the others in the other, Customers first; each
+    is converted to a Table when first looked up."""
 
     def __init__(self, path: Path, data: bytes, chosen: dict[str, str],
                  clashes: tuple[Clash, ...] = ()) -> None:
@@ -282,11 +294,18 @@ class _PendingTables(Mapping[str, Table]):
         # "Customers"): ignored, and reported by validation.
         self.sheet_clashes = clashes
         self._tables: dict[str, Table] = {}
-        pool = ThreadPoolExecutor(max_workers=2)
-        # Biggest sheets first, so both workers start on them.
-        order = sorted(chosen, key=lambda k: k not in ("orders", "customers"))
-        self._futures = {key: pool.submit(_read_sheet, data, chosen[key]) for key in order}
-        pool.shutdown(wait=False)  # the workers end with their last sheet
+        self._futures: dict[str, Future] = {key: Future() for key in chosen}
+        # Sheets parsed by calamine directly, not by pandas.read_excel: read_excel's own
+        # pass over every cell (our conversion does the same work) and its pandas import
+        # before the parse could start were a large part of `due`'s time. Here the parse
+        # starts first and pandas is imported (by validation) while it runs.
+        orders = {k: n for k, n in chosen.items() if k == "orders"}
+        others = {k: chosen[k] for k in sorted(chosen, key=lambda k: k != "customers")
+                  if k != "orders"}
+        for names in (orders, others):
+            if names:
+                threading.Thread(target=_parse, args=(data, names, self._futures),
+                                 daemon=True).start()
 
     @property
     def sheet_names(self) -> list[str]:
@@ -320,8 +339,9 @@ def _unreadable(path: Path, exc: Exception) -> CommplanError:
         path=path, error=exc))
 
 
-def _load_retrying(path: Path, attempts: int, pause: float) -> bytes:
-    """The workbook's bytes, retried while Excel saves it (the file briefly does not exist)."""
+def _load_retrying(path: Path, attempts: int, pause: float) -> tuple[bytes, list[str]]:
+    """The workbook's bytes and sheet names, retried while Excel saves it (the file
+    briefly does not exist)."""
     error: Exception | None = None
     for attempt in range(max(1, attempts)):
         if attempt:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,11 @@ from jinja2.exceptions import TemplateError
 
 from commplan_xl.i18n import _
 from commplan_xl.mail.attachments import resolve_attachment
-from commplan_xl.mail.render import (
+from commplan_xl.mail.render import (  # Layout and the built-in one live with render_message
     InlineImage,
+    Layout,
     RenderError,
+    builtin_source,
     compile_layout,
     layout_environment,
     render_message,
@@ -31,30 +32,6 @@ from commplan_xl.settings import Settings
 
 SITE_LAYOUT = "layout.html"  # in the home folder: replaces the built-in layout
 LOGO_WIDTH = 200  # the widest the logo is shown, in CSS pixels (a 400 px file stays sharp)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """What the HTML part of every mail of a site is made with."""
-
-    source: str  # the Jinja page, `{{ content }}` where the body goes
-    origin: Path | None = None  # the site's layout.html; None for the built-in layout
-    signature: str = ""  # a Markdown template shown under the body
-    logo: InlineImage | None = None
-    logo_alt: str = ""  # the logo's text where images are not shown: the sender's name
-    logo_width: int | None = None  # shown width in pixels, when the file says its size
-    problem: str | None = None  # why no mail can be made with it yet (e.g. the logo is missing)
-
-
-@lru_cache(maxsize=1)
-def builtin_source() -> str:
-    """The built-in layout: a 600-pixel table, styles inlined when a mail is made."""
-    return resources.files("commplan_xl.mail").joinpath("layout.html").read_text("utf-8")
-
-
-def builtin_layout() -> Layout:
-    """The built-in layout with no logo and no signature."""
-    return Layout(builtin_source())
 
 
 def load_layout(settings: Settings) -> Layout:

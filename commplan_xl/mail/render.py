@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from markdown_it import MarkdownIt
     from markdown_it.tree import SyntaxTreeNode
 
-    from commplan_xl.mail.layout import Layout
 
 _HINT = N_('(check the spelling; "commplan variables" lists them)')
 # French names of the built-in variables: the same objects under a second name.
@@ -60,6 +60,30 @@ class Rendered:
     text: str  # the plain-text body (Markdown made readable), "\n" line endings
     html: str  # the HTML document: the body's Markdown as HTML in the layout, CSS inlined
     images: tuple[InlineImage, ...] = ()  # shown inline by the HTML (the logo)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the HTML part of every mail of a site is made with."""
+
+    source: str  # the Jinja page, `{{ content }}` where the body goes
+    origin: Path | None = None  # the site's layout.html; None for the built-in layout
+    signature: str = ""  # a Markdown template shown under the body
+    logo: InlineImage | None = None
+    logo_alt: str = ""  # the logo's text where images are not shown: the sender's name
+    logo_width: int | None = None  # shown width in pixels, when the file says its size
+    problem: str | None = None  # why no mail can be made with it yet (e.g. the logo is missing)
+
+
+@lru_cache(maxsize=1)
+def builtin_source() -> str:
+    """The built-in layout: a 600-pixel table, styles inlined when a mail is made."""
+    return resources.files("commplan_xl.mail").joinpath("layout.html").read_text("utf-8")
+
+
+def builtin_layout() -> Layout:
+    """The built-in layout with no logo and no signature."""
+    return Layout(builtin_source())
 
 
 class UnknownVariable(UndefinedError):
@@ -206,7 +230,7 @@ def _defined(value: Any) -> None:
 
 
 def _date_filter(locale: str):
-    @lru_cache(maxsize=4096)  # a run's mails share a few dates; Babel takes ~40 µs each
+    @lru_cache(maxsize=4096)  # a run's mails share a few dates; Babel is slow per call
     def formatted(day: dt.date, fmt: str) -> str:
         return format_date(day, format=fmt, locale=locale)
 
@@ -623,8 +647,6 @@ def render_message(step: Step, context: Mapping[str, Any], *, locale: str,
     the rendered Markdown, the HTML empty), for a caller that checks a mail can be made.
     """
     if layout is None:
-        from commplan_xl.mail.layout import builtin_layout
-
         layout = builtin_layout()
     subject = fold_line(_render("subject", _compile(locale, step.subject), context))
     body = _normalise_newlines(

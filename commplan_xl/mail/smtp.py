@@ -155,26 +155,7 @@ class SmtpTransport:
             return
         s = self.settings
         user = self.login_user
-        if clear_login(s):
-            raise self._fail(
-                _("commplan did not log in to the mail server {where}: {why}").format(
-                    where=self.where, why=clear_login_sentence(s.smtp_port)),
-                kind=SendKind.SETUP)
-        if s.smtp_auth.startswith("oauth2"):
-            # The token comes first: a sign-in problem is reported without touching SMTP.
-            if self._tokens is None:
-                self._tokens = oauth.provider_for(s, self._environ)
-            self._token = self._tokens.token()
-        elif user and self._password is None:
-            self._password = smtp_password(user, self._environ)
-            if not self._password:
-                raise self._fail(
-                    _('there is no SMTP password for the user "{user}": set the environment '
-                      'variable {variable}, or store it in the system keyring (service '
-                      '"{service}", user "{user}")').format(
-                          user=user, variable=PASSWORD_ENV, service=KEYRING_SERVICE),
-                    kind=SendKind.SETUP,
-                )
+        self._credentials(user)
         try:
             self._login(user)
         except SendFailure:
@@ -237,6 +218,31 @@ class SmtpTransport:
                 kind=SendKind.UNREACHABLE,
             ) from None
         self.connections += 1
+
+    def _credentials(self, user: str) -> None:
+        """The token or password to log in with (SendFailure when there is none, or when
+        it would go unencrypted with nobody having chosen so)."""
+        s = self.settings
+        if clear_login(s):
+            raise self._fail(
+                _("commplan did not log in to the mail server {where}: {why}").format(
+                    where=self.where, why=clear_login_sentence(s.smtp_port)),
+                kind=SendKind.SETUP)
+        if s.smtp_auth.startswith("oauth2"):
+            # The token comes first: a sign-in problem is reported without touching SMTP.
+            if self._tokens is None:
+                self._tokens = oauth.provider_for(s, self._environ)
+            self._token = self._tokens.token()
+        elif user and self._password is None:
+            self._password = smtp_password(user, self._environ)
+            if not self._password:
+                raise self._fail(
+                    _('there is no SMTP password for the user "{user}": set the environment '
+                      'variable {variable}, or store it in the system keyring (service '
+                      '"{service}", user "{user}")').format(
+                          user=user, variable=PASSWORD_ENV, service=KEYRING_SERVICE),
+                    kind=SendKind.SETUP,
+                )
 
     def _login(self, user: str) -> None:
         import yagmail  # imported on first use: commands that send nothing start lighter

@@ -13,10 +13,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from commplan_xl.i18n import N_, _, ngettext
-from commplan_xl.model import Customer, Decision, MessageRef, Model, Order, Plan, Step, norm_key
+from commplan_xl.model import Customer, Decision, MessageRef, Order, Plan, Step, norm_key
 from commplan_xl.problems import (
     CommplanError,
     SendFailure,
@@ -25,6 +24,7 @@ from commplan_xl.problems import (
     WorkbookProblem,
 )
 from commplan_xl.run.outcomes import CONTENT_NOT_RETRIED, RunFailure, RunReport
+from commplan_xl.run.site import LEDGER_NAME, Site, now_in, today_in
 from commplan_xl.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,32 +39,9 @@ __all__ = ["RunFailure", "RunReport", "Site", "load_site", "run"]
 
 log = logging.getLogger("commplan")
 
-LEDGER_NAME = "commplan-ledger.sqlite3"
 # After this many connection failures in a row the run stops trying (the server is down):
 # the rest stay due for the next run instead of filling the log with failures.
 MAX_CONNECTION_FAILURES = 3
-
-
-@dataclass(frozen=True)
-class Site:
-    """A home folder with its workbook read and validated."""
-
-    home: Path
-    workbook: Path
-    settings: Settings
-    model: Model
-    problems: tuple[WorkbookProblem, ...]
-    stat: tuple[int, int] | None = None  # (size, mtime_ns) of the workbook when read
-    # Column letters per sheet ("plans" -> {"body": "F"}), to name cells in problems.
-    letters: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def cell(self, sheet: str, column: str, row: int) -> str | None:
-        letter = self.letters.get(sheet.casefold(), {}).get(column)
-        return f"{letter}{row}" if letter else None
-
-    @property
-    def ledger_path(self) -> Path:
-        return self.home / LEDGER_NAME
 
 
 # ---------------------------------------------------------------- loading
@@ -120,26 +97,16 @@ def open_workbook(path: Path) -> Mapping[str, Table]:
     return open_tables(path)
 
 
-def today_in(settings: Settings) -> dt.date:
-    """Today's date in the site's time zone."""
-    return dt.datetime.now(ZoneInfo(settings.timezone)).date()
-
-
-def now_in(settings: Settings) -> dt.datetime:
-    """The current local time in the site's time zone, without tzinfo, to the second."""
-    return dt.datetime.now(ZoneInfo(settings.timezone)).replace(tzinfo=None, microsecond=0)
-
-
 # ---------------------------------------------------------------- deciding
 
-def decide(site: Site, ledger_state: Mapping, *, today: dt.date, sent_today: int = 0,
-           ready: Readiness | None = None) -> list[Decision]:
+def site_decisions(site: Site, ledger_state: Mapping, *, today: dt.date,
+                   sent_today: int = 0, ready: Readiness | None = None) -> list[Decision]:
     """What a run on `today` does with each due message; the same decisions for `due` and
     `run`: a mail that cannot be built (template, empty value, attachment, layout) waits
     and supersedes nothing."""
-    from commplan_xl.core.schedule import decide as schedule_decide
+    from commplan_xl.core import schedule
 
-    return schedule_decide(site.model, ledger_state, today=today, settings=site.settings,
+    return schedule.decide(site.model, ledger_state, today=today, settings=site.settings,
                            sent_today=sent_today, ready=ready or readiness(site))
 
 
@@ -178,7 +145,7 @@ def due(site: Site, *, today: dt.date | None = None,
     """What a run on `today` would send and skip; changes nothing (the ledger is only read)."""
     day = today or today_in(site.settings)
     state, sent_on = ledger if ledger is not None else read_ledger(site.home)
-    return decide(site, state, today=day, sent_today=sent_on(day))
+    return site_decisions(site, state, today=day, sent_today=sent_on(day))
 
 
 # ---------------------------------------------------------------- rendering one message
@@ -557,7 +524,7 @@ class _SendLoop:
 
     def run(self, limit: int | None, progress: Callable[[int, int], None] | None) -> None:
         """Carry out every decision; `progress(sent, total)` after each mail sent."""
-        decisions = decide(self.site, self.ledger.state(), today=self.day,
+        decisions = site_decisions(self.site, self.ledger.state(), today=self.day,
                            sent_today=self.ledger.sent_on(self.day))
         self.limit = limit
         self.sends = [d for d in decisions if d.action == "send"]
@@ -846,6 +813,7 @@ def _record_failure(site: Site, ledger, day: dt.date, report: RunReport,
             promise=retry_promise(site, d, day, _("will be retried by the next run")))
     elif exc.kind is SendKind.CONTENT:
         detail = _("{error}; {not_retried}").format(error=exc, not_retried=_(CONTENT_NOT_RETRIED))
+        ledger.record_content_refused(token, exc.reply)
     else:
         detail = _("{error}; not retried: correct the address").format(error=exc)
     ledger.finish(token, status=status, detail=detail, archive_file="",
@@ -1234,30 +1202,29 @@ def _value_problems(site: Site, ready: Readiness, plan: Plan, step: Step,
                     ) -> list[WorkbookProblem]:
     """The orders whose values the step's mail cannot be made with (an empty cell is not
     one: it waits), grouped by sentence, at most `max_per_step` sentences."""
-    from commplan_xl.core.schedule import WAITING_FOR
+    from commplan_xl.mail.render import WaitingForValue
 
-    failing: list[tuple[str, str]] = []
+    failing: list[tuple[str, str, str]] = []  # (order id, sentence, part)
     if ready.reads_values(plan.key, step):
         for order in orders:
             customer = site.model.customers.get(order.customer_id)
             if customer is None:
                 continue
-            why = ready.order_wait(order, customer, plan, step, day)
-            if why is not None and not why.startswith(WAITING_FOR):
-                failing.append((order.order_id, why))
+            failure = ready.order_failure(order, customer, plan, step, day)
+            if failure is not None and not isinstance(failure, WaitingForValue):
+                failing.append((order.order_id, str(failure), failure.part))
     problems: list[WorkbookProblem] = []
     shown: set[str] = set()
-    for order_id, message in failing:
+    for order_id, message, part in failing:
         if message in shown:
             continue
         if len(shown) >= max_per_step:
             break
         shown.add(message)
-        others = sum(1 for _o, m in failing if m == message) - 1
+        others = sum(1 for _o, m, _p in failing if m == message) - 1
         more = ngettext(" (and {n} other order)", " (and {n} other orders)",
                         others).format(n=others) if others else ""
-        column = ("subject" if message.startswith(("the subject", _("the subject")))
-                  else "body")
+        column = "subject" if part == "subject" else "body"
         problems.append(WorkbookProblem(
             "Plans", step.row, column, _("order {order}{more}: {message}").format(
                 order=order_id, more=more, message=message),

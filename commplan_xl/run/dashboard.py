@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from commplan_xl.core.schedule import split_ledger
@@ -31,7 +31,6 @@ from commplan_xl.excel.sheet_xml import Chart, ToolSheet
 from commplan_xl.i18n import _
 from commplan_xl.model import LedgerEntry, Model, Outcome, norm_key
 from commplan_xl.problems import Problem, WorkbookProblem
-from commplan_xl.run.outcomes import is_content_refusal
 
 WINDOW_DAYS = 30
 STATUSES = ("sent", "skipped", "failed", "uncertain")
@@ -185,6 +184,7 @@ class Unreachable:
     customer_id: str
     email: str
     problem: str
+    named: bool = True  # False when the id is not known yet: "(Orders row N)" stands for it
 
 
 @dataclass(frozen=True)
@@ -362,17 +362,22 @@ def unreachable_orders(problems: Sequence[WorkbookProblem], order_ids: Mapping[i
             customer_id=str(p.values["customer_id"]),
             email="",
             problem="; ".join(email_problems[customer_row]),  # type: ignore[index]
+            named=p.row in order_ids,
         ))
     return tuple(out)
 
 
 def to_handle_items(entries: Iterable[LedgerEntry], model: Model, *, today: dt.date,
-                    held_since: dt.date, settings=None) -> list[ToHandle]:
+                    held_since: dt.date, settings=None,
+                    returned: Collection[tuple[str, int]] = (),
+                    content_refused: Collection[tuple[str, int]] = ()) -> list[ToHandle]:
     """The items the ledger and the workbook hold: permanent failures (until resent or
     sent again), uncertain mails (for UNCERTAIN_LISTED_DAYS), and held steps that fell due
     from `held_since` to `today`.
 
-    `entries` are the ledger's messages in state failed_permanent or uncertain.
+    `entries` are the ledger's messages in state failed_permanent or uncertain;
+    `returned` the (order key, step) of those whose mail came back (a hard bounce),
+    `content_refused` of those the server refused for their content or a policy.
     """
     orders = {norm_key(o.order_id): o for o in model.orders}  # ids fold, as the ledger's
     items: list[ToHandle] = []
@@ -384,9 +389,9 @@ def to_handle_items(entries: Iterable[LedgerEntry], model: Model, *, today: dt.d
             if e.updated is not None and e.updated.date() < oldest_uncertain:
                 continue
             kind = "uncertain"
-        elif e.detail.startswith(("returned", _("returned"))):  # a bounce: it came back
+        elif (norm_key(e.order_id), e.step) in returned:
             kind = "returned"
-        elif is_content_refusal(e.detail):  # the mail itself, not an address
+        elif (norm_key(e.order_id), e.step) in content_refused:  # the mail, not an address
             kind = "content"
         else:
             kind = "failed_required" if _required(model, e.plan, e.step) else "failed"

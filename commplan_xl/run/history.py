@@ -22,7 +22,7 @@ from commplan_xl.problems import CommplanError
 
 if TYPE_CHECKING:
     from commplan_xl.excel.sheet_xml import ToolSheet
-    from commplan_xl.run.batch import Site
+    from commplan_xl.run.site import Site
 
 NEW_LEDGER_OPTION = "--new-ledger"
 

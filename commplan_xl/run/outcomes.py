@@ -8,13 +8,8 @@ from dataclasses import dataclass, field
 from commplan_xl.i18n import N_, _
 from commplan_xl.problems import SendKind, WorkbookProblem
 
-# How the detail of a mail refused for its content or a policy ends (the Dashboard reads it).
+# How the detail of a mail refused for its content or a policy ends.
 CONTENT_NOT_RETRIED = N_("not retried: change the mail, or ask the mail provider why")
-
-
-def is_content_refusal(detail: str) -> bool:
-    """Whether a failure's detail is a refusal of the mail itself, not of an address."""
-    return detail.endswith((CONTENT_NOT_RETRIED, _(CONTENT_NOT_RETRIED)))
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,14 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from commplan_xl.model import Customer, Model, Order, Plan, RowFields, Step
 from commplan_xl.problems import CommplanError
 from commplan_xl.settings import Settings
+
+if TYPE_CHECKING:
+    from commplan_xl.mail.render import RenderError
 
 # Cells validation never leaves empty: no need to look for empty ones.
 _NEVER_EMPTY = {"order": {"order_id", "customer_id", "plan"},
@@ -176,11 +179,18 @@ class Readiness:
 
     def order_wait(self, order: Order, customer: Customer, plan: Plan, step: Step,
                    due: dt.date) -> str | None:
+        failure = self.order_failure(order, customer, plan, step, due)
+        return None if failure is None else str(failure)
+
+    def order_failure(self, order: Order, customer: Customer, plan: Plan, step: Step,
+                      due: dt.date) -> RenderError | None:
+        """Why this order's mail of the step cannot be made (its part and sentence), or
+        None; rendered only when a cell it uses may be empty or unformattable."""
         check = self.check(plan.key, step)
         if not (check.whole or self._has_empty(check, order, customer)
                 or self._unformattable(check, order, customer)):
             return None
-        return self.render_problem(order, customer, plan, step, due)
+        return self.render_failure(order, customer, plan, step, due)
 
     def _has_empty(self, check: StepCheck, order: Order, customer: Customer) -> bool:
         if customer.customer_id in check.empty_customers:
@@ -208,6 +218,12 @@ class Readiness:
                        due: dt.date, today: dt.date | None = None) -> str | None:
         """Render the step's subject, body and signature for this order: None when they
         render, else why not ("waiting for X" for an empty cell)."""
+        failure = self.render_failure(order, customer, plan, step, due, today)
+        return None if failure is None else str(failure)
+
+    def render_failure(self, order: Order, customer: Customer, plan: Plan, step: Step,
+                       due: dt.date, today: dt.date | None = None) -> RenderError | None:
+        """The render error of this order's mail of the step (it carries its part), or None."""
         from commplan_xl.mail.render import RenderError, build_context, render_message
 
         s = self.settings
@@ -218,7 +234,7 @@ class Readiness:
         try:
             render_message(step, context, locale=s.locale, html=False, layout=self.layout)
         except RenderError as exc:
-            return str(exc)
+            return exc
         return None
 
 

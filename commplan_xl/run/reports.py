@@ -100,6 +100,7 @@ class ForecastRow(NamedTuple):
     subject: str  # rendered; "⚠ why" when the mail cannot be built
     due_date: dt.date
     note: str  # "" for a mail simply due, else the reason ("retry", "address changed")
+    problem: str = ""  # why the mail cannot be built yet ("" when it can)
 
 
 def forecast_rows(
@@ -150,22 +151,23 @@ def forecast_rows(
             due_date=d.due_date, today=day, sender_name=settings.sender_name,
             sender_email=settings.sender_email, constants=model.constants,
         )
+        problem = ""
         try:
             subject = render_message(step, context, locale=settings.locale, html=False).subject
         except CommplanError as exc:
-            subject = WARNING + str(exc)
+            problem = str(exc)
         else:
             for name in step.attachments:
                 if name not in attachment_problems:
                     attachment_problems[name] = _attachment_problem(settings, name, step.row)
                 if attachment_problems[name]:
-                    subject = WARNING + str(attachment_problems[name])
+                    problem = str(attachment_problems[name])
                     break
         rows.append(ForecastRow(
             date=day, order_id=d.order_id, customer_id=customer.customer_id,
             customer=customer.name, email=";".join(customer.emails), plan=plan.name,
-            step=d.step, subject=subject, due_date=d.due_date,
-            note="" if d.reason == "due" else d.reason,
+            step=d.step, subject=WARNING + problem if problem else subject,
+            due_date=d.due_date, note="" if d.reason == "due" else d.reason, problem=problem,
         ))
     return rows
 
@@ -176,7 +178,8 @@ def _waiting_row(model: Model, day: dt.date, d: Decision) -> ForecastRow:
     return ForecastRow(
         date=day, order_id=d.order_id, customer_id=customer.customer_id,
         customer=customer.name, email=";".join(customer.emails), plan=d.plan_name,
-        step=d.step, subject=WARNING + d.reason, due_date=d.due_date, note="")
+        step=d.step, subject=WARNING + d.reason, due_date=d.due_date, note="",
+        problem=d.reason)
 
 
 def _attachment_problem(settings: Settings, name: str, plans_row: int) -> str | None:
@@ -195,7 +198,8 @@ def forecast_sheet(rows: Sequence[ForecastRow]) -> ToolSheet:
     return ToolSheet(
         name=FORECAST,
         header=FORECAST_HEADER,
-        rows=[(*r[:-1], r.note or None) for r in rows],
+        rows=[(r.date, r.order_id, r.customer_id, r.customer, r.email, r.plan, r.step,
+               r.subject, r.due_date, r.note or None) for r in rows],
         widths={"date": 12, "customer": 24, "email": 28, "subject": 60, "due_date": 12,
                 "note": 18},
     )
@@ -218,8 +222,8 @@ def waiting_items(coming: Sequence[ForecastRow], *, today: dt.date) -> list[ToHa
     """The mails due by `today` that cannot be built (an empty cell they use, a template
     or attachment problem): the Forecast lists each once with why."""
     return [ToHandle("waiting_value", r.order_id, r.customer_id, r.plan, r.step, r.due_date,
-                     r.subject[len(WARNING):])
-            for r in coming if r.subject.startswith(WARNING) and r.due_date <= today]
+                     r.problem)
+            for r in coming if r.problem and r.due_date <= today]
 
 
 def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], DashboardFigures]:
@@ -237,7 +241,9 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
     planned_7 = sum(1 for r in coming if r.date <= today + dt.timedelta(days=7))
     held_since = today - dt.timedelta(days=site.settings.catch_up_days)
     items = to_handle_items(ledger.entries_in("failed_permanent", "uncertain"), site.model,
-                            today=today, held_since=held_since, settings=site.settings)
+                            today=today, held_since=held_since, settings=site.settings,
+                            returned=ledger.returned_messages(),
+                            content_refused=ledger.content_refused_messages())
     items += refused_items(ledger.refused_recipients(), site.model)
     items += waiting_items(coming, today=today)
 
@@ -247,8 +253,7 @@ def report_sheets(site, ledger, *, today: dt.date) -> tuple[list[ToolSheet], Das
                                  planned_7=planned_7)
 
     figures = figures_with(None)
-    unnamed = _("(Orders row {row})").split("{", 1)[0]
-    if any(u.order_id.startswith(unnamed) for u in figures.unreachable):
+    if not all(u.named for u in figures.unreachable):
         try:
             ids = order_ids_by_row(site.workbook)
         except CommplanError:

@@ -6,7 +6,7 @@ import datetime as dt
 
 from commplan_xl.i18n import N_, _
 from commplan_xl.model import Customer, Order, Plan
-from commplan_xl.run import batch
+from commplan_xl.run.site import Site, today_in
 
 VARIABLE_LIST = "VariableList"  # the tool sheet listing them
 VARIABLE_LIST_HEADER = ("variable", "example", "description")
@@ -29,7 +29,7 @@ def _show(value: object) -> str:
     return str(value)
 
 
-def variable_list(site: batch.Site) -> list[tuple[str, str, str]]:
+def variable_list(site: Site) -> list[tuple[str, str, str]]:
     """(name, example, description) for every built-in, column and site constant."""
     model, s = site.model, site.settings
     order = model.orders[0] if model.orders else None
@@ -37,7 +37,7 @@ def variable_list(site: batch.Site) -> list[tuple[str, str, str]]:
     if customer is None and model.customers:
         customer = next(iter(model.customers.values()))
     plan = model.plans.get(order.plan) if order else None
-    today = batch.today_in(s)
+    today = today_in(s)
     due_example = today
     if order and plan and plan.steps:
         from commplan_xl.core.offsets import due_date
@@ -80,7 +80,7 @@ def _filled(value: object) -> bool:
     return value is not None and not (isinstance(value, str) and not value.strip())
 
 
-def example_parts(site: batch.Site, plan: Plan, start: dt.date) -> tuple[Order, Customer]:
+def example_parts(site: Site, plan: Plan, start: dt.date) -> tuple[Order, Customer]:
     """An order of `plan` whose dates are all `start`, with an example value in each
     column (the first filled one among the plan's orders, else "[column]"), and its
     customer: what `commplan plan` renders subjects with."""

@@ -237,6 +237,13 @@ class Ledger(LedgerReads):
                            "reply) VALUES (?, ?, ?)",
                            [(token, address, reply) for address, reply in refused])
 
+    def record_content_refused(self, token: int, reply: str) -> None:
+        """Keep that the send `token` was refused for the mail itself (its content or a
+        policy), not for an address."""
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO content_refusals (send_id, reply) VALUES (?, ?)",
+                       (token, reply))
+
     def set_mark(self, name: str, value: str) -> None:
         """Remember a small fact for later runs (see `mark`)."""
         with self._write() as db:

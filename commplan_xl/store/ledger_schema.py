@@ -180,6 +180,12 @@ CREATE TABLE IF NOT EXISTS refused_recipients (
     PRIMARY KEY (send_id, address)
 ) WITHOUT ROWID;
 
+-- Mails the server refused for themselves (their content or a policy) after the data.
+CREATE TABLE IF NOT EXISTS content_refusals (
+    send_id INTEGER PRIMARY KEY,
+    reply   TEXT    NOT NULL DEFAULT ''
+);
+
 -- Small facts a run keeps for the next: e.g. the day the summary mail last went.
 CREATE TABLE IF NOT EXISTS marks (
     name  TEXT PRIMARY KEY,
@@ -192,7 +198,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     (1, _V1_SCHEMA),  # messages, send attempts and SentLog events
     (2, _RETURNED_SCHEMA),  # Message-IDs of sent mails, mailbox position, returned mails
     (3, _v3_order_and_step),  # a message is (order, step): ids fold, plans may change
-    (4, _V4_REFUSED_AND_MARKS),  # refused recipients of sent mails; run marks
+    (4, _V4_REFUSED_AND_MARKS),  # refused recipients, refused contents; run marks
 )
 
 

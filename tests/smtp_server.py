@@ -214,6 +214,7 @@ class SMTPServer:
         credentials: dict[str, str] | None = None,
         xoauth2: dict[str, str] | None = None,
         require_auth: bool = False,
+        starttls_cert: tuple[str, str] | None = None,
         **handler_kw,
     ) -> None:
         if xoauth2 is not None:  # offer AUTH XOAUTH2 too, accepting these user -> token
@@ -222,11 +223,17 @@ class SMTPServer:
             self.handler = Handler(**handler_kw)
         self.port = port or free_port()
         auth_kw: dict = {}
+        if starttls_cert is not None:  # offer STARTTLS, and take no login before it
+            import ssl
+
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*starttls_cert)
+            auth_kw.update(tls_context=context, require_starttls=True)
         if credentials is not None or xoauth2 is not None:
-            auth_kw = dict(
+            auth_kw.update(
                 authenticator=_authenticator(credentials or {}, self.handler.logins,
                                              self.handler),
-                auth_require_tls=False,
+                auth_require_tls=starttls_cert is not None,
                 auth_required=require_auth,  # no MAIL before a successful AUTH
             )
         self.controller = _CountingController(
@@ -259,6 +266,38 @@ class SMTPServer:
         end = time.monotonic() + timeout
         while len(self.received) < count and time.monotonic() < end:
             time.sleep(0.02)
+
+
+def self_signed_certificate(folder) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files in `folder` (cert, key): a
+    client trusts it when SSL_CERT_FILE names the certificate."""
+    import datetime as dt
+    import ipaddress
+    from pathlib import Path
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    folder = Path(folder)
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
 
 
 class SilentServer:

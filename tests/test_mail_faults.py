@@ -318,6 +318,20 @@ def test_a_login_is_never_sent_in_clear_unless_chosen(tmp_path, clean_env, monke
         assert server.handler.logins[-1] == "user@example.test"
 
 
+def test_a_login_goes_over_starttls_when_chosen(tmp_path, clean_env, monkeypatch):
+    """With smtp_security starttls on another port, the login goes after STARTTLS to a
+    server that takes none in clear, and the run sends."""
+    from tests.smtp_server import self_signed_certificate
+
+    cert = self_signed_certificate(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", cert[0])  # the client trusts the test certificate
+    monkeypatch.setenv("COMMPLAN_SMTP_PASSWORD", "secret")
+    with SMTPServer(credentials={"apikey": "secret"}, starttls_cert=cert) as server:
+        workbook(tmp_path, server, smtp_user="apikey", smtp_security="starttls")
+        assert cli(tmp_path, "run", "--today", DAY1) == 0
+        assert server.handler.logins == ["apikey"] and len(server.received) == 3
+
+
 # ---------------------------------------------------------------- throttling
 
 

@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("init")
     p.add_argument("--force", action="store_true",
                    help=_("replace an existing workbook (kept as a backup)"))
-    p.add_argument("--lang", choices=("fr", "en"), default="fr",
+    p.add_argument("--lang", choices=("fr", "en"), default=None,
                    help=_("the workbook's language: fr (default) or en"))
     p = add("check")
     p.add_argument("--smtp", action="store_true", help=_(

@@ -19,7 +19,7 @@ from pathlib import Path
 from commplan_xl import i18n
 from commplan_xl.core.schedule import reason_text
 from commplan_xl.gc_pause import no_gc
-from commplan_xl.i18n import N_, _, ngettext
+from commplan_xl.i18n import N_, _, ngettext, set_language
 from commplan_xl.problems import CommplanError
 from commplan_xl.run import batch
 
@@ -118,8 +118,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     from commplan_xl.excel.starter import init_home
 
     home, workbook = batch.resolve_paths(args.home, args.workbook)
-    path = init_home(home, force=args.force, workbook=workbook,
-                     lang=getattr(args, "lang", "fr"))
+    lang = getattr(args, "lang", None)
+    if lang:  # the workbook's language, asked for: say the rest in it too
+        set_language(lang)
+    path = init_home(home, force=args.force, workbook=workbook, lang=lang or "fr")
     _say(_("Created {path} with demo data, and the folders attachments/ and archive/ in "
            "{home}.").format(path=path, home=home))
     _say(_("Next: open the workbook, put your own plans, customers and orders in it, then run "

@@ -391,3 +391,20 @@ def test_how_to_sheet_is_first_readable_and_printable(tmp_path, lang) -> None:
     assert ws.column_dimensions["A"].width >= 80
     assert all(c.alignment.wrap_text for c in ws["A"] if c.value)
     assert ws.page_setup.fitToWidth == 1 and ws.sheet_properties.pageSetUpPr.fitToPage
+
+
+def test_init_lang_en_speaks_english_too(tmp_path, capsys, monkeypatch):
+    """`init --lang en` writes an English workbook and says what it did in English, whatever
+    the system's language; without --lang the workbook is French."""
+    from commplan_xl.cli import main as cli_main
+
+    monkeypatch.setenv("COMMPLAN_LANG", "fr")
+    assert cli_main(["init", "--home", str(tmp_path / "en"), "--lang", "en"]) == 0
+    assert "Created " in capsys.readouterr().out
+    assert cli_main(["init", "--home", str(tmp_path / "fr")]) == 0
+    out = capsys.readouterr().out
+    assert "Ensuite" in out
+    import openpyxl
+
+    names = openpyxl.load_workbook(tmp_path / "fr" / "workbooks" / "commplan.xlsx").sheetnames
+    assert "Commandes" in names

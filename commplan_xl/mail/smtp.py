@@ -18,39 +18,25 @@ import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from email.message import EmailMessage
-from typing import Any
 
 from commplan_xl.i18n import N_, _
 from commplan_xl.mail import oauth
 from commplan_xl.mail.message import BuiltMessage, check_address, message_bytes
+from commplan_xl.mail.smtp_connection import (
+    SmtpConnection,
+    network_reason,
+    reply_text,
+)
 from commplan_xl.mail.transport import Outcome, Refusal
 from commplan_xl.problems import SendFailure, SendKind, SendUncertain
-from commplan_xl.settings import Settings, clear_login, clear_login_sentence
+from commplan_xl.settings import Settings
 
-PASSWORD_ENV = "COMMPLAN_SMTP_PASSWORD"
 THROTTLE_WAITS_ENV = "COMMPLAN_THROTTLE_WAITS"
 THROTTLE_WAITS = (30.0, 60.0, 120.0)  # a few minutes at most in all, per run
 # After one final reply later than smtp_timeout, the next ones are awaited this many times
 # longer.
 SLOW_SERVER_PATIENCE = 10
-KEYRING_SERVICE = "commplan"
 _CRLF = b"\r\n"
-
-
-# ---------------------------------------------------------------- the connection
-
-
-def smtp_password(user: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """The SMTP password from COMMPLAN_SMTP_PASSWORD, else the keyring; never a prompt."""
-    env = os.environ if environ is None else environ
-    if env.get(PASSWORD_ENV):
-        return env[PASSWORD_ENV]
-    try:
-        import keyring
-
-        return keyring.get_password(KEYRING_SERVICE, user)
-    except Exception:  # no keyring backend on this machine: same as no password stored
-        return None
 
 
 class _Dropped(Exception):
@@ -61,28 +47,7 @@ class _Dropped(Exception):
         self.reason = reason
 
 
-def _reply_text(code: int, resp: bytes | str) -> str:
-    text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else str(resp)
-    return f"{code} {' '.join(text.split())}".strip()
-
-
-def _why(exc: BaseException) -> str:
-    """A few words for a network error, e.g. "connection refused"."""
-    if isinstance(exc, ConnectionRefusedError):
-        return _("connection refused")
-    if isinstance(exc, ConnectionResetError):
-        return _("connection reset")
-    if isinstance(exc, TimeoutError | socket.timeout) or "timed out" in str(exc):
-        return _("no answer in time")
-    if isinstance(exc, smtplib.SMTPServerDisconnected):
-        return _("connection closed by the server")
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return _reply_text(exc.smtp_code, exc.smtp_error)
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return " ".join(str(text).split())
-
-
-class SmtpTransport:
+class SmtpTransport(SmtpConnection):
     """One SMTP connection for a whole run (a `Transport`). Use as
     `with SmtpTransport(settings) as transport:`.
 
@@ -99,15 +64,7 @@ class SmtpTransport:
         token_provider: oauth.TokenProvider | None = None,
         throttle_waits: Sequence[float] | None = None,
     ) -> None:
-        self.settings = settings
-        self._environ = environ
-        self._password: str | None = None  # looked up on first connect
-        # OAuth2 (smtp_auth oauth2-*): chosen from the settings on first connect unless given.
-        self._tokens = token_provider
-        self._token = ""
-        self._client: Any = None  # the yagmail client owning the connection
-        self._smtp: smtplib.SMTP | None = None
-        self.connections = 0  # opened so far (for reports and tests)
+        super().__init__(settings, environ=environ, token_provider=token_provider)
         self.sent = 0
         # The pauses (seconds) the run may wait in all when the server asks to slow down.
         self._throttle_waits = list(throttle_waits if throttle_waits is not None
@@ -115,203 +72,12 @@ class SmtpTransport:
         self._last_start = -1e9  # when the last mail started (time.monotonic)
         self._slow_server = False  # a final reply came later than smtp_timeout
 
+
     # -- context manager
 
-    def __enter__(self) -> SmtpTransport:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def where(self) -> str:
-        return f"{self.settings.smtp_host}:{self.settings.smtp_port}"
-
-    def _fail(self, message: str, *, kind: SendKind, code: int | None = None,
-              reply: str = "", recipient: str = "") -> SendFailure:
-        return SendFailure(self._scrub(message), kind=kind, code=code,
-                           reply=self._scrub(reply), recipient=recipient)
-
-    def _scrub(self, text: str) -> str:
-        """The password or token never appears in a sentence, even if a server echoed it."""
-        for secret in (self._password, self._token):
-            if secret and len(secret) >= 3:
-                text = text.replace(secret, "***")
-        return text
-
-    @property
-    def login_user(self) -> str:
-        """Who logs in: smtp_user, or for OAuth2 the sender's address when it is empty."""
-        user = self.settings.smtp_user.strip()
-        if not user and self.settings.smtp_auth.startswith("oauth2"):
-            return self.settings.sender_email.strip()
-        return user
 
     # -- connecting
 
-    def open(self) -> None:
-        """Open and authenticate the connection (if not open yet)."""
-        if self._smtp is not None:
-            return
-        s = self.settings
-        user = self.login_user
-        self._credentials(user)
-        try:
-            self._login(user)
-        except SendFailure:
-            self._drop()
-            raise
-        except smtplib.SMTPAuthenticationError as exc:
-            self._drop()
-            raise self._fail(
-                oauth.explain_login_refusal(
-                    exc.smtp_code, _reply_text(exc.smtp_code, exc.smtp_error),
-                    auth=s.smtp_auth, where=self.where, user=user),
-                kind=SendKind.LOGIN_REFUSED, code=exc.smtp_code,
-                reply=_reply_text(exc.smtp_code, exc.smtp_error),
-            ) from None
-        except smtplib.SMTPNotSupportedError as exc:
-            self._drop()
-            what = "STARTTLS" if "STARTTLS" in str(exc).upper() else _("a login (AUTH)")
-            if "XOAUTH2" in str(exc).upper():
-                what = _("the OAuth2 login (AUTH XOAUTH2)")
-            raise self._fail(
-                _("the mail server {where} does not offer {what}: check smtp_security and "
-                  "smtp_user in the Settings sheet").format(where=self.where, what=what),
-                kind=SendKind.SETUP,
-            ) from None
-        except ssl.SSLError as exc:
-            self._drop()
-            raise self._fail(
-                _("could not open a secure connection to the mail server {where} ({error}): "
-                  "check smtp_security (ssl for port 465, starttls for 587)").format(
-                      where=self.where, error=exc.reason or exc),
-                kind=SendKind.SETUP,
-            ) from None
-        except socket.gaierror:
-            self._drop()
-            raise self._fail(
-                _('could not find the mail server "{host}" (unknown host name): check '
-                  "smtp_host in the Settings sheet").format(host=s.smtp_host),
-                kind=SendKind.SETUP,
-            ) from None
-        except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
-            self._drop()
-            if _why(exc) != _("no answer in time"):
-                raise self._fail(
-                    _("the mail server {where} closed the connection while connecting: is "
-                      "smtp_security right (ssl for port 465, starttls for 587)?").format(
-                          where=self.where),
-                    kind=SendKind.UNREACHABLE,
-                ) from None
-            raise self._fail(
-                _("the mail server {where} did not answer within {seconds} s: is it running, "
-                  "and are smtp_host, smtp_port and smtp_security right?").format(
-                      where=self.where, seconds=f"{s.smtp_timeout:g}"),
-                kind=SendKind.UNREACHABLE,
-            ) from None
-        except (smtplib.SMTPException, OSError) as exc:
-            self._drop()
-            raise self._fail(
-                _("could not reach the mail server {where} ({why}): is it running?").format(
-                    where=self.where, why=_why(exc)),
-                kind=SendKind.UNREACHABLE,
-            ) from None
-        self.connections += 1
-
-    def _credentials(self, user: str) -> None:
-        """The token or password to log in with (SendFailure when there is none, or when
-        it would go unencrypted with nobody having chosen so)."""
-        s = self.settings
-        if clear_login(s):
-            raise self._fail(
-                _("commplan did not log in to the mail server {where}: {why}").format(
-                    where=self.where, why=clear_login_sentence(s.smtp_port)),
-                kind=SendKind.SETUP)
-        if s.smtp_auth.startswith("oauth2"):
-            # The token comes first: a sign-in problem is reported without touching SMTP.
-            if self._tokens is None:
-                self._tokens = oauth.provider_for(s, self._environ)
-            self._token = self._tokens.token()
-        elif user and self._password is None:
-            self._password = smtp_password(user, self._environ)
-            if not self._password:
-                raise self._fail(
-                    _('there is no SMTP password for the user "{user}": set the environment '
-                      'variable {variable}, or store it in the system keyring (service '
-                      '"{service}", user "{user}")').format(
-                          user=user, variable=PASSWORD_ENV, service=KEYRING_SERVICE),
-                    kind=SendKind.SETUP,
-                )
-
-    def _login(self, user: str) -> None:
-        import yagmail  # imported on first use: commands that send nothing start lighter
-
-        s = self.settings
-        # Always a timeout: a silent server must never hang a scheduled run.
-        kwargs: dict[str, Any] = {"timeout": s.smtp_timeout}
-        if s.smtp_security == "ssl":
-            # smtplib's default SSL context does not check the certificate: use one that does.
-            kwargs["context"] = ssl.create_default_context()
-        starttls: bool | dict[str, Any] = False
-        if s.smtp_security == "starttls":
-            starttls = {"context": ssl.create_default_context()}
-        use_token = s.smtp_auth.startswith("oauth2")
-        skip_login = not user or use_token
-        client = yagmail.SMTP(
-            user=user or None,
-            password=self._password if not skip_login else None,
-            host=s.smtp_host,
-            port=s.smtp_port,
-            smtp_starttls=starttls,
-            smtp_ssl=s.smtp_security == "ssl",
-            smtp_skip_login=skip_login,
-            # yagmail checks only that the login looks like an address; "apikey"-style
-            # logins are fine, and recipients are checked here (check_address).
-            soft_email_validation=False,
-            **kwargs,
-        )
-        client.set_logging(None)  # yagmail logs to stderr by default
-        # yagmail makes "apikey" or "DOMAIN\\user" into "apikey@gmail.com": log in as written.
-        client.user = user
-        self._client = client
-        client.login()  # connects (with the timeout), STARTTLS, AUTH unless skipped
-        self._smtp = client.smtp
-        if use_token:
-            self._xoauth2_login(user, self._token)
-
-    def _xoauth2_login(self, user: str, token: str) -> None:
-        """`AUTH XOAUTH2` with the provider's token (Microsoft 365, Gmail)."""
-        smtp = self._smtp
-        assert smtp is not None
-        smtp.ehlo_or_helo_if_needed()
-        if "XOAUTH2" not in smtp.esmtp_features.get("auth", "").upper().split():
-            raise smtplib.SMTPNotSupportedError("AUTH XOAUTH2 not offered")
-        code, resp = smtp.docmd("AUTH", "XOAUTH2 " + oauth.xoauth2_string(user, token))
-        if code == 334:
-            # Gmail answers a refused token with a challenge holding the error; an empty
-            # line ends the exchange with the final refusal.
-            code, resp = smtp.docmd("")
-        if code != 235:
-            raise smtplib.SMTPAuthenticationError(code, resp)
-
-    def _drop(self) -> None:
-        """Forget the connection without waiting for a polite goodbye."""
-        smtp, self._smtp = self._smtp, None
-        client, self._client = self._client, None
-        if client is not None:
-            client.is_closed = True  # its __del__ must not QUIT a dead socket later
-            smtp = smtp or client.smtp
-        if smtp is not None:
-            with contextlib.suppress(OSError):
-                smtp.close()
-
-    def close(self) -> None:
-        """QUIT politely when connected, then forget the connection."""
-        if self._smtp is not None:
-            with contextlib.suppress(smtplib.SMTPException, OSError):
-                self._smtp.quit()
-        self._drop()
 
     # -- sending
 
@@ -394,24 +160,24 @@ class SmtpTransport:
             # quoteaddr would parse each again.
             smtp.putcmd("mail", f"FROM:<{sender}>{declared}")
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            raise _Dropped(_why(exc)) from None
+            raise _Dropped(network_reason(exc)) from None
         self._run(hooks.run_before)  # outside the try: its own OSError is not a dropped line
         try:
             code, resp = smtp.getreply()
-            if code == 421 and not is_throttling(code, _reply_text(code, resp)):
-                raise _Dropped(_reply_text(code, resp))
+            if code == 421 and not is_throttling(code, reply_text(code, resp)):
+                raise _Dropped(reply_text(code, resp))
             if code != 250:
                 self._reset() if code != 421 else self._drop()
                 raise self._mail_from_failure(sender, code, resp)
             refused = self._recipients(rcpts)
             code, resp = smtp.docmd("DATA")
             if code == 421:
-                raise _Dropped(_reply_text(code, resp))
+                raise _Dropped(reply_text(code, resp))
             if code != 354:
                 self._reset()
                 raise self._reply_failure(N_("did not take the message"), code, resp)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            raise _Dropped(_why(exc)) from None
+            raise _Dropped(network_reason(exc)) from None
         return refused
 
     def _run(self, work: Callable[[], object]) -> None:
@@ -431,10 +197,10 @@ class SmtpTransport:
         refused: list[Refusal] = []
         for rcpt in rcpts:
             code, resp = self._smtp.docmd("rcpt", f"TO:<{rcpt}>")
-            if code == 421 and not is_throttling(code, _reply_text(code, resp)):
-                raise _Dropped(_reply_text(code, resp))
+            if code == 421 and not is_throttling(code, reply_text(code, resp)):
+                raise _Dropped(reply_text(code, resp))
             if code not in (250, 251):
-                refused.append(Refusal(rcpt, code, _reply_text(code, resp)))
+                refused.append(Refusal(rcpt, code, reply_text(code, resp)))
         later = [r for r in refused if r.temporary]
         if later or len(refused) == len(rcpts):
             self._reset() if all(r.code != 421 for r in refused) else self._drop()
@@ -466,14 +232,14 @@ class SmtpTransport:
             raise self._reply_failure(N_("did not take the message"), code, resp,
                                       after_data=True)
         self.sent += 1
-        return Outcome.delivered(code, _reply_text(code, resp), refused)
+        return Outcome.delivered(code, reply_text(code, resp), refused)
 
     def _lost_in_upload(self, exc: BaseException) -> SendFailure:
         self._drop()
         return self._fail(
             _("the connection to the mail server {where} was lost ({why}) before the whole "
               "message was handed over, so it was not sent; it will be tried again on the "
-              "next run").format(where=self.where, why=_why(exc)),
+              "next run").format(where=self.where, why=network_reason(exc)),
             kind=SendKind.UNREACHABLE)
 
     def _final_reply(self, smtp: smtplib.SMTP) -> tuple[int, bytes]:
@@ -490,14 +256,14 @@ class SmtpTransport:
                 smtp.sock.settimeout(self.settings.smtp_timeout)
 
     def _uncertain(self, exc: BaseException) -> SendUncertain:
-        if _why(exc) == _("no answer in time"):
+        if network_reason(exc) == _("no answer in time"):
             self._slow_server = True
         self._drop()
         return SendUncertain(self._scrub(
             _("the connection to the mail server {where} failed ({why}) while the message was "
               "being handed over: it may or may not have been sent, so it will not be sent "
               "again automatically (check, then use `commplan resend`)").format(
-                  where=self.where, why=_why(exc))
+                  where=self.where, why=network_reason(exc))
         ))
 
     def _reset(self) -> None:
@@ -511,7 +277,7 @@ class SmtpTransport:
 
     def _reply_failure(self, what: str, code: int, resp: bytes | str, *,
                        after_data: bool = False) -> SendFailure:
-        reply = _reply_text(code, resp)
+        reply = reply_text(code, resp)
         if is_throttling(code, reply):
             kind = SendKind.THROTTLED
         elif 400 <= code < 500:
@@ -529,12 +295,12 @@ class SmtpTransport:
         )
 
     def _mail_from_failure(self, sender: str, code: int, resp: bytes | str) -> SendFailure:
-        if code == 552 or 400 <= code < 500 or is_throttling(code, _reply_text(code, resp)):
+        if code == 552 or 400 <= code < 500 or is_throttling(code, reply_text(code, resp)):
             # message too big, a temporary refusal, or a server asking to slow down
             return self._reply_failure(N_("did not take the message"), code, resp)
         # Any other refusal of the sender is the site's configuration, not this message:
         # temporary (retried once fixed) and a connection problem (the run stops trying).
-        reply = _reply_text(code, resp)
+        reply = reply_text(code, resp)
         return self._fail(
             _("the mail server refused the sender address {sender} ({reply}): check sender_email "
               "and smtp_user in the Settings sheet").format(sender=sender, reply=reply),

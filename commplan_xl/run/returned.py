@@ -93,7 +93,7 @@ def imap_host(settings: Settings) -> str:
 
 def imap_password(settings: Settings, environ: Mapping[str, str] | None = None) -> str | None:
     """COMMPLAN_IMAP_PASSWORD, else the SMTP password (environment or keyring)."""
-    from commplan_xl.mail.smtp import smtp_password
+    from commplan_xl.mail.smtp_connection import smtp_password
 
     env = os.environ if environ is None else environ
     if env.get(PASSWORD_ENV):

@@ -109,6 +109,21 @@ def test_a_temporary_refusal_of_one_address_sends_to_no_one_and_retries(tmp_path
         assert states(tmp_path)["CMD-1"][0] == "sent"
 
 
+@pytest.mark.parametrize("locale, promise", [("en_GB", "will be retried by the next run"),
+                                              ("fr_FR", "sera réessayé au prochain passage")])
+def test_a_temporary_failure_promises_its_retry_once(tmp_path, clean_env, locale, promise):
+    """The run, which knows catch-up, says once that a temporary failure is retried: the
+    transport's sentence promises nothing of its own, in either language."""
+    with SMTPServer(rcpt_replies={"paul@example.test": "451 4.2.0 mailbox busy"}) as server:
+        workbook(tmp_path, server, locale=locale)
+        assert cli(tmp_path, "run", "--today", DAY1) == 1
+        detail = states(tmp_path)["CMD-1"][1]
+        assert "paul@example.test" in detail and "451 4.2.0" in detail
+        assert detail.endswith(promise)
+        assert detail.count("réessay") + detail.count("tried again") + \
+            detail.count("retried") == 1
+
+
 def test_552_at_rcpt_is_temporary(tmp_path, clean_env):
     """A 552 at RCPT (too many recipients, RFC 5321 4.5.3.1.10) is temporary: retried."""
     with SMTPServer(rcpt_replies={"bruno@example.test": "552 5.5.3 too many recipients"}

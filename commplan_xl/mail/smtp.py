@@ -138,7 +138,7 @@ class SmtpTransport(SmtpConnection):
                 if attempt == 2:
                     raise self._fail(
                         _("the mail server {where} hung up twice before taking the message "
-                          "({why}); it will be tried again on the next run").format(
+                          "({why})").format(
                               where=self.where, why=exc.reason),
                         kind=SendKind.UNREACHABLE,
                     ) from None
@@ -238,8 +238,8 @@ class SmtpTransport(SmtpConnection):
         self._drop()
         return self._fail(
             _("the connection to the mail server {where} was lost ({why}) before the whole "
-              "message was handed over, so it was not sent; it will be tried again on the "
-              "next run").format(where=self.where, why=network_reason(exc)),
+              "message was handed over, so it was not sent").format(
+                  where=self.where, why=network_reason(exc)),
             kind=SendKind.UNREACHABLE)
 
     def _final_reply(self, smtp: smtplib.SMTP) -> tuple[int, bytes]:
@@ -289,10 +289,7 @@ class SmtpTransport(SmtpConnection):
                      "the sending policy, not the address").format(reply=reply)
         else:
             text = _("the mail server {what} ({reply})").format(what=_(what), reply=reply)
-        return self._fail(
-            text + (_("; it will be tried again on the next run") if kind.temporary else ""),
-            kind=kind, code=code, reply=reply,
-        )
+        return self._fail(text, kind=kind, code=code, reply=reply)
 
     def _mail_from_failure(self, sender: str, code: int, resp: bytes | str) -> SendFailure:
         if code == 552 or 400 <= code < 500 or is_throttling(code, reply_text(code, resp)):

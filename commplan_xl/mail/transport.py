@@ -40,9 +40,8 @@ class Refusal:
 
     def __str__(self) -> str:
         if self.temporary:
-            return _("the mail server refused the address {address} for now ({reply}): it will "
-                     "be tried again on the next run").format(address=self.address,
-                                                              reply=self.reply)
+            return _("the mail server refused the address {address} for now ({reply})").format(
+                address=self.address, reply=self.reply)
         return _("the mail server refused the address {address} ({reply}): correct the "
                  "customer's email").format(address=self.address, reply=self.reply)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from commplan_xl.i18n import N_, _, ngettext
+from commplan_xl.i18n import _, ngettext
 from commplan_xl.model import Customer, Decision, MessageRef, Order, Plan, Step, norm_key
 from commplan_xl.problems import (
     CommplanError,
@@ -661,9 +661,8 @@ class _SendLoop:
         except OSError as exc:
             raise SendFailure(_(
                 "not sent: its copy could not be written in the archive folder {folder} "
-                "({error}); check that this folder exists and can be written to; it will be "
-                "tried again on the next run").format(folder=self.settings.archive_dir,
-                                                      error=exc.strerror or exc),
+                "({error}); check that this folder exists and can be written to").format(
+                    folder=self.settings.archive_dir, error=exc.strerror or exc),
                 kind=SendKind.TEMPORARY) from None
 
     def while_the_server_takes_it(self) -> None:
@@ -743,10 +742,10 @@ class _SendLoop:
         """The mail could not be made (template, attachment, address): failed, retried by
         the next runs once fixed while within catch-up."""
         self.finish_pending()
-        last = _last_try(self.site, d, self.day)
+        last = _last_try(self.settings, d, self.day)
         detail = _("{error}; {promise}").format(error=why, promise=retry_promise(
-            self.site, d, self.day, _("will be retried once fixed")))
-        self.ledger.record_failure_before_send(message, detail=detail,
+            self.settings, d, self.day, _("will be retried once fixed")))
+        self.ledger.record_failure_before_send(message, detail=detail, worded=True,
                                                now=now_in(self.settings), day=self.day)
         self.report.failed += 1
         self.report.failures.append(RunFailure(d.order_id, d.step, SendKind.NOT_BUILT, detail,
@@ -805,18 +804,18 @@ def _record_failure(site: Site, ledger, day: dt.date, report: RunReport,
         report.failures.append(RunFailure(d.order_id, d.step, exc.kind, str(exc)))
         log_mail(site, d, _("uncertain: {detail}").format(detail=exc), logging.WARNING)
         return
-    last = exc.temporary and _last_try(site, d, day)
+    last = exc.temporary and _last_try(site.settings, d, day)
     status = "failed" if exc.temporary else "failed_permanent"
     if exc.temporary:
         detail = _("{error}; {promise}").format(
-            error=_without_promise(str(exc)),
-            promise=retry_promise(site, d, day, _("will be retried by the next run")))
+            error=exc, promise=retry_promise(site.settings, d, day,
+                                             _("will be retried by the next run")))
     elif exc.kind is SendKind.CONTENT:
         detail = _("{error}; {not_retried}").format(error=exc, not_retried=_(CONTENT_NOT_RETRIED))
         ledger.record_content_refused(token, exc.reply)
     else:
         detail = _("{error}; not retried: correct the address").format(error=exc)
-    ledger.finish(token, status=status, detail=detail, archive_file="",
+    ledger.finish(token, status=status, detail=detail, archive_file="", worded=True,
                   now=now_in(site.settings), day=day)
     report.failed += 1
     report.failures.append(RunFailure(d.order_id, d.step, exc.kind, detail, last_try=last))
@@ -834,31 +833,19 @@ def log_mail(site: Site, d: Decision, outcome: str, level: int = logging.INFO) -
                     outcome=outcome))
 
 
-# The promise of a retry that a failure's sentence ends with (English, or as translated).
-_PROMISES = (N_("; it will be tried again on the next run"),
-             ": it will be tried again on the next run")
-
-
-def _last_try(site: Site, d: Decision, day: dt.date) -> bool:
+def _last_try(settings: Settings, d: Decision, day: dt.date) -> bool:
     """Whether no later day's run tries the message again (past catch_up_days)."""
-    return d.due_date + dt.timedelta(days=site.settings.catch_up_days) <= day
+    return d.due_date + dt.timedelta(days=settings.catch_up_days) <= day
 
 
-def retry_promise(site: Site, d: Decision, day: dt.date, promise: str) -> str:
+def retry_promise(settings: Settings, d: Decision, day: dt.date, promise: str) -> str:
     """`promise` (a later run retries the message) when a later day's run still may:
     with catch_up_days 0 (or a due date at the end of the window) it says the truth."""
-    if not _last_try(site, d, day):
+    if not _last_try(settings, d, day):
         return promise
     return _("will not be retried after today (catch_up_days is {days}); once fixed, "
              "`commplan resend {order} {step}` sends it").format(
-                 days=site.settings.catch_up_days, order=d.order_id, step=d.step)
-
-
-def _without_promise(text: str) -> str:
-    """The failure's sentence without the promise of a retry (the caller says when)."""
-    for promise in _PROMISES:
-        text = text.replace(promise, "").replace(_(promise), "")
-    return text
+                 days=settings.catch_up_days, order=d.order_id, step=d.step)
 
 
 def _mail_ids(prepared: Prepared) -> dict[str, str]:

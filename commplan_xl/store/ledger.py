@@ -193,11 +193,14 @@ class Ledger(LedgerReads):
         archive_file: str = "",
         now: dt.datetime,
         day: dt.date | None = None,
+        worded: bool = False,
     ) -> LedgerEntry:
         """Record the outcome of the send `begin` started: the message state and its event.
 
         A failed resend leaves the message in the state it had before, so that it is never
-        retried automatically.
+        retried automatically. `worded`: the failure's detail already says, in the site's
+        language, what happens next; it is kept as it is (otherwise the ledger adds it, in
+        English).
         """
         if status not in ("sent", "failed", "failed_permanent"):
             raise ValueError(f"unknown send status {status!r}")
@@ -218,7 +221,8 @@ class Ledger(LedgerReads):
              prev) = row
             m = MessageRef(order_id, customer_id, plan, plan_key, step,
                            _date(due) if due else None, emails)
-            state, event, text = _outcome_of(status, detail, resend=bool(resend), prev=prev)
+            state, event, text = _outcome_of(status, detail, resend=bool(resend), prev=prev,
+                                             worded=worded)
             entry_row = db.execute(
                 "UPDATE messages SET state = ?, detail = ?, updated = ? "
                 f"WHERE order_key = ? AND step = ? RETURNING {ENTRY_COLUMNS}",
@@ -297,13 +301,15 @@ class Ledger(LedgerReads):
 
     def record_failure_before_send(self, message: MessageRef, *, detail: str,
                                    now: dt.datetime, subject: str = "",
-                                   day: dt.date | None = None) -> LedgerEntry:
+                                   day: dt.date | None = None,
+                                   worded: bool = False) -> LedgerEntry:
         """Record a message that failed before any send (missing attachment, template error).
 
-        It stays `failed` (temporary), so later runs retry it once fixed.
+        It stays `failed` (temporary), so later runs retry it once fixed. `worded` as for
+        `finish`.
         """
-        return self._settle(message, state="failed",
-                            detail=failure_detail(detail, permanent=False), now=now, day=day,
+        text = " ".join(detail.split()) if worded else failure_detail(detail, permanent=False)
+        return self._settle(message, state="failed", detail=text, now=now, day=day,
                             refuse=_FINAL | {"skipped"}, what="mark it failed", event=True,
                             subject=subject)
 
@@ -422,19 +428,20 @@ class _Transaction:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def _outcome_of(status: str, detail: str, *, resend: bool, prev: str | None
-                ) -> tuple[str, str, str]:
+def _outcome_of(status: str, detail: str, *, resend: bool, prev: str | None,
+                worded: bool = False) -> tuple[str, str, str]:
     """(message state, event status, detail) of a finished send."""
+    text = " ".join(detail.split())
     if status == "sent":
-        text = " ".join(detail.split())
         if resend and RESENT_DETAIL not in text:
             text = f"{RESENT_DETAIL}; {text}" if text else RESENT_DETAIL
         return "sent", "sent", text
     if resend:
-        text = " ".join(detail.split()) or "resend failed"
         if not text.startswith("resend"):
-            text = f"resend failed: {text}"
+            text = f"resend failed: {text}" if text else "resend failed"
         return prev or status, "failed", text
+    if worded:
+        return status, "failed", text
     return status, "failed", failure_detail(detail, permanent=status == "failed_permanent")
 
 

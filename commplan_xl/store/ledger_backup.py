@@ -71,13 +71,7 @@ def make_backup(db: sqlite3.Connection, home: Path, day: dt.date,
     tmp = folder / f".{target.name}.tmp"
     tmp.unlink(missing_ok=True)
     try:
-        copy = sqlite3.connect(tmp)
-        try:
-            db.backup(copy)
-            # A copy is a single file, read without a WAL beside it.
-            copy.execute("PRAGMA journal_mode = DELETE")
-        finally:
-            copy.close()
+        _copy_database(db, tmp)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -85,6 +79,17 @@ def make_backup(db: sqlite3.Connection, home: Path, day: dt.date,
         with contextlib.suppress(OSError):
             old.unlink()
     return target
+
+
+def _copy_database(db: sqlite3.Connection, target: Path) -> None:
+    """Copy the database `db` into the file `target` with SQLite's backup API, as a single
+    file (no WAL beside it: the ledger turns WAL on again when it opens the file)."""
+    copy = sqlite3.connect(target)
+    try:
+        db.backup(copy)
+        copy.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        copy.close()
 
 
 def describe(path: Path) -> str:
@@ -128,11 +133,7 @@ def restore(ledger: Path, source: Path, *, now: dt.datetime) -> Path | None:
     # Not immutable: a copy taken by hand may have its last changes in a WAL beside it.
     src = sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro", uri=True)
     try:
-        dst = sqlite3.connect(tmp)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
+        _copy_database(src, tmp)
     finally:
         src.close()
     os.replace(tmp, ledger)
@@ -163,11 +164,7 @@ def _keep_current(ledger: Path, folder: Path, now: dt.datetime) -> Path | None:
     try:
         db = sqlite3.connect(ledger)
         try:
-            out = sqlite3.connect(kept)
-            try:
-                db.backup(out)
-            finally:
-                out.close()
+            _copy_database(db, kept)
         finally:
             db.close()
     except sqlite3.Error:

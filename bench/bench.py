@@ -221,7 +221,7 @@ def bench_due(work: Path, orders: int, repeat: int) -> None:
           f"peak {due_m / 1024:6.0f} MiB   ({lines} decisions)")
     print(f"  commplan due, first run (empty ledger): {first_t:5.2f} s   "
           f"peak {first_m / 1024:6.0f} MiB   ({first_lines} decisions)")
-    print(f"  ratio, usual morning: {due_r:.2f}x (target <= 2.0x; ratio of medians "
+    print(f"  ratio, usual morning: {due_r:.2f}x (target <= 2.5x; ratio of medians "
           f"{due_t / floor_t:.2f}x); memory {due_m / floor_m:.2f}x")
     print(f"  ratio, first run:     {first_r:.2f}x (ratio of medians {first_t / floor_t:.2f}x); "
           f"memory {first_m / floor_m:.2f}x")
@@ -251,6 +251,7 @@ def bench_run(work: Path, mails: int, repeat: int) -> None:
 
     port = free_port()
     server = start_server(port)
+    copies: list[Path] = []
     try:
         base = work / "run-home"
         wb = base / "workbooks" / "commplan.xlsx"
@@ -262,9 +263,14 @@ def bench_run(work: Path, mails: int, repeat: int) -> None:
         env = {**os.environ, "COMMPLAN_SMTP_PORT": str(port), "COMMPLAN_SMTP_HOST": "127.0.0.1"}
         env.pop("COMMPLAN_SMTP_USER", None)
 
+        # Each run gets its own copy of the home, and the copies are removed only once
+        # every round is done: a run right after a removal of thousands of files is slowed
+        # by the file system, not by commplan (ext4 skips recently freed inodes when it
+        # makes the archive's 1,000 folders and files). A daily run never follows such a
+        # removal.
         def one_run() -> tuple[float, int]:
-            home = work / "run-copy"
-            shutil.rmtree(home, ignore_errors=True)
+            home = work / f"run-copy-{os.getpid()}-{len(copies)}"
+            copies.append(home)
             shutil.copytree(base, home)
             return timed(["-m", "commplan_xl", "run", "--home", str(home), "--today",
                           TODAY.isoformat()], env=env)
@@ -300,11 +306,13 @@ def bench_run(work: Path, mails: int, repeat: int) -> None:
               f"peak {floor_m / 1024:6.0f} MiB")
         print(f"  commplan run (archive, ledger, SentLog):  {run_t:6.2f} s   "
               f"peak {run_m / 1024:6.0f} MiB")
-        print(f"  ratio: {run_r:.2f}x (target <= 1.25x; ratio of medians "
+        print(f"  ratio: {run_r:.2f}x (target <= 1.2x; ratio of medians "
               f"{run_t / floor_t:.2f}x); memory {run_m / floor_m:.2f}x")
     finally:
         server.stdin.close()
         server.wait(timeout=10)
+        for home in copies:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ reports (SentLog, Dashboard, Forecast) are built from. Nothing here writes."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -93,21 +94,22 @@ class LedgerReads:
 
         Messages that are done (sent, skipped, uncertain, sending) are the bulk of a
         long-lived ledger and the schedule only asks whether they are done: SQLite sums them
-        into one row per order, a bit per done step and two bits for its state, so a
-        ledger of 200,000 messages reads as 40,000 rows (a fifth of the Python objects).
+        into one integer per order, a bit per done step (and another with two bits for its
+        state), so a ledger of 200,000 messages reads as 40,000 numbers.
         """
-        rows = self.db.execute(
-            "SELECT order_key, sum(1 << step), sum((CASE state WHEN 'sent' THEN 0 "
-            "WHEN 'skipped' THEN 1 WHEN 'uncertain' THEN 2 ELSE 3 END) << (2 * step)) "
-            "FROM messages WHERE state IN ('sent', 'skipped', 'uncertain', 'sending') "
-            f"AND step BETWEEN 0 AND {MAX_PACKED_STEP} GROUP BY order_key"
-        )
-        steps: dict[str, int] = {}
-        codes: dict[str, int] = {}
+        # Speed (measured on bench/): one row of two JSON objects, not a row per order: the
+        # thread reading the ledger beside the workbook's checks then takes the interpreter
+        # once, not once per row.
+        masks, states = self.db.execute(
+            "SELECT json_group_object(order_key, mask), json_group_object(order_key, code) "
+            "FROM (SELECT order_key, sum(1 << step) AS mask, sum((CASE state WHEN 'sent' "
+            "THEN 0 WHEN 'skipped' THEN 1 WHEN 'uncertain' THEN 2 ELSE 3 END) << (2 * step)) "
+            "AS code FROM messages WHERE state IN ('sent', 'skipped', 'uncertain', 'sending') "
+            f"AND step BETWEEN 0 AND {MAX_PACKED_STEP} GROUP BY order_key)"
+        ).fetchone()
         with no_gc():  # many small acyclic objects
-            for order_key, mask, code in rows:
-                steps[order_key] = mask
-                codes[order_key] = code
+            steps: dict[str, int] = json.loads(masks)
+            codes: dict[str, int] = json.loads(states)
         # The rest (and a done step beyond what the bits hold, which validation never lets
         # a plan have) as full entries.
         rows = self.db.execute(
@@ -142,11 +144,13 @@ class LedgerReads:
 
     def recorded_plans(self) -> dict[str, tuple[str, str]]:
         """Per order key, the plan (key, name) of its latest recorded message."""
-        rows = self.db.execute(
-            "SELECT order_key, plan_key, plan, max(coalesce(updated, '')) FROM messages "
-            "GROUP BY order_key"
-        )
-        return {key: (plan_key, plan or plan_key) for key, plan_key, plan, _at in rows}
+        (found,) = self.db.execute(
+            "SELECT json_group_object(order_key, json_array(plan_key, plan)) FROM (SELECT "
+            "order_key, plan_key, plan, max(coalesce(updated, '')) FROM messages "
+            "GROUP BY order_key)"
+        ).fetchone()  # one row: see `state`
+        return {key: (plan_key, plan or plan_key)
+                for key, (plan_key, plan) in json.loads(found).items()}
 
     def archive_owners(self, customer_ids: Collection[str]) -> dict[str, set[str]]:
         """Archive folder name -> the customers (of those given) whose mails are in it."""

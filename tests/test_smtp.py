@@ -471,9 +471,10 @@ def test_failures_name_their_kind(tmp_path) -> None:
 
 
 def test_callers_work_runs_while_the_server_works(smtp_server, tmp_path) -> None:
-    """`before` runs once per message before it goes out, even when the server is down;
-    `meanwhile` once the server has it whole, never for a message that did not go out; if
-    either raises, that is raised and the next message goes out on a new connection."""
+    """`before` runs once per message before the server can have taken it, even when the
+    server is down; `meanwhile` after it, only while the server reads the message; if
+    either raises, that is raised, the message does not go out, and the next one goes out
+    on a new connection."""
     calls: list[str] = []
     with SmtpTransport(settings_for(smtp_server.port, tmp_path), environ=NO_ENV) as transport:
         sent = transport.send(make(["a@example.com"]), sender=SENDER,
@@ -493,6 +494,9 @@ def test_callers_work_runs_while_the_server_works(smtp_server, tmp_path) -> None
         transport.send(make(["c@example.com"]), sender=SENDER, recipients=["c@example.com"],
                        meanwhile=lambda: calls.append("meanwhile c")).checked()
         assert calls[-1] == "meanwhile c" and transport.connections == 3
+    smtp_server.wait_for(2)
+    assert [r.rcpt_tos for r in smtp_server.received] == [["a@example.com"],
+                                                        ["c@example.com"]]
     down = SmtpTransport(settings_for(free_port(), tmp_path), environ=NO_ENV)
     with down:
         down.send(make(["d@example.com"]), sender=SENDER, recipients=["d@example.com"],

@@ -85,8 +85,8 @@ class SmtpTransport(SmtpConnection):
              recipients: Sequence[str], before: Callable[[], object] | None = None,
              meanwhile: Callable[[], object] | None = None) -> Outcome:
         """Send one message; its Outcome says whether the server took it, and which
-        recipients it refused. `before` runs while the server reads the first command,
-        `meanwhile` while it takes the message (see `Transport.send`)."""
+        recipients it refused. `before`, then `meanwhile`, run while the server reads the
+        message, before its final dot (see `Transport.send`)."""
         hooks = _Hooks(before, meanwhile)
         try:
             return self._send(message_bytes(message), sender, recipients, hooks)
@@ -159,10 +159,6 @@ class SmtpTransport(SmtpConnection):
             # putcmd, not smtp.mail/rcpt: the addresses are checked already, and smtplib's
             # quoteaddr would parse each again.
             smtp.putcmd("mail", f"FROM:<{sender}>{declared}")
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            raise _Dropped(network_reason(exc)) from None
-        self._run(hooks.run_before)  # outside the try: its own OSError is not a dropped line
-        try:
             code, resp = smtp.getreply()
             if code == 421 and not is_throttling(code, reply_text(code, resp)):
                 raise _Dropped(reply_text(code, resp))
@@ -208,20 +204,27 @@ class SmtpTransport(SmtpConnection):
         return refused
 
     def _data(self, data: bytes, refused: list[Refusal], hooks: _Hooks) -> Outcome:
-        """The message itself, then `meanwhile`, then the server's answer."""
+        """The message itself; `before` and `meanwhile` while the server reads it; then
+        the final dot and the server's answer."""
         smtp = self._smtp
         assert smtp is not None
         try:
             smtp.send(_dot_stuff(data))
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise self._lost_in_upload(exc) from None
+        # The caller's work while the server reads the message, which it cannot take before
+        # the final dot: if the work fails, the line is dropped and the mail is not sent.
+        self._run(hooks.run_before)
+        meanwhile, hooks.meanwhile = hooks.meanwhile, None  # once, even if tried again
+        if meanwhile is not None:
+            self._run(meanwhile)
+        try:
             _check_alive(smtp.sock)
             # Up to here the server cannot have taken the message: only a loss after the
             # final dot leaves it uncertain.
             smtp.send(b"." + _CRLF)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             raise self._lost_in_upload(exc) from None
-        meanwhile, hooks.meanwhile = hooks.meanwhile, None  # once, even if tried again
-        if meanwhile is not None:
-            self._run(meanwhile)
         try:
             code, resp = self._final_reply(smtp)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:

@@ -88,12 +88,12 @@ class Transport(Protocol):
              meanwhile: Callable[[], object] | None = None) -> Outcome:
         """Hand over one message; reconnects as needed; never raises for the message.
 
-        The caller's work, if given, runs while the provider works: `before` exactly once,
-        before any of the message goes out (whether or not it then does); `meanwhile`
-        once the provider has the whole message and before its answer is awaited (only
-        then). A SendFailure `before` raises is the Outcome (nothing goes out); anything
-        else they raise is raised; after `meanwhile`, the message is uncertain.
-        A provider with nothing to wait for calls them in that order.
+        The caller's work, if given, runs while the provider works, before it can have
+        taken the message: `before` exactly once (whether or not the message then goes
+        out); `meanwhile` after it, only when the provider is reading the message. If
+        either raises, the message is not sent: a SendFailure `before` raises is the
+        Outcome, anything else they raise is raised. A provider with nothing to wait for
+        calls them in that order before handing the message over.
         """
 
     def close(self) -> None:

@@ -610,9 +610,10 @@ class _SendLoop:
             return False
         self.in_flight = _InFlight(d, message, prepared, self.stage(d, prepared))
         try:
-            # The server reads each command and takes each mail in about the time the run
-            # needs to record it in the ledger, name its archive file and build the next
-            # mail: doing that while it works, not after, keeps a run near its pace.
+            # The server reads each mail in about the time the run needs to record it in the
+            # ledger, name its archive file and build the next mail: doing that while it
+            # reads (before the final dot, so the mail is not sent if that fails), not
+            # between its replies, keeps a run near the server's pace.
             outcome = self.transport.send(
                 prepared.message, sender=self.settings.sender_email,
                 recipients=list(prepared.to), before=self.begin_in_ledger,
@@ -633,9 +634,9 @@ class _SendLoop:
         self.accepted += 1
         self.report.sent += 1
         archived = self.in_flight.archived
-        # Recorded while the server reads the next mail's MAIL command (begin_in_ledger),
-        # not now: still before any of the next mail goes out, so a kill leaves at most
-        # one mail `sending`.
+        # Recorded while the server reads the next mail (begin_in_ledger), not now: still
+        # before the server can take that mail, so a kill leaves at most one mail
+        # `sending`.
         self.pending = (self.in_flight, token, outcome.refused, "" if archived is None else
                         relative(archived, self.site.home, index=self.archive_index))
         return True
@@ -648,8 +649,8 @@ class _SendLoop:
             self.finish_sent(flight, token, refused, archive_file=archive_file)
 
     def begin_in_ledger(self) -> None:
-        """Record the mail in flight `sending`, before any of it goes out; then make sure
-        its archive file is written (else nothing goes out: SendFailure, temporary)."""
+        """Record the mail in flight `sending`, before the server can take it; then make
+        sure its archive file is written (else it is not sent: SendFailure, temporary)."""
         assert self.in_flight is not None
         self.finish_pending()
         f = self.in_flight

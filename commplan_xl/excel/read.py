@@ -108,6 +108,11 @@ class Table:
         return f"{letter}{row}" if letter else ""
 
 
+def number_text(value: float) -> str:
+    """A number cell as text: 12 for 12.0, and at most the 15 digits Excel keeps."""
+    return str(int(value)) if value.is_integer() else f"{value:.15g}"
+
+
 def cell_value(value: object) -> object:
     """One cell as the tool sees it: trimmed text, a date/datetime, or "" when empty.
 
@@ -119,9 +124,7 @@ def cell_value(value: object) -> object:
     if kind is int:
         return str(value)
     if kind is float:
-        if value.is_integer():  # type: ignore[union-attr]
-            return str(int(value))  # type: ignore[call-overload]
-        return f"{value:.15g}"  # Excel keeps 15 significant digits
+        return number_text(value)  # type: ignore[arg-type]
     if isinstance(value, dt.datetime):
         # A date cell holding midnight is a plain date.
         if value.time() == dt.time():
@@ -182,6 +185,8 @@ def _column(cells: tuple[object, ...]) -> list[object]:
     kinds = set(map(type, cells))
     if kinds == {str}:  # the usual column: text only
         return list(map(str.strip, cells))
+    if kinds == {float}:  # amounts: mostly distinct values
+        return list(map(number_text, cells))
     if bool in kinds:  # True == 1: equal cells may not convert alike
         return list(map(cell_value, cells))
     # Date and number columns repeat a few distinct values: each is converted once.
@@ -197,8 +202,12 @@ def _columns(
         return (), {column: [] for column in columns}
     by_column = list(zip(*body))  # noqa: B905 - rows of one length
     cells = [_column(by_column[p]) for p in positions]
-    # Dates are truthy; "" is the only empty value left after conversion.
-    keep = list(map(any, zip(*cells)))  # noqa: B905 - columns of one length
+    # "" is the only empty value left after conversion, and a row is empty only where every
+    # column is: one column without "" keeps every row.
+    if all("" in values for values in cells):
+        keep = list(map(any, zip(*cells)))  # noqa: B905 - columns of one length
+    else:
+        keep = [True] * len(body)
     numbers = tuple(compress(range(2, len(body) + 2), keep))
     if len(numbers) < len(keep):
         cells = [list(compress(values, keep)) for values in cells]

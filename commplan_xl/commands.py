@@ -293,10 +293,13 @@ _last_due: list[object] = []
 
 
 def _due(args: argparse.Namespace) -> int:
-    # Reading Orders is what `due` waits for: it starts first, and the rest (the ledger,
-    # the other sheets' checks) happens while it parses.
+    # Reading Orders is what `due` waits for: it starts first, and the rest (the pandas
+    # import, the other sheets' checks, the ledger) happens while it parses. The ledger is
+    # read once pandas is imported: both at once, on two cores that also parse the
+    # workbook, slowed the import more than the overlap gained.
     home, workbook = batch.resolve_paths(args.home, args.workbook)
     tables = batch.open_workbook(workbook)
+    from commplan_xl.excel import validate  # noqa: F401 - pandas, see above
     ledger = batch.prefetch_ledger(home)
     site = _site(args, tables=tables)
     day = args.today or batch.today_in(site.settings)

@@ -235,6 +235,22 @@ def test_tool_sheets_are_french_for_fr_fr(tmp_path, smtp_server) -> None:
     assert sheet(path, "Liste des variables")[0] == ("variable", "exemple", "description")
 
 
+def test_a_resend_is_told_in_french_in_the_journal(tmp_path, smtp_server) -> None:
+    """A resend on request, and one the server refuses, read wholly in French in the
+    Journal of a French workbook."""
+    make_workbook(tmp_path, settings=settings(smtp_server, "fr_FR"))
+    path = tmp_path / "workbooks" / "commplan.xlsx"
+    assert main(["run", "--today", DAY1, "--home", str(tmp_path)]) == 0
+    assert main(["resend", "O1001", "1", "--today", DAY1, "--home", str(tmp_path)]) == 0
+    smtp_server.handler.rcpt_replies["alice@example.test"] = "550 5.1.1 no such user"
+    assert main(["resend", "O1001", "1", "--today", DAY1, "--home", str(tmp_path)]) == 1
+    journal = sheet(path, "Journal")
+    details = [r[9] for r in journal[1:]]
+    assert details[1] == "renvoyé à la demande"
+    assert details[2].startswith("échec du renvoi : le serveur de mail a refusé")
+    assert not any("resen" in (d or "") for d in details)
+
+
 def test_tool_sheets_are_english_for_en_gb(tmp_path, smtp_server) -> None:
     """With en_GB the tool writes SentLog, Dashboard, Forecast and VariableList, in English."""
     make_workbook(tmp_path, settings=settings(smtp_server, "en_GB"))

@@ -85,9 +85,9 @@ def orders() -> list[dict]:
 
 
 def settings_rows(smtp_port: int, imap_port: int, user: str, **extra) -> list[dict]:
-    rows = [dict(r) for r in DEFAULT_SETTINGS if r["key"] != "smtp_port"]
     values = {"smtp_port": smtp_port, "bounces": "yes", "imap_host": "127.0.0.1",
               "imap_port": imap_port, "imap_security": "none", "imap_user": user, **extra}
+    rows = [dict(r) for r in DEFAULT_SETTINGS if r["key"] not in values]
     rows += [{"key": k, "value": v} for k, v in values.items()]
     return rows
 
@@ -266,6 +266,24 @@ def test_three_soft_bounces_in_a_row_count_as_hard(home, smtp_server, server, ac
     assert states(home)[ORDER_OF[name]] == "failed_permanent"
     last = [d for o, s, d in sentlog(home) if o == ORDER_OF[name] and s == "failed"][-1]
     assert last.startswith("revenu 3 fois de suite : revenu : la boîte de")
+
+
+def test_a_soft_bounce_past_catch_up_does_not_promise_a_retry(home, smtp_server, server,
+                                                               account):
+    """With catch_up_days 0, a mailbox found full the next day is not retried: the Journal
+    says so, and how to send it once the customer has room, instead of promising a retry."""
+    name = "postfix_mailbox_full.eml"
+    make_workbook(home, settings=settings_rows(smtp_server.port, server.port, account,
+                                               catch_up_days=0),
+                  customers=customers(), orders=orders())
+    assert cli(home, "run", "--today", DAY1) == 0
+    deliver(server, account, smtp_server, name)
+    assert cli(home, "run", "--today", DAY2) == 1
+    assert len(sent_to(smtp_server, ORIGINALS[name][0])) == 1
+    order = ORDER_OF[name]
+    last = [d for o, s, d in sentlog(home) if o == order and s == "failed"][-1]
+    assert "ne sera plus réessayé après aujourd'hui (catch_up_days vaut 0)" in last
+    assert f"`commplan resend {order} 1`" in last and "prochain passage" not in last
 
 
 def test_bounces_command_reads_without_sending(home, smtp_server, server, account, capsys):

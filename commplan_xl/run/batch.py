@@ -23,7 +23,8 @@ from commplan_xl.problems import (
     WorkbookLocked,
     WorkbookProblem,
 )
-from commplan_xl.run.outcomes import CONTENT_NOT_RETRIED, RunFailure, RunReport
+from commplan_xl.run.outcomes import CONTENT_NOT_RETRIED, RunFailure, RunReport, last_try
+from commplan_xl.run.outcomes import retry_promise as outcome_promise
 from commplan_xl.run.site import LEDGER_NAME, Site, now_in, today_in
 from commplan_xl.settings import Settings
 
@@ -836,17 +837,14 @@ def log_mail(site: Site, d: Decision, outcome: str, level: int = logging.INFO) -
 
 def _last_try(settings: Settings, d: Decision, day: dt.date) -> bool:
     """Whether no later day's run tries the message again (past catch_up_days)."""
-    return d.due_date + dt.timedelta(days=settings.catch_up_days) <= day
+    return last_try(settings.catch_up_days, d.due_date, day)
 
 
 def retry_promise(settings: Settings, d: Decision, day: dt.date, promise: str) -> str:
-    """`promise` (a later run retries the message) when a later day's run still may:
-    with catch_up_days 0 (or a due date at the end of the window) it says the truth."""
-    if not _last_try(settings, d, day):
-        return promise
-    return _("will not be retried after today (catch_up_days is {days}); once fixed, "
-             "`commplan resend {order} {step}` sends it").format(
-                 days=settings.catch_up_days, order=d.order_id, step=d.step)
+    """`promise` (a later run retries the message) when a later day's run still may (see
+    outcomes.retry_promise)."""
+    return outcome_promise(settings.catch_up_days, d.order_id, d.step, d.due_date, day,
+                           promise)
 
 
 def _mail_ids(prepared: Prepared) -> dict[str, str]:
@@ -1082,7 +1080,7 @@ def resend(site: Site, order_id: str, step_number: int, *, today: dt.date | None
             index = ArchiveIndex(s.archive_dir, owners=owners)
             archive_file = relative(_archive_file(site, customer, d, prepared, day, index),
                                     site.home, index=index)
-            ledger.finish(token, status="sent", detail=_("resent on request"),
+            ledger.finish(token, status="sent", detail=_("resent on request"), worded=True,
                           archive_file=archive_file, now=now_in(s), day=day)
             report.sent += 1
         else:
@@ -1102,8 +1100,7 @@ def _resend_failed(ledger, settings: Settings, day: dt.date, report: RunReport, 
         return
     ledger.finish(token, status="failed" if exc.temporary else "failed_permanent",
                   detail=_("resend failed: {error}").format(error=exc), archive_file="",
-                  now=now_in(settings),
-                  day=day)
+                  worded=True, now=now_in(settings), day=day)
     report.failed += 1
 
 

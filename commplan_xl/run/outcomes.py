@@ -12,6 +12,23 @@ from commplan_xl.problems import SendKind, WorkbookProblem
 CONTENT_NOT_RETRIED = N_("not retried: change the mail, or ask the mail provider why")
 
 
+def last_try(catch_up_days: int, due_date: dt.date | None, day: dt.date) -> bool:
+    """Whether no later day's run tries a message due on `due_date` again (past
+    catch_up_days); False when the due date is not known."""
+    return due_date is not None and due_date + dt.timedelta(days=catch_up_days) <= day
+
+
+def retry_promise(catch_up_days: int, order_id: str, step: int, due_date: dt.date | None,
+                  day: dt.date, promise: str) -> str:
+    """`promise` (a later run retries the message) when a later day's run still may:
+    with catch_up_days 0 (or a due date at the end of the window) it says the truth."""
+    if not last_try(catch_up_days, due_date, day):
+        return promise
+    return _("will not be retried after today (catch_up_days is {days}); once fixed, "
+             "`commplan resend {order} {step}` sends it").format(
+                 days=catch_up_days, order=order_id, step=step)
+
+
 @dataclass(frozen=True)
 class RunFailure:
     """One mail of the run that did not go out: which, why, and the sentence saying so."""

@@ -21,6 +21,7 @@ from commplan_xl.i18n import N_, _
 from commplan_xl.mail.bounces import TO_REVIEW, BounceReport, Kind, classify, match
 from commplan_xl.mail.imap import Fetched, ImapConfig, ImapError, Mailbox, Position
 from commplan_xl.problems import CommplanError
+from commplan_xl.run.outcomes import retry_promise
 from commplan_xl.settings import IMAP_PRESETS, Settings
 from commplan_xl.store.ledger_reads import ReturnedMail, SentMail
 
@@ -148,7 +149,8 @@ def read_returned(settings: Settings, ledger, *, now: dt.datetime, day: dt.date,
     try:
         config = config or imap_config(settings, environ)
         with Mailbox(config) as box:
-            _read(box, config, ledger, result, now=now, day=day)
+            _read(box, config, ledger, result, now=now, day=day,
+                  catch_up_days=settings.catch_up_days)
     except CommplanError as exc:  # ImapError, or the sign-in (token) failing
         result.error = str(exc)
         log.warning("returned mails not read: %s", exc)
@@ -156,7 +158,7 @@ def read_returned(settings: Settings, ledger, *, now: dt.datetime, day: dt.date,
 
 
 def _read(box: Mailbox, config: ImapConfig, ledger, result: ReadResult, *,
-          now: dt.datetime, day: dt.date) -> None:
+          now: dt.datetime, day: dt.date, catch_up_days: int) -> None:
     folder = config.folder
     known = ledger.mailbox_position(folder)
     since = Position(*known) if known else None
@@ -169,7 +171,8 @@ def _read(box: Mailbox, config: ImapConfig, ledger, result: ReadResult, *,
         result.read += 1
         last = mail
         try:
-            if _one(mail, folder, ledger, result, now=now, day=day):
+            if _one(mail, folder, ledger, result, now=now, day=day,
+                    catch_up_days=catch_up_days):
                 done.append(mail.uid)
         except Exception:  # one odd message must never stop the run
             log.exception("returned mail %s (UID %d) skipped", folder, mail.uid)
@@ -190,7 +193,7 @@ def _read(box: Mailbox, config: ImapConfig, ledger, result: ReadResult, *,
 
 
 def _one(mail: Fetched, folder: str, ledger, result: ReadResult, *, now: dt.datetime,
-         day: dt.date) -> bool:
+         day: dt.date, catch_up_days: int) -> bool:
     """Handle one message read back; True when it is a report of ours now handled."""
     report = classify(mail.raw)
     if report.kind == Kind.UNREADABLE:
@@ -214,11 +217,12 @@ def _one(mail: Fetched, folder: str, ledger, result: ReadResult, *, now: dt.date
                                   day=day) != "known":
             result.handled.append(Handled("to_review", _review_line(report), changed=False))
         return False
-    return _act(report, found, base, ledger, result, now=now, day=day)
+    return _act(report, found, base, ledger, result, now=now, day=day,
+                catch_up_days=catch_up_days)
 
 
 def _act(report: BounceReport, sent: SentMail, base: ReturnedMail, ledger,
-         result: ReadResult, *, now: dt.datetime, day: dt.date) -> bool:
+         result: ReadResult, *, now: dt.datetime, day: dt.date, catch_up_days: int) -> bool:
     """Record a returned mail matched to our mail `sent`."""
     kind = str(report.kind)
     where = _("Order {order} step {step}").format(order=sent.order_id, step=sent.step)
@@ -231,7 +235,9 @@ def _act(report: BounceReport, sent: SentMail, base: ReturnedMail, ledger,
                 what=where, detail=report.reason), changed=False, order_id=sent.order_id,
                 step=sent.step))
         return True
-    state, detail = _failure(report, base.address, ledger)
+    retried = retry_promise(catch_up_days, sent.order_id, sent.step, sent.due_date, day,
+                            _(RETRIED))
+    state, detail = _failure(report, base.address, ledger, retried)
     if report.kind == Kind.SOFT and state == "failed_permanent":
         kind = "hard"
     item = _replace(base, kind=str(report.kind), send_id=sent.send_id, state=state,
@@ -252,8 +258,9 @@ def _act(report: BounceReport, sent: SentMail, base: ReturnedMail, ledger,
     return True
 
 
-def _failure(report: BounceReport, address: str, ledger) -> tuple[str, str]:
-    """The reported mail's new state and its SentLog detail."""
+def _failure(report: BounceReport, address: str, ledger, retried: str) -> tuple[str, str]:
+    """The reported mail's new state and its SentLog detail; `retried` says when the
+    mail is tried again if it is."""
     then = _("{reason}; {what}")
     if report.kind == Kind.HARD:
         return "failed_permanent", then.format(reason=report.reason, what=_(NOT_RETRIED))
@@ -262,9 +269,9 @@ def _failure(report: BounceReport, address: str, ledger) -> tuple[str, str]:
         if earlier + 1 >= SOFT_LIMIT:
             return "failed_permanent", _("returned {n} times in a row: {reason}; {what}").format(
                 n=earlier + 1, reason=report.reason, what=_(NOT_RETRIED))
-        return "failed", then.format(reason=report.reason, what=_(RETRIED))
+        return "failed", then.format(reason=report.reason, what=retried)
     # The sender's side: the address is not blamed; the IT person fixes the account.
-    return "failed", then.format(reason=report.reason, what=_(RETRIED))
+    return "failed", then.format(reason=report.reason, what=retried)
 
 
 def _review_line(report: BounceReport) -> str:

@@ -198,9 +198,9 @@ class Ledger(LedgerReads):
         """Record the outcome of the send `begin` started: the message state and its event.
 
         A failed resend leaves the message in the state it had before, so that it is never
-        retried automatically. `worded`: the failure's detail already says, in the site's
-        language, what happens next; it is kept as it is (otherwise the ledger adds it, in
-        English).
+        retried automatically. `worded`: the detail is whole, in the site's language (a
+        failure says what happens next, a resend says it is one); it is kept as it is
+        (otherwise the ledger adds those words, in English).
         """
         if status not in ("sent", "failed", "failed_permanent"):
             raise ValueError(f"unknown send status {status!r}")
@@ -433,11 +433,11 @@ def _outcome_of(status: str, detail: str, *, resend: bool, prev: str | None,
     """(message state, event status, detail) of a finished send."""
     text = " ".join(detail.split())
     if status == "sent":
-        if resend and RESENT_DETAIL not in text:
+        if resend and not worded and RESENT_DETAIL not in text:
             text = f"{RESENT_DETAIL}; {text}" if text else RESENT_DETAIL
         return "sent", "sent", text
     if resend:
-        if not text.startswith("resend"):
+        if not worded and not text.startswith("resend"):
             text = f"resend failed: {text}" if text else "resend failed"
         return prev or status, "failed", text
     if worded:

@@ -32,6 +32,7 @@ class SentMail:
     step: int
     emails: str
     subject: str
+    due_date: dt.date | None = None  # the message's due date, when recorded
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,13 @@ class SentMails:
     def get(self, key: str) -> SentMail | None:
         row = self.db.execute(
             "SELECT s.id, s.order_id, s.customer_id, s.plan, s.plan_key, s.step, s.emails, "
-            "s.subject FROM mail_ids i JOIN sends s ON s.id = i.send_id "
+            "s.subject, s.due_date FROM mail_ids i JOIN sends s ON s.id = i.send_id "
             "WHERE i.ref = ?1 OR i.message_id = ?1 ORDER BY s.id DESC LIMIT 1", (key,),
         ).fetchone()
-        return SentMail(*row) if row else None
+        if row is None:
+            return None
+        *fields, due = row
+        return SentMail(*fields, due_date=_date(due) if due else None)
 
 
 class Recipients:

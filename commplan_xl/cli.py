@@ -21,6 +21,11 @@ from commplan_xl import __version__, i18n
 from commplan_xl.i18n import _
 from commplan_xl.problems import CommplanError
 
+# Speed (measured on bench/): numpy, which pandas imports, starts a pool of linear-algebra
+# threads that commplan never uses; on a small machine they take CPU from the run and from
+# the mail server. One is enough. Set before anything imports numpy.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 EXIT_OK = 0
 EXIT_ATTENTION = 1  # validation errors, a failed or uncertain message, log not written
 EXIT_USAGE = 2

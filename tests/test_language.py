@@ -202,6 +202,21 @@ def test_problem_names_the_column_as_the_sheet_does(tmp_path, smtp_server) -> No
     assert problem.place == "Commandes!D2 (date_de_debut)"
 
 
+def test_templates_names_stand_when_no_order_is_valid(tmp_path, smtp_server, capsys) -> None:
+    """With every order in error, `check` names those errors only: the columns the templates
+    print by their French names still exist (they are the sheet's headers)."""
+    french_workbook(tmp_path, smtp_server)
+    wb_path = tmp_path / "workbooks" / "commplan.xlsx"
+    wb = openpyxl.load_workbook(wb_path)
+    wb["Commandes"]["D2"] = "31/02/2026"
+    wb["Commandes"]["C3"] = ""
+    wb.save(wb_path)
+    assert main(["check", "--home", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "Commandes!D2" in out and "Commandes!C3" in out
+    assert "qui n'existe pas" not in out and "Plans!" not in out
+
+
 def test_unknown_locale_falls_back_to_french_and_check_says_so(tmp_path, smtp_server,
                                                               capsys) -> None:
     """A locale the tool does not speak is a check problem, and the tool speaks French."""

@@ -85,8 +85,17 @@ def load_site(
     except OSError:
         stat = None
     model, settings, problems = validate(tables, home=home_path, environ=environ)
-    letters = {key: dict(t.letters) for key, t in tables.items()}
-    return Site(home_path, wb, settings, model, tuple(problems), stat, letters)
+    return Site(home_path, wb, settings, model, tuple(problems), stat,
+                {key: _letters(t) for key, t in tables.items()})
+
+
+def _letters(table: Table) -> dict[str, str]:
+    """Each column's letter, by its key and by its header's own name ("date_de_debut" as
+    well as "start_date"), as templates know it: so a sheet without one valid row still
+    says which names exist."""
+    own = {name: table.letters[column] for column, name in table.headers.items()
+           if name not in table.letters}
+    return {**table.letters, **own}
 
 
 def open_workbook(path: Path) -> Mapping[str, Table]:

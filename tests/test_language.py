@@ -187,7 +187,7 @@ def test_missing_french_column_is_named_in_french(tmp_path, smtp_server) -> None
     (missing,) = [p for p in site.problems if p.kind is Problem.MISSING_COLUMN]
     assert (missing.sheet, missing.column, missing.values["name"]) == (
         "Clients", "customer_id", "code client")
-    assert str(missing).startswith("Clients row 1 (code_client): ")
+    assert str(missing).startswith("Clients row 1 (code client): ")
 
 
 def test_problem_names_the_column_as_the_sheet_does(tmp_path, smtp_server) -> None:
@@ -199,7 +199,26 @@ def test_problem_names_the_column_as_the_sheet_does(tmp_path, smtp_server) -> No
     wb.save(wb_path)
     (problem,) = load_site(tmp_path).problems
     assert problem.column == "start_date"
-    assert problem.place == "Commandes!D2 (date_de_debut)"
+    assert problem.place == "Commandes!D2 (Date de début)"
+
+
+def test_check_names_template_and_waiting_cells_as_the_sheets_do(tmp_path, smtp_server,
+                                                                   capsys) -> None:
+    """A template error sits under the Plans header as written, a mail waiting for an
+    empty cell under the Commandes sheet and header as written (not Orders, start_date)."""
+    french_workbook(tmp_path, smtp_server)
+    wb_path = tmp_path / "workbooks" / "commplan.xlsx"
+    wb = openpyxl.load_workbook(wb_path)
+    wb["Commandes"]["H1"] = "Date de livraison"
+    wb["Plans"]["E2"] = "Commande {{ commande.inconnue }}"
+    wb["Plans"]["F3"] = "Livraison le {{ commande.date_de_livraison|date }}"
+    wb.save(wb_path)
+    assert main(["check", "--home", str(tmp_path), "--today", "2026-03-17"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("Plans!E2 (objet) : l'objet utilise « commande.inconnue »")
+               for line in lines)
+    assert any(line.startswith("Commandes!H2 (Date de livraison) : la commande O1001, étape 2")
+               for line in lines), lines
 
 
 def test_templates_names_stand_when_no_order_is_valid(tmp_path, smtp_server, capsys) -> None:

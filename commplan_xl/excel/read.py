@@ -81,6 +81,8 @@ class Table:
     # Column key -> its header normalised, where they differ ("start_date" ->
     # "date_de_debut"): templates know the column by both names.
     headers: dict[str, str] = field(default_factory=dict)
+    # Column key -> its header as written ("Date de début"), to name it to staff.
+    titles: dict[str, str] = field(default_factory=dict)
 
     @functools.cached_property
     def rows(self) -> tuple[tuple[int, dict[str, object]], ...]:
@@ -153,11 +155,13 @@ def _table(name: str, cells: list[list[object]], key: str = "") -> Table:
     columns: list[str] = []
     letters: dict[str, str] = {}
     written: dict[str, str] = {}  # column key -> its header normalised
+    titles: dict[str, str] = {}  # column key -> its header as written
     positions: list[int] = []
     duplicates: list[tuple[str, str]] = []
     clashes: list[Clash] = []
     for index, header in enumerate(cells[0]):
-        own = normalise_header(str(cell_value(header)))
+        title = str(cell_value(header))
+        own = normalise_header(title)
         if not own:
             continue  # a column without a header is not data
         column = column_key(key, own)
@@ -171,12 +175,13 @@ def _table(name: str, cells: list[list[object]], key: str = "") -> Table:
         columns.append(column)
         letters[column] = column_letter(index)
         written[column] = own
+        titles[column] = title
         positions.append(index)
     numbers, data = _columns(columns, positions, cells[1:])
     return Table(
         sheet=name, columns=tuple(columns), letters=letters, numbers=numbers, data=data,
         duplicate_columns=tuple(duplicates), clashes=tuple(clashes),
-        headers={c: own for c, own in written.items() if c != own},
+        headers={c: own for c, own in written.items() if c != own}, titles=titles,
     )
 
 

@@ -113,7 +113,7 @@ class _Sheet:
         cell = self.table.cell(column, row) if column and row is not None else ""
         return WorkbookProblem(self.table.sheet, row, column, kind, values, cell=cell or None,
                                message_level=message_level,
-                               header=self.table.headers.get(column) if column else None)
+                               header=self.table.titles.get(column) if column else None)
 
     def add(self, row: int | None, column: str | None, kind: Problem | str, *,
             message_level: bool = False, **values: object) -> None:
@@ -264,7 +264,7 @@ def _check_sheets(tables: Mapping[str, Table], problems: list[WorkbookProblem],
             title = names.column_title(key, column, lang)
             sheet.problems.append(WorkbookProblem(
                 table.sheet, 1, column, Problem.MISSING_COLUMN, {"name": title},
-                header=normalise_header(title) if title != column else None))
+                header=title if title != column else None))
         if not missing:
             usable.add(key)
     return usable
@@ -320,12 +320,12 @@ def _settings(
             else:
                 raw[key] = (_text(values["value"]).strip(), row)
     settings, parsed = parse_settings(raw, home=home, environ=env)
-    value_header = table.headers.get("value") if table is not None else None
+    value_header = table.titles.get("value") if table is not None else None
     for problem in parsed:
         if table is not None and problem.row is not None and problem.column:
             problem = replace(problem, sheet=table.sheet,
                               cell=table.cell(problem.column, problem.row) or None,
-                              header=table.headers.get(problem.column))
+                              header=table.titles.get(problem.column))
         found.append(problem)
     sheet_name = table.sheet if table is not None else "Settings"
     rows = sheet_rows(raw, env)

@@ -86,16 +86,18 @@ def load_site(
         stat = None
     model, settings, problems = validate(tables, home=home_path, environ=environ)
     return Site(home_path, wb, settings, model, tuple(problems), stat,
-                {key: _letters(t) for key, t in tables.items()})
+                letters={key: _by_any_name(t, t.letters) for key, t in tables.items()},
+                sheets={key: t.sheet for key, t in tables.items()},
+                titles={key: _by_any_name(t, t.titles) for key, t in tables.items()})
 
 
-def _letters(table: Table) -> dict[str, str]:
-    """Each column's letter, by its key and by its header's own name ("date_de_debut" as
-    well as "start_date"), as templates know it: so a sheet without one valid row still
-    says which names exist."""
-    own = {name: table.letters[column] for column, name in table.headers.items()
-           if name not in table.letters}
-    return {**table.letters, **own}
+def _by_any_name(table: Table, by_column: dict[str, str]) -> dict[str, str]:
+    """`by_column` (letters, titles) by each column's key and by its header's own name too
+    ("date_de_debut" as well as "start_date"), as templates know it: so a sheet without
+    one valid row still says which names exist."""
+    own = {name: by_column[column] for column, name in table.headers.items()
+           if name not in by_column and column in by_column}
+    return {**by_column, **own}
 
 
 def open_workbook(path: Path) -> Mapping[str, Table]:
@@ -1180,9 +1182,8 @@ def check_messages(site: Site, *, today: dt.date | None = None, max_per_step: in
                 continue
             found = [(column, sentence) for column, sentence in ready.check(plan.key, step).problems
                      if column in ("subject", "body")]
-            problems += [WorkbookProblem("Plans", step.row, column, sentence,
-                                         cell=site.cell("Plans", column, step.row),
-                                         message_level=True) for column, sentence in found]
+            problems += [site.problem("plans", step.row, column, sentence, message_level=True)
+                         for column, sentence in found]
             if not ready.check(plan.key, step).problems:
                 problems += _value_problems(site, ready, plan, step, by_plan.get(plan.key, []),
                                             day, max_per_step)
@@ -1219,10 +1220,9 @@ def _value_problems(site: Site, ready: Readiness, plan: Plan, step: Step,
         more = ngettext(" (and {n} other order)", " (and {n} other orders)",
                         others).format(n=others) if others else ""
         column = "subject" if part == "subject" else "body"
-        problems.append(WorkbookProblem(
-            "Plans", step.row, column, _("order {order}{more}: {message}").format(
-                order=order_id, more=more, message=message),
-            cell=site.cell("Plans", column, step.row), message_level=True))
+        problems.append(site.problem(
+            "plans", step.row, column, _("order {order}{more}: {message}").format(
+                order=order_id, more=more, message=message), message_level=True))
     return problems
 
 
@@ -1238,10 +1238,10 @@ def _waiting_problems(site: Site, decisions: list[Decision]) -> list[WorkbookPro
         column = d.reason[len(WAITING_FOR):]
         order = orders[d.order_id]
         customer = site.model.customers.get(order.customer_id)
-        sheet, row = "Orders", order.row
+        sheet, row = "orders", order.row
         if column not in order.fields and customer is not None and column in customer.fields:
-            sheet, row = "Customers", customer.row
-        problems.append(WorkbookProblem(
+            sheet, row = "customers", customer.row
+        problems.append(site.problem(
             sheet, row, column,
             _('order {order}, step {step} of "{plan}" (due {date}) is waiting for {column}: '
               "the cell is empty. Fill it and the next run sends the mail, or give the "
@@ -1249,7 +1249,7 @@ def _waiting_problems(site: Site, decisions: list[Decision]) -> list[WorkbookPro
                   order=d.order_id, step=d.step, plan=d.plan_name,
                   date=f"{d.due_date:%d/%m/%Y}", column=column,
                   fallback='{{ ...|default("…") }}'),
-            cell=site.cell(sheet, column, row), message_level=True))
+            message_level=True))
     return problems
 
 

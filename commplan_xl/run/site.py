@@ -26,10 +26,22 @@ class Site:
     stat: tuple[int, int] | None = None  # (size, mtime_ns) of the workbook when read
     # Column letters per sheet ("plans" -> {"body": "F"}), to name cells in problems.
     letters: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Each input sheet's name ("orders" -> "Commandes") and headers as written
+    # ("orders" -> {"start_date": "Date de début"}), to name them as staff see them.
+    sheets: dict[str, str] = field(default_factory=dict)
+    titles: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def cell(self, sheet: str, column: str, row: int) -> str | None:
         letter = self.letters.get(sheet.casefold(), {}).get(column)
         return f"{letter}{row}" if letter else None
+
+    def problem(self, sheet: str, row: int, column: str, message: str, *,
+                message_level: bool = False) -> WorkbookProblem:
+        """A problem at a cell of the input sheet `sheet` ("orders"), named as the
+        workbook names the sheet and the column ("Commandes!D2 (Date de début)")."""
+        return WorkbookProblem(self.sheets.get(sheet, sheet.capitalize()), row, column, message,
+                               cell=self.cell(sheet, column, row), message_level=message_level,
+                               header=self.titles.get(sheet, {}).get(column))
 
     @property
     def ledger_path(self) -> Path:

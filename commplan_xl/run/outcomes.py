@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from commplan_xl.i18n import N_, _
 from commplan_xl.problems import SendKind, WorkbookProblem
@@ -18,15 +19,25 @@ def last_try(catch_up_days: int, due_date: dt.date | None, day: dt.date) -> bool
     return due_date is not None and due_date + dt.timedelta(days=catch_up_days) <= day
 
 
-def retry_promise(catch_up_days: int, order_id: str, step: int, due_date: dt.date | None,
-                  day: dt.date, promise: str) -> str:
+class DueMessage(Protocol):
+    """A message by its order, step and due date (a Decision, a mail sent)."""
+
+    @property
+    def order_id(self) -> str: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def due_date(self) -> dt.date | None: ...
+
+
+def retry_promise(catch_up_days: int, message: DueMessage, day: dt.date, promise: str) -> str:
     """`promise` (a later run retries the message) when a later day's run still may:
     with catch_up_days 0 (or a due date at the end of the window) it says the truth."""
-    if not last_try(catch_up_days, due_date, day):
+    if not last_try(catch_up_days, message.due_date, day):
         return promise
     return _("will not be retried after today (catch_up_days is {days}); once fixed, "
              "`commplan resend {order} {step}` sends it").format(
-                 days=catch_up_days, order=order_id, step=step)
+                 days=catch_up_days, order=message.order_id, step=message.step)
 
 
 @dataclass(frozen=True)

@@ -235,8 +235,7 @@ def _act(report: BounceReport, sent: SentMail, base: ReturnedMail, ledger,
                 what=where, detail=report.reason), changed=False, order_id=sent.order_id,
                 step=sent.step))
         return True
-    retried = retry_promise(catch_up_days, sent.order_id, sent.step, sent.due_date, day,
-                            _(RETRIED))
+    retried = retry_promise(catch_up_days, sent, day, _(RETRIED))
     state, detail = _failure(report, base.address, ledger, retried)
     if report.kind == Kind.SOFT and state == "failed_permanent":
         kind = "hard"

@@ -19,7 +19,7 @@ from pathlib import Path
 from commplan_xl import i18n
 from commplan_xl.core.schedule import reason_text
 from commplan_xl.gc_pause import no_gc
-from commplan_xl.i18n import N_, _, ngettext, set_language
+from commplan_xl.i18n import N_, _, ngettext, quoted, set_language
 from commplan_xl.problems import CommplanError
 from commplan_xl.run import batch
 
@@ -589,7 +589,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     site = _site(args)
     plan = site.model.plans.get(norm_key(args.name))
     if plan is None:
-        names = ", ".join(f'"{p.name}"' for p in site.model.plans.values())
+        names = quoted(p.name for p in site.model.plans.values())
         raise CommplanError(_('There is no plan "{plan}" in Plans (there are {names}).')
                             .format(plan=args.name, names=names))
     lang = i18n.current()

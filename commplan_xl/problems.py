@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from commplan_xl.core.units import UNIT_TABLE, english_hint
-from commplan_xl.i18n import N_, _, current
+from commplan_xl.i18n import N_, _, current, quoted
 
 
 class CommplanError(Exception):
@@ -188,6 +188,8 @@ def sentence(kind: Problem, values: Mapping[str, object]) -> str:
         values = {"units": units_hint(), **values}
     elif kind is Problem.TEMPLATE_ERROR and values.get("part") in _PARTS:
         values = {**values, "part": _(_PARTS[str(values["part"])])}
+    elif kind is Problem.ORDER_PLAN_UNKNOWN and isinstance(values.get("known"), tuple):
+        values = {**values, "known": quoted(values["known"], at_most=5)}  # type: ignore[arg-type]
     return _(text).format_map(values)
 
 

@@ -236,6 +236,20 @@ def test_templates_names_stand_when_no_order_is_valid(tmp_path, smtp_server, cap
     assert "qui n'existe pas" not in out and "Plans!" not in out
 
 
+def test_unknown_plan_lists_the_plans_in_french_quotes(tmp_path, smtp_server, capsys) -> None:
+    """The plans to choose from are quoted as French quotes them, in `check` and `plan`."""
+    french_workbook(tmp_path, smtp_server)
+    wb_path = tmp_path / "workbooks" / "commplan.xlsx"
+    wb = openpyxl.load_workbook(wb_path)
+    wb["Commandes"]["C3"] = "Baie"
+    wb.save(wb_path)
+    assert main(["check", "--home", str(tmp_path)]) == 1
+    assert ("Commandes!C3 (Plan) : Il n'y a pas de plan « Baie » dans Plans ; écrivez l'un de "
+            "ceux-ci : « Baie vitrée ».") in capsys.readouterr().out.splitlines()
+    assert main(["plan", "Porte", "--from", "2026-03-02", "--home", str(tmp_path)]) != 0
+    assert "(il y a « Baie vitrée »)" in capsys.readouterr().err
+
+
 def test_unknown_locale_falls_back_to_french_and_check_says_so(tmp_path, smtp_server,
                                                               capsys) -> None:
     """A locale the tool does not speak is a check problem, and the tool speaks French."""

@@ -709,10 +709,11 @@ def _order_plans(sheet: _Sheet, cells: pd.Series, known: _OrderContext) -> pd.Se
     sheet.flag(broken, "plan", Problem.ORDER_PLAN_HAS_PROBLEMS, plan=names,
                plan_row=_rows_of(keys[broken], known.plan_rows))
     if known.plans_usable:
-        quoted = [f'"{p.name}"' for p in known.plans.values()]
+        known_names = tuple(p.name for p in known.plans.values())
         sheet.flag(missing & ~broken, "plan",
-                   Problem.ORDER_PLAN_UNKNOWN if quoted else Problem.ORDER_PLAN_UNKNOWN_NO_PLANS,
-                   plan=names, known=", ".join(quoted[:5]) + (", …" if len(quoted) > 5 else ""))
+                   Problem.ORDER_PLAN_UNKNOWN if known_names
+                   else Problem.ORDER_PLAN_UNKNOWN_NO_PLANS,
+                   plan=names, known=known_names)
     return keys
 
 

@@ -26,7 +26,7 @@ import gettext as _gettext
 import locale as _locale
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 LANGUAGES = ("fr", "en")
@@ -119,6 +119,15 @@ gettext = _
 def ngettext(singular: str, plural: str, n: int) -> str:
     """The singular or plural form for `n`, in the current language."""
     return _catalog(_current).ngettext(singular, plural, n)
+
+
+def quoted(names: Iterable[str], at_most: int = 0) -> str:
+    """Names quoted as the language quotes them and listed: "a", "b" or « a », « b »;
+    with `at_most`, the first ones and "…"."""
+    names = list(names)
+    shown = names[:at_most] if at_most else names
+    text = ", ".join(_('"{name}"').format(name=name) for name in shown)
+    return text + (", …" if len(shown) < len(names) else "")
 
 
 def N_(message: str) -> str:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real local SMTP server, an in-memory keyring."""
+"""Shared fixtures: a real local SMTP server, an in-memory keyring, and (for the tests
+that read a mailbox) a Dovecot per module with an account per test."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import keyring
 import keyring.backend
 import pytest
 
+from tests.imap_server import account, server  # noqa: F401 - fixtures, see imap_server
 from tests.smtp_server import SMTPServer
 
 
 @pytest.fixture
 def smtp_server():
     """A real aiosmtpd server on 127.0.0.1 at a free port, collecting what it receives."""
-    with SMTPServer() as server:
-        yield server
+    with SMTPServer() as srv:
+        yield srv
 
 
 class MemoryKeyring(keyring.backend.KeyringBackend):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import imaplib
 import ipaddress
+import itertools
 import os
 import pwd
 import re
@@ -36,6 +37,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+import pytest
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 INSTALL_HINT = "Dovecot is not installed: apt-get install -y dovecot-imapd"
@@ -344,3 +347,28 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             os.chown(os.path.join(dirpath, name), uid, gid)
+
+
+# The tests' mark and fixtures: a test module reading a mailbox says
+# `pytestmark = imap_server.needs_dovecot` and asks for `server` and `account`
+# (tests/conftest.py provides them).
+
+# Skipped on a developer machine without Dovecot; in CI a missing Dovecot fails instead.
+needs_dovecot = pytest.mark.skipif(not available() and not os.environ.get("CI"),
+                                   reason=INSTALL_HINT)
+_users = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One Dovecot per test module; each test gets its own mailbox account."""
+    with IMAPServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def account(server):
+    """A fresh mailbox account on the module's Dovecot."""
+    user = f"commandes{next(_users)}@menuiserie-durand.test"
+    server.add_user(user)
+    return user

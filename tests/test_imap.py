@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-import os
 from pathlib import Path
 
 import pytest
@@ -15,27 +13,9 @@ from commplan_xl.mail.imap import ImapConfig, ImapError, Mailbox, Position, read
 from tests import imap_server
 from tests.smtp_server import SilentServer
 
-# Skipped on a developer machine without Dovecot; in CI a missing Dovecot fails instead.
-pytestmark = pytest.mark.skipif(
-    not imap_server.available() and not os.environ.get("CI"), reason=imap_server.INSTALL_HINT)
+pytestmark = imap_server.needs_dovecot
 
 SAMPLES = Path(__file__).parent / "bounces"
-_users = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def server():
-    """One Dovecot for the module; each test gets its own account."""
-    with imap_server.IMAPServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def account(server):
-    """A fresh mailbox account (user, password) on the shared server."""
-    user = f"shop{next(_users)}@menuiserie-durand.test"
-    server.add_user(user)
-    return user
 
 
 def config(server, user: str, **overrides) -> ImapConfig:

@@ -5,8 +5,6 @@ runs and `commplan bounces` reading them back."""
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-import os
 import sqlite3
 from pathlib import Path
 
@@ -22,13 +20,11 @@ from tests import imap_server
 from tests.builders import DEFAULT_PLANS, DEFAULT_SETTINGS, make_workbook
 from tests.smtp_server import free_port
 
-pytestmark = pytest.mark.skipif(
-    not imap_server.available() and not os.environ.get("CI"), reason=imap_server.INSTALL_HINT)
+pytestmark = imap_server.needs_dovecot
 
 SAMPLES = Path(__file__).parent / "bounces"
 DAY1, DAY2, DAY3, DAY4 = "2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10"
 START = dt.date(2026, 3, 2)  # step 1 (+5 days) is due on DAY1
-_users = itertools.count(1)
 
 # sample -> (the recipient it reports, the original's Message-ID, our reference in it)
 ORIGINALS = {
@@ -57,20 +53,6 @@ ORIGINALS = {
 # One customer (and order) per sample, whose address is the one the sample reports.
 CUSTOMER_OF = {name: f"C{n:03d}" for n, name in enumerate(ORIGINALS, start=1)}
 ORDER_OF = {name: f"O{n}" for n, name in enumerate(ORIGINALS, start=1001)}
-
-
-@pytest.fixture(scope="module")
-def server():
-    """One Dovecot for the module; each test gets its own mailbox account."""
-    with imap_server.IMAPServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def account(server):
-    user = f"commandes{next(_users)}@menuiserie-durand.test"
-    server.add_user(user)
-    return user
 
 
 def customers() -> list[dict]:

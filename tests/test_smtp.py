@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
 from dataclasses import replace
 from email.headerregistry import Address
 from pathlib import Path
@@ -468,6 +469,22 @@ def test_failures_name_their_kind(tmp_path) -> None:
         lost = t.send(make(["a@example.com"]), sender=SENDER, recipients=["a@example.com"])
     assert lost.delivery is Delivery.UNCERTAIN and lost.failure is not None
     assert lost.failure.kind is SendKind.UNCERTAIN
+
+
+def test_callers_work_is_done_before_a_throttle_wait(smtp_server, tmp_path) -> None:
+    """A server asking to slow down makes the transport wait; the caller's `before` work
+    (which records the mail before this one as sent) is done before the wait, not after."""
+    smtp_server.handler.mail_replies.append("452 4.5.3 too many messages, try again later")
+    calls: list[float] = []
+    with SmtpTransport(settings_for(smtp_server.port, tmp_path), environ=NO_ENV,
+                       throttle_waits=[0.5]) as transport:
+        start = time.monotonic()
+        sent = transport.send(make(["a@example.com"]), sender=SENDER,
+                              recipients=["a@example.com"],
+                              before=lambda: calls.append(time.monotonic() - start))
+        took = time.monotonic() - start
+    assert sent.delivery is Delivery.DELIVERED and took >= 0.5
+    assert len(calls) == 1 and calls[0] < 0.5
 
 
 def test_callers_work_runs_while_the_server_works(smtp_server, tmp_path) -> None:

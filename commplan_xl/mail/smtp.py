@@ -105,16 +105,17 @@ class SmtpTransport(SmtpConnection):
             try:
                 return self._attempt(data, mail_from, rcpts, hooks)
             except SendFailure as failure:
-                if failure.kind is not SendKind.THROTTLED or not self._wait_for_throttle():
+                if failure.kind is not SendKind.THROTTLED or not self._throttle_waits:
                     raise
+                # Minutes of waiting: the caller's work is done before them, not after (so
+                # the mail before this one is on record while the run waits).
+                hooks.run_before()
+                self._wait_for_throttle()
 
-    def _wait_for_throttle(self) -> bool:
-        """Wait the next pause a throttling server asks for; False once the run's pauses
-        are spent (the mail then stays due for the next run)."""
-        if not self._throttle_waits:
-            return False
+    def _wait_for_throttle(self) -> None:
+        """Wait the next pause a throttling server asks for (the caller checks that one is
+        left: once the run's pauses are spent, the mail stays due for the next run)."""
         time.sleep(self._throttle_waits.pop(0))
-        return True
 
     def _pace(self) -> None:
         """Wait so that no more than max_per_minute mails start in any minute."""

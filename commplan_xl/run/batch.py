@@ -1,6 +1,7 @@
 """The batch: read → validate → schedule → render → send → record → SentLog.
 
 This is the library behind the command line: each public function here is one command.
+One message is made in `run/building.py`; the send loop itself is `run/sending.py`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from python_calamine import CalamineWorkbook
 
@@ -33,6 +33,8 @@ from commplan_xl.problems import CellError, CommplanError, Problem
 
 if TYPE_CHECKING:
     import pandas as pd
+
+V = TypeVar("V")
 
 # The sheets validation needs; reading only these keeps a run fast on big workbooks.
 INPUT_SHEETS = ("settings", "plans", "customers", "orders", "variables")
@@ -103,6 +105,14 @@ class Table:
     def values(self, index: int) -> dict[str, object]:
         """The values by column of the row at `index` (of `numbers`)."""
         return {column: self.data[column][index] for column in self.columns}
+
+    def by_any_name(self, by_column: Mapping[str, V]) -> dict[str, V]:
+        """`by_column` (values, letters, headers… by column key) with each column under its
+        header's own name too (`date_de_debut` beside `start_date`), as templates know it;
+        a column of that name wins."""
+        own = {name: by_column[column] for column, name in self.headers.items()
+               if column in by_column and name not in by_column}
+        return {**by_column, **own}
 
     def cell(self, column: str, row: int) -> str:
         """The Excel reference of a cell, e.g. "D7" ("" when the column is absent)."""

@@ -602,14 +602,6 @@ def _date_columns(columns: Iterable[str]) -> set[str]:
     return {c for c in columns if c.endswith("date") or c.startswith("date_")}
 
 
-def _own_names(fields: dict[str, list[object]], table: Table) -> None:
-    """Add each column under its header's own name too (`date_de_debut` beside
-    `start_date`), so templates know it by both; a column of that name wins."""
-    for column, own in table.headers.items():
-        if column in fields:
-            fields.setdefault(own, fields[column])
-
-
 def _customers(tables: Mapping[str, Table], usable: set[str],
                problems: list[WorkbookProblem]) -> tuple[dict[str, Customer], dict[str, int]]:
     """The valid customers by id, and the row of every id seen (even if invalid)."""
@@ -636,7 +628,7 @@ def _customers(tables: Mapping[str, Table], usable: set[str],
     fields = {column: cells[column][valid].tolist() for column in cells.columns}
     for column in _date_columns(cells.columns):
         fields[column] = _per_value(cells[column][valid], _field_date).tolist()
-    _own_names(fields, table)
+    fields = table.by_any_name(fields)
     records = zip(
         ids[valid].tolist(), _texts(cells["name"])[valid].tolist(), emails[valid].tolist(),
         opt_out[valid].tolist(), [dict(zip(fields, row, strict=True))
@@ -771,7 +763,7 @@ def _order_records(table: Table, valid: pd.Series, ids: pd.Series,
         columns[column] = read.fillna("").tolist()
     for column in _date_columns(table.columns) - set(dates):
         columns[column] = _per_value(table.frame[column], _field_date).tolist()
-    _own_names(columns, table)
+    columns = table.by_any_name(columns)
     kept = valid.to_numpy().nonzero()[0].tolist()  # positions of the valid rows
     order_dates = [dict(zip(dates, values, strict=True))
                    for values in zip(*(read[valid].tolist() for read in dates.values()),

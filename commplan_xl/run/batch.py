@@ -83,18 +83,9 @@ def load_site(
         stat = None
     model, settings, problems = validate(tables, home=home_path, environ=environ)
     return Site(home_path, wb, settings, model, tuple(problems), stat,
-                letters={key: _by_any_name(t, t.letters) for key, t in tables.items()},
+                letters={key: t.by_any_name(t.letters) for key, t in tables.items()},
                 sheets={key: t.sheet for key, t in tables.items()},
-                titles={key: _by_any_name(t, t.titles) for key, t in tables.items()})
-
-
-def _by_any_name(table: Table, by_column: dict[str, str]) -> dict[str, str]:
-    """`by_column` (letters, titles) by each column's key and by its header's own name too
-    ("date_de_debut" as well as "start_date"), as templates know it: so a sheet without
-    one valid row still says which names exist."""
-    own = {name: by_column[column] for column, name in table.headers.items()
-           if name not in by_column and column in by_column}
-    return {**by_column, **own}
+                titles={key: t.by_any_name(t.titles) for key, t in tables.items()})
 
 
 def open_workbook(path: Path) -> Mapping[str, Table]:

@@ -188,7 +188,7 @@ def sentence(kind: Problem, values: Mapping[str, object]) -> str:
         values = {"units": units_hint(), **values}
     elif kind is Problem.TEMPLATE_ERROR and values.get("part") in _PARTS:
         values = {**values, "part": _(_PARTS[str(values["part"])])}
-    elif kind is Problem.ORDER_PLAN_UNKNOWN and isinstance(values.get("known"), tuple):
+    elif kind is Problem.ORDER_PLAN_UNKNOWN:  # `known`: the plans' names
         values = {**values, "known": quoted(values["known"], at_most=5)}  # type: ignore[arg-type]
     return _(text).format_map(values)
 

@@ -10,6 +10,21 @@ import pytest
 from tests.imap_server import account, server  # noqa: F401 - fixtures, see imap_server
 from tests.smtp_server import SMTPServer
 
+# Variables a developer's machine may set that would point a test at its own server,
+# account or home folder.
+SITE_ENV = ("COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT", "COMMPLAN_SMTP_USER",
+            "COMMPLAN_SMTP_SECURITY", "COMMPLAN_SMTP_PASSWORD", "COMMPLAN_SENDER_EMAIL",
+            "COMMPLAN_HOME", "COMMPLAN_IMAP_HOST", "COMMPLAN_IMAP_PORT",
+            "COMMPLAN_IMAP_SECURITY", "COMMPLAN_IMAP_USER", "COMMPLAN_OAUTH_CLIENT_SECRET")
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """None of the machine's SITE_ENV variables leaks into the test; gives `monkeypatch`."""
+    for var in SITE_ENV:
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
 
 @pytest.fixture
 def smtp_server():

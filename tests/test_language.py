@@ -29,12 +29,7 @@ DAY1 = "2026-03-07"  # O1001 step 1 (+5 days from 2026-03-02) is due
 DAY2 = "2026-03-14"  # O1002 step 1 is due
 
 
-@pytest.fixture(autouse=True)
-def _no_environment(monkeypatch):
-    for var in ("COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT", "COMMPLAN_SMTP_USER",
-                "COMMPLAN_SMTP_SECURITY", "COMMPLAN_SENDER_EMAIL", "COMMPLAN_HOME",
-                "COMMPLAN_SMTP_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def settings(server, locale: str = "fr_FR") -> list[dict]:

@@ -40,12 +40,8 @@ def png(width: int, height: int) -> bytes:
 
 
 @pytest.fixture
-def home(tmp_path, smtp_server, monkeypatch):
+def home(tmp_path, smtp_server, clean_env):
     """A home whose step 1 has a Markdown body, with a logo and a signature in Settings."""
-    for var in ("COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT", "COMMPLAN_SMTP_USER",
-                "COMMPLAN_SMTP_SECURITY", "COMMPLAN_SENDER_EMAIL", "COMMPLAN_HOME",
-                "COMMPLAN_SMTP_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
     plans = [dict(row) for row in DEFAULT_PLANS]
     plans[0]["body"] = BODY
     customers = [dict(row) for row in DEFAULT_CUSTOMERS]

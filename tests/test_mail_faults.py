@@ -41,12 +41,10 @@ def _plans() -> list[dict]:
 
 
 @pytest.fixture
-def clean_env(monkeypatch):
-    for var in ("COMMPLAN_SMTP_PASSWORD", "COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT",
-                "COMMPLAN_SMTP_USER", "COMMPLAN_SMTP_SECURITY", "COMMPLAN_SENDER_EMAIL",
-                "COMMPLAN_HOME"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("COMMPLAN_THROTTLE_WAITS", "0.2,0.2,0.2")  # the run's waits, short
+def clean_env(clean_env):
+    """conftest's clean_env, with the run's throttle waits short."""
+    clean_env.setenv("COMMPLAN_THROTTLE_WAITS", "0.2,0.2,0.2")
+    return clean_env
 
 
 def workbook(home: Path, server: SMTPServer, **settings) -> None:

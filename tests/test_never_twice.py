@@ -36,12 +36,8 @@ def _plans(name: str = "Baie") -> list[dict]:
 
 
 @pytest.fixture
-def home(tmp_path, smtp_server, monkeypatch):
+def home(tmp_path, smtp_server, clean_env):
     """A home with five orders on plan "Baie", pointed at the local SMTP server."""
-    for var in ("COMMPLAN_SMTP_PASSWORD", "COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT",
-                "COMMPLAN_SMTP_USER", "COMMPLAN_SMTP_SECURITY", "COMMPLAN_SENDER_EMAIL",
-                "COMMPLAN_HOME"):
-        monkeypatch.delenv(var, raising=False)
     make_workbook(tmp_path, settings=settings_for(smtp_server), plans=_plans(),
                   orders=ORDERS)
     return tmp_path

@@ -523,15 +523,6 @@ def test_google_missing_token_file_never_prompts(tmp_path):
 # ---------------------------------------------------------------- the command line
 
 
-@pytest.fixture
-def clean_env(monkeypatch):
-    """No SMTP or OAuth variables from the machine leak into a test."""
-    for var in ("COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT", "COMMPLAN_SMTP_USER",
-                "COMMPLAN_SMTP_SECURITY", "COMMPLAN_SENDER_EMAIL", "COMMPLAN_HOME",
-                "COMMPLAN_SMTP_PASSWORD", "COMMPLAN_OAUTH_CLIENT_SECRET"):
-        monkeypatch.delenv(var, raising=False)
-
-
 def oauth_workbook(home: Path, port: int) -> None:
     rows = [dict(r) for r in DEFAULT_SETTINGS if r["key"] != "smtp_port"]
     rows += [{"key": "smtp_port", "value": port}, {"key": "smtp_user", "value": MAILBOX},

@@ -49,13 +49,7 @@ ALICE, BRUNO, DENISE = "alice@example.test", "bruno@example.test", "denise@examp
 BOSS = "boss@example.test"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    """No SMTP or home variable of the machine leaks into a test."""
-    for var in ("COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT", "COMMPLAN_SMTP_USER",
-                "COMMPLAN_SMTP_SECURITY", "COMMPLAN_SENDER_EMAIL", "COMMPLAN_HOME",
-                "COMMPLAN_SMTP_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def settings_for(server, **extra) -> list[dict]:

@@ -75,14 +75,9 @@ def settings_rows(smtp_port: int, imap_port: int, user: str, **extra) -> list[di
 
 
 @pytest.fixture
-def home(tmp_path, smtp_server, server, account, monkeypatch):
+def home(tmp_path, smtp_server, server, account, clean_env):
     """A home whose runs send to the local SMTP server and read `account`'s mailbox."""
-    for var in ("COMMPLAN_SMTP_PASSWORD", "COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT",
-                "COMMPLAN_SMTP_USER", "COMMPLAN_SMTP_SECURITY", "COMMPLAN_SENDER_EMAIL",
-                "COMMPLAN_HOME", "COMMPLAN_IMAP_HOST", "COMMPLAN_IMAP_PORT",
-                "COMMPLAN_IMAP_SECURITY", "COMMPLAN_IMAP_USER"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("COMMPLAN_IMAP_PASSWORD", server.passwords[account])
+    clean_env.setenv("COMMPLAN_IMAP_PASSWORD", server.passwords[account])
     make_workbook(tmp_path, settings=settings_rows(smtp_server.port, server.port, account),
                   customers=customers(), orders=orders())
     return tmp_path

@@ -35,12 +35,8 @@ def settings_for(server, **extra) -> list[dict]:
 
 
 @pytest.fixture
-def home(tmp_path, smtp_server, monkeypatch):
+def home(tmp_path, smtp_server, clean_env):
     """A home folder with the default workbook pointed at the test SMTP server."""
-    monkeypatch.delenv("COMMPLAN_SMTP_PASSWORD", raising=False)
-    for var in ("COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT", "COMMPLAN_SMTP_USER",
-                "COMMPLAN_SMTP_SECURITY", "COMMPLAN_SENDER_EMAIL", "COMMPLAN_HOME"):
-        monkeypatch.delenv(var, raising=False)
     make_workbook(tmp_path, settings=settings_for(smtp_server))
     return tmp_path
 
@@ -460,12 +456,9 @@ def test_each_mail_of_a_batch_gets_its_own_outcome(tmp_path, smtp_server):
 
 
 def test_invalid_reply_to_is_a_check_problem_not_every_customers_failure(
-        tmp_path, smtp_server, monkeypatch, capsys):
+        tmp_path, smtp_server, clean_env, capsys):
     """A typo in reply_to is one `check` problem on its Settings cell; mails still go out,
     without a Reply-To, and no customer is blamed for it."""
-    for var in ("COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT", "COMMPLAN_SMTP_USER",
-                "COMMPLAN_SMTP_SECURITY", "COMMPLAN_SENDER_EMAIL", "COMMPLAN_HOME"):
-        monkeypatch.delenv(var, raising=False)
     make_workbook(tmp_path, settings=settings_for(smtp_server, reply_to="service@@exemple"))
     assert cli(tmp_path, "check") == 1
     out = capsys.readouterr().out

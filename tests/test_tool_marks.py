@@ -21,10 +21,7 @@ DAY1 = "2026-03-07"
 
 
 @pytest.fixture
-def home(tmp_path, smtp_server, monkeypatch):
-    for var in ("COMMPLAN_SMTP_PASSWORD", "COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT",
-                "COMMPLAN_HOME", "COMMPLAN_SENDER_EMAIL"):
-        monkeypatch.delenv(var, raising=False)
+def home(tmp_path, smtp_server, clean_env):
     make_workbook(tmp_path, settings=settings_for(smtp_server, locale="en_GB"))
     return tmp_path
 

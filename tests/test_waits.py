@@ -35,14 +35,6 @@ def orders_with_delivery(delivery: dt.date | None) -> list[dict]:
     return orders
 
 
-@pytest.fixture
-def clean_env(monkeypatch):
-    for var in ("COMMPLAN_SMTP_HOST", "COMMPLAN_SMTP_PORT", "COMMPLAN_SMTP_USER",
-                "COMMPLAN_SMTP_SECURITY", "COMMPLAN_SENDER_EMAIL", "COMMPLAN_HOME",
-                "COMMPLAN_SMTP_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
-
-
 def cli(home: Path, *args: str) -> int:
     return main([*args, "--home", str(home)])
 

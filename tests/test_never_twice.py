@@ -295,16 +295,21 @@ def test_no_retry_is_promised_past_catch_up(tmp_path, smtp_server, capsys, monke
     assert "not be retried after today" in detail[0]
 
 
+def alike_ids_workbook(home: Path, smtp_server) -> None:
+    """Customers `12/34` and `12_34`, both named Dupont, one order each."""
+    customers = [{"customer_id": "12/34", "name": "Dupont", "email": "a@example.test"},
+                 {"customer_id": "12_34", "name": "Dupont", "email": "b@example.test"}]
+    orders = [dict(ORDERS[0], customer_id="12/34"), dict(ORDERS[1], customer_id="12_34")]
+    make_workbook(home, settings=settings_for(smtp_server), plans=_plans(),
+                  customers=customers, orders=orders)
+
+
 def test_customers_with_alike_ids_keep_separate_archive_folders(tmp_path, smtp_server,
                                                                 monkeypatch):
     """Customers `12/34` and `12_34` each get their own archive folder, found again by
     later runs: each folder holds only its customer's mails."""
     monkeypatch.delenv("COMMPLAN_HOME", raising=False)
-    customers = [{"customer_id": "12/34", "name": "Dupont", "email": "a@example.test"},
-                 {"customer_id": "12_34", "name": "Dupont", "email": "b@example.test"}]
-    orders = [dict(ORDERS[0], customer_id="12/34"), dict(ORDERS[1], customer_id="12_34")]
-    make_workbook(tmp_path, settings=settings_for(smtp_server), plans=_plans(),
-                  customers=customers, orders=orders)
+    alike_ids_workbook(tmp_path, smtp_server)
     for day in (DAY1, DAY2):
         assert main(["run", "--home", str(tmp_path), "--today", day]) == 0
     folders = sorted(p for p in (tmp_path / "archive").iterdir())
@@ -345,11 +350,7 @@ def test_an_earlier_runs_folder_keeps_serving_its_customer(tmp_path, smtp_server
     from commplan_xl.store.ledger import Ledger
 
     monkeypatch.delenv("COMMPLAN_HOME", raising=False)
-    customers = [{"customer_id": "12/34", "name": "Dupont", "email": "a@example.test"},
-                 {"customer_id": "12_34", "name": "Dupont", "email": "b@example.test"}]
-    orders = [dict(ORDERS[0], customer_id="12/34"), dict(ORDERS[1], customer_id="12_34")]
-    make_workbook(tmp_path, settings=settings_for(smtp_server), plans=_plans(),
-                  customers=customers, orders=orders)
+    alike_ids_workbook(tmp_path, smtp_server)
     old = tmp_path / "archive" / "12_34 - Dupont"
     old.mkdir()
     (old / "2026-03-01_CMD-9_step-1.eml").write_bytes(b"Subject: old\r\n\r\nx\r\n")
